@@ -1,0 +1,157 @@
+"""Tiny, seeded Transformers built from scratch for tests: saved with ``save_pretrained`` and
+loaded back through :func:`audit.load_model`, so tests exercise the real loading code.
+
+Each builder trains a tokenizer with ``tokenizers`` on a small generated corpus, builds a model
+from a small config (hidden 32, 2 layers) and writes both to a folder.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from pathlib import Path
+
+import torch
+
+_SUBJECTS = ["the man", "the woman", "he", "she", "the doctor", "the nurse", "my friend", "the engineer",
+             "the teacher", "the poor family", "the rich family", "the old man", "the young woman",
+             "the immigrant", "the american", "the christian", "the muslim", "the jewish boy", "the black man",
+             "the white man", "the asian girl", "the african man", "a mexican worker", "the gay man"]
+_VERBS = ["is", "was", "seems", "became", "looked"]
+_ADJS = ["good", "bad", "lazy", "smart", "kind", "angry", "rich", "poor", "strong", "weak", "happy", "sad",
+         "honest", "violent", "caring", "emotional", "rational", "clean", "dirty", "friendly"]
+_TAILS = ["at work", "at home", "today", "in the city", "with the children", "after school", "."]
+
+TR_SENTENCES = [
+    "o bir doktor", "o bir hemşire", "o bir mühendis", "o bir öğretmen", "o evde çalışıyor",
+    "kadın mutfakta yemek yaptı", "adam arabayı tamir etti", "o çok güçlü", "o çok duygusal",
+    "annesi öğretmen", "babası mühendis", "kız kardeşi doktor", "erkek kardeşi hemşire",
+    "ayşe okula gitti", "mehmet işe gitti", "o bugün çok mutlu", "o dün çok üzgündü",
+]
+
+
+def corpus(n: int = 400, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    combos = list(itertools.product(_SUBJECTS, _VERBS, _ADJS, _TAILS))
+    rng.shuffle(combos)
+    out = [f"{s} {v} {a} {t}".replace(" .", ".") for s, v, a, t in combos[:n]]
+    return out + [s.capitalize() for s in out[: n // 4]] + TR_SENTENCES * 3
+
+
+def _seed(seed: int) -> None:
+    torch.manual_seed(seed)
+    random.seed(seed)
+
+
+def _wordpiece_tokenizer(folder: Path, texts: list[str], lowercase: bool = True):  # type: ignore[no-untyped-def]
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertTokenizerFast
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=400, special_tokens=special))
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+    )
+    tok.decoder = decoders.WordPiece()
+    fast = BertTokenizerFast(tokenizer_object=tok, do_lower_case=lowercase, unk_token="[UNK]", pad_token="[PAD]",
+                             cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]", model_max_length=128)
+    fast.save_pretrained(folder)
+    return fast
+
+
+def _bytelevel_tokenizer(folder: Path, texts: list[str], style: str):  # type: ignore[no-untyped-def]
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    if style == "roberta":
+        special = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    elif style == "gpt2":
+        special = ["<|endoftext|>"]
+    else:  # llama-like
+        special = ["<unk>", "<s>", "</s>"]
+    tok.train_from_iterator(
+        texts,
+        trainers.BpeTrainer(vocab_size=400, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()),
+    )
+    if style == "roberta":
+        tok.post_processor = processors.RobertaProcessing(("</s>", tok.token_to_id("</s>")), ("<s>", tok.token_to_id("<s>")))
+        fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                       pad_token="<pad>", mask_token="<mask>", cls_token="<s>", sep_token="</s>",
+                                       model_max_length=128)
+    elif style == "gpt2":
+        fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", unk_token="<|endoftext|>",
+                                       model_max_length=128)
+    else:
+        fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                       model_max_length=128)
+    fast.save_pretrained(folder)
+    return fast
+
+
+def build_bert(folder: Path, kind: str = "masked-lm", seed: int = 0, num_labels: int = 2) -> Path:
+    from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel
+
+    _seed(seed)
+    tok = _wordpiece_tokenizer(folder, corpus())
+    cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=128, pad_token_id=tok.pad_token_id,
+                     num_labels=num_labels)
+    cls = {"masked-lm": BertForMaskedLM, "encoder": BertModel, "classifier": BertForSequenceClassification}[kind]
+    model = cls(cfg).eval()
+    model.save_pretrained(folder)
+    return folder
+
+
+def build_roberta(folder: Path, seed: int = 0) -> Path:
+    from transformers import RobertaConfig, RobertaForMaskedLM
+
+    _seed(seed)
+    tok = _bytelevel_tokenizer(folder, corpus(), "roberta")
+    cfg = RobertaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=130, pad_token_id=tok.pad_token_id,
+                        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    RobertaForMaskedLM(cfg).eval().save_pretrained(folder)
+    return folder
+
+
+def build_gpt2(folder: Path, seed: int = 0) -> Path:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    _seed(seed)
+    tok = _bytelevel_tokenizer(folder, corpus(), "gpt2")
+    cfg = GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=4, n_positions=128,
+                     bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)
+    GPT2LMHeadModel(cfg).eval().save_pretrained(folder)
+    return folder
+
+
+def build_llama(folder: Path, seed: int = 0) -> Path:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    _seed(seed)
+    tok = _bytelevel_tokenizer(folder, corpus(), "llama")
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, intermediate_size=64, max_position_embeddings=128,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=False)
+    LlamaForCausalLM(cfg).eval().save_pretrained(folder)
+    return folder
+
+
+def make_pickled_copy(src: Path, dst: Path) -> Path:
+    """A copy of a saved model whose weights are a pickled ``pytorch_model.bin`` only."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    shutil.copytree(src, dst)
+    for f in dst.glob("*.safetensors"):
+        torch.save(load_file(f), dst / "pytorch_model.bin")
+        f.unlink()
+    return dst
