@@ -44,7 +44,15 @@ def _seed(seed: int) -> None:
 
 
 def _wordpiece_tokenizer(folder: Path, texts: list[str], lowercase: bool = True):  # type: ignore[no-untyped-def]
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import BertTokenizerFast
 
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))

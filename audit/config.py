@@ -1,0 +1,212 @@
+"""The audit config (YAML): which models, which probes and explainers, seed, output, policy.
+
+Example::
+
+    seed: 0
+    output: runs
+    models:
+      - name: smollm2-135m          # demo alias, local folder or hub id
+        kind: causal-lm             # optional: inferred from the config's architectures
+      - name: minilm-l6
+    probes:
+      - probe: crows_pairs
+        data: ../shared/data/crows-pairs/crows_pairs_anonymized.csv   # relative to this file
+        options: {max_items: 200}
+      - seat                        # shorthand: built-in data, default options
+    explain:
+      - name: why
+        methods: [ig, rollout]
+        texts: ["The nurse said she would help."]
+    policy:                         # or a path to a policy YAML file
+      - check: crows_pairs.metric within 45..55
+        severity: fail
+    report:
+      formats: [html, md, json]
+
+An invalid config raises :class:`ConfigError` naming the field and the problem.
+"""
+
+from __future__ import annotations
+
+import inspect
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """An invalid audit config; the message names the field."""
+
+
+class ModelSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, description="demo alias, local folder or hub id")
+    kind: Literal["masked-lm", "causal-lm", "encoder", "classifier"] | None = None
+    dtype: Literal["auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16"] = "auto"
+    device: str = "auto"
+    device_map: str | None = None
+    revision: str | None = None
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
+    label: str | None = Field(default=None, description="short name used in run-directory names")
+
+    @property
+    def slug(self) -> str:
+        base = self.label or Path(self.name.rstrip("/")).name or self.name
+        return "".join(c if c.isalnum() or c in "-_." else "-" for c in base)
+
+
+class ProbeSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    probe: str = Field(min_length=1)
+    name: str | None = Field(default=None, description="instance name (folder under probes/)")
+    data: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    models: list[str] | None = Field(default=None, description="run only on these model names")
+
+    @property
+    def instance(self) -> str:
+        return self.name or self.probe
+
+
+class ReportSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    formats: list[Literal["html", "pdf", "md", "json"]] = Field(default_factory=lambda: ["html", "md", "json"])
+    enabled: bool = True
+
+
+class DistributedSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
+
+
+class AuditConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = 0
+    output: str = "runs"
+    models: list[ModelSpec] = Field(min_length=1)
+    probes: list[ProbeSpec] = Field(default_factory=list)
+    explain: list[dict[str, Any]] = Field(default_factory=list)
+    policy: str | list[Any] | dict[str, Any] | None = None
+    report: ReportSpec = Field(default_factory=ReportSpec)
+    distributed: DistributedSpec = Field(default_factory=DistributedSpec)
+    #: folder relative paths are resolved against (the config file's folder)
+    base_dir: str | None = Field(default=None, exclude=True)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _model_shorthand(cls, v: Any) -> Any:
+        return [{"name": m} if isinstance(m, str) else m for m in v] if isinstance(v, list) else v
+
+    @field_validator("probes", mode="before")
+    @classmethod
+    def _probe_shorthand(cls, v: Any) -> Any:
+        return [{"probe": p} if isinstance(p, str) else p for p in v] if isinstance(v, list) else v
+
+    @model_validator(mode="after")
+    def _unique_instances(self) -> AuditConfig:
+        seen: set[str] = set()
+        for p in self.probes:
+            if p.instance in seen:
+                raise ValueError(f"probe instance name {p.instance!r} is used twice; give one a distinct 'name'")
+            seen.add(p.instance)
+        slugs = [m.slug for m in self.models]
+        if len(set(slugs)) != len(slugs):
+            raise ValueError("two models share a run-directory name; give them distinct 'label's")
+        return self
+
+    def resolve(self, path: str | None) -> str | None:
+        """A data path made absolute against the config's folder (``None`` stays ``None``)."""
+        if path is None:
+            return None
+        p = Path(path).expanduser()
+        if not p.is_absolute() and self.base_dir:
+            p = Path(self.base_dir) / p
+        return str(p)
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = []
+    for e in exc.errors():
+        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
+        lines.append(f"  {loc}: {e['msg']}")
+    return f"invalid audit config {source}:\n" + "\n".join(lines)
+
+
+def parse_config(data: Any, *, source: str = "<dict>", base_dir: str | Path | None = None) -> AuditConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid audit config {source}: the top level must be a mapping, got {type(data).__name__}")
+    try:
+        cfg = AuditConfig.model_validate({**data, "base_dir": str(base_dir) if base_dir else None})
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None
+    check_names(cfg, source)
+    return cfg
+
+
+def load_config(path: str | Path) -> AuditConfig:
+    """Read and validate a YAML audit config."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"audit config not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+    return parse_config(data, source=str(p), base_dir=p.resolve().parent)
+
+
+def default_config() -> AuditConfig:
+    """The embedded default audit on the demo models (no data downloads)."""
+    text = resources.files("audit").joinpath("default_audit.yaml").read_text(encoding="utf-8")
+    return parse_config(yaml.safe_load(text), source="(embedded default audit)")
+
+
+def check_names(cfg: AuditConfig, source: str) -> None:
+    """Probe names, probe options and explain specs checked against what is registered."""
+    from audit.probe import PROBES
+    from audit.registry import UnknownNameError
+
+    for i, p in enumerate(cfg.probes):
+        try:
+            cls = PROBES.get(p.probe)
+        except UnknownNameError as exc:
+            raise ConfigError(f"invalid audit config {source}:\n  probes.{i}.probe: {exc}") from None
+        params = inspect.signature(cls.run).parameters
+        allowed = {n for n, x in params.items() if x.kind is inspect.Parameter.KEYWORD_ONLY} - {"seed", "progress"}
+        bad = sorted(set(p.options) - allowed)
+        if bad:
+            raise ConfigError(
+                f"invalid audit config {source}:\n  probes.{i}.options: unknown option(s) {bad} for "
+                f"probe {p.probe!r}; allowed: {sorted(allowed)}"
+            )
+        names = {m.name for m in cfg.models}
+        for m in p.models or []:
+            if m not in names:
+                raise ConfigError(f"invalid audit config {source}:\n  probes.{i}.models: {m!r} is not a model in 'models'")
+    if cfg.explain:
+        try:
+            from audit.explain import validate_explain_spec
+        except ImportError:  # pragma: no cover - explain package always ships
+            return
+        seen: set[str] = set()
+        for i, spec in enumerate(cfg.explain):
+            try:
+                validate_explain_spec(spec)
+            except ValueError as exc:
+                raise ConfigError(f"invalid audit config {source}:\n  explain.{i}: {exc}") from None
+            nm = spec.get("name")
+            if nm in seen:
+                raise ConfigError(f"invalid audit config {source}:\n  explain.{i}.name: {nm!r} is used twice")
+            seen.add(nm)

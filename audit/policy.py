@@ -1,0 +1,423 @@
+"""Audit policies: thresholds on probe metrics, judged against a run directory.
+
+A policy is a list of checks, given as a YAML file or as the ``policy:`` section of an audit
+config::
+
+    checks:                      # or the list itself at top level
+      - check: crows_pairs.metric within 45..55
+        severity: fail           # fail (default) | warn
+        on: ci                   # value (default) | ci: judge the 95 % CI bound, not the point
+      - seat.mean_abs_effect_size <= 0.2      # a bare string: severity fail, on value
+      - {check: "stereoset.icat >= 70", severity: warn}
+
+``<probe>`` is the probe's name in the run (the registry name unless the config renamed it);
+``<metric>`` is a key of that probe's summary metrics. Operators: ``<=``, ``<``, ``>=``, ``>``
+and ``within LOW..HIGH`` (inclusive). With ``on: ci`` an upper bound (``<=``, ``<``) is judged
+on ``ci_high``, a lower bound on ``ci_low``, and ``within`` needs both bounds inside — the
+check passes only when the whole interval satisfies it (a conservative gate, in the spirit of
+equivalence testing with two one-sided tests, Schuirmann 1987).
+
+Each check ends ``pass``, ``warn`` (a warn-severity check whose condition is violated),
+``fail`` or ``missing`` (the probe failed, did not run, or lacks the metric or its CI). A
+missing metric fails the verdict when the check's severity is ``fail``: an audit gate must not
+pass because a probe crashed.
+
+The runner calls :func:`load_policy`, :func:`validate_policy` (with :func:`known_metrics`),
+:func:`evaluate_policy` and :func:`write_verdict`, then exits 1 when ``verdict.failed``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from audit.store import SCHEMA_VERSION, RunDir, now_iso, read_json, write_json
+
+Op = Literal["<=", "<", ">=", ">", "within"]
+STATUSES = ("pass", "warn", "fail", "missing")
+
+_NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
+_CMP_RE = re.compile(rf"^\s*(?P<ref>[^\s<>=]+)\s*(?P<op><=|>=|<|>)\s*(?P<num>{_NUM})\s*$")
+_WITHIN_RE = re.compile(
+    rf"^\s*(?P<ref>\S+)\s+within\s+\[?\s*(?P<lo>{_NUM})\s*(?:\.\.|,|\bto\b)\s*(?P<hi>{_NUM})\s*\]?\s*$",
+    re.IGNORECASE,
+)
+GRAMMAR = "'<probe>.<metric> <=|<|>=|> NUMBER' or '<probe>.<metric> within LOW..HIGH'"
+
+
+class PolicyError(ValueError):
+    """A policy that cannot be read or names something that does not exist."""
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A parsed check string."""
+
+    probe: str
+    metric: str
+    op: Op
+    threshold: float | None = None
+    low: float | None = None
+    high: float | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.probe}.{self.metric}"
+
+    def threshold_text(self) -> str:
+        if self.op == "within":
+            return f"within {_fmt(self.low)}..{_fmt(self.high)}"
+        return f"{self.op} {_fmt(self.threshold)}"
+
+
+def _fmt(x: float | None) -> str:
+    return "—" if x is None else f"{x:g}"
+
+
+def parse_condition(text: str) -> Condition:
+    """Parse ``"crows_pairs.metric within 45..55"`` / ``"seat.mean_abs_effect_size <= 0.2"``."""
+    m = _WITHIN_RE.match(text)
+    if m:
+        lo, hi = float(m["lo"]), float(m["hi"])
+        if lo > hi:
+            raise ValueError(f"empty range: LOW {lo:g} is greater than HIGH {hi:g}")
+        probe, metric = _split_ref(m["ref"])
+        return Condition(probe, metric, "within", low=lo, high=hi)
+    m = _CMP_RE.match(text)
+    if m:
+        probe, metric = _split_ref(m["ref"])
+        return Condition(probe, metric, m["op"], threshold=float(m["num"]))  # type: ignore[arg-type]
+    raise ValueError(f"cannot parse {text!r}; expected {GRAMMAR}")
+
+
+def _split_ref(ref: str) -> tuple[str, str]:
+    probe, dot, metric = ref.partition(".")
+    if not dot or not probe or not metric:
+        raise ValueError(f"{ref!r} must be '<probe>.<metric>'")
+    return probe, metric
+
+
+class Check(BaseModel):
+    """One policy check (pydantic, so a typo in a field is an error naming that field)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    check: str
+    severity: Literal["fail", "warn"] = "fail"
+    on: Literal["value", "ci"] = "value"
+    description: str = ""
+    _cond: Condition = PrivateAttr()
+
+    @field_validator("check")
+    @classmethod
+    def _parse(cls, v: str) -> str:
+        parse_condition(v)
+        return v.strip()
+
+    @model_validator(mode="after")
+    def _store(self) -> Check:
+        self._cond = parse_condition(self.check)
+        return self
+
+    @property
+    def condition(self) -> Condition:
+        return self._cond
+
+
+class Policy(BaseModel):
+    """A named list of checks; ``source`` says where it came from (a file path or "config")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    checks: list[Check]
+    name: str = ""
+    source: str = ""
+
+
+def _normalise_check(item: Any) -> Any:
+    if isinstance(item, str):
+        return {"check": item}
+    if isinstance(item, dict):
+        # YAML 1.1 (PyYAML) reads the bare key ``on`` as the boolean True.
+        return {("on" if k is True else k): v for k, v in item.items()}
+    return item
+
+
+def load_policy(spec: str | Path | Mapping[str, Any] | list[Any] | Policy) -> Policy:
+    """Read a policy from a YAML file, an audit config's ``policy:`` section, or a list of checks.
+
+    A file may hold the checks list itself, ``{checks: [...]}``, or a whole audit config with a
+    ``policy:`` section. Errors name the source, the check (number and text) and the field.
+    """
+    if isinstance(spec, Policy):
+        return spec
+    source = "policy"
+    data: Any = spec
+    if isinstance(spec, (str, Path)):
+        path = Path(spec)
+        source = str(path)
+        if not path.is_file():
+            raise PolicyError(f"policy file {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise PolicyError(f"policy file {path} is not valid YAML: {exc}") from None
+        if isinstance(data, dict) and "policy" in data and "checks" not in data:
+            data = data["policy"]
+    if isinstance(data, list):
+        data = {"checks": data}
+    if not isinstance(data, Mapping):
+        raise PolicyError(f"{source}: expected a list of checks or a mapping with 'checks', got {type(data).__name__}")
+    data = dict(data)
+    unknown = set(data) - {"checks", "name", "source"}
+    if unknown:
+        raise PolicyError(f"{source}: unknown field(s) {', '.join(sorted(map(str, unknown)))}; "
+                          "a policy has 'checks' (and optionally 'name')")
+    raw = data.get("checks")
+    if not isinstance(raw, list) or not raw:
+        raise PolicyError(f"{source}: field 'checks' must be a non-empty list of checks")
+    checks = []
+    for i, item in enumerate(raw, 1):
+        item = _normalise_check(item)
+        label = item.get("check") if isinstance(item, dict) else item
+        try:
+            checks.append(Check.model_validate(item))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"field {'.'.join(map(str, e['loc'])) or 'check'!r}: {_msg(e)}" for e in exc.errors()
+            )
+            raise PolicyError(f"{source}: check {i} ({label!r}): {problems}") from None
+    return Policy(checks=checks, name=str(data.get("name") or ""), source=str(data.get("source") or source))
+
+
+def _msg(err: Mapping[str, Any]) -> str:
+    msg = str(err.get("msg", ""))
+    return msg.removeprefix("Value error, ")
+
+
+def known_metrics(probes: Mapping[str, str] | Iterable[str] | None = None) -> dict[str, set[str]]:
+    """Probe name → metric names, from the probe registry (``audit.probe.PROBES``).
+
+    ``probes`` maps names used in a run to registry names (a config may run one probe under
+    another name); an iterable means names equal registry names; ``None``: every registered
+    probe. Names the registry does not know are left out, so :func:`validate_policy` reports them.
+    """
+    from audit.probe import PROBES
+
+    if probes is None:
+        mapping = {n: n for n in PROBES.names()}
+    elif isinstance(probes, Mapping):
+        mapping = dict(probes)
+    else:
+        mapping = {n: n for n in probes}
+    out: dict[str, set[str]] = {}
+    for run_name, reg_name in mapping.items():
+        if reg_name in PROBES:
+            out[run_name] = set(PROBES.get(reg_name).metrics)
+    return out
+
+
+def validate_policy(policy: Policy, known: Mapping[str, Iterable[str]]) -> None:
+    """Raise :class:`PolicyError` listing every check that names an unknown probe or metric."""
+    problems = []
+    for i, c in enumerate(policy.checks, 1):
+        cond = c.condition
+        if cond.probe not in known:
+            names = ", ".join(sorted(known)) or "(none)"
+            problems.append(f"check {i} ({c.check!r}): unknown probe {cond.probe!r}; known probes: {names}")
+            continue
+        metrics = set(known[cond.probe])
+        if cond.metric not in metrics:
+            names = ", ".join(sorted(metrics)) or "(none)"
+            problems.append(f"check {i} ({c.check!r}): unknown metric {cond.metric!r} for probe "
+                            f"{cond.probe!r}; its metrics: {names}")
+    if problems:
+        raise PolicyError(f"{policy.source or 'policy'}: " + "\n  ".join(problems))
+
+
+@dataclass
+class CheckResult:
+    """The outcome of one check on one run."""
+
+    check: str
+    probe: str
+    metric: str
+    op: str
+    threshold: str
+    severity: str
+    on: str
+    status: str
+    value: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    judged: list[float] = field(default_factory=list)
+    unit: str = ""
+    ideal: float | None = None
+    reason: str = ""
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Verdict:
+    """All check results for one run; ``failed`` is true when any fail-severity check failed or
+    its metric was missing."""
+
+    checks: list[CheckResult]
+    run_id: str = ""
+    run_status: str = ""
+    policy_source: str = ""
+    policy_name: str = ""
+    evaluated_at: str = field(default_factory=now_iso)
+
+    @property
+    def failed(self) -> bool:
+        return any(c.severity == "fail" and c.status in ("fail", "missing") for c in self.checks)
+
+    @property
+    def status(self) -> str:
+        if self.failed:
+            return "fail"
+        if any(c.status in ("warn", "missing") for c in self.checks):
+            return "warn"
+        return "pass"
+
+    def counts(self) -> dict[str, int]:
+        return {s: sum(c.status == s for c in self.checks) for s in STATUSES}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "status": self.status,
+            "failed": self.failed,
+            "counts": self.counts(),
+            "run_id": self.run_id,
+            "run_status": self.run_status,
+            "policy": {"source": self.policy_source, "name": self.policy_name},
+            "evaluated_at": self.evaluated_at,
+            "note": "A check whose metric is missing (probe failed, not run, or metric/CI absent) "
+                    "counts as failed when its severity is 'fail'.",
+            "checks": [c.to_dict() for c in self.checks],
+        }
+
+
+def _finite(x: Any) -> float | None:
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) or math.isinf(f) else f
+
+
+def _resolve(run_dir: RunDir, manifest: Mapping[str, Any], probe: str) -> tuple[str | None, str]:
+    """The run's name for ``probe`` (a run name, or the registry name of exactly one run probe)."""
+    entries = manifest.get("probes") or {}
+    if probe in entries or run_dir.probe_dir(probe).is_dir():
+        return probe, ""
+    aliases = sorted(n for n, e in entries.items() if isinstance(e, Mapping) and e.get("probe") == probe)
+    if len(aliases) == 1:
+        return aliases[0], ""
+    if len(aliases) > 1:
+        return None, f"probe {probe!r} ran under several names ({', '.join(aliases)}); name one in the check"
+    return None, f"probe {probe!r} is not in this run"
+
+
+def _judge(op: str, vals: list[float], cond: Condition) -> bool:
+    if op == "within":
+        assert cond.low is not None and cond.high is not None
+        return all(cond.low <= v <= cond.high for v in vals)
+    t = cond.threshold
+    assert t is not None
+    v = vals[0]
+    return {"<=": v <= t, "<": v < t, ">=": v >= t, ">": v > t}[op]
+
+
+def _evaluate_check(c: Check, run_dir: RunDir, manifest: Mapping[str, Any]) -> CheckResult:
+    cond = c.condition
+    res = CheckResult(check=c.check, probe=cond.probe, metric=cond.metric, op=cond.op,
+                      threshold=cond.threshold_text(), severity=c.severity, on=c.on, status="missing",
+                      description=c.description)
+    name, why = _resolve(run_dir, manifest, cond.probe)
+    if name is None:
+        res.reason = why
+        return res
+    summary_path = run_dir.probe_dir(name) / "summary.json"
+    entry = (manifest.get("probes") or {}).get(name) or {}
+    summary: Mapping[str, Any] = {}
+    if summary_path.is_file():
+        try:
+            summary = read_json(summary_path)
+        except (OSError, ValueError) as exc:
+            res.reason = f"probe {name!r}: {summary_path} cannot be read ({exc})"
+            return res
+    status = summary.get("status") or entry.get("status") or "not run"
+    if status != "complete":
+        err = summary.get("error") or entry.get("error") or entry.get("reason") or ""
+        res.reason = f"probe {name!r} {status}" + (f": {err}" if err else "") + "; no results to judge"
+        return res
+    metrics = summary.get("metrics") or {}
+    if cond.metric not in metrics:
+        res.reason = (f"metric {cond.metric!r} is not in probe {name!r} results "
+                      f"(it has: {', '.join(sorted(metrics)) or 'none'})")
+        return res
+    mv = metrics[cond.metric] or {}
+    res.value, res.ci_low, res.ci_high = _finite(mv.get("value")), _finite(mv.get("ci_low")), _finite(mv.get("ci_high"))
+    res.unit, res.ideal = str(mv.get("unit") or ""), _finite(mv.get("ideal"))
+    if c.on == "value":
+        if res.value is None:
+            res.reason = f"metric {cond.ref} has no finite value"
+            return res
+        vals = [res.value]
+    else:
+        need = {"within": ["ci_low", "ci_high"], "<=": ["ci_high"], "<": ["ci_high"],
+                ">=": ["ci_low"], ">": ["ci_low"]}[cond.op]
+        got = [getattr(res, k) for k in need]
+        if any(v is None for v in got):
+            res.reason = f"metric {cond.ref} has no confidence interval ({', '.join(need)} absent); cannot judge on: ci"
+            return res
+        vals = [float(v) for v in got]
+    res.judged = vals
+    ok = _judge(cond.op, vals, cond)
+    what = "value" if c.on == "value" else "95% CI " + ("bounds" if cond.op == "within" else
+                                                       ("upper bound" if cond.op in ("<=", "<") else "lower bound"))
+    shown = ", ".join(f"{v:g}" for v in vals)
+    if ok:
+        res.status, res.reason = "pass", f"{what} {shown} is {cond.threshold_text()}"
+    else:
+        res.status = "fail" if c.severity == "fail" else "warn"
+        res.reason = f"{what} {shown} is not {cond.threshold_text()}"
+    return res
+
+
+def evaluate_policy(policy: Policy, run_dir: RunDir | str | Path) -> Verdict:
+    """Judge every check of ``policy`` against the results stored in ``run_dir``."""
+    rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    manifest = rd.manifest()
+    checks = [_evaluate_check(c, rd, manifest) for c in policy.checks]
+    return Verdict(checks=checks, run_id=str(manifest.get("run_id") or rd.path.name),
+                   run_status=str(manifest.get("status") or ""), policy_source=policy.source,
+                   policy_name=policy.name)
+
+
+def write_verdict(run_dir: RunDir | str | Path, verdict: Verdict) -> Path:
+    """Write ``verdict.json`` (atomically) into the run directory; returns its path."""
+    rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    path = rd.path / "verdict.json"
+    write_json(path, verdict.to_dict())
+    return path

@@ -1,0 +1,256 @@
+"""Run an audit config: models × probes × explainers → one run directory per model.
+
+A run directory is ``<output>/<run-id>`` when the config has one model and a run id was given,
+``<output>/<run-id>-<model>`` otherwise. Each probe's results land as soon as it finishes; a
+rerun on the same directory skips what is complete (resume after a crash). A failing probe is
+recorded with its error and the others still run. At the end the policy (if any) is evaluated
+into ``verdict.json`` and post-run hooks (reports) run.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import random
+import time
+import traceback
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from audit.config import AuditConfig, ModelSpec, ProbeSpec
+from audit.probe import PROBES, ProbeError
+from audit.store import RunDir, environment, now_iso, write_json
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunOutcome:
+    """What happened to one model's run directory."""
+
+    run_dir: RunDir
+    status: str
+    errors: list[str] = field(default_factory=list)
+    verdict: Any = None  # audit.policy.Verdict when a policy was given
+
+    @property
+    def policy_failed(self) -> bool:
+        return bool(self.verdict is not None and getattr(self.verdict, "failed", False))
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _sha_files(paths: list[Path]) -> list[dict[str, Any]]:
+    from audit.models import file_sha256
+
+    out = []
+    for p in paths:
+        if p.is_file():
+            out.append({"path": str(p), "sha256": file_sha256(p), "bytes": p.stat().st_size})
+        else:
+            out.append({"path": str(p), "sha256": None, "bytes": None, "missing": True})
+    return out
+
+
+def run_dir_for(cfg: AuditConfig, model: ModelSpec, out: Path, run_id: str | None) -> Path:
+    if run_id and len(cfg.models) == 1:
+        return out / run_id
+    rid = run_id or _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return out / f"{rid}-{model.slug}"
+
+
+def _probe_applies(spec: ProbeSpec, model: ModelSpec) -> bool:
+    return spec.models is None or model.name in spec.models
+
+
+def _load_policy(cfg: AuditConfig, policy: str | Path | dict[str, Any] | list[Any] | None) -> Any:
+    src = policy if policy is not None else cfg.policy
+    if src is None:
+        return None
+    from audit.policy import load_policy, validate_policy
+
+    if isinstance(src, str) and cfg.base_dir and policy is None:
+        src = cfg.resolve(src)
+    pol = load_policy(src)
+    known: dict[str, set[str]] = {}
+    for spec in cfg.probes:
+        cls = PROBES.get(spec.probe)
+        known[spec.instance] = set(cls.metrics)
+    validate_policy(pol, known)
+    return pol
+
+
+def _post_run_hooks(rd: RunDir, cfg: AuditConfig) -> list[str]:
+    errors = []
+    if not cfg.report.enabled:
+        return errors
+    for ep in entry_points(group="transformer_audit.post_run"):
+        try:
+            ep.load()(rd, cfg.as_dict())
+        except Exception as exc:  # a report failure must not lose the run
+            logger.error("post-run step %s failed: %s", ep.name, exc)
+            errors.append(f"post-run {ep.name}: {type(exc).__name__}: {exc}")
+    return errors
+
+
+def run_model(
+    cfg: AuditConfig,
+    model: ModelSpec,
+    rd: RunDir,
+    *,
+    policy: Any = None,
+    progress: bool = True,
+) -> RunOutcome:
+    """Run every applicable probe and explain step of ``cfg`` on one model into ``rd``."""
+    from audit.models import ModelLoadError, load_model
+
+    t_start = time.perf_counter()
+    previous = rd.manifest()
+    manifest: dict[str, Any] = {
+        "run_id": rd.path.name,
+        "status": "running",
+        "created_at": previous.get("created_at", now_iso()),
+        "resumed_at": now_iso() if previous else None,
+        "finished_at": None,
+        "seed": cfg.seed,
+        "config": cfg.as_dict(),
+        "model": previous.get("model", {"name": model.name}),
+        "datasets": previous.get("datasets", {}),
+        "probes": previous.get("probes", {}),
+        "explain": previous.get("explain", {}),
+        "environment": environment(),
+        "timings": {},
+        "errors": [],
+    }
+    rd.write_manifest(manifest)
+    seed_everything(cfg.seed)
+    errors: list[str] = []
+    try:
+        handle = load_model(
+            model.name, kind=model.kind, device=model.device, dtype=model.dtype, revision=model.revision,
+            device_map=model.device_map, allow_pickle=model.allow_pickle, trust_remote_code=model.trust_remote_code,
+        )
+    except (ModelLoadError, OSError, ValueError) as exc:
+        msg = f"model {model.name}: {type(exc).__name__}: {exc}"
+        rd.update_manifest(status="failed", errors=[msg], finished_at=now_iso())
+        return RunOutcome(rd, "failed", [msg])
+    manifest["model"] = handle.identity()
+    manifest["timings"]["load_model_s"] = handle.load_seconds
+    rd.write_manifest(manifest)
+
+    for spec in cfg.probes:
+        if not _probe_applies(spec, model):
+            continue
+        name = spec.instance
+        if rd.probe_complete(name):
+            logger.info("probe %s already complete in %s; skipping", name, rd.path)
+            manifest["probes"].setdefault(name, {"probe": spec.probe, "status": "complete"})
+            continue
+        manifest["probes"][name] = {"probe": spec.probe, "status": "running", "started_at": now_iso()}
+        rd.write_manifest(manifest)
+        seed_everything(cfg.seed)
+        entry, err = _probe_step(handle, spec, cfg, rd, progress)
+        datasets = entry.pop("datasets", None)
+        if datasets is not None:
+            manifest["datasets"][name] = datasets
+        manifest["probes"][name] = entry
+        if err:
+            errors.append(f"{name}: {err}")
+        rd.write_manifest(manifest)
+
+    for i, spec_d in enumerate(cfg.explain):
+        ename = spec_d.get("name") or f"explain{i}"
+        if rd.explain_complete(ename):
+            continue
+        from audit.explain import run_explain_step
+
+        t0 = time.perf_counter()
+        manifest["explain"][ename] = {"status": "running"}
+        rd.write_manifest(manifest)
+        seed_everything(cfg.seed)
+        try:
+            spec_r = dict(spec_d)
+            if spec_r.get("data"):
+                spec_r["data"] = cfg.resolve(spec_r["data"])
+            run_explain_step(handle, spec_r, rd, ename, seed=cfg.seed, progress=progress)
+            manifest["explain"][ename] = {"status": "complete", "duration_s": time.perf_counter() - t0}
+        except Exception as exc:
+            msg = f"{type(exc).__name__}: {exc}"
+            logger.error("explain %s failed: %s", ename, msg)
+            manifest["explain"][ename] = {"status": "failed", "error": msg, "duration_s": time.perf_counter() - t0}
+            errors.append(f"explain {ename}: {msg}")
+        rd.write_manifest(manifest)
+
+    outcome = RunOutcome(rd, "failed" if errors else "complete", errors)
+    if policy is not None:
+        from audit.policy import evaluate_policy
+
+        outcome.verdict = evaluate_policy(policy, rd)
+        write_json(rd.path / "verdict.json", outcome.verdict.to_dict())
+    manifest["status"] = outcome.status
+    manifest["errors"] = errors
+    manifest["finished_at"] = now_iso()
+    manifest["timings"]["total_s"] = time.perf_counter() - t_start
+    rd.write_manifest(manifest)
+    errors += _post_run_hooks(rd, cfg)
+    return outcome
+
+
+def run_audit(
+    cfg: AuditConfig,
+    *,
+    out: str | Path | None = None,
+    run_id: str | None = None,
+    policy: str | Path | dict[str, Any] | list[Any] | None = None,
+    progress: bool = True,
+) -> list[RunOutcome]:
+    """Run a whole config; returns one :class:`RunOutcome` per model."""
+    out_dir = Path(out) if out is not None else Path(cfg.resolve(cfg.output) or "runs")
+    pol = _load_policy(cfg, policy)
+    outcomes = []
+    for model in cfg.models:
+        rd = RunDir(run_dir_for(cfg, model, out_dir, run_id))
+        logger.info("model %s → %s", model.name, rd.path)
+        outcomes.append(run_model(cfg, model, rd, policy=pol, progress=progress))
+    return outcomes
+
+
+def _probe_step(handle: Any, spec: ProbeSpec, cfg: AuditConfig, rd: RunDir, progress: bool) -> tuple[dict[str, Any], str | None]:
+    name = spec.instance
+    probe = PROBES.get(spec.probe)()
+    if handle.kind not in probe.kinds:
+        reason = f"{spec.probe} does not run on {handle.kind} models (supports {', '.join(probe.kinds)})"
+        logger.info("skipping %s on %s: %s", name, handle.name, reason)
+        return {"probe": spec.probe, "status": "skipped", "reason": reason}, None
+    data = cfg.resolve(spec.data)
+    t0 = time.perf_counter()
+    logger.info("probe %s on %s", name, handle.name)
+    try:
+        result = probe.run(handle, data, seed=cfg.seed, progress=progress, **spec.options)
+    except Exception as exc:
+        dt = time.perf_counter() - t0
+        msg = f"{type(exc).__name__}: {exc}"
+        logger.error("probe %s failed: %s", name, msg)
+        if not isinstance(exc, ProbeError):
+            logger.debug("%s", traceback.format_exc())
+        rd.write_probe_failure(name, spec.probe, msg, duration_s=dt)
+        return {"probe": spec.probe, "status": "failed", "error": msg, "duration_s": dt}, msg
+    dt = time.perf_counter() - t0
+    files = probe.data_files(data)
+    datasets = _sha_files(files)
+    rows = result.info.get("n_rows", len(result.items))
+    for d in datasets:
+        d["rows"] = rows
+    rd.write_probe(name, result, duration_s=dt, options=spec.options, data=datasets)
+    logger.info("probe %s done in %.1f s", name, dt)
+    return {"probe": spec.probe, "status": "complete", "duration_s": dt, "datasets": datasets}, None

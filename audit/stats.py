@@ -1,0 +1,283 @@
+"""Confidence intervals, significance tests and multiple-comparison correction, all seeded.
+
+Every probe computes its uncertainty here so it is computed one way (lm-evaluation-harness
+keeps its standard errors central for the same reason). Built on ``scipy.stats``.
+
+* :func:`bootstrap_ci` — percentile / BCa bootstrap (Efron & Tibshirani 1993) over items.
+* :func:`binomial_test` — exact binomial test of a preference rate against 50 % (pair probes).
+* :func:`sign_test`, :func:`wilcoxon_test`, :func:`mann_whitney` — paired / unpaired location tests.
+* :func:`permutation_test` — two-sample permutation test (exact or Monte Carlo).
+* :func:`benjamini_hochberg` — false-discovery-rate adjustment (Benjamini & Hochberg 1995).
+* :func:`small_n_warning` — says when n is too small for an interval to mean much.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats as st
+
+from audit.results import MetricInfo, MetricValue
+
+MIN_N = 30  # below this a bootstrap CI of a mean is unreliable (rule of thumb; warned, not refused)
+CONFIDENCE = 0.95
+N_RESAMPLES = 2000
+
+
+@dataclass(frozen=True)
+class Interval:
+    low: float
+    high: float
+    method: str
+
+
+def small_n_warning(n: int, what: str = "", min_n: int = MIN_N) -> str:
+    """A warning string when ``n`` is below ``min_n`` (empty otherwise)."""
+    if n < min_n:
+        label = f" for {what}" if what else ""
+        return f"n = {n}{label} is below {min_n}: treat the interval as a rough indication"
+    return ""
+
+
+def bootstrap_ci(
+    data: Sequence[float] | np.ndarray,
+    statistic: Callable[[np.ndarray], float] | str = "mean",
+    *,
+    confidence: float = CONFIDENCE,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = 0,
+    method: str = "percentile",
+    scale: float = 1.0,
+) -> Interval:
+    """Bootstrap CI of a statistic over items (rows resampled with replacement).
+
+    ``statistic="mean"`` uses a vectorised fast path. Degenerate data (n < 2 or all values equal)
+    give the point value as both bounds. ``scale`` multiplies the bounds (e.g. 100 for %).
+    """
+    x = np.asarray(data, dtype=np.float64)
+    x = x[~np.isnan(x)]
+    n = len(x)
+    if n == 0:
+        return Interval(float("nan"), float("nan"), "none (no data)")
+    if statistic == "mean":
+        point = float(x.mean())
+        if n < 2 or np.all(x == x[0]):
+            return Interval(point * scale, point * scale, "degenerate (all items equal)")
+        if method == "percentile":
+            rng = np.random.default_rng(seed)
+            stats_ = np.empty(n_resamples)
+            chunk = max(1, 2_000_000 // n)
+            for s in range(0, n_resamples, chunk):
+                e = min(n_resamples, s + chunk)
+                idx = rng.integers(0, n, size=(e - s, n))
+                stats_[s:e] = x[idx].mean(axis=1)
+            a = (1 - confidence) / 2
+            lo, hi = np.quantile(stats_, [a, 1 - a])
+            return Interval(float(lo) * scale, float(hi) * scale, "bootstrap percentile")
+        fn: Callable[[np.ndarray], float] = np.mean
+    else:
+        fn = statistic  # type: ignore[assignment]
+        if n < 2:
+            v = float(fn(x))
+            return Interval(v * scale, v * scale, "degenerate (n < 2)")
+    res = st.bootstrap(
+        (x,),
+        lambda s, axis=-1: np.apply_along_axis(fn, axis, s),
+        confidence_level=confidence,
+        n_resamples=n_resamples,
+        method=method,
+        rng=np.random.default_rng(seed),
+        vectorized=True,
+    )
+    lo, hi = res.confidence_interval
+    if np.isnan(lo) or np.isnan(hi):
+        v = float(fn(x))
+        return Interval(v * scale, v * scale, f"bootstrap {method} (degenerate)")
+    return Interval(float(lo) * scale, float(hi) * scale, f"bootstrap {method}")
+
+
+def binomial_test(k: int, n: int, p: float = 0.5, alternative: str = "two-sided") -> float:
+    """Exact binomial test p-value of k successes in n trials against rate p."""
+    if n == 0:
+        return float("nan")
+    return float(st.binomtest(int(k), int(n), p, alternative=alternative).pvalue)
+
+
+def wilson_ci(k: int, n: int, confidence: float = CONFIDENCE) -> Interval:
+    """Wilson score interval of a proportion (Wilson 1927)."""
+    if n == 0:
+        return Interval(float("nan"), float("nan"), "none (no data)")
+    ci = st.binomtest(int(k), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return Interval(float(ci.low), float(ci.high), "Wilson score")
+
+
+def sign_test(diffs: Sequence[float] | np.ndarray) -> float:
+    """Two-sided sign test of paired differences (zeros dropped)."""
+    d = np.asarray(diffs, dtype=np.float64)
+    d = d[~np.isnan(d) & (d != 0)]
+    if len(d) == 0:
+        return float("nan")
+    return binomial_test(int((d > 0).sum()), len(d))
+
+
+def wilcoxon_test(diffs: Sequence[float] | np.ndarray) -> float:
+    """Two-sided Wilcoxon signed-rank test of paired differences against 0."""
+    d = np.asarray(diffs, dtype=np.float64)
+    d = d[~np.isnan(d)]
+    if len(d) == 0 or np.all(d == 0):
+        return float("nan") if len(d) == 0 else 1.0
+    return float(st.wilcoxon(d, zero_method="wilcox").pvalue)
+
+
+def mann_whitney(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided Mann–Whitney U test."""
+    a_, b_ = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if len(a_) == 0 or len(b_) == 0:
+        return float("nan")
+    return float(st.mannwhitneyu(a_, b_, alternative="two-sided").pvalue)
+
+
+def one_sample_t(x: Sequence[float]) -> float:
+    """Two-sided one-sample t-test of the mean against 0."""
+    a = np.asarray(x, dtype=np.float64)
+    a = a[~np.isnan(a)]
+    if len(a) < 2 or np.all(a == a[0]):
+        return float("nan")
+    return float(st.ttest_1samp(a, 0.0).pvalue)
+
+
+def permutation_test(
+    a: Sequence[float],
+    b: Sequence[float],
+    statistic: Callable[[np.ndarray, np.ndarray], float] | None = None,
+    *,
+    alternative: str = "two-sided",
+    n_resamples: int = 10000,
+    seed: int = 0,
+) -> float:
+    """Two-sample permutation test of a difference of means (exact when feasible)."""
+    a_, b_ = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+
+    def diff(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+        return np.mean(x, axis=axis) - np.mean(y, axis=axis)
+
+    res = st.permutation_test(
+        (a_, b_),
+        statistic or diff,
+        vectorized=statistic is None,
+        n_resamples=n_resamples,
+        alternative=alternative,
+        rng=np.random.default_rng(seed),
+    )
+    return float(res.pvalue)
+
+
+def benjamini_hochberg(pvalues: Sequence[float]) -> np.ndarray:
+    """BH-adjusted p-values (NaN kept as NaN)."""
+    p = np.asarray(pvalues, dtype=np.float64)
+    out = np.full_like(p, np.nan)
+    ok = ~np.isnan(p)
+    m = int(ok.sum())
+    if m == 0:
+        return out
+    pv = p[ok]
+    order = np.argsort(pv)
+    ranked = pv[order] * m / np.arange(1, m + 1)
+    adj = np.minimum.accumulate(ranked[::-1])[::-1]
+    res = np.empty(m)
+    res[order] = np.minimum(adj, 1.0)
+    out[ok] = res
+    return out
+
+
+def cohens_d_paired(diffs: Sequence[float]) -> float:
+    """Standardised mean of paired differences (mean / sd, ddof 1)."""
+    d = np.asarray(diffs, dtype=np.float64)
+    d = d[~np.isnan(d)]
+    if len(d) < 2:
+        return float("nan")
+    sd = d.std(ddof=1)
+    return float(d.mean() / sd) if sd > 0 else float("nan")
+
+
+# --------------------------------------------------------------------------------------------
+# metric builders: one way to turn item scores into a MetricValue
+# --------------------------------------------------------------------------------------------
+
+
+def rate_metric(
+    info: MetricInfo,
+    hits: Sequence[bool] | np.ndarray,
+    *,
+    seed: int = 0,
+    scale: float = 100.0,
+    null_rate: float = 0.5,
+) -> MetricValue:
+    """A preference rate in % with a bootstrap CI and an exact binomial test against ``null_rate``."""
+    h = np.asarray(hits, dtype=bool)
+    n = int(h.size)
+    if n == 0:
+        return MetricValue.from_info(info, float("nan"), n=0, warning="no items")
+    k = int(h.sum())
+    ci = bootstrap_ci(h.astype(float), seed=seed, scale=scale)
+    return MetricValue.from_info(
+        info,
+        scale * k / n,
+        ci_low=ci.low,
+        ci_high=ci.high,
+        n=n,
+        p_value=binomial_test(k, n, null_rate),
+        test=f"exact binomial vs {scale * null_rate:g}{info.unit}",
+        ci_method=ci.method,
+        warning=small_n_warning(n),
+    )
+
+
+def mean_metric(
+    info: MetricInfo,
+    values: Sequence[float] | np.ndarray,
+    *,
+    seed: int = 0,
+    test: str = "wilcoxon",
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> MetricValue:
+    """Mean of item values with a bootstrap CI; ``test`` is run on the raw values against 0
+    (``wilcoxon``, ``sign``, ``t`` or ``none``). ``transform`` (e.g. ``np.abs``) is applied before
+    averaging, not before testing."""
+    raw = np.asarray(values, dtype=np.float64)
+    raw = raw[~np.isnan(raw)]
+    n = int(raw.size)
+    if n == 0:
+        return MetricValue.from_info(info, float("nan"), n=0, warning="no items")
+    x = transform(raw) if transform is not None else raw
+    ci = bootstrap_ci(x, seed=seed)
+    tests = {"wilcoxon": (wilcoxon_test, "Wilcoxon signed-rank vs 0"), "sign": (sign_test, "sign test vs 0"),
+             "t": (one_sample_t, "one-sample t vs 0")}
+    p, tname = (float("nan"), "") if test == "none" else (tests[test][0](raw), tests[test][1])
+    return MetricValue.from_info(
+        info, float(x.mean()), ci_low=ci.low, ci_high=ci.high, n=n, p_value=p, test=tname,
+        ci_method=ci.method, warning=small_n_warning(n),
+    )
+
+
+def group_breakdown(
+    items: pd.DataFrame,
+    by: str,
+    metrics: dict[str, Callable[[pd.DataFrame], MetricValue]],
+) -> pd.DataFrame:
+    """Per-group metrics as the long ``breakdown`` table, p-values BH-adjusted per metric."""
+    rows = []
+    for group, df in items.groupby(by, sort=True, dropna=False):
+        for name, fn in metrics.items():
+            mv = fn(df)
+            rows.append({"group_by": by, "group": str(group), "metric": name, "value": mv.value,
+                         "ci_low": mv.ci_low, "ci_high": mv.ci_high, "n": mv.n, "p_value": mv.p_value})
+    out = pd.DataFrame(rows, columns=["group_by", "group", "metric", "value", "ci_low", "ci_high", "n", "p_value"])
+    out["p_adjusted"] = np.nan
+    for name in metrics:
+        m = out["metric"] == name
+        out.loc[m, "p_adjusted"] = benjamini_hochberg(out.loc[m, "p_value"].to_numpy(dtype=float))
+    return out
