@@ -364,26 +364,22 @@ def sentence_logprob(handle: ModelHandle, texts: Sequence[str], **kw: Any) -> np
 def continuation_logprobs(
     handle: ModelHandle, contexts: Sequence[str], continuations: Sequence[str], **kw: Any
 ) -> list[np.ndarray]:
-    """Per-token log-probs of each continuation given its context (lm-eval-harness split:
-    context tokens, then continuation tokens; an empty context is the prefix token)."""
+    """Per-token log-probs of each continuation given its context.
+
+    Context and continuation are split as lm-evaluation-harness does (the context's own
+    tokenisation is kept when it is a prefix of the whole); the prefix token (BOS, else EOS)
+    always comes first, so an empty context scores every continuation token."""
     tok = handle.tokenizer
     seqs, starts = [], []
     pre = prefix_token_id(handle)
+    head = [pre] if pre is not None else []
     for c, x in zip(contexts, continuations, strict=True):
         c_ids = tok(c, add_special_tokens=False)["input_ids"] if c else []
         whole = tok(c + x, add_special_tokens=False)["input_ids"]
-        # keep the context tokenisation when it is a prefix of the whole; else tokenize apart
         if whole[: len(c_ids)] != c_ids:
             whole = c_ids + tok(x, add_special_tokens=False)["input_ids"]
-        if not c_ids and pre is not None:
-            seqs.append([pre] + whole)
-            starts.append(1)
-        elif not c_ids:
-            seqs.append(whole)
-            starts.append(1)
-        else:
-            seqs.append(whole)
-            starts.append(len(c_ids))
+        seqs.append(head + whole)
+        starts.append(len(head) + len(c_ids) if (head or c_ids) else 1)
     return causal_logprobs(handle, seqs, score_from=starts, **kw)
 
 

@@ -103,14 +103,17 @@ def _bytelevel_tokenizer(folder: Path, texts: list[str], style: str):  # type: i
     return fast
 
 
-def build_bert(folder: Path, kind: str = "masked-lm", seed: int = 0, num_labels: int = 2) -> Path:
+def build_bert(
+    folder: Path, kind: str = "masked-lm", seed: int = 0, num_labels: int = 2, initializer_range: float = 0.02
+) -> Path:
+    """A tiny BERT; a larger ``initializer_range`` gives sharper (less uniform) predictions."""
     from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel
 
     _seed(seed)
     tok = _wordpiece_tokenizer(folder, corpus())
     cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                      intermediate_size=64, max_position_embeddings=128, pad_token_id=tok.pad_token_id,
-                     num_labels=num_labels)
+                     num_labels=num_labels, initializer_range=initializer_range)
     cls = {"masked-lm": BertForMaskedLM, "encoder": BertModel, "classifier": BertForSequenceClassification}[kind]
     model = cls(cfg).eval()
     model.save_pretrained(folder)

