@@ -1,0 +1,130 @@
+"""Bias page: per probe, each metric with its CI against the ideal, the per-category breakdown and
+the item table (sortable, filterable, searchable, downloadable)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard.data import (
+    ProbeData,
+    RunsRoot,
+    category_columns,
+    filter_items,
+    item_table,
+    metrics_frame,
+    probe_names,
+)
+from dashboard.render import (
+    breakdown_chart,
+    fmt,
+    md_escape,
+    metric_caption,
+    metric_chart,
+    metric_delta,
+)
+from dashboard.state import get_root, no_runs, pick_run, probe, run_infos, show_run_state
+
+
+def show_metrics(p: ProbeData) -> None:
+    cols = st.columns(min(4, max(1, len(p.metrics))))
+    for i, (name, m) in enumerate(p.metrics.items()):
+        with cols[i % len(cols)]:
+            st.metric(md_escape(name), fmt(m.value, m.unit), delta=metric_delta(m), delta_color="off",
+                      help=md_escape(m.description) if m.description else None)
+            st.caption(md_escape(metric_caption(m)))
+            if m.warning:
+                st.warning(md_escape(m.warning))
+    chart = metric_chart(p.metrics)
+    if chart is not None:
+        st.altair_chart(chart, width="stretch")
+        st.caption("Dot: value; bar: 95% CI; dashed line: the metric's declared ideal. Vermilion when the CI "
+                   "excludes the ideal.")
+    with st.expander("All metric fields"):
+        st.dataframe(metrics_frame(p.metrics), hide_index=True, width="stretch")
+
+
+def show_breakdown(p: ProbeData, key: str) -> None:
+    bd = p.breakdown
+    if bd.empty or not {"group", "metric", "value"} <= set(bd.columns):
+        st.caption("No per-category breakdown stored for this probe.")
+        return
+    st.markdown("**Per category**")
+    metrics = [str(m) for m in bd["metric"].dropna().unique()]
+    metric = st.selectbox("Breakdown metric", metrics, key=f"{key}:bd_metric") if len(metrics) > 1 else metrics[0]
+    sub = bd[bd["metric"].astype(str) == metric]
+    if "group_by" in sub.columns and sub["group_by"].nunique() > 1:
+        gb = st.selectbox("Grouped by", [str(g) for g in sub["group_by"].dropna().unique()], key=f"{key}:bd_by")
+        sub = sub[sub["group_by"].astype(str) == gb]
+    ideal = p.metrics[metric].ideal if metric in p.metrics else None
+    st.altair_chart(breakdown_chart(sub, ideal, metric), width="stretch")
+    st.dataframe(sub, hide_index=True, width="stretch")
+
+
+def show_items(p: ProbeData, key: str) -> None:
+    if p.items is None:
+        st.warning(md_escape(p.items_message or "No item table stored."))
+        return
+    df = item_table(p)
+    st.markdown(f"**Items** ({len(df)})")
+    eff = p.effect_column
+    if eff:
+        st.caption(f"Sorted by |{md_escape(eff)}| (largest first) — the per-item effect this probe declares.")
+    filters: dict[str, list] = {}
+    cats = category_columns(p)
+    fcols = st.columns(max(1, len(cats) + 1))
+    search = fcols[0].text_input("Search text", key=f"{key}:search",
+                                 help="Case-insensitive substring in the item's text columns")
+    for c, col in zip(cats, fcols[1:], strict=False):
+        levels = sorted(df[c].dropna().astype(str).unique()) if df[c].dtype != bool else [True, False]
+        vals = col.multiselect(md_escape(c), levels, key=f"{key}:f:{c}")
+        if vals:
+            filters[c] = vals if df[c].dtype == bool else [v for v in df[c].unique() if str(v) in vals]
+    view = filter_items(df, filters, search, p.text_columns or None)
+    scol, ocol = st.columns([3, 1])
+    sort_by = scol.selectbox("Sort by", ["(effect, largest |value| first)"] + list(df.columns),
+                             key=f"{key}:sort")
+    desc = ocol.toggle("Descending", value=True, key=f"{key}:desc")
+    if sort_by in view.columns:
+        view = view.sort_values(sort_by, ascending=not desc, kind="stable", na_position="last")
+    st.caption(f"{len(view)} of {len(df)} items shown")
+    st.dataframe(view, hide_index=True, width="stretch")
+    st.download_button("Download items as CSV", view.to_csv(index=False).encode("utf-8"),
+                       file_name=f"{p.name}_items.csv", mime="text/csv", key=f"{key}:csv")
+
+
+def show_probe(rr: RunsRoot, run_id: str, name: str) -> None:
+    p = probe(rr, run_id, name)
+    if not p.complete:
+        (st.info if p.status in ("running", "pending") else st.warning)(md_escape(p.message or p.status))
+        return
+    if p.message:
+        st.warning(md_escape(p.message))
+    for w in p.warnings:
+        st.warning(md_escape(w))
+    key = f"{run_id}:{name}"
+    if p.metrics:
+        show_metrics(p)
+    else:
+        st.info("This probe stored no summary metrics.")
+    show_breakdown(p, key)
+    show_items(p, key)
+
+
+st.title("Bias")
+rr = get_root()
+infos = run_infos(rr)
+info = pick_run("Run", infos, 0, "bias_run")
+if info is None:
+    no_runs(rr)
+    st.stop()
+show_run_state(info)
+names = probe_names(rr, info.run_id, info.manifest)
+if not names:
+    st.info("This run has no probe results yet.")
+    st.stop()
+status = pd.Series({n: probe(rr, info.run_id, n).status for n in names})
+tabs = st.tabs([md_escape(f"{n} ({s})" if s != "complete" else n) for n, s in status.items()])
+for tab, name in zip(tabs, names, strict=True):
+    with tab:
+        show_probe(rr, info.run_id, name)

@@ -1,0 +1,105 @@
+"""Compare page: two runs side by side — each metric's delta and whether it is significant.
+
+Tests (see :mod:`dashboard.compare`): McNemar's exact test for a percentage metric over the same
+items, a two-proportion z-test over different items, otherwise a Wald z-test from the stored 95 %
+CIs; Wilcoxon signed-rank on the per-item effect of paired items; Benjamini–Hochberg across the page.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard.compare import ALPHA, compare_probe, finish_table, wilcoxon_items
+from dashboard.data import RunInfo, probe_names
+from dashboard.render import fmt, fmt_p, md_escape
+from dashboard.state import get_root, no_runs, pick_run, probe, run_infos, show_run_state
+
+
+def identity(info: RunInfo) -> pd.Series:
+    model = info.manifest.get("model") if isinstance(info.manifest.get("model"), dict) else {}
+    shas = model.get("weights_sha256") if isinstance(model.get("weights_sha256"), dict) else {}
+    return pd.Series({
+        "run": info.run_id, "status": info.status, "verdict": info.verdict or "—", "model": info.model,
+        "kind": info.kind, "source": info.source, "revision": str(model.get("revision")),
+        "dtype": str(model.get("dtype")), "weights sha256": ", ".join(f"{k}: {str(v)[:12]}…" for k, v in shas.items()),
+        "seed": str(info.manifest.get("seed")), "created": str(info.created_at),
+    })
+
+
+st.title("Compare")
+rr = get_root()
+infos = run_infos(rr)
+if not [i for i in infos if i.readable]:
+    no_runs(rr)
+    st.stop()
+ca, cb = st.columns(2)
+with ca:
+    a = pick_run("Run A", infos, 0, "compare_a")
+with cb:
+    b = pick_run("Run B", infos, 1, "compare_b")
+assert a is not None and b is not None
+if a.run_id == b.run_id:
+    st.info("Choose two different runs to compare (there is only one readable run)."
+            if len([i for i in infos if i.readable]) < 2 else "Choose two different runs to compare.")
+    st.stop()
+with ca:
+    show_run_state(a)
+with cb:
+    show_run_state(b)
+st.dataframe(pd.DataFrame({"A": identity(a), "B": identity(b)}), width="stretch")
+
+names_a = probe_names(rr, a.run_id, a.manifest)
+names_b = probe_names(rr, b.run_id, b.manifest)
+tables: list[pd.DataFrame] = []
+item_tests: dict[str, str] = {}
+problems: list[str] = []
+for name in [n for n in names_a if n in names_b]:
+    pa, pb = probe(rr, a.run_id, name), probe(rr, b.run_id, name)
+    if not (pa.complete and pb.complete):
+        problems.append(f"{name}: A is {pa.status}, B is {pb.status} — not compared")
+        continue
+    keys = pa.text_columns if pa.text_columns == pb.text_columns else []
+    table, paired = compare_probe(pa.metrics, pb.metrics, pa.items, pb.items, keys)
+    if table.empty:
+        problems.append(f"{name}: no metric in common")
+        continue
+    table.insert(0, "probe", name)
+    tables.append(table)
+    eff = pa.effect_column
+    if paired is not None and eff and eff == pb.effect_column:
+        r = wilcoxon_items(paired, eff)
+        item_tests[name] = f"{r.test}: p = {fmt_p(r.p_value)} ({r.detail})"
+    elif pa.items is not None and pb.items is not None:
+        item_tests[name] = "The runs scored different items: no paired item test."
+
+only = sorted(set(names_a) ^ set(names_b))
+if only:
+    st.caption("In one run only: " + ", ".join(md_escape(n) + (" (A)" if n in names_a else " (B)") for n in only))
+for p in problems:
+    st.warning(md_escape(p))
+if not tables:
+    st.info("The two runs have no completed probe in common.")
+    st.stop()
+
+full = finish_table(pd.concat(tables, ignore_index=True))
+n_sig = int((full["significant"] == "yes").sum())
+c1, c2, c3 = st.columns(3)
+c1.metric("Metrics compared", len(full))
+c2.metric(f"Significant (BH-adjusted p < {ALPHA})", n_sig)
+c3.metric("Closer to ideal in B", int((full["better"] == "B").sum()))
+st.caption("Δ = B − A. 'better' uses each metric's declared ideal and direction. p-values are adjusted "
+           "across this table with Benjamini–Hochberg; the test used for each row is named in 'test'.")
+for name, t in full.groupby("probe", sort=False):
+    st.subheader(str(name))
+    show = t.drop(columns=["probe"]).copy()
+    for col in ("A", "B", "delta (B−A)", "ideal"):
+        show[col] = show[col].map(fmt)
+    for col in ("p_value", "p_adjusted"):
+        show[col] = show[col].map(fmt_p)
+    st.dataframe(show, hide_index=True, width="stretch", column_config={
+        "detail": st.column_config.TextColumn("detail", width="large")})
+    if name in item_tests:
+        st.caption(md_escape(item_tests[str(name)]))
+st.download_button("Download comparison as CSV", full.to_csv(index=False).encode("utf-8"),
+                   file_name=f"compare_{a.run_id}_vs_{b.run_id}.csv", mime="text/csv")

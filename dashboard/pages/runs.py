@@ -1,0 +1,67 @@
+"""Runs page: every run directory under the root, with status and verdict; pick one or two."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard.data import runs_table
+from dashboard.render import md_escape
+from dashboard.state import get_root, no_runs, run_infos, selected, set_selected
+
+st.title("Runs")
+rr = get_root()
+infos = run_infos(rr)
+if not infos:
+    no_runs(rr)
+    st.stop()
+
+table = runs_table(infos)
+counts = table["status"].value_counts().to_dict()
+st.caption(" · ".join(f"{md_escape(k)}: {v}" for k, v in counts.items()) + f" — {len(infos)} run(s)")
+st.dataframe(table, hide_index=True, width="stretch", column_config={
+    "run": st.column_config.TextColumn("run", pinned=True),
+    "problem": st.column_config.TextColumn("problem", width="large"),
+})
+
+ids = [r.run_id for r in infos if r.readable]
+
+
+def _store() -> None:
+    set_selected(st.session_state["runs_pick"])
+
+
+st.session_state["runs_pick"] = selected(ids)
+st.multiselect("Selected runs (one for Bias and Explain, two for Compare)", ids, key="runs_pick",
+               max_selections=2, on_change=_store)
+sel = selected(ids)
+if sel:
+    st.caption("Selected: " + ", ".join(md_escape(s) for s in sel))
+
+for info in infos:
+    if info.message:
+        st.error(f"Run {md_escape(info.run_id)} cannot be read: {md_escape(info.message)}")
+
+for info in [i for i in infos if i.run_id in sel]:
+    with st.expander(f"Run {md_escape(info.run_id)}", expanded=True):
+        m = info.manifest
+        model = m.get("model") if isinstance(m.get("model"), dict) else {}
+        c1, c2, c3 = st.columns(3)
+        c1.metric("Status", info.status)
+        c2.metric("Verdict", info.verdict or "—")
+        c3.metric("Probes", len(info.probes))
+        if info.verdict_counts:
+            st.caption(" · ".join(f"{k}: {v}" for k, v in sorted(info.verdict_counts.items())))
+        if info.verdict_checks:
+            checks = pd.DataFrame(info.verdict_checks)
+            keep = [c for c in ("check", "severity", "on", "status", "value", "ci_low", "ci_high", "reason")
+                    if c in checks.columns]
+            st.dataframe(checks[keep] if keep else checks.astype(str), hide_index=True, width="stretch")
+        st.text(f"model: {info.model}  kind: {info.kind}\nsource: {info.source}\n"
+                f"revision: {model.get('revision')}  dtype: {model.get('dtype')}  device: {model.get('device')}\n"
+                f"created: {info.created_at}  finished: {info.finished_at}")
+        shas = model.get("weights_sha256") if isinstance(model.get("weights_sha256"), dict) else {}
+        if shas:
+            st.text("\n".join(f"sha256 {k}: {v}" for k, v in shas.items()))
+        for e in info.errors:
+            st.warning(md_escape(e))

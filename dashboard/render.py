@@ -1,0 +1,250 @@
+"""Charts and escaped HTML for the dashboard pages (no Streamlit calls here, so it is testable).
+
+Colours come from each metric's own metadata (``ideal``, ``higher_is_better`` — ferret style), never
+from a per-probe table. Palettes are colour-blind safe (Okabe–Ito for categories; blue–orange
+diverging scale for signed attributions, Wong 2011). Every string that came from a model or a
+dataset goes through :func:`html.escape` (HTML) or :func:`md_escape` (Markdown).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+from typing import Any
+
+import altair as alt
+import numpy as np
+import pandas as pd
+
+from audit.results import MetricValue
+
+# Okabe–Ito
+BLUE = "#0072B2"
+ORANGE = "#E69F00"
+VERMILION = "#D55E00"
+GREY = "#666666"
+POS_RGB = (213, 94, 0)  # vermilion: pushes the prediction up
+NEG_RGB = (0, 114, 178)  # blue: pushes it down
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:=&\"'])")
+
+
+def md_escape(text: Any) -> str:
+    """Text safe to put inside Streamlit Markdown: every ASCII punctuation mark backslash-escaped.
+
+    Stops dataset strings from becoming links, images, emphasis, HTML or ``:color[...]`` directives.
+    """
+    s = str(text).replace("\r", " ").replace("\n", " ")
+    return _MD_SPECIAL.sub(r"\\\1", s)
+
+
+def fmt(x: Any, unit: str = "") -> str:
+    """A number with 4 significant digits (``—`` for missing)."""
+    if x is None:
+        return "—"
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    if math.isnan(f):
+        return "—"
+    s = f"{f:.4g}"
+    if unit:
+        s += unit if unit == "%" else f" {unit}"
+    return s
+
+
+def fmt_p(p: Any) -> str:
+    if p is None:
+        return "—"
+    try:
+        f = float(p)
+    except (TypeError, ValueError):
+        return str(p)
+    if math.isnan(f):
+        return "—"
+    return "< 0.001" if f < 0.001 else f"{f:.3g}"
+
+
+def ci_excludes_ideal(m: MetricValue) -> bool | None:
+    """True when the 95 % CI lies wholly on one side of the ideal (None when either is unknown)."""
+    if m.ideal is None or m.ci_low is None or m.ci_high is None:
+        return None
+    return not (m.ci_low <= m.ideal <= m.ci_high)
+
+
+def metric_caption(m: MetricValue) -> str:
+    """One plain-text line: CI, ideal and direction, n, p and the test."""
+    parts = []
+    if m.ci_low is not None and m.ci_high is not None:
+        parts.append(f"95% CI [{fmt(m.ci_low)}, {fmt(m.ci_high)}]" + (f" ({m.ci_method})" if m.ci_method else ""))
+    if m.ideal is not None:
+        parts.append(f"ideal {fmt(m.ideal)}")
+    if m.higher_is_better is True:
+        parts.append("higher is better")
+    elif m.higher_is_better is False:
+        parts.append("lower is better")
+    if m.n is not None:
+        parts.append(f"n = {m.n}")
+    if m.p_value is not None:
+        parts.append(f"p = {fmt_p(m.p_value)}" + (f" ({m.test})" if m.test else ""))
+    return " · ".join(parts)
+
+
+def metric_delta(m: MetricValue) -> str | None:
+    """Distance to the ideal as a signed string for st.metric (None when no ideal is declared)."""
+    if m.ideal is None or m.value is None or math.isnan(m.value):
+        return None
+    return f"{m.value - m.ideal:+.4g} vs ideal {fmt(m.ideal)}"
+
+
+def metric_chart(metrics: dict[str, MetricValue]) -> alt.Chart | None:
+    """One row per metric: point estimate, 95 % CI and the ideal, each row on its own scale."""
+    rows = []
+    for k, m in metrics.items():
+        if m.value is None or math.isnan(m.value):
+            continue
+        off = ci_excludes_ideal(m)
+        rows.append({
+            "metric": k, "value": m.value, "ci_low": m.ci_low if m.ci_low is not None else m.value,
+            "ci_high": m.ci_high if m.ci_high is not None else m.value, "ideal": m.ideal,
+            "unit": m.unit, "state": "CI excludes the ideal" if off else ("CI covers the ideal" if off is False else "no ideal or CI"),
+        })
+    if not rows:
+        return None
+    charts = []
+    colour = alt.Color("state:N", title="", scale=alt.Scale(
+        domain=["CI excludes the ideal", "CI covers the ideal", "no ideal or CI"], range=[VERMILION, BLUE, GREY]))
+    for r in rows:
+        df = pd.DataFrame([r])
+        lo = min(v for v in (r["ci_low"], r["value"], r["ideal"]) if v is not None)
+        hi = max(v for v in (r["ci_high"], r["value"], r["ideal"]) if v is not None)
+        pad = (hi - lo) * 0.15 or abs(hi) * 0.1 or 1.0
+        title = f"{r['metric']}" + (f" ({r['unit']})" if r["unit"] else "")
+        scale = alt.Scale(domain=[lo - pad, hi + pad], nice=False)
+        base = alt.Chart(df)
+        ci = base.mark_rule(strokeWidth=3).encode(x=alt.X("ci_low:Q", scale=scale, title=title),
+                                                  x2="ci_high:Q", color=colour)
+        pt = base.mark_point(filled=True, size=90).encode(
+            x=alt.X("value:Q", scale=scale, title=title), color=colour,
+            tooltip=[alt.Tooltip("metric:N"), alt.Tooltip("value:Q", format=".4g"),
+                     alt.Tooltip("ci_low:Q", format=".4g"), alt.Tooltip("ci_high:Q", format=".4g"),
+                     alt.Tooltip("ideal:Q", format=".4g")])
+        layers: list[Any] = [ci, pt]
+        if r["ideal"] is not None:
+            layers.append(base.mark_rule(strokeDash=[4, 3], color="black").encode(x="ideal:Q"))
+        charts.append(alt.layer(*layers).properties(height=40, width="container"))
+    return alt.vconcat(*charts).resolve_scale(x="independent")
+
+
+def breakdown_chart(bd: pd.DataFrame, ideal: float | None, title: str) -> alt.Chart:
+    """Value and CI per group for one metric of the breakdown, with the ideal as a dashed line."""
+    df = bd.copy()
+    df["group"] = df["group"].astype(str)
+    for c in ("ci_low", "ci_high"):
+        if c not in df.columns:
+            df[c] = df["value"]
+        df[c] = df[c].fillna(df["value"])
+    if "n" not in df.columns:
+        df["n"] = None
+    y = alt.Y("group:N", sort=None, title="")
+    base = alt.Chart(df)
+    layers: list[Any] = [
+        base.mark_rule(strokeWidth=3, color=BLUE).encode(x=alt.X("ci_low:Q", title=title), x2="ci_high:Q", y=y),
+        base.mark_point(filled=True, size=80, color=BLUE).encode(
+            x="value:Q", y=y, tooltip=["group:N", alt.Tooltip("value:Q", format=".4g"), "n:Q"]),
+    ]
+    if ideal is not None:
+        layers.append(alt.Chart(pd.DataFrame({"ideal": [ideal]})).mark_rule(strokeDash=[4, 3], color="black").encode(x="ideal:Q"))
+    return alt.layer(*layers).properties(height=max(60, 24 * len(df)), width="container")
+
+
+def _rgba(score: float, scale: float) -> str:
+    if scale <= 0 or math.isnan(score):
+        return "rgba(0,0,0,0)"
+    a = min(1.0, abs(score) / scale)
+    r, g, b = POS_RGB if score >= 0 else NEG_RGB
+    return f"rgba({r},{g},{b},{a * 0.85:.3f})"
+
+
+def token_heatmap_html(tokens: list[Any], scores: list[float], label: str = "") -> str:
+    """Tokens as inline spans shaded by score (vermilion positive, blue negative, scaled by max |score|).
+
+    Every token, the label and the tooltip are passed through :func:`html.escape`.
+    """
+    vals = [float(s) if s is not None else float("nan") for s in scores]
+    finite = [abs(v) for v in vals if not math.isnan(v)]
+    scale = max(finite) if finite else 0.0
+    spans = []
+    for t, v in zip(tokens, vals, strict=True):
+        tip = html.escape(f"{t}: {v:.4g}", quote=True)
+        spans.append(
+            f'<span class="taudit-tok" title="{tip}" style="background:{_rgba(v, scale)};'
+            'padding:2px 3px;margin:1px;border-radius:3px;display:inline-block;'
+            f'font-family:monospace;white-space:pre">{html.escape(str(t))}</span>'
+        )
+    head = f'<div style="font-size:0.85em;color:#444">{html.escape(label)}</div>' if label else ""
+    legend = ('<div style="font-size:0.75em;color:#555;margin-top:2px">'
+              f'<span style="background:rgba({POS_RGB[0]},{POS_RGB[1]},{POS_RGB[2]},0.7);padding:0 6px">&nbsp;</span> raises the target '
+              f'<span style="background:rgba({NEG_RGB[0]},{NEG_RGB[1]},{NEG_RGB[2]},0.7);padding:0 6px;margin-left:8px">&nbsp;</span> lowers it '
+              f'(scaled by max |score| = {scale:.3g})</div>')
+    return f'<div class="taudit-heatmap" style="line-height:2">{head}{"".join(spans)}{legend}</div>'
+
+
+def _tick_labels(tokens: dict[int, str]) -> dict[int, str]:
+    return {i: f"{i}:{t}" for i, t in tokens.items()}
+
+
+def matrix_long(mat: pd.DataFrame, row_tokens: dict[int, str], col_tokens: dict[int, str]) -> pd.DataFrame:
+    """A matrix (index rows, columns sources) as a long frame with readable, unique axis labels."""
+    long = mat.stack().reset_index()
+    long.columns = ["row", "col", "score"]
+    rl, cl = _tick_labels(row_tokens), _tick_labels(col_tokens)
+    long["row_label"] = [rl.get(int(i), str(i)) for i in long["row"]]
+    long["col_label"] = [cl.get(int(i), str(i)) for i in long["col"]]
+    return long
+
+
+def heatmap_chart(long: pd.DataFrame, title: str, row_title: str = "token", col_title: str = "attends to",
+                  size: int = 380, diverging: bool = False) -> alt.Chart:
+    """One large matrix heatmap with token labels (Vega draws labels as text, not HTML)."""
+    rows = list(dict.fromkeys(long.sort_values("row")["row_label"]))
+    cols = list(dict.fromkeys(long.sort_values("col")["col_label"]))
+    if diverging:
+        m = float(np.nanmax(np.abs(long["score"]))) if len(long) else 1.0
+        scale = alt.Scale(scheme="blueorange", domain=[-m, m])
+    else:
+        scale = alt.Scale(scheme="blues")
+    return alt.Chart(long).mark_rect().encode(
+        x=alt.X("col_label:N", sort=cols, title=col_title, axis=alt.Axis(labelAngle=-60)),
+        y=alt.Y("row_label:N", sort=rows, title=row_title),
+        color=alt.Color("score:Q", scale=scale, title="score"),
+        tooltip=[alt.Tooltip("row_label:N", title=row_title), alt.Tooltip("col_label:N", title=col_title),
+                 alt.Tooltip("score:Q", format=".4f")],
+    ).properties(title=title, width=size, height=size)
+
+
+def attention_grid_chart(rows: pd.DataFrame, cell: int = 70) -> alt.Chart:
+    """Small maps, one per (layer, head): rows are layers, columns heads."""
+    df = rows[["layer", "head", "token_index", "source_index", "score"]].copy()
+    df["layer"] = df["layer"].astype(int)
+    df["head"] = df["head"].astype(int)
+    df["token_index"] = df["token_index"].astype(int)
+    df["source_index"] = df["source_index"].astype(int)
+    return alt.Chart(df).mark_rect().encode(
+        x=alt.X("source_index:O", axis=None),
+        y=alt.Y("token_index:O", axis=None),
+        color=alt.Color("score:Q", scale=alt.Scale(scheme="blues"), legend=None),
+        tooltip=["layer:O", "head:O", "token_index:O", "source_index:O", alt.Tooltip("score:Q", format=".3f")],
+    ).properties(width=cell, height=cell).facet(
+        row=alt.Row("layer:O", title="layer"), column=alt.Column("head:O", title="head"), spacing=4,
+    )
+
+
+def curve_chart(df: pd.DataFrame, title: str) -> alt.Chart:
+    """A metric curve (value against k), e.g. comprehensiveness at k = 10 %…100 %."""
+    return alt.Chart(df).mark_line(point=True, color=BLUE).encode(
+        x=alt.X("k:Q", title="k"), y=alt.Y("value:Q", title=title),
+        tooltip=[alt.Tooltip("k:Q", format=".3g"), alt.Tooltip("value:Q", format=".4g")],
+    ).properties(height=140, width="container")
