@@ -188,6 +188,11 @@ def parse_verdict(obj: Any) -> tuple[str | None, dict[str, int], str | None]:
 
 def load_run_info(rr: RunsRoot, run_id: str) -> RunInfo:
     info = RunInfo(run_id=run_id)
+    try:
+        rr.run_dir(run_id)
+    except OutsideRootError as exc:
+        info.status, info.message = "refused", f"run {run_id}: {exc}"
+        return info
     manifest, msg = _read_json_file(rr, run_id, "manifest.json")
     if msg is not None or not isinstance(manifest, dict):
         info.status = "unreadable"

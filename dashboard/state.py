@@ -99,7 +99,7 @@ def selected(valid: list[str]) -> list[str]:
 
 
 def set_selected(runs: list[str]) -> None:
-    st.session_state[SELECTED] = list(dict.fromkeys(runs))[:2]
+    st.session_state[SELECTED] = list(runs)[:2]
 
 
 def pick_run(label: str, infos: list[RunInfo], slot: int, key: str) -> RunInfo | None:

@@ -31,7 +31,7 @@ def _store() -> None:
     set_selected(st.session_state["runs_pick"])
 
 
-st.session_state["runs_pick"] = selected(ids)
+st.session_state["runs_pick"] = list(dict.fromkeys(selected(ids)))
 st.multiselect("Selected runs (one for Bias and Explain, two for Compare)", ids, key="runs_pick",
                max_selections=2, on_change=_store)
 sel = selected(ids)

@@ -1,0 +1,238 @@
+"""Dashboard helpers without Streamlit: run-directory access, comparison tests, rendering, CLI."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from audit.results import MetricValue
+from dashboard import compare, render
+from dashboard.cli import main as cli_main
+from dashboard.cli import register, streamlit_args
+from dashboard.data import (
+    OutsideRootError,
+    RunsRoot,
+    category_columns,
+    filter_items,
+    item_table,
+    load_explain,
+    load_probe,
+    load_run_info,
+    method_shape,
+    parse_verdict,
+)
+from tests.fixture_runs import SCRIPT_ROW, crows_result, make_failed_run, make_run, make_running_run
+
+# -- data ----------------------------------------------------------------------------------------
+
+
+def test_runs_root_refuses_names_and_symlinks_that_leave_it(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    make_run(root, "run-a", with_explain=False)
+    (tmp_path / "secret.json").write_text("{}")
+    (root / "run-a" / "leak.json").symlink_to(tmp_path / "secret.json")
+    rr = RunsRoot(root)
+    for bad in ("..", "../root/run-a", "run-a/../..", "", "/etc"):
+        with pytest.raises(OutsideRootError):
+            rr.run_dir(bad)
+    with pytest.raises(OutsideRootError):
+        rr.file("run-a", "leak.json")
+    with pytest.raises(OutsideRootError):
+        rr.file("run-a", "..", "..", "secret.json")
+    assert rr.file("run-a", "manifest.json") == (root / "run-a" / "manifest.json").resolve()
+
+
+def test_load_probe_complete_failed_running(tmp_path: Path) -> None:
+    make_run(tmp_path, "run-a", shift=2.0)
+    make_failed_run(tmp_path)
+    make_running_run(tmp_path)
+    rr = RunsRoot(tmp_path)
+    p = load_probe(rr, "run-a", "crows_pairs")
+    assert p.complete and p.message is None
+    assert p.metrics["metric"].value == pytest.approx(100 / 3)
+    assert p.metrics["metric"].ideal == 50.0 and p.metrics["metric"].higher_is_better is None
+    assert p.effect_column == "score_diff" and p.text_columns == ["sent_more", "sent_less"]
+    assert set(p.breakdown["group"]) == {"socioeconomic", "race-color", "gender", "age", "sexual-orientation"}
+    failed = RunsRoot(tmp_path)
+    m = load_run_info(failed, "run-failed").manifest
+    s = load_probe(failed, "run-failed", "stereoset", m)
+    assert s.status == "failed" and "dev.json row 12" in (s.message or "")
+    r = load_probe(rr, "run-running", "crows_pairs", load_run_info(rr, "run-running").manifest)
+    assert r.status == "running" and "still running" in (r.message or "")
+
+
+def test_load_probe_names_the_damaged_file(tmp_path: Path) -> None:
+    rd = make_run(tmp_path, "run-a", with_explain=False)
+    (rd.probe_dir("seat") / "summary.json").write_text('{"status": "compl')
+    (rd.probe_dir("crows_pairs") / "items.parquet").write_bytes(b"nope")
+    rr = RunsRoot(tmp_path)
+    seat = load_probe(rr, "run-a", "seat")
+    assert seat.status == "unreadable"
+    assert "run-a/probes/seat/summary.json is not valid JSON (line 1" in (seat.message or "")
+    crows = load_probe(rr, "run-a", "crows_pairs")
+    assert crows.complete and crows.items is None and crows.metrics
+    assert "run-a/probes/crows_pairs/items.parquet is not a readable Parquet file" in (crows.items_message or "")
+
+
+def test_load_explain_checks_columns(tmp_path: Path) -> None:
+    rd = make_run(tmp_path, "run-a")
+    rr = RunsRoot(tmp_path)
+    ed = load_explain(rr, "run-a", "demo")
+    assert ed.complete and ed.message is None and ed.attributions is not None
+    shapes = {m: method_shape(g) for m, g in ed.attributions.groupby("method")}
+    assert shapes == {"ig": "tokens", "saliency": "tokens", "attention": "heads"}
+    pd.DataFrame({"example": [0], "token": ["a"]}).to_parquet(rd.explain_dir("demo") / "attributions.parquet")
+    ed = load_explain(rr, "run-a", "demo")
+    assert ed.attributions is None and "lacks column(s) method, token_index, score" in (ed.message or "")
+
+
+def test_method_shape_for_rollout_and_generation() -> None:
+    base = {"example": 0, "method": "m", "token_index": 0, "token": "a", "score": 1.0}
+    assert method_shape(pd.DataFrame([{**base, "layer": None, "source_index": 1}])) == "matrix"
+    assert method_shape(pd.DataFrame([{**base, "layer": 3, "source_index": 1}])) == "layers"
+    assert method_shape(pd.DataFrame([{**base, "target_index": 2}])) == "generation"
+
+
+def test_parse_verdict_forms() -> None:
+    assert parse_verdict({"status": "warn", "checks": [{"status": "pass"}, {"status": "warn"}, {"status": "missing"}]}) \
+        == ("warn", {"pass": 1, "warn": 1, "missing": 1}, None)
+    assert parse_verdict({"checks": [{"status": "pass"}, {"status": "fail"}]})[0] == "fail"
+    assert parse_verdict([1, 2])[2] == "verdict.json is not a JSON object"
+
+
+def test_item_table_filters_and_search() -> None:
+    from dashboard.data import ProbeData
+
+    res = crows_result()
+    p = ProbeData("crows_pairs", "complete", items=res.items, breakdown=res.breakdown, info=res.info)
+    t = item_table(p)
+    assert list(t["score_diff"]) == [1.0, -1.0, -0.5, 0.5, 0.5, 0.0]  # |effect| descending, stable
+    assert category_columns(p)[:2] == ["bias_type", "stereo_antistereo"]
+    assert list(filter_items(t, search="<SCRIPT>", search_columns=p.text_columns)["sent_more"]) == [SCRIPT_ROW]
+    assert filter_items(t, search="[a-z]+", search_columns=p.text_columns).empty  # literal, not a regex
+    both = filter_items(t, {"bias_type": ["gender", "age"], "stereo_antistereo": ["stereo"]})
+    assert list(both["sent_more"]) == ["Women can't drive."]
+
+
+# -- comparison tests ----------------------------------------------------------------------------
+
+
+def test_mcnemar_exact_by_hand() -> None:
+    a = pd.Series([True] * 6 + [False] * 4)
+    b = pd.Series([False] * 6 + [False] * 4)
+    r = compare.mcnemar_exact(a, b)
+    assert r.p_value == pytest.approx(2 * 0.5 ** 6)  # 6 discordant pairs all one way
+    assert "6 only in A, 0 only in B" in r.detail
+    assert compare.mcnemar_exact(a, a).p_value == 1.0
+
+
+def test_two_proportion_z_by_hand() -> None:
+    r = compare.two_proportion_z(30, 100, 45, 100)
+    pool = 75 / 200
+    z = 0.15 / math.sqrt(pool * (1 - pool) * (2 / 100))
+    assert r.statistic == pytest.approx(z) and z == pytest.approx(2.1909, abs=1e-4)
+    assert r.p_value == pytest.approx(0.02846, abs=1e-4)
+
+
+def test_wald_from_ci_by_hand() -> None:
+    a = MetricValue(10.0, 8.0, 12.0)
+    b = MetricValue(14.0, 12.0, 16.0)
+    r = compare.wald_from_ci(a, b)
+    se = 2 / 1.959964
+    assert r.statistic == pytest.approx(4 / math.sqrt(2 * se * se), rel=1e-5)
+    assert r.p_value == pytest.approx(0.005574, abs=1e-5)
+    assert compare.wald_from_ci(MetricValue(1.0), b).p_value is None
+
+
+def test_adjust_is_benjamini_hochberg() -> None:
+    assert compare.adjust([0.01, 0.04, None, 0.03]) == pytest.approx([0.03, 0.04, None, 0.04])
+
+
+def test_compare_probe_picks_the_test_from_the_data() -> None:
+    a, b = crows_result(0.0), crows_result(2.0)
+    keys = a.info["item_text"]
+    table, paired = compare.compare_probe(a.summary, b.summary, a.items, b.items, keys)
+    assert paired is not None and len(paired) == 6
+    t = table.set_index("metric")
+    assert t.loc["metric", "test"] == "McNemar exact test (paired items)"
+    assert t.loc["metric", "delta (B−A)"] == pytest.approx(100 / 3 - 50)
+    assert t.loc["metric", "better"] == "A"  # 50 is the ideal
+    assert t.loc["stereo_score", "test"].startswith("Wald")
+    # reordered items still pair up; different items fall back to the unpaired test
+    shuffled = b.items.iloc[::-1].reset_index(drop=True)
+    assert compare.pair_items(a.items, shuffled, keys) is not None
+    other = b.items.assign(sent_less=b.items["sent_less"] + "!")
+    table2, paired2 = compare.compare_probe(a.summary, b.summary, a.items, other, keys)
+    assert paired2 is None
+    assert table2.set_index("metric").loc["metric", "test"] == "two-proportion z-test (pooled)"
+    w = compare.wilcoxon_items(paired, "score_diff")
+    assert "6 paired items, 1 changed" in w.detail and w.p_value == 1.0
+
+
+def test_closer_to_ideal_uses_metadata() -> None:
+    lower = dict(ideal=0.0, higher_is_better=False)
+    assert compare.closer_to_ideal(MetricValue(0.5, **lower), MetricValue(0.2, **lower)) == "B"
+    assert compare.closer_to_ideal(MetricValue(0.5, higher_is_better=True), MetricValue(0.2, higher_is_better=True)) == "A"
+    assert compare.closer_to_ideal(MetricValue(48.0, ideal=50.0), MetricValue(53.0, ideal=50.0)) == "A"
+    assert compare.closer_to_ideal(MetricValue(1.0), MetricValue(2.0)) == ""
+
+
+# -- rendering -----------------------------------------------------------------------------------
+
+
+def test_token_heatmap_escapes_and_scales() -> None:
+    h = render.token_heatmap_html(["<b>x</b>", "ok", '"q"'], [2.0, -1.0, 0.0], "label <i>")
+    assert "<b>" not in h and "&lt;b&gt;x&lt;/b&gt;" in h and "label &lt;i&gt;" in h
+    assert "rgba(213,94,0,0.850)" in h  # the largest |score| gets the full shade
+    assert "rgba(0,114,178,0.425)" in h  # half of it, negative: blue
+    assert 'title="&quot;q&quot;: 0"' in h
+
+
+def test_md_escape_neutralises_markdown() -> None:
+    s = render.md_escape("[click](http://x) ![i](http://y) :red[z] <b>")
+    assert "](" not in s.replace("\\](", "") and "\\[" in s and "\\:red\\[" in s and "\\<b\\>" in s
+
+
+def test_fmt_and_caption() -> None:
+    assert render.fmt(100 / 3, "%") == "33.33%" and render.fmt(None) == "—" and render.fmt(0.45, "d") == "0.45 d"
+    m = MetricValue(50.0, 30.0, 90.0, 6, 0.69, 50.0, None, "binomial vs 50%", "bootstrap percentile")
+    assert render.metric_caption(m) == ("95% CI [30, 90] (bootstrap percentile) · ideal 50 · n = 6 · "
+                                        "p = 0.69 (binomial vs 50%)")
+    assert render.ci_excludes_ideal(m) is False
+    assert render.ci_excludes_ideal(MetricValue(0.45, 0.2, 0.8, ideal=0.0)) is True
+
+
+# -- CLI -----------------------------------------------------------------------------------------
+
+
+def test_cli_registers_dashboard_and_binds_localhost(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser(prog="taudit")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["dashboard", str(tmp_path), "--port", "8765"])
+    assert args.port == 8765 and args.runs_dir == str(tmp_path) and callable(args.func)
+    cmd = streamlit_args(tmp_path, 8765)
+    flags = dict(zip(cmd[5:-3:2], cmd[6:-3:2], strict=True))
+    assert flags["--server.address"] == "127.0.0.1" and flags["--browser.gatherUsageStats"] == "false"
+    assert flags["--server.headless"] == "true" and flags["--server.port"] == "8765"
+    assert cmd[-3:] == ["--", "--runs-dir", str(tmp_path)]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["dashboard", "--port", "70000"])
+
+
+def test_cli_missing_runs_dir_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cwd = os.getcwd()
+    assert cli_main([str(tmp_path / "nope")]) == 2
+    assert os.getcwd() == cwd
+    assert "nope does not exist" in capsys.readouterr().err
+
+
+def test_taudit_entry_point_lists_dashboard() -> None:
+    from importlib.metadata import entry_points
+
+    eps = {e.name: e.value for e in entry_points(group="transformer_audit.commands")}
+    assert eps.get("dashboard") == "dashboard.cli:register"
