@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up (idempotent) and run the default audit on the demo models; reports land in the run folders.
+#   bash scripts/demo.sh [extra `taudit run` arguments, e.g. --out runs --run-id demo]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export HF_HUB_OFFLINE=1
+.venv/bin/taudit run "$@"
