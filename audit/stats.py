@@ -7,13 +7,15 @@ keeps its standard errors central for the same reason). Built on ``scipy.stats``
 * :func:`binomial_test` — exact binomial test of a preference rate against 50 % (pair probes).
 * :func:`sign_test`, :func:`wilcoxon_test`, :func:`mann_whitney` — paired / unpaired location tests.
 * :func:`permutation_test` — two-sample permutation test (exact or Monte Carlo).
+* :func:`bootstrap_table_ci`, :func:`permutation_table_test` — CI and test of any statistic of an
+  item table (ratios, largest gaps), rows resampled / labels permuted within strata.
 * :func:`benjamini_hochberg` — false-discovery-rate adjustment (Benjamini & Hochberg 1995).
 * :func:`small_n_warning` — says when n is too small for an interval to mean much.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -193,6 +195,112 @@ def benjamini_hochberg(pvalues: Sequence[float]) -> np.ndarray:
     return out
 
 
+def _table_columns(
+    table: pd.DataFrame | Mapping[str, Sequence[object] | np.ndarray], columns: Sequence[str] | None
+) -> dict[str, np.ndarray]:
+    names = list(columns) if columns is not None else list(table.keys())
+    return {k: np.asarray(table[k]) for k in names}
+
+
+def _strata_indices(cols: dict[str, np.ndarray], n: int, strata: str | None) -> list[np.ndarray]:
+    if strata is None:
+        return [np.arange(n)]
+    key = cols[strata]
+    return [np.flatnonzero(key == v) for v in pd.unique(key)]
+
+
+def bootstrap_table_ci(
+    table: pd.DataFrame | Mapping[str, Sequence[object] | np.ndarray],
+    statistic: Callable[[dict[str, np.ndarray]], float],
+    *,
+    columns: Sequence[str] | None = None,
+    strata: str | None = None,
+    confidence: float = CONFIDENCE,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = 0,
+) -> Interval:
+    """Percentile bootstrap of a statistic of a whole item table (Efron & Tibshirani 1993).
+
+    For metrics that are not a mean of per-item values — ratios such as BBQ's bias scores, a
+    largest between-group gap — the rows are resampled with replacement (within each value of
+    the column ``strata``, so that every stratum keeps its size) and ``statistic`` is recomputed
+    on a dict of column arrays. ``columns`` limits the columns copied per resample (speed).
+    Resamples on which the statistic is NaN are dropped.
+    """
+    cols = _table_columns(table, columns)
+    if strata is not None and strata not in cols:
+        cols[strata] = np.asarray(table[strata])
+    n = len(next(iter(cols.values()))) if cols else 0
+    if n == 0:
+        return Interval(float("nan"), float("nan"), "none (no data)")
+    point = float(statistic(cols))
+    if n < 2:
+        return Interval(point, point, "degenerate (n < 2)")
+    groups = _strata_indices(cols, n, strata)
+    rng = np.random.default_rng(seed)
+    vals = np.empty(n_resamples)
+    for r in range(n_resamples):
+        idx = np.concatenate([g[rng.integers(0, len(g), len(g))] for g in groups])
+        vals[r] = statistic({k: v[idx] for k, v in cols.items()})
+    vals = vals[~np.isnan(vals)]
+    if vals.size == 0:
+        return Interval(float("nan"), float("nan"), "bootstrap percentile (statistic undefined)")
+    if np.all(vals == vals[0]):
+        return Interval(float(vals[0]), float(vals[0]), "degenerate (all resamples equal)")
+    a = (1 - confidence) / 2
+    lo, hi = np.quantile(vals, [a, 1 - a])
+    method = "bootstrap percentile" + (f" (stratified by {strata})" if strata else "")
+    return Interval(float(lo), float(hi), method)
+
+
+def permutation_table_test(
+    table: pd.DataFrame | Mapping[str, Sequence[object] | np.ndarray],
+    statistic: Callable[[dict[str, np.ndarray]], float],
+    *,
+    permute: str,
+    columns: Sequence[str] | None = None,
+    strata: str | None = None,
+    alternative: str = "greater",
+    n_resamples: int = 5000,
+    seed: int = 0,
+) -> float:
+    """Monte Carlo permutation test of a table statistic: the column ``permute`` (group labels)
+    is shuffled, within each value of ``strata``, and the statistic recomputed.
+
+    ``alternative="greater"`` counts permuted statistics ≥ the observed one (e.g. a max − min
+    gap); ``"two-sided"`` compares absolute values. p = (1 + hits) / (1 + n_resamples)
+    (Phipson & Smyth 2010), so it is never 0.
+    """
+    if alternative not in ("greater", "less", "two-sided"):
+        raise ValueError(f"alternative must be greater, less or two-sided, got {alternative!r}")
+    cols = _table_columns(table, columns)
+    for extra in (permute, strata):
+        if extra is not None and extra not in cols:
+            cols[extra] = np.asarray(table[extra])
+    n = len(cols[permute])
+    if n == 0:
+        return float("nan")
+    observed = float(statistic(cols))
+    if np.isnan(observed):
+        return float("nan")
+    groups = _strata_indices(cols, n, strata)
+    rng = np.random.default_rng(seed)
+    labels = cols[permute]
+    hits = 0
+    for _ in range(n_resamples):
+        shuffled = labels.copy()
+        for g in groups:
+            shuffled[g] = labels[g[rng.permutation(len(g))]]
+        v = float(statistic({**cols, permute: shuffled}))
+        if alternative == "greater":
+            hits += v >= observed - 1e-12
+        elif alternative == "less":
+            hits += v <= observed + 1e-12
+        else:
+            hits += abs(v) >= abs(observed) - 1e-12
+    return (1 + hits) / (1 + n_resamples)
+
+
 def cohens_d_paired(diffs: Sequence[float]) -> float:
     """Standardised mean of paired differences (mean / sd, ddof 1)."""
     d = np.asarray(diffs, dtype=np.float64)
@@ -281,3 +389,83 @@ def group_breakdown(
         m = out["metric"] == name
         out.loc[m, "p_adjusted"] = benjamini_hochberg(out.loc[m, "p_value"].to_numpy(dtype=float))
     return out
+
+
+def cluster_bootstrap_ci(
+    values: Sequence[float] | np.ndarray,
+    clusters: Sequence[object] | np.ndarray,
+    *,
+    confidence: float = CONFIDENCE,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = 0,
+    scale: float = 1.0,
+) -> Interval:
+    """Percentile CI of an item mean when items come in correlated clusters (e.g. one attribute
+    word filled into several templates): whole clusters are resampled with replacement and the
+    statistic is the mean over all items of the drawn clusters (the cluster bootstrap, Davison &
+    Hinkley 1997 §3.8). With one item per cluster this is :func:`bootstrap_ci`."""
+    x = np.asarray(values, dtype=np.float64)
+    c = np.asarray(clusters, dtype=object)
+    ok = ~np.isnan(x)
+    x, c = x[ok], c[ok]
+    if len(x) == 0:
+        return Interval(float("nan"), float("nan"), "none (no data)")
+    _, inv = np.unique(c.astype(str), return_inverse=True)
+    k = int(inv.max()) + 1
+    sums = np.bincount(inv, weights=x, minlength=k)
+    counts = np.bincount(inv, minlength=k).astype(np.float64)
+    point = float(x.mean())
+    if k < 2 or np.all(x == x[0]):
+        return Interval(point * scale, point * scale, f"degenerate ({k} cluster(s) or all items equal)")
+    rng = np.random.default_rng(seed)
+    stats_ = np.empty(n_resamples)
+    chunk = max(1, 2_000_000 // k)
+    for s in range(0, n_resamples, chunk):
+        e = min(n_resamples, s + chunk)
+        idx = rng.integers(0, k, size=(e - s, k))
+        stats_[s:e] = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
+    a = (1 - confidence) / 2
+    lo, hi = np.quantile(stats_, [a, 1 - a])
+    return Interval(float(lo) * scale, float(hi) * scale, f"cluster bootstrap percentile ({k} clusters)")
+
+
+def cluster_mean_metric(
+    info: MetricInfo,
+    values: Sequence[float] | np.ndarray,
+    clusters: Sequence[object] | np.ndarray,
+    *,
+    seed: int = 0,
+    test: str = "wilcoxon",
+    null: float = 0.0,
+    scale: float = 1.0,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> MetricValue:
+    """Mean of item values with a cluster-bootstrap CI; the test (``wilcoxon``, ``sign``, ``t`` or
+    ``none``) runs on the per-cluster means minus ``null``, so correlated items inside a cluster
+    are not counted as independent evidence. ``transform`` (e.g. ``np.abs``) applies before
+    averaging, ``scale`` (e.g. 100 for a rate of 0/1 items) multiplies value and bounds. ``n`` is
+    the number of items; the small-n warning looks at the number of clusters."""
+    raw = np.asarray(values, dtype=np.float64)
+    cl = np.asarray(clusters, dtype=object)
+    ok = ~np.isnan(raw)
+    raw, cl = raw[ok], cl[ok]
+    n = int(raw.size)
+    if n == 0:
+        return MetricValue.from_info(info, float("nan"), n=0, warning="no items")
+    x = transform(raw) if transform is not None else raw
+    ci = cluster_bootstrap_ci(x, cl, seed=seed, scale=scale)
+    keys = cl.astype(str)
+    means = pd.Series(raw).groupby(keys).mean().to_numpy()
+    k = len(means)
+    tests = {"wilcoxon": (wilcoxon_test, "Wilcoxon signed-rank"), "sign": (sign_test, "sign test"),
+             "t": (one_sample_t, "one-sample t")}
+    if test == "none":
+        p, tname = float("nan"), ""
+    else:
+        fn, label = tests[test]
+        p = fn(means - null)
+        tname = f"{label} of {k} cluster means vs {null * scale:g}"
+    return MetricValue.from_info(
+        info, float(x.mean()) * scale, ci_low=ci.low, ci_high=ci.high, n=n, p_value=p, test=tname,
+        ci_method=ci.method, warning=small_n_warning(k, "clusters"),
+    )
