@@ -1,0 +1,788 @@
+"""Group fairness of a classifier's decisions on labelled data with a sensitive attribute.
+
+Per group of the attribute column (``fairlearn.metrics.MetricFrame``): accuracy, selection rate
+P(ŷ=1), true-positive rate P(ŷ=1 | y=1) and false-positive rate P(ŷ=1 | y=0). Summary:
+
+* demographic parity difference / ratio — max − min and min / max of the group selection
+  rates (fairlearn ``demographic_parity_difference`` / ``_ratio``);
+* equalized odds difference / ratio (Hardt et al. 2016, "Equality of Opportunity in Supervised
+  Learning") — the larger of the TPR and FPR differences, the smaller of the two ratios
+  (fairlearn ``equalized_odds_difference`` / ``_ratio``, worst case);
+* accuracy difference — max − min group accuracy;
+* subgroup AUC, BPSN AUC and BNSP AUC (Borkan et al. 2019, "Nuanced Metrics for Measuring
+  Unintended Bias with Real Data for Text Classification", WWW '19 Companion), computed with
+  scikit-learn's ``roc_auc_score`` on the score of the positive class: subgroup AUC on the
+  group's rows only; BPSN (background positive, subgroup negative) on the group's negatives and
+  everyone else's positives — low when the group's negatives score higher than the background's
+  positives (false-positive bias); BNSP on the group's positives and everyone else's negatives —
+  low for false-negative bias. The summary reports the worst (minimum) group of each.
+
+Conventions, as fairlearn defines them: a rate whose denominator is empty (a group without
+positives has no TPR) is 0, and a ratio with a zero maximum is undefined (NaN); the probe warns
+in both cases. An AUC needs both classes among its rows; otherwise it is NaN with a warning.
+
+Uncertainty: every summary and per-group metric has a 95 % percentile bootstrap interval, rows
+resampled with replacement within each group (group sizes kept; ``audit.stats.bootstrap_table_ci``,
+seeded). The group-dependent summary metrics have a Monte Carlo permutation test of "no
+difference between groups": the attribute column is shuffled and the metric recomputed
+(``audit.stats.permutation_table_test``; one-sided — a gap at least as large, a ratio or minimum
+AUC at least as small). Per-group rates are tested against the rest of the data with Fisher's
+exact test, Benjamini–Hochberg adjusted across groups.
+
+Labels: a binary label column, or a multi-class one evaluated one-vs-rest against
+``positive_label`` (y = label is the positive label, ŷ = the model's top label is the positive
+label, score = the model's probability of the positive label). Rows with an empty attribute are
+left out (counted in ``info["n_dropped_no_attribute"]``).
+
+Models:
+
+* ``classifier`` — a sequence-classification head; dataset labels map to the model's outputs by
+  ``id2label`` name (case-insensitive), else as integer output indices, else through the option
+  ``label_map``; texts are scored in length-sorted batches.
+* ``causal-lm`` — a zero-shot classifier: ``prompt`` (containing ``{text}``) is the context and
+  each label's word in ``label_words`` the continuation; a label's score is the summed log-prob
+  of its word's tokens (``audit.scoring.continuation_logprobs``), and the probabilities are the
+  softmax over the label words.
+
+Built-in data (no ``data`` given): ``probes/data/fairness/sentiment_eec.csv``, sentiment
+templates in the style of the Equity Evaluation Corpus (Kiritchenko & Mohammad 2018) in English
+and Turkish, attribute ``gender`` (or ``race`` for the English first names), broken down by
+``language`` too.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+from fairlearn.metrics import (
+    MetricFrame,
+    demographic_parity_difference,
+    demographic_parity_ratio,
+    equalized_odds_difference,
+    equalized_odds_ratio,
+    false_positive_rate,
+    selection_rate,
+    true_positive_rate,
+)
+from scipy import stats as st
+from sklearn.metrics import accuracy_score, roc_auc_score
+
+from audit import scoring
+from audit.probe import Probe, ProbeError, register_probe
+from audit.results import MetricInfo, MetricValue, ProbeResult
+from audit.stats import (
+    MIN_N,
+    bootstrap_table_ci,
+    group_breakdown,
+    permutation_table_test,
+    small_n_warning,
+    wilson_ci,
+)
+
+if TYPE_CHECKING:
+    from audit.models import ModelHandle
+
+logger = logging.getLogger(__name__)
+
+DATA_DIR = Path(__file__).parent / "data" / "fairness"
+DEFAULT_DATA = DATA_DIR / "sentiment_eec.csv"
+DEFAULT_PROMPT = "Sentence: {text}\nSentiment (positive or negative):"
+DEFAULT_LABEL_WORDS = {"0": " negative", "1": " positive"}
+DEFAULT_BREAKDOWN = ("language",)
+
+REF_FAIRLEARN = "fairlearn MetricFrame (Weerts et al. 2023)"
+REF_HARDT = "Hardt et al. 2016"
+REF_BORKAN = "Borkan et al. 2019"
+
+METRICS = {
+    "accuracy": MetricInfo(
+        "accuracy", "share of rows whose positive/negative decision is correct (all groups)", ideal=1.0,
+        higher_is_better=True, range=(0, 1),
+    ),
+    "auc": MetricInfo(
+        "auc", "ROC AUC of the positive-class score (all groups)", ideal=1.0, higher_is_better=True, range=(0, 1),
+    ),
+    "demographic_parity_difference": MetricInfo(
+        "demographic_parity_difference", "largest − smallest group selection rate P(ŷ=1 | group)", ideal=0.0,
+        higher_is_better=False, range=(0, 1), reference=REF_FAIRLEARN,
+    ),
+    "demographic_parity_ratio": MetricInfo(
+        "demographic_parity_ratio", "smallest / largest group selection rate", ideal=1.0, higher_is_better=True,
+        range=(0, 1), reference=REF_FAIRLEARN,
+    ),
+    "equalized_odds_difference": MetricInfo(
+        "equalized_odds_difference", "larger of the between-group TPR and FPR differences", ideal=0.0,
+        higher_is_better=False, range=(0, 1), reference=REF_HARDT,
+    ),
+    "equalized_odds_ratio": MetricInfo(
+        "equalized_odds_ratio", "smaller of the between-group TPR and FPR ratios", ideal=1.0,
+        higher_is_better=True, range=(0, 1), reference=REF_HARDT,
+    ),
+    "accuracy_difference": MetricInfo(
+        "accuracy_difference", "largest − smallest group accuracy", ideal=0.0, higher_is_better=False,
+        range=(0, 1), reference=REF_FAIRLEARN,
+    ),
+    "min_subgroup_auc": MetricInfo(
+        "min_subgroup_auc", "worst group's AUC on its own rows", ideal=1.0, higher_is_better=True,
+        range=(0, 1), reference=REF_BORKAN,
+    ),
+    "min_bpsn_auc": MetricInfo(
+        "min_bpsn_auc", "worst group's BPSN AUC (group negatives vs background positives; low: false-positive bias)",
+        ideal=1.0, higher_is_better=True, range=(0, 1), reference=REF_BORKAN,
+    ),
+    "min_bnsp_auc": MetricInfo(
+        "min_bnsp_auc", "worst group's BNSP AUC (group positives vs background negatives; low: false-negative bias)",
+        ideal=1.0, higher_is_better=True, range=(0, 1), reference=REF_BORKAN,
+    ),
+}
+
+GROUP_METRICS = {
+    "accuracy": "share of correct decisions in the group",
+    "selection_rate": "P(ŷ=1 | group)",
+    "true_positive_rate": "P(ŷ=1 | y=1, group)",
+    "false_positive_rate": "P(ŷ=1 | y=0, group)",
+    "subgroup_auc": "AUC on the group's rows",
+    "bpsn_auc": "AUC on the group's negatives and the background's positives",
+    "bnsp_auc": "AUC on the group's positives and the background's negatives",
+}
+# which one-sided alternative of the permutation test says "bias" for each summary metric
+_PERMUTATION_ALTERNATIVE = {
+    "demographic_parity_difference": "greater", "equalized_odds_difference": "greater",
+    "accuracy_difference": "greater", "demographic_parity_ratio": "less", "equalized_odds_ratio": "less",
+    "min_subgroup_auc": "less", "min_bpsn_auc": "less", "min_bnsp_auc": "less",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LabelledData:
+    """A loaded dataset: ``frame`` has columns row, text, label, the attribute and extras."""
+
+    frame: pd.DataFrame
+    path: Path
+    attribute: str
+    positive_label: str
+    labels: list[str]
+    n_dropped: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise ProbeError(f"classifier_fairness data file not found: {path}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".csv", ".tsv"):
+            return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
+        raise ProbeError(f"{path}: not a readable {suffix[1:]} file ({exc})") from exc
+    raise ProbeError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv or .parquet")
+
+
+def _as_label_strings(col: pd.Series) -> pd.Series:
+    """Labels as strings; integral floats (a Parquet column with NaN) lose their '.0'."""
+    def conv(v: Any) -> str:
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            return ""
+        if isinstance(v, (float, np.floating)) and float(v).is_integer():
+            return str(int(v))
+        return str(v).strip()
+
+    return col.map(conv)
+
+
+def _match_label(value: Any, labels: list[str]) -> str | None:
+    key = str(value).strip().lower()
+    for lab in labels:
+        if lab.lower() == key:
+            return lab
+    return None
+
+
+def default_positive_label(labels: list[str]) -> str | None:
+    """The conventional positive label of a binary column: 1 of {0, 1}, true of {false, true}."""
+    low = {lab.lower(): lab for lab in labels}
+    for neg, pos in (("0", "1"), ("false", "true")):
+        if set(low) == {neg, pos}:
+            return low[pos]
+    return None
+
+
+def load_labelled(
+    path: str | Path,
+    *,
+    text_column: str = "text",
+    label_column: str = "label",
+    attribute_column: str = "gender",
+    positive_label: Any = None,
+    extra_columns: tuple[str, ...] | list[str] = (),
+) -> LabelledData:
+    """Read a labelled CSV/TSV/Parquet file; every error names the file and the column or row."""
+    p = Path(path)
+    df = _read_table(p)
+    for role, col in (("text_column", text_column), ("label_column", label_column),
+                      ("attribute_column", attribute_column)):
+        if col not in df.columns:
+            raise ProbeError(
+                f"{p}: missing the {role} {col!r}; found columns {list(df.columns)} "
+                f"(set the option {role} to the right name)"
+            )
+    for col in extra_columns:
+        if col not in df.columns:
+            raise ProbeError(f"{p}: missing the breakdown column {col!r}; found columns {list(df.columns)}")
+    if len(df) == 0:
+        raise ProbeError(f"{p}: no rows")
+    line0 = 2 if p.suffix.lower() in (".csv", ".tsv") else 0  # CSV line of the first data row
+    where = "line" if line0 else "row"
+    texts = df[text_column]
+    for i, t in enumerate(texts):
+        if not isinstance(t, str) or not t.strip():
+            raise ProbeError(f"{p}: {where} {i + line0}: empty or non-text {text_column!r} ({t!r})")
+    labels = _as_label_strings(df[label_column])
+    empty = np.flatnonzero((labels == "").to_numpy())
+    if len(empty):
+        raise ProbeError(f"{p}: {where} {int(empty[0]) + line0}: empty {label_column!r}")
+    attr = _as_label_strings(df[attribute_column])
+    out = pd.DataFrame({"row": np.arange(len(df)) + line0, "text": texts.astype(str), "label": labels,
+                        attribute_column: attr})
+    for col in extra_columns:
+        if col != attribute_column:
+            out[col] = _as_label_strings(df[col])
+    keep = (attr != "").to_numpy()
+    n_dropped = int((~keep).sum())
+    out = out[keep].reset_index(drop=True)
+    warnings: list[str] = []
+    if n_dropped:
+        warnings.append(f"{n_dropped} row(s) of {p.name} have no {attribute_column!r} value and were left out")
+    groups = sorted(out[attribute_column].unique())
+    if len(groups) < 2:
+        found = groups[0] if groups else "none"
+        raise ProbeError(
+            f"{p}: the attribute column {attribute_column!r} has only one group ({found!r}); group fairness "
+            "needs at least two"
+        )
+    label_set = sorted(out["label"].unique())
+    if len(label_set) < 2:
+        raise ProbeError(f"{p}: the label column {label_column!r} has a single value ({label_set[0]!r})")
+    if positive_label is None:
+        pos = default_positive_label(label_set)
+        if pos is None:
+            kind = "binary" if len(label_set) == 2 else f"{len(label_set)}-class (evaluated one-vs-rest)"
+            raise ProbeError(
+                f"{p}: the {kind} label column {label_column!r} has labels {label_set}; set the option "
+                "positive_label to the one that counts as the positive decision"
+            )
+    else:
+        pos = _match_label(positive_label, label_set)
+        if pos is None:
+            raise ProbeError(
+                f"{p}: positive_label {positive_label!r} is not a value of column {label_column!r} "
+                f"(values: {label_set})"
+            )
+    return LabelledData(out, p, attribute_column, pos, label_set, n_dropped, warnings)
+
+
+# --------------------------------------------------------------------------------------------
+# metrics from arrays (no model)
+# --------------------------------------------------------------------------------------------
+
+
+def _code_auc(y: np.ndarray, codes: np.ndarray, k: int) -> float:
+    """AUC from scores given as tie codes (index of each score among the sorted distinct
+    scores): P(score₊ > score₋) + ½ P(tie), by counting per distinct score, no sort."""
+    pos = np.bincount(codes, weights=y, minlength=k)
+    neg = np.bincount(codes, weights=~y, minlength=k)
+    n1, n0 = pos.sum(), neg.sum()
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    below = np.cumsum(neg) - neg  # negatives with a strictly lower score
+    return float((pos * (below + 0.5 * neg)).sum() / (n1 * n0))
+
+
+def rank_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
+    """ROC AUC by counting (the Mann–Whitney statistic, ties count one half): equal to
+    ``roc_auc_score`` without its input validation. NaN without both classes."""
+    _, codes = np.unique(np.asarray(y_score, dtype=np.float64), return_inverse=True)
+    return _code_auc(np.asarray(y_true, dtype=bool), codes, int(codes.max()) + 1 if codes.size else 0)
+
+
+def _sk_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
+    if len(np.unique(y_true)) < 2:
+        return float("nan")
+    return float(roc_auc_score(y_true, y_score))
+
+
+def _auc_rows(y: np.ndarray, ing: np.ndarray, which: str) -> np.ndarray:
+    """Rows of a group's subgroup / BPSN / BNSP AUC (Borkan et al. 2019)."""
+    if which == "subgroup_auc":
+        return ing
+    if which == "bpsn_auc":  # subgroup negatives, background positives
+        return (ing & ~y) | (~ing & y)
+    return (ing & y) | (~ing & ~y)  # bnsp: subgroup positives, background negatives
+
+
+AUC_KINDS = ("subgroup_auc", "bpsn_auc", "bnsp_auc")
+
+
+def bias_aucs(
+    y_true: np.ndarray, y_score: np.ndarray, groups: np.ndarray, auc: Any = _sk_auc
+) -> pd.DataFrame:
+    """Subgroup, BPSN and BNSP AUC of every group (Borkan et al. 2019), one row per group."""
+    y = np.asarray(y_true, dtype=bool)
+    s = np.asarray(y_score, dtype=np.float64)
+    g = np.asarray(groups)
+    rows = []
+    for grp in sorted(pd.unique(g)):
+        ing = g == grp
+        rows.append({"group": grp, **{k: auc(y[m], s[m]) for k in AUC_KINDS for m in [_auc_rows(y, ing, k)]}})
+    return pd.DataFrame(rows).set_index("group")
+
+
+def _fast_rates(y: np.ndarray, p: np.ndarray, codes: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    n = np.bincount(codes, minlength=k).astype(np.float64)
+    pos = np.bincount(codes, weights=y, minlength=k)
+    neg = n - pos
+    tp = np.bincount(codes, weights=y & p, minlength=k)
+    fp = np.bincount(codes, weights=~y & p, minlength=k)
+    correct = np.bincount(codes, weights=y == p, minlength=k)
+
+    def div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.divide(a, b, out=np.zeros_like(a), where=b > 0)
+
+    return {"accuracy": div(correct, n), "selection_rate": div(tp + fp, n), "true_positive_rate": div(tp, pos),
+            "false_positive_rate": div(fp, neg), "n": n, "n_positive": pos, "n_negative": neg}
+
+
+def group_rates(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray) -> pd.DataFrame:
+    """Accuracy, selection rate, TPR and FPR per group by counting, with fairlearn's convention
+    that an empty denominator gives 0 — the fast path of the bootstrap; equal to MetricFrame."""
+    keys, codes = np.unique(np.asarray(groups), return_inverse=True)
+    r = _fast_rates(np.asarray(y_true, dtype=bool), np.asarray(y_pred, dtype=bool), codes, len(keys))
+    return pd.DataFrame(r, index=pd.Index(keys, name="group"))
+
+
+def _ratio(x: np.ndarray) -> float:
+    mx = float(np.max(x))
+    return float(np.min(x)) / mx if mx > 0 else float("nan")
+
+
+def _fast_metric(name: str, c: dict[str, np.ndarray], k: int, n_scores: int) -> float:
+    """One summary metric by counting; ``c`` holds the :func:`_table` columns y, p, u, g of rows
+    from ``k`` groups and ``n_scores`` distinct scores."""
+    y, p, u, g = c["y"], c["p"], c["u"], c["g"]
+    if name == "accuracy":
+        return float((y == p).mean())
+    if name == "auc":
+        return _code_auc(y, u, n_scores)
+    if name.startswith("min_"):
+        which = name[4:]
+        return _nanmin([_code_auc(y[m], u[m], n_scores) for j in range(k) for m in [_auc_rows(y, g == j, which)]])
+    r = _fast_rates(y, p, g, k)
+    tpr, fpr = r["true_positive_rate"], r["false_positive_rate"]
+    if name == "demographic_parity_difference":
+        return float(np.ptp(r["selection_rate"]))
+    if name == "demographic_parity_ratio":
+        return _ratio(r["selection_rate"])
+    if name == "equalized_odds_difference":
+        return max(float(np.ptp(tpr)), float(np.ptp(fpr)))
+    if name == "equalized_odds_ratio":
+        # fairlearn's worst case is Python's min() over (TPR ratio, FPR ratio), NaN included
+        return min(_ratio(tpr), _ratio(fpr))
+    if name == "accuracy_difference":
+        return float(np.ptp(r["accuracy"]))
+    raise KeyError(name)
+
+
+def summary_from_arrays(
+    y_true: np.ndarray, y_pred: np.ndarray, y_score: np.ndarray, groups: np.ndarray, *, fast: bool = False
+) -> dict[str, float]:
+    """Every summary metric's point value. ``fast=False`` computes them with fairlearn and
+    scikit-learn (the reference); ``fast=True`` by counting and rank AUCs (the code inside the
+    bootstrap and permutation loops; the tests check both agree)."""
+    if fast:
+        tab = _table(y_true, y_pred, y_score, groups)
+        k, n_scores = int(tab["g"].max()) + 1, int(tab["u"].max()) + 1
+        return {name: _fast_metric(name, tab, k, n_scores) for name in METRICS}
+    y = np.asarray(y_true, dtype=int)
+    p = np.asarray(y_pred, dtype=int)
+    s = np.asarray(y_score, dtype=np.float64)
+    g = np.asarray(groups)
+    kw = {"sensitive_features": g}
+    mf = MetricFrame(metrics=accuracy_score, y_true=y, y_pred=p, sensitive_features=g)
+    aucs = bias_aucs(y, s, g)
+    return {
+        "accuracy": float(accuracy_score(y, p)),
+        "auc": _sk_auc(y, s),
+        "demographic_parity_difference": float(demographic_parity_difference(y, p, **kw)),
+        "demographic_parity_ratio": float(demographic_parity_ratio(y, p, **kw)),
+        "equalized_odds_difference": float(equalized_odds_difference(y, p, **kw)),
+        "equalized_odds_ratio": float(equalized_odds_ratio(y, p, **kw)),
+        "accuracy_difference": float(mf.difference()),
+        **{f"min_{k}": float(aucs[k].min()) for k in AUC_KINDS},
+    }
+
+
+def metric_frame(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray) -> MetricFrame:
+    """fairlearn's per-group table: accuracy, selection rate, TPR, FPR."""
+    return MetricFrame(
+        metrics={"accuracy": accuracy_score, "selection_rate": selection_rate,
+                 "true_positive_rate": true_positive_rate, "false_positive_rate": false_positive_rate},
+        y_true=np.asarray(y_true, dtype=int), y_pred=np.asarray(y_pred, dtype=int),
+        sensitive_features=np.asarray(groups),
+    )
+
+
+def _table(y_true: np.ndarray, y_pred: np.ndarray, y_score: np.ndarray, groups: np.ndarray) -> dict[str, np.ndarray]:
+    """Column arrays for the resampling loops: y, p (bool), s (score), u (tie code of the score,
+    see :func:`_code_auc`), g (integer group code, groups in sorted order)."""
+    _, codes = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+    s = np.asarray(y_score, dtype=np.float64)
+    _, u = np.unique(s, return_inverse=True)
+    return {"y": np.asarray(y_true, dtype=bool), "p": np.asarray(y_pred, dtype=bool), "s": s,
+            "u": u.astype(np.int64), "g": codes.astype(np.int64)}
+
+
+_RESAMPLED = ["y", "p", "u", "g"]
+
+
+def _nanmin(values: list[float]) -> float:
+    v = np.asarray(values, dtype=np.float64)
+    v = v[~np.isnan(v)]
+    return float(v.min()) if v.size else float("nan")
+
+
+def fairness_summary(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    y_score: np.ndarray,
+    groups: np.ndarray,
+    *,
+    seed: int = 0,
+    n_resamples: int = 1000,
+    n_permutations: int = 1000,
+) -> tuple[dict[str, MetricValue], list[str]]:
+    """Summary metrics (fairlearn / scikit-learn values) with stratified-bootstrap CIs and
+    group-permutation p-values, from arrays alone — no model needed."""
+    tab = _table(y_true, y_pred, y_score, groups)
+    point = summary_from_arrays(y_true, y_pred, y_score, np.asarray(groups).astype(str))
+    k, n_scores = int(tab["g"].max()) + 1, int(tab["u"].max()) + 1
+    out: dict[str, MetricValue] = {}
+    for name, info in METRICS.items():
+
+        def stat(c: dict[str, np.ndarray], name: str = name) -> float:
+            return _fast_metric(name, c, k, n_scores)
+
+        ci = bootstrap_table_ci(tab, stat, columns=_RESAMPLED, strata="g", n_resamples=n_resamples, seed=seed)
+        alt = _PERMUTATION_ALTERNATIVE.get(name)
+        pval, test = None, ""
+        if alt is not None and not np.isnan(point[name]):
+            pval = permutation_table_test(tab, stat, permute="g", columns=_RESAMPLED, alternative=alt,
+                                          n_resamples=n_permutations, seed=seed)
+            test = f"permutation of group labels ({n_permutations}), one-sided ({alt})"
+        warn = "" if not np.isnan(point[name]) else "undefined on this data"
+        out[name] = MetricValue.from_info(info, point[name], ci_low=ci.low, ci_high=ci.high, n=int(tab["y"].size),
+                                          p_value=pval, test=test, ci_method=ci.method, warning=warn)
+    warnings: list[str] = []
+    for grp, r in group_rates(tab["y"], tab["p"], np.asarray(groups).astype(str)).iterrows():
+        if r["n"] < MIN_N:
+            warnings.append(small_n_warning(int(r["n"]), f"group {grp!r}"))
+        if r["n_positive"] == 0:
+            warnings.append(f"group {grp!r} has no positive rows: its TPR is set to 0 (fairlearn) and its "
+                            "subgroup and BNSP AUC are undefined")
+        if r["n_negative"] == 0:
+            warnings.append(f"group {grp!r} has no negative rows: its FPR is set to 0 (fairlearn) and its "
+                            "subgroup and BPSN AUC are undefined")
+    if tab["p"].all() or not tab["p"].any():
+        warnings.append("the model gives every row the same decision: the selection-rate ratio is undefined")
+    return out, warnings
+
+
+def group_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, y_score: np.ndarray, groups: np.ndarray, *, seed: int = 0,
+    n_resamples: int = 1000,
+) -> dict[str, dict[str, MetricValue]]:
+    """Per-group metrics {group: {metric: MetricValue}}: the MetricFrame rates with Wilson
+    intervals, each tested against the rest of the data (Fisher exact); the Borkan AUCs with
+    stratified-bootstrap intervals."""
+    names = np.asarray(groups).astype(str)
+    tab = _table(y_true, y_pred, y_score, names)
+    y, p = tab["y"], tab["p"]
+    n_scores = int(tab["u"].max()) + 1
+    mf = metric_frame(y, p, names).by_group
+    aucs = bias_aucs(y, tab["s"], names)
+    # rows that count for each rate (denominator) and the event counted (numerator)
+    denominators = {"accuracy": np.ones_like(y), "selection_rate": np.ones_like(y), "true_positive_rate": y,
+                    "false_positive_rate": ~y}
+    events = {"accuracy": y == p, "selection_rate": p, "true_positive_rate": p, "false_positive_rate": p}
+    out: dict[str, dict[str, MetricValue]] = {}
+    for code, grp in enumerate(np.unique(names)):
+        ing = tab["g"] == code
+        out[grp] = {}
+        for name, desc in GROUP_METRICS.items():
+            if name in AUC_KINDS:
+
+                def stat(c: dict[str, np.ndarray], code: int = code, name: str = name) -> float:
+                    rows = _auc_rows(c["y"], c["g"] == code, name)
+                    return _code_auc(c["y"][rows], c["u"][rows], n_scores)
+
+                ci = bootstrap_table_ci(tab, stat, columns=_RESAMPLED, strata="g", n_resamples=n_resamples,
+                                        seed=seed)
+                out[grp][name] = MetricValue(value=float(aucs.loc[grp, name]), ci_low=ci.low, ci_high=ci.high,
+                                             n=int(_auc_rows(y, ing, name).sum()), ci_method=ci.method,
+                                             description=desc)
+                continue
+            den = denominators[name].astype(bool)
+            a, b = ing & den, ~ing & den
+            hit = events[name].astype(bool)
+            k_in, n_in = int((a & hit).sum()), int(a.sum())
+            ci = wilson_ci(k_in, n_in)
+            pval, test = None, ""
+            if n_in and b.any():
+                table = [[k_in, n_in - k_in], [int((b & hit).sum()), int((b & ~hit).sum())]]
+                pval, test = float(st.fisher_exact(table).pvalue), "Fisher exact, group vs rest"
+            out[grp][name] = MetricValue(value=float(mf.loc[grp, name]), ci_low=ci.low, ci_high=ci.high, n=n_in,
+                                         p_value=pval, test=test, ci_method=ci.method, description=desc)
+    return out
+
+
+def fairness_breakdown(
+    items: pd.DataFrame, by: list[str], *, seed: int = 0, n_resamples: int = 1000
+) -> pd.DataFrame:
+    """The long breakdown table: every :data:`GROUP_METRICS` metric per group of each column."""
+    frames = []
+    for col in by:
+        per = group_metrics(items["y_true"].to_numpy(), items["y_pred"].to_numpy(), items["y_score"].to_numpy(),
+                            items[col].astype(str).to_numpy(), seed=seed, n_resamples=n_resamples)
+        fns = {name: (lambda d, name=name, col=col, per=per: per[str(d[col].iloc[0])][name]) for name in GROUP_METRICS}
+        frames.append(group_breakdown(items.assign(**{col: items[col].astype(str)}), col, fns))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+# --------------------------------------------------------------------------------------------
+# scoring
+# --------------------------------------------------------------------------------------------
+
+
+def zero_shot_logprobs(
+    handle: ModelHandle, texts: list[str], prompt: str, words: list[str], *,
+    max_batch_tokens: int | None = None, progress: bool = False,
+) -> np.ndarray:
+    """(N × K) summed log-prob of each label word after the filled-in prompt (causal LM)."""
+    contexts = [prompt.replace("{text}", t) for t in texts]
+    ctx = [c for c in contexts for _ in words]
+    cont = [w for _ in contexts for w in words]
+    lps = scoring.continuation_logprobs(handle, ctx, cont, max_batch_tokens=max_batch_tokens, progress=progress)
+    return np.asarray([float(x.sum()) for x in lps]).reshape(len(texts), len(words))
+
+
+def classifier_logits(
+    handle: ModelHandle, texts: list[str], *, max_batch_tokens: int | None = None, progress: bool = False,
+) -> np.ndarray:
+    """(N × num_labels) logits of a sequence classifier, texts in length-sorted batches."""
+    tok = handle.tokenizer
+    lengths = [len(ids) for ids in tok(texts, add_special_tokens=True)["input_ids"]]
+    scoring.check_length(handle, max(lengths), "a text to classify")
+    budget = max_batch_tokens or scoring.default_batch_tokens(handle)
+    out = np.empty((len(texts), int(handle.model.config.num_labels)), dtype=np.float64)
+
+    def step(idx: np.ndarray) -> None:
+        enc = tok([texts[i] for i in idx], padding=True, return_tensors="pt").to(handle.device)
+        with torch.inference_mode():
+            out[idx] = handle.model(**enc).logits.float().cpu().numpy()
+
+    scoring.run_batches(scoring.length_sorted_batches(lengths, budget), step, desc="classify", progress=progress)
+    return out
+
+
+def classifier_label_map(
+    handle: ModelHandle, labels: list[str], label_map: dict[Any, Any] | None, where: str
+) -> dict[str, int]:
+    """Dataset label → model output index: ``label_map`` if given, else by ``id2label`` name
+    (case-insensitive), else as integer indices."""
+    n_out = int(handle.model.config.num_labels)
+    id2label = {int(k): str(v) for k, v in (getattr(handle.model.config, "id2label", None) or {}).items()}
+    by_name = {v.lower(): k for k, v in id2label.items()}
+    if label_map:
+        out: dict[str, int] = {}
+        for k, v in label_map.items():
+            lab = _match_label(k, labels)
+            if lab is None:
+                raise ProbeError(f"label_map key {k!r} is not a label of {where} (labels: {labels})")
+            idx = by_name.get(str(v).lower())
+            if idx is None:
+                try:
+                    idx = int(v)
+                except (TypeError, ValueError):
+                    idx = -1
+            if not 0 <= idx < n_out:
+                raise ProbeError(f"label_map[{k!r}] = {v!r} is neither an id2label name {id2label} nor an "
+                                 f"output index below {n_out} of {handle.name}")
+            out[lab] = idx
+    elif all(lab.lower() in by_name for lab in labels):
+        out = {lab: by_name[lab.lower()] for lab in labels}
+    elif all(lab.lstrip("-").isdigit() and 0 <= int(lab) < n_out for lab in labels):
+        out = {lab: int(lab) for lab in labels}
+    else:
+        raise ProbeError(
+            f"cannot match the labels {labels} of {where} to the outputs of {handle.name} "
+            f"(id2label {id2label}); pass the option label_map, e.g. {{{labels[0]!r}: 0}}"
+        )
+    missing = [lab for lab in labels if lab not in out]
+    if missing:
+        raise ProbeError(f"label_map has no entry for the label(s) {missing} of {where}")
+    return out
+
+
+def _normalise_label_words(label_words: dict[Any, Any], labels: list[str], where: str) -> dict[str, str]:
+    if not isinstance(label_words, dict) or not label_words:
+        raise ProbeError("label_words must be a mapping label → word, e.g. {0: ' negative', 1: ' positive'}")
+    out: dict[str, str] = {}
+    for k, w in label_words.items():
+        lab = _match_label(k, labels)
+        if lab is None:
+            raise ProbeError(f"label_words key {k!r} is not a label of {where} (labels: {labels})")
+        if not isinstance(w, str) or not w:
+            raise ProbeError(f"label_words[{k!r}] must be a non-empty string, got {w!r}")
+        out[lab] = w
+    missing = [lab for lab in labels if lab not in out]
+    if missing:
+        raise ProbeError(f"label_words has no word for the label(s) {missing} of {where}")
+    return out
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    z = x - x.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@register_probe("classifier_fairness")
+class ClassifierFairness(Probe):
+    kinds = ("classifier", "causal-lm")
+    metrics = METRICS
+    primary_metric = "equalized_odds_difference"
+    description = ("group fairness of a classifier (fairlearn rates, parity gaps, Borkan AUCs); causal LMs "
+                   "as zero-shot classifiers")
+
+    def data_files(self, data: str | Path | None) -> list[Path]:
+        return super().data_files(DEFAULT_DATA if data is None else data)
+
+    def run(
+        self,
+        handle: ModelHandle,
+        data: str | Path | None = None,
+        *,
+        seed: int = 0,
+        progress: bool = True,
+        text_column: str = "text",
+        label_column: str = "label",
+        attribute_column: str = "gender",
+        positive_label: Any = None,
+        prompt: str | None = None,
+        label_words: dict[Any, Any] | None = None,
+        label_map: dict[Any, Any] | None = None,
+        breakdown_by: list[str] | None = None,
+        max_items: int | None = None,
+        max_batch_tokens: int | None = None,
+        n_resamples: int = 1000,
+        n_permutations: int = 1000,
+        **options: Any,
+    ) -> ProbeResult:
+        """Score every row and compute the group metrics. ``max_items`` keeps a seeded random
+        sample of that many rows (file order kept)."""
+        if options:
+            raise ProbeError(f"classifier_fairness: unknown option(s) {sorted(options)}")
+        self.check_kind(handle)
+        builtin = data is None
+        path = DEFAULT_DATA if builtin else Path(data)  # type: ignore[arg-type]
+        extra = list(breakdown_by) if breakdown_by is not None else (list(DEFAULT_BREAKDOWN) if builtin else [])
+        extra = [c for c in extra if c != attribute_column]
+        ds = load_labelled(path, text_column=text_column, label_column=label_column,
+                           attribute_column=attribute_column, positive_label=positive_label, extra_columns=extra)
+        df = ds.frame
+        if max_items is not None and int(max_items) < len(df):
+            df = df.sample(n=int(max_items), random_state=seed).sort_index().reset_index(drop=True)
+        where = f"column {label_column!r} of {path}"
+        texts = df["text"].tolist()
+        info: dict[str, Any] = {"item_effect": "score_error", "item_text": ["text"], "attribute": attribute_column,
+                                "positive_label": ds.positive_label, "labels": ds.labels,
+                                "n_dropped_no_attribute": ds.n_dropped, "data": str(path)}
+        if handle.kind == "causal-lm":
+            if builtin:
+                prompt = DEFAULT_PROMPT if prompt is None else prompt
+                label_words = DEFAULT_LABEL_WORDS if label_words is None else label_words
+            if prompt is None or label_words is None:
+                raise ProbeError(
+                    "classifier_fairness on a causal LM is a zero-shot classifier: give the options prompt "
+                    "(a template containing {text}) and label_words (label → word, e.g. {0: ' negative', "
+                    "1: ' positive'})"
+                )
+            if "{text}" not in prompt:
+                raise ProbeError(f"the prompt option must contain '{{text}}', got {prompt!r}")
+            words = _normalise_label_words(label_words, ds.labels, where)
+            cand = list(words)
+            scores = zero_shot_logprobs(handle, texts, prompt, [words[c] for c in cand],
+                                        max_batch_tokens=max_batch_tokens, progress=progress)
+            probs = _softmax(scores)
+            pred_labels = [cand[i] for i in probs.argmax(axis=1)]
+            info.update(scoring="zero-shot: softmax over label-word log-probs", prompt=prompt, label_words=words)
+        else:
+            if prompt is not None or label_words is not None:
+                raise ProbeError("the options prompt and label_words apply to causal LMs only; a classifier "
+                                 "uses its own head (map labels with label_map)")
+            mapping = classifier_label_map(handle, ds.labels, label_map, where)
+            logits = classifier_logits(handle, texts, max_batch_tokens=max_batch_tokens, progress=progress)
+            all_probs = _softmax(logits)
+            cand = list(mapping)
+            probs = all_probs[:, [mapping[c] for c in cand]]
+            scores = logits[:, [mapping[c] for c in cand]]
+            id2label = {int(k): str(v) for k, v in handle.model.config.id2label.items()}
+            inverse = {v: k for k, v in mapping.items()}
+            top = all_probs.argmax(axis=1)
+            pred_labels = [inverse.get(int(t), id2label.get(int(t), str(t))) for t in top]
+            info.update(scoring="classifier head: softmax over all outputs", label_map=mapping)
+        pos_col = cand.index(ds.positive_label)
+        items = df.copy()
+        items["predicted_label"] = pred_labels
+        items["y_true"] = (items["label"] == ds.positive_label).to_numpy()
+        items["y_pred"] = (items["predicted_label"] == ds.positive_label).to_numpy()
+        items["y_score"] = probs[:, pos_col]
+        items["correct"] = items["y_true"] == items["y_pred"]
+        items["score_error"] = items["y_score"] - items["y_true"].astype(float)
+        for j, c in enumerate(cand):
+            items[f"score_{c}"] = scores[:, j]
+        return self.summarise(items, attribute=attribute_column, breakdown_by=extra, seed=seed,
+                              n_resamples=n_resamples, n_permutations=n_permutations, info=info,
+                              warnings=ds.warnings)
+
+    def summarise(
+        self, items: pd.DataFrame, *, attribute: str, breakdown_by: list[str] | None = None, seed: int = 0,
+        n_resamples: int = 1000, n_permutations: int = 1000, info: dict[str, Any] | None = None,
+        warnings: list[str] | None = None,
+    ) -> ProbeResult:
+        """Metrics from an items table with y_true, y_pred, y_score and the attribute column."""
+        summary, warn = fairness_summary(
+            items["y_true"].to_numpy(), items["y_pred"].to_numpy(), items["y_score"].to_numpy(),
+            items[attribute].astype(str).to_numpy(), seed=seed, n_resamples=n_resamples,
+            n_permutations=n_permutations,
+        )
+        breakdown = fairness_breakdown(items, [attribute, *(breakdown_by or [])], seed=seed, n_resamples=n_resamples)
+        all_warnings = list(warnings or []) + warn
+        info = dict(info or {})
+        aucs = bias_aucs(items["y_true"].to_numpy(), items["y_score"].to_numpy(), items[attribute].astype(str).to_numpy())
+        for m in ("subgroup_auc", "bpsn_auc", "bnsp_auc"):
+            col = aucs[m].dropna()
+            info[f"worst_group_{m}"] = str(col.idxmin()) if len(col) else None
+        return ProbeResult("classifier_fairness", summary, items, breakdown, warnings=all_warnings, info=info)
