@@ -454,8 +454,8 @@ def cluster_mean_metric(
         return MetricValue.from_info(info, float("nan"), n=0, warning="no items")
     x = transform(raw) if transform is not None else raw
     ci = cluster_bootstrap_ci(x, cl, seed=seed, scale=scale)
-    keys = cl.astype(str)
-    means = pd.Series(raw).groupby(keys).mean().to_numpy()
+    _, inv = np.unique(cl.astype(str), return_inverse=True)
+    means = np.bincount(inv, weights=raw) / np.bincount(inv)
     k = len(means)
     tests = {"wilcoxon": (wilcoxon_test, "Wilcoxon signed-rank"), "sign": (sign_test, "sign test"),
              "t": (one_sample_t, "one-sample t")}
