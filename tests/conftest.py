@@ -100,3 +100,27 @@ def bert_classifier(bert_classifier_path: Path):  # type: ignore[no-untyped-def]
     from audit.models import load_model
 
     return load_model(bert_classifier_path, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def turkish_bert_path(tiny_dir: Path) -> Path:
+    return tiny_models.build_turkish_bert(tiny_dir / "turkish-bert-mlm")
+
+
+@pytest.fixture(scope="session")
+def turkish_llama_path(tiny_dir: Path) -> Path:
+    return tiny_models.build_turkish_llama(tiny_dir / "turkish-llama")
+
+
+@pytest.fixture(scope="session")
+def turkish_bert(turkish_bert_path: Path):  # type: ignore[no-untyped-def]
+    from audit.models import load_model
+
+    return load_model(turkish_bert_path, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def turkish_llama(turkish_llama_path: Path):  # type: ignore[no-untyped-def]
+    from audit.models import load_model
+
+    return load_model(turkish_llama_path, device="cpu")

@@ -166,3 +166,100 @@ def make_pickled_copy(src: Path, dst: Path) -> Path:
         torch.save(load_file(f), dst / "pytorch_model.bin")
         f.unlink()
     return dst
+
+
+# --------------------------------------------------------------------------------------------
+# Turkish tokenizer models (templates / counterfactual probes)
+# --------------------------------------------------------------------------------------------
+
+_TR_SUBJECTS = ["o", "O", "kadın", "erkek", "anne", "baba", "Ayşe", "Mehmet", "Fatma", "Mustafa", "kız", "oğlan",
+                "hanımefendi", "beyefendi", "Türk", "Suriyeli", "Müslüman", "Hristiyan", "ateist", "komşum"]
+_TR_NOUNS = ["mühendis", "hemşire", "doktor", "öğretmen", "tamirci", "sekreter", "pilot", "kuaför", "mimar",
+             "dadı", "cerrah", "kasiyer", "elektrikçi", "ebe", "yazılımcı", "temizlikçi", "kadın", "erkek"]
+_TR_ADJS = ["güçlü", "duygusal", "çalışkan", "tembel", "dürüst", "kaba", "nazik", "cesur", "zeki", "utangaç",
+            "hassas", "mantıklı", "temiz", "pis", "şefkatli", "saldırgan"]
+_TR_FRAMES = ["{s} bir {n}.", "{s} çok {a} bir {n}.", "{s} {n} olarak çalışıyor.", "{s} insanlar {a}.",
+              "{s} evde {a} biriydi.", "Herkes onun {a} bir {n} olduğunu söylüyor.",
+              "{s}'nin arabası bugün serviste.", "{s} kardeşim okula gitti."]
+
+
+def turkish_corpus(n: int = 500, seed: int = 0) -> list[str]:
+    """Generated Turkish sentences (with ç, ğ, ı, İ, ö, ş, ü) for a Turkish tokenizer."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        f = rng.choice(_TR_FRAMES)
+        out.append(f.format(s=rng.choice(_TR_SUBJECTS), n=rng.choice(_TR_NOUNS), a=rng.choice(_TR_ADJS)))
+    return out + TR_SENTENCES * 3
+
+
+def build_turkish_bert(folder: Path, seed: int = 0) -> Path:
+    """A tiny cased BertForMaskedLM whose WordPiece vocabulary is trained on Turkish sentences
+    (accents kept, like dbmdz/bert-base-turkish-cased)."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    _seed(seed)
+    tok = _wordpiece_tokenizer(folder, turkish_corpus(seed=seed), lowercase=False)
+    cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=128, pad_token_id=tok.pad_token_id)
+    BertForMaskedLM(cfg).eval().save_pretrained(folder)
+    return folder
+
+
+def build_turkish_llama(folder: Path, seed: int = 0) -> Path:
+    """A tiny LlamaForCausalLM with a byte-level BPE tokenizer trained on Turkish sentences."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    _seed(seed)
+    tok = _bytelevel_tokenizer(folder, turkish_corpus(seed=seed), "llama")
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, intermediate_size=64, max_position_embeddings=128,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=False)
+    LlamaForCausalLM(cfg).eval().save_pretrained(folder)
+    return folder
+
+
+def train_tiny_lm(src: Path, dst: Path, texts: list[str], *, steps: int = 150, lr: float = 3e-3,
+                  seed: int = 0, mlm_probability: float = 0.3) -> Path:
+    """Copy a tiny saved LM to ``dst`` and train it on ``texts`` (next-token loss for causal LMs,
+    masked-token loss for masked LMs), so a test can plant a known association and check that a
+    probe finds it. Full-batch AdamW; a few seconds on CPU."""
+    import shutil
+
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+
+    _seed(seed)
+    shutil.copytree(src, dst)
+    tok = AutoTokenizer.from_pretrained(dst)
+    archs = AutoConfig.from_pretrained(dst).architectures or []
+    masked = any(a.endswith("ForMaskedLM") for a in archs)
+    model = (AutoModelForMaskedLM if masked else AutoModelForCausalLM).from_pretrained(dst)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token or tok.unk_token
+    if masked:
+        enc = tok(texts, padding=True, return_tensors="pt")
+    else:
+        prefix = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        ids = [[prefix] + tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+        width = max(len(x) for x in ids)
+        enc = {"input_ids": torch.tensor([x + [tok.pad_token_id] * (width - len(x)) for x in ids]),
+               "attention_mask": torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids])}
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        input_ids = enc["input_ids"].clone()
+        labels = enc["input_ids"].clone()
+        labels[enc["attention_mask"] == 0] = -100
+        if masked:
+            special = torch.tensor([[t in tok.all_special_ids for t in row] for row in input_ids.tolist()])
+            pick = (torch.rand(input_ids.shape, generator=gen) < mlm_probability) & ~special
+            labels[~pick] = -100
+            input_ids[pick] = tok.mask_token_id
+        out = model(input_ids=input_ids, attention_mask=enc["attention_mask"], labels=labels)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+    model.eval()
+    model.save_pretrained(dst)
+    return dst
