@@ -1,0 +1,956 @@
+"""Counterfactual identity-term swaps: does the model's output change when only the group named in
+a text changes?
+
+Counterfactual data substitution follows Lu et al. 2019 ("Gender Bias in Neural Natural Language
+Processing") and Zhao et al. 2018 (gender-swapped data); for classifiers the measures are the
+counterfactual token fairness gap of Garg et al. 2019 ("Counterfactual Fairness in Text
+Classification through Robustness", AIES) and the prediction flip rate; for language models the
+log-likelihood difference of the original and the swapped text, and optionally the sentiment
+shift of generated continuations (BOLD-style, Dhamala et al. 2021, VADER of Hutto & Gilbert 2014).
+
+Swapping. Every identity term of a text (names, pronouns, group nouns; ``probes/data/counterfactual
+/swaps_en.csv`` and ``swaps_tr.csv``) is replaced by its counterpart at once, giving one
+counterfactual per text ("John told his sister" → "Mary told her brother"). Rules:
+
+* matching is case-insensitive on whole words (no letter or digit on either side), Turkish-aware
+  (I ↔ ı, İ ↔ i); multi-word terms ("kız kardeş", "African American") match across any run of
+  spaces, and the longest term wins ("Black man" is a race swap, not a gender swap of "man");
+* the replacement keeps the case of what it replaces: lower, UPPER, Title Case (every word) or a
+  capitalised first letter; a term written exactly as in the swap list gets its counterpart as
+  written there ("white man" → "Black man", "Mr" → "Ms");
+* a term with two counterparts is resolved by its ``when`` column from the next word: English
+  "her" → "his" before a word that is not a function word ("her book"), else "him" ("gave her
+  a book", "saw her."); "his" → "her" before such a word, else "hers". This is a heuristic and
+  fails on e.g. "I saw her yesterday" when "yesterday" is missing from the function-word list;
+* Turkish suffixes: a term may be followed by inflectional suffixes — plural -lAr, possessive
+  -(I)m, -(I)n, -(s)I, -(I)mIz, -(I)nIz, -lArI, case -(y)I, -(y)A, -DA, -DAn, -(n)In, -(y)lA and
+  -ki (names only after an apostrophe: "Ayşe'nin"). The suffix is parsed into morphemes by
+  regenerating it on the original stem (so only a correctly harmonised suffix matches: "kızgın"
+  (angry) and "beyaz" (white) are not "kız" and "bey") and then regenerated on the new stem with
+  vowel harmony, buffer letters (n, s, y) and d/t assimilation: "Ayşe'nin" → "Mehmet'in",
+  "Mehmet'te" → "Ayşe'de", "kadınlar" → "erkekler", "ablam" → "ağabeyim". Stem softening comes from
+  the ``stem_a``/``stem_b`` columns ("erkek" → "erkeğe"). Ambiguous endings are read as case
+  endings first (-ı accusative before 3sg possessive, -ın genitive before 2sg possessive); verb
+  forms and copulas are not parsed, so "kızdı" (got angry) is left alone. Turkish pronouns
+  ("o") are gender-neutral and are never swapped;
+* a text without any swappable term is kept in the items table with ``swapped = False``, counted in
+  ``no_term_rate`` and listed in ``info["no_term_ids"]`` — never dropped silently.
+
+Direction. Each row of a swap list names two groups (``group_a``, ``group_b``, e.g. male/female,
+white/black, christian/muslim). A text whose swapped terms are mostly group-a terms is an
+"a-version" and its counterfactual a "b-version" (and vice versa). Signed metrics are oriented
+``b-version − a-version`` (e.g. female − male), so a consistent preference shows up as a non-zero
+mean; texts that mention both groups equally have no direction and only count in |Δ| metrics.
+
+Measures, per model kind:
+
+* classifier: ``flip_rate`` (% of texts whose arg-max label changes), ``mean_abs_delta_p``
+  (|p(ŷ | x) − p(ŷ | x')| for the original prediction ŷ) and, for a binary model or a given
+  ``positive_class``, ``mean_delta_p`` (oriented change of the positive-class probability);
+* causal LM: ``mean_delta_ll`` / ``mean_abs_delta_ll`` (Σ log P(tᵢ | t<ᵢ), BOS prepended) and the
+  same over the **unchanged tokens only** (``…_context``: tokens that overlap no swapped term, so a
+  rare name's own improbability does not count — the counterpart of CrowS-Pairs' shared-token
+  score, Nangia et al. 2020); with ``generate: true`` also ``sentiment_gap`` / ``mean_abs_sentiment_
+  shift``: VADER compound of continuations (``num_samples`` per text, seeded per prompt by
+  :func:`audit.generation.generate`; decoding settings in ``info["generation"]``). VADER is an
+  English lexicon: Turkish continuations are not scored (NaN, with a warning);
+* masked LM: the same log-likelihood metrics with the pseudo-log-likelihood (Salazar et al. 2020);
+* encoder (sentence embeddings): ``mean_embedding_shift``, 1 − cos between the pooled embeddings of
+  the text and its counterfactual (a counterfactual-invariance measure; 0 when the encoder ignores
+  the group).
+
+Signed metrics carry a Wilcoxon signed-rank test against 0; every mean a bootstrap CI over texts;
+breakdowns by swap category and language (BH-adjusted).
+
+Input (``data=``): a text file (one text per line; blank lines skipped; line numbers are the ids)
+or a CSV with a ``text`` column (optional ``id``, ``language``, ``category``). Without a
+``language`` column the ``language`` option says which swap list applies (``en`` or ``tr``).
+Default: the project's own neutral sentences ``texts_en.csv`` / ``texts_tr.csv`` (two control
+sentences per language have no identity term on purpose). Swap lists (``swaps=`` a CSV file or a
+folder of them): columns ``language, category, type, group_a, term_a, group_b, term_b`` and the
+optional ``direction`` (both | a->b | b->a), ``when`` (noun | other: condition on the next word),
+``stem_a``/``stem_b`` (Turkish stem before a vowel-initial suffix). Errors name the file and line.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from audit import scoring
+from audit.probe import Probe, ProbeError, register_probe
+from audit.results import MetricInfo, MetricValue, ProbeResult
+from audit.stats import group_breakdown, mean_metric, small_n_warning, wilson_ci
+
+if TYPE_CHECKING:
+    from audit.models import ModelHandle
+
+logger = logging.getLogger(__name__)
+
+DATA_DIR = Path(__file__).parent / "data" / "counterfactual"
+DEFAULT_TEXTS = (DATA_DIR / "texts_en.csv", DATA_DIR / "texts_tr.csv")
+DEFAULT_SWAPS = (DATA_DIR / "swaps_en.csv", DATA_DIR / "swaps_tr.csv")
+LANGUAGES = ("en", "tr", "both")
+SWAP_COLUMNS = ("language", "category", "type", "group_a", "term_a", "group_b", "term_b")
+
+# --------------------------------------------------------------------------------------------
+# case handling (Turkish-aware)
+# --------------------------------------------------------------------------------------------
+
+_TR_LOWER = {"I": "ı", "İ": "i"}
+_TR_UPPER = {"i": "İ", "ı": "I"}
+
+
+def lower(text: str, language: str) -> str:
+    """Lower-case, character by character so the length is kept (Turkish: I → ı, İ → i)."""
+    table = _TR_LOWER if language == "tr" else {}
+    out = []
+    for c in text:
+        x = table.get(c) or c.lower()
+        out.append(x if len(x) == 1 else c)
+    return "".join(out)
+
+
+def upper(text: str, language: str) -> str:
+    """Upper-case, length kept (Turkish: i → İ, ı → I)."""
+    table = _TR_UPPER if language == "tr" else {}
+    out = []
+    for c in text:
+        x = table.get(c) or c.upper()
+        out.append(x if len(x) == 1 else c)
+    return "".join(out)
+
+
+def capitalize_first(text: str, language: str) -> str:
+    """Upper-case the first character only (Turkish-aware)."""
+    return upper(text[:1], language) + text[1:] if text else text
+
+
+def case_pattern(surface: str, language: str) -> str:
+    """``lower``, ``upper``, ``title`` (every word capitalised), ``first`` or ``asis``."""
+    letters = [c for c in surface if c.isalpha()]
+    if not letters:
+        return "asis"
+    if len(letters) > 1 and all(upper(c, language) == c and lower(c, language) != c for c in letters):
+        return "upper"
+    if lower(surface, language) == surface:
+        return "lower"
+    words = surface.split()
+    if all(w[:1] == upper(w[:1], language) and lower(w[1:], language) == w[1:] for w in words):
+        return "title" if len(words) > 1 else "first"
+    if surface[:1] == upper(surface[:1], language) and surface[:1] != lower(surface[:1], language):
+        return "first"
+    return "asis"
+
+
+def apply_case(word: str, pattern: str, language: str) -> str:
+    """Give ``word`` the case pattern of the text it replaces."""
+    if pattern == "lower":
+        return lower(word, language)
+    if pattern == "upper":
+        return upper(word, language)
+    if pattern == "title":
+        return " ".join(capitalize_first(lower(w, language), language) for w in word.split(" "))
+    if pattern == "first":
+        return capitalize_first(word, language)
+    return word
+
+
+# --------------------------------------------------------------------------------------------
+# Turkish nominal suffixes: parse on the old stem, regenerate on the new one
+# --------------------------------------------------------------------------------------------
+
+_VOWELS = "aeıioöuü"
+_BACK = "aıou"
+_VOICELESS = "fstkçşhp"
+_HIGH = {"a": "ı", "ı": "ı", "e": "i", "i": "i", "o": "u", "u": "u", "ö": "ü", "ü": "ü"}
+
+# abstract morphemes: A = a/e, I = ı/i/u/ü, D = d/t; (x) = buffer letter after a vowel;
+# (N) = pronominal n after a 3rd-person possessive; (Y) = n after that possessive, else y after a vowel
+_PLURAL = [("pl", "lAr")]
+_POSS = [("p1pl", "(I)mIz"), ("p2pl", "(I)nIz"), ("p3pl", "lArI"), ("p1sg", "(I)m"), ("p2sg", "(I)n"),
+         ("p3sg", "(s)I")]
+_CASE = [("abl", "(N)DAn"), ("loc", "(N)DA"), ("gen", "(n)In"), ("ins", "(y)lA"), ("acc", "(Y)I"),
+         ("dat", "(Y)A")]
+_KI = [("ki", "ki")]
+_TOKEN = re.compile(r"\([A-Za-z]\)|.")
+
+
+def _last_vowel(s: str) -> str:
+    for c in reversed(s):
+        if c in _VOWELS:
+            return c
+    return "e"
+
+
+def realize(abstract: str, prev: str, prev_tag: str = "") -> str:
+    """The surface form of an abstract morpheme after ``prev`` (the lower-cased word so far)."""
+    out = ""
+    for t in _TOKEN.findall(abstract):
+        ctx = prev + out
+        end_vowel = bool(ctx) and ctx[-1] in _VOWELS
+        if t == "(I)":
+            out += "" if end_vowel else _HIGH[_last_vowel(ctx)]
+        elif t in ("(s)", "(y)", "(n)"):
+            out += t[1] if end_vowel else ""
+        elif t == "(N)":
+            out += "n" if prev_tag in ("p3sg", "p3pl") else ""
+        elif t == "(Y)":
+            out += "n" if prev_tag in ("p3sg", "p3pl") else "y" if end_vowel else ""
+        elif t == "A":
+            out += "a" if _last_vowel(ctx) in _BACK else "e"
+        elif t == "I":
+            out += _HIGH[_last_vowel(ctx)]
+        elif t == "D":
+            out += "t" if ctx and ctx[-1] in _VOICELESS else "d"
+        else:
+            out += t
+    return out
+
+
+def parse_suffix(stem: str, suffix: str, *, possessive: bool = True) -> list[tuple[str, str]] | None:
+    """Morphemes ``[(tag, abstract)]`` that regenerate ``suffix`` exactly on ``stem`` (both lower
+    case), or None. Slots in order: plural, possessive (only when ``possessive``), case, -ki.
+    Readings without a possessive are tried first (case endings win ambiguities)."""
+    slots: list[list[tuple[str, str] | None]] = [
+        [*_PLURAL, None],
+        [None, *_POSS] if possessive else [None],
+        [*_CASE, None],
+        [*_KI, None],
+    ]
+
+    def search(i: int, pos: int, word: str, tag: str, acc: list[tuple[str, str]]) -> list[tuple[str, str]] | None:
+        if i == len(slots):
+            return acc if pos == len(suffix) else None
+        for m in slots[i]:
+            if m is None:
+                res = search(i + 1, pos, word, tag, acc)
+            else:
+                s = realize(m[1], word, tag)
+                if not s or not suffix.startswith(s, pos):
+                    continue
+                res = search(i + 1, pos + len(s), word + s, m[0], [*acc, m])
+            if res is not None:
+                return res
+        return None
+
+    return search(0, 0, stem, "", [])
+
+
+def regenerate(stem: str, morphemes: Sequence[tuple[str, str]]) -> str:
+    """The suffix of ``morphemes`` realised after ``stem``."""
+    word, tag, out = stem, "", ""
+    for m_tag, abstract in morphemes:
+        s = realize(abstract, word, tag)
+        out += s
+        word += s
+        tag = m_tag
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# swap lists
+# --------------------------------------------------------------------------------------------
+
+FUNCTION_WORDS = frozenset(
+    """a an the this that these those to of in on at by for with from about into onto over under
+    and or but nor so yet as than because if when while after before since until though although
+    is am are was were be been being has have had do does did will would shall should can could
+    may might must not no never also too again there here now then once already later soon back
+    up down out off away yesterday today tomorrow tonight please i you he she it we they me him her
+    us them my your his its our their what who whom which whose how why where""".split()
+)
+
+
+@dataclass(frozen=True)
+class SwapRule:
+    """One direction of one swap-list row."""
+
+    language: str
+    category: str
+    type: str
+    source: str
+    target: str
+    from_group: str
+    to_group: str
+    when: str
+    source_stem: str
+    target_stem: str
+    where: str  # file:line
+    a_to_b: bool  # the source is the row's term_a
+
+
+@dataclass
+class Swap:
+    original: str
+    replacement: str
+    category: str
+    type: str
+    from_group: str
+    to_group: str
+    start: int
+    end: int
+    new_start: int
+    new_end: int
+    a_to_b: bool
+
+
+@dataclass
+class SwapResult:
+    text: str
+    swaps: list[Swap] = field(default_factory=list)
+
+
+def swap_files(swaps: str | Path | None) -> list[Path]:
+    if swaps is None:
+        return list(DEFAULT_SWAPS)
+    p = Path(swaps)
+    if p.is_dir():
+        files = sorted(p.glob("*.csv"))
+        if not files:
+            raise ProbeError(f"swap-list folder {p} has no *.csv files")
+        return files
+    if not p.is_file():
+        raise ProbeError(f"swap list not found: {p}")
+    return [p]
+
+
+def _read_csv(p: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(p, dtype=str, keep_default_na=False, encoding="utf-8")
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise ProbeError(f"{p}: not a readable UTF-8 CSV ({exc})") from exc
+
+
+def load_swap_rules(swaps: str | Path | None = None) -> list[SwapRule]:
+    """Both directions of every row; ambiguity (one term, two unconditional targets) is an error."""
+    rules: list[SwapRule] = []
+    for p in swap_files(swaps):
+        df = _read_csv(p)
+        missing = [c for c in SWAP_COLUMNS if c not in df.columns]
+        if missing:
+            raise ProbeError(f"{p}: missing column(s) {missing}; found {list(df.columns)}")
+        for i, r in enumerate(df.to_dict("records")):
+            where = f"{p}: line {i + 2}"
+            for c in SWAP_COLUMNS:
+                if not str(r[c]).strip():
+                    raise ProbeError(f"{where}: empty {c!r}")
+            direction = (r.get("direction") or "both").strip()
+            when = (r.get("when") or "").strip()
+            if direction not in ("both", "a->b", "b->a"):
+                raise ProbeError(f"{where}: direction must be both, a->b or b->a, got {direction!r}")
+            if when not in ("", "noun", "other"):
+                raise ProbeError(f"{where}: when must be empty, 'noun' or 'other', got {when!r}")
+            if r["term_a"].strip() == r["term_b"].strip():
+                raise ProbeError(f"{where}: term_a and term_b are the same ({r['term_a']!r})")
+            a, b = " ".join(r["term_a"].split()), " ".join(r["term_b"].split())
+            sa, sb = (r.get("stem_a") or "").strip(), (r.get("stem_b") or "").strip()
+            lang, cat, typ = r["language"].strip(), r["category"].strip(), r["type"].strip()
+            if direction in ("both", "a->b"):
+                rules.append(SwapRule(lang, cat, typ, a, b, r["group_a"].strip(), r["group_b"].strip(), when, sa, sb,
+                                      where, True))
+            if direction in ("both", "b->a"):
+                rules.append(SwapRule(lang, cat, typ, b, a, r["group_b"].strip(), r["group_a"].strip(), when, sb, sa,
+                                      where, False))
+    seen: dict[tuple[str, str, str], SwapRule] = {}
+    for rule in rules:
+        if rule.when:
+            continue
+        key = (rule.language, lower(rule.source, rule.language), "")
+        if key in seen and seen[key].target != rule.target:
+            raise ProbeError(
+                f"{rule.where}: {rule.source!r} already maps to {seen[key].target!r} ({seen[key].where}); "
+                f"give one row a 'when' condition or a direction"
+            )
+        seen[key] = rule
+    return rules
+
+
+class Swapper:
+    """Finds and swaps identity terms in texts of one language."""
+
+    def __init__(self, rules: Sequence[SwapRule], language: str, categories: Sequence[str] | None = None) -> None:
+        self.language = language
+        rs = [r for r in rules if r.language == language and (categories is None or r.category in categories)]
+        by_source: dict[str, list[SwapRule]] = {}
+        for r in rs:
+            by_source.setdefault(lower(r.source, language), []).append(r)
+        # conditional candidates first, then the unconditional fallback
+        self.candidates = {k: sorted(v, key=lambda r: r.when == "") for k, v in by_source.items()}
+        entries: list[tuple[str, str, bool]] = []  # (surface, source key, is vowel stem)
+        for key, cands in self.candidates.items():
+            entries.append((key, key, False))
+            stems = {lower(c.source_stem, language) for c in cands if c.source_stem}
+            entries += [(s, key, True) for s in stems]
+        entries.sort(key=lambda e: -len(e[0]))
+        self.entries = [(re.compile(r"\s+".join(re.escape(w) for w in s.split())), key, vs) for s, key, vs in entries]
+
+    def __bool__(self) -> bool:
+        return bool(self.candidates)
+
+    @staticmethod
+    def _next_word(low: str, pos: int) -> str:
+        m = re.match(r"[ \t]*([^\W\d_]+)", low[pos:])
+        return m.group(1) if m else ""
+
+    def _pick(self, key: str, low: str, end: int) -> SwapRule:
+        nxt = self._next_word(low, end)
+        kind = "noun" if nxt and nxt not in FUNCTION_WORDS else "other"
+        cands = self.candidates[key]
+        for c in cands:
+            if c.when in ("", kind):
+                return c
+        return cands[0]
+
+    def _match_at(self, text: str, low: str, i: int) -> tuple[int, int, str, str, SwapRule] | None:
+        """(term end, word end, new term, new apostrophe + suffix, rule) of the longest term
+        starting at ``i``, or None."""
+        n = len(low)
+        for pat, key, vowel_stem in self.entries:
+            m = pat.match(low, i)
+            if not m:
+                continue
+            e = m.end()
+            cands = self.candidates[key]
+            if self.language != "tr":
+                if e < n and low[e].isalnum():
+                    continue
+                rule = self._pick(key, low, e)
+                return e, e, rule.target, "", rule
+            # Turkish: optional apostrophe and suffix letters up to the word's end
+            j, apo = e, ""
+            if j < n and low[j] in "'’":
+                apo, j = text[j], j + 1
+            k = j
+            while k < n and low[k].isalpha():
+                k += 1
+            if k < n and low[k].isdigit():
+                continue
+            suffix = low[j:k]
+            if apo and not suffix:  # a closing quote, not a suffix apostrophe
+                k, j, apo = e, e, ""
+            if suffix and not apo and cands[0].type == "name":
+                continue  # names take suffixes only after an apostrophe
+            if vowel_stem and (apo or not suffix or suffix[0] not in _VOWELS):
+                continue
+            old_stem = lower(cands[0].source, self.language)
+            morphemes = parse_suffix(old_stem, suffix, possessive=not apo) if suffix else []
+            if morphemes is None:
+                if not apo:
+                    continue  # letters that are no inflection: another word ("kızgın", "beyaz")
+                morphemes = []
+            rule = self._pick(key, low, k)
+            new_stem = lower(rule.target, self.language)
+            new_suffix = regenerate(new_stem, morphemes) if morphemes else low[j:k]
+            base = rule.target
+            if new_suffix and new_suffix[0] in _VOWELS and rule.target_stem and not apo:
+                base = rule.target_stem
+            orig_suffix = text[j:k]
+            if orig_suffix and upper(orig_suffix, "tr") == orig_suffix and lower(orig_suffix, "tr") != orig_suffix:
+                new_suffix = upper(new_suffix, "tr")
+            elif orig_suffix and not morphemes:
+                new_suffix = orig_suffix
+            return e, k, base, apo + new_suffix, rule
+        return None
+
+    def swap(self, text: str) -> SwapResult:
+        """Swap every identity term of ``text`` at once."""
+        low = lower(text, self.language)
+        out: list[str] = []
+        swaps: list[Swap] = []
+        i = last = new_len = 0
+        n = len(text)
+        while i < n:
+            if (i > 0 and low[i - 1].isalnum()) or not low[i].isalpha():
+                i += 1
+                continue
+            hit = self._match_at(text, low, i)
+            if hit is None:
+                i += 1
+                continue
+            term_end, end, base, tail, rule = hit
+            surface = text[i:term_end]
+            if " ".join(surface.split()) == rule.source:
+                new = base + tail  # written as in the list: keep the list's natural case ("Black")
+            else:
+                new = apply_case(base, case_pattern(surface, self.language), self.language) + tail
+            out.append(text[last:i])
+            new_len += i - last
+            swaps.append(Swap(text[i:end], new, rule.category, rule.type, rule.from_group, rule.to_group,
+                              i, end, new_len, new_len + len(new), rule.a_to_b))
+            out.append(new)
+            new_len += len(new)
+            i = last = end
+        out.append(text[last:])
+        return SwapResult("".join(out), swaps)
+
+
+# --------------------------------------------------------------------------------------------
+# texts
+# --------------------------------------------------------------------------------------------
+
+
+def load_texts(data: str | Path | None, language: str) -> pd.DataFrame:
+    """Columns id, line, language, text_category, text, source. Errors name the file and line."""
+    if data is None:
+        frames = [load_texts(p, "both") for p in DEFAULT_TEXTS]
+        df = pd.concat(frames, ignore_index=True)
+        return df if language == "both" else df[df["language"] == language].reset_index(drop=True)
+    p = Path(data)
+    if not p.is_file():
+        raise ProbeError(f"counterfactual text file not found: {p}")
+    if p.suffix.lower() == ".csv":
+        df = _read_csv(p)
+        if "text" not in df.columns:
+            raise ProbeError(f"{p}: no 'text' column; found {list(df.columns)}")
+        if len(df) == 0:
+            raise ProbeError(f"{p}: no rows")
+        lines = list(range(2, len(df) + 2))
+        for line, t in zip(lines, df["text"], strict=True):
+            if not str(t).strip():
+                raise ProbeError(f"{p}: line {line}: empty 'text'")
+        out = pd.DataFrame({
+            "id": df["id"].astype(str) if "id" in df.columns else [str(x) for x in lines],
+            "line": lines, "text": df["text"].astype(str).str.strip(),
+            "text_category": df["category"].astype(str) if "category" in df.columns else "",
+        })
+        if "language" in df.columns:
+            langs = df["language"].astype(str).str.strip()
+            out["language"] = langs.to_numpy()
+            if language != "both":
+                out = out[out["language"] == language]
+        elif language == "both":
+            raise ProbeError(f"{p}: no 'language' column; set the option language: en or tr")
+        else:
+            out["language"] = language
+    else:
+        try:
+            raw = p.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as exc:
+            raise ProbeError(f"{p}: not UTF-8 text ({exc})") from exc
+        if language == "both":
+            raise ProbeError(f"{p}: a plain text file has no language column; set the option language: en or tr")
+        rows = [(i + 1, s.strip()) for i, s in enumerate(raw) if s.strip()]
+        if not rows:
+            raise ProbeError(f"{p}: no non-blank lines")
+        out = pd.DataFrame({"id": [str(i) for i, _ in rows], "line": [i for i, _ in rows],
+                            "text": [s for _, s in rows], "text_category": "", "language": language})
+    out["source"] = str(p)
+    if len(out) == 0:
+        raise ProbeError(f"{p}: no texts in language {language!r}")
+    return out.reset_index(drop=True)
+
+
+def make_counterfactuals(
+    texts: pd.DataFrame, rules: Sequence[SwapRule], categories: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """Swap every text; add swapped_text, swapped, n_swaps, category, terms, direction, spans."""
+    swappers: dict[str, Swapper] = {}
+    rows = []
+    for r in texts.to_dict("records"):
+        lang = r["language"]
+        if lang not in swappers:
+            swappers[lang] = Swapper(rules, lang, categories)
+            if not swappers[lang]:
+                raise ProbeError(f"{r['source']}: line {r['line']}: no swap rules for language {lang!r}")
+        res = swappers[lang].swap(r["text"])
+        cats = sorted({s.category for s in res.swaps})
+        direction, g_from, g_to = 0, "", ""
+        if res.swaps:
+            # orientation by the first category's terms: a-version (+1) or b-version (−1)
+            first = [s for s in res.swaps if s.category == cats[0]]
+            n_a = sum(s.a_to_b for s in first)
+            direction = int(np.sign(n_a - (len(first) - n_a)))
+            lead = next((s for s in first if s.a_to_b == (direction >= 0)), first[0])
+            g_from, g_to = (lead.from_group, lead.to_group) if direction else ("", "")
+        rows.append({
+            **r, "swapped_text": res.text, "swapped": bool(res.swaps), "n_swaps": len(res.swaps),
+            "category": "+".join(cats) if cats else "none",
+            "terms": "; ".join(f"{s.original}→{s.replacement}" for s in res.swaps),
+            "from_group": g_from, "to_group": g_to, "direction": direction,
+            "spans": [(s.start, s.end) for s in res.swaps], "new_spans": [(s.new_start, s.new_end) for s in res.swaps],
+        })
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------
+# scoring
+# --------------------------------------------------------------------------------------------
+
+
+def _overlaps(off: tuple[int, int], spans: Sequence[tuple[int, int]]) -> bool:
+    a, b = off
+    return any(a < e and b > s for s, e in spans)
+
+
+def _fast_tokenizer(handle: ModelHandle) -> Any:
+    tok = handle.tokenizer
+    if not getattr(tok, "is_fast", False):
+        raise ProbeError(f"counterfactual needs a fast tokenizer (character offsets); {handle.name} has a slow one")
+    return tok
+
+
+def lm_scores(
+    handle: ModelHandle,
+    texts: Sequence[str],
+    spans: Sequence[Sequence[tuple[int, int]]],
+    *,
+    max_batch_tokens: int | None = None,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(log-likelihood, log-likelihood of the tokens outside ``spans``, scored tokens) per text.
+
+    Causal LMs: Σ log P(tᵢ | t<ᵢ) with the prefix token prepended (:mod:`audit.scoring`); masked
+    LMs: the pseudo-log-likelihood, every non-special token masked in turn."""
+    tok = _fast_tokenizer(handle)
+    total = np.zeros(len(texts))
+    context = np.zeros(len(texts))
+    n_tok = np.zeros(len(texts), dtype=np.int64)
+    if handle.kind == "causal-lm":
+        enc = tok(list(texts), add_special_tokens=False, return_offsets_mapping=True)
+        pre = scoring.prefix_token_id(handle)
+        seqs = [([pre] if pre is not None else []) + list(ids) for ids in enc["input_ids"]]
+        lps = scoring.causal_logprobs(handle, seqs, max_batch_tokens=max_batch_tokens, progress=progress)
+        shift = 0 if pre is not None else 1  # without a prefix token the first token is unscored
+        for i, (lp, offs) in enumerate(zip(lps, enc["offset_mapping"], strict=True)):
+            keep = [not _overlaps(offs[j + shift], spans[i]) for j in range(len(lp))]
+            total[i], context[i], n_tok[i] = lp.sum(), lp[np.asarray(keep, dtype=bool)].sum(), len(lp)
+        return total, context, n_tok
+    enc = tok(list(texts), add_special_tokens=True, return_offsets_mapping=True, return_special_tokens_mask=True)
+    positions = [[j for j, m in enumerate(mask) if not m] for mask in enc["special_tokens_mask"]]
+    lps = scoring.pseudo_log_likelihood(
+        handle, enc["input_ids"], positions, max_batch_tokens=max_batch_tokens, progress=progress
+    )
+    for i, (lp, pos, offs) in enumerate(zip(lps, positions, enc["offset_mapping"], strict=True)):
+        keep = np.asarray([not _overlaps(offs[j], spans[i]) for j in pos], dtype=bool)
+        total[i], context[i], n_tok[i] = lp.sum(), lp[keep].sum() if len(lp) else 0.0, len(lp)
+    return total, context, n_tok
+
+
+def classifier_probs(
+    handle: ModelHandle, texts: Sequence[str], *, max_batch_tokens: int | None = None, progress: bool = False
+) -> np.ndarray:
+    """Class probabilities (N × C) of a sequence classifier, length-sorted batches."""
+    import torch
+
+    tok = handle.tokenizer
+    enc = tok(list(texts), add_special_tokens=True, truncation=False)
+    lengths = [len(x) for x in enc["input_ids"]]
+    if lengths:
+        scoring.check_length(handle, max(lengths), "a counterfactual text")
+    out = np.zeros((len(texts), int(handle.model.config.num_labels)))
+    keys = list(enc.keys())
+
+    def step(idx: np.ndarray) -> None:
+        batch = tok.pad([{k: enc[k][i] for k in keys} for i in idx], return_tensors="pt")
+        batch = {k: v.to(handle.device) for k, v in batch.items()}
+        with torch.inference_mode():
+            logits = handle.model(**batch).logits
+        out[idx] = torch.softmax(logits.float(), -1).double().cpu().numpy()
+
+    budget = max_batch_tokens or scoring.default_batch_tokens(handle)
+    scoring.run_batches(scoring.length_sorted_batches(lengths, budget), step, desc="classifier", progress=progress)
+    return out
+
+
+def vader_compound(texts: Sequence[str]) -> np.ndarray:
+    """VADER compound sentiment in [−1, 1] (Hutto & Gilbert 2014)."""
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    sia = SentimentIntensityAnalyzer()
+    return np.asarray([sia.polarity_scores(t)["compound"] for t in texts], dtype=np.float64)
+
+
+# --------------------------------------------------------------------------------------------
+# the probe
+# --------------------------------------------------------------------------------------------
+
+_ORIENT = "oriented b-version − a-version (e.g. female − male; the groups are each swap row's group_b and group_a)"
+
+METRICS = {
+    "no_term_rate": MetricInfo(
+        "no_term_rate", "% of texts with no swappable identity term (kept, not scored)", ideal=0.0,
+        higher_is_better=False, unit="%", range=(0, 100)),
+    "flip_rate": MetricInfo(
+        "flip_rate", "% of texts whose predicted label changes when the identity terms are swapped",
+        ideal=0.0, higher_is_better=False, unit="%", range=(0, 100), reference="Garg et al. 2019"),
+    "mean_abs_delta_p": MetricInfo(
+        "mean_abs_delta_p", "mean |p(ŷ|x) − p(ŷ|x')| for the original prediction ŷ (counterfactual token fairness gap)",
+        ideal=0.0, higher_is_better=False, range=(0, 1), reference="Garg et al. 2019"),
+    "mean_delta_p": MetricInfo(
+        "mean_delta_p", f"mean change of the positive-class probability, {_ORIENT}", ideal=0.0,
+        higher_is_better=None, range=(-1, 1)),
+    "mean_delta_ll": MetricInfo(
+        "mean_delta_ll", f"mean log-likelihood difference of the whole text in nats, {_ORIENT}", ideal=0.0,
+        higher_is_better=None, unit="nats"),
+    "mean_abs_delta_ll": MetricInfo(
+        "mean_abs_delta_ll", "mean |log-likelihood(swapped) − log-likelihood(original)| in nats", ideal=0.0,
+        higher_is_better=False, unit="nats"),
+    "mean_delta_ll_context": MetricInfo(
+        "mean_delta_ll_context", f"mean log-likelihood difference of the unchanged tokens only, {_ORIENT}",
+        ideal=0.0, higher_is_better=None, unit="nats", reference="Nangia et al. 2020 (shared-token scoring)"),
+    "mean_abs_delta_ll_context": MetricInfo(
+        "mean_abs_delta_ll_context", "mean |Δ log-likelihood| of the unchanged tokens in nats", ideal=0.0,
+        higher_is_better=False, unit="nats"),
+    "sentiment_gap": MetricInfo(
+        "sentiment_gap", f"mean VADER compound of generated continuations, {_ORIENT}", ideal=0.0,
+        higher_is_better=None, range=(-2, 2), reference="Dhamala et al. 2021; Hutto & Gilbert 2014"),
+    "mean_abs_sentiment_shift": MetricInfo(
+        "mean_abs_sentiment_shift", "mean |VADER compound(swapped) − VADER compound(original)| of continuations",
+        ideal=0.0, higher_is_better=False, range=(0, 2)),
+    "mean_embedding_shift": MetricInfo(
+        "mean_embedding_shift", "mean 1 − cos(embedding(x), embedding(x')) of the pooled sentence embeddings",
+        ideal=0.0, higher_is_better=False, range=(0, 2)),
+}
+
+PRIMARY = {"classifier": "flip_rate", "causal-lm": "mean_delta_ll_context", "masked-lm": "mean_delta_ll_context",
+           "encoder": "mean_embedding_shift"}
+
+
+def _rate(info: MetricInfo, hits: np.ndarray, what: str) -> MetricValue:
+    """A rate in % with a Wilson interval and no test (0 is the ideal, not a null to reject)."""
+    n = int(hits.size)
+    if n == 0:
+        return MetricValue.from_info(info, float("nan"), n=0, warning="no items")
+    k = int(hits.sum())
+    ci = wilson_ci(k, n)
+    return MetricValue.from_info(info, 100.0 * k / n, ci_low=100 * ci.low, ci_high=100 * ci.high, n=n,
+                                 ci_method=ci.method, warning=small_n_warning(n, what))
+
+
+@register_probe("counterfactual")
+class Counterfactual(Probe):
+    kinds = ("classifier", "causal-lm", "masked-lm", "encoder")
+    metrics = METRICS
+    primary_metric = "mean_delta_ll_context"
+    description = "Counterfactual identity-term swaps (names, pronouns, group nouns; en + tr)"
+
+    def data_files(self, data: str | Path | None) -> list[Path]:
+        return [*(DEFAULT_TEXTS if data is None else [Path(data)]), *swap_files(None)]
+
+    def run(
+        self,
+        handle: ModelHandle,
+        data: str | Path | None = None,
+        *,
+        seed: int = 0,
+        progress: bool = True,
+        language: str = "both",
+        swaps: str | None = None,
+        categories: Sequence[str] | None = None,
+        max_items: int | None = None,
+        max_batch_tokens: int | None = None,
+        positive_class: int | str | None = None,
+        pooling: str = "mean",
+        generate: bool = False,
+        max_new_tokens: int = 20,
+        do_sample: bool = True,
+        temperature: float = 0.7,
+        top_p: float = 0.9,
+        num_samples: int = 3,
+        gen_batch_size: int = 16,
+        **options: Any,
+    ) -> ProbeResult:
+        """Swap identity terms in every text and score both versions.
+
+        ``language``: en, tr or both; ``swaps``: a swap-list CSV or folder (default: the built-in
+        lists); ``categories``: swap only these categories (e.g. ``[gender]``); ``max_items``: the
+        first N texts; ``positive_class``: label index or name for ``mean_delta_p``; ``pooling``:
+        encoder pooling (mean | cls | pooler); ``generate`` (causal LMs): also generate
+        ``num_samples`` continuations per text and score their VADER sentiment."""
+        if options:
+            raise ProbeError(f"counterfactual: unknown option(s) {sorted(options)}")
+        self.check_kind(handle)
+        if language not in LANGUAGES:
+            raise ProbeError(f"counterfactual: language must be one of {LANGUAGES}, got {language!r}")
+        if generate and handle.kind != "causal-lm":
+            raise ProbeError(f"counterfactual: generate needs a causal LM; {handle.name} is a {handle.kind} model")
+        rules = load_swap_rules(swaps)
+        if categories is not None:
+            known = {r.category for r in rules}
+            bad = sorted(set(categories) - known)
+            if bad:
+                raise ProbeError(f"counterfactual: unknown swap categor(y/ies) {bad}; have {sorted(known)}")
+        texts = load_texts(data, language)
+        if max_items is not None:
+            texts = texts.iloc[: int(max_items)].reset_index(drop=True)
+        items = make_counterfactuals(texts, rules, categories)
+        sw = items["swapped"].to_numpy(bool)
+        orig = items.loc[sw, "text"].tolist()
+        new = items.loc[sw, "swapped_text"].tolist()
+        direction = items["direction"].to_numpy(float)
+        oriented = np.where(direction != 0, direction, np.nan)
+        info: dict[str, Any] = {}
+        warnings: list[str] = []
+
+        def put(col: str, vals: np.ndarray) -> None:
+            full = np.full(len(items), np.nan)
+            full[sw] = vals
+            items[col] = full
+
+        kind = handle.kind
+        if kind == "classifier":
+            p_o = classifier_probs(handle, orig, max_batch_tokens=max_batch_tokens, progress=progress)
+            p_s = classifier_probs(handle, new, max_batch_tokens=max_batch_tokens, progress=progress)
+            y_o, y_s = p_o.argmax(1), p_s.argmax(1)
+            put("pred_original", y_o)
+            put("pred_swapped", y_s)
+            put("flip", (y_o != y_s).astype(float))
+            rows = np.arange(len(y_o))
+            put("p_original", p_o[rows, y_o])
+            put("p_swapped", p_s[rows, y_o])
+            put("abs_delta_p", np.abs(p_o[rows, y_o] - p_s[rows, y_o]))
+            pos = self._positive_class(handle, positive_class)
+            if pos is not None:
+                put("delta_p_positive", p_s[:, pos] - p_o[:, pos])
+                items["delta_p_oriented"] = items["delta_p_positive"] * oriented
+                info["positive_class"] = pos
+        elif kind in ("causal-lm", "masked-lm"):
+            spans_o = items.loc[sw, "spans"].tolist()
+            spans_s = items.loc[sw, "new_spans"].tolist()
+            t_o, c_o, n_o = lm_scores(handle, orig, spans_o, max_batch_tokens=max_batch_tokens, progress=progress)
+            t_s, c_s, n_s = lm_scores(handle, new, spans_s, max_batch_tokens=max_batch_tokens, progress=progress)
+            put("ll_original", t_o)
+            put("ll_swapped", t_s)
+            put("ll_context_original", c_o)
+            put("ll_context_swapped", c_s)
+            put("n_tokens_original", n_o)
+            put("n_tokens_swapped", n_s)
+            items["delta_ll"] = items["ll_swapped"] - items["ll_original"]
+            items["delta_ll_context"] = items["ll_context_swapped"] - items["ll_context_original"]
+            items["delta_ll_oriented"] = items["delta_ll"] * oriented
+            items["delta_ll_context_oriented"] = items["delta_ll_context"] * oriented
+            info["scoring"] = "causal log-likelihood (BOS prepended)" if kind == "causal-lm" else "masked pseudo-log-likelihood"
+            if generate:
+                warnings += self._generate(handle, items, sw, orig, new, oriented, info, seed=seed,
+                                           max_new_tokens=max_new_tokens, do_sample=do_sample,
+                                           temperature=temperature, top_p=top_p, num_samples=num_samples,
+                                           batch_size=gen_batch_size, progress=progress)
+        else:
+            from audit.scoring import POOLINGS
+
+            if pooling not in POOLINGS:
+                raise ProbeError(f"counterfactual: pooling must be one of {POOLINGS}, got {pooling!r}")
+            e_o = scoring.embed(handle, orig, pooling=pooling, max_batch_tokens=max_batch_tokens, progress=progress)
+            e_s = scoring.embed(handle, new, pooling=pooling, max_batch_tokens=max_batch_tokens, progress=progress)
+            put("embedding_shift", 1.0 - (e_o.astype(np.float64) * e_s).sum(1))
+            info["pooling"] = pooling
+        for c in ("spans", "new_spans"):
+            items[c] = items[c].map(lambda sp: ";".join(f"{a}-{b}" for a, b in sp))
+        return self.summarise(items, kind, seed=seed, info=info, warnings=warnings)
+
+    @staticmethod
+    def _positive_class(handle: ModelHandle, positive_class: int | str | None) -> int | None:
+        cfg = handle.model.config
+        n = int(cfg.num_labels)
+        if positive_class is None:
+            return 1 if n == 2 else None
+        if isinstance(positive_class, str) and not positive_class.isdigit():
+            l2i = {str(k): int(v) for k, v in (getattr(cfg, "label2id", None) or {}).items()}
+            if positive_class not in l2i:
+                raise ProbeError(f"counterfactual: positive_class {positive_class!r} is not a label of "
+                                 f"{handle.name} ({sorted(l2i)})")
+            return l2i[positive_class]
+        idx = int(positive_class)
+        if not 0 <= idx < n:
+            raise ProbeError(f"counterfactual: positive_class {idx} is out of range for {n} labels")
+        return idx
+
+    @staticmethod
+    def _generate(
+        handle: ModelHandle, items: pd.DataFrame, sw: np.ndarray, orig: list[str], new: list[str],
+        oriented: np.ndarray, info: dict[str, Any], *, seed: int, max_new_tokens: int, do_sample: bool,
+        temperature: float, top_p: float, num_samples: int, batch_size: int, progress: bool,
+    ) -> list[str]:
+        """Continuations of both versions, VADER-scored (English texts only)."""
+        from audit.generation import GenerationError
+        from audit.generation import generate as gen
+
+        k = max(1, int(num_samples)) if do_sample else 1
+        prompts = [t for t in orig for _ in range(k)] + [t for t in new for _ in range(k)]
+        try:
+            outs = gen(handle, prompts, max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
+                       top_p=top_p, seed=seed, batch_size=batch_size, progress=progress)
+        except GenerationError as exc:
+            raise ProbeError(f"counterfactual: {exc}") from exc
+        m = len(orig)
+        cont = np.asarray(list(outs), dtype=object).reshape(2, m, k)
+        english = (items.loc[sw, "language"] == "en").to_numpy()
+        sent = vader_compound(list(outs)).reshape(2, m, k).mean(axis=2)
+        sent[:, ~english] = np.nan
+        for name, vals in (("continuation_original", cont[0]), ("continuation_swapped", cont[1])):
+            full = np.full(len(items), None, dtype=object)
+            full[sw] = [" ||| ".join(v) for v in vals]
+            items[name] = full
+        for name, vals in (("sentiment_original", sent[0]), ("sentiment_swapped", sent[1])):
+            full = np.full(len(items), np.nan)
+            full[sw] = vals
+            items[name] = full
+        items["sentiment_delta"] = items["sentiment_swapped"] - items["sentiment_original"]
+        items["sentiment_delta_oriented"] = items["sentiment_delta"] * oriented
+        info["generation"] = {**outs.settings.as_dict(), "num_samples": k, "scorer": "VADER compound (mean over samples)"}
+        if (~english).any():
+            return [f"sentiment: VADER is an English lexicon; {int((~english).sum())} non-English texts were "
+                    "generated but not scored"]
+        return []
+
+    def summarise(
+        self, items: pd.DataFrame, kind: str, *, seed: int = 0, info: dict[str, Any] | None = None,
+        warnings: list[str] | None = None,
+    ) -> ProbeResult:
+        """Metrics from a scored items table."""
+        M = METRICS
+        sw = items[items["swapped"]]
+        fns: dict[str, Any] = {}
+        if kind == "classifier":
+            fns["flip_rate"] = lambda d: _rate(M["flip_rate"], d["flip"].to_numpy(float), "texts")
+            fns["mean_abs_delta_p"] = lambda d: mean_metric(M["mean_abs_delta_p"], d["abs_delta_p"], seed=seed, test="none")
+            if "delta_p_oriented" in items:
+                fns["mean_delta_p"] = lambda d: mean_metric(M["mean_delta_p"], d["delta_p_oriented"], seed=seed)
+        elif kind in ("causal-lm", "masked-lm"):
+            fns["mean_delta_ll"] = lambda d: mean_metric(M["mean_delta_ll"], d["delta_ll_oriented"], seed=seed)
+            fns["mean_abs_delta_ll"] = lambda d: mean_metric(
+                M["mean_abs_delta_ll"], d["delta_ll"], seed=seed, test="none", transform=np.abs)
+            fns["mean_delta_ll_context"] = lambda d: mean_metric(
+                M["mean_delta_ll_context"], d["delta_ll_context_oriented"], seed=seed)
+            fns["mean_abs_delta_ll_context"] = lambda d: mean_metric(
+                M["mean_abs_delta_ll_context"], d["delta_ll_context"], seed=seed, test="none", transform=np.abs)
+            if "sentiment_delta" in items:
+                fns["sentiment_gap"] = lambda d: mean_metric(M["sentiment_gap"], d["sentiment_delta_oriented"], seed=seed)
+                fns["mean_abs_sentiment_shift"] = lambda d: mean_metric(
+                    M["mean_abs_sentiment_shift"], d["sentiment_delta"], seed=seed, test="none", transform=np.abs)
+        else:
+            fns["mean_embedding_shift"] = lambda d: mean_metric(
+                M["mean_embedding_shift"], d["embedding_shift"], seed=seed, test="none")
+        no_term = ~items["swapped"].to_numpy(bool)
+        summary = {"no_term_rate": _rate(M["no_term_rate"], no_term, "texts")}
+        summary.update({name: fn(sw) for name, fn in fns.items()})
+        primary = PRIMARY[kind]
+        breakdown = pd.concat(
+            [group_breakdown(sw, by, fns) for by in ("category", "language")], ignore_index=True
+        ) if len(sw) else pd.DataFrame()
+        warns = list(warnings or [])
+        warns += [f"{k}: {v.warning}" for k, v in summary.items() if v.warning]
+        if no_term.any():
+            warns.append(f"{int(no_term.sum())} of {len(items)} texts have no swappable term and were not scored "
+                         f"(ids: {', '.join(items.loc[no_term, 'id'].astype(str).tolist()[:20])})")
+        effect = {"classifier": "abs_delta_p", "encoder": "embedding_shift"}.get(kind, "delta_ll_context")
+        return ProbeResult(
+            "counterfactual", summary, items, breakdown, warnings=warns,
+            info={
+                **(info or {}),
+                "item_effect": effect, "item_text": ["text", "swapped_text", "terms"],
+                "primary_metric": primary, "kind": kind,
+                "n_texts": int(len(items)), "n_swapped": int((~no_term).sum()), "n_no_term": int(no_term.sum()),
+                "no_term_ids": items.loc[no_term, "id"].astype(str).tolist(),
+                "n_without_direction": int(((items["direction"] == 0) & items["swapped"]).sum()),
+                "languages": sorted(items["language"].unique().tolist()),
+            },
+        )
