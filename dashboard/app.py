@@ -2,6 +2,10 @@
 
 ``taudit dashboard ROOT`` starts it bound to 127.0.0.1 with usage statistics off. The runs root
 comes from ``--runs-dir``, else ``$TAUDIT_RUNS_DIR``, else ``./runs``.
+
+The page scripts live in ``views/``, not ``pages/``: a ``pages/`` folder beside the entry script
+puts Streamlit in its older multipage mode, which runs a page's file without this entry script
+(no navigation titles, no error guard).
 """
 
 from __future__ import annotations
@@ -20,11 +24,11 @@ HERE = Path(__file__).resolve().parent
 st.set_page_config(page_title="transformer-audit", layout="wide")
 
 PAGES = [
-    st.Page(HERE / "pages" / "runs.py", title="Runs", url_path="runs", default=True),
-    st.Page(HERE / "pages" / "bias.py", title="Bias", url_path="bias"),
-    st.Page(HERE / "pages" / "explain.py", title="Explain", url_path="explain"),
-    st.Page(HERE / "pages" / "compare.py", title="Compare", url_path="compare"),
-    st.Page(HERE / "pages" / "live.py", title="Live", url_path="live"),
+    st.Page(HERE / "views" / "runs.py", title="Runs", url_path="runs", default=True),
+    st.Page(HERE / "views" / "bias.py", title="Bias", url_path="bias"),
+    st.Page(HERE / "views" / "explain.py", title="Explain", url_path="explain"),
+    st.Page(HERE / "views" / "compare.py", title="Compare", url_path="compare"),
+    st.Page(HERE / "views" / "live.py", title="Live", url_path="live"),
 ]
 
 page = st.navigation(PAGES)

@@ -135,7 +135,7 @@ def metric_chart(metrics: dict[str, MetricValue]) -> alt.Chart | None:
         if r["ideal"] is not None:
             layers.append(base.mark_rule(strokeDash=[4, 3], color="black").encode(x="ideal:Q"))
         charts.append(alt.layer(*layers).properties(height=40, width="container"))
-    return alt.vconcat(*charts).resolve_scale(x="independent")
+    return alt.vconcat(*charts).resolve_scale(x="independent").configure_legend(orient="top", title=None)
 
 
 def breakdown_chart(bd: pd.DataFrame, ideal: float | None, title: str) -> alt.Chart:
@@ -157,7 +157,7 @@ def breakdown_chart(bd: pd.DataFrame, ideal: float | None, title: str) -> alt.Ch
     ]
     if ideal is not None:
         layers.append(alt.Chart(pd.DataFrame({"ideal": [ideal]})).mark_rule(strokeDash=[4, 3], color="black").encode(x="ideal:Q"))
-    return alt.layer(*layers).properties(height=max(60, 24 * len(df)), width="container")
+    return alt.layer(*layers).properties(height=alt.Step(26), width="container")
 
 
 def _rgba(score: float, scale: float) -> str:

@@ -82,7 +82,7 @@ def unescape(s: str) -> str:
 
 def page(at: AppTest, name: str) -> AppTest:
     at.run()
-    at.switch_page(f"pages/{name}.py").run()
+    at.switch_page(f"views/{name}.py").run()
     assert not at.exception, at.exception
     return at
 
@@ -124,14 +124,14 @@ def test_runs_selection_is_kept_across_pages_and_changes_numbers(app: AppTest) -
     # the verdict checks of the selected run are shown
     checks = [d.value for d in at.dataframe if "check" in d.value.columns]
     assert checks and set(checks[0]["status"]) == {"fail", "warn"}
-    at.switch_page("pages/bias.py").run()
+    at.switch_page("views/bias.py").run()
     assert not at.exception
     assert at.selectbox(key="bias_run").value == "run-b"
     assert metric_values(at)["metric"] == "33.33%"
     at.selectbox(key="bias_run").set_value("run-a").run()
     assert metric_values(at)["metric"] == "50%"
     assert at.session_state["taudit_selected_runs"] == ["run-a"]
-    at.switch_page("pages/runs.py").run()
+    at.switch_page("views/runs.py").run()
     assert at.multiselect(key="runs_pick").value == ["run-a"]
 
 
@@ -314,7 +314,7 @@ def test_symlinks_out_of_the_root_are_refused(tmp_path: Path, monkeypatch: pytes
     assert any("outside the runs root" in unescape(e) for e in texts(at.error))
     table = at.dataframe[0].value.set_index("run")
     assert table.loc["linked-run", "status"] == "refused" and table.loc["linked-run", "model"] == ""
-    at.switch_page("pages/bias.py").run()
+    at.switch_page("views/bias.py").run()
     assert at.selectbox(key="bias_run").options == ["run-a — tiny-bert (complete)"]
     assert any("refused" in unescape(w) and "outside the runs root" in unescape(w) for w in texts(at.warning))
     assert not [d for d in at.dataframe if "sent_more" in d.value.columns]
@@ -323,6 +323,6 @@ def test_symlinks_out_of_the_root_are_refused(tmp_path: Path, monkeypatch: pytes
 def test_selection_of_a_removed_run_is_dropped(app: AppTest) -> None:
     at = app.run()
     at.session_state["taudit_selected_runs"] = ["gone", "run-b"]
-    at.switch_page("pages/bias.py").run()
+    at.switch_page("views/bias.py").run()
     assert at.selectbox(key="bias_run").value == "run-b"
     assert isinstance(at.dataframe[0].value, pd.DataFrame)

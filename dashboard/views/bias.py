@@ -38,8 +38,8 @@ def show_metrics(p: ProbeData) -> None:
     chart = metric_chart(p.metrics)
     if chart is not None:
         st.altair_chart(chart, width="stretch")
-        st.caption("Dot: value; bar: 95% CI; dashed line: the metric's declared ideal. Vermilion when the CI "
-                   "excludes the ideal.")
+        st.caption("Dot: value; bar: 95% CI; dashed line: the metric's declared ideal. Orange when the CI "
+                   "excludes the ideal, blue when it covers it.")
     with st.expander("All metric fields"):
         st.dataframe(metrics_frame(p.metrics), hide_index=True, width="stretch")
 

@@ -47,7 +47,8 @@ with ca:
     show_run_state(a)
 with cb:
     show_run_state(b)
-st.dataframe(pd.DataFrame({"A": identity(a), "B": identity(b)}), width="stretch")
+ident = pd.DataFrame({"A": identity(a), "B": identity(b)})
+st.dataframe(ident, width="stretch", height=36 * (len(ident) + 1) + 3)
 
 names_a = probe_names(rr, a.run_id, a.manifest)
 names_b = probe_names(rr, b.run_id, b.manifest)
@@ -92,7 +93,8 @@ st.caption("Δ = B − A. 'better' uses each metric's declared ideal and directi
            "across this table with Benjamini–Hochberg; the test used for each row is named in 'test'.")
 for name, t in full.groupby("probe", sort=False):
     st.subheader(str(name))
-    show = t.drop(columns=["probe"]).copy()
+    show = t[["metric", "A", "A CI", "B", "B CI", "delta (B−A)", "ideal", "better", "significant",
+              "p_adjusted", "p_value", "test", "detail"]].copy()
     for col in ("A", "B", "delta (B−A)", "ideal"):
         show[col] = show[col].map(fmt)
     for col in ("p_value", "p_adjusted"):
