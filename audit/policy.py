@@ -205,8 +205,11 @@ def load_policy(spec: str | Path | Mapping[str, Any] | list[Any] | Policy) -> Po
 
 
 def _msg(err: Mapping[str, Any]) -> str:
-    msg = str(err.get("msg", ""))
-    return msg.removeprefix("Value error, ")
+    msg = str(err.get("msg", "")).removeprefix("Value error, ")
+    got = err.get("input")
+    if err.get("loc") != ("check",) and isinstance(got, (str, int, float, bool)):
+        msg += f" (got {got!r})"
+    return msg
 
 
 def known_metrics(probes: Mapping[str, str] | Iterable[str] | None = None) -> dict[str, set[str]]:
@@ -246,7 +249,8 @@ def validate_policy(policy: Policy, known: Mapping[str, Iterable[str]]) -> None:
             problems.append(f"check {i} ({c.check!r}): unknown metric {cond.metric!r} for probe "
                             f"{cond.probe!r}; its metrics: {names}")
     if problems:
-        raise PolicyError(f"{policy.source or 'policy'}: " + "\n  ".join(problems))
+        raise PolicyError(f"{policy.source or 'policy'}: {len(problems)} check(s) name something this "
+                          "audit does not measure:\n  " + "\n  ".join(problems))
 
 
 @dataclass

@@ -1,0 +1,84 @@
+"""Write the report files of one run directory: report.html, report.pdf, model_card.md, report.json."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from audit.store import RunDir, write_json
+from reports.content import ReportError, collect_report
+from reports.html import render_html, write_pdf
+from reports.markdown import render_model_card
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("html", "pdf", "md", "json")
+FILENAMES = {"html": "report.html", "pdf": "report.pdf", "md": "model_card.md", "json": "report.json"}
+
+
+def _atomic(path: Path, write: Callable[[Path], object]) -> None:
+    """Write through a temporary file in the same folder, then rename: readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _text_writer(text: str) -> Callable[[Path], object]:
+    return lambda t: t.write_text(text, encoding="utf-8")
+
+
+def report_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) that ``report.json`` follows."""
+    return json.loads(files("reports").joinpath("report.schema.json").read_text(encoding="utf-8"))
+
+
+def parse_formats(formats: str | Iterable[str]) -> list[str]:
+    """``"html,pdf"`` or ``["html", "pdf"]`` → validated, de-duplicated list."""
+    items = formats.split(",") if isinstance(formats, str) else list(formats)
+    out = []
+    for f in (str(x).strip().lower() for x in items):
+        if not f:
+            continue
+        f = {"markdown": "md", "htm": "html"}.get(f, f)
+        if f not in FORMATS:
+            raise ReportError(f"unknown report format {f!r}; choose from {', '.join(FORMATS)}")
+        if f not in out:
+            out.append(f)
+    return out
+
+
+def build_reports(run_dir: RunDir | str | Path, formats: str | Iterable[str] = FORMATS,
+                  out_dir: str | Path | None = None) -> dict[str, Path]:
+    """Build the requested report formats from ``run_dir`` (read only) into ``out_dir``
+    (default: the run directory). Returns ``{format: path}``. Never runs a model."""
+    rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    wanted = parse_formats(formats)
+    doc = collect_report(rd)
+    out = Path(out_dir) if out_dir is not None else rd.path
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    html = render_html(doc) if {"html", "pdf"} & set(wanted) else ""
+    for fmt in wanted:
+        path = out / FILENAMES[fmt]
+        if fmt == "html":
+            _atomic(path, _text_writer(html))
+        elif fmt == "pdf":
+            _atomic(path, lambda t: write_pdf(html, t))
+        elif fmt == "md":
+            _atomic(path, _text_writer(render_model_card(doc)))
+        else:
+            write_json(path, doc)
+        logger.debug("wrote %s", path)
+        written[fmt] = path
+    return written

@@ -1,0 +1,509 @@
+"""Collect everything a report shows from one run directory into a JSON-ready document.
+
+The document is what ``report.json`` holds; the HTML, PDF and Markdown renderers draw only from
+it, so every number in the HTML is also in the JSON. Nothing here runs a model: it reads
+``manifest.json``, ``probes/*/summary.json`` + ``items.parquet`` / ``breakdown.parquet``,
+``explain/*/`` tables and ``verdict.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from audit.store import RunDir, now_iso, read_json
+from reports import knowledge
+
+logger = logging.getLogger(__name__)
+
+REPORT_SCHEMA_VERSION = "1.0"
+TOP_ITEMS = 10
+MAX_BREAKDOWN_ROWS = 300
+MAX_EXAMPLES = 6
+MAX_TOKENS = 96
+MAX_MATRIX = 48
+MAX_TEXT = 400
+
+_METRIC_FIELDS = ("value", "ci_low", "ci_high", "n", "p_value", "ideal", "higher_is_better", "test",
+                  "ci_method", "description", "unit", "warning")
+_BREAKDOWN_FIELDS = ("group_by", "group", "metric", "value", "ci_low", "ci_high", "n", "p_value", "p_adjusted")
+
+
+class ReportError(ValueError):
+    """The path is not a run directory, or a requested format cannot be produced."""
+
+
+def py(x: Any) -> Any:
+    """A JSON-safe Python value: numpy scalars unwrapped, NaN/inf → None, containers recursed."""
+    if isinstance(x, Mapping):
+        return {str(k): py(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple, set)):
+        return [py(v) for v in x]
+    if hasattr(x, "tolist") and not isinstance(x, (str, bytes)):
+        return py(x.tolist())
+    if isinstance(x, bool) or x is None or isinstance(x, str):
+        return x
+    if isinstance(x, int):
+        return int(x)
+    if isinstance(x, float):
+        return None if math.isnan(x) or math.isinf(x) else float(x)
+    if x is pd.NA or x is pd.NaT:
+        return None
+    return str(x)
+
+
+def _num(x: Any) -> float | None:
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) or math.isinf(f) else f
+
+
+def _clip(s: Any, n: int = MAX_TEXT) -> str:
+    t = "" if s is None else str(s)
+    return t if len(t) <= n else t[: n - 1] + "…"
+
+
+def direction_text(ideal: float | None, hib: bool | None) -> str:
+    """How to read a metric, from its stored ``ideal`` and ``higher_is_better``."""
+    if hib is True:
+        return "higher is better"
+    if hib is False:
+        return "lower is better"
+    if ideal is not None:
+        return f"closer to {ideal:g} is better"
+    return "no ideal declared"
+
+
+def metric_entry(name: str, d: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored MetricValue dict as a report row (with its reading direction spelled out)."""
+    m = {k: py(d.get(k)) for k in _METRIC_FIELDS}
+    m["name"] = name
+    for k in ("value", "ci_low", "ci_high", "p_value", "ideal"):
+        m[k] = _num(m[k])
+    m["n"] = int(m["n"]) if _num(m["n"]) is not None else None
+    hib = m["higher_is_better"]
+    m["higher_is_better"] = hib if isinstance(hib, bool) else None
+    for k in ("test", "ci_method", "description", "unit", "warning"):
+        m[k] = "" if m[k] is None else str(m[k])
+    m["direction"] = direction_text(m["ideal"], m["higher_is_better"])
+    return m
+
+
+def _safe_json(path: Path) -> tuple[dict[str, Any] | None, str]:
+    try:
+        data = read_json(path)
+    except FileNotFoundError:
+        return None, ""
+    except (OSError, ValueError) as exc:
+        return None, f"{path.name} cannot be read: {exc}"
+    return (data if isinstance(data, dict) else None), ("" if isinstance(data, dict) else f"{path.name} is not an object")
+
+
+def _read_table(path: Path) -> tuple[pd.DataFrame | None, str]:
+    if not path.is_file():
+        return None, ""
+    try:
+        return pd.read_parquet(path), ""
+    except Exception as exc:  # a corrupt table must not stop the report
+        return None, f"{path.name} cannot be read: {exc}"
+
+
+# -- probes ------------------------------------------------------------------------------------
+
+def _breakdown(rd: RunDir, name: str, summary: Mapping[str, Any]) -> tuple[list[dict[str, Any]], str]:
+    df, err = _read_table(rd.probe_dir(name) / "breakdown.parquet")
+    records: list[Mapping[str, Any]]
+    if df is not None:
+        records = df.to_dict(orient="records")
+    else:
+        records = summary.get("breakdown") or []
+    rows = []
+    for r in records:
+        row = {k: py(r.get(k)) for k in _BREAKDOWN_FIELDS}
+        for k in ("value", "ci_low", "ci_high", "p_value", "p_adjusted"):
+            row[k] = _num(row[k])
+        row["n"] = int(row["n"]) if _num(row["n"]) is not None else None
+        for k in ("group_by", "group", "metric"):
+            row[k] = "" if row[k] is None else str(row[k])
+        rows.append(row)
+    note = err
+    if len(rows) > MAX_BREAKDOWN_ROWS:
+        note = f"{len(rows)} breakdown rows; the first {MAX_BREAKDOWN_ROWS} are shown"
+        rows = rows[:MAX_BREAKDOWN_ROWS]
+    return rows, note
+
+
+def _category_columns(items: pd.DataFrame, exclude: set[str]) -> list[str]:
+    """Short categorical string columns (e.g. bias_type) worth showing beside an item."""
+    cols = []
+    for c in items.columns:
+        if c in exclude or not (items[c].dtype == object or pd.api.types.is_string_dtype(items[c])):
+            continue
+        s = items[c].dropna()
+        if len(s) and all(isinstance(v, str) for v in s) and s.nunique() <= 20 and s.str.len().max() <= 40:
+            cols.append(str(c))
+    return cols[:2]
+
+
+def _top_items(rd: RunDir, name: str, info: Mapping[str, Any]) -> dict[str, Any]:
+    effect = info.get("item_effect")
+    text_cols = [str(c) for c in (info.get("item_text") or [])]
+    out: dict[str, Any] = {"effect_column": effect, "text_columns": text_cols, "category_columns": [],
+                           "rows": [], "n_items": None, "note": ""}
+    items, err = _read_table(rd.probe_dir(name) / "items.parquet")
+    if items is None:
+        out["note"] = err or "no items.parquet in the probe folder"
+        return out
+    out["n_items"] = int(len(items))
+    if not effect:
+        out["note"] = "the probe names no item effect column (info['item_effect']), so items are not ranked"
+        return out
+    if effect not in items.columns:
+        out["note"] = f"item effect column {effect!r} is not in items.parquet"
+        return out
+    text_cols = [c for c in text_cols if c in items.columns]
+    out["text_columns"] = text_cols
+    cats = _category_columns(items, {effect, *text_cols})
+    out["category_columns"] = cats
+    eff = pd.to_numeric(items[effect], errors="coerce")
+    order = eff.abs().sort_values(ascending=False, na_position="last").index[:TOP_ITEMS]
+    for rank, idx in enumerate(order, 1):
+        row = items.loc[idx]
+        out["rows"].append({
+            "rank": rank,
+            "index": py(idx),
+            "effect": _num(eff.loc[idx]),
+            "texts": {c: _clip(row[c]) for c in text_cols},
+            "categories": {c: _clip(row[c], 60) for c in cats},
+        })
+    return out
+
+
+def _probe_entry(rd: RunDir, name: str, manifest: Mapping[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(complete probe entry, None) or (None, missing entry)."""
+    entry = (manifest.get("probes") or {}).get(name) or {}
+    reg = str(entry.get("probe") or name)
+    d = rd.probe_dir(name)
+    summary, err = _safe_json(d / "summary.json")
+    if summary is None:
+        status = str(entry.get("status") or ("running" if (d / "partial").is_dir() else "not started"))
+        if status == "complete":  # the manifest says complete but the files are gone
+            status = "incomplete"
+        reason = err or entry.get("error") or entry.get("reason") or {
+            "running": "still running: only partial results exist",
+            "pending": "not started yet",
+            "not started": "no results were written",
+            "incomplete": "the manifest marks it complete but summary.json is missing",
+        }.get(status, "no results were written")
+        return None, {"name": name, "probe": reg, "status": status, "reason": _clip(reason, 2000)}
+    reg = str(summary.get("probe") or reg)
+    status = str(summary.get("status") or "unknown")
+    if status != "complete":
+        reason = summary.get("error") or entry.get("error") or entry.get("reason") or f"status {status}"
+        return None, {"name": name, "probe": reg, "status": status, "reason": _clip(reason, 2000)}
+    info = summary.get("info") or {}
+    metrics = [metric_entry(k, v or {}) for k, v in (summary.get("metrics") or {}).items()]
+    primary = summary.get("primary_metric") or info.get("primary_metric")
+    if primary not in {m["name"] for m in metrics}:
+        primary = metrics[0]["name"] if metrics else None
+    breakdown, bnote = _breakdown(rd, name, summary)
+    warnings = [str(w) for w in summary.get("warnings") or []]
+    warnings += [f"{m['name']}: {m['warning']}" for m in metrics if m["warning"]]
+    data = summary.get("data")
+    return {
+        "name": name,
+        "probe": reg,
+        "status": "complete",
+        "duration_s": _num(summary.get("duration_s", entry.get("duration_s"))),
+        "finished_at": summary.get("finished_at"),
+        "n_items": py(summary.get("n_items")),
+        "data": py(data) if data is not None else None,
+        "options": py(summary.get("options") or {}),
+        "primary_metric": primary,
+        "metrics": metrics,
+        "breakdown": breakdown,
+        "breakdown_note": bnote,
+        "top_items": _top_items(rd, name, info),
+        "warnings": warnings,
+    }, None
+
+
+# -- explainers --------------------------------------------------------------------------------
+
+def _has(df: pd.DataFrame, col: str) -> bool:
+    return col in df.columns and df[col].notna().any()
+
+
+def _token_row(rows: pd.DataFrame) -> dict[str, Any]:
+    agg = rows.groupby("token_index", sort=True).agg(token=("token", "first"), score=("score", "mean"))
+    per_token = rows.groupby("token_index").size().max()
+    note = ""
+    if per_token > 1:
+        note = f"mean over {int(per_token)} layer/head rows per token"
+    if len(agg) > MAX_TOKENS:
+        note = (note + "; " if note else "") + f"first {MAX_TOKENS} of {len(agg)} tokens shown"
+        agg = agg.iloc[:MAX_TOKENS]
+    return {"kind": "tokens", "tokens": [str(t) for t in agg["token"]],
+            "scores": [_num(s) for s in agg["score"]], "note": note}
+
+
+def _matrix(rows: pd.DataFrame) -> dict[str, Any]:
+    note_parts = []
+    if _has(rows, "layer"):
+        last = rows["layer"].max()
+        rows = rows[rows["layer"] == last]
+        note_parts.append(f"layer {int(last)}")
+    if _has(rows, "head") and rows["head"].nunique() > 1:
+        note_parts.append(f"mean over {rows['head'].nunique()} heads")
+    if _has(rows, "target_index"):
+        r_idx, c_idx = "target_index", "token_index"
+        row_labels = rows.groupby("target_index")["target"].first().astype(str)
+        col_labels = rows.groupby("token_index")["token"].first().astype(str)
+    else:
+        r_idx, c_idx = "token_index", "source_index"
+        labels = rows.groupby("token_index")["token"].first().astype(str)
+        row_labels = labels
+        col_labels = labels.reindex(sorted(rows["source_index"].dropna().unique())).fillna("").astype(str)
+    mat = rows.pivot_table(index=r_idx, columns=c_idx, values="score", aggfunc="mean").sort_index().sort_index(axis=1)
+    if mat.shape[0] > MAX_MATRIX or mat.shape[1] > MAX_MATRIX:
+        note_parts.append(f"first {MAX_MATRIX}×{MAX_MATRIX} of {mat.shape[0]}×{mat.shape[1]} shown")
+        mat = mat.iloc[:MAX_MATRIX, :MAX_MATRIX]
+    return {
+        "kind": "matrix",
+        "row_tokens": [str(row_labels.get(i, i)) for i in mat.index],
+        "col_tokens": [str(col_labels.get(j, j)) for j in mat.columns],
+        "matrix": [[_num(v) for v in r] for r in mat.to_numpy()],
+        "rows_are": "generated token" if r_idx == "target_index" else "attending token",
+        "note": ", ".join(note_parts),
+    }
+
+
+def _explainer_entry(rd: RunDir, name: str, manifest: Mapping[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    d = rd.explain_dir(name)
+    entry = (manifest.get("explain") or {}).get(name) or {}
+    summary, err = _safe_json(d / "summary.json")
+    if summary is None or summary.get("status") != "complete":
+        status = str((summary or {}).get("status") or entry.get("status") or "not started")
+        reason = (summary or {}).get("error") or entry.get("error") or err or "no complete results were written"
+        return None, {"name": name, "probe": "explain", "status": status, "reason": _clip(reason, 2000)}
+    attr, aerr = _read_table(d / "attributions.parquet")
+    mets, merr = _read_table(d / "metrics.parquet")
+    warnings = [str(w) for w in summary.get("warnings") or []] + [e for e in (aerr, merr) if e]
+
+    method_metrics: list[dict[str, Any]] = []
+    for method, md in (summary.get("metrics") or {}).items():
+        for metric, mv in (md or {}).items():
+            row = metric_entry(metric, mv or {})
+            row.update(method=str(method), metric=str(metric), source="summary")
+            method_metrics.append(row)
+    point = None
+    if mets is not None and len(mets):
+        point = mets[mets["k"].isna()] if "k" in mets.columns else mets
+        if not method_metrics:
+            g = point.groupby(["method", "metric"], sort=True)["value"]
+            for (method, metric), s in g:
+                row = metric_entry(str(metric), {"value": s.mean(), "n": int(s.notna().sum())})
+                row.update(method=str(method), metric=str(metric), source="mean over examples")
+                method_metrics.append(row)
+        for w in (mv.get("warning") for mv in method_metrics):
+            if w:
+                warnings.append(str(w))
+
+    examples: list[dict[str, Any]] = []
+    methods = [str(m) for m in summary.get("methods") or []]
+    if attr is not None and len(attr):
+        if not methods:
+            methods = [str(m) for m in attr["method"].dropna().unique()]
+        ex_ids = sorted(attr["example"].dropna().unique())
+        for ex in ex_ids[:MAX_EXAMPLES]:
+            ex_rows = attr[attr["example"] == ex]
+            for method, rows in ex_rows.groupby("method", sort=False):
+                matrix = _has(rows, "source_index") or _has(rows, "target_index")
+                body = _matrix(rows) if matrix else _token_row(rows)
+                ex_metrics = {}
+                if point is not None:
+                    sel = point[(point["example"] == ex) & (point["method"] == method)]
+                    ex_metrics = {str(r.metric): _num(r.value) for r in sel.itertuples()}
+                targets = rows["target"].dropna().astype(str).unique() if "target" in rows.columns else []
+                examples.append({
+                    "example": py(ex),
+                    "text": _clip(rows["text"].iloc[0] if "text" in rows.columns else "", 2000),
+                    "method": str(method),
+                    "target": _clip(", ".join(t for t in targets[:5] if t), 200),
+                    "metrics": ex_metrics,
+                    **body,
+                })
+        if len(ex_ids) > MAX_EXAMPLES:
+            warnings.append(f"{len(ex_ids)} examples; the first {MAX_EXAMPLES} are shown")
+    return {
+        "name": name,
+        "status": "complete",
+        "methods": methods,
+        "target": py(summary.get("target")),
+        "duration_s": _num(entry.get("duration_s", summary.get("duration_s"))),
+        "method_metrics": method_metrics,
+        "examples": examples,
+        "warnings": warnings,
+    }, None
+
+
+# -- identity, limitations, reproducibility ----------------------------------------------------
+
+_MODEL_KEYS = ("name", "source", "kind", "architecture", "revision", "dtype", "device", "parameters", "demo")
+
+
+def _model(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    m = manifest.get("model") or {}
+    out = {k: py(m.get(k)) for k in _MODEL_KEYS}
+    hashes = m.get("weights_sha256") or {}
+    out["weights_sha256"] = [{"file": str(f), "sha256": str(h)} for f, h in hashes.items()] if isinstance(hashes, Mapping) else []
+    out["other"] = {str(k): _clip(py(v) if isinstance(v, (str, int, float, bool)) or v is None else yaml.safe_dump(py(v)).strip(), 500)
+                    for k, v in m.items() if k not in _MODEL_KEYS and k != "weights_sha256"}
+    return out
+
+
+def _is_quantized_demo(model: Mapping[str, Any]) -> bool:
+    if model.get("demo"):
+        return True
+    blob = " ".join(str(v) for v in (model.get("source"), model.get("name"), model.get("other")))
+    return "gguf" in blob.lower()
+
+
+def _datasets(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for probe, files in (manifest.get("datasets") or {}).items():
+        for f in files or []:
+            if isinstance(f, Mapping):
+                rows.append({"probe": str(probe), "path": str(f.get("path", "")), "sha256": str(f.get("sha256") or ""),
+                             "bytes": py(f.get("bytes")), "rows": py(f.get("rows"))})
+    return rows
+
+
+def _verdict(rd: RunDir) -> tuple[dict[str, Any] | None, str]:
+    """The run's ``verdict.json`` (written by the runner or ``taudit report --policy``), if any."""
+    data, err = _safe_json(rd.path / "verdict.json")
+    return (py(data) if data is not None else None), err
+
+
+def _package_version() -> str:
+    try:
+        return version("transformer-audit")
+    except PackageNotFoundError:  # pragma: no cover - running from a checkout without install
+        return "unknown"
+
+
+def _duration(manifest: Mapping[str, Any]) -> float | None:
+    return _num((manifest.get("timings") or {}).get("total_s"))
+
+
+def collect_report(run_dir: RunDir | str | Path) -> dict[str, Any]:
+    """Build the report document (the content of ``report.json``) from a run directory."""
+    rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    if not rd.exists():
+        raise ReportError(f"{rd.path} is not a run directory (no manifest.json)")
+    manifest, err = _safe_json(rd.manifest_path)
+    if manifest is None:
+        raise ReportError(f"{rd.path}: {err or 'manifest.json is not an object'}")
+    status = str(manifest.get("status") or "unknown")
+
+    names = list(manifest.get("probes") or {})
+    names += [n for n in rd.probe_names() if n not in names]
+    for p in (manifest.get("config") or {}).get("probes") or []:
+        n = (p.get("name") or p.get("probe")) if isinstance(p, Mapping) else (p if isinstance(p, str) else None)
+        if n and n not in names:
+            names.append(str(n))
+    probes, missing = [], []
+    for n in names:
+        entry, miss = _probe_entry(rd, n, manifest)
+        if entry is not None:
+            probes.append(entry)
+        if miss is not None:
+            missing.append(miss)
+
+    ex_names = list(manifest.get("explain") or {})
+    ex_names += [n for n in rd.explain_names() if n not in ex_names]
+    explainers = []
+    for n in ex_names:
+        entry, miss = _explainer_entry(rd, n, manifest)
+        if entry is not None:
+            explainers.append(entry)
+        if miss is not None:
+            miss["name"] = f"explain/{n}"
+            missing.append(miss)
+
+    notice = ""
+    if status == "running":
+        notice = ("This run is still running: the results below are partial and will change. "
+                  "Rebuild the report when the run is complete.")
+    elif status == "failed":
+        notice = "This run failed before it finished: some results are missing (listed under Limitations)."
+    elif status != "complete":
+        notice = f"This run's status is {status!r}: results may be incomplete."
+    if missing and status == "complete":
+        notice = "Some results are missing from this run (listed under Limitations)."
+
+    verdict, verr = _verdict(rd)
+    model = _model(manifest)
+    limitations: list[dict[str, str]] = []
+    if _is_quantized_demo(model):
+        limitations.append(dict(knowledge.QUANTIZED_CAVEAT))
+    for reg in dict.fromkeys(p["probe"] for p in probes):
+        limitations += knowledge.caveats_for(reg)
+    limitations += [dict(c) for c in knowledge.GENERAL_CAVEATS]
+    for p in probes:
+        for w in p["warnings"]:
+            limitations.append({"topic": f"Small sample / warning ({p['name']})", "text": w, "source": "probe summary"})
+    for e in explainers:
+        for w in e["warnings"]:
+            limitations.append({"topic": f"Explainer warning ({e['name']})", "text": w, "source": "explainer summary"})
+    for m in missing:
+        limitations.append({"topic": f"Missing result ({m['name']})", "text": f"{m['status']}: {m['reason']}",
+                            "source": "run directory"})
+    if verr:
+        limitations.append({"topic": "Verdict", "text": verr, "source": "run directory"})
+
+    env = manifest.get("environment") or {}
+    config = manifest.get("config") or {}
+    repro = {
+        "run_id": str(manifest.get("run_id") or rd.path.name),
+        "seed": py(manifest.get("seed", config.get("seed") if isinstance(config, Mapping) else None)),
+        "created_at": py(manifest.get("created_at")),
+        "finished_at": py(manifest.get("finished_at")),
+        "duration_s": _duration(manifest),
+        "timings": py(manifest.get("timings") or {}),
+        "durations": {p["name"]: p["duration_s"] for p in probes} | {f"explain/{e['name']}": e["duration_s"] for e in explainers},
+        "config": py(config),
+        "config_yaml": yaml.safe_dump(py(config), sort_keys=False, allow_unicode=True) if config else "",
+        "versions": {str(k): py(v) for k, v in (env.get("versions") or {}).items()},
+        "hardware": {str(k): py(v) for k, v in (env.get("hardware") or {}).items()},
+        "argv": [str(a) for a in env.get("argv") or []],
+        "errors": [_clip(e, 2000) for e in manifest.get("errors") or []],
+    }
+    doc: dict[str, Any] = {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "generator": {"name": "transformer-audit", "version": _package_version()},
+        "generated_at": now_iso(),
+        "run": {"run_id": repro["run_id"], "status": status, "created_at": repro["created_at"],
+                "finished_at": repro["finished_at"], "notice": notice,
+                "manifest_schema_version": py(manifest.get("schema_version"))},
+        "verdict": verdict,
+        "model": model,
+        "datasets": _datasets(manifest),
+        "probes": probes,
+        "missing": missing,
+        "explainers": explainers,
+        "limitations": limitations,
+        "reproducibility": repro,
+        "disclaimer": knowledge.DISCLAIMER,
+    }
+    doc["evidence"] = knowledge.evidence_rows(doc)
+    return doc

@@ -1,0 +1,144 @@
+"""Self-contained HTML report (Jinja2, autoescaped) and the PDF made from it (WeasyPrint).
+
+The HTML references nothing outside itself: CSS is inlined, plots are ``data:`` PNGs, there are
+no scripts and no web fonts. The PDF renderer only fetches ``data:`` URIs, so a hostile string
+in a dataset can neither run nor make WeasyPrint reach the network or the file system.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from reports import plots
+from reports.content import ReportError
+
+logger = logging.getLogger(__name__)
+
+MAX_BREAKDOWN_PLOTS = 3
+
+
+def _num(x: Any) -> str:
+    if x is None or isinstance(x, str):
+        return "—" if x in (None, "") else x
+    if isinstance(x, bool):
+        return str(x)
+    if isinstance(x, int):
+        return f"{x:,}"
+    if isinstance(x, float):
+        if math.isnan(x):
+            return "—"
+        return f"{x:.4g}"
+    return str(x)
+
+
+def _pval(x: Any) -> str:
+    if x is None:
+        return "—"
+    return "< 0.001" if x < 0.001 else f"{x:.3g}"
+
+
+def _ci(d: Mapping[str, Any]) -> str:
+    lo, hi = d.get("ci_low"), d.get("ci_high")
+    if lo is None or hi is None:
+        return "—"
+    return f"[{lo:.4g}, {hi:.4g}]"
+
+
+def _slug(s: Any) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", str(s)).strip("-") or "x"
+
+
+def _css(s: Any) -> str:
+    return _slug(s).lower()
+
+
+def _short(x: Any, n: int = 160) -> str:
+    if isinstance(x, Mapping):
+        x = ", ".join(f"{k}={v}" for k, v in x.items())
+    elif isinstance(x, (list, tuple)):
+        x = ", ".join(map(str, x))
+    s = str(x)
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def _absmax(xs: list[float | None]) -> float:
+    vals = [abs(v) for v in xs if v is not None]
+    return max(vals) if vals else 0.0
+
+
+def environment() -> Environment:
+    env = Environment(loader=PackageLoader("reports", "templates"), autoescape=True,
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(num=_num, pval=_pval, ci=_ci, slug=_slug, css=_css, short=_short, absmax=_absmax)
+    env.globals["token_style"] = plots.token_colour
+    return env
+
+
+def build_plots(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """All figures of the HTML report, as ``data:`` URIs keyed for the template."""
+    out: dict[str, Any] = {"metrics": {}, "breakdowns": {}, "matrices": {}}
+    for p in doc["probes"]:
+        out["metrics"][p["name"]] = plots.metric_plot(p["metrics"])
+        by_metric = {m["name"]: m for m in p["metrics"]}
+        combos: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for r in p["breakdown"]:
+            combos.setdefault((r["group_by"], r["metric"]), []).append(r)
+        order = sorted(combos, key=lambda k: (k[1] != p["primary_metric"], k[1] not in by_metric))
+        figs = []
+        for key in order[:MAX_BREAKDOWN_PLOTS]:
+            metric = by_metric.get(key[1]) or {"name": key[1], "unit": "", "ideal": None}
+            uri = plots.breakdown_plot(combos[key], metric)
+            if uri:
+                figs.append({"uri": uri, "title": f"{key[1]} by {key[0]} with 95% CIs"})
+        out["breakdowns"][p["name"]] = figs
+    for e in doc["explainers"]:
+        for i, x in enumerate(e["examples"]):
+            if x["kind"] == "matrix":
+                out["matrices"][f"{i}:{e['name']}"] = plots.matrix_plot(x)
+    return out
+
+
+def render_html(doc: Mapping[str, Any]) -> str:
+    """The report as one self-contained HTML page."""
+    return environment().get_template("report.html.j2").render(doc=doc, plots=build_plots(doc))
+
+
+def _fetcher() -> Any:
+    """A WeasyPrint URL fetcher that only resolves ``data:`` URIs."""
+    import weasyprint
+
+    if hasattr(weasyprint, "URLFetcher"):
+        return weasyprint.URLFetcher(allowed_protocols=["data"])
+
+    def fetch(url: str, *args: Any, **kwargs: Any) -> Any:  # WeasyPrint < 66
+        if not url.startswith("data:"):
+            raise ValueError(f"report PDF fetches data: URIs only, refused {url[:60]!r}")
+        return weasyprint.default_url_fetcher(url, *args, **kwargs)
+
+    return fetch
+
+
+def pdf_available() -> bool:
+    try:
+        import weasyprint  # noqa: F401
+    except Exception:  # ImportError, or OSError when pango is missing
+        return False
+    return True
+
+
+def write_pdf(html: str, path: Path) -> None:
+    """Render the HTML to PDF with WeasyPrint (print CSS: A4, page numbers, wrapping tables)."""
+    try:
+        import weasyprint
+    except Exception as exc:
+        raise ReportError(f"PDF output needs WeasyPrint (pip install 'transformer-audit[pdf]'): {exc}") from None
+    for name in ("weasyprint", "fontTools"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    weasyprint.HTML(string=html, url_fetcher=_fetcher()).write_pdf(target=str(path))

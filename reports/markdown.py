@@ -1,0 +1,75 @@
+"""Markdown model card in the Hugging Face model-card layout.
+
+Strings from the run (model names, dataset rows, probe names, errors) are Markdown-escaped by
+the template environment's ``finalize`` hook: every ``{{ }}`` output is escaped unless a filter
+returned :class:`Md` (already-safe Markdown such as a formatted number). So a ``<script>`` in a
+dataset stays text, and a ``|`` cannot break a table.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from reports.html import _ci, _num, _pval
+
+_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|~&!])")
+_LEADING = re.compile(r"^(\s*)(\d+)([.)])|^(\s*)([-+=])")
+
+
+class Md(str):
+    """A string that is already valid Markdown (not escaped again)."""
+
+
+def md_escape(s: Any) -> str:
+    """Escape Markdown/HTML syntax in one inline string (newlines become spaces)."""
+    text = " ".join(str(s).split())
+    text = _SPECIAL.sub(r"\\\1", text)
+    return _LEADING.sub(lambda m: (f"{m[1]}{m[2]}\\{m[3]}" if m[2] else f"{m[4]}\\{m[5]}"), text)
+
+
+def _finalize(v: Any) -> Any:
+    if isinstance(v, Md):
+        return v
+    if v is None:
+        return "—"
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return Md(_num(v))
+    return md_escape(v)
+
+
+def _md_num(x: Any) -> str:
+    return Md(_num(x)) if not isinstance(x, str) else md_escape(x)
+
+
+def _code(x: Any) -> Md:
+    """Content for an inline code span: backticks removed, single line."""
+    return Md(" ".join(str(x).replace("`", "'").split()))
+
+
+def _front_matter(doc: Mapping[str, Any]) -> Md:
+    meta: dict[str, Any] = {"tags": ["bias-audit", "transformer-audit", "responsible-ai"]}
+    if doc["model"].get("kind"):
+        meta["tags"].append(str(doc["model"]["kind"]))
+    meta["audit_run"] = doc["run"]["run_id"]
+    if doc.get("verdict"):
+        meta["audit_verdict"] = doc["verdict"]["status"]
+    return Md(yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).strip())
+
+
+def environment() -> Environment:
+    env = Environment(loader=PackageLoader("reports", "templates"), autoescape=False, finalize=_finalize,
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                      keep_trailing_newline=True)
+    env.filters.update(num=_md_num, code=_code, ci=lambda d: Md(_ci(d)), pval=lambda x: Md(_pval(x)))
+    return env
+
+
+def render_model_card(doc: Mapping[str, Any]) -> str:
+    """The model card as Markdown text."""
+    text = environment().get_template("model_card.md.j2").render(doc=doc, front_matter=_front_matter(doc))
+    return re.sub(r"\n{3,}", "\n\n", text)
