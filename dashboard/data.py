@@ -518,23 +518,34 @@ def _has(df: pd.DataFrame, col: str) -> pd.Series:
     return df[col].notna() if col in df.columns else pd.Series(False, index=df.index)
 
 
-def method_shape(rows: pd.DataFrame) -> str:
-    """How a method's rows are laid out in attributions.parquet.
+def method_parts(rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Split one method's rows of attributions.parquet by what they hold (the layouts of
+    :mod:`audit.explain.attributions`).
 
-    ``heads``: attention matrices per layer and head (``layer``, ``head``, ``source_index``);
-    ``layers``: one matrix per layer; ``generation``: target × source attribution matrix
-    (``target_index``); ``matrix``: one token × token matrix (e.g. rollout); ``tokens``: one score
-    per token.
+    ``tokens``: one score per token (one target); ``generation``: per-token scores of several
+    targets (each generated token; ``target_index``) — a target × source matrix; ``attention``:
+    token × token matrices per layer and head; ``layers``: one matrix per layer; ``matrix``: one
+    token × token matrix (e.g. attention rollout); ``head_importance``: one score per (layer, head).
     """
-    if _has(rows, "target_index").any():
-        return "generation"
-    if _has(rows, "source_index").any():
-        if _has(rows, "head").any():
-            return "heads"
-        if _has(rows, "layer").any():
-            return "layers"
-        return "matrix"
-    return "tokens"
+    src, lay, head, tok = (_has(rows, c) for c in ("source_index", "layer", "head", "token_index"))
+    parts: dict[str, pd.DataFrame] = {}
+    per_token = rows[~src & ~lay & tok]
+    if len(per_token):
+        n_idx = per_token["target_index"].nunique() if "target_index" in per_token.columns else 0
+        n_names = per_token["target"].nunique() if "target" in per_token.columns else 0
+        parts["generation" if max(n_idx, n_names) > 1 else "tokens"] = per_token
+    mat = rows[src & tok]
+    if len(mat):
+        if _has(mat, "head").any():
+            parts["attention"] = mat[_has(mat, "head")]
+        elif _has(mat, "layer").any():
+            parts["layers"] = mat
+        else:
+            parts["matrix"] = mat
+    heads = rows[~src & lay & head & ~tok]
+    if len(heads):
+        parts["head_importance"] = heads
+    return parts
 
 
 def example_texts(attr: pd.DataFrame) -> dict[int, str]:

@@ -23,7 +23,7 @@ from dashboard.data import (
     load_explain,
     load_probe,
     load_run_info,
-    method_shape,
+    method_parts,
     parse_verdict,
 )
 from tests.fixture_runs import SCRIPT_ROW, crows_result, make_failed_run, make_run, make_running_run
@@ -84,18 +84,33 @@ def test_load_explain_checks_columns(tmp_path: Path) -> None:
     rr = RunsRoot(tmp_path)
     ed = load_explain(rr, "run-a", "demo")
     assert ed.complete and ed.message is None and ed.attributions is not None
-    shapes = {m: method_shape(g) for m, g in ed.attributions.groupby("method")}
-    assert shapes == {"ig": "tokens", "saliency": "tokens", "attention": "heads"}
+    parts = {m: sorted(method_parts(g)) for m, g in ed.attributions.groupby("method")}
+    assert parts == {"ig": ["tokens"], "saliency": ["tokens"], "attention": ["attention"]}
     pd.DataFrame({"example": [0], "token": ["a"]}).to_parquet(rd.explain_dir("demo") / "attributions.parquet")
     ed = load_explain(rr, "run-a", "demo")
     assert ed.attributions is None and "lacks column(s) method, token_index, score" in (ed.message or "")
 
 
-def test_method_shape_for_rollout_and_generation() -> None:
-    base = {"example": 0, "method": "m", "token_index": 0, "token": "a", "score": 1.0}
-    assert method_shape(pd.DataFrame([{**base, "layer": None, "source_index": 1}])) == "matrix"
-    assert method_shape(pd.DataFrame([{**base, "layer": 3, "source_index": 1}])) == "layers"
-    assert method_shape(pd.DataFrame([{**base, "target_index": 2}])) == "generation"
+def test_method_parts_follow_the_attribution_layouts() -> None:
+    """Rows as audit.explain's Attributions.to_frame() writes them for each layout."""
+    na = None
+    tok = {"example": 0, "method": "m", "token": "a", "layer": na, "head": na, "source_index": na}
+    one_target = pd.DataFrame([{**tok, "token_index": i, "score": 1.0, "target": "p(x)", "target_index": 3}
+                               for i in range(3)])
+    assert sorted(method_parts(one_target)) == ["tokens"]
+    generation = pd.DataFrame([{**tok, "token_index": i, "score": 1.0, "target": f"p(t{k})", "target_index": k}
+                               for k in (3, 4) for i in range(k)])
+    assert sorted(method_parts(generation)) == ["generation"]
+    rollout = pd.concat([one_target, pd.DataFrame([{**tok, "token_index": i, "source_index": j, "score": 0.5}
+                                                   for i in range(3) for j in range(3)])])
+    parts = method_parts(rollout)
+    assert sorted(parts) == ["matrix", "tokens"] and len(parts["matrix"]) == 9
+    attention = pd.DataFrame([{**tok, "token_index": i, "source_index": j, "layer": 1, "head": h, "score": 0.1}
+                              for h in range(2) for i in range(2) for j in range(2)])
+    assert sorted(method_parts(attention)) == ["attention"]
+    heads = pd.DataFrame([{**tok, "token_index": na, "token": "", "layer": l_, "head": h, "score": 0.1}
+                          for l_ in range(2) for h in range(3)])
+    assert sorted(method_parts(heads)) == ["head_importance"]
 
 
 def test_parse_verdict_forms() -> None:
