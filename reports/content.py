@@ -244,11 +244,10 @@ def _has(df: pd.DataFrame, col: str) -> bool:
 
 
 def _token_row(rows: pd.DataFrame) -> dict[str, Any]:
+    """One heatmap row: a score per input token (mean over layer/head rows when there are several)."""
     agg = rows.groupby("token_index", sort=True).agg(token=("token", "first"), score=("score", "mean"))
     per_token = rows.groupby("token_index").size().max()
-    note = ""
-    if per_token > 1:
-        note = f"mean over {int(per_token)} layer/head rows per token"
+    note = f"mean over {int(per_token)} layer/head rows per token" if per_token > 1 else ""
     if len(agg) > MAX_TOKENS:
         note = (note + "; " if note else "") + f"first {MAX_TOKENS} of {len(agg)} tokens shown"
         agg = agg.iloc[:MAX_TOKENS]
@@ -256,35 +255,61 @@ def _token_row(rows: pd.DataFrame) -> dict[str, Any]:
             "scores": [_num(s) for s in agg["score"]], "note": note}
 
 
+def _cap(mat: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    if mat.shape[0] > MAX_MATRIX or mat.shape[1] > MAX_MATRIX:
+        notes.append(f"first {MAX_MATRIX}×{MAX_MATRIX} of {mat.shape[0]}×{mat.shape[1]} shown")
+        return mat.iloc[:MAX_MATRIX, :MAX_MATRIX]
+    return mat
+
+
+def _head_grid(rows: pd.DataFrame) -> dict[str, Any]:
+    """Per-head scores (e.g. head importance, Michel et al. 2019) as a layer × head matrix."""
+    notes: list[str] = []
+    mat = _cap(rows.pivot_table(index="layer", columns="head", values="score", aggfunc="mean")
+               .sort_index().sort_index(axis=1), notes)
+    return {"kind": "matrix", "row_tokens": [f"layer {int(i)}" for i in mat.index],
+            "col_tokens": [f"head {int(j)}" for j in mat.columns],
+            "matrix": [[_num(v) for v in r] for r in mat.to_numpy(dtype=float, na_value=float("nan"))],
+            "rows_are": "layer", "cols_are": "head", "note": ", ".join(notes)}
+
+
 def _matrix(rows: pd.DataFrame) -> dict[str, Any]:
-    note_parts = []
+    """Token × token scores: attention (last layer, mean over heads), rollout / flow, or the
+    attribution of each generated token (target_index) over the input tokens."""
+    notes: list[str] = []
     if _has(rows, "layer"):
         last = rows["layer"].max()
         rows = rows[rows["layer"] == last]
-        note_parts.append(f"layer {int(last)}")
+        notes.append(f"layer {int(last)}")
     if _has(rows, "head") and rows["head"].nunique() > 1:
-        note_parts.append(f"mean over {rows['head'].nunique()} heads")
+        notes.append(f"mean over {rows['head'].nunique()} heads")
     if _has(rows, "target_index"):
-        r_idx, c_idx = "target_index", "token_index"
+        r_idx, c_idx, rows_are = "target_index", "token_index", "generated token"
         row_labels = rows.groupby("target_index")["target"].first().astype(str)
         col_labels = rows.groupby("token_index")["token"].first().astype(str)
     else:
-        r_idx, c_idx = "token_index", "source_index"
-        labels = rows.groupby("token_index")["token"].first().astype(str)
-        row_labels = labels
-        col_labels = labels.reindex(sorted(rows["source_index"].dropna().unique())).fillna("").astype(str)
-    mat = rows.pivot_table(index=r_idx, columns=c_idx, values="score", aggfunc="mean").sort_index().sort_index(axis=1)
-    if mat.shape[0] > MAX_MATRIX or mat.shape[1] > MAX_MATRIX:
-        note_parts.append(f"first {MAX_MATRIX}×{MAX_MATRIX} of {mat.shape[0]}×{mat.shape[1]} shown")
-        mat = mat.iloc[:MAX_MATRIX, :MAX_MATRIX]
+        r_idx, c_idx, rows_are = "token_index", "source_index", "attending token"
+        row_labels = col_labels = rows.groupby("token_index")["token"].first().astype(str)
+    mat = _cap(rows.pivot_table(index=r_idx, columns=c_idx, values="score", aggfunc="mean")
+               .sort_index().sort_index(axis=1), notes)
     return {
         "kind": "matrix",
         "row_tokens": [str(row_labels.get(i, i)) for i in mat.index],
         "col_tokens": [str(col_labels.get(j, j)) for j in mat.columns],
-        "matrix": [[_num(v) for v in r] for r in mat.to_numpy()],
-        "rows_are": "generated token" if r_idx == "target_index" else "attending token",
-        "note": ", ".join(note_parts),
+        "matrix": [[_num(v) for v in r] for r in mat.to_numpy(dtype=float, na_value=float("nan"))],
+        "rows_are": rows_are, "cols_are": "source token",
+        "note": ", ".join(notes),
     }
+
+
+def _views(rows: pd.DataFrame) -> list[tuple[str, dict[str, Any]]]:
+    """(target label, body) for one example and method, by the layout of its rows."""
+    if _has(rows, "source_index") or _has(rows, "target_index"):
+        return [("", _matrix(rows))]
+    if not _has(rows, "token_index"):
+        return [("", _head_grid(rows))] if _has(rows, "layer") and _has(rows, "head") else []
+    targets = rows["target"].fillna("").astype(str) if "target" in rows.columns else pd.Series("", index=rows.index)
+    return [(str(t), _token_row(g)) for t, g in rows.groupby(targets, sort=False)]
 
 
 def _explainer_entry(rd: RunDir, name: str, manifest: Mapping[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
@@ -308,15 +333,14 @@ def _explainer_entry(rd: RunDir, name: str, manifest: Mapping[str, Any]) -> tupl
     point = None
     if mets is not None and len(mets):
         point = mets[mets["k"].isna()] if "k" in mets.columns else mets
+        other = point["other_method"] if "other_method" in point.columns else pd.Series(None, index=point.index)
+        point = point.assign(key=point["metric"].astype(str) + other.map(lambda o: f":{o}" if isinstance(o, str) and o else ""))
         if not method_metrics:
-            g = point.groupby(["method", "metric"], sort=True)["value"]
-            for (method, metric), s in g:
-                row = metric_entry(str(metric), {"value": s.mean(), "n": int(s.notna().sum())})
-                row.update(method=str(method), metric=str(metric), source="mean over examples")
+            for (method, key), s_ in point.groupby(["method", "key"], sort=True)["value"]:
+                row = metric_entry(str(key), {"value": s_.mean(), "n": int(s_.notna().sum())})
+                row.update(method=str(method), metric=str(key), source="mean over examples")
                 method_metrics.append(row)
-        for w in (mv.get("warning") for mv in method_metrics):
-            if w:
-                warnings.append(str(w))
+    warnings += [f"{r['method']} {r['metric']}: {r['warning']}" for r in method_metrics if r["warning"]]
 
     examples: list[dict[str, Any]] = []
     methods = [str(m) for m in summary.get("methods") or []]
@@ -326,22 +350,17 @@ def _explainer_entry(rd: RunDir, name: str, manifest: Mapping[str, Any]) -> tupl
         ex_ids = sorted(attr["example"].dropna().unique())
         for ex in ex_ids[:MAX_EXAMPLES]:
             ex_rows = attr[attr["example"] == ex]
+            text = _clip(ex_rows["text"].iloc[0] if "text" in ex_rows.columns else "", 2000)
             for method, rows in ex_rows.groupby("method", sort=False):
-                matrix = _has(rows, "source_index") or _has(rows, "target_index")
-                body = _matrix(rows) if matrix else _token_row(rows)
-                ex_metrics = {}
+                ex_metrics: dict[str, float | None] = {}
                 if point is not None:
                     sel = point[(point["example"] == ex) & (point["method"] == method)]
-                    ex_metrics = {str(r.metric): _num(r.value) for r in sel.itertuples()}
-                targets = rows["target"].dropna().astype(str).unique() if "target" in rows.columns else []
-                examples.append({
-                    "example": py(ex),
-                    "text": _clip(rows["text"].iloc[0] if "text" in rows.columns else "", 2000),
-                    "method": str(method),
-                    "target": _clip(", ".join(t for t in targets[:5] if t), 200),
-                    "metrics": ex_metrics,
-                    **body,
-                })
+                    ex_metrics = {str(k): _num(v) for k, v in sel.groupby("key", sort=True)["value"].mean().items()}
+                for target, body in _views(rows):
+                    if not target and body["kind"] == "matrix" and body["rows_are"] == "generated token":
+                        target = _clip(", ".join(body["row_tokens"][:5]), 200)
+                    examples.append({"example": py(ex), "text": text, "method": str(method),
+                                     "target": _clip(target, 200), "metrics": ex_metrics, **body})
         if len(ex_ids) > MAX_EXAMPLES:
             warnings.append(f"{len(ex_ids)} examples; the first {MAX_EXAMPLES} are shown")
     return {

@@ -153,6 +153,45 @@ def test_document_content(runs: dict[str, RunDir]) -> None:
     assert doc["reproducibility"]["seed"] == 0 and "torch" in doc["reproducibility"]["versions"]
 
 
+def test_explainer_layouts_of_the_attribution_table(tmp_path: Path) -> None:
+    """The long table's layouts: per-target token rows, a layer × head grid (token_index null),
+    agreement metrics keyed by the other method."""
+    import pandas as pd
+
+    from audit.store import write_json, write_parquet
+
+    rd = make_run(tmp_path, with_explain=False)
+    toks = ["good", "film"]
+    rows = [{"example": 0, "text": "good film", "method": "ig", "target": t, "token_index": i, "token": tok,
+             "score": s, "layer": None, "head": None, "source_index": None, "target_index": None}
+            for t, scores in (("positive", [0.9, 0.1]), ("negative", [-0.4, 0.2]))
+            for i, (tok, s) in enumerate(zip(toks, scores, strict=True))]
+    rows += [{"example": 0, "text": "good film", "method": "head_importance", "target": "positive",
+              "token_index": None, "token": "", "score": float(10 * la + h), "layer": la, "head": h,
+              "source_index": None, "target_index": None} for la in range(2) for h in range(3)]
+    attr = pd.DataFrame(rows).astype({c: "Int64" for c in ("token_index", "layer", "head", "source_index", "target_index")})
+    metrics = pd.DataFrame([
+        {"example": 0, "method": "ig", "metric": "rank_agreement", "value": 0.5, "k": None, "other_method": "saliency"},
+        {"example": 0, "method": "ig", "metric": "rank_agreement", "value": 0.7, "k": None, "other_method": "lime"},
+        {"example": 0, "method": "ig", "metric": "comprehensiveness", "value": 0.2, "k": 0.5, "other_method": None},
+    ])
+    d = rd.explain_dir("why")
+    write_parquet(d / "attributions.parquet", attr)
+    write_parquet(d / "metrics.parquet", metrics)
+    write_json(d / "summary.json", {"status": "complete", "methods": ["ig", "head_importance"],
+                                    "target": {"spec": "class", "mode": "probability"}, "warnings": []})
+    doc = collect_report(rd)
+    jsonschema.validate(json.loads(json.dumps(doc)), report_schema())
+    ex = doc["explainers"][0]["examples"]
+    ig = {x["target"]: x for x in ex if x["method"] == "ig"}
+    assert set(ig) == {"positive", "negative"} and ig["negative"]["scores"] == [-0.4, 0.2]
+    assert ig["positive"]["metrics"] == {"rank_agreement:lime": 0.7, "rank_agreement:saliency": 0.5}
+    heads = next(x for x in ex if x["method"] == "head_importance")
+    assert heads["kind"] == "matrix" and heads["rows_are"] == "layer" and heads["cols_are"] == "head"
+    assert heads["matrix"] == [[0.0, 1.0, 2.0], [10.0, 11.0, 12.0]]
+    assert heads["row_tokens"] == ["layer 0", "layer 1"] and heads["col_tokens"] == ["head 0", "head 1", "head 2"]
+
+
 def test_ideal_and_direction_come_from_the_stored_metric(tmp_path: Path) -> None:
     """Nothing is hard-coded per probe: a crows_pairs metric stored with ideal 42 reads as such."""
     rd = make_run(tmp_path)
