@@ -35,6 +35,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     code = EXIT_OK
     for o in outcomes:
+        if o.status == "worker":  # a rank other than 0 under torchrun: rank 0 reports
+            continue
         line = f"{o.status:9s} {o.run_dir.path}"
         if o.verdict is not None:
             line += f"  verdict: {o.verdict.status}"

@@ -68,6 +68,7 @@ class ProbeSpec(BaseModel):
     data: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
     models: list[str] | None = Field(default=None, description="run only on these model names")
+    chunk_size: int | None = Field(default=None, ge=1, description="items per checkpoint / shard chunk")
 
     @property
     def instance(self) -> str:

@@ -7,13 +7,18 @@ A probe is a class with a ``name``, the model ``kinds`` it can run on, self-desc
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
+
+import pandas as pd
+from tqdm.auto import tqdm
 
 from audit.registry import Registry
 from audit.results import MetricInfo, ProbeResult
 
 if TYPE_CHECKING:
+    from audit.distributed import Dist
     from audit.models import ModelHandle
 
 
@@ -86,3 +91,144 @@ def get_probe(name: str) -> Probe:
 
 def list_probes() -> list[str]:
     return PROBES.names()
+
+
+class ItemProbe(Probe):
+    """A probe whose work is independent per item: load → score (in chunks) → summarise.
+
+    Splitting the work this way gives three things for free: item-level checkpoints (each chunk
+    of ``chunk_size`` items is written to ``workdir`` as soon as it is scored, so a crash loses at
+    most one chunk), data-parallel sharding (rank r of W scores chunks k with k mod W = r), and
+    identical numbers in both modes (the same chunks are batched the same way).
+
+    Subclasses implement :meth:`load_items`, :meth:`score_items` and :meth:`summarise`, and declare
+    their options as keyword-only parameters of ``run`` (that signature is what configs are
+    validated against).
+    """
+
+    chunk_size: ClassVar[int] = 512
+    #: options that select items (passed to load_items); everything else goes to score/summarise
+    load_options: ClassVar[tuple[str, ...]] = ("max_items",)
+
+    def load_items(self, data: str | Path | None, opts: dict[str, Any]) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def score_items(self, handle: ModelHandle, items: pd.DataFrame, opts: dict[str, Any], progress: bool) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def summarise(self, items: pd.DataFrame, *, kind: str, seed: int, opts: dict[str, Any]) -> ProbeResult:
+        raise NotImplementedError
+
+    def run(self, handle: ModelHandle, data: str | Path | None = None, *, seed: int = 0, progress: bool = True,
+            **options: Any) -> ProbeResult:
+        result = self.execute(handle, data, seed=seed, progress=progress, opts=options)
+        assert result is not None
+        return result
+
+    def execute(
+        self,
+        handle: ModelHandle,
+        data: str | Path | None,
+        *,
+        seed: int = 0,
+        progress: bool = True,
+        opts: dict[str, Any] | None = None,
+        workdir: Path | None = None,
+        dist: Dist | None = None,
+        chunk_size: int | None = None,
+    ) -> ProbeResult | None:
+        """Score the items (chunked, checkpointed in ``workdir``, sharded over ``dist``) and
+        summarise them. Returns ``None`` on ranks other than 0."""
+        opts = dict(opts or {})
+        self.check_kind(handle)
+        self.check_options(opts)
+        items = self.load_items(data, opts)
+        if len(items) == 0:
+            raise ProbeError(f"{self.name}: no items to score in {data}")
+        items = items.reset_index(drop=True)
+        rank, world = (dist.rank, dist.world) if dist is not None else (0, 1)
+        size = int(chunk_size or self.chunk_size)
+        n_chunks = (len(items) + size - 1) // size
+        if workdir is not None:
+            if rank == 0:
+                _check_plan(workdir, {"probe": self.name, "n_items": len(items), "chunk_size": size,
+                                      "options": {k: opts[k] for k in sorted(opts)}, "model": handle.source})
+            if dist is not None:
+                dist.barrier()
+        mine = [k for k in range(n_chunks) if k % world == rank]
+        bar = tqdm(total=len(mine), desc=f"{self.name} chunks", disable=not progress or n_chunks < 2, unit="chunk")
+        scored: dict[int, pd.DataFrame] = {}
+        error: BaseException | None = None
+        try:
+            for k in mine:
+                path = workdir / f"chunk-{k:05d}.parquet" if workdir is not None else None
+                if path is not None and path.is_file():
+                    bar.update(1)
+                    continue
+                part = items.iloc[k * size : (k + 1) * size]
+                out = self.score_items(handle, part, opts, progress and n_chunks < 2)
+                if path is not None:
+                    from audit.store import write_parquet
+
+                    write_parquet(path, out)
+                    _inject_fault(rank, len([q for q in mine if (workdir / f"chunk-{q:05d}.parquet").is_file()]))
+                else:
+                    scored[k] = out
+                bar.update(1)
+        except Exception as exc:  # every rank must learn of it, or the others wait forever
+            error = exc
+        finally:
+            bar.close()
+        if dist is not None and dist.any_flag(error is not None) and error is None:
+            raise ProbeError(f"{self.name}: another rank failed while scoring; rerun to complete its chunks")
+        if error is not None:
+            raise error
+        if rank != 0:
+            return None
+        if workdir is not None:
+            parts = []
+            for k in range(n_chunks):
+                p = workdir / f"chunk-{k:05d}.parquet"
+                if not p.is_file():
+                    raise ProbeError(f"{self.name}: chunk {k} of {n_chunks} is missing from {workdir}; rerun to complete it")
+                parts.append(pd.read_parquet(p))
+        else:
+            parts = [scored[k] for k in range(n_chunks)]
+        all_items = pd.concat(parts, ignore_index=True)
+        return self.summarise(all_items, kind=handle.kind, seed=seed, opts=opts)
+
+    def check_options(self, opts: dict[str, Any]) -> None:
+        import inspect
+
+        allowed = {n for n, p in inspect.signature(type(self).run).parameters.items()
+                   if p.kind is inspect.Parameter.KEYWORD_ONLY} - {"seed", "progress"}
+        bad = sorted(set(opts) - allowed)
+        if bad:
+            raise ProbeError(f"{self.name}: unknown option(s) {bad}; allowed: {sorted(allowed)}")
+
+
+def _check_plan(workdir: Path, plan: dict[str, Any]) -> None:
+    """Keep chunks only when they were made by the same plan (items, chunking, options, model)."""
+    import json
+    import shutil
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    f = workdir / "plan.json"
+    text = json.dumps(plan, sort_keys=True, default=str)
+    if f.is_file():
+        if f.read_text() == text:
+            return
+        # a different plan: old chunks would mix two configurations
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True, exist_ok=True)
+    tmp = workdir / f".plan.{os.getpid()}.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, f)
+
+
+def _inject_fault(rank: int, chunks_written: int) -> None:
+    """Fault injection for resumability tests: ``TAUDIT_FAIL_RANK=r TAUDIT_FAIL_AFTER_CHUNKS=n``
+    makes rank r die (as a killed process would) once it has n chunk files on disk."""
+    r, n = os.environ.get("TAUDIT_FAIL_RANK"), os.environ.get("TAUDIT_FAIL_AFTER_CHUNKS")
+    if r is not None and n is not None and int(r) == rank and chunks_written >= int(n):
+        os._exit(17)

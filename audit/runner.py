@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import random
+import shutil
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -22,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from audit.config import AuditConfig, ModelSpec, ProbeSpec
-from audit.probe import PROBES, ProbeError
+from audit.distributed import Dist, from_env
+from audit.probe import PROBES, ItemProbe, ProbeError
 from audit.store import RunDir, environment, now_iso, write_json
 
 logger = logging.getLogger(__name__)
@@ -110,10 +112,18 @@ def run_model(
     *,
     policy: Any = None,
     progress: bool = True,
+    dist: Dist | None = None,
 ) -> RunOutcome:
-    """Run every applicable probe and explain step of ``cfg`` on one model into ``rd``."""
+    """Run every applicable probe and explain step of ``cfg`` on one model into ``rd``.
+
+    Under ``torch.distributed`` every rank calls this: item probes are sharded over the ranks,
+    everything else (whole-dataset probes, explain steps, manifest, verdict, reports) runs on
+    rank 0 only.
+    """
     from audit.models import ModelLoadError, load_model
 
+    dist = dist or Dist()
+    main = dist.is_main
     t_start = time.perf_counter()
     previous = rd.manifest()
     manifest: dict[str, Any] = {
@@ -129,44 +139,56 @@ def run_model(
         "probes": previous.get("probes", {}),
         "explain": previous.get("explain", {}),
         "environment": environment(),
+        "distributed": {"world_size": dist.world},
         "timings": {},
         "errors": [],
     }
-    rd.write_manifest(manifest)
+    dist.barrier()  # every rank has read the previous manifest before rank 0 rewrites it
+    save = rd.write_manifest if main else (lambda m: None)
+    save(manifest)
     seed_everything(cfg.seed)
     errors: list[str] = []
     try:
         handle = load_model(
-            model.name, kind=model.kind, device=model.device, dtype=model.dtype, revision=model.revision,
-            device_map=model.device_map, allow_pickle=model.allow_pickle, trust_remote_code=model.trust_remote_code,
+            model.name, kind=model.kind, device=dist.device(model.device), dtype=model.dtype,
+            revision=model.revision, device_map=model.device_map, allow_pickle=model.allow_pickle,
+            trust_remote_code=model.trust_remote_code,
         )
     except (ModelLoadError, OSError, ValueError) as exc:
         msg = f"model {model.name}: {type(exc).__name__}: {exc}"
-        rd.update_manifest(status="failed", errors=[msg], finished_at=now_iso())
+        if main:
+            rd.update_manifest(status="failed", errors=[msg], finished_at=now_iso())
         return RunOutcome(rd, "failed", [msg])
     manifest["model"] = handle.identity()
     manifest["timings"]["load_model_s"] = handle.load_seconds
-    rd.write_manifest(manifest)
+    save(manifest)
 
     for spec in cfg.probes:
         if not _probe_applies(spec, model):
             continue
         name = spec.instance
-        if rd.probe_complete(name):
+        done = rd.probe_complete(name)
+        dist.barrier()  # all ranks decide on the same state of the folder
+        if done:
             logger.info("probe %s already complete in %s; skipping", name, rd.path)
             manifest["probes"].setdefault(name, {"probe": spec.probe, "status": "complete"})
             continue
         manifest["probes"][name] = {"probe": spec.probe, "status": "running", "started_at": now_iso()}
-        rd.write_manifest(manifest)
+        save(manifest)
         seed_everything(cfg.seed)
-        entry, err = _probe_step(handle, spec, cfg, rd, progress)
+        entry, err = _probe_step(handle, spec, cfg, rd, progress, dist)
+        if entry is None:  # a rank other than 0
+            continue
         datasets = entry.pop("datasets", None)
         if datasets is not None:
             manifest["datasets"][name] = datasets
         manifest["probes"][name] = entry
         if err:
             errors.append(f"{name}: {err}")
-        rd.write_manifest(manifest)
+        save(manifest)
+
+    if not main:
+        return RunOutcome(rd, "worker")
 
     for i, spec_d in enumerate(cfg.explain):
         ename = spec_d.get("name") or f"explain{i}"
@@ -176,7 +198,7 @@ def run_model(
 
         t0 = time.perf_counter()
         manifest["explain"][ename] = {"status": "running"}
-        rd.write_manifest(manifest)
+        save(manifest)
         seed_everything(cfg.seed)
         try:
             spec_r = dict(spec_d)
@@ -189,7 +211,7 @@ def run_model(
             logger.error("explain %s failed: %s", ename, msg)
             manifest["explain"][ename] = {"status": "failed", "error": msg, "duration_s": time.perf_counter() - t0}
             errors.append(f"explain {ename}: {msg}")
-        rd.write_manifest(manifest)
+        save(manifest)
 
     outcome = RunOutcome(rd, "failed" if errors else "complete", errors)
     if policy is not None:
@@ -201,9 +223,55 @@ def run_model(
     manifest["errors"] = errors
     manifest["finished_at"] = now_iso()
     manifest["timings"]["total_s"] = time.perf_counter() - t_start
-    rd.write_manifest(manifest)
+    save(manifest)
     errors += _post_run_hooks(rd, cfg)
     return outcome
+
+
+def _probe_step(
+    handle: Any, spec: ProbeSpec, cfg: AuditConfig, rd: RunDir, progress: bool, dist: Dist
+) -> tuple[dict[str, Any] | None, str | None]:
+    """Run one probe; returns (manifest entry, error) on rank 0 and (None, None) elsewhere."""
+    name = spec.instance
+    probe = PROBES.get(spec.probe)()
+    if handle.kind not in probe.kinds:
+        reason = f"{spec.probe} does not run on {handle.kind} models (supports {', '.join(probe.kinds)})"
+        logger.info("skipping %s on %s: %s", name, handle.name, reason)
+        return ({"probe": spec.probe, "status": "skipped", "reason": reason} if dist.is_main else None), None
+    data = cfg.resolve(spec.data)
+    t0 = time.perf_counter()
+    logger.info("probe %s on %s", name, handle.name)
+    result = None
+    try:
+        if isinstance(probe, ItemProbe):
+            # chunked: checkpoints under probes/<name>/partial, sharded over the ranks
+            result = probe.execute(handle, data, seed=cfg.seed, progress=progress and dist.is_main,
+                                   opts=dict(spec.options), workdir=rd.probe_dir(name) / "partial", dist=dist,
+                                   chunk_size=spec.chunk_size)
+        elif dist.is_main:
+            result = probe.run(handle, data, seed=cfg.seed, progress=progress, **spec.options)
+    except Exception as exc:
+        dt = time.perf_counter() - t0
+        msg = f"{type(exc).__name__}: {exc}"
+        if not dist.is_main:
+            return None, msg
+        logger.error("probe %s failed: %s", name, msg)
+        if not isinstance(exc, ProbeError):
+            logger.debug("%s", traceback.format_exc())
+        rd.write_probe_failure(name, spec.probe, msg, duration_s=dt)
+        return {"probe": spec.probe, "status": "failed", "error": msg, "duration_s": dt}, msg
+    if not dist.is_main or result is None:
+        return None, None
+    dt = time.perf_counter() - t0
+    files = probe.data_files(data)
+    datasets = _sha_files(files)
+    rows = result.info.get("n_rows", len(result.items))
+    for d in datasets:
+        d["rows"] = rows
+    rd.write_probe(name, result, duration_s=dt, options=spec.options, data=datasets, world_size=dist.world)
+    shutil.rmtree(rd.probe_dir(name) / "partial", ignore_errors=True)
+    logger.info("probe %s done in %.1f s", name, dt)
+    return {"probe": spec.probe, "status": "complete", "duration_s": dt, "datasets": datasets}, None
 
 
 def run_audit(
@@ -214,43 +282,24 @@ def run_audit(
     policy: str | Path | dict[str, Any] | list[Any] | None = None,
     progress: bool = True,
 ) -> list[RunOutcome]:
-    """Run a whole config; returns one :class:`RunOutcome` per model."""
+    """Run a whole config; returns one :class:`RunOutcome` per model.
+
+    Launched under ``torchrun`` (``WORLD_SIZE`` > 1) the ranks share the work; only rank 0's
+    outcomes carry a status other than ``worker``.
+    """
     out_dir = Path(out) if out is not None else Path(cfg.resolve(cfg.output) or "runs")
     pol = _load_policy(cfg, policy)
-    outcomes = []
-    for model in cfg.models:
-        rd = RunDir(run_dir_for(cfg, model, out_dir, run_id))
-        logger.info("model %s → %s", model.name, rd.path)
-        outcomes.append(run_model(cfg, model, rd, policy=pol, progress=progress))
-    return outcomes
-
-
-def _probe_step(handle: Any, spec: ProbeSpec, cfg: AuditConfig, rd: RunDir, progress: bool) -> tuple[dict[str, Any], str | None]:
-    name = spec.instance
-    probe = PROBES.get(spec.probe)()
-    if handle.kind not in probe.kinds:
-        reason = f"{spec.probe} does not run on {handle.kind} models (supports {', '.join(probe.kinds)})"
-        logger.info("skipping %s on %s: %s", name, handle.name, reason)
-        return {"probe": spec.probe, "status": "skipped", "reason": reason}, None
-    data = cfg.resolve(spec.data)
-    t0 = time.perf_counter()
-    logger.info("probe %s on %s", name, handle.name)
+    dist = from_env(cfg.distributed.backend)
     try:
-        result = probe.run(handle, data, seed=cfg.seed, progress=progress, **spec.options)
-    except Exception as exc:
-        dt = time.perf_counter() - t0
-        msg = f"{type(exc).__name__}: {exc}"
-        logger.error("probe %s failed: %s", name, msg)
-        if not isinstance(exc, ProbeError):
-            logger.debug("%s", traceback.format_exc())
-        rd.write_probe_failure(name, spec.probe, msg, duration_s=dt)
-        return {"probe": spec.probe, "status": "failed", "error": msg, "duration_s": dt}, msg
-    dt = time.perf_counter() - t0
-    files = probe.data_files(data)
-    datasets = _sha_files(files)
-    rows = result.info.get("n_rows", len(result.items))
-    for d in datasets:
-        d["rows"] = rows
-    rd.write_probe(name, result, duration_s=dt, options=spec.options, data=datasets)
-    logger.info("probe %s done in %.1f s", name, dt)
-    return {"probe": spec.probe, "status": "complete", "duration_s": dt, "datasets": datasets}, None
+        if dist.enabled:
+            # one clock decides the run directory names for every rank
+            run_id = dist.broadcast_str(run_id or _dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
+        outcomes = []
+        for model in cfg.models:
+            rd = RunDir(run_dir_for(cfg, model, out_dir, run_id))
+            if dist.is_main:
+                logger.info("model %s → %s", model.name, rd.path)
+            outcomes.append(run_model(cfg, model, rd, policy=pol, progress=progress, dist=dist))
+        return outcomes
+    finally:
+        dist.close()

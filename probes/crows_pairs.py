@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from audit import scoring
-from audit.probe import Probe, ProbeError, register_probe
+from audit.probe import ItemProbe, ProbeError, register_probe
 from audit.results import MetricInfo, ProbeResult
 from audit.stats import group_breakdown, mean_metric, rate_metric
 
@@ -152,7 +152,7 @@ def causal_pair_scores(
 
 
 @register_probe("crows_pairs")
-class CrowsPairs(Probe):
+class CrowsPairs(ItemProbe):
     kinds = ("masked-lm", "causal-lm")
     metrics = METRICS
     primary_metric = "metric"
@@ -167,37 +167,42 @@ class CrowsPairs(Probe):
         progress: bool = True,
         max_items: int | None = None,
         max_batch_tokens: int | None = None,
-        **options: Any,
     ) -> ProbeResult:
         """Score every pair. ``max_items`` keeps the first N rows (file order)."""
-        if options:
-            raise ProbeError(f"crows_pairs: unknown option(s) {sorted(options)}")
-        self.check_kind(handle)
+        return super().run(handle, data, seed=seed, progress=progress, max_items=max_items,
+                           max_batch_tokens=max_batch_tokens)
+
+    def load_items(self, data: str | Path | None, opts: dict[str, Any]) -> pd.DataFrame:
         if data is None:
             raise ProbeError("crows_pairs needs data= the path of crows_pairs_anonymized.csv")
         df = load_crows_pairs(data)
-        if max_items is not None:
-            df = df.iloc[: int(max_items)].reset_index(drop=True)
-        stereo = df["stereo_antistereo"].to_numpy() == "stereo"
+        if opts.get("max_items") is not None:
+            df = df.iloc[: int(opts["max_items"])]
+        return df
+
+    def score_items(self, handle: ModelHandle, items: pd.DataFrame, opts: dict[str, Any], progress: bool) -> pd.DataFrame:
+        stereo = items["stereo_antistereo"].to_numpy() == "stereo"
         # sent1 is the stereotypical-direction sentence of metric.py: sent_more for stereo rows
-        sent1 = np.where(stereo, df["sent_more"], df["sent_less"]).tolist()
-        sent2 = np.where(stereo, df["sent_less"], df["sent_more"]).tolist()
+        sent1 = np.where(stereo, items["sent_more"], items["sent_less"]).tolist()
+        sent2 = np.where(stereo, items["sent_less"], items["sent_more"]).tolist()
         fn = masked_pair_scores if handle.kind == "masked-lm" else causal_pair_scores
-        s1, s2, n_tok = fn(handle, sent1, sent2, max_batch_tokens=max_batch_tokens, progress=progress)
+        s1, s2, n_tok = fn(handle, sent1, sent2, max_batch_tokens=opts.get("max_batch_tokens"), progress=progress)
         s1, s2 = np.round(s1, 3), np.round(s2, 3)
         more = np.where(stereo, s1, s2)
         less = np.where(stereo, s2, s1)
-        items = df.copy()
-        items["sent_more_score"] = more
-        items["sent_less_score"] = less
-        items["score_diff"] = more - less
-        items["neutral"] = more == less
-        items["stereo_preferred"] = more > less
-        items["n_scored_tokens"] = n_tok
-        return self.summarise(items, seed=seed, causal=handle.kind == "causal-lm")
+        out = items.copy()
+        out["sent_more_score"] = more
+        out["sent_less_score"] = less
+        out["score_diff"] = more - less
+        out["neutral"] = more == less
+        out["stereo_preferred"] = more > less
+        out["n_scored_tokens"] = n_tok
+        return out
 
-    def summarise(self, items: pd.DataFrame, *, seed: int = 0, causal: bool = False) -> ProbeResult:
-        """Metrics from an items table (also used on gathered shards)."""
+    def summarise(self, items: pd.DataFrame, *, kind: str = "masked-lm", seed: int = 0,
+                  opts: dict[str, Any] | None = None) -> ProbeResult:
+        """Metrics from an items table (also used on gathered chunks)."""
+        causal = kind == "causal-lm"
         M = METRICS
 
         def direction(df: pd.DataFrame, which: str, info: MetricInfo) -> Any:

@@ -59,33 +59,49 @@ def test_complete_run_directory(tmp_path: Path, llama_path: Path) -> None:
 
 
 def test_resume_after_crash_skips_completed(tmp_path: Path, llama_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process dies inside the second probe after one of its chunks: a rerun keeps the first
+    probe and the finished chunk, scores only what is missing, and loses or duplicates nothing."""
     cfg = load_config(make_config(tmp_path, llama_path))
-    real_run = CrowsPairs.run
-    calls: list[int | None] = []
+    monkeypatch.setattr(CrowsPairs, "chunk_size", 1)
+    real_score = CrowsPairs.score_items
+    scored: list[tuple[str, ...]] = []
 
-    def crashing(self, handle, data=None, **kw):  # type: ignore[no-untyped-def]
-        calls.append(kw.get("max_items"))
-        if kw.get("max_items") == 2:
-            raise KeyboardInterrupt  # the process dies mid-run
-        return real_run(self, handle, data, **kw)
+    def crashing(self, handle, items, opts, progress):  # type: ignore[no-untyped-def]
+        if opts.get("max_items") == 2 and len([s for s in scored if s[1] == "b"]) == 1:
+            raise KeyboardInterrupt  # killed while scoring cp_b's second chunk
+        scored.append((items["row"].iloc[0], "b" if opts.get("max_items") == 2 else "a"))
+        return real_score(self, handle, items, opts, progress)
 
-    monkeypatch.setattr(CrowsPairs, "run", crashing)
+    monkeypatch.setattr(CrowsPairs, "score_items", crashing)
     with pytest.raises(KeyboardInterrupt):
         run_audit(cfg, run_id="r2", progress=False)
     rd = RunDir(tmp_path / "runs" / "r2")
     assert rd.manifest()["status"] == "running"  # as a killed process leaves it
     assert rd.probe_complete("cp_a") and not rd.probe_complete("cp_b")
+    assert sorted(p.name for p in (rd.probe_dir("cp_b") / "partial").glob("chunk-*")) == ["chunk-00000.parquet"]
     first = (rd.probe_dir("cp_a") / "summary.json").read_bytes()
     items_a = rd.probe_items("cp_a")
 
-    monkeypatch.setattr(CrowsPairs, "run", real_run)
+    monkeypatch.setattr(CrowsPairs, "score_items", real_score)
+    calls: list[int] = []
+
+    def counting(self, handle, items, opts, progress):  # type: ignore[no-untyped-def]
+        calls.append(len(items))
+        return real_score(self, handle, items, opts, progress)
+
+    monkeypatch.setattr(CrowsPairs, "score_items", counting)
     [o] = run_audit(cfg, run_id="r2", progress=False)
     assert o.status == "complete"
+    assert calls == [1]  # only cp_b's unfinished chunk was scored again
     assert (rd.probe_dir("cp_a") / "summary.json").read_bytes() == first  # not recomputed
     pd.testing.assert_frame_equal(rd.probe_items("cp_a"), items_a)
-    assert len(rd.probe_items("cp_b")) == 2
+    items_b = rd.probe_items("cp_b")
+    assert items_b["row"].tolist() == ["0", "1"]  # nothing lost, nothing duplicated, file order
+    # the resumed chunks give exactly the numbers of an uninterrupted run
+    pd.testing.assert_frame_equal(items_b, items_a.iloc[:2].reset_index(drop=True))
     m = rd.manifest()
     assert m["status"] == "complete" and m["resumed_at"]
+    assert not (rd.probe_dir("cp_b") / "partial").exists()
 
 
 def test_failing_probe_is_recorded_and_others_run(tmp_path: Path, llama_path: Path) -> None:
