@@ -98,7 +98,8 @@ def show_attention(method: str, rows: pd.DataFrame, key: str) -> None:
     sel = rows[rows["layer"] == layer]
     if head != "mean over heads":
         sel = sel[sel["head"] == head]
-    st.altair_chart(heatmap_chart(matrix_long(matrix(sel), tok, tok), f"layer {layer}, head {head}", size=440))
+    size = min(900, max(440, 22 * len(tok)))  # room for every token label
+    st.altair_chart(heatmap_chart(matrix_long(matrix(sel), tok, tok), f"layer {layer}, head {head}", size=size))
 
 
 def show_method(method: str, rows: pd.DataFrame, key: str, show_metrics: Callable[[], None]) -> None:

@@ -243,8 +243,15 @@ def attention_grid_chart(rows: pd.DataFrame, cell: int = 70) -> alt.Chart:
 
 
 def curve_chart(df: pd.DataFrame, title: str) -> alt.Chart:
-    """A metric curve (value against k), e.g. comprehensiveness at k = 10 %…100 %."""
-    return alt.Chart(df).mark_line(point=True, color=BLUE).encode(
-        x=alt.X("k:Q", title="k"), y=alt.Y("value:Q", title=title),
-        tooltip=[alt.Tooltip("k:Q", format=".3g"), alt.Tooltip("value:Q", format=".4g")],
-    ).properties(height=140, width="container")
+    """A metric curve (value against k), e.g. comprehensiveness at k = 10 %…100 %; one line per
+    target when several targets (generated tokens) have curves."""
+    enc: dict[str, Any] = {
+        "x": alt.X("k:Q", title="k"), "y": alt.Y("value:Q", title=title),
+        "tooltip": [alt.Tooltip("k:Q", format=".3g"), alt.Tooltip("value:Q", format=".4g")],
+    }
+    mark = alt.Chart(df).mark_line(point=True)
+    if "target_index" in df.columns and df["target_index"].nunique() > 1:
+        enc["color"] = alt.Color("target_index:N", title="target position")
+    else:
+        mark = alt.Chart(df).mark_line(point=True, color=BLUE)
+    return mark.encode(**enc).properties(height=140, width="container")

@@ -154,14 +154,32 @@ def shoot(page: Any, url: str, title: str, out: Path) -> Path:
     return out
 
 
-def live_explain(page: Any, model: str, text: str, method: str) -> None:
-    """Fill the Live page's form and wait for the attribution heatmap."""
-    page.get_by_label("Local model folder or demo alias").fill(model)
-    page.get_by_label("Text").fill(text)
-    page.keyboard.press("Control+Enter")
+def _choose(page: Any, label: str, option_prefix: str) -> None:
+    """Pick the option starting with ``option_prefix`` in the Streamlit selectbox ``label``."""
+    page.get_by_label(label, exact=True).click()
+    page.get_by_role("option").filter(has_text=option_prefix).first.click()
+    page.wait_for_timeout(500)
+
+
+def live_explain(page: Any, model: str, text: str, method: str, timeout_ms: int = 900_000) -> None:
+    """Load ``model`` (a folder or a demo alias) on the Live page, explain ``text`` with ``method``
+    and wait for the attribution heatmap."""
+    if Path(model).is_dir():
+        box = page.get_by_label("Local model folder", exact=True)
+        box.fill(str(Path(model).resolve()))
+        box.press("Enter")
+    else:
+        _choose(page, "Model", f"{model} —")
+    page.get_by_role("button", name="Load model").click()
+    page.get_by_text("Loaded ").first.wait_for(timeout=timeout_ms)
+    area = page.get_by_label("Text", exact=True)
+    area.fill(text)
+    area.press("Control+Enter")
+    page.wait_for_timeout(500)
+    _choose(page, "Method", f"{method} —")
     page.get_by_role("button", name="Explain").click()
-    page.locator(".taudit-heatmap").first.wait_for(timeout=300_000)
-    wait_rendered(page, "Live")
+    page.locator(".taudit-heatmap").first.wait_for(timeout=timeout_ms)
+    wait_rendered(page, "Live", timeout_ms)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--width", type=int, default=1400)
     ap.add_argument("--live-model", default=None, help="demo alias or model folder to explain on the Live page")
     ap.add_argument("--live-text", default="The nurse said that she would be late.")
-    ap.add_argument("--live-method", default="integrated_gradients")
+    ap.add_argument("--live-method", default="ig")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if not Path(CHROMIUM).is_file():

@@ -209,9 +209,12 @@ def test_explain_page_heatmaps_attention_and_metrics(app: AppTest) -> None:
     assert all(all(t in h for t in ("[CLS]", "nurse", "she")) for h in heat)
     assert "ig" in heat[0] and "saliency" in heat[1]
     # faithfulness metrics beside each method (metrics.parquet)
-    mtables = [d.value for d in at.dataframe if list(d.value.columns) == ["metric", "value"]]
-    assert {"completeness_gap", "comprehensiveness_aopc"} <= set(mtables[0]["metric"])
-    assert mtables[0].set_index("metric").loc["completeness_gap", "value"] == pytest.approx(0.004)
+    mtables = [d.value.set_index("metric") for d in at.dataframe if list(d.value.columns) == ["metric", "value", "better"]]
+    assert {"completeness_gap", "comprehensiveness_aopc"} <= set(mtables[0].index)
+    assert mtables[0].loc["completeness_gap", "value"] == pytest.approx(0.004)
+    # the direction comes from the metric's declaration in audit.metrics.info
+    assert mtables[0].loc["completeness_gap", "better"] == "lower is better"
+    assert mtables[1].loc["comprehensiveness_aopc", "better"] == "higher is better"
     # attention grid (2 layers x 2 heads) and a large map for a chosen layer and head
     assert at.multiselect[0].value == [0, 1]
     assert len(at.get("vega_lite_chart")) == 2

@@ -7,10 +7,23 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from audit.metrics.info import METRICS
 from dashboard.data import ExplainData, example_texts, explain_names
 from dashboard.explain_view import show_method
 from dashboard.render import curve_chart, fmt, md_escape, metric_caption
 from dashboard.state import explanation, get_root, no_runs, pick_run, run_infos, show_run_state
+
+
+def direction(metric: str) -> str:
+    """'higher' / 'lower' / 'closer to X' from the metric's own declaration (audit.metrics.info)."""
+    info = METRICS.get(metric.split(":")[0])
+    if info is None:
+        return ""
+    if info.higher_is_better is True:
+        return "higher is better"
+    if info.higher_is_better is False:
+        return "lower is better"
+    return f"closer to {fmt(info.ideal)} is better" if info.ideal is not None else ""
 
 
 def show_method_metrics(ed: ExplainData, example: int, method: str) -> None:
@@ -28,10 +41,12 @@ def show_method_metrics(ed: ExplainData, example: int, method: str) -> None:
         scalars = rows[~has_k].drop(columns=[c for c in ("example", "method", "k") if c in rows.columns])
         scalars = scalars.dropna(axis=1, how="all")
         if len(scalars):
+            scalars.insert(2, "better", scalars["metric"].astype(str).map(direction))
             st.dataframe(scalars, hide_index=True, width="stretch")
             shown = True
         for metric, df in rows[has_k].groupby("metric", sort=False):
-            st.altair_chart(curve_chart(df.sort_values("k"), str(metric)), width="stretch")
+            st.altair_chart(curve_chart(df.sort_values("k"), f"{metric} ({direction(str(metric))})"),
+                            width="stretch")
             shown = True
     if not shown:
         st.caption("No faithfulness metrics stored for this method.")
