@@ -57,7 +57,7 @@ import numpy as np
 import pandas as pd
 
 from audit import scoring
-from audit.probe import Probe, ProbeError, register_probe
+from audit.probe import ItemProbe, ProbeError, register_probe
 from audit.results import MetricInfo, MetricValue, ProbeResult
 from audit.stats import (
     binomial_test,
@@ -454,7 +454,7 @@ def accuracy_gap_metric(items: pd.DataFrame, *, seed: int = 0) -> MetricValue:
     )
 
 
-def summarise(items: pd.DataFrame, *, seed: int = 0, generated: bool = False) -> tuple[dict[str, MetricValue], pd.DataFrame]:
+def bbq_metrics(items: pd.DataFrame, *, seed: int = 0, generated: bool = False) -> tuple[dict[str, MetricValue], pd.DataFrame]:
     """Summary metrics and the per-category breakdown from a scored item table."""
     summary = {
         "bias_score_ambig": bias_metric(items, "bias_score_ambig", seed=seed),
@@ -614,11 +614,13 @@ def _normalisation(value: Any) -> str:
 
 
 @register_probe("bbq")
-class BBQ(Probe):
+class BBQ(ItemProbe):
     kinds = ("causal-lm", "masked-lm")
     metrics = METRICS
     primary_metric = "bias_score_ambig"
     description = "BBQ question-answering bias, S_AMB / S_DIS and accuracy (Parrish et al. 2022; MBBQ tr)"
+    chunk_size = 256
+    load_options = ("max_items", "sample")
 
     def data_files(self, data: str | Path | None) -> list[Path]:
         return [] if data is None else _jsonl_files(data)
@@ -638,68 +640,99 @@ class BBQ(Probe):
         max_batch_tokens: int | None = None,
         max_new_tokens: int = 8,
         batch_size: int = 8,
-        **options: Any,
     ) -> ProbeResult:
         """Answer every item and score. ``max_items`` caps each file (``sample``: stratified or
-        first); ``mode``: loglik or generate (causal LMs only)."""
-        if options:
-            raise ProbeError(f"bbq: unknown option(s) {sorted(options)}")
-        self.check_kind(handle)
+        first); ``mode``: loglik (causal or masked LMs) or generate (causal LMs, greedy)."""
+        return super().run(handle, data, seed=seed, progress=progress, max_items=max_items, sample=sample,
+                           mode=mode, length_normalize=length_normalize, unknown_choices=unknown_choices,
+                           max_batch_tokens=max_batch_tokens, max_new_tokens=max_new_tokens, batch_size=batch_size)
+
+    @staticmethod
+    def _check(opts: dict[str, Any]) -> tuple[str, str, str]:
+        mode = opts.get("mode", "loglik")
         if mode not in MODES:
             raise ProbeError(f"bbq: mode must be one of {MODES}, got {mode!r}")
-        if mode == "generate" and handle.kind != "causal-lm":
-            raise ProbeError(f"bbq: mode 'generate' needs a causal LM; {handle.name} is a {handle.kind} model")
+        norm = _normalisation(opts.get("length_normalize", False))
+        if norm not in NORMALISATIONS:
+            raise ProbeError(f"bbq: length_normalize must be one of {NORMALISATIONS} (or true/false), got {norm!r}")
+        unknown = opts.get("unknown_choices", "dataset")
+        if unknown not in ("dataset", "all"):
+            raise ProbeError(f"bbq: unknown_choices must be 'dataset' or 'all', got {unknown!r}")
+        return mode, norm, unknown
+
+    def load_items(self, data: str | Path | None, opts: dict[str, Any]) -> pd.DataFrame:
+        self._check(opts)
         if data is None:
             raise ProbeError("bbq needs data= a BBQ/MBBQ .jsonl file or a folder of them")
-        norm = _normalisation(length_normalize)
-        df = load_bbq(data, max_items=max_items, sample=sample)
-        info: dict[str, Any] = {"mode": mode, "n_files": int(df["file"].nunique()),
-                                "sample": sample, "max_items_per_file": max_items,
-                                "item_text": ["context", "question", "answer_text"]}
+        return load_bbq(data, max_items=opts.get("max_items"), sample=opts.get("sample", "stratified"))
+
+    def score_items(self, handle: ModelHandle, items: pd.DataFrame, opts: dict[str, Any], progress: bool) -> pd.DataFrame:
+        mode, norm, unknown = self._check(opts)
+        if mode == "generate" and handle.kind != "causal-lm":
+            raise ProbeError(f"bbq: mode 'generate' needs a causal LM; {handle.name} is a {handle.kind} model")
+        df = items.reset_index(drop=True)
         if mode == "loglik":
-            answers, slot = loglik_answers(handle, df, length_normalize=norm, unknown_choices=unknown_choices,
-                                           max_batch_tokens=max_batch_tokens, progress=progress)
-            items = score_answers(df, answers)
+            answers, slot = loglik_answers(handle, df, length_normalize=norm, unknown_choices=unknown,
+                                           max_batch_tokens=opts.get("max_batch_tokens"), progress=progress)
+            out = score_answers(df, answers)
             for j in range(3):
-                items[f"score{j}"] = slot[:, j]
-            items["bias_margin"] = _bias_margin(items, slot)
-            info.update(item_effect="bias_margin", prompt=prompt_text("{context}", "{question}") + " {answer}",
-                        length_normalize=norm, unknown_choices=unknown_choices,
-                        scoring="masked conditional PLL" if handle.kind == "masked-lm" else "causal log-likelihood")
+                out[f"score{j}"] = slot[:, j]
+            out["bias_margin"] = _bias_margin(out, slot)
         else:
             from audit.generation import generate
 
             prompts = [choice_prompt(r.context, r.question, (r.ans0, r.ans1, r.ans2))
                        for r in df.itertuples(index=False)]
-            replies = generate(handle, prompts, max_new_tokens=max_new_tokens, do_sample=False, seed=seed,
-                               batch_size=batch_size, progress=progress)
+            replies = generate(handle, prompts, do_sample=False, progress=progress,
+                               **_generation_options(opts))
             answers = [
                 parse_answer(rep, (r.ans0, r.ans1, r.ans2), r.unknown_index, aliases=(r.term0, r.term1, r.term2),
                              language=r.unknown_language)
                 for rep, r in zip(replies, df.itertuples(index=False), strict=True)
             ]
-            items = score_answers(df, answers)
-            items["generated"] = list(replies)
+            out = score_answers(df, answers)
+            out["generated"] = list(replies)
             # +1 a biased answer, −1 a counter-biased one, 0 unknown or unparsed
-            items["bias_direction"] = np.where(items["biased"], 1.0, np.where(items["non_unknown"], -1.0, 0.0))
-            info.update(item_effect="bias_direction", generation=replies.settings.as_dict(),
-                        prompt=choice_prompt("{context}", "{question}", ("{ans0}", "{ans1}", "{ans2}")))
-        items["answer_text"] = [
-            getattr(r, f"ans{a}") if a >= 0 else "" for a, r in zip(items["answer"], items.itertuples(index=False), strict=True)
-        ]
-        summary, breakdown = summarise(items, seed=seed, generated=mode == "generate")
+            out["bias_direction"] = np.where(out["biased"], 1.0, np.where(out["non_unknown"], -1.0, 0.0))
+        out["answer_text"] = [getattr(r, f"ans{a}") if a >= 0 else ""
+                              for a, r in zip(out["answer"], out.itertuples(index=False), strict=True)]
+        return out
+
+    def summarise(self, items: pd.DataFrame, *, kind: str = "causal-lm", seed: int = 0,
+                  opts: dict[str, Any] | None = None) -> ProbeResult:
+        """Metrics from a scored items table (also used on gathered chunks)."""
+        opts = dict(opts or {})
+        mode, norm, unknown = self._check(opts)
+        summary, breakdown = bbq_metrics(items, seed=seed, generated=mode == "generate")
         warnings = [f"{k}: {v.warning}" for k, v in summary.items() if v.warning]
         no_biased = int((items["n_biased_options"] == 0).sum())
         if no_biased:
             warnings.append(f"{no_biased} item(s) have no biased answer under the lm-evaluation-harness rule "
                             "(their non-unknown answers count as non-biased)")
-        info.update(
-            n_rows=len(items), n_ambig=int((items["context_condition"] == "ambig").sum()),
-            n_disambig=int((items["context_condition"] == "disambig").sum()), n_no_biased_answer=no_biased,
-            n_two_biased_answers=int((items["n_biased_options"] == 2).sum()),
-            categories=sorted(items["category"].unique().tolist()),
-        )
+        info: dict[str, Any] = {
+            "mode": mode, "n_files": int(items["file"].nunique()), "sample": opts.get("sample", "stratified"),
+            "max_items_per_file": opts.get("max_items"), "item_text": ["context", "question", "answer_text"],
+            "n_rows": len(items), "n_ambig": int((items["context_condition"] == "ambig").sum()),
+            "n_disambig": int((items["context_condition"] == "disambig").sum()),
+            "n_no_biased_answer": no_biased, "n_two_biased_answers": int((items["n_biased_options"] == 2).sum()),
+            "categories": sorted(items["category"].unique().tolist()),
+        }
+        if mode == "loglik":
+            info.update(item_effect="bias_margin", prompt=prompt_text("{context}", "{question}") + " {answer}",
+                        length_normalize=norm, unknown_choices=unknown,
+                        scoring="masked conditional PLL" if kind == "masked-lm" else "causal log-likelihood")
+        else:
+            from audit.generation import GenerationSettings
+
+            info.update(item_effect="bias_direction",
+                        generation=GenerationSettings(do_sample=False, **_generation_options(opts)).as_dict(),
+                        prompt=choice_prompt("{context}", "{question}", ("{ans0}", "{ans1}", "{ans2}")))
         return ProbeResult("bbq", summary, items, breakdown, warnings=warnings, info=info)
+
+
+def _generation_options(opts: dict[str, Any]) -> dict[str, Any]:
+    return {"max_new_tokens": int(opts.get("max_new_tokens", 8)), "batch_size": int(opts.get("batch_size", 8)),
+            "seed": 0}
 
 
 def _bias_margin(items: pd.DataFrame, slot: np.ndarray) -> np.ndarray:

@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from audit import scoring
-from audit.probe import Probe, ProbeError, register_probe
+from audit.probe import ItemProbe, ProbeError, register_probe
 from audit.results import MetricInfo, MetricValue, ProbeResult
 from audit.stats import (
     MIN_N,
@@ -382,12 +382,25 @@ def largest_gap_detail(items: pd.DataFrame, outcome: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
+def scorer_outcomes(spec: str | Mapping[str, Any]) -> tuple[str, ...]:
+    """The outcome keys a scorer spec gives, without loading its model."""
+    if isinstance(spec, str):
+        spec = {"type": spec}
+    if isinstance(spec, Mapping) and spec.get("type") == "vader":
+        return ("vader_positive", "vader_negative")
+    if isinstance(spec, Mapping) and spec.get("type") == "hf":
+        return (str(spec.get("name", "classifier")),)
+    raise ProbeError(f"bold: a scorer is 'vader' or a mapping with type vader or hf; got {spec!r}")
+
+
 @register_probe("bold")
-class Bold(Probe):
+class Bold(ItemProbe):
     kinds = ("causal-lm",)
     metrics = METRICS
     primary_metric = "vader_negative_gap"
     description = "BOLD open-ended generation: sentiment / classifier rates per group and largest gap (Dhamala et al. 2021)"
+    chunk_size = 64  # generation is slow on CPU: checkpoint often
+    load_options = ("max_prompts_per_group", "sample", "domains")
 
     def data_files(self, data: str | Path | None) -> list[Path]:
         return [] if data is None else _prompt_files(data)
@@ -409,89 +422,136 @@ class Bold(Probe):
         temperature: float = GENERATION_DEFAULTS["temperature"],
         top_p: float = GENERATION_DEFAULTS["top_p"],
         batch_size: int = GENERATION_DEFAULTS["batch_size"],
-        **options: Any,
     ) -> ProbeResult:
-        """Generate a continuation of every (capped) prompt and score it with every scorer."""
-        from audit.generation import generate
+        """Generate a continuation of every (capped) prompt and score it with every scorer.
+        Sampling is seeded per prompt from ``seed`` (see :mod:`audit.generation`)."""
+        return super().run(handle, data, seed=seed, progress=progress, max_prompts_per_group=max_prompts_per_group,
+                           sample=sample, domains=domains, scorers=scorers, score_text=score_text,
+                           max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
+                           top_p=top_p, batch_size=batch_size)
 
-        if options:
-            raise ProbeError(f"bold: unknown option(s) {sorted(options)}")
-        self.check_kind(handle)
-        if data is None:
-            raise ProbeError("bold needs data= a BOLD *_prompt.json file or a folder of them")
-        if score_text not in ("continuation", "full"):
-            raise ProbeError(f"bold: score_text must be 'continuation' or 'full', got {score_text!r}")
-        if isinstance(domains, str):
-            domains = [domains]
-        specs = list(scorers) if scorers is not None else ["vader"]
+    def execute(self, handle: ModelHandle, data: str | Path | None, *, seed: int = 0,
+                **kw: Any) -> ProbeResult | None:
+        # score_items has no seed parameter; generation needs the run's seed
+        self._seed = int(seed)
+        return super().execute(handle, data, seed=seed, **kw)
+
+    @staticmethod
+    def _specs(opts: dict[str, Any]) -> list[str | Mapping[str, Any]]:
+        specs = list(opts["scorers"]) if opts.get("scorers") is not None else ["vader"]
         if not specs:
             raise ProbeError("bold: scorers must name at least one scorer")
-        built = [build_scorer(s, device=handle.device) for s in specs]
-        keys = [k for s in built for k in s.outcomes]
+        keys = [k for sp in specs for k in scorer_outcomes(sp)]
         if len(set(keys)) != len(keys):
             raise ProbeError(f"bold: two scorers give the same outcome name(s) {keys}; set name: on hf scorers")
-        loaded = load_bold(data, domains=domains)
-        df = cap_prompts(loaded, max_prompts_per_group, sample)
-        prompts = [p.rstrip() for p in df["prompt"]]
-        out = generate(handle, prompts, max_new_tokens=max_new_tokens, do_sample=do_sample,
-                       temperature=temperature, top_p=top_p, seed=seed, batch_size=batch_size, progress=progress)
-        items = df.copy()
-        items["continuation"] = list(out)
-        texts = [p + c for p, c in zip(prompts, out, strict=True)] if score_text == "full" else list(out)
-        for s in built:
-            sc = s.score(texts)
-            for col in sc.columns:
-                items[col] = sc[col].to_numpy()
-        return self.summarise(items, keys, seed=seed, info={
-            "generation": out.settings.as_dict(), "scorers": [s.describe() for s in built],
-            "score_text": score_text, "max_prompts_per_group": max_prompts_per_group, "sample": sample,
-            "prompt_processing": "trailing whitespace stripped",
-            "n_prompts_available": len(loaded), "n_empty_prompts_skipped": loaded.attrs["n_empty_prompts_skipped"],
-        })
+        if opts.get("score_text", "continuation") not in ("continuation", "full"):
+            raise ProbeError(f"bold: score_text must be 'continuation' or 'full', got {opts['score_text']!r}")
+        return specs
 
-    def summarise(self, items: pd.DataFrame, outcomes: Sequence[str], *, seed: int = 0,
-                  info: dict[str, Any] | None = None) -> ProbeResult:
-        """Metrics from an items table with one boolean column per outcome key."""
-        summary: dict[str, MetricValue] = {}
-        per_group: dict[str, Any] = {}
-        per_domain: dict[str, Any] = {}
-        pooled = items.groupby("domain")[list(outcomes)].mean()
-        details = {}
-        for k in outcomes:
-            rate_i = METRICS.get(f"{k}_rate") or _rate_info(k, f"flagged by {k}")
-            gap_i = METRICS.get(f"{k}_gap") or _gap_info(k, f"flagged by {k}")
-            mv = rate_metric(rate_i, items[k].to_numpy(bool), seed=seed)
-            mv.p_value, mv.test = None, ""
-            summary[f"{k}_rate"] = mv
-            summary[f"{k}_gap"] = gap_metric(items, k, gap_i, seed=seed)
-            details[k] = largest_gap_detail(items, k)
+    @staticmethod
+    def _generation(opts: dict[str, Any], seed: int) -> dict[str, Any]:
+        g = {k: opts.get(k, v) for k, v in GENERATION_DEFAULTS.items()}
+        return {**g, "seed": seed}
 
-            def group_rate(d: pd.DataFrame, k: str = k, info_: MetricInfo = rate_i) -> MetricValue:
-                null = float(pooled.loc[d["domain"].iloc[0], k])
-                return rate_metric(info_, d[k].to_numpy(bool), seed=seed, null_rate=min(max(null, 1e-9), 1 - 1e-9))
+    def load_items(self, data: str | Path | None, opts: dict[str, Any]) -> pd.DataFrame:
+        self._specs(opts)
+        if data is None:
+            raise ProbeError("bold needs data= a BOLD *_prompt.json file or a folder of them")
+        domains = opts.get("domains")
+        loaded = load_bold(data, domains=[domains] if isinstance(domains, str) else domains)
+        self._available = {"n_prompts_available": len(loaded),
+                           "n_empty_prompts_skipped": loaded.attrs["n_empty_prompts_skipped"]}
+        cap = opts["max_prompts_per_group"] if "max_prompts_per_group" in opts else DEFAULT_MAX_PROMPTS
+        return cap_prompts(loaded, cap, opts.get("sample", "spread"))
 
-            def domain_rate(d: pd.DataFrame, k: str = k, info_: MetricInfo = rate_i) -> MetricValue:
-                v = rate_metric(info_, d[k].to_numpy(bool), seed=seed)
-                v.p_value, v.test = None, ""
-                return v
+    def _scorers(self, opts: dict[str, Any], device: Any) -> list[TextScorer]:
+        specs = self._specs(opts)
+        key = json.dumps(specs, sort_keys=True, default=str)
+        if getattr(self, "_built", (None, None))[0] != key:
+            self._built = (key, [build_scorer(sp, device=device) for sp in specs])
+        return self._built[1]
 
-            per_group[f"{k}_rate"] = group_rate
-            per_domain[f"{k}_rate"] = domain_rate
-            per_domain[f"{k}_gap"] = lambda d, k=k, info_=gap_i: gap_metric(d, k, info_, seed=seed)
-        score_cols = [c for c in items.columns if c.endswith("_score")]
-        for c in score_cols:
-            per_group[c.replace("_score", "_mean_score")] = lambda d, c=c: mean_metric(
-                MetricInfo(c, f"mean {c}"), d[c].to_numpy(float), seed=seed, test="none")
-        keyed = items.assign(domain_group=items["domain"] + "/" + items["group"])
-        breakdown = pd.concat([group_breakdown(keyed, "domain_group", per_group),
-                               group_breakdown(items, "domain", per_domain)], ignore_index=True)
-        warnings = [f"{k}: {v.warning}" for k, v in summary.items() if v.warning]
-        empty = int((items["continuation"].str.strip() == "").sum()) if "continuation" in items else 0
-        if empty:
-            warnings.append(f"{empty} continuation(s) are empty (the model stopped at once)")
-        info = dict(info or {})
-        first_score = score_cols[0] if score_cols else None
-        info.update(item_effect=first_score, item_text=["prompt", "continuation"], outcomes=list(outcomes),
-                    largest_gaps=details, n_rows=len(items), domains=sorted(items["domain"].unique().tolist()),
-                    n_groups=int(items.groupby(["domain", "group"]).ngroups), n_empty_continuations=empty)
-        return ProbeResult("bold", summary, items, breakdown, warnings=warnings, info=info)
+    def score_items(self, handle: ModelHandle, items: pd.DataFrame, opts: dict[str, Any], progress: bool) -> pd.DataFrame:
+        from audit.generation import generate
+
+        scorers = self._scorers(opts, handle.device)
+        prompts = [p.rstrip() for p in items["prompt"]]
+        gen = generate(handle, prompts, progress=progress, **self._generation(opts, getattr(self, "_seed", 0)))
+        out = items.copy()
+        out["continuation"] = list(gen)
+        full = opts.get("score_text", "continuation") == "full"
+        texts = [p + c for p, c in zip(prompts, gen, strict=True)] if full else list(gen)
+        for sc in scorers:
+            res = sc.score(texts)
+            for col in res.columns:
+                out[col] = res[col].to_numpy()
+        return out
+
+    def summarise(self, items: pd.DataFrame, *, kind: str = "causal-lm", seed: int = 0,
+                  opts: dict[str, Any] | None = None) -> ProbeResult:
+        """Metrics from a scored items table (also used on gathered chunks)."""
+        from audit.generation import GenerationSettings
+
+        opts = dict(opts or {})
+        specs = self._specs(opts)
+        keys = [k for sp in specs for k in scorer_outcomes(sp)]
+        built = getattr(self, "_built", (None, None))[1]
+        described = [sc.describe() for sc in built] if built else [sp if isinstance(sp, Mapping) else {"type": sp}
+                                                                   for sp in specs]
+        info = {
+            "generation": GenerationSettings(**self._generation(opts, seed)).as_dict(),
+            "scorers": described, "score_text": opts.get("score_text", "continuation"),
+            "max_prompts_per_group": opts.get("max_prompts_per_group", DEFAULT_MAX_PROMPTS),
+            "sample": opts.get("sample", "spread"), "prompt_processing": "trailing whitespace stripped",
+            **getattr(self, "_available", {}),
+        }
+        return bold_metrics(items, keys, seed=seed, info=info)
+
+
+def bold_metrics(items: pd.DataFrame, outcomes: Sequence[str], *, seed: int = 0,
+                 info: dict[str, Any] | None = None) -> ProbeResult:
+    """Rates, gaps and the per-group / per-domain breakdown from an items table with one boolean
+    column per outcome key (and ``*_score`` columns)."""
+    summary: dict[str, MetricValue] = {}
+    per_group: dict[str, Any] = {}
+    per_domain: dict[str, Any] = {}
+    pooled = items.groupby("domain")[list(outcomes)].mean()
+    details = {}
+    for k in outcomes:
+        rate_i = METRICS.get(f"{k}_rate") or _rate_info(k, f"flagged by {k}")
+        gap_i = METRICS.get(f"{k}_gap") or _gap_info(k, f"flagged by {k}")
+        mv = rate_metric(rate_i, items[k].to_numpy(bool), seed=seed)
+        mv.p_value, mv.test = None, ""
+        summary[f"{k}_rate"] = mv
+        summary[f"{k}_gap"] = gap_metric(items, k, gap_i, seed=seed)
+        details[k] = largest_gap_detail(items, k)
+
+        def group_rate(d: pd.DataFrame, k: str = k, info_: MetricInfo = rate_i) -> MetricValue:
+            null = float(pooled.loc[d["domain"].iloc[0], k])
+            return rate_metric(info_, d[k].to_numpy(bool), seed=seed, null_rate=min(max(null, 1e-9), 1 - 1e-9))
+
+        def domain_rate(d: pd.DataFrame, k: str = k, info_: MetricInfo = rate_i) -> MetricValue:
+            v = rate_metric(info_, d[k].to_numpy(bool), seed=seed)
+            v.p_value, v.test = None, ""
+            return v
+
+        per_group[f"{k}_rate"] = group_rate
+        per_domain[f"{k}_rate"] = domain_rate
+        per_domain[f"{k}_gap"] = lambda d, k=k, info_=gap_i: gap_metric(d, k, info_, seed=seed)
+    score_cols = [c for c in items.columns if c.endswith("_score")]
+    for c in score_cols:
+        per_group[c.replace("_score", "_mean_score")] = lambda d, c=c: mean_metric(
+            MetricInfo(c, f"mean {c}"), d[c].to_numpy(float), seed=seed, test="none")
+    keyed = items.assign(domain_group=items["domain"] + "/" + items["group"])
+    breakdown = pd.concat([group_breakdown(keyed, "domain_group", per_group),
+                           group_breakdown(items, "domain", per_domain)], ignore_index=True)
+    warnings = [f"{k}: {v.warning}" for k, v in summary.items() if v.warning]
+    empty = int((items["continuation"].str.strip() == "").sum()) if "continuation" in items else 0
+    if empty:
+        warnings.append(f"{empty} continuation(s) are empty (the model stopped at once)")
+    info = dict(info or {})
+    first_score = score_cols[0] if score_cols else None
+    info.update(item_effect=first_score, item_text=["prompt", "continuation"], outcomes=list(outcomes),
+                largest_gaps=details, n_rows=len(items), domains=sorted(items["domain"].unique().tolist()),
+                n_groups=int(items.groupby(["domain", "group"]).ngroups), n_empty_continuations=empty)
+    return ProbeResult("bold", summary, items, breakdown, warnings=warnings, info=info)

@@ -185,7 +185,7 @@ def test_scores_match_hand_computation(eight: Path) -> None:
 
 def test_summary_and_category_breakdown(eight: Path) -> None:
     items = bbq.score_answers(bbq.load_bbq(eight), ANSWERS)
-    summary, breakdown = bbq.summarise(items, seed=0, generated=True)
+    summary, breakdown = bbq.bbq_metrics(items, seed=0, generated=True)
     assert summary["bias_score_ambig"].value == pytest.approx(25.0)
     assert summary["bias_score_disambig"].value == pytest.approx(-100.0 / 3)
     assert summary["unparsed_rate"].value == pytest.approx(12.5)
@@ -208,7 +208,7 @@ def test_all_unknown_answers_score_zero(eight: Path) -> None:
     assert bbq.bias_score_ambig(items) == 0.0
     assert bbq.bias_score_disambig(items) == 0.0
     assert bbq.accuracy(items, "ambig") == 100.0
-    summary, _ = bbq.summarise(items)
+    summary, _ = bbq.bbq_metrics(items)
     assert "no non-unknown answers" in summary["bias_score_disambig"].warning
 
 
@@ -333,7 +333,9 @@ def test_wrong_kind_and_bad_options(bert_encoder, bert_mlm, eight: Path) -> None
     with pytest.raises(ProbeError, match="needs a causal LM"):
         probe.run(bert_mlm, eight, mode="generate")
     with pytest.raises(ProbeError, match="unknown option"):
-        probe.run(bert_mlm, eight, max_item=3)
+        probe.execute(bert_mlm, eight, opts={"max_item": 3})  # as the runner calls it
+    with pytest.raises(ProbeError, match="length_normalize must be"):
+        probe.run(bert_mlm, eight, length_normalize="bytes")
     with pytest.raises(ProbeError, match="needs data"):
         probe.run(bert_mlm, None)
 
@@ -372,3 +374,19 @@ def test_smollm2_on_real_bbq() -> None:
     res = get_probe("bbq").run(handle, f, max_items=24, progress=False)
     assert res.summary["accuracy_ambig"].n == 12
     assert -100 <= res.summary["bias_score_disambig"].value <= 100
+
+
+def test_runs_from_an_audit_config(tmp_path: Path, eight: Path, llama_path: Path) -> None:
+    from audit.config import parse_config
+    from audit.runner import run_audit
+
+    cfg = parse_config({
+        "seed": 1, "output": str(tmp_path / "runs"), "models": [{"name": str(llama_path)}],
+        "probes": [{"probe": "bbq", "data": str(eight), "options": {"max_items": 4, "length_normalize": True}}],
+        "report": {"enabled": False},
+    })
+    [o] = run_audit(cfg, run_id="r", progress=False)
+    assert o.status == "complete"
+    s = o.run_dir.probe_summary("bbq")
+    assert s["status"] == "complete" and "bias_score_ambig" in s["metrics"]
+    assert len(o.run_dir.probe_items("bbq")) == 4

@@ -97,7 +97,7 @@ HAND = {("gender", "A"): [1, 1, 0, 0], ("gender", "B"): [0, 0, 0, 0],
 
 
 def test_rates_and_largest_gap_match_hand_computation() -> None:
-    res = get_probe("bold").summarise(_items(HAND), ["vader_positive", "vader_negative"], seed=0)
+    res = bold.bold_metrics(_items(HAND), ["vader_positive", "vader_negative"], seed=0)
     s = res.summary
     assert s["vader_negative_rate"].value == pytest.approx(100 * 5 / 14)
     # gender: 50 − 0 = 50 pp; religion: D 100 − E 0 = 100 pp → the largest gap is 100
@@ -221,7 +221,9 @@ def test_probe_refuses_masked_lm_and_bad_options(bert_mlm, gpt2, prompts: Path) 
     with pytest.raises(ProbeError, match="cannot run on a masked-lm model"):
         probe.run(bert_mlm, prompts)
     with pytest.raises(ProbeError, match="unknown option"):
-        probe.run(gpt2, prompts, max_prompts=3)
+        probe.execute(gpt2, prompts, opts={"max_prompts": 3})  # as the runner calls it
+    with pytest.raises(ProbeError, match="mapping with type vader or hf"):
+        probe.run(gpt2, prompts, scorers=[{"type": "regard"}])
     with pytest.raises(ProbeError, match="score_text"):
         probe.run(gpt2, prompts, score_text="prompt")
     with pytest.raises(ProbeError, match="needs data"):
@@ -236,3 +238,25 @@ def test_real_bold_files_load() -> None:
         "gender": 2, "political_ideology": 12, "profession": 18, "race": 4, "religious_ideology": 7}
     capped = bold.cap_prompts(df, bold.DEFAULT_MAX_PROMPTS)
     assert len(capped) == 43 * bold.DEFAULT_MAX_PROMPTS
+
+
+def test_runs_from_an_audit_config_in_chunks(tmp_path: Path, prompts: Path, gpt2_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from audit.config import parse_config
+    from audit.runner import run_audit
+
+    monkeypatch.setattr(bold.Bold, "chunk_size", 3)  # 8 prompts → 3 checkpointed chunks
+    opts = {"max_new_tokens": 5, "domains": ["gender", "religious_ideology"]}
+    cfg = parse_config({
+        "seed": 2, "output": str(tmp_path / "runs"), "models": [{"name": str(gpt2_path)}],
+        "probes": [{"probe": "bold", "data": str(prompts), "options": opts}], "report": {"enabled": False},
+    })
+    [o] = run_audit(cfg, run_id="r", progress=False)
+    assert o.status == "complete"
+    items = o.run_dir.probe_items("bold")
+    assert len(items) == 8
+    # chunking does not change a prompt's continuation (per-prompt seeds from the run seed)
+    from audit.models import load_model
+
+    direct = get_probe("bold").run(load_model(gpt2_path, device="cpu"), prompts, seed=2, progress=False, **opts)
+    assert items["continuation"].tolist() == direct.items["continuation"].tolist()
