@@ -1,0 +1,278 @@
+"""Attention-based explanations.
+
+* ``attention`` — raw attention weights of the requested layers / heads (only those are kept).
+* ``rollout`` — Abnar & Zuidema (2020), "Quantifying Attention Flow in Transformers": per layer
+  Â = rownorm(A + I) with A the head mean, and R = Â_L ⋯ Â_1.
+* ``attention_flow`` — Abnar & Zuidema (2020): the layers form a graph whose edge (l, i) → (l−1, j)
+  has capacity Â_l[i, j]; the flow of input token j to output token i is the max-flow between
+  them. Costly (one max-flow per token pair), so inputs above ``max_tokens`` are refused.
+* ``grad_rollout`` — Chefer, Gur & Wolf (2021), "Generic Attention-model Explainability": per layer
+  Ā = mean_h (∇A ⊙ A)⁺ with ∇A = ∂y/∂A, and R ← R + Ā·R from R = I.
+* ``head_importance`` — Michel, Levy & Neubig (2019): |∂L/∂ξₕ| for a gate ξₕ = 1 on each head's
+  output, L the target's loss (−log p for probabilities, −y otherwise).
+
+Rows of a relevance matrix are query tokens; a target reads the row of the position its output
+comes from (the [MASK], [CLS], the last token, or the token before a generated one); sentence
+encoders with mean pooling read the mean of the rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from audit.explain.arch import capture_attention, head_gates, n_heads, n_layers, resolve_selection
+from audit.explain.base import batch_tokens, register_explainer
+from audit.explain.errors import InputTooLongError, OptionError
+from audit.explain.targets import Prepared, collate, embed_ids
+from audit.scoring import length_sorted_batches
+
+if TYPE_CHECKING:
+    from audit.models import ModelHandle
+
+#: target modes with one output position (the attention row to read)
+QUERY_MODES = ("mask", "next", "generate", "class", "cosine")
+HEAD_FUSIONS = ("mean", "max", "min")
+
+
+# --------------------------------------------------------------------------------------------
+# pure functions (numpy)
+# --------------------------------------------------------------------------------------------
+
+
+def _fuse(attn: np.ndarray, head_fusion: str) -> np.ndarray:
+    a = np.asarray(attn, dtype=np.float64)
+    if a.ndim == 4:
+        if head_fusion not in HEAD_FUSIONS:
+            raise OptionError(f"head_fusion {head_fusion!r} unknown; use one of {', '.join(HEAD_FUSIONS)}")
+        a = {"mean": a.mean, "max": a.max, "min": a.min}[head_fusion](axis=1)
+    if a.ndim != 3 or a.shape[1] != a.shape[2]:
+        raise ValueError(f"attention must be (layers, [heads,] T, T), got shape {np.shape(attn)}")
+    return a
+
+
+def residual_attention(attn: np.ndarray, head_fusion: str = "mean", residual: bool = True) -> np.ndarray:
+    """Per-layer Â = rownorm(A + I) (or rownorm(A) without the residual), shape (L, T, T)."""
+    a = _fuse(attn, head_fusion)
+    if residual:
+        a = a + np.eye(a.shape[-1])[None]
+    return a / a.sum(-1, keepdims=True)
+
+
+def attention_rollout(attn: np.ndarray, head_fusion: str = "mean", residual: bool = True) -> np.ndarray:
+    """Attention rollout R = Â_L ⋯ Â_1 (Abnar & Zuidema 2020); ``attn`` is (L, [H,] T, T)."""
+    a = residual_attention(attn, head_fusion, residual)
+    r = a[0]
+    for layer in a[1:]:
+        r = layer @ r
+    return r
+
+
+def attention_flow(attn: np.ndarray, rows: Sequence[int], head_fusion: str = "mean", residual: bool = True
+                   ) -> np.ndarray:
+    """Max-flow from output node (L, i) to every input node (0, j), for each i in ``rows``.
+
+    Abnar & Zuidema (2020): nodes are (layer, token); edge (l, i) → (l−1, j) has capacity
+    Â_l[i, j] of layer l (1-based). Returns (len(rows), T).
+    """
+    import networkx as nx
+
+    a = residual_attention(attn, head_fusion, residual)
+    n_l, t = a.shape[0], a.shape[-1]
+    g = nx.DiGraph()
+    li, qi, si = np.nonzero(a > 0)
+    g.add_edges_from(((int(layer) + 1, int(q)), (int(layer), int(s)), {"capacity": float(a[layer, q, s])})
+                     for layer, q, s in zip(li, qi, si, strict=True))
+    out = np.zeros((len(rows), t))
+    for r, q in enumerate(rows):
+        for j in range(t):
+            if g.has_node((n_l, q)) and g.has_node((0, j)):
+                out[r, j] = nx.maximum_flow_value(g, (n_l, q), (0, j))
+    return out
+
+
+def gradient_rollout(attn: Sequence[np.ndarray] | np.ndarray, grads: Sequence[np.ndarray] | np.ndarray
+                     ) -> np.ndarray:
+    """Chefer et al. (2021): R = I; for each layer R ← R + mean_h((∇A ⊙ A)⁺) · R. Inputs (L, H, T, T)."""
+    attn = np.asarray(attn, dtype=np.float64)
+    grads = np.asarray(grads, dtype=np.float64)
+    t = attn.shape[-1]
+    r = np.eye(t)
+    for a, g in zip(attn, grads, strict=True):
+        cam = np.clip(g * a, 0, None).mean(0)
+        r = r + cam @ r
+    return r
+
+
+def rows_for(p: Prepared, matrix: np.ndarray) -> np.ndarray:
+    """Per-target token scores (K, T) read from a (T, T) relevance matrix."""
+    out = np.empty((p.n_targets, matrix.shape[-1]))
+    for k, q in enumerate(p.query_rows or [None] * p.n_targets):
+        out[k] = matrix[q] if q is not None else matrix.mean(0)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# explainers
+# --------------------------------------------------------------------------------------------
+
+
+def _forward_batches(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], desc: str, progress: bool
+                     ) -> Any:
+    """Yield (batch indices, ids, attn) over length-sorted batches of the examples."""
+    budget = batch_tokens(handle, opts, grad=False)
+    batches = length_sorted_batches([p.length for p in preps], budget)
+    for idx in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
+        batch = [preps[i] for i in idx]
+        ids, _, attn, _ = collate(batch)
+        yield idx, ids, attn
+
+
+@register_explainer(
+    "attention", layout="attention", needs_attention=True, modes=QUERY_MODES,
+    description="Raw attention weights of the requested layers and heads",
+    reference="Vaswani et al. 2017; Clark et al. 2019, What Does BERT Look At?",
+    options={"layers": None, "heads": None},
+)
+def raw_attention(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], progress: bool
+                  ) -> list[dict[str, Any]]:
+    layers = resolve_selection(opts["layers"], n_layers(handle), "layer")
+    heads = resolve_selection(opts["heads"], n_heads(handle), "head")
+    outs: list[dict[str, Any] | None] = [None] * len(preps)
+    with handle.attentions(), capture_attention(handle, layers, heads) as store:
+        for idx, ids, attn in _forward_batches(handle, preps, opts, "attention", progress):
+            with torch.no_grad():
+                handle.model.base_model(inputs_embeds=embed_ids(handle, ids), attention_mask=attn)
+            stacked = torch.stack([store[layer] for layer in layers], 1).cpu().numpy()  # (B, L', H', T, T)
+            for r, i in enumerate(idx):
+                t = preps[i].length
+                w = stacked[r, :, :, :t, :t].astype(np.float64)
+                outs[i] = {"scores": w, "token_scores": rows_for(preps[i], w.mean((0, 1))),
+                           "layers": layers, "heads": heads}
+            store.clear()
+    return [o for o in outs if o is not None]
+
+
+def _layer_means(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], desc: str, progress: bool
+                 ) -> list[np.ndarray]:
+    """Head-fused attention (L, T, T) of every layer for each example."""
+    fusion = opts["head_fusion"]
+    if fusion not in HEAD_FUSIONS:
+        raise OptionError(f"option head_fusion {fusion!r} unknown; use one of {', '.join(HEAD_FUSIONS)}")
+    layers = list(range(n_layers(handle)))
+    res: list[np.ndarray | None] = [None] * len(preps)
+    with handle.attentions(), capture_attention(handle, layers, None, reduce=fusion) as store:
+        for idx, ids, attn in _forward_batches(handle, preps, opts, desc, progress):
+            with torch.no_grad():
+                handle.model.base_model(inputs_embeds=embed_ids(handle, ids), attention_mask=attn)
+            stacked = torch.stack([store[layer] for layer in layers], 1).double().cpu().numpy()
+            for r, i in enumerate(idx):
+                t = preps[i].length
+                res[i] = stacked[r, :, :t, :t]
+            store.clear()
+    return [x for x in res if x is not None]
+
+
+@register_explainer(
+    "rollout", layout="matrix", needs_attention=True, modes=QUERY_MODES,
+    description="Attention rollout: product over layers of rownorm(head-mean attention + I)",
+    reference="Abnar & Zuidema 2020, Quantifying Attention Flow in Transformers",
+    options={"head_fusion": "mean", "residual": True},
+)
+def rollout(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], progress: bool
+            ) -> list[dict[str, Any]]:
+    outs = []
+    for p, a in zip(preps, _layer_means(handle, preps, opts, "rollout", progress), strict=True):
+        r = attention_rollout(a, residual=bool(opts["residual"]))
+        outs.append({"scores": r, "token_scores": rows_for(p, r)})
+    return outs
+
+
+@register_explainer(
+    "attention_flow", needs_attention=True, modes=QUERY_MODES,
+    description="Attention flow: max-flow through the layer graph of residual-augmented attention",
+    reference="Abnar & Zuidema 2020, Quantifying Attention Flow in Transformers",
+    options={"head_fusion": "mean", "residual": True, "max_tokens": 64},
+)
+def flow(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], progress: bool) -> list[dict[str, Any]]:
+    limit = int(opts["max_tokens"])
+    for p in preps:
+        if p.length > limit:
+            raise InputTooLongError(
+                f"attention_flow: example {p.index} has {p.length} tokens; attention flow solves one max-flow "
+                f"per token pair and is limited to max_tokens={limit} (raise the option, or use rollout)")
+    outs = []
+    means = _layer_means(handle, preps, opts, "attention flow", progress)
+    for p, a in zip(preps, means, strict=True):
+        qs = p.query_rows or [None] * p.n_targets
+        wanted = sorted({q for q in qs if q is not None} | (set(range(p.length)) if None in qs else set()))
+        f = attention_flow(a, wanted, residual=bool(opts["residual"]))
+        by_row = dict(zip(wanted, f, strict=True))
+        s = np.stack([by_row[q] if q is not None else f.mean(0) for q in qs])
+        outs.append({"scores": s, "token_scores": s})
+    return outs
+
+
+@register_explainer(
+    "grad_rollout", needs_attention=True, modes=QUERY_MODES,
+    description="Gradient-weighted attention rollout: R ← R + mean_h((∂y/∂A ⊙ A)⁺)·R",
+    reference="Chefer, Gur & Wolf 2021, Generic Attention-model Explainability for Interpreting Bi-Modal "
+              "and Encoder-Decoder Transformers",
+)
+def grad_rollout(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], progress: bool
+                 ) -> list[dict[str, Any]]:
+    layers = list(range(n_layers(handle)))
+    outs = []
+    with handle.attentions(), capture_attention(handle, layers, None, keep_graph=True) as store:
+        for p in tqdm(preps, desc="grad rollout", disable=not progress, unit="ex"):
+            with torch.enable_grad():
+                e = embed_ids(handle, p.ids[None]).detach().requires_grad_(True)
+                y = p.fn(e, p.attn()[None], *p.aux)
+                weights = [store[layer] for layer in layers]
+                a = torch.stack([w[0] for w in weights]).detach().double().cpu().numpy()
+                rows = []
+                for k in range(p.n_targets):
+                    grads = torch.autograd.grad(y[0, k], weights, retain_graph=k < p.n_targets - 1)
+                    g = torch.stack([x[0] for x in grads]).double().cpu().numpy()
+                    rows.append(rows_for(p, gradient_rollout(a, g))[k])
+            store.clear()
+            s = np.stack(rows)
+            outs.append({"scores": s, "token_scores": s})
+    return outs
+
+
+def target_loss(y: torch.Tensor, fn_output: str) -> torch.Tensor:
+    """The loss head importance differentiates: −log p for probabilities, −y otherwise."""
+    if fn_output == "prob":
+        return -torch.log(y.clamp(min=1e-12)).sum()
+    return -y.sum()
+
+
+@register_explainer(
+    "head_importance", layout="heads",
+    description="Head importance |∂L/∂ξ_h| for a gate on each head's output",
+    reference="Michel, Levy & Neubig 2019, Are Sixteen Heads Really Better than One?",
+    options={"normalize": "none"},
+)
+def head_importance(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], progress: bool
+                    ) -> list[dict[str, Any]]:
+    norm = opts["normalize"]
+    if norm not in ("none", "layer"):
+        raise OptionError(f"head_importance option normalize {norm!r} unknown; use 'none' or 'layer'")
+    outs = []
+    with head_gates(handle) as gates:
+        for p in tqdm(preps, desc="head importance", disable=not progress, unit="ex"):
+            with torch.enable_grad():
+                y = p.fn(embed_ids(handle, p.ids[None]), p.attn()[None], *p.aux)
+                loss = target_loss(y, p.fn.output)
+                grads = torch.autograd.grad(loss, gates)
+            imp = torch.stack(grads).abs().double().cpu().numpy()  # (L, H)
+            if norm == "layer":
+                # Michel et al.'s code normalises each layer's scores by their L2 norm
+                imp = imp / (np.linalg.norm(imp, axis=1, keepdims=True) + 1e-20)
+            outs.append({"scores": imp, "token_scores": None, "info": {"loss": float(loss.detach())}})
+    return outs

@@ -1,0 +1,211 @@
+"""The result of one explainer on a set of inputs (inseq style: a dataclass with save/load).
+
+Layouts of ``ExampleAttribution.scores``:
+
+* ``token``     — ``(K, T)``: one row per target (K = 1 except for generation), one column per token;
+* ``attention`` — ``(L', H', T, T)``: raw attention of the selected layers / heads
+  (row = query token, column = source token);
+* ``matrix``    — ``(T, T)``: token-to-token relevance (attention rollout, gradient rollout);
+* ``heads``     — ``(L, H)``: head importance.
+
+Every layout except ``heads`` also carries ``token_scores`` ``(K, T)``: the per-token attribution
+of each target that faithfulness metrics and heat maps use (NaN where the target cannot see a
+token, i.e. tokens after a generated token).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+LAYOUTS = ("token", "attention", "matrix", "heads")
+FRAME_COLUMNS = ["example", "text", "method", "target", "token_index", "token", "score", "layer", "head",
+                 "source_index", "target_index"]
+_INT_COLUMNS = ["token_index", "layer", "head", "source_index", "target_index"]
+
+
+@dataclass
+class ExampleAttribution:
+    """Attribution of one input."""
+
+    index: int
+    text: str
+    tokens: list[str]
+    scores: np.ndarray
+    token_scores: np.ndarray | None
+    target_names: list[str]
+    attributable: np.ndarray
+    target_positions: list[int] | None = None
+    #: Integrated Gradients: per target f_input, f_baseline, attribution_sum, delta, gap, n_steps
+    completeness: dict[str, Any] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def target(self) -> str:
+        return "; ".join(self.target_names)
+
+    def gap(self) -> float:
+        """Largest relative completeness gap over this example's targets (NaN when not computed)."""
+        if not self.completeness:
+            return float("nan")
+        gaps = [g for g in self.completeness.get("gap", []) if g is not None and not math.isnan(g)]
+        return max(gaps) if gaps else float("nan")
+
+
+@dataclass
+class Attributions:
+    """One method's attributions for a list of inputs."""
+
+    method: str
+    layout: str
+    examples: list[ExampleAttribution]
+    model: str = ""
+    kind: str = ""
+    target: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    layers: list[int] | None = None
+    heads: list[int] | None = None
+    warnings: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"unknown attribution layout {self.layout!r}; use one of {LAYOUTS}")
+
+    # -- convenience --------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> ExampleAttribution:
+        return self.examples[i]
+
+    def __iter__(self) -> Iterator[ExampleAttribution]:
+        return iter(self.examples)
+
+    @property
+    def texts(self) -> list[str]:
+        return [e.text for e in self.examples]
+
+    @property
+    def tokens(self) -> list[list[str]]:
+        return [e.tokens for e in self.examples]
+
+    @property
+    def scores(self) -> list[np.ndarray]:
+        return [e.scores for e in self.examples]
+
+    @property
+    def token_scores(self) -> list[np.ndarray | None]:
+        return [e.token_scores for e in self.examples]
+
+    def completeness_gaps(self) -> np.ndarray:
+        """Relative IG completeness gap of every (example, target) (empty when not computed)."""
+        gaps: list[float] = []
+        for e in self.examples:
+            if e.completeness:
+                gaps += [float("nan") if g is None else float(g) for g in e.completeness["gap"]]
+        return np.asarray(gaps, dtype=np.float64)
+
+    # -- the long table -----------------------------------------------------------------------
+    def to_frame(self) -> pd.DataFrame:
+        """The long table of the run-directory contract (one row per score)."""
+        parts: list[pd.DataFrame] = []
+        for e in self.examples:
+            tokens = np.asarray(e.tokens, dtype=object)
+            if e.token_scores is not None:
+                k_n, t_n = e.token_scores.shape
+                kk, ii = np.meshgrid(np.arange(k_n), np.arange(t_n), indexing="ij")
+                kk, ii = kk.ravel(), ii.ravel()
+                sc = e.token_scores.ravel()
+                keep = ~np.isnan(sc)
+                tpos = (np.asarray(e.target_positions, dtype=float)[kk[keep]] if e.target_positions is not None
+                        else np.full(int(keep.sum()), np.nan))
+                parts.append(pd.DataFrame({
+                    "example": e.index, "text": e.text, "method": self.method,
+                    "target": np.asarray(e.target_names, dtype=object)[kk[keep]],
+                    "token_index": ii[keep], "token": tokens[ii[keep]], "score": sc[keep],
+                    "layer": np.nan, "head": np.nan, "source_index": np.nan, "target_index": tpos,
+                }))
+            if self.layout == "attention":
+                lay = np.asarray(self.layers if self.layers is not None else range(e.scores.shape[0]))
+                hea = np.asarray(self.heads if self.heads is not None else range(e.scores.shape[1]))
+                li, hi, qi, si = (a.ravel() for a in np.indices(e.scores.shape))
+                parts.append(pd.DataFrame({
+                    "example": e.index, "text": e.text, "method": self.method, "target": "",
+                    "token_index": qi, "token": tokens[qi], "score": e.scores.ravel(), "layer": lay[li],
+                    "head": hea[hi], "source_index": si, "target_index": np.nan,
+                }))
+            elif self.layout == "matrix":
+                qi, si = (a.ravel() for a in np.indices(e.scores.shape))
+                parts.append(pd.DataFrame({
+                    "example": e.index, "text": e.text, "method": self.method, "target": "",
+                    "token_index": qi, "token": tokens[qi], "score": e.scores.ravel(), "layer": np.nan,
+                    "head": np.nan, "source_index": si, "target_index": np.nan,
+                }))
+            elif self.layout == "heads":
+                li, hi = (a.ravel() for a in np.indices(e.scores.shape))
+                parts.append(pd.DataFrame({
+                    "example": e.index, "text": e.text, "method": self.method, "target": e.target,
+                    "token_index": np.nan, "token": "", "score": e.scores.ravel(), "layer": li, "head": hi,
+                    "source_index": np.nan, "target_index": np.nan,
+                }))
+        if not parts:
+            return pd.DataFrame({c: pd.Series(dtype=object) for c in FRAME_COLUMNS})
+        df = pd.concat(parts, ignore_index=True)[FRAME_COLUMNS]
+        for c in _INT_COLUMNS:
+            df[c] = df[c].astype("Int64")
+        df["example"] = df["example"].astype("int64")
+        df["score"] = df["score"].astype("float64")
+        return df
+
+    # -- persistence --------------------------------------------------------------------------
+    def _meta(self) -> dict[str, Any]:
+        meta = {k: v for k, v in asdict(self).items() if k != "examples"}
+        meta["examples"] = []
+        for e in self.examples:
+            d = {k: v for k, v in asdict(e).items() if k not in {"scores", "token_scores", "attributable"}}
+            meta["examples"].append(d)
+        return meta
+
+    def save(self, path: str | Path) -> Path:
+        """Write everything to one ``.npz`` file (arrays + JSON metadata; no pickle)."""
+        path = Path(path)
+        if path.suffix != ".npz":
+            path = path.with_suffix(".npz")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays: dict[str, np.ndarray] = {"meta": np.asarray(json.dumps(self._meta(), default=_json_default))}
+        for i, e in enumerate(self.examples):
+            arrays[f"scores_{i}"] = np.asarray(e.scores)
+            arrays[f"attributable_{i}"] = np.asarray(e.attributable, dtype=bool)
+            if e.token_scores is not None:
+                arrays[f"token_scores_{i}"] = np.asarray(e.token_scores)
+        tmp = path.with_name(f".{path.name}.tmp.npz")
+        np.savez_compressed(tmp, **arrays)
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Attributions:
+        with np.load(Path(path), allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            examples = []
+            for i, d in enumerate(meta.pop("examples")):
+                ts = z[f"token_scores_{i}"] if f"token_scores_{i}" in z.files else None
+                examples.append(ExampleAttribution(scores=z[f"scores_{i}"], token_scores=ts,
+                                                   attributable=z[f"attributable_{i}"], **d))
+        return cls(examples=examples, **meta)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if hasattr(o, "item"):
+        return o.item()
+    return str(o)

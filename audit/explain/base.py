@@ -1,0 +1,216 @@
+"""The explainer registry and the one call shape every method shares (captum style).
+
+``explain(handle, inputs, method=..., target=..., **options) -> Attributions``. A method is a
+function registered with :func:`register_explainer`; it receives prepared examples (token ids,
+baseline ids, the target function) and returns one result dict per example. Options are
+declared with their defaults, so an unknown option is an error that lists the valid ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from audit.explain.attributions import Attributions, ExampleAttribution
+from audit.explain.errors import MethodNotValidError, OptionError, UnknownMethodError
+from audit.explain.targets import MODES, Prepared, prepare, target_mode
+from audit.models import KINDS
+from audit.registry import Registry, UnknownNameError
+from audit.scoring import default_batch_tokens
+
+if TYPE_CHECKING:
+    from audit.models import ModelHandle
+
+logger = logging.getLogger(__name__)
+
+#: options every method accepts
+COMMON_OPTIONS: dict[str, Any] = {
+    "baseline": "pad",  # the token a removed position holds / IG starts from
+    "max_batch_tokens": None,  # padded tokens per forward (rows × length); None: by device
+}
+#: relative IG completeness gap above which a warning is raised (DESIGN.md)
+GAP_WARNING = 0.05
+
+ExplainFn = Callable[["ModelHandle", list[Prepared], dict[str, Any], bool], list[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Explainer:
+    """A registered attribution method and what it can explain."""
+
+    name: str
+    fn: ExplainFn
+    layout: str = "token"
+    description: str = ""
+    reference: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    kinds: tuple[str, ...] = KINDS
+    #: target modes it can explain (None: all)
+    modes: tuple[str, ...] | None = None
+    needs_attention: bool = False
+    #: differentiable in embedding space: sensitivity-max can re-run it on perturbed embeddings
+    gradient: bool = False
+
+    def defaults(self) -> dict[str, Any]:
+        return {**COMMON_OPTIONS, **self.options}
+
+
+_EXPLAINERS: Registry[Explainer] = Registry("explainer")
+
+
+def register_explainer(
+    name: str,
+    *,
+    layout: str = "token",
+    description: str = "",
+    reference: str = "",
+    options: dict[str, Any] | None = None,
+    kinds: Sequence[str] = KINDS,
+    modes: Sequence[str] | None = None,
+    needs_attention: bool = False,
+    gradient: bool = False,
+) -> Callable[[ExplainFn], ExplainFn]:
+    """Register ``fn(handle, prepared, options, progress) -> [per-example dict]`` under ``name``.
+
+    Each dict holds ``scores`` and optionally ``token_scores`` (K, T), ``completeness`` and ``info``.
+    """
+
+    def deco(fn: ExplainFn) -> ExplainFn:
+        _EXPLAINERS.register(name)(Explainer(
+            name=name, fn=fn, layout=layout, description=description, reference=reference,
+            options=dict(options or {}), kinds=tuple(kinds), modes=tuple(modes) if modes else None,
+            needs_attention=needs_attention, gradient=gradient))
+        return fn
+
+    return deco
+
+
+def list_explainers() -> list[str]:
+    """Names of every registered method."""
+    return _EXPLAINERS.names()
+
+
+def get_explainer(name: str) -> Explainer:
+    try:
+        return _EXPLAINERS.get(name)
+    except UnknownNameError as exc:
+        raise UnknownMethodError(f"unknown explain method {name!r}; known: {', '.join(list_explainers())}") from exc
+
+
+def resolve_options(ex: Explainer, options: dict[str, Any]) -> dict[str, Any]:
+    defaults = ex.defaults()
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise OptionError(f"unknown option(s) {unknown} for method {ex.name!r}; valid: {', '.join(sorted(defaults))}")
+    return {**defaults, **options}
+
+
+def check_valid(handle: ModelHandle, ex: Explainer, mode: str) -> None:
+    """Raise :class:`MethodNotValidError` when ``ex`` cannot explain this kind / target mode."""
+    if handle.kind not in ex.kinds:
+        raise MethodNotValidError(
+            f"method {ex.name!r} is not valid for a {handle.kind} model ({handle.name}); it supports "
+            f"{', '.join(ex.kinds)}")
+    if ex.modes is not None and mode not in ex.modes:
+        ok = [m for m in MODES[handle.kind] if m in ex.modes]
+        raise MethodNotValidError(
+            f"method {ex.name!r} is not valid for a {handle.kind} model with target mode {mode!r}"
+            + (f"; use mode {' or '.join(map(repr, ok))}" if ok else "; no target mode of this kind fits"))
+
+
+def batch_tokens(handle: ModelHandle, opts: dict[str, Any], grad: bool) -> int:
+    """Padded-token budget per forward; gradient passes keep activations, so get a quarter."""
+    b = opts.get("max_batch_tokens") or default_batch_tokens(handle)
+    return max(1, int(b) // 4) if grad and not opts.get("max_batch_tokens") else int(b)
+
+
+def explain(
+    handle: ModelHandle,
+    inputs: Any,
+    method: str = "ig",
+    target: dict[str, Any] | None = None,
+    *,
+    progress: bool = False,
+    **options: Any,
+) -> Attributions:
+    """Attribute ``target`` for each input with ``method``.
+
+    Args:
+        handle: a loaded model (:func:`audit.load_model`).
+        inputs: a text, a list of texts, or (text, pair) tuples for sentence encoders.
+        method: a name from :func:`list_explainers`.
+        target: kind-specific target (see :mod:`audit.explain.targets`); None uses the kind's
+            default (top prediction / predicted class / next token).
+        options: method options (e.g. ``n_steps``, ``internal_batch_size`` for IG; ``layers``,
+            ``heads`` for attention) plus ``baseline`` and ``max_batch_tokens``.
+    """
+    ex = get_explainer(method)
+    opts = resolve_options(ex, options)
+    check_valid(handle, ex, target_mode(handle.kind, target))
+    preps = prepare(handle, inputs, target, baseline=opts["baseline"])
+    return explain_prepared(handle, preps, method, target=target, progress=progress, **options)
+
+
+def explain_prepared(
+    handle: ModelHandle,
+    preps: list[Prepared],
+    method: str,
+    *,
+    target: dict[str, Any] | None = None,
+    progress: bool = False,
+    **options: Any,
+) -> Attributions:
+    """:func:`explain` on examples already prepared (several methods share one preparation)."""
+    ex = get_explainer(method)
+    opts = resolve_options(ex, options)
+    check_valid(handle, ex, target_mode(handle.kind, target))
+    t0 = time.perf_counter()
+    was_training = handle.model.training
+    handle.model.eval()
+    try:
+        outs = ex.fn(handle, preps, opts, progress)
+    finally:
+        handle.model.train(was_training)
+    examples: list[ExampleAttribution] = []
+    warnings: list[str] = []
+    for p, o in zip(preps, outs, strict=True):
+        ts = o.get("token_scores")
+        if ts is not None:
+            ts = np.asarray(ts, dtype=np.float64)
+            if p.target_positions is not None:
+                ar = np.arange(p.length)
+                for k, pos in enumerate(p.target_positions):
+                    ts[k, ar >= pos] = np.nan
+        e = ExampleAttribution(
+            index=p.index, text=p.text, tokens=p.tokens, scores=np.asarray(o["scores"], dtype=np.float64),
+            token_scores=ts, target_names=list(p.target_names), attributable=p.attributable.cpu().numpy(),
+            target_positions=p.target_positions, completeness=o.get("completeness"),
+            info={**p.info, **o.get("info", {})})
+        if ex.layout == "token" and ts is not None:
+            e.scores = ts
+        gap = e.gap()
+        if not math.isnan(gap) and gap > GAP_WARNING:
+            steps = (e.completeness or {}).get("n_steps")
+            msg = (f"{method}: example {p.index}: completeness gap {gap:.1%} > {GAP_WARNING:.0%} "
+                   f"at {steps} steps; the attributions do not add up to f(x) − f(baseline)")
+            logger.warning(msg)
+            warnings.append(msg)
+        examples.append(e)
+    layers = opts.get("layers") if ex.layout == "attention" else None
+    heads = opts.get("heads") if ex.layout == "attention" else None
+    if outs and "layers" in outs[0]:
+        layers, heads = outs[0]["layers"], outs[0]["heads"]
+    return Attributions(
+        method=method, layout=ex.layout, examples=examples, model=handle.name, kind=handle.kind,
+        target=dict(target or {}), options={k: v for k, v in opts.items() if _jsonable(v)},
+        layers=layers, heads=heads, warnings=warnings, duration_s=time.perf_counter() - t0)
+
+
+def _jsonable(v: Any) -> bool:
+    return v is None or isinstance(v, (str, int, float, bool, list, tuple, dict))

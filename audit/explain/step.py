@@ -1,0 +1,318 @@
+"""Explainers as a step of an audit run, writing ``explain/<name>/`` in the run directory.
+
+An ``explain:`` entry of the audit config::
+
+    - name: nurse
+      methods: [ig, occlusion, rollout]       # or method: ig
+      texts: ["The nurse said [MASK] was tired."]   # or data: file.txt / file.csv (text column)
+      target: {token: "she"}                  # kind-specific, see audit.explain.targets
+      options: {n_steps: 64, ig: {internal_batch_size: 16}}   # shared, or per method
+      metrics: [comprehensiveness, sufficiency, tau_loo]
+
+:func:`run_explain_step` writes ``attributions.parquet``, ``metrics.parquet`` and, last,
+``summary.json`` with ``"status": "complete"``. :func:`explain_bias_items` explains both sentences
+of the items a bias probe flags most strongly (``explain/<probe>-items/``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from audit.explain.base import (
+    COMMON_OPTIONS,
+    explain_prepared,
+    get_explainer,
+    list_explainers,
+    resolve_options,
+)
+from audit.explain.base import check_valid as _check_valid
+from audit.explain.errors import ExplainError, MethodNotValidError
+from audit.explain.targets import prepare, target_mode
+from audit.store import SCHEMA_VERSION, RunDir, now_iso, write_json, write_parquet
+
+if TYPE_CHECKING:
+    from audit.explain.attributions import Attributions
+    from audit.models import ModelHandle
+
+logger = logging.getLogger(__name__)
+
+#: options that shape the prepared inputs or the metrics, shared by all methods of a step
+STEP_OPTIONS = {"removal": "baseline", "curve_points": 50, "infidelity_samples": 16, "infidelity_noise": 0.1,
+                "sensitivity_samples": 8, "sensitivity_radius": 0.02}
+
+
+class ExplainSpec(BaseModel):
+    """One ``explain:`` entry of the audit config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    methods: list[str] | None = None
+    method: str | None = None
+    texts: list[str | tuple[str, str]] | None = None
+    data: str | None = None
+    text_column: str = "text"
+    pair_column: str | None = None
+    rationale_column: str | None = None
+    rationales: list[list[str] | None] | None = None
+    target: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)
+    metrics: list[str] | None = None
+    max_examples: int | None = Field(default=None, gt=0)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if "/" in v or "\\" in v or v.startswith("."):
+            raise ValueError(f"{v!r} must be a plain folder name")
+        return v
+
+    @field_validator("methods", "method")
+    @classmethod
+    def _known_methods(cls, v: list[str] | str | None) -> list[str] | str | None:
+        known = list_explainers()
+        for m in [v] if isinstance(v, str) else v or []:
+            if m not in known:
+                raise ValueError(f"unknown method {m!r}; known: {', '.join(known)}")
+        return v
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, v: list[str] | None) -> list[str] | None:
+        from audit.metrics import check_metrics
+
+        return None if v is None else check_metrics(v)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExplainSpec:
+        methods = list(self.methods or []) + ([self.method] if self.method else [])
+        if not methods:
+            raise ValueError("give 'methods' (a list) or 'method'")
+        self.methods = list(dict.fromkeys(methods))
+        self.method = None
+        if (self.texts is None) == (self.data is None):
+            raise ValueError("give exactly one of 'texts' and 'data'")
+        if self.texts is not None and not self.texts:
+            raise ValueError("'texts' is empty")
+        if self.rationales is not None and self.texts is not None and len(self.rationales) != len(self.texts):
+            raise ValueError(f"'rationales' has {len(self.rationales)} entries for {len(self.texts)} texts")
+        method_options(self.methods, self.options)
+        return self
+
+
+def method_options(methods: list[str], options: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Split shared / per-method options; every option must fit at least one method."""
+    shared = {k: v for k, v in options.items() if k not in methods}
+    per = {m: dict(options.get(m) or {}) for m in methods}
+    for m in methods:
+        if m in options and not isinstance(options[m], dict):
+            raise ValueError(f"options.{m} must be a mapping of {m} options")
+    out: dict[str, dict[str, Any]] = {}
+    used: set[str] = set()
+    for m in methods:
+        valid = get_explainer(m).defaults()
+        for k in per[m]:
+            if k not in valid:
+                raise ValueError(f"options.{m}: unknown option {k!r}; valid: {', '.join(sorted(valid))}")
+            if k == "baseline":
+                raise ValueError(f"options.{m}: set 'baseline' in the shared options (all methods share the input)")
+        mine = {k: v for k, v in shared.items() if k in valid}
+        used |= set(mine)
+        out[m] = {**mine, **per[m]}
+    unknown = set(shared) - used - set(STEP_OPTIONS)
+    if unknown:
+        raise ValueError(f"options: {sorted(unknown)} fit none of the methods {methods}")
+    return out
+
+
+def validate_explain_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """Check an ``explain:`` entry; returns it normalised (``methods`` list). Errors name the field."""
+    if not isinstance(spec, dict):
+        raise ValueError(f"explain entry must be a mapping, got {type(spec).__name__}")
+    try:
+        return ExplainSpec.model_validate(spec).model_dump()
+    except ValidationError as exc:
+        label = spec.get("name", "?")
+        msgs = []
+        for err in exc.errors():
+            loc = ".".join(str(x) for x in err["loc"])
+            msg = err["msg"].removeprefix("Value error, ")
+            msgs.append(f"field {loc!r}: {msg}" if loc else msg)
+        raise ValueError(f"explain entry {label!r}: " + "; ".join(msgs)) from None
+
+
+def load_inputs(spec: dict[str, Any]) -> tuple[list[Any], list[list[str] | None] | None]:
+    """The inputs (texts or (text, pair) tuples) and rationales of a validated spec."""
+    if spec.get("texts") is not None:
+        inputs = [tuple(t) if isinstance(t, (list, tuple)) else t for t in spec["texts"]]
+        rationales = spec.get("rationales")
+    else:
+        path = Path(spec["data"])
+        if not path.is_file():
+            raise ExplainError(f"explain entry {spec['name']!r}: data file {str(path)!r} not found")
+        if path.suffix.lower() in {".csv", ".tsv"}:
+            df = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",")
+            for col in [spec["text_column"], spec.get("pair_column"), spec.get("rationale_column")]:
+                if col and col not in df.columns:
+                    raise ExplainError(f"data file {path}: no column {col!r} (columns: {', '.join(df.columns)})")
+            texts = df[spec["text_column"]]
+            bad = texts.isna() | (texts.astype(str).str.strip() == "")
+            if bad.any():
+                raise ExplainError(f"data file {path}: row {int(bad.idxmax()) + 2}: empty {spec['text_column']!r}")
+            pc = spec.get("pair_column")
+            inputs = ([(str(a), str(b)) for a, b in zip(texts, df[pc], strict=True)] if pc
+                      else [str(t) for t in texts])
+            rc = spec.get("rationale_column")
+            rationales = ([[s for s in str(r).split("|") if s.strip()] if isinstance(r, str) else None
+                           for r in df[rc]] if rc else spec.get("rationales"))
+        else:
+            inputs = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            rationales = spec.get("rationales")
+        if not inputs:
+            raise ExplainError(f"data file {path} has no texts")
+    n = spec.get("max_examples")
+    if n:
+        inputs = inputs[:n]
+        rationales = rationales[:n] if rationales else rationales
+    return inputs, rationales
+
+
+def _write_outputs(out_dir: Path, frame: pd.DataFrame, metrics: pd.DataFrame, summary: dict[str, Any]) -> None:
+    write_parquet(out_dir / "attributions.parquet", frame)
+    write_parquet(out_dir / "metrics.parquet", metrics)
+    write_json(out_dir / "summary.json", summary)  # the completion marker, always last
+
+
+def _run_methods(handle: ModelHandle, preps: list[Any], methods: list[str], per: dict[str, dict[str, Any]],
+                 target: dict[str, Any], progress: bool) -> tuple[list[Attributions], dict[str, float]]:
+    attrs: list[Attributions] = []
+    timings: dict[str, float] = {}
+    for m in methods:
+        a = explain_prepared(handle, preps, m, target=target, progress=progress, **per[m])
+        attrs.append(a)
+        timings[m] = round(a.duration_s, 3)
+        logger.info("explain %s: %d examples in %.1f s", m, len(preps), a.duration_s)
+    return attrs, timings
+
+
+def run_explain_step(handle: ModelHandle, spec: dict[str, Any], run_dir: RunDir, name: str, seed: int = 0,
+                     progress: bool = True) -> dict[str, Any]:
+    """Run one ``explain:`` entry and write ``explain/<name>/`` (summary.json last)."""
+    import torch
+
+    from audit.metrics import DEFAULT_METRICS, evaluate, summarize
+
+    t0 = time.perf_counter()
+    spec = validate_explain_spec({**spec, "name": spec.get("name", name)})
+    out_dir = run_dir.explain_dir(name)
+    methods: list[str] = spec["methods"]
+    per = method_options(methods, spec["options"])
+    step = {k: spec["options"].get(k, v) for k, v in STEP_OPTIONS.items()}
+    target = spec["target"]
+    try:
+        mode = target_mode(handle.kind, target)
+        for m in methods:  # fail before any work
+            _check_valid(handle, get_explainer(m), mode)
+            resolve_options(get_explainer(m), per[m])
+        inputs, rationales = load_inputs(spec)
+        torch.manual_seed(seed)
+        preps = prepare(handle, inputs, target, baseline=spec["options"].get("baseline", COMMON_OPTIONS["baseline"]))
+        attrs, timings = _run_methods(handle, preps, methods, per, target, progress)
+        metric_names = spec["metrics"] if spec["metrics"] is not None else list(DEFAULT_METRICS)
+        t1 = time.perf_counter()
+        mdf = evaluate(handle, preps, attrs, metric_names, rationales=rationales, removal=step["removal"],
+                       curve_points=step["curve_points"], infidelity_samples=step["infidelity_samples"],
+                       infidelity_noise=step["infidelity_noise"], sensitivity_samples=step["sensitivity_samples"],
+                       sensitivity_radius=step["sensitivity_radius"], seed=seed, progress=progress)
+        timings["metrics"] = round(time.perf_counter() - t1, 3)
+        frame = pd.concat([a.to_frame() for a in attrs], ignore_index=True)
+        warnings = [w for a in attrs for w in a.warnings]
+        duration = time.perf_counter() - t0
+        summary = {
+            "schema_version": SCHEMA_VERSION, "name": name, "status": "complete", "methods": methods,
+            "texts": [p.text for p in preps], "pairs": [p.pair for p in preps] if handle.kind == "encoder" else None,
+            "target": {"spec": target, "mode": mode, "per_example": [p.target_names for p in preps]},
+            "metrics": summarize(mdf), "metric_names": metric_names, "warnings": warnings,
+            "options": {m: attrs[i].options for i, m in enumerate(methods)}, "model": handle.name,
+            "kind": handle.kind, "seed": seed, "timings_s": timings, "duration_s": round(duration, 3),
+            "n_examples": len(preps), "finished_at": now_iso(),
+        }
+        _write_outputs(out_dir, frame, mdf, summary)
+    except Exception as exc:
+        write_json(out_dir / "summary.json", {"schema_version": SCHEMA_VERSION, "name": name, "status": "failed",
+                                              "error": f"{type(exc).__name__}: {exc}", "finished_at": now_iso()})
+        raise
+    return {"status": "complete", "name": name, "duration_s": round(duration, 3), "n_examples": len(preps),
+            "methods": methods, "warnings": len(warnings)}
+
+
+def explain_bias_items(handle: ModelHandle, run_dir: RunDir | str | Path, probe_name: str, top_k: int = 3,
+                       method: str = "ig", *, metrics: list[str] | None = None, progress: bool = False,
+                       **options: Any) -> dict[str, Any]:
+    """Explain both sentences of the ``top_k`` items a completed probe ranks most biased.
+
+    Items are ranked by |info["item_effect"]| from the probe's summary; the two sentences are
+    the first two ``info["item_text"]`` columns (e.g. CrowS-Pairs ``sent_more`` / ``sent_less``).
+    The target is the sentence score the probe compares: the log-likelihood for causal LMs, the
+    pseudo-log-likelihood for masked LMs (a proxy: every token is scored, not only the shared
+    ones). Writes ``explain/<probe>-items/`` with the extra columns ``item`` and ``side``.
+    """
+    from audit.metrics import evaluate, summarize
+
+    t0 = time.perf_counter()
+    rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    if not rd.probe_complete(probe_name):
+        raise ExplainError(f"probe {probe_name!r} has no complete result in {rd.path}")
+    info = rd.probe_summary(probe_name).get("info") or {}
+    effect, text_cols = info.get("item_effect"), list(info.get("item_text") or [])
+    if not effect or len(text_cols) < 2:
+        raise ExplainError(f"probe {probe_name!r}: summary info needs 'item_effect' and two 'item_text' columns "
+                           f"to link items to explanations (got {info})")
+    items = rd.probe_items(probe_name)
+    for col in [effect, *text_cols[:2]]:
+        if col not in items.columns:
+            raise ExplainError(f"probe {probe_name!r}: items.parquet has no column {col!r}")
+    target = {"causal-lm": {"mode": "sentence"}, "masked-lm": {"mode": "pll"}}.get(handle.kind)
+    if target is None:
+        raise MethodNotValidError(f"explaining bias items scores sentences, which needs a causal or masked LM; "
+                                  f"{handle.name} is a {handle.kind} model")
+    ranked = items[effect].dropna().abs().sort_values(ascending=False, kind="stable").index[:top_k]
+    sides = text_cols[:2]
+    texts, keys = [], []
+    for idx in ranked:
+        for side in sides:
+            texts.append(str(items.at[idx, side]))
+            keys.append((int(idx), side))
+    name = f"{probe_name}-items"
+    out_dir = rd.explain_dir(name)
+    preps = prepare(handle, texts, target, baseline=options.pop("baseline", "pad"))
+    attr = explain_prepared(handle, preps, method, target=target, progress=progress, **options)
+    mdf = evaluate(handle, preps, [attr], metrics or ["completeness_gap"], progress=progress)
+    frame = attr.to_frame()
+    for df in (frame, mdf):
+        df["item"] = [keys[e][0] for e in df["example"]]
+        df["side"] = [keys[e][1] for e in df["example"]]
+    item_rows = []
+    for j, idx in enumerate(ranked):
+        f = {}
+        for s, side in enumerate(sides):
+            comp = attr.examples[2 * j + s].completeness or {}
+            f[side] = (comp.get("f_input") or [None])[0]
+        item_rows.append({"item": int(idx), "effect": float(items.at[idx, effect]),
+                          "texts": {side: str(items.at[idx, side]) for side in sides}, "score": f})
+    summary = {
+        "schema_version": SCHEMA_VERSION, "name": name, "status": "complete", "probe": probe_name,
+        "item_effect": effect, "sides": sides, "items": item_rows, "methods": [method], "texts": texts,
+        "target": {"spec": target, "mode": target["mode"]}, "metrics": summarize(mdf), "warnings": attr.warnings,
+        "model": handle.name, "kind": handle.kind, "duration_s": round(time.perf_counter() - t0, 3),
+        "finished_at": now_iso(),
+    }
+    _write_outputs(out_dir, frame, mdf, summary)
+    return {"status": "complete", "name": name, "n_items": len(ranked), "duration_s": summary["duration_s"],
+            "warnings": len(attr.warnings)}

@@ -1,0 +1,328 @@
+"""audit.explain on tiny models: completeness, hand-computed attention maths, every kind, clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from audit.explain import (
+    Attributions,
+    ExplainError,
+    InputTooLongError,
+    MethodNotValidError,
+    OptionError,
+    TargetError,
+    UnknownMethodError,
+    explain,
+    list_explainers,
+    prepare,
+)
+from audit.explain.attention import attention_flow, attention_rollout, gradient_rollout
+from audit.explain.gradient import ig_multi
+from audit.explain.perturbation import Ablator
+
+ALL = ["attention", "attention_flow", "grad_rollout", "gradient_shap", "head_importance", "ig", "input_x_gradient",
+       "kernel_shap", "lime", "occlusion", "rollout", "saliency"]
+FAST = {"ig": {"n_steps": 4}, "gradient_shap": {"n_samples": 2}, "lime": {"n_samples": 16},
+        "kernel_shap": {"n_samples": 16}}
+
+MLM_TEXT = "the nurse said [MASK] was tired"
+CASES = {  # fixture -> (inputs, target)
+    "bert_mlm": ([MLM_TEXT], {"token": "she"}),
+    "roberta_mlm": (["the nurse said <mask> was tired"], {}),
+    "bert_encoder": ([("the nurse is kind", "the doctor is kind")], {}),
+    "bert_classifier": (["the nurse is kind at home"], {"class": 1}),
+    "gpt2": (["the nurse is kind"], {}),
+    "llama": (["the nurse is kind"], {"mode": "generate", "max_new_tokens": 2}),
+}
+
+
+def test_registry_lists_every_method() -> None:
+    assert sorted(list_explainers()) == ALL
+
+
+# ---------------------------------------------------------------------------------------------
+# attention maths against hand-computed values
+# ---------------------------------------------------------------------------------------------
+
+
+def test_rollout_two_layers_by_hand() -> None:
+    layer1 = np.array([[[1.0, 0.0], [0.5, 0.5]], [[0.5, 0.5], [0.0, 1.0]]])  # head mean [[.75,.25],[.25,.75]]
+    layer2 = np.array([[[1.0, 0.0], [0.2, 0.8]], [[1.0, 0.0], [0.2, 0.8]]])
+    # Â1 = rownorm(A + I) = [[.875, .125], [.125, .875]];  Â2 = [[1, 0], [.1, .9]]
+    # R = Â2 · Â1 = [[.875, .125], [.1·.875 + .9·.125, .1·.125 + .9·.875]] = [[.875, .125], [.2, .8]]
+    r = attention_rollout(np.stack([layer1, layer2]))
+    assert r == pytest.approx(np.array([[0.875, 0.125], [0.2, 0.8]]))
+    # without the residual: A2 · A1 = [[.75, .25], [.2·.75 + .8·.25, .2·.25 + .8·.75]]
+    assert attention_rollout(np.stack([layer1, layer2]), residual=False) == pytest.approx(
+        np.array([[0.75, 0.25], [0.35, 0.65]]))
+
+
+def test_attention_flow_four_tokens_by_hand() -> None:
+    a1 = np.array([[0.7, 0.1, 0.1, 0.1], [0.2, 0.5, 0.2, 0.1], [0.1, 0.1, 0.6, 0.2], [0.25, 0.25, 0.25, 0.25]])
+    a2 = np.array([[0.4, 0.3, 0.2, 0.1], [0.1, 0.6, 0.2, 0.1], [0.3, 0.3, 0.3, 0.1], [0.1, 0.1, 0.1, 0.7]])
+    # paths (2,0) → (1,k) → (0,j) share no edge, so the max-flow is Σₖ min(a2[0,k], a1[k,j]):
+    # j=0: .4+.2+.1+.1 = .8;  j=1: .1+.3+.1+.1 = .6;  j=2: .1+.2+.2+.1 = .6;  j=3: .1+.1+.2+.1 = .5
+    flow = attention_flow(np.stack([a1, a2]), [0], residual=False)
+    assert flow[0] == pytest.approx([0.8, 0.6, 0.6, 0.5])
+    # output token 3: j=0: min(.1,.7)+min(.1,.2)+min(.1,.1)+min(.7,.25) = .1+.1+.1+.25 = .55
+    assert attention_flow(np.stack([a1, a2]), [3], residual=False)[0, 0] == pytest.approx(0.55)
+
+
+def test_gradient_rollout_by_hand() -> None:
+    a = np.array([[[[0.6, 0.4], [0.3, 0.7]]]])  # one layer, one head
+    g = np.array([[[[1.0, -1.0], [2.0, 0.0]]]])
+    # cam = (g ⊙ a)⁺ = [[.6, 0], [.6, 0]];  R = I + cam · I
+    assert gradient_rollout(a, g) == pytest.approx(np.array([[1.6, 0.0], [0.6, 1.0]]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Integrated Gradients
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fixture,inputs,target", [
+    ("bert_encoder", [("the nurse is kind", "the doctor is kind")], {}),
+    ("bert_mlm", [MLM_TEXT], {"output": "logit"}),
+    ("gpt2", ["the nurse is kind"], {}),
+    ("llama", ["the nurse is kind"], {"mode": "generate", "max_new_tokens": 3}),
+])
+def test_ig_is_complete_with_enough_steps(request: pytest.FixtureRequest, fixture: str, inputs: list, target: dict
+                                          ) -> None:
+    handle = request.getfixturevalue(fixture)
+    a = explain(handle, inputs, "ig", target, n_steps=64)
+    e = a[0]
+    c = e.completeness
+    assert c is not None and c["n_steps"] == 64
+    for fx, fb, s in zip(c["f_input"], c["f_baseline"], c["attribution_sum"], strict=True):
+        assert abs(fx - fb) > 1e-6  # a real prediction change to explain
+        assert abs(s - (fx - fb)) / abs(fx - fb) < 0.01
+    assert np.nanmax(a.completeness_gaps()) < 0.01
+    assert not a.warnings
+    # fixed positions (special tokens, the [MASK], BOS) get nothing
+    assert np.all(e.token_scores[:, ~e.attributable][np.isfinite(e.token_scores[:, ~e.attributable])] == 0)
+
+
+def test_ig_batches_examples_like_one_at_a_time(bert_mlm) -> None:  # type: ignore[no-untyped-def]
+    texts = [MLM_TEXT, "he said [MASK] is a good doctor at home", "[MASK] was kind"]
+    together = explain(bert_mlm, texts, "ig", n_steps=16, max_batch_tokens=100000)
+    for i, t in enumerate(texts):
+        alone = explain(bert_mlm, [t], "ig", n_steps=16)
+        assert together[i].token_scores == pytest.approx(alone[0].token_scores, abs=1e-6)
+
+
+def test_captum_ig_equals_hand_batched_ig(gpt2) -> None:  # type: ignore[no-untyped-def]
+    a = explain(gpt2, "the doctor was rich", "ig", n_steps=16)
+    p = prepare(gpt2, "the doctor was rich")[0]
+    hand = ig_multi(gpt2, p, 16, rows=5)
+    assert hand["token_scores"] == pytest.approx(a[0].token_scores, abs=1e-6)
+
+
+def test_generation_ig_matches_captum_llm_attribution(gpt2) -> None:  # type: ignore[no-untyped-def]
+    """With earlier generated tokens held fixed and log-prob targets, rows equal Captum's
+    LLMGradientAttribution (the same IG, one target at a time)."""
+    from captum.attr import LayerIntegratedGradients, LLMGradientAttribution, TextTokenInput
+
+    tok = gpt2.tokenizer
+    text = "the nurse is kind"
+    a = explain(gpt2, text, "ig", {"mode": "generate", "max_new_tokens": 3, "output": "logprob",
+                                   "attribute_generated": False}, n_steps=16)
+    e = a[0]
+    n_src = e.info["source_length"]
+    gen = [int(x) for x in prepare(gpt2, text, {"mode": "generate", "max_new_tokens": 3})[0].ids[n_src:]]
+    llm = LLMGradientAttribution(LayerIntegratedGradients(gpt2.model, gpt2.input_embeddings()), tok)
+    inp = TextTokenInput(tok.eos_token + text, tok, skip_tokens=[tok.eos_token_id])
+    res = llm.attribute(inp, target=torch.tensor(gen), n_steps=16, baselines=torch.zeros_like(inp.to_tensor()))
+    assert res.token_attr.numpy() == pytest.approx(e.token_scores[:, 1:n_src], abs=1e-6)
+    # the generation matrix: target k sees the source and the generated tokens before it
+    assert e.token_scores.shape == (3, n_src + 3)
+    assert np.isnan(e.token_scores[0, n_src:]).all() and np.isnan(e.token_scores[1, n_src + 1:]).all()
+
+
+def test_adaptive_ig_and_gap_warning(gpt2) -> None:  # type: ignore[no-untyped-def]
+    # two left-Riemann steps are far from complete on a nonlinear target: the gap warning fires
+    a = explain(gpt2, "the nurse is kind", "ig", {"output": "logit"}, n_steps=2, integration="riemann_left")
+    assert a[0].gap() > 0.05 and a.warnings and "completeness gap" in a.warnings[0]
+    b = explain(gpt2, "the nurse is kind", "ig", {"output": "logit"}, n_steps=2, integration="riemann_left",
+                adaptive=True, max_steps=256, gap_tolerance=0.01)
+    ad = b[0].info["adaptive"]
+    assert ad["met"] and b[0].gap() <= 0.01 and ad["n_steps"] > 2
+
+
+# ---------------------------------------------------------------------------------------------
+# every kind, every method
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fixture", list(CASES))
+def test_every_method_on_every_kind(request: pytest.FixtureRequest, fixture: str) -> None:
+    handle = request.getfixturevalue(fixture)
+    inputs, target = CASES[fixture]
+    for method in ALL:
+        a = explain(handle, inputs, method, target, **FAST.get(method, {}))
+        assert isinstance(a, Attributions) and a.method == method and len(a) == 1
+        e = a[0]
+        k = e.target_positions and len(e.target_positions) or 1
+        if a.layout == "heads":
+            assert e.scores.shape == (2, 4) and np.all(e.scores >= 0) and e.scores.sum() > 0
+        else:
+            assert e.token_scores.shape == (k, len(e.tokens))
+            assert np.isfinite(e.token_scores[0][: (e.target_positions or [len(e.tokens)])[0]]).all()
+        frame = a.to_frame()
+        assert {"example", "text", "method", "target", "token_index", "token", "score", "layer", "head",
+                "source_index", "target_index"} <= set(frame.columns)
+        assert len(frame) > 0 and frame["score"].notna().all()
+
+
+def test_attention_keeps_only_requested_layers_and_heads(bert_mlm) -> None:  # type: ignore[no-untyped-def]
+    a = explain(bert_mlm, MLM_TEXT, "attention", layers=[1], heads=[0, 2])
+    e = a[0]
+    t = len(e.tokens)
+    assert a.layers == [1] and a.heads == [0, 2] and e.scores.shape == (1, 2, t, t)
+    assert e.scores.sum(-1) == pytest.approx(np.ones((1, 2, t)))
+    frame = a.to_frame()
+    att = frame[frame["source_index"].notna()]
+    assert set(att["layer"]) == {1} and set(att["head"]) == {0, 2} and len(att) == 2 * t * t
+    full = explain(bert_mlm, MLM_TEXT, "attention")[0].scores  # all layers, all heads
+    assert e.scores[0] == pytest.approx(full[1][[0, 2]])
+    # rollout = the product of rownorm(head mean + I) over the captured layers
+    ro = explain(bert_mlm, MLM_TEXT, "rollout")[0]
+    assert ro.scores == pytest.approx(attention_rollout(full), abs=1e-6)
+    mask_pos = ro.info["mask_position"]
+    assert ro.token_scores[0] == pytest.approx(ro.scores[mask_pos])
+
+
+def test_occlusion_equals_captum_feature_ablation(bert_classifier) -> None:  # type: ignore[no-untyped-def]
+    from captum.attr import FeatureAblation
+
+    p = prepare(bert_classifier, "the nurse is kind at home", {"class": 0})[0]
+    ours = explain(bert_classifier, "the nurse is kind at home", "occlusion", {"class": 0})[0].token_scores[0]
+    layer = bert_classifier.input_embeddings()
+    fa = FeatureAblation(lambda ids, a, c: p.fn(layer(ids), a, c)[:, 0])
+    ref = fa.attribute(p.ids[None], baselines=p.baseline_ids[None], additional_forward_args=(p.attn()[None], *p.aux),
+                       feature_mask=torch.arange(p.length)[None], perturbations_per_eval=32)[0]
+    assert ours == pytest.approx(ref.double().numpy(), abs=1e-6)
+
+
+def _finite_difference_head(handle, p, layer: int, head: int, eps: float = 1e-2) -> float:  # type: ignore[no-untyped-def]
+    """d loss / d(scale of one head's columns of the output projection), by central differences."""
+    from audit.explain.arch import _get, arch_spec, blocks, n_heads
+    from audit.explain.attention import target_loss
+    from audit.explain.targets import embed_ids
+
+    proj = _get(blocks(handle)[layer], arch_spec(handle).out_proj)
+    w = proj.weight
+    d = (w.shape[1] if isinstance(proj, torch.nn.Linear) else w.shape[0]) // n_heads(handle)
+    sl = slice(head * d, (head + 1) * d)
+    orig = w.detach().clone()
+    vals = []
+    for s in (1 + eps, 1 - eps):
+        with torch.no_grad():
+            if isinstance(proj, torch.nn.Linear):
+                w[:, sl] = orig[:, sl] * s
+            else:  # GPT-2 Conv1D stores (in, out)
+                w[sl, :] = orig[sl, :] * s
+            y = p.fn(embed_ids(handle, p.ids[None]), p.attn()[None], *p.aux)
+            vals.append(float(target_loss(y.double(), p.fn.output)))
+            w.copy_(orig)
+    return abs(vals[0] - vals[1]) / (2 * eps)
+
+
+@pytest.mark.parametrize("fixture,text,target", [
+    ("llama", "the nurse is kind", {}),
+    ("bert_mlm", MLM_TEXT, {"token": "she"}),
+    ("gpt2", "the nurse is kind", {}),
+])
+def test_head_importance_is_the_gate_gradient(request: pytest.FixtureRequest, fixture: str, text: str, target: dict
+                                              ) -> None:
+    import copy
+
+    handle = copy.copy(request.getfixturevalue(fixture))
+    # float64 for the finite differences (Llama RMSNorm still rounds through float32: rel 2e-3)
+    handle.model = copy.deepcopy(handle.model).double()
+    handle.dtype = torch.float64
+    imp = explain(handle, text, "head_importance", target)[0].scores
+    p = prepare(handle, text, target)[0]
+    for layer, head in [(0, 1), (1, 3)]:
+        assert imp[layer, head] == pytest.approx(_finite_difference_head(handle, p, layer, head), rel=2e-3)
+
+
+def test_attributions_save_load_roundtrip(tmp_path, llama) -> None:  # type: ignore[no-untyped-def]
+    a = explain(llama, ["the nurse is kind"], "ig", {"mode": "generate", "max_new_tokens": 2}, n_steps=8)
+    path = a.save(tmp_path / "ig")
+    b = Attributions.load(path)
+    assert b.method == "ig" and b.options["n_steps"] == 8 and b.target == a.target
+    assert np.array_equal(b[0].token_scores, a[0].token_scores, equal_nan=True)
+    assert b[0].completeness == a[0].completeness and b[0].tokens == a[0].tokens
+    pd_a, pd_b = a.to_frame(), b.to_frame()
+    assert pd_a.equals(pd_b)
+    # generation frame: one row per (generated token, visible source token)
+    n_src = a[0].info["source_length"]
+    assert len(pd_a) == n_src + (n_src + 1) and set(pd_a["target_index"]) == {n_src, n_src + 1}
+
+
+def test_ablator_batches_copies(gpt2) -> None:  # type: ignore[no-untyped-def]
+    p = prepare(gpt2, "the nurse is kind")[0]
+    abl = Ablator(gpt2, p, max_batch_tokens=p.length * 4)
+    keep = np.random.default_rng(0).random((10, p.length)) > 0.5
+    both = abl(keep)
+    assert abl.calls == 3  # 10 copies, 4 per forward
+    one = np.concatenate([Ablator(gpt2, p)(k[None]) for k in keep])
+    assert both == pytest.approx(one, abs=1e-9)
+    masked = Ablator(gpt2, p, removal="mask")(keep)
+    assert not np.allclose(masked, both)
+
+
+# ---------------------------------------------------------------------------------------------
+# clear errors
+# ---------------------------------------------------------------------------------------------
+
+
+def test_unknown_method(bert_mlm) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(UnknownMethodError, match=r"unknown explain method 'shap'; known: .*ig"):
+        explain(bert_mlm, MLM_TEXT, "shap")
+
+
+def test_target_out_of_range(bert_mlm, bert_classifier) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(TargetError, match="mask_index 2 out of range: example 0 has 1"):
+        explain(bert_mlm, MLM_TEXT, "saliency", {"mask_index": 2})
+    with pytest.raises(TargetError, match=r"class 5 out of range: the classifier has 2 classes \(0..1\)"):
+        explain(bert_classifier, "the nurse is kind", "saliency", {"class": 5})
+    with pytest.raises(TargetError, match="id 99999 out of range"):
+        explain(bert_mlm, MLM_TEXT, "saliency", {"token": 99999})
+    with pytest.raises(TargetError, match="example 1 .* has no \\[MASK\\] token"):
+        explain(bert_mlm, [MLM_TEXT, "no mask here"], "saliency")
+
+
+def test_method_or_target_not_valid_for_kind(bert_mlm, gpt2, bert_encoder) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(MethodNotValidError, match="'rollout' is not valid for a causal-lm model with target mode "
+                                                  "'sentence'"):
+        explain(gpt2, "the nurse is kind", "rollout", {"mode": "sentence"})
+    with pytest.raises(MethodNotValidError, match="'attention_flow' is not valid for a masked-lm"):
+        explain(bert_mlm, "the nurse is kind", "attention_flow", {"mode": "pll"})
+    with pytest.raises(TargetError, match="mode 'generate' is not valid for a masked-lm model .*causal-lm"):
+        explain(bert_mlm, MLM_TEXT, "ig", {"mode": "generate"})
+    with pytest.raises(TargetError, match="unknown target field.*'class'.*masked-lm"):
+        explain(bert_mlm, MLM_TEXT, "ig", {"class": 1})
+    with pytest.raises(TargetError, match="cosine similarity with a second text"):
+        explain(bert_encoder, "the nurse is kind", "ig")
+    with pytest.raises(ExplainError, match="pairs are only for sentence encoders"):
+        explain(gpt2, [("a", "b")], "ig")
+
+
+def test_input_longer_than_the_model_allows(bert_mlm, gpt2) -> None:  # type: ignore[no-untyped-def]
+    long = " ".join(["kind"] * 200) + " [MASK]"
+    with pytest.raises(InputTooLongError, match=r"example 0 has \d+ tokens; .* accepts at most 128"):
+        explain(bert_mlm, long, "ig")
+    with pytest.raises(InputTooLongError, match="plus 8 new tokens"):
+        explain(gpt2, " ".join(["the"] * 121), "ig", {"mode": "generate"})
+    with pytest.raises(InputTooLongError, match="attention_flow: example 0 has 15 tokens.*max_tokens=10"):
+        explain(bert_mlm, MLM_TEXT + " today", "attention_flow", max_tokens=10)
+
+
+def test_unknown_option(bert_mlm) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(OptionError, match=r"unknown option\(s\) \['steps'\] for method 'ig'; valid: .*n_steps"):
+        explain(bert_mlm, MLM_TEXT, "ig", steps=3)
+    with pytest.raises(OptionError, match="removal 'drop' unknown"):
+        explain(bert_mlm, MLM_TEXT, "occlusion", removal="drop")
