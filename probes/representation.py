@@ -1,0 +1,418 @@
+"""Where a model encodes a protected attribute: linear probes on every layer's hidden states.
+
+For each layer ℓ (0 = the embedding output) the texts' pooled hidden states (mean over tokens by
+default; ``audit.scoring.hidden_states``) are the features of a cross-validated, L2-regularised
+logistic regression (scikit-learn; features standardised inside each training fold) that
+predicts the attribute (e.g. gender) of each text. High held-out accuracy says the attribute is
+linearly decodable at that layer (Belinkov 2022, "Probing Classifiers: Promises, Shortcomings,
+and Advances").
+
+Accuracy alone over-reads probes: an expressive probe can memorise word identities. Hewitt &
+Liang (2019, "Designing and Interpreting Probes with Control Tasks", EMNLP) compare it with a
+**control task**: the same inputs, each word *type* given a random label, kept for every
+occurrence of that type (here: the types' labels shuffled among the types, so the label balance
+is exact; see :func:`control_labels`). Only memorising types
+solves the control task, so **selectivity = accuracy − control accuracy** is the part of the
+accuracy that is not memorisation. Here the type of a text is the value of ``type_column`` (the
+built-in data: the person term, e.g. "my mother"); without a type column each text is its own
+type, and the control task is a shuffled-label baseline.
+
+Splits: ``split="type"`` (the default when there is a type column) is seeded
+``StratifiedGroupKFold`` with whole types held out: does the attribute generalise to terms the
+probe never saw? The control task is then near chance by construction, and selectivity is the
+accuracy above it. ``split="random"`` is seeded ``StratifiedKFold`` over texts, Hewitt & Liang's
+setting, where the same types recur in training and test folds. When the attribute is a property
+of the type (as in the built-in data: a term has one gender) the probe can then solve the real
+task and the control task alike by memorising the types, and selectivity stays near 0 whatever
+the model encodes — measured on both demo models, see ``benchmarks/RESULTS.md`` — so it is not
+the default. Without a type column the split is ``random``. The same folds serve every layer and
+both tasks.
+
+Per layer (the items table): accuracy (mean over folds) with a Student-t 95 % interval across
+folds, control accuracy, selectivity (per-fold differences, same interval), and the majority
+baseline (predicting each training fold's most frequent label). Summary: the largest
+selectivity and its layer, the accuracy at that layer with its interval and a permutation test
+of "no information" (scikit-learn ``permutation_test_score``: labels shuffled across texts, the
+probe refitted on the same folds; p = (1 + hits) / (1 + permutations)), the largest accuracy,
+and the majority baseline. The breakdown gives the accuracy of the best layer's held-out
+predictions within each attribute value and each ``breakdown_by`` group (e.g. language), with a
+Wilson interval and a binomial test against that group's majority share.
+
+The fold interval treats the k fold accuracies as independent, which they are not (training sets
+overlap; Bengio & Grandvalet 2004): read it as a rough indication of spread.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats as st
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, permutation_test_score
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
+from tqdm.auto import tqdm
+
+from audit import scoring
+from audit.probe import Probe, ProbeError, register_probe
+from audit.results import MetricInfo, MetricValue, ProbeResult
+from audit.stats import CONFIDENCE, binomial_test, group_breakdown, small_n_warning, wilson_ci
+
+if TYPE_CHECKING:
+    from audit.models import ModelHandle
+
+logger = logging.getLogger(__name__)
+
+DATA_DIR = Path(__file__).parent / "data" / "representation"
+DEFAULT_DATA = DATA_DIR / "gender_terms.csv"
+DEFAULT_BREAKDOWN = ("language",)
+SPLITS = ("random", "type")
+REF = "Hewitt & Liang 2019"
+
+METRICS = {
+    "max_selectivity": MetricInfo(
+        "max_selectivity", "largest (probe accuracy − control-task accuracy) over layers: attribute information a "
+        "linear probe reads beyond memorising word types", ideal=0.0, higher_is_better=False, range=(-1, 1),
+        reference=REF,
+    ),
+    "best_layer": MetricInfo(
+        "best_layer", "layer with the largest selectivity (0 = embeddings)", ideal=None, higher_is_better=None,
+        unit="layer",
+    ),
+    "best_layer_accuracy": MetricInfo(
+        "best_layer_accuracy", "held-out probe accuracy at the best layer (test: shuffled labels)", ideal=None,
+        higher_is_better=None, range=(0, 1), reference="Belinkov 2022",
+    ),
+    "max_accuracy": MetricInfo(
+        "max_accuracy", "largest held-out probe accuracy over layers", ideal=None, higher_is_better=None,
+        range=(0, 1),
+    ),
+    "majority_baseline": MetricInfo(
+        "majority_baseline", "accuracy of always predicting the training folds' most frequent value", ideal=None,
+        higher_is_better=None, range=(0, 1),
+    ),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------------
+
+
+def load_attribute_texts(
+    path: str | Path,
+    *,
+    text_column: str = "text",
+    attribute_column: str = "gender",
+    type_column: str | None = "term",
+    extra_columns: tuple[str, ...] | list[str] = (),
+) -> tuple[pd.DataFrame, int]:
+    """Read a CSV (or Parquet) of texts with an attribute column. Returns the frame (columns row,
+    text, the attribute, ``type``, extras) and the number of rows left out for an empty attribute.
+    Errors name the file and the column or line."""
+    p = Path(path)
+    if not p.is_file():
+        raise ProbeError(f"representation data file not found: {p}")
+    try:
+        if p.suffix.lower() in (".parquet", ".pq"):
+            df = pd.read_parquet(p).astype(str).replace({"None": "", "nan": "", "<NA>": ""})
+        else:
+            df = pd.read_csv(p, dtype=str, keep_default_na=False, sep="\t" if p.suffix.lower() == ".tsv" else ",")
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
+        raise ProbeError(f"{p}: not a readable table ({exc})") from exc
+    for role, col in (("text_column", text_column), ("attribute_column", attribute_column),
+                      ("type_column", type_column)):
+        if col is not None and col not in df.columns:
+            raise ProbeError(f"{p}: missing the {role} {col!r}; found columns {list(df.columns)} "
+                             f"(set the option {role}" + (", or null for none)" if role == "type_column" else ")"))
+    for col in extra_columns:
+        if col not in df.columns:
+            raise ProbeError(f"{p}: missing the breakdown column {col!r}; found columns {list(df.columns)}")
+    if len(df) == 0:
+        raise ProbeError(f"{p}: no rows")
+    line0 = 2 if p.suffix.lower() in (".csv", ".tsv") else 0
+    for i, t in enumerate(df[text_column]):
+        if not str(t).strip():
+            raise ProbeError(f"{p}: {'line' if line0 else 'row'} {i + line0}: empty {text_column!r}")
+    out = pd.DataFrame({"row": np.arange(len(df)) + line0, "text": df[text_column].astype(str),
+                        attribute_column: df[attribute_column].astype(str).str.strip()})
+    out["type"] = df[type_column].astype(str) if type_column is not None else out["text"]
+    for col in extra_columns:
+        if col not in out.columns:
+            out[col] = df[col].astype(str)
+    keep = (out[attribute_column] != "").to_numpy()
+    out = out[keep].reset_index(drop=True)
+    groups = sorted(out[attribute_column].unique())
+    if len(groups) < 2:
+        raise ProbeError(f"{p}: the attribute column {attribute_column!r} has only one value "
+                         f"({groups[0] if groups else 'none'!r}); a probe needs at least two")
+    return out, int((~keep).sum())
+
+
+# --------------------------------------------------------------------------------------------
+# probes on arrays (no model)
+# --------------------------------------------------------------------------------------------
+
+
+def control_labels(labels: np.ndarray, types: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Hewitt & Liang's control task: every distinct type gets one random label, shared by all
+    its occurrences. The labels are the types' own (most frequent) labels shuffled among the
+    types (seeded) — rather than drawn independently from the empirical distribution as in the
+    paper — so the control task keeps the label balance exactly and its accuracy is not moved by
+    a chance shift of the majority class."""
+    y = np.asarray(labels).astype(str)
+    t = np.asarray(types).astype(str)
+    uniq, inv = np.unique(t, return_inverse=True)
+    own = pd.Series(y).groupby(inv).agg(lambda s: s.value_counts().index[0]).to_numpy()
+    rng = np.random.default_rng(seed)
+    return own[rng.permutation(len(uniq))][inv]
+
+
+def make_folds(
+    labels: np.ndarray, types: np.ndarray, *, n_folds: int = 5, split: str = "random", seed: int = 0,
+    strata: np.ndarray | None = None, where: str = "the data",
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Seeded stratified folds over texts (``random``) or over whole types (``type``).
+
+    ``strata`` (default: the labels) is what the folds are stratified on; :func:`probe_layers`
+    passes the (label, control label) pairs so that both tasks keep their balance in every fold —
+    otherwise a fold whose held-out types draw mostly one control label leaves the opposite
+    majority in training, and the control accuracy falls below chance."""
+    if split not in SPLITS:
+        raise ProbeError(f"split must be one of {SPLITS}, got {split!r}")
+    labels = np.asarray(labels)
+    vals, counts = np.unique(labels, return_counts=True)
+    if counts.min() < n_folds:
+        raise ProbeError(f"{where}: the attribute value {str(vals[counts.argmin()])!r} has {counts.min()} text(s); "
+                         f"{n_folds}-fold cross-validation needs at least {n_folds} per value (lower the option folds)")
+    x = np.zeros((len(labels), 1))
+    strat = labels if strata is None else np.asarray(strata)
+    with warnings.catch_warnings():
+        # joint strata can be smaller than n_folds; the folds are still as balanced as possible
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        if split == "random":
+            return list(StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(x, strat))
+        t = np.asarray(types).astype(str)
+        for v in vals:
+            n_types = len(np.unique(t[labels == v]))
+            if n_types < n_folds:
+                raise ProbeError(f"{where}: the attribute value {str(v)!r} has {n_types} distinct type(s); "
+                                 f"split='type' with {n_folds} folds needs at least {n_folds}")
+        return list(StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed).split(x, strat, groups=t))
+
+
+def probe_model(C: float = 1.0, seed: int = 0) -> Pipeline:
+    """Standardise, then L2 logistic regression (lbfgs)."""
+    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000, random_state=seed))
+
+
+def fold_accuracies(
+    X: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], *, C: float = 1.0, seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out accuracy of each fold and the out-of-fold predictions."""
+    acc = np.empty(len(folds))
+    pred = np.empty(len(y), dtype=np.asarray(y).dtype)
+    # one BLAS thread: these fits are small, and threads oversubscribe a shared CPU many times over
+    with threadpool_limits(limits=1, user_api="blas"):
+        for f, (tr, te) in enumerate(folds):
+            if len(np.unique(y[tr])) < 2:  # a control task can give every training type one label
+                pred[te] = y[tr][0]
+            else:
+                pred[te] = probe_model(C, seed).fit(X[tr], y[tr]).predict(X[te])
+            acc[f] = float(np.mean(pred[te] == y[te]))
+    return acc, pred
+
+
+def t_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Student-t interval of the mean of a few values (e.g. cross-validation folds)."""
+    v = np.asarray(values, dtype=np.float64)
+    m = float(v.mean())
+    if len(v) < 2 or np.all(v == v[0]):
+        return m, m
+    h = float(st.t.ppf(0.5 + confidence / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+    return m - h, m + h
+
+
+def majority_accuracy(y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """Mean held-out accuracy of predicting each training fold's most frequent value."""
+    accs = []
+    for tr, te in folds:
+        vals, counts = np.unique(y[tr], return_counts=True)
+        accs.append(float(np.mean(y[te] == vals[counts.argmax()])))
+    return float(np.mean(accs))
+
+
+def probe_layers(
+    states: np.ndarray,
+    labels: np.ndarray,
+    types: np.ndarray | None = None,
+    *,
+    n_folds: int = 5,
+    split: str = "random",
+    C: float = 1.0,
+    seed: int = 0,
+    progress: bool = False,
+    where: str = "the data",
+) -> tuple[pd.DataFrame, list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
+    """Probe and control accuracy of every layer of ``states`` (L × N × H).
+
+    Returns the per-layer table, the folds, and the control labels."""
+    y = np.asarray(labels).astype(str)
+    t = np.asarray(types).astype(str) if types is not None else np.arange(len(y)).astype(str)
+    ctrl = control_labels(y, t, seed=seed)
+    folds = make_folds(y, t, n_folds=n_folds, split=split, seed=seed, strata=np.char.add(np.char.add(y, "|"), ctrl),
+                       where=where)
+    base = majority_accuracy(y, folds)
+    rows = []
+    for layer in tqdm(range(states.shape[0]), desc="probe layers", disable=not progress):
+        X = np.asarray(states[layer], dtype=np.float64)
+        acc, _ = fold_accuracies(X, y, folds, C=C, seed=seed)
+        cacc, _ = fold_accuracies(X, ctrl, folds, C=C, seed=seed)
+        sel = acc - cacc
+        lo, hi = t_interval(acc)
+        slo, shi = t_interval(sel)
+        rows.append({"layer": layer, "relative_depth": layer / max(states.shape[0] - 1, 1),
+                     "accuracy": float(acc.mean()), "ci_low": lo, "ci_high": hi,
+                     "accuracy_sd": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
+                     "control_accuracy": float(cacc.mean()), "selectivity": float(sel.mean()),
+                     "selectivity_ci_low": slo, "selectivity_ci_high": shi, "majority_baseline": base,
+                     "n": len(y), "folds": len(folds)})
+    return pd.DataFrame(rows), folds, ctrl
+
+
+def permutation_pvalue(
+    X: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], *, C: float = 1.0, seed: int = 0,
+    n_permutations: int = 100,
+) -> float:
+    """p-value of the probe's cross-validated accuracy against shuffled labels (Ojala & Garriga
+    2010; scikit-learn ``permutation_test_score`` on the same folds)."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        _, _, p = permutation_test_score(
+            probe_model(C, seed), np.asarray(X, dtype=np.float64), np.asarray(y).astype(str), cv=folds,
+            n_permutations=n_permutations, random_state=seed, scoring="accuracy",
+        )
+    return float(p)
+
+
+# --------------------------------------------------------------------------------------------
+# the probe
+# --------------------------------------------------------------------------------------------
+
+
+@register_probe("representation")
+class Representation(Probe):
+    kinds = ("masked-lm", "causal-lm", "encoder", "classifier")
+    metrics = METRICS
+    primary_metric = "max_selectivity"
+    description = "per-layer linear probes for a protected attribute, with a control task (Hewitt & Liang 2019)"
+
+    def data_files(self, data: str | Path | None) -> list[Path]:
+        return super().data_files(DEFAULT_DATA if data is None else data)
+
+    def run(
+        self,
+        handle: ModelHandle,
+        data: str | Path | None = None,
+        *,
+        seed: int = 0,
+        progress: bool = True,
+        text_column: str = "text",
+        attribute_column: str = "gender",
+        type_column: str | None = "term",
+        pooling: str = "mean",
+        folds: int = 5,
+        split: str | None = None,
+        C: float = 1.0,
+        n_permutations: int = 100,
+        breakdown_by: list[str] | None = None,
+        max_items: int | None = None,
+        max_batch_tokens: int | None = None,
+        **options: Any,
+    ) -> ProbeResult:
+        """Probe every layer. ``split`` defaults to ``type`` with a type column, else ``random``;
+        ``max_items`` keeps a seeded random sample of that many texts."""
+        if options:
+            raise ProbeError(f"representation: unknown option(s) {sorted(options)}")
+        self.check_kind(handle)
+        split = split or ("type" if type_column is not None else "random")
+        if pooling not in scoring.POOLINGS or pooling == "pooler":
+            raise ProbeError(f"pooling must be one of mean, cls, last; got {pooling!r}")
+        builtin = data is None
+        path = DEFAULT_DATA if builtin else Path(data)  # type: ignore[arg-type]
+        extra = list(breakdown_by) if breakdown_by is not None else (list(DEFAULT_BREAKDOWN) if builtin else [])
+        extra = [c for c in extra if c != attribute_column]
+        df, n_dropped = load_attribute_texts(path, text_column=text_column, attribute_column=attribute_column,
+                                             type_column=type_column, extra_columns=extra)
+        if max_items is not None and int(max_items) < len(df):
+            df = df.sample(n=int(max_items), random_state=seed).sort_index().reset_index(drop=True)
+        states = scoring.hidden_states(handle, df["text"].tolist(), pooling=pooling,
+                                       max_batch_tokens=max_batch_tokens, progress=progress)
+        y = df[attribute_column].to_numpy().astype(str)
+        curve, fold_list, ctrl = probe_layers(states, y, df["type"].to_numpy(), n_folds=folds, split=split, C=C,
+                                              seed=seed, progress=progress, where=str(path))
+        best = int(curve.loc[curve["selectivity"].idxmax(), "layer"])
+        pval = permutation_pvalue(states[best], y, fold_list, C=C, seed=seed, n_permutations=n_permutations)
+        _, pred = fold_accuracies(np.asarray(states[best], dtype=np.float64), y, fold_list, C=C, seed=seed)
+        per_text = df.assign(control_label=ctrl, best_layer_prediction=pred, best_layer_correct=pred == y)
+        info = {"item_effect": "selectivity", "item_text": [], "attribute": attribute_column,
+                "type_column": type_column, "split": split, "pooling": pooling, "folds": folds, "C": C,
+                "n_layers": int(states.shape[0]) - 1, "hidden_size": int(states.shape[2]),
+                "n_dropped_no_attribute": n_dropped, "data": str(path), "n_types": int(df["type"].nunique()),
+                "control": "Hewitt & Liang 2019 type-level random labels" if type_column else
+                           "per-text random labels (no type column)"}
+        return self.summarise(curve, per_text, attribute=attribute_column, breakdown_by=extra, p_value=pval,
+                              n_permutations=n_permutations, info=info)
+
+    def summarise(
+        self, curve: pd.DataFrame, per_text: pd.DataFrame, *, attribute: str, breakdown_by: list[str],
+        p_value: float, n_permutations: int, info: dict[str, Any],
+    ) -> ProbeResult:
+        """Summary metrics and breakdown from the per-layer curve and the best layer's predictions."""
+        M = METRICS
+        n = int(curve["n"].iloc[0])
+        b = curve.loc[curve["selectivity"].idxmax()]
+        a = curve.loc[curve["accuracy"].idxmax()]
+        fold_ci = f"Student t over {int(b['folds'])} folds"
+        warn = small_n_warning(n)
+        summary = {
+            "max_selectivity": MetricValue.from_info(
+                M["max_selectivity"], float(b["selectivity"]), ci_low=float(b["selectivity_ci_low"]),
+                ci_high=float(b["selectivity_ci_high"]), n=n, ci_method=fold_ci, warning=warn),
+            "best_layer": MetricValue.from_info(M["best_layer"], float(b["layer"]), n=n),
+            "best_layer_accuracy": MetricValue.from_info(
+                M["best_layer_accuracy"], float(b["accuracy"]), ci_low=float(b["ci_low"]), ci_high=float(b["ci_high"]),
+                n=n, p_value=p_value, test=f"permutation test, shuffled labels ({n_permutations})",
+                ci_method=fold_ci, warning=warn),
+            "max_accuracy": MetricValue.from_info(
+                M["max_accuracy"], float(a["accuracy"]), ci_low=float(a["ci_low"]), ci_high=float(a["ci_high"]), n=n,
+                ci_method=fold_ci, warning=warn),
+            "majority_baseline": MetricValue.from_info(M["majority_baseline"], float(b["majority_baseline"]), n=n),
+        }
+
+        def acc_metric(d: pd.DataFrame) -> MetricValue:
+            hits = d["best_layer_correct"].to_numpy(dtype=bool)
+            k, m = int(hits.sum()), len(hits)
+            ci = wilson_ci(k, m)
+            shares = d[attribute].value_counts(normalize=True)
+            # within one attribute value the accuracy is that value's recall: no chance level to test
+            p, test = None, ""
+            if len(shares) > 1:
+                p = binomial_test(k, m, float(shares.max()))
+                test = f"exact binomial vs the group's majority share {float(shares.max()):.3g}"
+            return MetricValue(value=k / m, ci_low=ci.low, ci_high=ci.high, n=m, p_value=p, test=test,
+                               ci_method=ci.method, warning=small_n_warning(m),
+                               description="held-out accuracy of the best layer's probe in this group")
+
+        breakdown = pd.concat([group_breakdown(per_text, col, {"best_layer_accuracy": acc_metric})
+                               for col in [attribute, *breakdown_by]], ignore_index=True)
+        warnings = [f"{k}: {v.warning}" for k, v in summary.items() if v.warning]
+        if info.get("n_dropped_no_attribute"):
+            warnings.append(f"{info['n_dropped_no_attribute']} row(s) without an {attribute!r} value were left out")
+        info = dict(info, best_layer=int(b["layer"]))
+        return ProbeResult("representation", summary, curve, breakdown, warnings=warnings, info=info)
