@@ -380,12 +380,25 @@ def _explainer_entry(rd: RunDir, name: str, manifest: Mapping[str, Any]) -> tupl
 _MODEL_KEYS = ("name", "source", "kind", "architecture", "revision", "dtype", "device", "parameters", "demo")
 
 
+def _text(v: Any) -> str | None:
+    """A manifest value as one line of text (lists joined, mappings as ``k=v``)."""
+    if v is None:
+        return None
+    if isinstance(v, (list, tuple)):
+        return ", ".join(str(x) for x in v)
+    if isinstance(v, Mapping):
+        return ", ".join(f"{k}={x}" for k, x in v.items())
+    return str(v)
+
+
 def _model(manifest: Mapping[str, Any]) -> dict[str, Any]:
     m = manifest.get("model") or {}
-    out = {k: py(m.get(k)) for k in _MODEL_KEYS}
+    out: dict[str, Any] = {k: _text(m.get(k)) for k in _MODEL_KEYS}
+    params = _num(m.get("parameters"))
+    out["parameters"] = int(params) if params is not None else None
     hashes = m.get("weights_sha256") or {}
     out["weights_sha256"] = [{"file": str(f), "sha256": str(h)} for f, h in hashes.items()] if isinstance(hashes, Mapping) else []
-    out["other"] = {str(k): _clip(py(v) if isinstance(v, (str, int, float, bool)) or v is None else yaml.safe_dump(py(v)).strip(), 500)
+    out["other"] = {str(k): _clip(_text(py(v)), 500) if v is not None else None
                     for k, v in m.items() if k not in _MODEL_KEYS and k != "weights_sha256"}
     return out
 
