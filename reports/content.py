@@ -156,7 +156,8 @@ def _category_columns(items: pd.DataFrame, exclude: set[str]) -> list[str]:
 
 def _top_items(rd: RunDir, name: str, info: Mapping[str, Any]) -> dict[str, Any]:
     effect = info.get("item_effect")
-    text_cols = [str(c) for c in (info.get("item_text") or [])]
+    raw_text = info.get("item_text") or []
+    text_cols = [raw_text] if isinstance(raw_text, str) else [str(c) for c in raw_text]
     out: dict[str, Any] = {"effect_column": effect, "text_columns": text_cols, "category_columns": [],
                            "rows": [], "n_items": None, "note": ""}
     items, err = _read_table(rd.probe_dir(name) / "items.parquet")
@@ -420,10 +421,41 @@ def _datasets(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+_CHECK_TEXT = ("check", "probe", "metric", "threshold", "reason", "description", "unit")
+
+
 def _verdict(rd: RunDir) -> tuple[dict[str, Any] | None, str]:
-    """The run's ``verdict.json`` (written by the runner or ``taudit report --policy``), if any."""
+    """The run's ``verdict.json`` (written by the runner or ``taudit report --policy``), if any,
+    with every field the report shows present (a hand-edited or older file must not break it)."""
     data, err = _safe_json(rd.path / "verdict.json")
-    return (py(data) if data is not None else None), err
+    if data is None:
+        return None, err
+    checks = []
+    for c in data.get("checks") or []:
+        if not isinstance(c, Mapping):
+            continue
+        row = {k: str(c.get(k) or "") for k in _CHECK_TEXT}
+        row["op"] = str(c.get("op") or "")
+        row["severity"] = "warn" if c.get("severity") == "warn" else "fail"
+        row["on"] = "ci" if c.get("on") == "ci" else "value"
+        row["status"] = str(c.get("status")) if c.get("status") in ("pass", "warn", "fail", "missing") else "missing"
+        for k in ("value", "ci_low", "ci_high", "ideal"):
+            row[k] = _num(c.get(k))
+        checks.append(row)
+    failed = any(c["severity"] == "fail" and c["status"] in ("fail", "missing") for c in checks)
+    status = "fail" if failed else "warn" if any(c["status"] in ("warn", "missing") for c in checks) else "pass"
+    if data.get("status") not in (None, status):
+        err = f"verdict.json says {data.get('status')!r} but its checks give {status!r}; the checks are shown"
+    policy = data.get("policy") if isinstance(data.get("policy"), Mapping) else {}
+    return {
+        "status": status,
+        "failed": failed,
+        "counts": {k: sum(c["status"] == k for c in checks) for k in ("pass", "warn", "fail", "missing")},
+        "policy": {"name": str(policy.get("name") or ""), "source": str(policy.get("source") or "")},
+        "evaluated_at": str(data.get("evaluated_at") or ""),
+        "note": str(data.get("note") or ""),
+        "checks": checks,
+    }, err
 
 
 def _package_version() -> str:

@@ -205,6 +205,24 @@ def test_ideal_and_direction_come_from_the_stored_metric(tmp_path: Path) -> None
     assert "closer to 42 is better" in build_reports(rd, ["html"])["html"].read_text(encoding="utf-8")
 
 
+def test_minimal_or_inconsistent_verdict_json_still_renders(tmp_path: Path) -> None:
+    from audit.store import write_json
+
+    rd = make_run(tmp_path)
+    write_json(rd.path / "verdict.json", {"status": "pass", "checks": [
+        {"check": "seat.mean_abs_effect_size <= 0.2", "status": "fail", "value": 0.45},
+        {"check": "crows_pairs.metric within 45..55", "severity": "warn", "status": "bogus"}]})
+    s = read_json(rd.probe_dir("seat") / "summary.json")
+    s["info"]["item_text"] = "test"  # one column given as a string, not a list
+    write_json(rd.probe_dir("seat") / "summary.json", s)
+    html = build_reports(rd, ["html", "json"])["html"].read_text(encoding="utf-8")
+    doc = read_json(rd.path / "report.json")
+    assert doc["verdict"]["status"] == "fail" and doc["verdict"]["counts"] == {"pass": 0, "warn": 0, "fail": 1, "missing": 1}
+    assert any("verdict.json says 'pass'" in lim["text"] for lim in doc["limitations"])
+    assert "seat.mean_abs_effect_size &lt;= 0.2" in html
+    assert doc["probes"][1]["top_items"]["text_columns"] == ["test"]
+
+
 def test_breakdown_falls_back_to_summary_json(tmp_path: Path) -> None:
     rd = make_run(tmp_path)
     (rd.probe_dir("crows_pairs") / "breakdown.parquet").unlink()
