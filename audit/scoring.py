@@ -369,18 +369,118 @@ def continuation_logprobs(
     Context and continuation are split as lm-evaluation-harness does (the context's own
     tokenisation is kept when it is a prefix of the whole); the prefix token (BOS, else EOS)
     always comes first, so an empty context scores every continuation token."""
-    tok = handle.tokenizer
     seqs, starts = [], []
     pre = prefix_token_id(handle)
     head = [pre] if pre is not None else []
     for c, x in zip(contexts, continuations, strict=True):
-        c_ids = tok(c, add_special_tokens=False)["input_ids"] if c else []
-        whole = tok(c + x, add_special_tokens=False)["input_ids"]
-        if whole[: len(c_ids)] != c_ids:
-            whole = c_ids + tok(x, add_special_tokens=False)["input_ids"]
-        seqs.append(head + whole)
+        c_ids, x_ids = _split_context(handle, c, x)
+        seqs.append(head + c_ids + x_ids)
         starts.append(len(head) + len(c_ids) if (head or c_ids) else 1)
     return causal_logprobs(handle, seqs, score_from=starts, **kw)
+
+
+def _split_context(handle: ModelHandle, c: str, x: str) -> tuple[list[int], list[int]]:
+    tok = handle.tokenizer
+    c_ids = tok(c, add_special_tokens=False)["input_ids"] if c else []
+    whole = tok(c + x, add_special_tokens=False)["input_ids"]
+    if whole[: len(c_ids)] != c_ids:
+        return c_ids, tok(x, add_special_tokens=False)["input_ids"]
+    return c_ids, whole[len(c_ids) :]
+
+
+def shared_context_logprobs(
+    handle: ModelHandle,
+    contexts: Sequence[str],
+    continuations: Sequence[str],
+    *,
+    max_batch_tokens: int | None = None,
+    progress: bool = False,
+    head_chunk: int = 1024,
+) -> list[np.ndarray]:
+    """Like :func:`continuation_logprobs`, but every distinct context is run once.
+
+    The continuations of one context are packed after it into a single sequence with a 4-D
+    attention mask (each continuation sees the context and its own earlier tokens, nothing else)
+    and position ids that restart after the context, so k answers to one question cost
+    ``len(context) + Σ len(answer)`` tokens instead of ``k · len(context) + Σ len(answer)``.
+    The numbers equal the unpacked computation up to float rounding (tested).
+    """
+    n = len(contexts)
+    res: list[np.ndarray] = [np.empty(0)] * n
+    if n == 0:
+        return res
+    pre = prefix_token_id(handle)
+    head_ids = [pre] if pre is not None else []
+    # group by the context's token ids (a context that tokenizes differently with one
+    # continuation forms its own group)
+    groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
+    for i, (c, x) in enumerate(zip(contexts, continuations, strict=True)):
+        c_ids, x_ids = _split_context(handle, c, x)
+        groups.setdefault(tuple(head_ids + c_ids), []).append((i, x_ids))
+    packs = [(list(ctx), conts) for ctx, conts in groups.items()]
+    if any(len(ctx) == 0 for ctx, _ in packs):
+        raise ValueError("shared_context_logprobs needs a prefix token or non-empty contexts")
+    lengths = [len(ctx) + sum(len(x) for _, x in conts) for ctx, conts in packs]
+    longest_position = max(len(ctx) + max(len(x) for _, x in conts) for ctx, conts in packs)
+    check_length(handle, longest_position, "a context with its continuation")
+    budget = max_batch_tokens or default_batch_tokens(handle)
+    pad_id = handle.tokenizer.pad_token_id
+    head = _causal_head(handle)
+    base = handle.model.base_model
+    dtype = next(handle.model.parameters()).dtype
+    neg = torch.finfo(dtype).min
+
+    def step(bidx: np.ndarray) -> None:
+        T = max(lengths[b] for b in bidx)
+        B = len(bidx)
+        ids = torch.full((B, T), pad_id, dtype=torch.long)
+        pos = torch.zeros((B, T), dtype=torch.long)
+        allow = torch.zeros((B, T, T), dtype=torch.bool)
+        rows_l: list[int] = []
+        cols_l: list[int] = []
+        tg_l: list[int] = []
+        owners: list[tuple[int, int]] = []
+        for r, b in enumerate(bidx):
+            ctx, conts = packs[b]
+            L = len(ctx)
+            ids[r, :L] = torch.as_tensor(ctx)
+            pos[r, :L] = torch.arange(L)
+            allow[r, :L, :L] = torch.tril(torch.ones(L, L, dtype=torch.bool))
+            off = L
+            for i, x in conts:
+                m = len(x)
+                if m:
+                    ids[r, off : off + m] = torch.as_tensor(x)
+                    pos[r, off : off + m] = torch.arange(L, L + m)
+                    allow[r, off : off + m, :L] = True
+                    allow[r, off : off + m, off : off + m] = torch.tril(torch.ones(m, m, dtype=torch.bool))
+                # predictor of x[0] is the last context position, of x[j] the position of x[j-1]
+                preds = [L - 1] + list(range(off, off + m - 1))
+                rows_l += [r] * m
+                cols_l += preds[:m]
+                tg_l += list(x)
+                owners.append((i, m))
+                off += m
+            for q in range(off, T):  # padding rows attend to themselves only (kept finite)
+                allow[r, q, q] = True
+        mask = torch.zeros((B, 1, T, T), dtype=dtype).masked_fill_(~allow[:, None], neg)
+        with torch.inference_mode():
+            hidden = base(input_ids=ids.to(handle.device), attention_mask=mask.to(handle.device),
+                          position_ids=pos.to(handle.device)).last_hidden_state
+            sel = hidden[torch.as_tensor(rows_l, dtype=torch.long), torch.as_tensor(cols_l, dtype=torch.long)]
+            tgt = torch.as_tensor(tg_l, dtype=torch.long, device=handle.device)
+            parts = []
+            for c0 in range(0, sel.shape[0], head_chunk):
+                logits = head(sel[c0 : c0 + head_chunk]).float()
+                parts.append(torch.log_softmax(logits, -1).gather(1, tgt[c0 : c0 + head_chunk, None])[:, 0])
+            lp = torch.cat(parts).double().cpu().numpy() if parts else np.empty(0)
+        k = 0
+        for i, m in owners:
+            res[i] = lp[k : k + m]
+            k += m
+
+    run_batches(length_sorted_batches(lengths, budget), step, desc="causal LM (shared contexts)", progress=progress)
+    return res
 
 
 # --------------------------------------------------------------------------------------------

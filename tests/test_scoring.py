@@ -127,3 +127,17 @@ def test_hidden_states_shape(llama) -> None:  # type: ignore[no-untyped-def]
 def test_too_long_input_is_clear(gpt2) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(scoring.InputTooLongError, match="at most 128"):
         scoring.causal_logprobs(gpt2, [[1] * 200])
+
+
+@pytest.mark.parametrize("fixture", ["gpt2", "llama"])
+def test_shared_context_packing_equals_separate_scoring(request: pytest.FixtureRequest, fixture: str) -> None:
+    """k continuations of one context packed behind it (4-D mask, restarted positions) give the
+    same log-probs as scoring context + continuation separately."""
+    h = request.getfixturevalue(fixture)
+    ctx = ["the nurse said", "the nurse said", "the nurse said", "my friend is", "my friend is", "he"]
+    cont = [" she was kind", " he was kind", " nothing", " good", " a doctor at work", " is"]
+    packed = scoring.shared_context_logprobs(h, ctx, cont, max_batch_tokens=30)
+    separate = scoring.continuation_logprobs(h, ctx, cont)
+    for p, s in zip(packed, separate, strict=True):
+        assert len(p) == len(s) > 0
+        np.testing.assert_allclose(p, s, atol=1e-5)
