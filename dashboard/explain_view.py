@@ -47,15 +47,17 @@ def show_tokens(method: str, rows: pd.DataFrame, key: str) -> None:
 
 def show_generation(method: str, rows: pd.DataFrame, tokens: dict[int, str]) -> None:
     """Target × source matrix: each generated token's attribution to the tokens before it."""
-    by = "target_index" if "target_index" in rows.columns and rows["target_index"].notna().all() else "target"
-    if by == "target_index":
-        mat = matrix(rows, "target_index", "token_index")
-        row_tokens = {int(i): tokens.get(int(i), str(i)) for i in mat.index}
+    names = rows["target"].astype(str) if "target" in rows.columns else pd.Series("", index=rows.index)
+    if "target_index" in rows.columns and rows["target_index"].notna().all():
+        order = rows["target_index"].astype(int)
     else:
-        codes = {t: i for i, t in enumerate(dict.fromkeys(rows["target"].astype(str)))}
-        rows = rows.assign(_t=rows["target"].astype(str).map(codes))
-        mat = matrix(rows, "_t", "token_index")
-        row_tokens = {i: t for t, i in codes.items()}
+        order = names.map({t: i for i, t in enumerate(dict.fromkeys(names))})
+    rows = rows.assign(_t=order.to_numpy())
+    mat = matrix(rows, "_t", "token_index")
+    first = rows.drop_duplicates("_t").set_index("_t")
+    # a generated token's row is named by its target ("prob('d' @ 14)"); the last one is no source
+    row_tokens = {int(i): (str(first.loc[i, "target"]) if "target" in first.columns else tokens.get(int(i), str(i)))
+                  for i in mat.index}
     st.altair_chart(heatmap_chart(matrix_long(mat, row_tokens, tokens), f"{method}: generated token × source",
                                   "generated token", "source token", diverging=True))
 
@@ -98,8 +100,7 @@ def show_attention(method: str, rows: pd.DataFrame, key: str) -> None:
     sel = rows[rows["layer"] == layer]
     if head != "mean over heads":
         sel = sel[sel["head"] == head]
-    size = min(900, max(440, 22 * len(tok)))  # room for every token label
-    st.altair_chart(heatmap_chart(matrix_long(matrix(sel), tok, tok), f"layer {layer}, head {head}", size=size))
+    st.altair_chart(heatmap_chart(matrix_long(matrix(sel), tok, tok), f"layer {layer}, head {head}", size=440))
 
 
 def show_method(method: str, rows: pd.DataFrame, key: str, show_metrics: Callable[[], None]) -> None:

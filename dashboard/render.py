@@ -208,9 +208,14 @@ def matrix_long(mat: pd.DataFrame, row_tokens: dict[int, str], col_tokens: dict[
 
 def heatmap_chart(long: pd.DataFrame, title: str, row_title: str = "token", col_title: str = "attends to",
                   size: int = 380, diverging: bool = False) -> alt.Chart:
-    """One large matrix heatmap with token labels (Vega draws labels as text, not HTML)."""
+    """One large matrix heatmap with token labels (Vega draws labels as text, not HTML).
+
+    Each row and column gets at least 22 px so every token label is drawn (up to 900 px).
+    """
     rows = list(dict.fromkeys(long.sort_values("row")["row_label"]))
     cols = list(dict.fromkeys(long.sort_values("col")["col_label"]))
+    width = min(900, max(size, 22 * len(cols)))
+    height = min(900, max(size, 22 * len(rows))) if len(rows) > 4 else 40 * len(rows) + 20
     if diverging:
         m = float(np.nanmax(np.abs(long["score"]))) if len(long) else 1.0
         scale = alt.Scale(scheme="blueorange", domain=[-m, m])
@@ -222,7 +227,7 @@ def heatmap_chart(long: pd.DataFrame, title: str, row_title: str = "token", col_
         color=alt.Color("score:Q", scale=scale, title="score"),
         tooltip=[alt.Tooltip("row_label:N", title=row_title), alt.Tooltip("col_label:N", title=col_title),
                  alt.Tooltip("score:Q", format=".4f")],
-    ).properties(title=title, width=size, height=size)
+    ).properties(title=title, width=width, height=height)
 
 
 def attention_grid_chart(rows: pd.DataFrame, cell: int = 70) -> alt.Chart:
@@ -246,12 +251,12 @@ def curve_chart(df: pd.DataFrame, title: str) -> alt.Chart:
     """A metric curve (value against k), e.g. comprehensiveness at k = 10 %…100 %; one line per
     target when several targets (generated tokens) have curves."""
     enc: dict[str, Any] = {
-        "x": alt.X("k:Q", title="k"), "y": alt.Y("value:Q", title=title),
+        "x": alt.X("k:Q", title="k"), "y": alt.Y("value:Q", title="value"),
         "tooltip": [alt.Tooltip("k:Q", format=".3g"), alt.Tooltip("value:Q", format=".4g")],
     }
     mark = alt.Chart(df).mark_line(point=True)
     if "target_index" in df.columns and df["target_index"].nunique() > 1:
-        enc["color"] = alt.Color("target_index:N", title="target position")
+        enc["color"] = alt.Color("target_index:N", title="target position", legend=alt.Legend(orient="bottom"))
     else:
         mark = alt.Chart(df).mark_line(point=True, color=BLUE)
-    return mark.encode(**enc).properties(height=140, width="container")
+    return mark.encode(**enc).properties(title=title, height=160, width="container")

@@ -329,3 +329,35 @@ def test_selection_of_a_removed_run_is_dropped(app: AppTest) -> None:
     at.switch_page("views/bias.py").run()
     assert at.selectbox(key="bias_run").value == "run-b"
     assert isinstance(at.dataframe[0].value, pd.DataFrame)
+
+
+def test_explain_page_on_audit_explain_output(bert_mlm, gpt2, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Explanations written by audit.explain's run step (every layout: token, attention, matrix,
+    heads, generation) render with their metrics."""
+    from audit.explain import run_explain_step
+
+    rd = make_run(tmp_path, "run-real", with_explain=False)
+    run_explain_step(bert_mlm, {"name": "nurse", "methods": ["ig", "attention", "rollout", "head_importance"],
+                                "texts": ["the nurse said [MASK] was tired"],
+                                "metrics": ["completeness_gap", "comprehensiveness"]}, rd, "nurse", progress=False)
+    run_explain_step(gpt2, {"name": "gen", "methods": ["saliency"], "texts": ["the nurse said"],
+                            "target": {"mode": "generate", "max_new_tokens": 2}, "metrics": ["comprehensiveness"]},
+                     rd, "gen", progress=False)
+    monkeypatch.setenv(RUNS_ENV, str(tmp_path))
+    at = page(AppTest.from_file(str(APP), default_timeout=120), "explain")
+    at.selectbox(key="run-real:explain_name").set_value("nurse").run()
+    assert not at.exception and not at.error
+    assert [s.value for s in at.subheader] == ["ig", "attention", "rollout", "head_importance"]
+    heat = texts(at.get("html"))
+    assert len(heat) == 3 and all("[MASK]" in h for h in heat)  # ig, attention and rollout per-token scores
+    specs = [c.proto.spec for c in at.get("vega_lite_chart")]
+    assert any("importance per layer and head" in s for s in specs)
+    assert any('"title": "rollout"' in s or '"title":"rollout"' in s for s in specs)
+    assert not any("No attention rollout stored" in c for c in texts(at.caption))
+    tables = [d.value for d in at.dataframe if "better" in d.value.columns]
+    assert any((t["metric"] == "completeness_gap").any() for t in tables)
+    at.selectbox(key="run-real:explain_name").set_value("gen").run()
+    assert not at.exception and not at.error
+    specs = [c.proto.spec for c in at.get("vega_lite_chart")]
+    assert any("generated token" in s and "source token" in s for s in specs)

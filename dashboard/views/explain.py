@@ -10,7 +10,7 @@ import streamlit as st
 from audit.metrics.info import METRICS
 from dashboard.data import ExplainData, example_texts, explain_names
 from dashboard.explain_view import show_method
-from dashboard.render import curve_chart, fmt, md_escape, metric_caption
+from dashboard.render import curve_chart, fmt, md_escape
 from dashboard.state import explanation, get_root, no_runs, pick_run, run_infos, show_run_state
 
 
@@ -27,14 +27,9 @@ def direction(metric: str) -> str:
 
 
 def show_method_metrics(ed: ExplainData, example: int, method: str) -> None:
-    """Per-example metrics from metrics.parquet and the method's aggregate metrics from summary.json."""
+    """This example's metrics (metrics.parquet), the method's metrics over all examples
+    (summary.json, with CIs) and the curves (k = fraction of tokens) in an expander."""
     shown = False
-    for name, m in (ed.method_metrics.get(method) or {}).items():
-        st.markdown(f"**{md_escape(name)}** (all examples): {md_escape(fmt(m.value, m.unit))}")
-        st.caption(md_escape(metric_caption(m)))
-        if m.warning:
-            st.warning(md_escape(m.warning))
-        shown = True
     if ed.metrics is not None:
         rows = ed.metrics[(ed.metrics["example"] == example) & (ed.metrics["method"].astype(str) == method)]
         has_k = rows["k"].notna() if "k" in rows.columns else pd.Series(False, index=rows.index)
@@ -42,12 +37,28 @@ def show_method_metrics(ed: ExplainData, example: int, method: str) -> None:
         scalars = scalars.dropna(axis=1, how="all")
         if len(scalars):
             scalars.insert(2, "better", scalars["metric"].astype(str).map(direction))
-            st.dataframe(scalars, hide_index=True, width="stretch")
+            st.markdown("**This example**")
+            st.dataframe(scalars, hide_index=True, width="stretch", height=min(400, 36 * (len(scalars) + 1) + 3))
             shown = True
-        for metric, df in rows[has_k].groupby("metric", sort=False):
-            st.altair_chart(curve_chart(df.sort_values("k"), f"{metric} ({direction(str(metric))})"),
-                            width="stretch")
+        curves = rows[has_k]
+        if len(curves):
+            with st.expander(f"Curves of {md_escape(method)} (k = fraction of tokens)"):
+                for metric, df in curves.groupby("metric", sort=False):
+                    st.altair_chart(curve_chart(df.sort_values("k"), f"{metric} ({direction(str(metric))})"),
+                                    width="stretch")
             shown = True
+    agg = ed.method_metrics.get(method) or {}
+    if agg:
+        st.markdown("**All examples** (mean and 95% CI)")
+        table = pd.DataFrame([{
+            "metric": name, "value": fmt(m.value, m.unit), "95% CI": f"[{fmt(m.ci_low)}, {fmt(m.ci_high)}]",
+            "n": m.n, "better": direction(name) or ("higher is better" if m.higher_is_better else
+                                                    "lower is better" if m.higher_is_better is False else ""),
+            "warning": m.warning,
+        } for name, m in agg.items()])
+        st.dataframe(table.loc[:, (table != "").any()], hide_index=True, width="stretch",
+                     height=min(400, 36 * (len(table) + 1) + 3))
+        shown = True
     if not shown:
         st.caption("No faithfulness metrics stored for this method.")
 
