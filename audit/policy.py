@@ -152,8 +152,8 @@ def _normalise_check(item: Any) -> Any:
     if isinstance(item, str):
         return {"check": item}
     if isinstance(item, dict):
-        # YAML 1.1 (PyYAML) reads the bare key ``on`` as the boolean True.
-        return {("on" if k is True else k): v for k, v in item.items()}
+        # YAML 1.1 (PyYAML) reads the bare key ``on`` as the boolean True (and JSON then writes "true").
+        return {("on" if k is True or k == "true" else k): v for k, v in item.items()}
     return item
 
 

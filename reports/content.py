@@ -219,6 +219,7 @@ def _probe_entry(rd: RunDir, name: str, manifest: Mapping[str, Any]) -> tuple[di
     breakdown, bnote = _breakdown(rd, name, summary)
     warnings = [str(w) for w in summary.get("warnings") or []]
     warnings += [f"{m['name']}: {m['warning']}" for m in metrics if m["warning"]]
+    warnings = list(dict.fromkeys(warnings))
     data = summary.get("data")
     return {
         "name": name,
@@ -404,11 +405,16 @@ def _model(manifest: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _is_quantized_demo(model: Mapping[str, Any]) -> bool:
-    if model.get("demo"):
-        return True
-    blob = " ".join(str(v) for v in (model.get("source"), model.get("name"), model.get("other")))
-    return "gguf" in blob.lower()
+def _quantization(model: Mapping[str, Any]) -> str:
+    """What the manifest says about quantized weights: its ``quantization`` field, else any
+    identity field naming a GGUF file ("" when the weights are not marked as quantized)."""
+    other = model.get("other") or {}
+    if other.get("quantization"):
+        return str(other["quantization"])
+    for v in (model.get("source"), model.get("name"), *other.values()):
+        if v and "gguf" in str(v).lower():
+            return str(v)
+    return ""
 
 
 def _datasets(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -518,8 +524,11 @@ def collect_report(run_dir: RunDir | str | Path) -> dict[str, Any]:
     verdict, verr = _verdict(rd)
     model = _model(manifest)
     limitations: list[dict[str, str]] = []
-    if _is_quantized_demo(model):
-        limitations.append(dict(knowledge.QUANTIZED_CAVEAT))
+    quant = _quantization(model)
+    if quant:
+        caveat = dict(knowledge.QUANTIZED_CAVEAT)
+        caveat["text"] += f" Recorded in the manifest: {_clip(quant, 200)}."
+        limitations.append(caveat)
     for reg in dict.fromkeys(p["probe"] for p in probes):
         limitations += knowledge.caveats_for(reg)
     limitations += [dict(c) for c in knowledge.GENERAL_CAVEATS]

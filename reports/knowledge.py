@@ -39,8 +39,8 @@ GENERAL_CAVEATS: list[dict[str, str]] = [
 
 QUANTIZED_CAVEAT = {
     "topic": "Quantized demo model",
-    "text": "The audited model is a demo checkpoint shipped as a 4-bit quantized GGUF file (e.g. "
-            "Q4_1 / Q4_K_M) and dequantized to floating point on load. Its scores can differ "
+    "text": "The audited model's weights come from a 4-bit quantized GGUF file (the demo models "
+            "ship as Q4_1 / Q4_K_M) dequantized to floating point on load. Its scores can differ "
             "from the full-precision original; do not read them as results for that original.",
     "source": "transformer-audit DESIGN.md, 'Real weights without a hub: demo aliases'",
 }

@@ -18,7 +18,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from reports.html import _ci, _num, _pval
 
 _SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|~&!])")
-_LEADING = re.compile(r"^(\s*)(\d+)([.)])|^(\s*)([-+=])")
+_LEADING = re.compile(r"^(\s*)(\d+)([.)])(?=\s|$)|^(\s*)([-+])(?=\s|$)")
 
 
 class Md(str):
@@ -42,8 +42,8 @@ def _finalize(v: Any) -> Any:
     return md_escape(v)
 
 
-def _md_num(x: Any) -> str:
-    return Md(_num(x)) if not isinstance(x, str) else md_escape(x)
+def _md_num(x: Any) -> Md:
+    return Md(_num(x)) if not isinstance(x, str) else Md(md_escape(x))
 
 
 def _code(x: Any) -> Md:
