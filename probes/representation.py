@@ -10,33 +10,37 @@ and Advances").
 Accuracy alone over-reads probes: an expressive probe can memorise word identities. Hewitt &
 Liang (2019, "Designing and Interpreting Probes with Control Tasks", EMNLP) compare it with a
 **control task**: the same inputs, each word *type* given a random label, kept for every
-occurrence of that type (here: the types' labels shuffled among the types, so the label balance
-is exact; see :func:`control_labels`). Only memorising types
-solves the control task, so **selectivity = accuracy − control accuracy** is the part of the
-accuracy that is not memorisation. Here the type of a text is the value of ``type_column`` (the
-built-in data: the person term, e.g. "my mother"); without a type column each text is its own
-type, and the control task is a shuffled-label baseline.
+occurrence of that type (here the types' own labels shuffled among the types, so the label
+balance is exact; see :func:`control_labels`). Only memorising types solves the control task, so
+**selectivity = accuracy − control accuracy** is the part of the accuracy that is not
+memorisation. The type of a text is the value of ``type_column`` (the built-in data: the person
+term, e.g. "my mother"); without a type column each text is its own type, and the control task
+is a shuffled-label baseline.
 
 Splits: ``split="type"`` (the default when there is a type column) is seeded
 ``StratifiedGroupKFold`` with whole types held out: does the attribute generalise to terms the
-probe never saw? The control task is then near chance by construction, and selectivity is the
-accuracy above it. ``split="random"`` is seeded ``StratifiedKFold`` over texts, Hewitt & Liang's
+probe never saw? ``split="random"`` is seeded ``StratifiedKFold`` over texts, Hewitt & Liang's
 setting, where the same types recur in training and test folds. When the attribute is a property
 of the type (as in the built-in data: a term has one gender) the probe can then solve the real
-task and the control task alike by memorising the types, and selectivity stays near 0 whatever
-the model encodes — measured on both demo models, see ``benchmarks/RESULTS.md`` — so it is not
-the default. Without a type column the split is ``random``. The same folds serve every layer and
-both tasks.
+and the control task alike by memorising types, and selectivity stays near 0 whatever the model
+encodes (measured on both demo models, ``benchmarks/RESULTS.md``), so it is not the default.
+Without a type column the split is ``random``. The same folds (stratified on the attribute)
+serve every layer and both tasks. With held-out types the control accuracy can fall *below*
+chance: types that share features (e.g. "my mother", "my father") form clusters, and holding
+some out leaves the rest of the cluster with the opposite random-label majority. This happens
+to any labelling that carries no attribute information, so the control accuracy — not 50 % — is
+the right reference, and the permutation test below uses the same null.
 
 Per layer (the items table): accuracy (mean over folds) with a Student-t 95 % interval across
 folds, control accuracy, selectivity (per-fold differences, same interval), and the majority
 baseline (predicting each training fold's most frequent label). Summary: the largest
 selectivity and its layer, the accuracy at that layer with its interval and a permutation test
-of "no information" (scikit-learn ``permutation_test_score``: labels shuffled across texts, the
-probe refitted on the same folds; p = (1 + hits) / (1 + permutations)), the largest accuracy,
-and the majority baseline. The breakdown gives the accuracy of the best layer's held-out
-predictions within each attribute value and each ``breakdown_by`` group (e.g. language), with a
-Wilson interval and a binomial test against that group's majority share.
+of "no attribute information" (Ojala & Garriga 2010): the labels shuffled among the types —
+every draw a fresh control task — and the probe refitted on the same folds, p = (1 + hits) /
+(1 + permutations); the largest accuracy; the majority baseline. The breakdown gives the
+accuracy of the best layer's held-out predictions within each attribute value and each
+``breakdown_by`` group (e.g. language), with a Wilson interval and, where the group holds more
+than one attribute value, a binomial test against its majority share.
 
 The fold interval treats the k fold accuracies as independent, which they are not (training sets
 overlap; Bengio & Grandvalet 2004): read it as a rough indication of spread.
@@ -45,7 +49,6 @@ overlap; Bengio & Grandvalet 2004): read it as a rough indication of spread.
 from __future__ import annotations
 
 import logging
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,7 +56,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as st
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, permutation_test_score
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
@@ -176,14 +179,9 @@ def control_labels(labels: np.ndarray, types: np.ndarray, seed: int = 0) -> np.n
 
 def make_folds(
     labels: np.ndarray, types: np.ndarray, *, n_folds: int = 5, split: str = "random", seed: int = 0,
-    strata: np.ndarray | None = None, where: str = "the data",
+    where: str = "the data",
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Seeded stratified folds over texts (``random``) or over whole types (``type``).
-
-    ``strata`` (default: the labels) is what the folds are stratified on; :func:`probe_layers`
-    passes the (label, control label) pairs so that both tasks keep their balance in every fold —
-    otherwise a fold whose held-out types draw mostly one control label leaves the opposite
-    majority in training, and the control accuracy falls below chance."""
+    """Seeded folds stratified on the labels, over texts (``random``) or whole types (``type``)."""
     if split not in SPLITS:
         raise ProbeError(f"split must be one of {SPLITS}, got {split!r}")
     labels = np.asarray(labels)
@@ -192,19 +190,15 @@ def make_folds(
         raise ProbeError(f"{where}: the attribute value {str(vals[counts.argmin()])!r} has {counts.min()} text(s); "
                          f"{n_folds}-fold cross-validation needs at least {n_folds} per value (lower the option folds)")
     x = np.zeros((len(labels), 1))
-    strat = labels if strata is None else np.asarray(strata)
-    with warnings.catch_warnings():
-        # joint strata can be smaller than n_folds; the folds are still as balanced as possible
-        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
-        if split == "random":
-            return list(StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(x, strat))
-        t = np.asarray(types).astype(str)
-        for v in vals:
-            n_types = len(np.unique(t[labels == v]))
-            if n_types < n_folds:
-                raise ProbeError(f"{where}: the attribute value {str(v)!r} has {n_types} distinct type(s); "
-                                 f"split='type' with {n_folds} folds needs at least {n_folds}")
-        return list(StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed).split(x, strat, groups=t))
+    if split == "random":
+        return list(StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(x, labels))
+    t = np.asarray(types).astype(str)
+    for v in vals:
+        n_types = len(np.unique(t[labels == v]))
+        if n_types < n_folds:
+            raise ProbeError(f"{where}: the attribute value {str(v)!r} has {n_types} distinct type(s); split='type' "
+                             f"with {n_folds} folds needs at least {n_folds}")
+    return list(StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed).split(x, labels, groups=t))
 
 
 def probe_model(C: float = 1.0, seed: int = 0) -> Pipeline:
@@ -229,14 +223,17 @@ def fold_accuracies(
     return acc, pred
 
 
-def t_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """Student-t interval of the mean of a few values (e.g. cross-validation folds)."""
+def t_interval(
+    values: np.ndarray, confidence: float = CONFIDENCE, bounds: tuple[float, float] = (-np.inf, np.inf)
+) -> tuple[float, float]:
+    """Student-t interval of the mean of a few values (e.g. cross-validation folds), clipped to
+    ``bounds`` (an accuracy cannot exceed 1)."""
     v = np.asarray(values, dtype=np.float64)
     m = float(v.mean())
     if len(v) < 2 or np.all(v == v[0]):
         return m, m
     h = float(st.t.ppf(0.5 + confidence / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
-    return m - h, m + h
+    return max(m - h, bounds[0]), min(m + h, bounds[1])
 
 
 def majority_accuracy(y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]]) -> float:
@@ -265,9 +262,8 @@ def probe_layers(
     Returns the per-layer table, the folds, and the control labels."""
     y = np.asarray(labels).astype(str)
     t = np.asarray(types).astype(str) if types is not None else np.arange(len(y)).astype(str)
+    folds = make_folds(y, t, n_folds=n_folds, split=split, seed=seed, where=where)
     ctrl = control_labels(y, t, seed=seed)
-    folds = make_folds(y, t, n_folds=n_folds, split=split, seed=seed, strata=np.char.add(np.char.add(y, "|"), ctrl),
-                       where=where)
     base = majority_accuracy(y, folds)
     rows = []
     for layer in tqdm(range(states.shape[0]), desc="probe layers", disable=not progress):
@@ -275,8 +271,8 @@ def probe_layers(
         acc, _ = fold_accuracies(X, y, folds, C=C, seed=seed)
         cacc, _ = fold_accuracies(X, ctrl, folds, C=C, seed=seed)
         sel = acc - cacc
-        lo, hi = t_interval(acc)
-        slo, shi = t_interval(sel)
+        lo, hi = t_interval(acc, bounds=(0.0, 1.0))
+        slo, shi = t_interval(sel, bounds=(-1.0, 1.0))
         rows.append({"layer": layer, "relative_depth": layer / max(states.shape[0] - 1, 1),
                      "accuracy": float(acc.mean()), "ci_low": lo, "ci_high": hi,
                      "accuracy_sd": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
@@ -286,18 +282,23 @@ def probe_layers(
     return pd.DataFrame(rows), folds, ctrl
 
 
-def permutation_pvalue(
-    X: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], *, C: float = 1.0, seed: int = 0,
-    n_permutations: int = 100,
-) -> float:
-    """p-value of the probe's cross-validated accuracy against shuffled labels (Ojala & Garriga
-    2010; scikit-learn ``permutation_test_score`` on the same folds)."""
-    with threadpool_limits(limits=1, user_api="blas"):
-        _, _, p = permutation_test_score(
-            probe_model(C, seed), np.asarray(X, dtype=np.float64), np.asarray(y).astype(str), cv=folds,
-            n_permutations=n_permutations, random_state=seed, scoring="accuracy",
-        )
-    return float(p)
+def permutation_test(
+    X: np.ndarray, y: np.ndarray, types: np.ndarray | None, folds: list[tuple[np.ndarray, np.ndarray]], *,
+    C: float = 1.0, seed: int = 0, n_permutations: int = 100,
+) -> tuple[float, np.ndarray]:
+    """Permutation test of the probe's cross-validated accuracy (Ojala & Garriga 2010): the
+    labels are shuffled *among the types* (each draw is a fresh control task, :func:`control_labels`
+    with seeds seed+1 …), the probe refitted on the same folds. Texts of one type are not
+    exchangeable, so shuffling across texts would be the wrong null; without types it is exactly
+    a shuffle across texts. Returns p = (1 + #{null ≥ observed}) / (1 + n) and the null accuracies."""
+    t = np.asarray(types).astype(str) if types is not None else np.arange(len(y)).astype(str)
+    y = np.asarray(y).astype(str)
+    X = np.asarray(X, dtype=np.float64)
+    observed = fold_accuracies(X, y, folds, C=C, seed=seed)[0].mean()
+    null = np.array([fold_accuracies(X, control_labels(y, t, seed=seed + 1 + b), folds, C=C, seed=seed)[0].mean()
+                     for b in range(n_permutations)])
+    p = (1 + int((null >= observed - 1e-12).sum())) / (1 + n_permutations)
+    return float(p), null
 
 
 # --------------------------------------------------------------------------------------------
@@ -357,13 +358,15 @@ class Representation(Probe):
         curve, fold_list, ctrl = probe_layers(states, y, df["type"].to_numpy(), n_folds=folds, split=split, C=C,
                                               seed=seed, progress=progress, where=str(path))
         best = int(curve.loc[curve["selectivity"].idxmax(), "layer"])
-        pval = permutation_pvalue(states[best], y, fold_list, C=C, seed=seed, n_permutations=n_permutations)
+        pval, null = permutation_test(states[best], y, df["type"].to_numpy(), fold_list, C=C, seed=seed,
+                                      n_permutations=n_permutations)
         _, pred = fold_accuracies(np.asarray(states[best], dtype=np.float64), y, fold_list, C=C, seed=seed)
         per_text = df.assign(control_label=ctrl, best_layer_prediction=pred, best_layer_correct=pred == y)
         info = {"item_effect": "selectivity", "item_text": [], "attribute": attribute_column,
                 "type_column": type_column, "split": split, "pooling": pooling, "folds": folds, "C": C,
                 "n_layers": int(states.shape[0]) - 1, "hidden_size": int(states.shape[2]),
-                "n_dropped_no_attribute": n_dropped, "data": str(path), "n_types": int(df["type"].nunique()),
+                "n_dropped_no_attribute": n_dropped, "n_rows": len(df), "null_accuracy_mean": float(null.mean()),
+                "null_accuracy_q95": float(np.quantile(null, 0.95)), "data": str(path), "n_types": int(df["type"].nunique()),
                 "control": "Hewitt & Liang 2019 type-level random labels" if type_column else
                            "per-text random labels (no type column)"}
         return self.summarise(curve, per_text, attribute=attribute_column, breakdown_by=extra, p_value=pval,
@@ -387,7 +390,7 @@ class Representation(Probe):
             "best_layer": MetricValue.from_info(M["best_layer"], float(b["layer"]), n=n),
             "best_layer_accuracy": MetricValue.from_info(
                 M["best_layer_accuracy"], float(b["accuracy"]), ci_low=float(b["ci_low"]), ci_high=float(b["ci_high"]),
-                n=n, p_value=p_value, test=f"permutation test, shuffled labels ({n_permutations})",
+                n=n, p_value=p_value, test=f"permutation test, labels shuffled among types ({n_permutations})",
                 ci_method=fold_ci, warning=warn),
             "max_accuracy": MetricValue.from_info(
                 M["max_accuracy"], float(a["accuracy"]), ci_low=float(a["ci_low"]), ci_high=float(a["ci_high"]), n=n,

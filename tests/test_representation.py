@@ -33,6 +33,7 @@ def test_t_interval_and_majority_by_hand() -> None:
     half = 4.302652729911275 * 0.1 / np.sqrt(3)  # t(0.975, df=2) · sd / √3
     assert (lo, hi) == pytest.approx((0.9 - half, 0.9 + half))
     assert rep.t_interval(np.array([0.5, 0.5])) == (0.5, 0.5)
+    assert rep.t_interval(np.array([0.9, 1.0, 1.0]), bounds=(0.0, 1.0))[1] == 1.0
     y = np.array(["a", "a", "a", "b", "a", "b"])
     folds = [(np.array([0, 1, 2, 3]), np.array([4, 5])), (np.array([2, 3, 4, 5]), np.array([0, 1]))]
     # fold 1 trains on a,a,a,b → predicts a: 1 of 2 right; fold 2 trains on a,b,a,b → tie, first (a): 2 of 2
@@ -71,11 +72,17 @@ def test_probe_layers_on_planted_arrays() -> None:
     assert held.loc[1, "accuracy"] > 0.95 and held.loc[2, "accuracy"] < 0.7
 
 
-def test_permutation_pvalue_separates_signal_from_noise() -> None:
+def test_permutation_test_uses_type_level_null() -> None:
     states, labels, types = _planted_arrays()
     folds = rep.make_folds(labels, types, seed=0)
-    assert rep.permutation_pvalue(states[1], labels, folds, n_permutations=20) == pytest.approx(1 / 21)
-    assert rep.permutation_pvalue(states[0], labels, folds, n_permutations=20) > 0.1
+    p, null = rep.permutation_test(states[1], labels, types, folds, n_permutations=20)
+    assert p == pytest.approx(1 / 21) and len(null) == 20  # the group direction beats every relabelling
+    assert rep.permutation_test(states[0], labels, types, folds, n_permutations=20)[0] > 0.1  # noise
+    # type identities only: random type-level labellings are memorised as well as the real one
+    p_lex, null_lex = rep.permutation_test(states[2], labels, types, folds, n_permutations=20)
+    assert p_lex > 0.3 and null_lex.mean() > 0.9
+    # without types the null shuffles texts, and the memorised identities are far above it
+    assert rep.permutation_test(states[2], labels, None, folds, n_permutations=20)[0] == pytest.approx(1 / 21)
 
 
 # --------------------------------------------------------------------------------------------
@@ -138,6 +145,7 @@ def test_probe_runs_on_every_kind(fixture: str, request: pytest.FixtureRequest) 
     assert res.summary["max_selectivity"].value == pytest.approx(best["selectivity"])
     assert res.summary["best_layer_accuracy"].value == pytest.approx(best["accuracy"])
     assert 1 / 10 <= res.summary["best_layer_accuracy"].p_value <= 1
+    assert 0 <= res.summary["best_layer_accuracy"].ci_low <= res.summary["best_layer_accuracy"].ci_high <= 1
     assert res.summary["max_accuracy"].value == pytest.approx(curve["accuracy"].max())
     assert set(res.breakdown["group_by"]) == {"gender", "language"}
     assert res.info["n_layers"] == h.model.config.num_hidden_layers
