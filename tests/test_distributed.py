@@ -1,5 +1,5 @@
 """Data-parallel runs: two gloo processes on CPU (torchrun) give the single-process run directory
-item for item, and a rank killed mid-run loses only its unfinished chunk."""
+item for item (CrowS-Pairs and StereoSet), and a rank killed mid-run loses only its unfinished chunk."""
 
 from __future__ import annotations
 
@@ -30,11 +30,15 @@ def pairs_csv(path: Path, n: int = 23) -> Path:
 
 
 def write_config(tmp: Path, models: dict[str, Path]) -> Path:
+    from tests.test_stereoset import write_dataset
+
     data = pairs_csv(tmp / "pairs.csv")
+    stereo = write_dataset(tmp / "dev.json")
     cfg = {
         "seed": 1,
         "models": [{"name": str(p), "label": label} for label, p in models.items()],
-        "probes": [{"probe": "crows_pairs", "data": str(data), "chunk_size": 5}],
+        "probes": [{"probe": "crows_pairs", "data": str(data), "chunk_size": 5},
+                   {"probe": "stereoset", "data": str(stereo), "chunk_size": 2}],
         "report": {"enabled": False},
     }
     p = tmp / "audit.yaml"
@@ -71,6 +75,7 @@ def test_two_process_gloo_run_equals_single_process(tmp_path: Path, llama_path: 
         assert a.manifest()["status"] == b.manifest()["status"] == "complete"
         assert b.manifest()["distributed"]["world_size"] == 2
         assert len(b.probe_items("crows_pairs")) == 23
+        assert b.probe_names() == ["crows_pairs", "stereoset"]
         assert_same_run(a, b)
         assert not (b.probe_dir("crows_pairs") / "partial").exists()
 
