@@ -29,6 +29,7 @@ An invalid config raises :class:`ConfigError` naming the field and the problem.
 from __future__ import annotations
 
 import inspect
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -39,6 +40,24 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 class ConfigError(ValueError):
     """An invalid audit config; the message names the field."""
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false. (YAML 1.1 reads a policy's ``on: ci`` key as ``True``.)"""
+
+
+_Loader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def yaml_load(text: str) -> Any:
+    """Parse YAML with YAML 1.2 booleans (``on``/``off``/``yes``/``no`` stay strings)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 class ModelSpec(BaseModel):
@@ -162,7 +181,7 @@ def load_config(path: str | Path) -> AuditConfig:
     if not p.is_file():
         raise ConfigError(f"audit config not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = yaml_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: not valid YAML: {exc}") from None
     return parse_config(data, source=str(p), base_dir=p.resolve().parent)
@@ -171,7 +190,7 @@ def load_config(path: str | Path) -> AuditConfig:
 def default_config() -> AuditConfig:
     """The embedded default audit on the demo models (no data downloads)."""
     text = resources.files("audit").joinpath("default_audit.yaml").read_text(encoding="utf-8")
-    return parse_config(yaml.safe_load(text), source="(embedded default audit)")
+    return parse_config(yaml_load(text), source="(embedded default audit)")
 
 
 def check_names(cfg: AuditConfig, source: str) -> None:

