@@ -44,6 +44,11 @@ Models:
   of its word's tokens (``audit.scoring.continuation_logprobs``), and the probabilities are the
   softmax over the label words.
 
+Items: one row per text with its label, attribute (and breakdown columns), ``y_true``,
+``y_pred`` (positive decision), ``predicted_label``, ``y_score`` (probability of the positive
+label), ``correct``, ``score_error`` = y_score − y_true (ranks the worst-scored rows), and
+``score_<label>`` — the label word's summed log-prob (zero-shot) or the head's logit (classifier).
+
 Built-in data (no ``data`` given): ``probes/data/fairness/sentiment_eec.csv``, sentiment
 templates in the style of the Equity Evaluation Corpus (Kiritchenko & Mohammad 2018) in English
 and Turkish, attribute ``gender`` (or ``race`` for the English first names), broken down by
@@ -92,7 +97,7 @@ logger = logging.getLogger(__name__)
 
 DATA_DIR = Path(__file__).parent / "data" / "fairness"
 DEFAULT_DATA = DATA_DIR / "sentiment_eec.csv"
-DEFAULT_PROMPT = "Sentence: {text}\nSentiment (positive or negative):"
+DEFAULT_PROMPT = "{text} This sentence is"
 DEFAULT_LABEL_WORDS = {"0": " negative", "1": " positive"}
 DEFAULT_BREAKDOWN = ("language",)
 
@@ -560,13 +565,20 @@ def group_metrics(
 def fairness_breakdown(
     items: pd.DataFrame, by: list[str], *, seed: int = 0, n_resamples: int = 1000
 ) -> pd.DataFrame:
-    """The long breakdown table: every :data:`GROUP_METRICS` metric per group of each column."""
+    """The long breakdown table: every :data:`GROUP_METRICS` metric per group of each column.
+    Rows with an empty value in a column are left out of that column's breakdown (e.g. ``race``
+    in the built-in data, which only first names carry); a column with fewer than two groups
+    left is skipped."""
     frames = []
     for col in by:
-        per = group_metrics(items["y_true"].to_numpy(), items["y_pred"].to_numpy(), items["y_score"].to_numpy(),
-                            items[col].astype(str).to_numpy(), seed=seed, n_resamples=n_resamples)
+        sub = items[items[col].astype(str).str.strip() != ""]
+        sub = sub.assign(**{col: sub[col].astype(str)})
+        if sub[col].nunique() < 2:
+            continue
+        per = group_metrics(sub["y_true"].to_numpy(), sub["y_pred"].to_numpy(), sub["y_score"].to_numpy(),
+                            sub[col].to_numpy(), seed=seed, n_resamples=n_resamples)
         fns = {name: (lambda d, name=name, col=col, per=per: per[str(d[col].iloc[0])][name]) for name in GROUP_METRICS}
-        frames.append(group_breakdown(items.assign(**{col: items[col].astype(str)}), col, fns))
+        frames.append(group_breakdown(sub, col, fns))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

@@ -139,6 +139,17 @@ def test_group_metrics_rates_and_fisher() -> None:
     assert gm["a"]["bpsn_auc"].value == pytest.approx(cf.bias_aucs(Y, S, G).loc["a", "bpsn_auc"])
 
 
+def test_breakdown_leaves_out_empty_values() -> None:
+    items = pd.DataFrame({"y_true": Y.astype(bool), "y_pred": P.astype(bool), "y_score": S, "gender": G,
+                          "race": ["x", "y", ""] * 4, "lang": ["en"] * 12})
+    bd = cf.fairness_breakdown(items, ["gender", "race", "lang"], n_resamples=50)
+    assert set(bd["group_by"]) == {"gender", "race"}  # lang has one group: skipped
+    race = bd[(bd["group_by"] == "race") & (bd["metric"] == "selection_rate")].set_index("group")
+    assert set(race.index) == {"x", "y"}
+    # x rows: 0, 3, 6, 9 → ŷ 1, 1, 1, 0
+    assert race.loc["x", "value"] == pytest.approx(3 / 4) and race.loc["x", "n"] == 4
+
+
 # --------------------------------------------------------------------------------------------
 # data loading and errors
 # --------------------------------------------------------------------------------------------
