@@ -199,8 +199,7 @@ def finish_table(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty:
         return df
     df = df.copy()
-    df["p_adjusted"] = adjust([None if _bad(p) else float(p) for p in df["p_value"]])
-    df["significant"] = [
-        "not tested" if p is None else ("yes" if p < ALPHA else "no") for p in df["p_adjusted"]
-    ]
+    adjusted = adjust([None if _bad(p) else float(p) for p in df["p_value"]])
+    df["p_adjusted"] = adjusted
+    df["significant"] = ["not tested" if p is None else ("yes" if p < ALPHA else "no") for p in adjusted]
     return df

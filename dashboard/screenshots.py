@@ -28,7 +28,8 @@ logger = logging.getLogger(__name__)
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-gpu",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-PAGES = ("runs", "bias", "explain", "compare", "live")
+#: page -> URL path (the default page, Runs, lives at the root)
+PAGES = {"runs": "", "bias": "bias", "explain": "explain", "compare": "compare", "live": "live"}
 
 
 def free_port() -> int:
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     with dashboard(args.runs, args.out / "server.log") as url, browser() as b:
         page = b.new_page(viewport={"width": args.width, "height": 1000})
-        for name in PAGES:
+        for name, url_path in PAGES.items():
             if name == "live" and args.live_model:
                 page.goto(f"{url}/live")
                 wait_rendered(page, "Live")
@@ -209,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
                 full_height(page, "Live")
                 page.screenshot(path=str(args.out / "live.png"))
             else:
-                shoot(page, f"{url}/{name}", name.capitalize(), args.out / f"{name}.png")
+                shoot(page, f"{url}/{url_path}", name.capitalize(), args.out / f"{name}.png")
             logger.info("saved %s", args.out / f"{name}.png")
     return 0
 

@@ -251,3 +251,12 @@ def test_taudit_entry_point_lists_dashboard() -> None:
 
     eps = {e.name: e.value for e in entry_points(group="transformer_audit.commands")}
     assert eps.get("dashboard") == "dashboard.cli:register"
+
+
+def test_untested_metrics_are_not_called_insignificant() -> None:
+    a = {"m": MetricValue(1.0), "p": MetricValue(50.0, 40.0, 60.0)}
+    b = {"m": MetricValue(2.0), "p": MetricValue(70.0, 65.0, 75.0)}
+    table, _ = compare.compare_probe(a, b, None, None, [])
+    t = compare.finish_table(table).set_index("metric")
+    assert t.loc["m", "significant"] == "not tested" and "no CI" in t.loc["m", "detail"]
+    assert t.loc["p", "significant"] == "yes"
