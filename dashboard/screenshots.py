@@ -112,7 +112,7 @@ def browser() -> Iterator[Any]:
             b.close()
 
 
-def wait_rendered(page: Any, title: str, timeout_ms: int = 60_000) -> None:
+def wait_rendered(page: Any, title: str, timeout_ms: int = 60_000, skeleton_timeout_ms: int = 60_000) -> None:
     """Wait for the page's title, for Streamlit to stop running the script, for its lazily drawn
     elements to replace their grey placeholders (``stSkeleton``) and for charts to draw."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
@@ -125,7 +125,7 @@ def wait_rendered(page: Any, title: str, timeout_ms: int = 60_000) -> None:
     )
     try:
         page.wait_for_function("() => !document.querySelector('[data-testid=\"stSkeleton\"]')",
-                               timeout=20_000)
+                               timeout=skeleton_timeout_ms)
     except PlaywrightTimeout:  # elements below the fold stay placeholders until scrolled to
         logger.info("some elements of %s were still placeholders", title)
     page.wait_for_timeout(1000)  # Vega draws charts after the elements mount

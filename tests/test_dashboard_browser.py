@@ -39,6 +39,12 @@ def test_bias_page_renders_in_chromium(tmp_path: Path) -> None:
             page.goto(f"http://127.0.0.1:{port}/bias")
             wait_rendered(page, "Bias")
             page.get_by_text("33.33%", exact=True).first.wait_for(timeout=30_000)
+            # the CI chart and the item grid are drawn, and no element is still a grey placeholder
+            page.locator(".vega-embed").first.wait_for(timeout=60_000)
+            page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=60_000)
+            page.wait_for_function("() => !document.querySelector('[data-testid=\"stSkeleton\"]')",
+                                   timeout=90_000)
+            assert page.locator(".vega-embed").count() >= 2  # metric CIs and per-category chart
             body = page.inner_text("body")
             assert "95% CI [30, 90]" in body and "ideal 50" in body
             assert "Items (6)" in body

@@ -260,3 +260,16 @@ def test_untested_metrics_are_not_called_insignificant() -> None:
     t = compare.finish_table(table).set_index("metric")
     assert t.loc["m", "significant"] == "not tested" and "no CI" in t.loc["m", "detail"]
     assert t.loc["p", "significant"] == "yes"
+
+
+def test_runs_root_comes_from_argument_then_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from dashboard import RUNS_ENV
+    from dashboard.state import get_root, runs_root_arg
+
+    assert runs_root_arg(["--runs-dir", "/x/y", "--other"]) == "/x/y"
+    assert runs_root_arg(["tests/test_dashboard.py", "-q"]) is None
+    monkeypatch.setattr("sys.argv", ["app.py"])
+    monkeypatch.setenv(RUNS_ENV, str(tmp_path))
+    assert get_root().root == tmp_path.resolve()
+    monkeypatch.setattr("sys.argv", ["app.py", "--runs-dir", str(tmp_path / "a")])
+    assert get_root().root == (tmp_path / "a").resolve()
