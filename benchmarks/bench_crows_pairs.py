@@ -114,12 +114,41 @@ def bench_model(h: ModelHandle, s1: list[str], s2: list[str], n_naive: int, peak
     }
 
 
+def scaling(h: ModelHandle, peak: float, device_tokens: int | None) -> list[dict[str, Any]]:
+    """Time of batched scoring against the number of items (×10, ×100) and the sequence length,
+    on random token ids (timing needs no meaningful text)."""
+    g = torch.Generator().manual_seed(0)
+    vocab = h.model.config.vocab_size
+    body = non_embedding_params(h.model)
+    rows = []
+    masked = h.kind == "masked-lm"
+    for length, counts in ((32, (4, 40, 400)), (16, (40,)), (128, (40,)), (512, (10,))):
+        if length > h.max_length:
+            continue
+        for n in counts:
+            ids = torch.randint(5, vocab - 1, (n, length), generator=g).tolist()
+            t0 = time.perf_counter()
+            if masked:
+                pos = [list(range(1, length - 1))] * n  # every position: the PLL of the whole text
+                scoring.pseudo_log_likelihood(h, ids, pos, max_batch_tokens=device_tokens)
+                tokens = n * length * (length - 2)
+            else:
+                scoring.causal_logprobs(h, ids, max_batch_tokens=device_tokens)
+                tokens = n * length
+            dt = time.perf_counter() - t0
+            rows.append({"model": h.name if h.demo else type(h.model).__name__, "seq_len": length, "items": n,
+                         "seconds": dt, "items_per_s": n / dt, "mfu_vs_matmul": 2.0 * body * tokens / dt / peak})
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", type=int, default=120)
     ap.add_argument("--naive-pairs", type=int, default=16)
     ap.add_argument("--batch-tokens", type=int, default=None)
     ap.add_argument("--models", default="bert-base,gpt2-base,smollm2-135m")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    ap.add_argument("--scaling", action="store_true", help="also time ×10 / ×100 items and sequence lengths")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     csv = SHARED_DATA / "crows-pairs" / "crows_pairs_anonymized.csv"
@@ -130,23 +159,31 @@ def main() -> None:
     stereo = df["stereo_antistereo"].to_numpy() == "stereo"
     s1 = np.where(stereo, df["sent_more"], df["sent_less"]).tolist()
     s2 = np.where(stereo, df["sent_less"], df["sent_more"]).tolist()
-    peak = matmul_flops()
+    peak = matmul_flops(device=args.device)
+    scale_rows: list[dict[str, Any]] = []
     print(f"fp32 matmul rate: {peak / 1e9:.1f} GFLOP/s on {torch.get_num_threads()} threads")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             if name in ("bert-base", "gpt2-base"):
-                h = load_model(build_random(name, Path(tmp) / name), device="cpu")
+                h = load_model(build_random(name, Path(tmp) / name), device=args.device)
             else:
-                h = load_model(name, device="cpu")
+                h = load_model(name, device=args.device)
             rows.append(bench_model(h, s1, s2, args.naive_pairs, peak, args.batch_tokens))
             print(table(rows[-1:], list(rows[-1])))
+            if args.scaling:
+                scale_rows += scaling(h, peak, args.batch_tokens)
+                print(table(scale_rows, list(scale_rows[0])))
             del h
     cols = ["model", "kind", "pairs_batched", "batched_pairs_per_s", "naive_pairs_per_s", "speedup",
             "max_abs_pair_score_diff", "useful_gflops_per_s", "mfu_vs_matmul"]
     print()
     print(table(rows, cols))
-    p = save("crows_pairs", {"matmul_gflops": peak / 1e9, "rows": rows, "args": vars(args)})
+    if scale_rows:
+        print()
+        print(table(scale_rows, list(scale_rows[0])))
+    p = save("crows_pairs" if args.device == "cpu" else f"crows_pairs_{args.device}",
+             {"matmul_gflops": peak / 1e9, "rows": rows, "scaling": scale_rows, "args": vars(args)})
     print(f"saved {p}")
 
 

@@ -16,18 +16,26 @@ RESULTS_DIR = ROOT / "benchmarks" / "results"
 SHARED_DATA = Path(os.environ.get("TAUDIT_SHARED", ROOT.parent / "shared")) / "data"
 
 
-def matmul_flops(n: int = 1024, k: int = 768, m: int = 3072, seconds: float = 3.0, dtype: torch.dtype = torch.float32) -> float:
-    """Sustained fp32 GEMM rate (FLOP/s) of this machine with torch's current thread count —
-    the ceiling a transformer forward can approach (its FLOPs are almost all GEMMs of this shape)."""
-    a = torch.randn(n, k, dtype=dtype)
-    b = torch.randn(k, m, dtype=dtype)
+def matmul_flops(n: int = 1024, k: int = 768, m: int = 3072, seconds: float = 3.0,
+                 dtype: torch.dtype = torch.float32, device: str = "cpu") -> float:
+    """Sustained GEMM rate (FLOP/s) with torch's current thread count — the ceiling a transformer
+    forward can approach (its FLOPs are almost all GEMMs of this shape)."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        n, k, m = 8192, 4096, 4096
+    a = torch.randn(n, k, dtype=dtype, device=device)
+    b = torch.randn(k, m, dtype=dtype, device=device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     for _ in range(3):
         a @ b
+    sync()
     reps = 0
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         a @ b
         reps += 1
+    sync()
     dt = time.perf_counter() - t0
     return 2.0 * n * k * m * reps / dt
 
