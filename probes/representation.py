@@ -32,7 +32,9 @@ to any labelling that carries no attribute information, so the control accuracy 
 the right reference, and the permutation test below uses the same null.
 
 Per layer (the items table): accuracy (mean over folds) with a Student-t 95 % interval across
-folds, control accuracy, selectivity (per-fold differences, same interval), and the majority
+folds, control accuracy (the mean of ``n_controls`` control tasks: with a few dozen types a
+single random labelling is a noisy reference), selectivity (per-fold differences, same
+interval), and the majority
 baseline (predicting each training fold's most frequent label). Summary: the largest
 selectivity and its layer, the accuracy at that layer with its interval and a permutation test
 of "no attribute information" (Ojala & Garriga 2010): the labels shuffled among the types —
@@ -57,7 +59,6 @@ import pandas as pd
 from scipy import stats as st
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
-from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
@@ -201,25 +202,35 @@ def make_folds(
     return list(StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed).split(x, labels, groups=t))
 
 
-def probe_model(C: float = 1.0, seed: int = 0) -> Pipeline:
-    """Standardise, then L2 logistic regression (lbfgs)."""
-    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000, random_state=seed))
+def probe_model(C: float = 1.0, seed: int = 0) -> LogisticRegression:
+    """L2 logistic regression (lbfgs); the features are standardised per training fold first."""
+    return LogisticRegression(C=C, max_iter=2000, random_state=seed)
 
 
 def fold_accuracies(
-    X: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], *, C: float = 1.0, seed: int = 0,
+    X: np.ndarray, targets: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], *, C: float = 1.0,
+    seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Held-out accuracy of each fold and the out-of-fold predictions."""
-    acc = np.empty(len(folds))
-    pred = np.empty(len(y), dtype=np.asarray(y).dtype)
+    """Held-out accuracy per fold and out-of-fold predictions of a probe for each label vector.
+
+    ``targets`` is one label vector (N) or several (T × N) — the real task and control tasks share
+    each fold's standardisation. Returns accuracies (folds) or (T × folds), predictions (N) or (T × N)."""
+    ys = np.atleast_2d(np.asarray(targets).astype(str))
+    acc = np.empty((len(ys), len(folds)))
+    pred = np.empty(ys.shape, dtype=ys.dtype)
     # one BLAS thread: these fits are small, and threads oversubscribe a shared CPU many times over
     with threadpool_limits(limits=1, user_api="blas"):
         for f, (tr, te) in enumerate(folds):
-            if len(np.unique(y[tr])) < 2:  # a control task can give every training type one label
-                pred[te] = y[tr][0]
-            else:
-                pred[te] = probe_model(C, seed).fit(X[tr], y[tr]).predict(X[te])
-            acc[f] = float(np.mean(pred[te] == y[te]))
+            scaler = StandardScaler().fit(X[tr])
+            xtr, xte = scaler.transform(X[tr]), scaler.transform(X[te])
+            for j, y in enumerate(ys):
+                if len(np.unique(y[tr])) < 2:  # a control task can give every training type one label
+                    pred[j, te] = y[tr][0]
+                else:
+                    pred[j, te] = probe_model(C, seed).fit(xtr, y[tr]).predict(xte)
+                acc[j, f] = float(np.mean(pred[j, te] == y[te]))
+    if np.ndim(targets) == 1:
+        return acc[0], pred[0]
     return acc, pred
 
 
@@ -254,22 +265,27 @@ def probe_layers(
     split: str = "random",
     C: float = 1.0,
     seed: int = 0,
+    n_controls: int = 3,
     progress: bool = False,
     where: str = "the data",
-) -> tuple[pd.DataFrame, list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
+) -> tuple[pd.DataFrame, list[tuple[np.ndarray, np.ndarray]]]:
     """Probe and control accuracy of every layer of ``states`` (L × N × H).
 
-    Returns the per-layer table, the folds, and the control labels."""
+    The control accuracy is the mean over ``n_controls`` control tasks (seeds seed, seed+1, …):
+    with a few dozen types one random type labelling is a noisy reference (Hewitt & Liang use
+    one). Returns the per-layer table and the folds."""
     y = np.asarray(labels).astype(str)
     t = np.asarray(types).astype(str) if types is not None else np.arange(len(y)).astype(str)
+    if n_controls < 1:
+        raise ProbeError(f"n_controls must be at least 1, got {n_controls}")
     folds = make_folds(y, t, n_folds=n_folds, split=split, seed=seed, where=where)
-    ctrl = control_labels(y, t, seed=seed)
+    targets = np.stack([y, *(control_labels(y, t, seed=seed + j) for j in range(n_controls))])
     base = majority_accuracy(y, folds)
     rows = []
     for layer in tqdm(range(states.shape[0]), desc="probe layers", disable=not progress):
         X = np.asarray(states[layer], dtype=np.float64)
-        acc, _ = fold_accuracies(X, y, folds, C=C, seed=seed)
-        cacc, _ = fold_accuracies(X, ctrl, folds, C=C, seed=seed)
+        accs, _ = fold_accuracies(X, targets, folds, C=C, seed=seed)
+        acc, cacc = accs[0], accs[1:].mean(axis=0)
         sel = acc - cacc
         lo, hi = t_interval(acc, bounds=(0.0, 1.0))
         slo, shi = t_interval(sel, bounds=(-1.0, 1.0))
@@ -279,7 +295,7 @@ def probe_layers(
                      "control_accuracy": float(cacc.mean()), "selectivity": float(sel.mean()),
                      "selectivity_ci_low": slo, "selectivity_ci_high": shi, "majority_baseline": base,
                      "n": len(y), "folds": len(folds)})
-    return pd.DataFrame(rows), folds, ctrl
+    return pd.DataFrame(rows), folds
 
 
 def permutation_test(
@@ -287,16 +303,17 @@ def permutation_test(
     C: float = 1.0, seed: int = 0, n_permutations: int = 100,
 ) -> tuple[float, np.ndarray]:
     """Permutation test of the probe's cross-validated accuracy (Ojala & Garriga 2010): the
-    labels are shuffled *among the types* (each draw is a fresh control task, :func:`control_labels`
-    with seeds seed+1 …), the probe refitted on the same folds. Texts of one type are not
-    exchangeable, so shuffling across texts would be the wrong null; without types it is exactly
-    a shuffle across texts. Returns p = (1 + #{null ≥ observed}) / (1 + n) and the null accuracies."""
+    labels are shuffled *among the types* (each draw a fresh control task, :func:`control_labels`
+    with seeds seed+10000 …, apart from the control tasks of :func:`probe_layers`), the probe
+    refitted on the same folds. Texts of one type are not exchangeable, so shuffling across texts
+    would be the wrong null; without types it is exactly a shuffle across texts.
+    Returns p = (1 + #{null ≥ observed}) / (1 + n) and the null accuracies."""
     t = np.asarray(types).astype(str) if types is not None else np.arange(len(y)).astype(str)
     y = np.asarray(y).astype(str)
     X = np.asarray(X, dtype=np.float64)
-    observed = fold_accuracies(X, y, folds, C=C, seed=seed)[0].mean()
-    null = np.array([fold_accuracies(X, control_labels(y, t, seed=seed + 1 + b), folds, C=C, seed=seed)[0].mean()
-                     for b in range(n_permutations)])
+    targets = np.stack([y, *(control_labels(y, t, seed=seed + 10_000 + b) for b in range(n_permutations))])
+    accs = fold_accuracies(X, targets, folds, C=C, seed=seed)[0].mean(axis=1)
+    observed, null = accs[0], accs[1:]
     p = (1 + int((null >= observed - 1e-12).sum())) / (1 + n_permutations)
     return float(p), null
 
@@ -330,6 +347,7 @@ class Representation(Probe):
         folds: int = 5,
         split: str | None = None,
         C: float = 1.0,
+        n_controls: int = 3,
         n_permutations: int = 100,
         breakdown_by: list[str] | None = None,
         max_items: int | None = None,
@@ -355,15 +373,15 @@ class Representation(Probe):
         states = scoring.hidden_states(handle, df["text"].tolist(), pooling=pooling,
                                        max_batch_tokens=max_batch_tokens, progress=progress)
         y = df[attribute_column].to_numpy().astype(str)
-        curve, fold_list, ctrl = probe_layers(states, y, df["type"].to_numpy(), n_folds=folds, split=split, C=C,
-                                              seed=seed, progress=progress, where=str(path))
+        curve, fold_list = probe_layers(states, y, df["type"].to_numpy(), n_folds=folds, split=split, C=C,
+                                        seed=seed, n_controls=n_controls, progress=progress, where=str(path))
         best = int(curve.loc[curve["selectivity"].idxmax(), "layer"])
         pval, null = permutation_test(states[best], y, df["type"].to_numpy(), fold_list, C=C, seed=seed,
                                       n_permutations=n_permutations)
         _, pred = fold_accuracies(np.asarray(states[best], dtype=np.float64), y, fold_list, C=C, seed=seed)
-        per_text = df.assign(control_label=ctrl, best_layer_prediction=pred, best_layer_correct=pred == y)
+        per_text = df.assign(best_layer_prediction=pred, best_layer_correct=pred == y)
         info = {"item_effect": "selectivity", "item_text": [], "attribute": attribute_column,
-                "type_column": type_column, "split": split, "pooling": pooling, "folds": folds, "C": C,
+                "type_column": type_column, "split": split, "pooling": pooling, "folds": folds, "C": C, "n_controls": n_controls,
                 "n_layers": int(states.shape[0]) - 1, "hidden_size": int(states.shape[2]),
                 "n_dropped_no_attribute": n_dropped, "n_rows": len(df), "null_accuracy_mean": float(null.mean()),
                 "null_accuracy_q95": float(np.quantile(null, 0.95)), "data": str(path), "n_types": int(df["type"].nunique()),

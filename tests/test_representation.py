@@ -55,7 +55,7 @@ def _planted_arrays(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def test_probe_layers_on_planted_arrays() -> None:
     states, labels, types = _planted_arrays()
-    curve, folds, ctrl = rep.probe_layers(states, labels, types, seed=0)
+    curve, folds = rep.probe_layers(states, labels, types, seed=0)
     c = curve.set_index("layer")
     assert len(folds) == 5 and c["majority_baseline"].iloc[0] == pytest.approx(0.5)
     # layer 0, noise: nothing to read
@@ -68,7 +68,7 @@ def test_probe_layers_on_planted_arrays() -> None:
     assert c.loc[2, "accuracy"] > 0.9 and abs(c.loc[2, "selectivity"]) < 0.1
     assert int(curve.loc[curve["selectivity"].idxmax(), "layer"]) == 1
     # held-out types: memorised identities do not generalise
-    held, _, _ = rep.probe_layers(states, labels, types, split="type", seed=0)
+    held, _ = rep.probe_layers(states, labels, types, split="type", seed=0)
     assert held.loc[1, "accuracy"] > 0.95 and held.loc[2, "accuracy"] < 0.7
 
 
@@ -121,16 +121,16 @@ def test_planted_signal_in_tiny_model(bert_encoder_path: Path) -> None:
     texts, labels, types = _planted_texts()
     planted = _planted_handle(bert_encoder_path, planted=True)
     states = scoring.hidden_states(planted, texts)
-    curve, _, _ = rep.probe_layers(states, labels, types, seed=0)
+    curve, _ = rep.probe_layers(states, labels, types, seed=0)
     assert curve.loc[0, "accuracy"] > 0.95  # the embedding layer carries the planted direction
     assert curve["selectivity"].max() > 0.3  # and it is not type memorisation
     # the same states with the labels shuffled across texts (one type per text): chance
     shuffled = np.random.default_rng(0).permutation(labels)
-    sh, _, _ = rep.probe_layers(states, shuffled, None, seed=0)
+    sh, _ = rep.probe_layers(states, shuffled, None, seed=0)
     assert sh["accuracy"].max() < 0.7
     # without the plant the two groups' terms are the same vector: nothing to find at any layer
     blank = _planted_handle(bert_encoder_path, planted=False)
-    none, _, _ = rep.probe_layers(scoring.hidden_states(blank, texts), labels, types, seed=0)
+    none, _ = rep.probe_layers(scoring.hidden_states(blank, texts), labels, types, seed=0)
     assert none["accuracy"].max() < 0.7
 
 
