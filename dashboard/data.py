@@ -31,11 +31,9 @@ class OutsideRootError(ValueError):
     """A path that resolves outside the runs root (e.g. through a symlink)."""
 
 
-def _relative(path: Path, root: Path) -> str:
-    try:
-        return str(path.relative_to(root))
-    except ValueError:
-        return str(path)
+def as_dict(x: Any) -> dict[str, Any]:
+    """``x`` when it is a JSON object, else an empty one (for fields of hand-edited JSON)."""
+    return x if isinstance(x, dict) else {}
 
 
 class RunsRoot:
@@ -201,17 +199,14 @@ def load_run_info(rr: RunsRoot, run_id: str) -> RunInfo:
     info.manifest = manifest
     st = manifest.get("status")
     info.status = st if isinstance(st, str) else "unknown"
-    model = manifest.get("model") if isinstance(manifest.get("model"), dict) else {}
-    cfg_models = (manifest.get("config") or {}).get("models") if isinstance(manifest.get("config"), dict) else None
-    info.model = str(model.get("name") or (cfg_models[0].get("name") if cfg_models and isinstance(cfg_models[0], dict) else "") or "")
+    model = as_dict(manifest.get("model"))
+    cfg_models = as_dict(manifest.get("config")).get("models")
+    first = as_dict(cfg_models[0]) if isinstance(cfg_models, list) and cfg_models else {}
+    info.model = str(model.get("name") or first.get("name") or "")
     info.kind = str(model.get("kind") or "")
     info.source = str(model.get("source") or "")
-    probes = manifest.get("probes") if isinstance(manifest.get("probes"), dict) else {}
-    info.probes = {str(k): str((v or {}).get("status", "unknown")) if isinstance(v, dict) else "unknown"
-                   for k, v in probes.items()}
-    expl = manifest.get("explain") if isinstance(manifest.get("explain"), dict) else {}
-    info.explain = {str(k): str((v or {}).get("status", "unknown")) if isinstance(v, dict) else "unknown"
-                    for k, v in expl.items()}
+    info.probes = {str(k): str(as_dict(v).get("status", "unknown")) for k, v in as_dict(manifest.get("probes")).items()}
+    info.explain = {str(k): str(as_dict(v).get("status", "unknown")) for k, v in as_dict(manifest.get("explain")).items()}
     info.created_at = manifest.get("created_at")
     info.finished_at = manifest.get("finished_at")
     errs = manifest.get("errors")
@@ -344,7 +339,7 @@ def load_probe(rr: RunsRoot, run_id: str, name: str, manifest: dict[str, Any] | 
     where = f"{run_id}/probes/{name}/summary.json"
     pd_.metrics, problems = _metric_values(summary.get("metrics") or {}, where)
     pd_.warnings = [str(w) for w in (summary.get("warnings") or []) if w]
-    pd_.info = summary.get("info") if isinstance(summary.get("info"), dict) else {}
+    pd_.info = as_dict(summary.get("info"))
     n = summary.get("n_items")
     pd_.n_items = int(n) if isinstance(n, (int, float)) else None
     bd, bmsg = _read_parquet_file(rr, run_id, "probes", name, "breakdown.parquet")

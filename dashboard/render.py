@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import math
 import re
-from typing import Any
+from typing import Any, cast
 
 import altair as alt
 import numpy as np
@@ -99,9 +99,9 @@ def metric_delta(m: MetricValue) -> str | None:
     return f"{m.value - m.ideal:+.4g} vs ideal {fmt(m.ideal)}"
 
 
-def metric_chart(metrics: dict[str, MetricValue]) -> alt.Chart | None:
+def metric_chart(metrics: dict[str, MetricValue]) -> alt.VConcatChart | None:
     """One row per metric: point estimate, 95 % CI and the ideal, each row on its own scale."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for k, m in metrics.items():
         if m.value is None or math.isnan(m.value):
             continue
@@ -118,8 +118,8 @@ def metric_chart(metrics: dict[str, MetricValue]) -> alt.Chart | None:
         domain=["CI excludes the ideal", "CI covers the ideal", "no ideal or CI"], range=[VERMILION, BLUE, GREY]))
     for r in rows:
         df = pd.DataFrame([r])
-        lo = min(v for v in (r["ci_low"], r["value"], r["ideal"]) if v is not None)
-        hi = max(v for v in (r["ci_high"], r["value"], r["ideal"]) if v is not None)
+        lo = min(float(v) for v in (r["ci_low"], r["value"], r["ideal"]) if v is not None)
+        hi = max(float(v) for v in (r["ci_high"], r["value"], r["ideal"]) if v is not None)
         pad = (hi - lo) * 0.15 or abs(hi) * 0.1 or 1.0
         title = f"{r['metric']}" + (f" ({r['unit']})" if r["unit"] else "")
         scale = alt.Scale(domain=[lo - pad, hi + pad], nice=False)
@@ -138,7 +138,7 @@ def metric_chart(metrics: dict[str, MetricValue]) -> alt.Chart | None:
     return alt.vconcat(*charts).resolve_scale(x="independent").configure_legend(orient="top", title=None)
 
 
-def breakdown_chart(bd: pd.DataFrame, ideal: float | None, title: str) -> alt.Chart:
+def breakdown_chart(bd: pd.DataFrame, ideal: float | None, title: str) -> alt.LayerChart:
     """Value and CI per group for one metric of the breakdown, with the ideal as a dashed line."""
     df = bd.copy()
     df["group"] = df["group"].astype(str)
@@ -157,7 +157,7 @@ def breakdown_chart(bd: pd.DataFrame, ideal: float | None, title: str) -> alt.Ch
     ]
     if ideal is not None:
         layers.append(alt.Chart(pd.DataFrame({"ideal": [ideal]})).mark_rule(strokeDash=[4, 3], color="black").encode(x="ideal:Q"))
-    return alt.layer(*layers).properties(height=alt.Step(26), width="container")
+    return cast(alt.LayerChart, alt.layer(*layers).properties(height=alt.Step(26), width="container"))
 
 
 def _rgba(score: float, scale: float) -> str:
@@ -230,7 +230,7 @@ def heatmap_chart(long: pd.DataFrame, title: str, row_title: str = "token", col_
     ).properties(title=title, width=width, height=height)
 
 
-def attention_grid_chart(rows: pd.DataFrame, cell: int = 70) -> alt.Chart:
+def attention_grid_chart(rows: pd.DataFrame, cell: int = 70) -> alt.FacetChart:
     """Small maps, one per (layer, head): rows are layers, columns heads."""
     df = rows[["layer", "head", "token_index", "source_index", "score"]].copy()
     df["layer"] = df["layer"].astype(int)

@@ -11,14 +11,14 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.compare import ALPHA, compare_probe, finish_table, wilcoxon_items
-from dashboard.data import RunInfo, probe_names
+from dashboard.data import RunInfo, as_dict, probe_names
 from dashboard.render import fmt, fmt_p, md_escape
 from dashboard.state import get_root, no_runs, pick_run, probe, run_infos, show_run_state
 
 
 def identity(info: RunInfo) -> pd.Series:
-    model = info.manifest.get("model") if isinstance(info.manifest.get("model"), dict) else {}
-    shas = model.get("weights_sha256") if isinstance(model.get("weights_sha256"), dict) else {}
+    model = as_dict(info.manifest.get("model"))
+    shas = as_dict(model.get("weights_sha256"))
     return pd.Series({
         "run": info.run_id, "status": info.status, "verdict": info.verdict or "—", "model": info.model,
         "kind": info.kind, "source": info.source, "revision": str(model.get("revision")),

@@ -4,6 +4,8 @@ its faithfulness metrics."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import pandas as pd
 import streamlit as st
 
@@ -98,4 +100,4 @@ if not any("rollout" in m for m in methods):
     st.caption("No attention rollout stored for this example.")
 for method in methods:
     show_method(method, rows[rows["method"].astype(str) == method], f"{info.run_id}:{name}:{example}:{method}",
-                lambda method=method: show_method_metrics(ed, example, method))
+                partial(show_method_metrics, ed, example, method))

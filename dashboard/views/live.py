@@ -9,6 +9,7 @@ implementation while they run. Nothing is written to the runs root.
 from __future__ import annotations
 
 import threading
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -187,4 +188,4 @@ res = st.session_state.get("live_result")
 if res:
     st.caption("Result for: " + md_escape(f"{res['inputs']['text']!r} with target {res['inputs']['target']}"))
     for r in res["results"]:
-        show_method(r["method"], r["frame"], f"live:{r['method']}", lambda r=r: live_metrics(r))
+        show_method(r["method"], r["frame"], f"live:{r['method']}", partial(live_metrics, r))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard.data import runs_table
+from dashboard.data import as_dict, runs_table
 from dashboard.render import md_escape
 from dashboard.state import get_root, no_runs, run_infos, selected, set_selected
 
@@ -45,7 +45,7 @@ for info in infos:
 for info in [i for i in infos if i.run_id in sel]:
     with st.expander(f"Run {md_escape(info.run_id)}", expanded=True):
         m = info.manifest
-        model = m.get("model") if isinstance(m.get("model"), dict) else {}
+        model = as_dict(m.get("model"))
         c1, c2, c3 = st.columns(3)
         c1.metric("Status", info.status)
         c2.metric("Verdict", info.verdict or "—")
@@ -60,7 +60,7 @@ for info in [i for i in infos if i.run_id in sel]:
         st.text(f"model: {info.model}  kind: {info.kind}\nsource: {info.source}\n"
                 f"revision: {model.get('revision')}  dtype: {model.get('dtype')}  device: {model.get('device')}\n"
                 f"created: {info.created_at}  finished: {info.finished_at}")
-        shas = model.get("weights_sha256") if isinstance(model.get("weights_sha256"), dict) else {}
+        shas = as_dict(model.get("weights_sha256"))
         if shas:
             st.text("\n".join(f"sha256 {k}: {v}" for k, v in shas.items()))
         for e in info.errors:
