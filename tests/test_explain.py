@@ -106,9 +106,9 @@ def test_ig_is_complete_with_enough_steps(request: pytest.FixtureRequest, fixtur
 
 def test_ig_batches_examples_like_one_at_a_time(bert_mlm) -> None:  # type: ignore[no-untyped-def]
     texts = [MLM_TEXT, "he said [MASK] is a good doctor at home", "[MASK] was kind"]
-    together = explain(bert_mlm, texts, "ig", n_steps=16, max_batch_tokens=100000)
+    together = explain(bert_mlm, texts, "ig", n_steps=8, max_batch_tokens=100000)
     for i, t in enumerate(texts):
-        alone = explain(bert_mlm, [t], "ig", n_steps=16)
+        alone = explain(bert_mlm, [t], "ig", n_steps=8)
         assert together[i].token_scores == pytest.approx(alone[0].token_scores, abs=1e-6)
 
 

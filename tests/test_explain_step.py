@@ -49,7 +49,7 @@ def test_validate_normalises_a_good_spec() -> None:
      r"options: \['occlusion'\] fit none of the methods \['ig'\]"),
     ({"name": "e", "method": "ig", "texts": ["x"], "colour": "red"}, "field 'colour'.*[Ee]xtra"),
     ({"name": "../up", "method": "ig", "texts": ["x"]}, "field 'name'.*plain folder name"),
-    ({"method": "ig", "texts": ["x"]}, "field 'name'"),
+    ({"name": "", "method": "ig", "texts": ["x"]}, "field 'name'"),
     ({"name": "e", "method": "ig", "texts": ["x"], "max_examples": 0}, "field 'max_examples'"),
 ])
 def test_validate_names_the_field(spec: dict, message: str) -> None:

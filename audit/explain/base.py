@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 #: options every method accepts
 COMMON_OPTIONS: dict[str, Any] = {
-    "baseline": "pad",  # the token a removed position holds / IG starts from
+    "baseline": "auto",  # the token a removed position holds / IG starts from (see targets.baseline_token_id)
     "max_batch_tokens": None,  # padded tokens per forward (rows × length); None: by device
 }
 #: relative IG completeness gap above which a warning is raised (DESIGN.md)

@@ -52,7 +52,7 @@ class ExplainSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1)
+    name: str | None = Field(default=None, min_length=1)
     methods: list[str] | None = None
     method: str | None = None
     texts: list[str | tuple[str, str]] | None = None
@@ -68,8 +68,8 @@ class ExplainSpec(BaseModel):
 
     @field_validator("name")
     @classmethod
-    def _safe_name(cls, v: str) -> str:
-        if "/" in v or "\\" in v or v.startswith("."):
+    def _safe_name(cls, v: str | None) -> str | None:
+        if v is not None and ("/" in v or "\\" in v or v.startswith(".")):
             raise ValueError(f"{v!r} must be a plain folder name")
         return v
 
@@ -213,6 +213,9 @@ def run_explain_step(handle: ModelHandle, spec: dict[str, Any], run_dir: RunDir,
     out_dir = run_dir.explain_dir(name)
     methods: list[str] = spec["methods"]
     per = method_options(methods, spec["options"])
+    for m in methods:  # stochastic methods follow the run's seed unless the entry sets one
+        if "seed" in get_explainer(m).defaults():
+            per[m].setdefault("seed", seed)
     step = {k: spec["options"].get(k, v) for k, v in STEP_OPTIONS.items()}
     target = spec["target"]
     try:
@@ -291,7 +294,7 @@ def explain_bias_items(handle: ModelHandle, run_dir: RunDir | str | Path, probe_
             keys.append((int(idx), side))
     name = f"{probe_name}-items"
     out_dir = rd.explain_dir(name)
-    preps = prepare(handle, texts, target, baseline=options.pop("baseline", "pad"))
+    preps = prepare(handle, texts, target, baseline=options.pop("baseline", "auto"))
     attr = explain_prepared(handle, preps, method, target=target, progress=progress, **options)
     mdf = evaluate(handle, preps, [attr], metrics or ["completeness_gap"], progress=progress)
     frame = attr.to_frame()

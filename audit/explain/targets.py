@@ -19,8 +19,8 @@ the same number. Kind-specific targets (``target=`` dict keys in brackets):
   (``pair``, or give inputs as ``(text, pair)`` tuples).
 
 Probability outputs are the default: Integrated Gradients on a causal LM's log-probability can be
-far from complete (see DESIGN.md). Perturbations replace a token by the *baseline* token
-(``pad`` by default), the same token IG starts its path from.
+far from complete (see DESIGN.md). Perturbations replace a token by the *baseline* token, the
+same token IG starts its path from (``baseline="auto"``: pad, or unk for causal LMs).
 """
 
 from __future__ import annotations
@@ -333,8 +333,18 @@ def resolve_token(handle: ModelHandle, token: Any, what: str = "token") -> int:
 
 
 def baseline_token_id(handle: ModelHandle, baseline: Any) -> int:
-    """The token a removed / baseline position holds: pad, mask, unk, eos, bos, or a token."""
+    """The token a removed / baseline position holds: auto, pad, mask, unk, eos, bos, or a token.
+
+    ``auto`` is ``pad`` for encoders, masked LMs and classifiers, and ``unk`` for causal LMs that
+    have one (else ``pad``): a causal LM's pad is usually its EOS, and a path that starts from a row
+    of EOS tokens can be far from straight — on SmolLM2-135M-Instruct (pad = ``<|im_end|>``) IG of
+    a next-token probability had a 40 % completeness gap at 32 steps from the pad baseline and 3 %
+    from ``<|endoftext|>`` (its unk; also Captum's LLM default, token id 0); see
+    benchmarks/RESULTS.md.
+    """
     tok = handle.tokenizer
+    if baseline == "auto":
+        baseline = "unk" if handle.kind == "causal-lm" and tok.unk_token_id is not None else "pad"
     if isinstance(baseline, str) and baseline in {"pad", "mask", "unk", "eos", "bos"}:
         tid = getattr(tok, f"{baseline}_token_id", None)
         if tid is None:
@@ -423,7 +433,7 @@ def _argmax_tokens(fn: MaskedTokenFn | NextTokenFn, preps: list[Prepared], slot:
 
 
 def prepare(
-    handle: ModelHandle, inputs: Any, target: dict[str, Any] | None = None, *, baseline: Any = "pad"
+    handle: ModelHandle, inputs: Any, target: dict[str, Any] | None = None, *, baseline: Any = "auto"
 ) -> list[Prepared]:
     """Tokenize inputs and build the target of each one (errors name the example)."""
     kind = handle.kind
