@@ -268,3 +268,20 @@ def test_planted_association_is_found_with_the_right_sign(turkish_llama_path: Pa
     assert (it.loc[["hemşire", "sekreter", "dadı"], "effect"] < 0).all()
     assert r.summary["stereotype_effect"].value > 1.0
     assert r.summary["stereotype_rate"].value == 100.0
+
+
+def test_planted_association_in_a_masked_lm(turkish_bert_path: Path, tmp_path: Path) -> None:
+    """Kurita's score on a tiny masked LM trained on a corpus where occupations predict the gender
+    word: the aligned effect must be positive."""
+    from audit.models import load_model
+
+    trained = tiny_models.train_tiny_lm(turkish_bert_path, tmp_path / "planted-mlm", _planted_corpus(),
+                                        steps=150, lr=1e-2, always_mask=("erkek", "kadın"))
+    handle = load_model(trained, device="cpu")
+    data = tmp_path / "sets"
+    write_set(data, name="o", language="tr", targets=[["erkek", "kadın"]],
+              attributes={"male": ["mühendis", "pilot", "tamirci"], "female": ["hemşire", "sekreter", "dadı"]},
+              templates=["O bir [ATTRIBUTE]. O bir [TARGET]."])
+    r = run_probe("templates", handle, data=data, progress=False)
+    assert (r.items["aligned_effect"] > 0).all()
+    assert r.summary["stereotype_effect"].value > 1.0

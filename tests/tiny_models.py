@@ -220,10 +220,11 @@ def build_turkish_llama(folder: Path, seed: int = 0) -> Path:
 
 
 def train_tiny_lm(src: Path, dst: Path, texts: list[str], *, steps: int = 150, lr: float = 3e-3,
-                  seed: int = 0, mlm_probability: float = 0.3) -> Path:
+                  seed: int = 0, mlm_probability: float = 0.3, always_mask: tuple[str, ...] = ()) -> Path:
     """Copy a tiny saved LM to ``dst`` and train it on ``texts`` (next-token loss for causal LMs,
     masked-token loss for masked LMs), so a test can plant a known association and check that a
-    probe finds it. Full-batch AdamW; a few seconds on CPU."""
+    probe finds it. ``always_mask`` (masked LMs): words whose tokens are masked in every step, so
+    the model must predict them from context. Full-batch AdamW; a few seconds on CPU."""
     import shutil
 
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
@@ -244,6 +245,12 @@ def train_tiny_lm(src: Path, dst: Path, texts: list[str], *, steps: int = 150, l
         width = max(len(x) for x in ids)
         enc = {"input_ids": torch.tensor([x + [tok.pad_token_id] * (width - len(x)) for x in ids]),
                "attention_mask": torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids])}
+    forced = torch.tensor([i for w in always_mask for i in tok(w, add_special_tokens=False)["input_ids"]],
+                          dtype=torch.long)
+    for m in model.modules():  # no dropout: the outcome must not hang on the global RNG state
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    _seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     model.train()
     gen = torch.Generator().manual_seed(seed)
@@ -254,6 +261,7 @@ def train_tiny_lm(src: Path, dst: Path, texts: list[str], *, steps: int = 150, l
         if masked:
             special = torch.tensor([[t in tok.all_special_ids for t in row] for row in input_ids.tolist()])
             pick = (torch.rand(input_ids.shape, generator=gen) < mlm_probability) & ~special
+            pick |= torch.isin(input_ids, forced)
             labels[~pick] = -100
             input_ids[pick] = tok.mask_token_id
         out = model(input_ids=input_ids, attention_mask=enc["attention_mask"], labels=labels)
