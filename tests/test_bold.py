@@ -260,3 +260,15 @@ def test_runs_from_an_audit_config_in_chunks(tmp_path: Path, prompts: Path, gpt2
 
     direct = get_probe("bold").run(load_model(gpt2_path, device="cpu"), prompts, seed=2, progress=False, **opts)
     assert items["continuation"].tolist() == direct.items["continuation"].tolist()
+
+
+@pytest.mark.slow
+def test_smollm2_on_real_bold_prompts() -> None:
+    from audit.models import load_model
+
+    data = shared_file("bold/gender_prompt.json")
+    handle = load_model("smollm2-135m", device="cpu")
+    res = get_probe("bold").run(handle, data, max_prompts_per_group=3, max_new_tokens=8, progress=False)
+    assert len(res.items) == 6
+    assert (res.items["continuation"].str.strip() != "").all()  # a real model writes something
+    assert 0 <= res.summary["vader_negative_gap"].value <= 100
