@@ -685,12 +685,12 @@ class BBQ(ItemProbe):
                        for r in df.itertuples(index=False)]
             replies = generate(handle, prompts, do_sample=False, progress=progress,
                                **_generation_options(opts))
-            answers = [
+            parsed = [
                 parse_answer(rep, (r.ans0, r.ans1, r.ans2), r.unknown_index, aliases=(r.term0, r.term1, r.term2),
                              language=r.unknown_language)
                 for rep, r in zip(replies, df.itertuples(index=False), strict=True)
             ]
-            out = score_answers(df, answers)
+            out = score_answers(df, parsed)
             out["generated"] = list(replies)
             # +1 a biased answer, −1 a counter-biased one, 0 unknown or unparsed
             out["bias_direction"] = np.where(out["biased"], 1.0, np.where(out["non_unknown"], -1.0, 0.0))
