@@ -152,7 +152,8 @@ class ItemProbe(Probe):
         if workdir is not None:
             if rank == 0:
                 _check_plan(workdir, {"probe": self.name, "n_items": len(items), "chunk_size": size,
-                                      "options": {k: opts[k] for k in sorted(opts)}, "model": handle.source})
+                                      "options": {k: opts[k] for k in sorted(opts)}, "model": handle.source,
+                                      "seed": seed})
             if dist is not None:
                 dist.barrier()
         mine = [k for k in range(n_chunks) if k % world == rank]

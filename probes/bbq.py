@@ -506,7 +506,8 @@ def option_table(df: pd.DataFrame, unknown_choices: str = "dataset") -> pd.DataF
 
 
 def _causal_option_scores(handle: ModelHandle, prompts: list[str], texts: list[str], **kw: Any) -> tuple[np.ndarray, np.ndarray]:
-    lps = scoring.continuation_logprobs(handle, prompts, [" " + t for t in texts], **kw)
+    # the three options of an item share its prompt: run each prompt once
+    lps = scoring.shared_context_logprobs(handle, prompts, [" " + t for t in texts], **kw)
     return np.asarray([float(x.sum()) for x in lps]), np.asarray([len(x) for x in lps])
 
 
