@@ -463,7 +463,7 @@ def cluster_mean_metric(
         p, tname = float("nan"), ""
     else:
         fn, label = tests[test]
-        p = fn(means - null)
+        p = fn((means - null).tolist())
         tname = f"{label} of {k} cluster means vs {null * scale:g}"
     return MetricValue.from_info(
         info, float(x.mean()) * scale, ci_low=ci.low, ci_high=ci.high, n=n, p_value=p, test=tname,

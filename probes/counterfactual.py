@@ -629,8 +629,8 @@ def lm_scores(
         handle, enc["input_ids"], positions, max_batch_tokens=max_batch_tokens, progress=progress
     )
     for i, (lp, pos, offs) in enumerate(zip(lps, positions, enc["offset_mapping"], strict=True)):
-        keep = np.asarray([not _overlaps(offs[j], spans[i]) for j in pos], dtype=bool)
-        total[i], context[i], n_tok[i] = lp.sum(), lp[keep].sum() if len(lp) else 0.0, len(lp)
+        outside = np.asarray([not _overlaps(offs[j], spans[i]) for j in pos], dtype=bool)
+        total[i], context[i], n_tok[i] = lp.sum(), lp[outside].sum() if len(lp) else 0.0, len(lp)
     return total, context, n_tok
 
 

@@ -74,6 +74,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -242,7 +243,9 @@ def fill(template: str, target: str, attribute: str, language: str) -> tuple[str
     t = template.replace(ARTICLE, article(attribute))
     if t.startswith(TARGET):
         target = capitalize_first(target, language)
-    out, spans, i = [], {}, 0
+    out: list[str] = []
+    spans: dict[str, tuple[int, int]] = {}
+    i = 0
     while i < len(t):
         for slot, word in ((TARGET, target), (ATTRIBUTE, attribute)):
             if t.startswith(slot, i):
@@ -442,11 +445,10 @@ class Templates(Probe):
         parts = []
         for by in ("language", "category", "set", "pair"):
             parts.append(group_breakdown(items, by, {
-                name: (lambda d, name=name: fns[name](d, "set_attribute"))
-                for name in ("stereotype_effect", "group_preference")
+                name: partial(fns[name], c="set_attribute") for name in ("stereotype_effect", "group_preference")
             }))
         parts.append(group_breakdown(items, "set_attribute", {
-            "stereotype_effect": lambda d: fns["stereotype_effect"](d, "pair")}))
+            "stereotype_effect": partial(fns["stereotype_effect"], c="pair")}))
         breakdown = pd.concat(parts, ignore_index=True)
         warnings = [f"{k}: {v.warning}" for k, v in summary.items() if v.warning]
         effect_col = "aligned_effect" if items["sign"].notna().any() else "effect"
