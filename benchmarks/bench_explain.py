@@ -253,8 +253,10 @@ def main() -> int:
         load0 = _load()
         h, load_s = _timed(lambda name=name: load_model(name, device="cpu"))
         print(f"{name}: {h.kind}, loaded in {load_s:.1f} s")
+        inputs: list[Any]
+        target: dict[str, Any] = {}
         if h.kind == "causal-lm":
-            inputs, target = [CAUSAL_TEXT], {}
+            inputs = [CAUSAL_TEXT]
             gen = {"mode": "generate", "max_new_tokens": args.new_tokens}
             gap_targets = {"next-token probability": ({}, "auto"),
                            "next-token probability (pad baseline)": ({}, "pad"),
@@ -263,7 +265,7 @@ def main() -> int:
                            f"generation ({args.new_tokens} tokens), log-probability":
                                ({**gen, "output": "logprob"}, "auto")}
         else:
-            inputs, target = [ENCODER_PAIR], {}
+            inputs = [ENCODER_PAIR]
             gap_targets = {"cosine similarity (mean pooling)": ({}, "auto")}
         r: dict[str, Any] = {"kind": h.kind, "load_s": load_s, "input": inputs[0],
                              "target": prepare(h, inputs, target)[0].target_names[0]}

@@ -49,7 +49,7 @@ def _fuse(attn: np.ndarray, head_fusion: str) -> np.ndarray:
     if a.ndim == 4:
         if head_fusion not in HEAD_FUSIONS:
             raise OptionError(f"head_fusion {head_fusion!r} unknown; use one of {', '.join(HEAD_FUSIONS)}")
-        a = {"mean": a.mean, "max": a.max, "min": a.min}[head_fusion](axis=1)
+        a = a.mean(axis=1) if head_fusion == "mean" else a.max(axis=1) if head_fusion == "max" else a.min(axis=1)
     if a.ndim != 3 or a.shape[1] != a.shape[2]:
         raise ValueError(f"attention must be (layers, [heads,] T, T), got shape {np.shape(attn)}")
     return a

@@ -121,8 +121,8 @@ class Attributions:
             tokens = np.asarray(e.tokens, dtype=object)
             if e.token_scores is not None:
                 k_n, t_n = e.token_scores.shape
-                kk, ii = np.meshgrid(np.arange(k_n), np.arange(t_n), indexing="ij")
-                kk, ii = kk.ravel(), ii.ravel()
+                kgrid, igrid = np.meshgrid(np.arange(k_n), np.arange(t_n), indexing="ij")
+                kk, ii = kgrid.ravel(), igrid.ravel()
                 sc = e.token_scores.ravel()
                 keep = ~np.isnan(sc)
                 tpos = (np.asarray(e.target_positions, dtype=float)[kk[keep]] if e.target_positions is not None
@@ -187,7 +187,7 @@ class Attributions:
             if e.token_scores is not None:
                 arrays[f"token_scores_{i}"] = np.asarray(e.token_scores)
         tmp = path.with_name(f".{path.name}.tmp.npz")
-        np.savez_compressed(tmp, **arrays)
+        np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]
         tmp.replace(path)
         return path
 

@@ -595,8 +595,8 @@ def _prepare_causal(handle: ModelHandle, examples: list[tuple[str, str | None]],
         if fixed_gen:
             attributable[len(src):] = False
         names = [f"{output}({tok.decode([g])!r} @ {pos})" for g, pos in zip(gen, positions, strict=True)]
-        aux = (torch.tensor([positions]), torch.tensor([gen]))
-        preps.append(_new(handle, i, text, ids, attributable, fn_g, aux, (None, None), names,
+        preps.append(_new(handle, i, text, ids, attributable, fn_g, (torch.tensor([positions]), torch.tensor([gen])),
+                          (None, None), names,
                           target_positions=positions, query_rows=[q - 1 for q in positions],
                           info={"source_length": len(src), "continuation": tok.decode(gen)}))
     return preps

@@ -92,7 +92,7 @@ def sufficiency(scores: np.ndarray, scorer: Scorer, attributable: np.ndarray | N
     return f_x - np.asarray(scorer(masks), dtype=np.float64)
 
 
-def aopc(curve: Sequence[float]) -> float:
+def aopc(curve: Sequence[float] | np.ndarray) -> float:
     """Area over the perturbation curve: the mean of a comprehensiveness / sufficiency curve over
     its bins (DeYoung et al. 2020, after Samek et al. 2017)."""
     c = np.asarray(curve, dtype=np.float64)
