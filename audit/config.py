@@ -221,9 +221,15 @@ def check_names(cfg: AuditConfig, source: str) -> None:
         except ImportError:  # pragma: no cover - explain package always ships
             return
         seen: set[str] = set()
+        names = {m.name for m in cfg.models}
         for i, spec in enumerate(cfg.explain):
+            only = spec.get("models")
+            if only is not None:
+                bad = [m for m in only if m not in names] if isinstance(only, list) else [only]
+                if bad:
+                    raise ConfigError(f"invalid audit config {source}:\n  explain.{i}.models: {bad} not in 'models'")
             try:
-                validate_explain_spec(spec)
+                validate_explain_spec({k: v for k, v in spec.items() if k != "models"})
             except ValueError as exc:
                 raise ConfigError(f"invalid audit config {source}:\n  explain.{i}: {exc}") from None
             nm = spec.get("name")

@@ -192,6 +192,9 @@ def run_model(
 
     for i, spec_d in enumerate(cfg.explain):
         ename = spec_d.get("name") or f"explain{i}"
+        if spec_d.get("models") is not None and model.name not in spec_d["models"]:
+            continue
+        spec_d = {k: v for k, v in spec_d.items() if k != "models"}
         if rd.explain_complete(ename):
             continue
         from audit.explain import run_explain_step
