@@ -50,7 +50,7 @@ def token_table(attr: Attributions) -> str:
             for i, (tok, s) in enumerate(zip(e.tokens, row, strict=True)):
                 if not math.isfinite(s):
                     continue
-                lines.append(f"  {i:4d}  {tok!r:<{width}}  {s:+.4g}  {_bar(float(s), scale)}")
+                lines.append(f"  {i:4d}  {tok!r:<{width}}  {s:>+11.4g}  {_bar(float(s), scale)}")
     if attr.warnings:
         lines.append("")
         lines += [f"warning: {w}" for w in attr.warnings]
