@@ -41,7 +41,7 @@ def test_bias_page_renders_in_chromium(tmp_path: Path) -> None:
             page.get_by_text("33.33%", exact=True).first.wait_for(timeout=30_000)
             # the CI chart and the item grid are drawn, and no element is still a grey placeholder
             page.locator(".vega-embed").first.wait_for(timeout=60_000)
-            page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=60_000)
+            page.locator('[data-testid="stDataFrame"]:visible').first.wait_for(timeout=60_000)
             page.wait_for_function("() => !document.querySelector('[data-testid=\"stSkeleton\"]')",
                                    timeout=90_000)
             assert page.locator(".vega-embed").count() >= 2  # metric CIs and per-category chart
