@@ -49,9 +49,13 @@ def default_batch_tokens(handle: ModelHandle) -> int:
 
 
 def length_sorted_batches(
-    lengths: Sequence[int], max_tokens: int, max_rows: int | None = None
+    lengths: Sequence[int], max_tokens: int, max_rows: int | None = None, max_pad_ratio: float = 1.25
 ) -> list[np.ndarray]:
-    """Index batches, longest first, each with ``rows × longest ≤ max_tokens`` (padded size)."""
+    """Index batches, longest first, each with ``rows × longest ≤ max_tokens`` (padded size).
+
+    A batch is also closed when the next item is shorter than ``longest / max_pad_ratio``, so no
+    row is more than ~20 % padding: padded positions cost as much as real ones.
+    """
     lengths_arr = np.asarray(lengths, dtype=np.int64)
     if lengths_arr.size == 0:
         return []
@@ -64,8 +68,13 @@ def length_sorted_batches(
         rows = max(1, max_tokens // longest)
         if max_rows is not None:
             rows = min(rows, max_rows)
-        batches.append(order[start : start + rows])
-        start += rows
+        end = min(n, start + rows)
+        # stop early where the lengths fall below longest / max_pad_ratio
+        short = np.nonzero(lengths_arr[order[start:end]] * max_pad_ratio < longest)[0]
+        if short.size:
+            end = start + max(1, int(short[0]))
+        batches.append(order[start:end])
+        start = end
     return batches
 
 

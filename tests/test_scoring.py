@@ -82,6 +82,10 @@ def test_length_sorted_batches_respect_budget() -> None:
         assert len(b) * max(lengths[i] for i in b) <= 32 or len(b) == 1
     # longest first
     assert lengths[batches[0][0]] == 30
+    # no row is more than 25 % padding beyond its batch's longest
+    for b in batches:
+        longest = max(lengths[i] for i in b)
+        assert all(lengths[i] * 1.25 >= longest for i in b)
 
 
 def test_oom_halves_and_retries() -> None:
