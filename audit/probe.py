@@ -107,8 +107,6 @@ class ItemProbe(Probe):
     """
 
     chunk_size: ClassVar[int] = 512
-    #: options that select items (passed to load_items); everything else goes to score/summarise
-    load_options: ClassVar[tuple[str, ...]] = ("max_items",)
 
     def load_items(self, data: str | Path | None, opts: dict[str, Any]) -> pd.DataFrame:
         raise NotImplementedError

@@ -23,8 +23,7 @@ import os
 import platform
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -233,14 +232,6 @@ class RunDir:
             return p.is_file() and read_json(p).get("status") == "complete"
         except (OSError, ValueError):
             return False
-
-    # -- partial results (chunk checkpoints) ------------------------------------------------
-    @contextmanager
-    def checkpoint(self, name: str) -> Iterator[Path]:
-        """A folder for a probe's partial chunks; removed once the probe completes."""
-        d = self.probe_dir(name) / "partial"
-        d.mkdir(parents=True, exist_ok=True)
-        yield d
 
 
 def list_runs(root: str | Path) -> list[RunDir]:

@@ -621,7 +621,6 @@ class BBQ(ItemProbe):
     primary_metric = "bias_score_ambig"
     description = "BBQ question-answering bias, S_AMB / S_DIS and accuracy (Parrish et al. 2022; MBBQ tr)"
     chunk_size = 256
-    load_options = ("max_items", "sample")
 
     def data_files(self, data: str | Path | None) -> list[Path]:
         return [] if data is None else _jsonl_files(data)

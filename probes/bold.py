@@ -400,7 +400,6 @@ class Bold(ItemProbe):
     primary_metric = "vader_negative_gap"
     description = "BOLD open-ended generation: sentiment / classifier rates per group and largest gap (Dhamala et al. 2021)"
     chunk_size = 64  # generation is slow on CPU: checkpoint often
-    load_options = ("max_prompts_per_group", "sample", "domains")
 
     def data_files(self, data: str | Path | None) -> list[Path]:
         return [] if data is None else _prompt_files(data)

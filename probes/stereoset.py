@@ -478,7 +478,6 @@ class StereoSet(ItemProbe):
     metrics = METRICS
     primary_metric = "ss"
     description = "StereoSet SS / LMS / ICAT, intra- and intersentence (Nadeem et al. 2021)"
-    load_options = ("max_items", "splits")
 
     def run(
         self,
