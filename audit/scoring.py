@@ -17,7 +17,9 @@ compare against.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -110,14 +112,20 @@ def run_batches(
     bar.close()
 
 
+def _padded_matrix(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-padded ``(n × longest)`` id matrix and the lengths, built without a per-row loop."""
+    lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
+    flat = np.fromiter((t for s in seqs for t in s), dtype=np.int64, count=int(lengths.sum()))
+    out = np.full((len(seqs), int(lengths.max(initial=0))), pad_id, dtype=np.int64)
+    rows = np.repeat(np.arange(len(seqs)), lengths)
+    out[rows, np.arange(flat.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)] = flat
+    return out, lengths
+
+
 def _pad(seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    t = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), t), pad_id, dtype=torch.long)
-    att = torch.zeros((len(seqs), t), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
-        att[i, : len(s)] = 1
-    return ids.to(device), att.to(device)
+    ids, lengths = _padded_matrix(seqs, pad_id)
+    att = (np.arange(ids.shape[1])[None, :] < lengths[:, None]).astype(np.int64)
+    return torch.from_numpy(ids).to(device), torch.from_numpy(att).to(device)
 
 
 def check_length(handle: ModelHandle, n_tokens: int, what: str = "input") -> None:
@@ -167,33 +175,58 @@ def masked_token_logprobs(
     token at ``positions[i]``. Queries are sorted by length, packed into batches bounded by
     ``max_batch_tokens`` padded tokens, and the LM head is applied at the masked positions only.
     """
-    n = len(sequences)
-    out = np.empty(n, dtype=np.float64)
-    if n == 0:
-        return out
-    lengths = [len(s) for s in sequences]
-    check_length(handle, max(lengths), "a masked-LM query")
-    budget = max_batch_tokens or default_batch_tokens(handle)
+    if len(sequences) == 0:
+        return np.empty(0, dtype=np.float64)
     pad_id = handle.tokenizer.pad_token_id
+    rows, lengths = _padded_matrix(sequences, 0 if pad_id is None else pad_id)
+    return _masked_queries(handle, rows, lengths, np.arange(len(sequences)), np.asarray(positions, dtype=np.int64),
+                           np.asarray(targets, dtype=np.int64), max_batch_tokens=max_batch_tokens,
+                           progress=progress, desc=desc)
+
+
+def _masked_queries(
+    handle: ModelHandle, rows: np.ndarray, lengths: np.ndarray, row_of: np.ndarray, positions: np.ndarray,
+    targets: np.ndarray | None, *, max_batch_tokens: int | None, progress: bool, desc: str,
+) -> np.ndarray:
+    """The batched masked-LM core: query q reads sentence ``rows[row_of[q]]`` and is scored at
+    ``positions[q]``. With ``targets`` None the query masks that position itself and its target is
+    the token that was there (pseudo-log-likelihood); otherwise the row already holds the mask."""
+    n = len(row_of)
+    out = np.empty(n, dtype=np.float64)
+    q_len = lengths[row_of]
+    check_length(handle, int(q_len.max()), "a masked-LM query")
+    budget = max_batch_tokens or default_batch_tokens(handle)
     head = _mlm_head(handle)
     base = handle.model.base_model
     model = handle.model
+    mask_id = handle.tokenizer.mask_token_id
+    dev = handle.device
 
     def step(idx: np.ndarray) -> None:
-        ids, att = _pad([sequences[i] for i in idx], pad_id, handle.device)
-        rows = torch.arange(len(idx), device=handle.device)
-        pos = torch.as_tensor([positions[i] for i in idx], device=handle.device)
-        tgt = torch.as_tensor([targets[i] for i in idx], device=handle.device)
+        o = row_of[idx]
+        T = int(q_len[idx].max())
+        ids = rows[o, :T].copy()
+        r = np.arange(len(idx))
+        pos = positions[idx]
+        if targets is None:
+            tgt = ids[r, pos].copy()
+            ids[r, pos] = mask_id
+        else:
+            tgt = targets[idx]
+        att = (np.arange(T)[None, :] < q_len[idx][:, None]).astype(np.int64)
+        ids_t, att_t = torch.from_numpy(ids).to(dev), torch.from_numpy(att).to(dev)
+        rows_t, pos_t, tgt_t = (torch.from_numpy(x).to(dev) for x in (r, pos, tgt))
         with torch.inference_mode():
             if head is not None:
-                hidden = base(input_ids=ids, attention_mask=att).last_hidden_state
-                logits = head(hidden[rows, pos])
+                hidden = base(input_ids=ids_t, attention_mask=att_t).last_hidden_state
+                logits = head(hidden[rows_t, pos_t])
             else:
-                logits = model(input_ids=ids, attention_mask=att).logits[rows, pos]
-            lp = torch.log_softmax(logits.float(), dim=-1).gather(1, tgt[:, None])[:, 0]
+                logits = model(input_ids=ids_t, attention_mask=att_t).logits[rows_t, pos_t]
+            logits = logits.float()
+            lp = logits.gather(1, tgt_t[:, None])[:, 0] - torch.logsumexp(logits, -1)
         out[idx] = lp.double().cpu().numpy()
 
-    run_batches(length_sorted_batches(lengths, budget), step, desc=desc, progress=progress)
+    run_batches(length_sorted_batches(q_len, budget), step, desc=desc, progress=progress)
     return out
 
 
@@ -209,34 +242,28 @@ def pseudo_log_likelihood(
     log P(s[p] | s with only position p masked).
 
     ``score_positions`` defaults to every position except the first and last (CLS/SEP).
-    Returns one array per sentence, aligned with its positions.
+    Returns one array per sentence, aligned with its positions. The masked copies are never
+    materialised: each batch gathers its sentences from one padded matrix and masks one position
+    per row.
     """
     mask_id = handle.tokenizer.mask_token_id
     if mask_id is None:
         raise ValueError(f"{handle.name} has no mask token; masked pseudo-log-likelihood needs a masked LM")
     if score_positions is None:
         score_positions = [list(range(1, len(s) - 1)) for s in token_ids]
-    seqs: list[list[int]] = []
-    pos: list[int] = []
-    tgt: list[int] = []
-    owner: list[int] = []
-    for si, (ids, ps) in enumerate(zip(token_ids, score_positions, strict=True)):
-        for p in ps:
-            copy = list(ids)
-            tgt.append(copy[p])
-            copy[p] = mask_id
-            seqs.append(copy)
-            pos.append(p)
-            owner.append(si)
-    flat = masked_token_logprobs(
-        handle, seqs, pos, tgt, max_batch_tokens=max_batch_tokens, progress=progress, desc="masked PLL"
-    )
-    res: list[np.ndarray] = []
-    k = 0
-    for ps in score_positions:
-        res.append(flat[k : k + len(ps)])
-        k += len(ps)
-    return res
+    counts = np.fromiter((len(ps) for ps in score_positions), dtype=np.int64, count=len(score_positions))
+    if len(token_ids) == 0 or counts.sum() == 0:
+        return [np.empty(0, dtype=np.float64) for _ in score_positions]
+    pad_id = handle.tokenizer.pad_token_id
+    rows, lengths = _padded_matrix(token_ids, 0 if pad_id is None else pad_id)
+    pos = np.fromiter((p for ps in score_positions for p in ps), dtype=np.int64, count=int(counts.sum()))
+    owner = np.repeat(np.arange(len(token_ids)), counts)
+    if np.any(pos < 0) or np.any(pos >= lengths[owner]):
+        bad = int(owner[(pos < 0) | (pos >= lengths[owner])][0])
+        raise ValueError(f"score position out of range for sequence {bad} (length {int(lengths[bad])})")
+    flat = _masked_queries(handle, rows, lengths, owner, pos, None, max_batch_tokens=max_batch_tokens,
+                           progress=progress, desc="masked PLL")
+    return np.split(flat, np.cumsum(counts)[:-1])
 
 
 def naive_pseudo_log_likelihood(
@@ -293,18 +320,249 @@ def _causal_head(handle: ModelHandle) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 def _gather_logprobs(
-    head: Callable[[torch.Tensor], torch.Tensor], hidden: torch.Tensor, rows: list[int], cols: list[int],
-    targets: list[int], head_chunk: int,
+    head: Callable[[torch.Tensor], torch.Tensor], sel: torch.Tensor, targets: torch.Tensor, head_chunk: int,
 ) -> np.ndarray:
-    """log-softmax of the LM head at hidden[rows, cols], gathered at ``targets``, in row chunks
-    (a large vocabulary never materialises a batch × length × vocab tensor)."""
-    sel = hidden[torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols, dtype=torch.long)]
-    tgt = torch.as_tensor(targets, dtype=torch.long, device=hidden.device)
+    """log-softmax of the LM head at the hidden states ``sel`` (N × H), read at ``targets``, in row
+    chunks: a large vocabulary never materialises an N × vocab tensor, and only the target logit and
+    the log-sum-exp are taken from each chunk (no second vocab-sized log-softmax tensor)."""
     parts = []
     for c0 in range(0, sel.shape[0], head_chunk):
         logits = head(sel[c0 : c0 + head_chunk]).float()
-        parts.append(torch.log_softmax(logits, -1).gather(1, tgt[c0 : c0 + head_chunk, None])[:, 0])
+        tgt = targets[c0 : c0 + head_chunk, None]
+        parts.append(logits.gather(1, tgt)[:, 0] - torch.logsumexp(logits, -1))
     return torch.cat(parts).double().cpu().numpy() if parts else np.empty(0)
+
+
+@dataclass
+class _Pack:
+    """One unit of packed causal scoring: a trunk (prefix token + context) and optional branches
+    (continuations that each see the whole trunk and their own earlier tokens, nothing else).
+
+    ``trunk_owner`` receives log P of trunk tokens ``score_from`` … end; each branch ``(owner,
+    ids)`` receives the log P of all its tokens."""
+
+    trunk: list[int]
+    score_from: int
+    trunk_owner: int | None
+    branches: list[tuple[int, list[int]]] = field(default_factory=list)
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.trunk) + sum(len(x) for _, x in self.branches)
+
+    @property
+    def span(self) -> int:
+        """The largest position id used (trunk + the longest branch)."""
+        return len(self.trunk) + max((len(x) for _, x in self.branches), default=0)
+
+
+def pack_rows(
+    lengths: Sequence[int], max_tokens: int, min_row: int = 64, max_mask: int = 1 << 25
+) -> list[list[list[int]]]:
+    """Pack items into rows without padding: a list of batches, each a list of rows, each a list of
+    item indices whose lengths add up to at most the batch's row length.
+
+    A batch's row length is ``max(longest remaining item, min_row)`` and it holds
+    ``max_tokens // row_length`` rows, fewer where the rows × length² attention mask would pass
+    ``max_mask`` elements (long sequences on an accelerator's large token budget). Each row starts with the longest remaining item and is then
+    filled best-fit (the longest remaining item that still fits), so short items fill the gaps that
+    long ones leave. The plan is O(n log d) for n items of d distinct lengths.
+    """
+    import bisect
+
+    stacks: dict[int, list[int]] = {}
+    for i in np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")[::-1]:
+        stacks.setdefault(max(int(lengths[i]), 1), []).append(int(i))
+    for s in stacks.values():
+        s.reverse()  # pop() yields items of one length in their original order
+    avail = sorted(stacks)  # distinct lengths that still have items, ascending
+
+    def take(length: int) -> int:
+        s = stacks[length]
+        i = s.pop()
+        if not s:
+            del stacks[length]
+            avail.pop(bisect.bisect_left(avail, length))
+        return i
+
+    batches: list[list[list[int]]] = []
+    while avail:
+        row_len = max(avail[-1], min_row)
+        rows: list[list[int]] = []
+        n_rows = max(1, min(max_tokens // row_len, max_mask // row_len**2))
+        while avail and len(rows) < n_rows:
+            first = avail[-1]
+            row, free = [take(first)], row_len - first
+            while avail and avail[0] <= free:
+                fit = avail[bisect.bisect_right(avail, free) - 1]
+                row.append(take(fit))
+                free -= fit
+            rows.append(row)
+        batches.append(rows)
+    return batches
+
+
+def _batch_layout(
+    packs: Sequence[_Pack], rows: list[list[int]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
+    """Token ids, position ids and the block mask of one packed batch, built without a per-token
+    Python loop: pieces (a trunk or a branch) are laid out with cumulative sums, and the mask is
+    ``same pack ∧ key ≤ query ∧ (key in the trunk ∨ key in the query's branch)``.
+
+    Returns ids (B × R), positions (B × R), allow (B × R × R, bool), the flat (row·R + column)
+    index of the predictor of every scored token, the scored tokens' ids, and the owners with
+    their score counts in output order."""
+    piece_ids: list[list[int]] = []
+    p_row: list[int] = []
+    p_pack: list[int] = []
+    p_branch: list[int] = []
+    p_pos0: list[int] = []
+    p_score0: list[int] = []
+    owners: list[tuple[int, int]] = []
+    for r, row in enumerate(rows):
+        for b in row:
+            pk = packs[b]
+            piece_ids.append(pk.trunk)
+            p_row.append(r)
+            p_pack.append(b)
+            p_branch.append(0)
+            p_pos0.append(0)
+            p_score0.append(max(pk.score_from, 1))
+            if pk.trunk_owner is not None:
+                owners.append((pk.trunk_owner, max(len(pk.trunk) - max(pk.score_from, 1), 0)))
+            for k, (owner, x) in enumerate(pk.branches, start=1):
+                piece_ids.append(x)
+                p_row.append(r)
+                p_pack.append(b)
+                p_branch.append(k)
+                p_pos0.append(len(pk.trunk))
+                p_score0.append(0)
+                owners.append((owner, len(x)))
+    plen = np.fromiter((len(x) for x in piece_ids), dtype=np.int64, count=len(piece_ids))
+    prow = np.asarray(p_row, dtype=np.int64)
+    B = len(rows)
+    row_tokens = np.bincount(prow, weights=plen, minlength=B).astype(np.int64)
+    R = int(row_tokens.max())
+    start = np.cumsum(plen) - plen  # each piece's start in the flat token list
+    row_first = np.searchsorted(prow, np.arange(B))  # pieces are grouped by row, in order
+    off = start - start[row_first[prow]]  # each piece's start inside its row
+    # a branch's first token is predicted by the last token of its pack's trunk, the piece laid
+    # out most recently before it
+    is_trunk = np.asarray(p_branch) == 0
+    trunk_of = np.maximum.accumulate(np.where(is_trunk, np.arange(len(plen)), 0))
+    first_pred = np.where(is_trunk, -1, off[trunk_of] + plen[trunk_of] - 1)
+    n_tok = int(plen.sum())
+    piece = np.repeat(np.arange(len(plen)), plen)
+    j = np.arange(n_tok) - start[piece]  # index inside the piece
+    col = off[piece] + j
+    row = prow[piece]
+    flat_ids = np.fromiter((t for x in piece_ids for t in x), dtype=np.int64, count=n_tok)
+    ids = np.full((B, R), pad_id, dtype=np.int64)
+    ids[row, col] = flat_ids
+    pos = np.zeros((B, R), dtype=np.int64)
+    pos[row, col] = np.asarray(p_pos0)[piece] + j
+    # which pack and which branch each position belongs to; padding gets ids of its own
+    seg = np.full((B, R), -1, dtype=np.int64)
+    seg[row, col] = np.asarray(p_pack)[piece]
+    pad = seg < 0
+    seg[pad] = -1 - np.arange(int(pad.sum()))
+    br = np.zeros((B, R), dtype=np.int64)
+    br[row, col] = np.asarray(p_branch)[piece]
+    q = np.arange(R)
+    allow = ((seg[:, :, None] == seg[:, None, :]) & (q[None, :] <= q[:, None])[None]
+             & ((br[:, None, :] == 0) | (br[:, :, None] == br[:, None, :])))
+    scored = j >= np.asarray(p_score0)[piece]
+    pred_col = np.where(j == 0, first_pred[piece], col - 1)
+    scored &= pred_col >= 0
+    pred_flat = row[scored] * R + pred_col[scored]
+    return (torch.from_numpy(ids), torch.from_numpy(pos), torch.from_numpy(allow),
+            torch.from_numpy(pred_flat), torch.from_numpy(flat_ids[scored]), owners)
+
+
+def _packing_supported(handle: ModelHandle) -> bool:
+    """Whether this model honours 4-D attention masks with position ids — checked once per model by
+    scoring two short sequences packed into one row and separately (an architecture that ignores
+    either, e.g. one that derives ALiBi biases from a 2-D mask, fails the check and is scored with
+    padded rows instead)."""
+    model = handle.model
+    if model in _PACKING_CHECKED:
+        return _PACKING_CHECKED[model]
+    vocab = int(getattr(model.config, "vocab_size", 0) or 0)
+    seqs = [[(7 * i + 3) % max(vocab - 1, 1) for i in range(6)], [(11 * i + 5) % max(vocab - 1, 1) for i in range(4)]]
+    packs = [_Pack(s, 1, i) for i, s in enumerate(seqs)]
+    ok = False
+    try:
+        packed = _run_packed(handle, packs, [[[0, 1]]], n_out=2, head_chunk=64, progress=False, desc="")
+        ref = _padded_causal_logprobs(handle, seqs, [1, 1], max_batch_tokens=1, head_chunk=64, progress=False)
+        tol = 1e-3 if handle.dtype == torch.float32 else 5e-2
+        ok = all(np.allclose(a, b, atol=tol) for a, b in zip(packed, ref, strict=True))
+    except (TypeError, ValueError, RuntimeError) as exc:
+        logger.info("packed scoring unavailable for %s: %s", handle.name, exc)
+    if not ok:
+        logger.warning("%s does not honour packed 4-D attention masks; scoring with padded batches", handle.name)
+    _PACKING_CHECKED[model] = ok
+    return ok
+
+
+_PACKING_CHECKED: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+
+def _run_packed(
+    handle: ModelHandle, packs: Sequence[_Pack], batches: list[list[list[int]]], *, n_out: int,
+    head_chunk: int, progress: bool, desc: str,
+) -> list[np.ndarray]:
+    res: list[np.ndarray] = [np.empty(0)] * n_out
+    pad_id = handle.tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = handle.tokenizer.eos_token_id or 0
+    head = _causal_head(handle)
+    base = handle.model.base_model
+    dtype = next(handle.model.parameters()).dtype
+    neg = torch.finfo(dtype).min
+    dev = handle.device
+    bar = tqdm(total=len(packs), desc=desc, disable=not progress, unit="it")
+
+    def step(rows: list[list[int]]) -> None:
+        ids, pos, allow, pred, tgt, owners = _batch_layout(packs, rows, pad_id)
+        mask = torch.zeros(allow.shape, dtype=dtype).masked_fill_(~allow, neg)[:, None]
+        with torch.inference_mode():
+            hidden = base(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
+                          use_cache=False).last_hidden_state
+            sel = hidden.reshape(-1, hidden.shape[-1])[pred.to(dev)]
+            lp = _gather_logprobs(head, sel, tgt.to(dev), head_chunk)
+        k = 0
+        for i, m in owners:
+            res[i] = lp[k : k + m]
+            k += m
+        bar.update(sum(len(r) for r in rows))
+
+    queue = list(reversed(batches))
+    while queue:  # out of memory: split the batch's rows in two and retry
+        rows = queue.pop()
+        try:
+            step(rows)
+        except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
+            if not _is_oom(exc) or len(rows) == 1:
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            logger.warning("out of memory on a packed batch of %d rows; retrying as two halves", len(rows))
+            half = len(rows) // 2
+            queue += [rows[half:], rows[:half]]
+    bar.close()
+    return res
+
+
+def _score_packs(
+    handle: ModelHandle, packs: list[_Pack], n_out: int, *, max_batch_tokens: int | None, head_chunk: int,
+    progress: bool, desc: str,
+) -> list[np.ndarray]:
+    if not packs:
+        return [np.empty(0)] * n_out
+    check_length(handle, max(p.span for p in packs), "a causal-LM sequence")
+    budget = max_batch_tokens or default_batch_tokens(handle)
+    plan = pack_rows([p.n_tokens for p in packs], budget)
+    return _run_packed(handle, packs, plan, n_out=n_out, head_chunk=head_chunk, progress=progress, desc=desc)
 
 
 def causal_logprobs(
@@ -314,42 +572,60 @@ def causal_logprobs(
     score_from: Sequence[int] | None = None,
     max_batch_tokens: int | None = None,
     progress: bool = False,
-    head_chunk: int = 1024,
+    head_chunk: int = 256,
+    pack: bool = True,
 ) -> list[np.ndarray]:
     """log P(tᵢ | t<ᵢ) for i = score_from[s] … len(s)-1 of each sequence s (default from 1).
 
     Pass sequences from :func:`causal_tokenize` (prefix token first) so that the first real
-    token is scored too. The LM head runs only at scored positions, in row chunks, so a large
-    vocabulary never materialises a (batch × length × vocab) tensor.
+    token is scored too. Sequences are packed several to a row with a block-diagonal causal mask
+    and position ids that restart at each sequence (:func:`pack_rows`), so no compute is spent on
+    padding; models that do not honour such masks (checked once per model) get length-sorted
+    padded batches instead (``pack=False`` forces that). The LM head runs only at scored positions,
+    in row chunks, so a large vocabulary never materialises a (batch × length × vocab) tensor.
     """
     n = len(token_ids)
-    res: list[np.ndarray] = [np.empty(0)] * n
     if n == 0:
-        return res
-    starts = list(score_from) if score_from is not None else [1] * n
+        return []
+    starts = [int(s) for s in score_from] if score_from is not None else [1] * n
+    if not pack or not _packing_supported(handle):
+        check_length(handle, max(len(s) for s in token_ids), "a causal-LM sequence")
+        return _padded_causal_logprobs(handle, token_ids, starts, max_batch_tokens=max_batch_tokens,
+                                       head_chunk=head_chunk, progress=progress)
+    packs = [_Pack(list(s), s0, i) for i, (s, s0) in enumerate(zip(token_ids, starts, strict=True))]
+    return _score_packs(handle, packs, n, max_batch_tokens=max_batch_tokens, head_chunk=head_chunk,
+                        progress=progress, desc="causal LM")
+
+
+def _padded_causal_logprobs(
+    handle: ModelHandle, token_ids: Sequence[Sequence[int]], starts: Sequence[int], *,
+    max_batch_tokens: int | None, head_chunk: int, progress: bool,
+) -> list[np.ndarray]:
+    """One sequence per row, right-padded, length-sorted batches (≤ 25 % padding per row)."""
+    res: list[np.ndarray] = [np.empty(0)] * len(token_ids)
     lengths = [len(s) for s in token_ids]
-    check_length(handle, max(lengths), "a causal-LM sequence")
     budget = max_batch_tokens or default_batch_tokens(handle)
     pad_id = handle.tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = handle.tokenizer.eos_token_id or 0
     head = _causal_head(handle)
     base = handle.model.base_model
 
     def step(idx: np.ndarray) -> None:
         ids, att = _pad([token_ids[i] for i in idx], pad_id, handle.device)
-        rows_l, cols_l, tg_l, splits = [], [], [], []
-        for r, i in enumerate(idx):
-            s0 = max(int(starts[i]), 1)
-            L = lengths[i]
-            cols = list(range(s0 - 1, L - 1))  # hidden at j predicts token j+1
-            rows_l += [r] * len(cols)
-            cols_l += cols
-            tg_l += [token_ids[i][c + 1] for c in cols]
-            splits.append(len(cols))
+        T = ids.shape[1]
+        s0 = np.maximum(np.asarray([starts[i] for i in idx], dtype=np.int64), 1)
+        L = np.asarray([lengths[i] for i in idx], dtype=np.int64)
+        cnt = np.maximum(L - s0, 0)
+        r = np.repeat(np.arange(len(idx)), cnt)
+        c = np.arange(int(cnt.sum())) - np.repeat(np.cumsum(cnt) - cnt, cnt) + np.repeat(s0 - 1, cnt)
+        flat = torch.from_numpy(r * T + c).to(handle.device)
         with torch.inference_mode():
             hidden = base(input_ids=ids, attention_mask=att).last_hidden_state
-            lp = _gather_logprobs(head, hidden, rows_l, cols_l, tg_l, head_chunk)
+            sel = hidden.reshape(-1, hidden.shape[-1])[flat]
+            lp = _gather_logprobs(head, sel, ids.reshape(-1)[flat + 1], head_chunk)
         k = 0
-        for i, m in zip(idx, splits, strict=True):
+        for i, m in zip(idx, cnt.tolist(), strict=True):
             res[i] = lp[k : k + m]
             k += m
 
@@ -413,20 +689,23 @@ def shared_context_logprobs(
     *,
     max_batch_tokens: int | None = None,
     progress: bool = False,
-    head_chunk: int = 1024,
+    head_chunk: int = 256,
 ) -> list[np.ndarray]:
     """Like :func:`continuation_logprobs`, but every distinct context is run once.
 
-    The continuations of one context are packed after it into a single sequence with a 4-D
-    attention mask (each continuation sees the context and its own earlier tokens, nothing else)
-    and position ids that restart after the context, so k answers to one question cost
-    ``len(context) + Σ len(answer)`` tokens instead of ``k · len(context) + Σ len(answer)``.
-    The numbers equal the unpacked computation up to float rounding (tested).
+    The continuations of one context are packed after it (each continuation sees the context and
+    its own earlier tokens, nothing else; position ids restart after the context), and several
+    such packs share a row, so k answers to one question cost ``len(context) + Σ len(answer)``
+    tokens instead of ``k · len(context) + Σ len(answer)``, and no padding. The numbers equal the
+    unpacked computation up to float rounding (tested). A model that does not honour 4-D masks
+    falls back to :func:`continuation_logprobs` with padded rows.
     """
     n = len(contexts)
-    res: list[np.ndarray] = [np.empty(0)] * n
     if n == 0:
-        return res
+        return []
+    if not _packing_supported(handle):
+        return continuation_logprobs(handle, contexts, continuations, max_batch_tokens=max_batch_tokens,
+                                     progress=progress, head_chunk=head_chunk)
     pre = prefix_token_id(handle)
     head_ids = [pre] if pre is not None else []
     # group by the context's token ids (a context that tokenizes differently with one
@@ -435,64 +714,11 @@ def shared_context_logprobs(
     for i, (c, x) in enumerate(zip(contexts, continuations, strict=True)):
         c_ids, x_ids = _split_context(handle, c, x)
         groups.setdefault(tuple(head_ids + c_ids), []).append((i, x_ids))
-    packs = [(list(ctx), conts) for ctx, conts in groups.items()]
-    if any(len(ctx) == 0 for ctx, _ in packs):
+    if any(len(ctx) == 0 for ctx in groups):
         raise ValueError("shared_context_logprobs needs a prefix token or non-empty contexts")
-    lengths = [len(ctx) + sum(len(x) for _, x in conts) for ctx, conts in packs]
-    longest_position = max(len(ctx) + max(len(x) for _, x in conts) for ctx, conts in packs)
-    check_length(handle, longest_position, "a context with its continuation")
-    budget = max_batch_tokens or default_batch_tokens(handle)
-    pad_id = handle.tokenizer.pad_token_id
-    head = _causal_head(handle)
-    base = handle.model.base_model
-    dtype = next(handle.model.parameters()).dtype
-    neg = torch.finfo(dtype).min
-
-    def step(bidx: np.ndarray) -> None:
-        T = max(lengths[b] for b in bidx)
-        B = len(bidx)
-        ids = torch.full((B, T), pad_id, dtype=torch.long)
-        pos = torch.zeros((B, T), dtype=torch.long)
-        allow = torch.zeros((B, T, T), dtype=torch.bool)
-        rows_l: list[int] = []
-        cols_l: list[int] = []
-        tg_l: list[int] = []
-        owners: list[tuple[int, int]] = []
-        for r, b in enumerate(bidx):
-            ctx, conts = packs[b]
-            L = len(ctx)
-            ids[r, :L] = torch.as_tensor(ctx)
-            pos[r, :L] = torch.arange(L)
-            allow[r, :L, :L] = torch.tril(torch.ones(L, L, dtype=torch.bool))
-            off = L
-            for i, x in conts:
-                m = len(x)
-                if m:
-                    ids[r, off : off + m] = torch.as_tensor(x)
-                    pos[r, off : off + m] = torch.arange(L, L + m)
-                    allow[r, off : off + m, :L] = True
-                    allow[r, off : off + m, off : off + m] = torch.tril(torch.ones(m, m, dtype=torch.bool))
-                # predictor of x[0] is the last context position, of x[j] the position of x[j-1]
-                preds = [L - 1] + list(range(off, off + m - 1))
-                rows_l += [r] * m
-                cols_l += preds[:m]
-                tg_l += list(x)
-                owners.append((i, m))
-                off += m
-            for q in range(off, T):  # padding rows attend to themselves only (kept finite)
-                allow[r, q, q] = True
-        mask = torch.zeros((B, 1, T, T), dtype=dtype).masked_fill_(~allow[:, None], neg)
-        with torch.inference_mode():
-            hidden = base(input_ids=ids.to(handle.device), attention_mask=mask.to(handle.device),
-                          position_ids=pos.to(handle.device)).last_hidden_state
-            lp = _gather_logprobs(head, hidden, rows_l, cols_l, tg_l, head_chunk)
-        k = 0
-        for i, m in owners:
-            res[i] = lp[k : k + m]
-            k += m
-
-    run_batches(length_sorted_batches(lengths, budget), step, desc="causal LM (shared contexts)", progress=progress)
-    return res
+    packs = [_Pack(list(ctx), len(ctx), None, conts) for ctx, conts in groups.items()]
+    return _score_packs(handle, packs, n, max_batch_tokens=max_batch_tokens, head_chunk=head_chunk,
+                        progress=progress, desc="causal LM (shared contexts)")
 
 
 # --------------------------------------------------------------------------------------------

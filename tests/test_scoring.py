@@ -141,7 +141,69 @@ def test_shared_context_packing_equals_separate_scoring(request: pytest.FixtureR
     ctx = ["the nurse said", "the nurse said", "the nurse said", "my friend is", "my friend is", "he"]
     cont = [" she was kind", " he was kind", " nothing", " good", " a doctor at work", " is"]
     packed = scoring.shared_context_logprobs(h, ctx, cont, max_batch_tokens=30)
-    separate = scoring.continuation_logprobs(h, ctx, cont)
+    separate = scoring.continuation_logprobs(h, ctx, cont, pack=False)
     for p, s in zip(packed, separate, strict=True):
         assert len(p) == len(s) > 0
         np.testing.assert_allclose(p, s, atol=1e-5)
+
+
+def test_pack_rows_places_every_item_once_within_its_row() -> None:
+    lengths = [36, 8, 20, 20, 9, 30, 1, 64, 12, 20]
+    plan = scoring.pack_rows(lengths, max_tokens=128, min_row=40)
+    flat = sorted(i for rows in plan for row in rows for i in row)
+    assert flat == list(range(len(lengths)))
+    # the first batch is set by the longest item (64): 128 // 64 = 2 rows of 64 tokens
+    assert plan[0][0][0] == 7 and len(plan[0]) == 2
+    for rows in plan:
+        row_len = max(max(lengths[row[0]] for row in rows), 40)
+        assert all(sum(lengths[i] for i in row) <= row_len for row in rows)
+    # best fit: the 64-token row is full, the second row is 36 + the 20s that fit after it... by hand:
+    # row 2 = [36, 20, 8] (the longest that still fits each time: 28 left → 20, 8 left → 8)
+    assert [lengths[i] for i in plan[0][1]] == [36, 20, 8]
+
+
+def test_pack_rows_bounds_the_attention_mask() -> None:
+    plan = scoring.pack_rows([500] * 10, max_tokens=100_000, min_row=64, max_mask=4 * 500**2)
+    assert [len(rows) for rows in plan] == [4, 4, 2]
+
+
+@pytest.mark.parametrize("fixture", ["gpt2", "llama"])
+def test_causal_packing_is_used_and_equals_naive(request: pytest.FixtureRequest, fixture: str) -> None:
+    """Several sequences share a row (block-diagonal causal mask, restarted positions), with
+    scoring starting mid-sequence for some: equal to one unpadded forward per sequence."""
+    h = request.getfixturevalue(fixture)
+    assert scoring._packing_supported(h)
+    seqs = scoring.causal_tokenize(h, SENTS * 3)
+    starts = [1 + (i % 4) for i in range(len(seqs))]
+    calls: list[tuple[int, ...]] = []
+    hook = h.model.base_model.register_forward_pre_hook(
+        lambda _m, _a, kw: calls.append(tuple(kw["input_ids"].shape)), with_kwargs=True)
+    try:
+        got = scoring.causal_logprobs(h, seqs, score_from=starts, max_batch_tokens=64)
+    finally:
+        hook.remove()
+    ref = scoring.naive_causal_logprobs(h, seqs, score_from=starts)
+    for g, r in zip(got, ref, strict=True):
+        np.testing.assert_allclose(g, r, atol=1e-5, rtol=0)
+    # packed: fewer rows than sequences, no row longer than max(longest, 64)
+    assert sum(b for b, _ in calls) < len(seqs)
+    assert max(t for _, t in calls) <= max(64, max(len(s) for s in seqs))
+
+
+def test_model_without_packed_masks_falls_back_to_padding(gpt2, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A model that ignores 4-D masks and position ids fails the one-time check and is scored
+    with padded rows, still exactly."""
+    base = gpt2.model.base_model
+    real = base.forward
+
+    def ignore_packing(*a, attention_mask=None, position_ids=None, **kw):  # type: ignore[no-untyped-def]
+        if attention_mask is not None and attention_mask.dim() == 4:
+            attention_mask = None
+        return real(*a, attention_mask=attention_mask, **kw)
+
+    monkeypatch.setattr(base, "forward", ignore_packing)
+    monkeypatch.setattr(scoring, "_PACKING_CHECKED", scoring.weakref.WeakKeyDictionary())
+    assert not scoring._packing_supported(gpt2)
+    seqs = scoring.causal_tokenize(gpt2, SENTS)
+    for g, r in zip(scoring.causal_logprobs(gpt2, seqs), scoring.naive_causal_logprobs(gpt2, seqs), strict=True):
+        np.testing.assert_allclose(g, r, atol=1e-5, rtol=0)
