@@ -572,8 +572,9 @@ def causal_logprobs(
     score_from: Sequence[int] | None = None,
     max_batch_tokens: int | None = None,
     progress: bool = False,
-    head_chunk: int = 256,
+    head_chunk: int = 512,
     pack: bool = True,
+    share_prefix: Sequence[Sequence[int]] | None = None,
 ) -> list[np.ndarray]:
     """log P(tᵢ | t<ᵢ) for i = score_from[s] … len(s)-1 of each sequence s (default from 1).
 
@@ -583,6 +584,11 @@ def causal_logprobs(
     padding; models that do not honour such masks (checked once per model) get length-sorted
     padded batches instead (``pack=False`` forces that). The LM head runs only at scored positions,
     in row chunks, so a large vocabulary never materialises a (batch × length × vocab) tensor.
+
+    ``share_prefix`` lists groups of sequence indices (e.g. the two sentences of a CrowS-Pairs
+    pair) whose longest common prefix is run once: the prefix becomes a trunk and each
+    sequence's remainder a branch that sees the trunk and itself only. The numbers are those of
+    scoring each sequence alone; only the repeated prefix work is saved.
     """
     n = len(token_ids)
     if n == 0:
@@ -592,9 +598,41 @@ def causal_logprobs(
         check_length(handle, max(len(s) for s in token_ids), "a causal-LM sequence")
         return _padded_causal_logprobs(handle, token_ids, starts, max_batch_tokens=max_batch_tokens,
                                        head_chunk=head_chunk, progress=progress)
-    packs = [_Pack(list(s), s0, i) for i, (s, s0) in enumerate(zip(token_ids, starts, strict=True))]
-    return _score_packs(handle, packs, n, max_batch_tokens=max_batch_tokens, head_chunk=head_chunk,
-                        progress=progress, desc="causal LM")
+    trunks = _prefix_groups(token_ids, share_prefix or [])
+    grouped = {m for members, _ in trunks for m in members}
+    packs = [_Pack(list(token_ids[i]), starts[i], i) for i in range(n) if i not in grouped]
+    # each shared prefix is a trunk whose scores land in an extra output slot n + g
+    packs += [_Pack(list(token_ids[members[0]][:plen]), 1, n + g, [(m, list(token_ids[m][plen:])) for m in members])
+              for g, (members, plen) in enumerate(trunks)]
+    out = _score_packs(handle, packs, n + len(trunks), max_batch_tokens=max_batch_tokens,
+                       head_chunk=head_chunk, progress=progress, desc="causal LM")
+    for g, (members, _plen) in enumerate(trunks):
+        for m in members:  # every token from position 1 on, then cut at the sequence's own start
+            out[m] = np.concatenate([out[n + g], out[m]])[max(starts[m], 1) - 1 :]
+    return out[:n]
+
+
+def _prefix_groups(
+    token_ids: Sequence[Sequence[int]], groups: Sequence[Sequence[int]]
+) -> list[tuple[list[int], int]]:
+    """``(members, shared prefix length)`` for each group whose members share at least their first
+    token (a sequence joins one group at most); the prefix stops one token short of the shortest
+    member, so that every member keeps a branch of its own."""
+    out: list[tuple[list[int], int]] = []
+    seen: set[int] = set()
+    for grp in groups:
+        members = [int(m) for m in dict.fromkeys(grp)]
+        if len(members) < 2 or seen.intersection(members):
+            continue
+        seqs = [token_ids[m] for m in members]
+        limit = min(len(s) for s in seqs) - 1
+        plen = 0
+        while plen < limit and all(s[plen] == seqs[0][plen] for s in seqs):
+            plen += 1
+        if plen >= 1:
+            out.append((members, plen))
+            seen.update(members)
+    return out
 
 
 def _padded_causal_logprobs(
@@ -689,7 +727,7 @@ def shared_context_logprobs(
     *,
     max_batch_tokens: int | None = None,
     progress: bool = False,
-    head_chunk: int = 256,
+    head_chunk: int = 512,
 ) -> list[np.ndarray]:
     """Like :func:`continuation_logprobs`, but every distinct context is run once.
 
