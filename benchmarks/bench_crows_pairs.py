@@ -1,6 +1,7 @@
 """CrowS-Pairs throughput: batched scoring vs the naive reference loop, same model, same run.
 
-Models: a randomly initialised masked LM of bert-base-uncased's dimensions (timing needs no
+Causal models are timed three ways (padded rows, packed rows, packed with each pair's shared
+prefix run once) to show what each step buys. Models: a randomly initialised masked LM of bert-base-uncased's dimensions (timing needs no
 trained weights; the tokenizer is minilm-l6's, which is bert-base-uncased's WordPiece vocabulary),
 a random causal LM of GPT-2-base size, and SmolLM2-135M (real weights). For each: pairs/s batched
 and naive, the speed-up, the largest per-pair score difference, and model FLOP utilisation =
@@ -62,17 +63,22 @@ def masked_inputs(h: ModelHandle, s1: list[str], s2: list[str]) -> tuple[list[li
 
 
 def bench_model(h: ModelHandle, s1: list[str], s2: list[str], n_naive: int, peak: float,
-                batch_tokens: int | None) -> dict[str, Any]:
+                batch_tokens: int | None) -> list[dict[str, Any]]:
+    """One row per scoring mode: masked LMs batched; causal LMs padded (length-sorted rows, ≤ 25 %
+    padding), packed (several sequences a row, no padding) and packed with each pair's shared
+    prefix run once. Every mode is timed against the same naive loop."""
     masked = h.kind == "masked-lm"
     n = len(s1)
+    body = non_embedding_params(h.model)
+    modes: dict[str, tuple[Any, int, int]] = {}  # mode → (scorer, tokens forwarded, head positions)
     if masked:
         ids, pos = masked_inputs(h, s1, s2)
         tokens = sum(len(i) * len(p) for i, p in zip(ids, pos, strict=True))  # every masked copy is a full forward
         head_positions = sum(len(p) for p in pos)
         head_flops = 2 * sum(p.numel() for p in h.model.cls.parameters()) if hasattr(h.model, "cls") else 0
-
-        def batched(k: int) -> list[np.ndarray]:
-            return scoring.pseudo_log_likelihood(h, ids[: 2 * k], pos[: 2 * k], max_batch_tokens=batch_tokens)
+        modes["batched"] = (lambda k: scoring.pseudo_log_likelihood(h, ids[: 2 * k], pos[: 2 * k],
+                                                                    max_batch_tokens=batch_tokens),
+                            tokens, head_positions)
 
         def naive(k: int) -> list[np.ndarray]:
             return scoring.naive_pseudo_log_likelihood(h, ids[: 2 * k], pos[: 2 * k])
@@ -81,37 +87,48 @@ def bench_model(h: ModelHandle, s1: list[str], s2: list[str], n_naive: int, peak
         tokens = sum(len(i) for i in ids)
         head_positions = sum(len(i) - 1 for i in ids)
         head_flops = 2 * h.model.get_output_embeddings().weight.numel()
-
-        def batched(k: int) -> list[np.ndarray]:
-            return scoring.causal_logprobs(h, ids[: 2 * k], max_batch_tokens=batch_tokens)
+        pairs = [(2 * i, 2 * i + 1) for i in range(n)]
+        saved = sum(plen for _, plen in scoring._prefix_groups(ids, pairs))
+        modes["padded"] = (lambda k: scoring.causal_logprobs(h, ids[: 2 * k], max_batch_tokens=batch_tokens,
+                                                             pack=False), tokens, head_positions)
+        modes["packed"] = (lambda k: scoring.causal_logprobs(h, ids[: 2 * k], max_batch_tokens=batch_tokens),
+                           tokens, head_positions)
+        # the shared prefix is forwarded once, and its tokens reach the LM head once
+        modes["packed + shared prefix"] = (
+            lambda k: scoring.causal_logprobs(h, ids[: 2 * k], max_batch_tokens=batch_tokens,
+                                              share_prefix=pairs[:k]),
+            tokens - saved, head_positions - (saved - n))
 
         def naive(k: int) -> list[np.ndarray]:
             return scoring.naive_causal_logprobs(h, ids[: 2 * k])
 
-    body = non_embedding_params(h.model)
-    useful = 2.0 * body * tokens + head_flops * head_positions
-    batched(min(4, n))  # warm-up
-    t0 = time.perf_counter()
-    b = batched(n)
-    tb = time.perf_counter() - t0
     t0 = time.perf_counter()
     r = naive(n_naive)
     tn = time.perf_counter() - t0
-    diff = max(float(abs(x.sum() - y.sum())) for x, y in zip(b[: 2 * n_naive], r, strict=True))
-    return {
-        "model": h.name if h.demo else type(h.model).__name__,
-        "kind": h.kind,
-        "non_embedding_params": body,
-        "pairs_batched": n,
-        "pairs_naive": n_naive,
-        "batched_pairs_per_s": n / tb,
-        "naive_pairs_per_s": n_naive / tn,
-        "speedup": (n / tb) / (n_naive / tn),
-        "max_abs_pair_score_diff": diff,
-        "useful_gflops_per_s": useful / tb / 1e9,
-        "mfu_vs_matmul": useful / tb / peak,
-        "tokens_forwarded": tokens,
-    }
+    rows = []
+    for mode, (batched, tok, heads) in modes.items():
+        batched(min(4, n))  # warm-up
+        t0 = time.perf_counter()
+        b = batched(n)
+        tb = time.perf_counter() - t0
+        useful = 2.0 * body * tok + head_flops * heads
+        diff = max(float(abs(x.sum() - y.sum())) for x, y in zip(b[: 2 * n_naive], r, strict=True))
+        rows.append({
+            "model": h.name if h.demo else type(h.model).__name__,
+            "kind": h.kind,
+            "mode": mode,
+            "non_embedding_params": body,
+            "pairs_batched": n,
+            "pairs_naive": n_naive,
+            "batched_pairs_per_s": n / tb,
+            "naive_pairs_per_s": n_naive / tn,
+            "speedup": (n / tb) / (n_naive / tn),
+            "max_abs_pair_score_diff": diff,
+            "useful_gflops_per_s": useful / tb / 1e9,
+            "mfu_vs_matmul": useful / tb / peak,
+            "tokens_forwarded": tok,
+        })
+    return rows
 
 
 def scaling(h: ModelHandle, peak: float, device_tokens: int | None) -> list[dict[str, Any]]:
@@ -149,7 +166,10 @@ def main() -> None:
     ap.add_argument("--models", default="bert-base,gpt2-base,smollm2-135m")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     ap.add_argument("--scaling", action="store_true", help="also time ×10 / ×100 items and sequence lengths")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
     csv = SHARED_DATA / "crows-pairs" / "crows_pairs_anonymized.csv"
     if not csv.is_file():
@@ -172,14 +192,16 @@ def main() -> None:
             # the matmul ceiling is re-measured next to each model, so a change in machine load
             # between models does not skew the ratio (the higher of the two readings is used)
             peak = max(peak, matmul_flops(device=args.device))
-            rows.append(bench_model(h, s1, s2, args.naive_pairs, peak, args.batch_tokens))
-            rows[-1]["matmul_gflops"] = peak / 1e9
-            print(table(rows[-1:], list(rows[-1])))
+            new = bench_model(h, s1, s2, args.naive_pairs, peak, args.batch_tokens)
+            for r in new:
+                r["matmul_gflops"] = peak / 1e9
+            rows += new
+            print(table(new, list(new[0])))
             if args.scaling:
                 scale_rows += scaling(h, peak, args.batch_tokens)
                 print(table(scale_rows, list(scale_rows[0])))
             del h
-    cols = ["model", "kind", "pairs_batched", "batched_pairs_per_s", "naive_pairs_per_s", "speedup",
+    cols = ["model", "kind", "mode", "pairs_batched", "batched_pairs_per_s", "naive_pairs_per_s", "speedup",
             "max_abs_pair_score_diff", "useful_gflops_per_s", "mfu_vs_matmul"]
     print()
     print(table(rows, cols))
