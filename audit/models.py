@@ -408,7 +408,9 @@ def load_model(
         dtype: ``auto`` (fp32), ``float32``, ``bfloat16``, ``float16``.
         need_attentions: load with eager attention so attention weights are returned.
         allow_pickle: permit pickled ``.bin`` weights (arbitrary code execution risk).
-        device_map: e.g. ``"auto"`` to shard a model larger than one GPU (accelerate).
+        device_map: e.g. ``"auto"`` to shard a model larger than one GPU (accelerate): layers that
+            fit on no GPU go to CPU memory, then to disk under
+            ``<cache>/offload/<sha of the source>`` (inputs go to the first layer's device).
         local_files_only: defaults to true for local folders and under ``HF_HUB_OFFLINE``.
     """
     import time
@@ -485,14 +487,23 @@ def load_model(
     dt = pick_dtype(dtype, dev)
     attn = "eager" if need_attentions else "sdpa"
     kwargs: dict[str, Any] = dict(common, dtype=dt, attn_implementation=attn)
-    kwargs["use_safetensors"] = None if allow_pickle else True
+    # safetensors whenever the folder has them (a .bin beside them is never read), and for hub ids
+    # unless pickles are allowed; torch.load then still runs with weights_only=True (transformers)
+    kwargs["use_safetensors"] = True if (has_st or not allow_pickle) else None
     if device_map is not None:
         kwargs["device_map"] = device_map
+        kwargs["offload_folder"] = str(cache_root() / "offload" / hashlib.sha256(source.encode()).hexdigest()[:16])
     if num_labels is not None:
         kwargs["num_labels"] = num_labels
     cls = _auto_class(use_kind)
     try:
         model = cls.from_pretrained(source, **kwargs)
+    except pickle.UnpicklingError as exc:
+        raise PickleRefusedError(
+            f"model {name!r} ({source}): the pickled weights hold objects other than tensors and were "
+            f"refused by torch's weights_only loader even with allow_pickle=True; the file may be "
+            f"malicious — convert trusted weights to safetensors ({str(exc).splitlines()[0]})"
+        ) from exc
     except (ValueError, OSError) as exc:
         if "sdpa" in str(exc).lower() and attn == "sdpa":
             kwargs["attn_implementation"] = "eager"
