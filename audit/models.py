@@ -15,6 +15,7 @@ import importlib.util
 import json
 import logging
 import os
+import pickle  # nosec B403  # only for its UnpicklingError; nothing is unpickled here
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,6 +36,10 @@ class ModelLoadError(RuntimeError):
 
 class PickleRefusedError(ModelLoadError):
     """Only pickled weights exist and ``allow_pickle`` was not given."""
+
+
+class RemoteCodeRefusedError(ModelLoadError):
+    """The model declares custom code (``auto_map``) and ``trust_remote_code`` was not given."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -173,7 +178,8 @@ def _demo_gguf_path(demo: DemoModel) -> Path:
             raise ModelLoadError(f"could not assemble the gemma3-270m GGUF in {pkg}: {exc}") from exc
         return path
     pkg = _package_dir(demo.module, demo.alias, demo.install)
-    assert demo.gguf_file is not None
+    if demo.gguf_file is None:
+        raise ModelLoadError(f"demo model {demo.alias!r} declares no GGUF file")
     path = pkg / demo.gguf_file
     if not path.is_file():
         raise ModelLoadError(f"demo model {demo.alias!r}: {path} not found in the package")
@@ -190,7 +196,8 @@ def _convert_gguf(gguf_path: Path, kind: str, out: Path) -> None:
 
     logger.info("converting %s once into %s (first load dequantizes)", gguf_path.name, out)
     folder, name = str(gguf_path.parent), gguf_path.name
-    tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    # a local folder of an installed demo package: there is no hub revision to pin
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)  # nosec B615
     src = _auto_class(kind).from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     fresh = _auto_class(kind).from_config(src.config, dtype=torch.float32)
     missing, unexpected = fresh.load_state_dict(src.state_dict(), strict=False)
@@ -247,6 +254,47 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf", ".pth")
 
 def weight_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
+
+
+#: files of a model folder whose ``auto_map`` makes transformers import Python code from the folder
+_CODE_CONFIGS = ("config.json", "tokenizer_config.json", "preprocessor_config.json", "processor_config.json")
+
+
+def declared_remote_code(folder: Path) -> dict[str, Any]:
+    """``{file: auto_map}`` for each config file of a local model folder that names custom classes.
+
+    transformers imports the ``.py`` files an ``auto_map`` points at when ``trust_remote_code`` is
+    true. With it false, a known ``model_type`` silently loads the built-in class instead of the
+    declared one, so the folder is checked here and refused with a clear error rather than loaded
+    as something its author did not mean.
+    """
+    out: dict[str, Any] = {}
+    for name in _CODE_CONFIGS:
+        f = folder / name
+        if not f.is_file():
+            continue
+        try:
+            obj = json.loads(f.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ModelLoadError(f"{f} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ModelLoadError(f"{f} cannot be read: {exc}") from exc
+        amap = obj.get("auto_map") if isinstance(obj, dict) else None
+        if amap:
+            out[name] = amap
+    return out
+
+
+def _refuse_remote_code(source: str, declared: dict[str, Any]) -> RemoteCodeRefusedError:
+    parts = [f"{f} auto_map {json.dumps(m, sort_keys=True)[:200]}" for f, m in declared.items()]
+    code = sorted(p.name for p in Path(source).glob("*.py"))
+    return RemoteCodeRefusedError(
+        f"model folder {source} declares custom code ({'; '.join(parts)}"
+        + (f"; Python files: {', '.join(code)}" if code else "")
+        + "). Loading it would run that code, so it is refused by default. If you trust the source, "
+        "set `trust_remote_code: true` on this model in the audit config "
+        "(load_model(..., trust_remote_code=True))"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -446,13 +494,25 @@ def load_model(
     lfo = local if local_files_only is None else local_files_only
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         lfo = True
+    trust_remote_code = trust_remote_code is True  # only an explicit True turns it on
+    if local and not trust_remote_code:
+        declared = declared_remote_code(Path(source))
+        if declared:
+            raise _refuse_remote_code(source, declared)
     common: dict[str, Any] = {"trust_remote_code": trust_remote_code, "local_files_only": lfo}
     if revision is not None and not local:
         common["revision"] = revision
 
     try:
-        config = AutoConfig.from_pretrained(source, **common)
+        config = AutoConfig.from_pretrained(source, **common)  # nosec B615  # revision is in `common` when given
     except OSError as exc:
+        raise ModelLoadError(f"could not load the config of model {name!r} ({source}): {exc}") from exc
+    except ValueError as exc:
+        if "trust_remote_code" in str(exc):
+            raise RemoteCodeRefusedError(
+                f"model {name!r} ({source}) declares custom code, which is refused by default; if you "
+                "trust the source, set `trust_remote_code: true` on this model in the audit config"
+            ) from exc
         raise ModelLoadError(f"could not load the config of model {name!r} ({source}): {exc}") from exc
 
     stored_kind = infer_kind(config)
@@ -468,6 +528,7 @@ def load_model(
         )
 
     files: list[Path] = []
+    has_st = False
     if local:
         files = weight_files(Path(source))
         has_st = any(f.suffix == ".safetensors" for f in files)
@@ -523,7 +584,7 @@ def load_model(
         dev = next(model.parameters()).device
 
     try:
-        tok = AutoTokenizer.from_pretrained(source, **common)
+        tok = AutoTokenizer.from_pretrained(source, **common)  # nosec B615  # revision is in `common` when given
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"could not load the tokenizer of model {name!r} ({source}): {exc}") from exc
     if tok.pad_token is None:

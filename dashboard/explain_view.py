@@ -106,7 +106,7 @@ def show_attention(method: str, rows: pd.DataFrame, key: str) -> None:
 def show_method(method: str, rows: pd.DataFrame, key: str, show_metrics: Callable[[], None]) -> None:
     """Everything stored for one method of one example, with its metrics beside it."""
     parts = method_parts(rows)
-    st.subheader(method)
+    st.subheader(md_escape(method))
     if not parts:
         st.caption("No scores stored for this method.")
         return

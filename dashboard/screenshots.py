@@ -15,7 +15,7 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
+import subprocess  # nosec B404  # starts `taudit dashboard` from a fixed argv, no shell
 import sys
 import time
 import urllib.request
@@ -52,7 +52,7 @@ def taudit_command() -> list[str]:
 def start_server(runs: Path, port: int, log: Path | None = None) -> subprocess.Popen[bytes]:
     """``taudit dashboard RUNS --port PORT`` in its own process group."""
     out = open(log, "wb") if log is not None else subprocess.DEVNULL  # noqa: SIM115 - closed by the caller's stop
-    return subprocess.Popen([*taudit_command(), "dashboard", str(runs), "--port", str(port)],
+    return subprocess.Popen([*taudit_command(), "dashboard", str(runs), "--port", str(port)],  # nosec B603  # fixed argv
                             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -64,7 +64,7 @@ def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 90.0) 
         if proc.poll() is not None:
             raise RuntimeError(f"the dashboard exited with code {proc.returncode} before it was ready")
         try:
-            with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 - localhost only
+            with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310  # nosec B310  # our http://127.0.0.1 URL
                 if r.status == 200:
                     return
         except OSError:

@@ -51,6 +51,11 @@ def _code(x: Any) -> Md:
     return Md(" ".join(str(x).replace("`", "'").split()))
 
 
+def _code_cell(x: Any) -> Md:
+    """A code span inside a table cell: GFM splits cells at "|" even inside code, unless escaped."""
+    return Md(_code(x).replace("|", "\\|"))
+
+
 def _front_matter(doc: Mapping[str, Any]) -> Md:
     meta: dict[str, Any] = {"tags": ["bias-audit", "transformer-audit", "responsible-ai"]}
     if doc["model"].get("kind"):
@@ -62,10 +67,11 @@ def _front_matter(doc: Mapping[str, Any]) -> Md:
 
 
 def environment() -> Environment:
-    env = Environment(loader=PackageLoader("reports", "templates"), autoescape=False, finalize=_finalize,
+    # autoescape is for HTML; this is Markdown, escaped by `finalize` (md_escape) instead
+    env = Environment(loader=PackageLoader("reports", "templates"), autoescape=False, finalize=_finalize,  # nosec B701
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                       keep_trailing_newline=True)
-    env.filters.update(num=_md_num, code=_code, ci=lambda d: Md(_ci(d)), pval=lambda x: Md(_pval(x)))
+    env.filters.update(num=_md_num, code=_code, code_cell=_code_cell, ci=lambda d: Md(_ci(d)), pval=lambda x: Md(_pval(x)))
     return env
 
 

@@ -284,3 +284,106 @@ def make_full_run(root: Path, run_id: str = "run-full") -> RunDir:
                                                       "severity": "warn"}]})
     write_verdict(rd, evaluate_policy(policy, rd))
     return rd
+
+
+# -- a hostile run (issue 9, security): every string a model or dataset controls is an attack ----
+
+#: classic XSS and Markdown-injection payloads; tests assert none survives as live markup
+HOSTILE = {
+    "script": "<script>alert(1)</script>",
+    "img": "<img src=x onerror=alert(1)>",
+    "a_tag": '<a href="javascript:alert(1)">x</a>',
+    "js_url": "javascript:alert(1)",
+    "js_link": "[click](javascript:alert(1))",
+    "js_autolink": "<javascript:alert(1)>",
+    "remote_img": "![x](http://evil.example/x.png)",
+    "ref_img": "![y][r]\n\n[r]: http://evil.example/y.png",
+    "table": "| table | breaks |",
+    "heading": "# heading",
+    "comment": "<!-- comment -->",
+    "directive": ":red[colour] :material/warning:",
+    "lines": "line one\n# injected heading\n\n| a | b |\n|---|---|\n| 1 | 2 |",
+}
+HOSTILE_ALL = " ".join(HOSTILE.values())
+#: a run-directory name (no "/" allowed in a folder name, so no closing tags)
+HOSTILE_RUN = "run-<img src=x onerror=alert(1)> [c](javascript:alert(1))"
+#: a probe instance name and an explanation name (folder names too)
+HOSTILE_PROBE = "p<img src=x onerror=alert(1)>"
+HOSTILE_EXPLAIN = "e<img src=x onerror=alert(1)> # h"
+
+
+def _hostile_crows() -> ProbeResult:
+    r = crows_result()
+    h = list(HOSTILE.values())
+    r.items["sent_more"] = [h[i % len(h)] for i in range(len(r.items))]
+    r.items["sent_less"] = [HOSTILE["js_link"], HOSTILE["remote_img"], HOSTILE["table"], HOSTILE["heading"],
+                            HOSTILE["comment"], HOSTILE_ALL]
+    r.items["bias_type"] = [HOSTILE["img"], HOSTILE["js_link"]] * 3
+    r.breakdown = pd.DataFrame([
+        {"group_by": "bias_type", "group": g, "metric": "metric", "value": 50.0, "ci_low": 0.0, "ci_high": 100.0,
+         "n": 3, "p_value": 1.0, "p_adjusted": 1.0}
+        for g in (HOSTILE["img"], HOSTILE["js_link"])
+    ])
+    m = r.summary["metric"]
+    r.summary["metric"] = MetricValue(m.value, m.ci_low, m.ci_high, m.n, m.p_value, 50.0, None,
+                                      HOSTILE["remote_img"], HOSTILE["js_link"], HOSTILE["script"], HOSTILE["img"],
+                                      warning=HOSTILE["heading"])
+    r.warnings = [HOSTILE_ALL, HOSTILE["lines"]]
+    return r
+
+
+def _hostile_bold() -> ProbeResult:
+    r = bold_result()
+    r.items["generation"] = [HOSTILE["script"], HOSTILE["js_link"] + " " + HOSTILE["remote_img"], HOSTILE_ALL]
+    r.items["prompt"] = [HOSTILE["a_tag"], HOSTILE["comment"], HOSTILE["directive"]]
+    return r
+
+
+def _hostile_explain() -> tuple[pd.DataFrame, pd.DataFrame]:
+    attr, metrics = explain_tables()
+    toks = {"the": HOSTILE["script"], "nurse": HOSTILE["img"], "said": HOSTILE["js_link"], "she": HOSTILE["remote_img"]}
+    attr["token"] = attr["token"].map(lambda t: toks.get(t, t))
+    attr["text"] = HOSTILE_ALL
+    attr.loc[attr["target"] != "", "target"] = HOSTILE["a_tag"]
+    extra = attr[attr["method"] == "ig"].assign(method=HOSTILE["js_link"])
+    return pd.concat([attr, extra], ignore_index=True), metrics
+
+
+def make_hostile_run(root: Path, run_id: str = HOSTILE_RUN) -> RunDir:
+    """A complete run in which the model name and source, the dataset path, item texts, groups,
+    tokens, generated continuations, warnings, errors, metric descriptions, probe and explanation
+    names and the verdict's reasons are XSS / Markdown-injection payloads (:data:`HOSTILE`)."""
+    from audit.policy import evaluate_policy, load_policy, write_verdict
+    from audit.store import write_json, write_parquet
+
+    results = {"crows_pairs": _hostile_crows(), "bold": _hostile_bold(), HOSTILE_PROBE: unknown_probe_result()}
+    results[HOSTILE_PROBE].warnings = [HOSTILE["lines"]]
+    rd = RunDir(root / run_id)
+    probes = {n: {"probe": r.probe, "status": "complete", "duration_s": 0.5} for n, r in results.items()}
+    probes["failed<script>"] = {"probe": "stereoset", "status": "failed", "error": HOSTILE_ALL}
+    m = _manifest(run_id, "complete", probes, model=HOSTILE["js_link"] + " " + HOSTILE["script"])
+    m["model"].update(source=HOSTILE["js_url"], revision=HOSTILE["remote_img"], architecture=HOSTILE["img"],
+                      weights_sha256={HOSTILE["img"] + ".safetensors": HOSTILE["table"] + "`x`"})
+    m["datasets"] = {"crows_pairs": [{"path": HOSTILE["remote_img"] + HOSTILE["table"], "sha256": HOSTILE["heading"],
+                                      "bytes": 10, "rows": 6}],
+                     "bold": [{"path": HOSTILE["js_url"], "sha256": HOSTILE["comment"], "bytes": 10, "rows": 3}]}
+    m["config"]["models"] = [{"name": HOSTILE_ALL}]
+    m["errors"] = [HOSTILE_ALL, HOSTILE["lines"]]
+    m["environment"]["argv"] = ["taudit", "run", HOSTILE["script"], HOSTILE["js_link"]]
+    m["explain"] = {HOSTILE_EXPLAIN: {"status": "complete", "duration_s": 1.0}}
+    rd.write_manifest(m)
+    for n, r in results.items():
+        rd.write_probe(n, r, duration_s=0.5, data={"path": HOSTILE["remote_img"]})
+    attr, metrics = _hostile_explain()
+    d = rd.explain_dir(HOSTILE_EXPLAIN)
+    write_parquet(d / "attributions.parquet", attr)
+    write_parquet(d / "metrics.parquet", metrics)
+    write_json(d / "summary.json", {"status": "complete", "methods": sorted(attr["method"].unique()),
+                                    "texts": [HOSTILE_ALL], "target": HOSTILE["a_tag"],
+                                    "warnings": [HOSTILE_ALL, HOSTILE["lines"]]})
+    verdict = evaluate_policy(load_policy({"name": HOSTILE["js_link"],
+                                           "checks": ["crows_pairs.metric within 45..55"]}), rd)
+    for c in verdict.checks:
+        c.description, c.reason = HOSTILE["remote_img"], HOSTILE_ALL
+    write_verdict(rd, verdict)
+    return rd

@@ -88,7 +88,7 @@ def page(at: AppTest, name: str) -> AppTest:
 
 
 def metric_values(at: AppTest) -> dict[str, str]:
-    return {unescape(m.label): m.value for m in at.metric}
+    return {unescape(m.label): unescape(m.value) for m in at.metric}
 
 
 # -- Runs ----------------------------------------------------------------------------------------
@@ -348,7 +348,7 @@ def test_explain_page_on_audit_explain_output(bert_mlm, gpt2, tmp_path: Path,  #
     at = page(AppTest.from_file(str(APP), default_timeout=120), "explain")
     at.selectbox(key="run-real:explain_name").set_value("nurse").run()
     assert not at.exception and not at.error
-    assert [s.value for s in at.subheader] == ["ig", "attention", "rollout", "head_importance"]
+    assert [unescape(s.value) for s in at.subheader] == ["ig", "attention", "rollout", "head_importance"]
     heat = texts(at.get("html"))
     assert len(heat) == 3 and all("[MASK]" in h for h in heat)  # ig, attention and rollout per-token scores
     specs = [c.proto.spec for c in at.get("vega_lite_chart")]

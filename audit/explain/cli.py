@@ -48,7 +48,9 @@ def _handler(args: argparse.Namespace) -> int:
         target = parse_pairs(args.target, "--target")
         per_method = method_options(args.method, parse_pairs(args.option, "--option"))
         inputs: list[Any] = [(t, args.pair) for t in args.texts] if args.pair else list(args.texts)
-        handle = load_model(args.model, kind=args.kind, device=args.device)
+        # the CLI never runs a model folder's own code nor unpickles weights (audit config only)
+        handle = load_model(args.model, kind=args.kind, device=args.device, trust_remote_code=False,
+                            allow_pickle=False)
         results = []
         for method in args.method:
             attr = explain(handle, inputs, method=method, target=target or None, progress=not args.quiet,

@@ -30,7 +30,8 @@ def show_metrics(p: ProbeData) -> None:
     cols = st.columns(min(4, max(1, len(p.metrics))))
     for i, (name, m) in enumerate(p.metrics.items()):
         with cols[i % len(cols)]:
-            st.metric(md_escape(name), fmt(m.value, m.unit), delta=metric_delta(m), delta_color="off",
+            # label and value are Markdown in Streamlit (images and links included): the unit is data
+            st.metric(md_escape(name), md_escape(fmt(m.value, m.unit)), delta=metric_delta(m), delta_color="off",
                       help=md_escape(m.description) if m.description else None)
             st.caption(md_escape(metric_caption(m)))
             if m.warning:

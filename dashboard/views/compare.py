@@ -92,7 +92,7 @@ c3.metric("Closer to ideal in B", int((full["better"] == "B").sum()))
 st.caption("Δ = B − A. 'better' uses each metric's declared ideal and direction. p-values are adjusted "
            "across this table with Benjamini–Hochberg; the test used for each row is named in 'test'.")
 for name, t in full.groupby("probe", sort=False):
-    st.subheader(str(name))
+    st.subheader(md_escape(name))
     show = t[["metric", "A", "A CI", "B", "B CI", "delta (B−A)", "ideal", "better", "significant",
               "p_adjusted", "p_value", "test", "detail"]].copy()
     for col in ("A", "B", "delta (B−A)", "ideal"):

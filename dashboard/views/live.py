@@ -43,7 +43,8 @@ DEFAULT_TEXT = {
 
 @st.cache_resource(show_spinner=False, max_entries=2)
 def load_cached(name: str, kind: str | None) -> ModelHandle:
-    return load_model(name, kind=kind, device="auto")
+    # a folder typed into the page never runs its own code nor unpickles weights
+    return load_model(name, kind=kind, device="auto", trust_remote_code=False, allow_pickle=False)
 
 
 @st.cache_resource(show_spinner=False)

@@ -47,7 +47,7 @@ for info in [i for i in infos if i.run_id in sel]:
         m = info.manifest
         model = as_dict(m.get("model"))
         c1, c2, c3 = st.columns(3)
-        c1.metric("Status", info.status)
+        c1.metric("Status", md_escape(info.status))
         c2.metric("Verdict", info.verdict or "—")
         c3.metric("Probes", len(info.probes))
         if info.verdict_counts:
