@@ -35,7 +35,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(ValueError):
@@ -57,7 +65,7 @@ _Loader.add_implicit_resolver(
 
 def yaml_load(text: str) -> Any:
     """Parse YAML with YAML 1.2 booleans (``on``/``off``/``yes``/``no`` stay strings)."""
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    return yaml.load(text, Loader=_Loader)  # noqa: S506  # nosec B506  # _Loader is a SafeLoader subclass
 
 
 class ModelSpec(BaseModel):
@@ -69,8 +77,9 @@ class ModelSpec(BaseModel):
     device: str = "auto"
     device_map: str | None = None
     revision: str | None = None
-    allow_pickle: bool = False
-    trust_remote_code: bool = False
+    # security switches: only a YAML/JSON `true` turns them on (not "yes", "on" or 1)
+    allow_pickle: StrictBool = False
+    trust_remote_code: StrictBool = False
     label: str | None = Field(default=None, description="short name used in run-directory names")
 
     @property
