@@ -51,7 +51,25 @@ class ConfigError(ValueError):
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML 1.2 booleans: only true/false. (YAML 1.1 reads a policy's ``on: ci`` key as ``True``.)"""
+    """YAML 1.2 booleans: only true/false. (YAML 1.1 reads a policy's ``on: ci`` key as ``True``.)
+    A key repeated in one mapping is an error (PyYAML would keep the last value silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # "<<: *anchor" merges are overridden on purpose
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                repeated = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: the base class names it
+                continue
+            if repeated:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} appears more than once in one mapping (only the last would be "
+                    "read); remove or merge the repeated key", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -64,7 +82,8 @@ _Loader.add_implicit_resolver(
 
 
 def yaml_load(text: str) -> Any:
-    """Parse YAML with YAML 1.2 booleans (``on``/``off``/``yes``/``no`` stay strings)."""
+    """Parse YAML with YAML 1.2 booleans (``on``/``off``/``yes``/``no`` stay strings) and no
+    repeated keys."""
     return yaml.load(text, Loader=_Loader)  # noqa: S506  # nosec B506  # _Loader is a SafeLoader subclass
 
 
@@ -184,15 +203,27 @@ def parse_config(data: Any, *, source: str = "<dict>", base_dir: str | Path | No
     return cfg
 
 
+def read_yaml_file(path: str | Path, what: str, error: type[Exception]) -> Any:
+    """Parse a UTF-8 YAML file (BOM and CRLF accepted) with :func:`yaml_load`; ``error`` names the
+    file, and the line and column for a syntax error or a repeated key."""
+    from audit.datafiles import read_text_file
+
+    p = Path(path)
+    text = read_text_file(p, what=what, error=error)
+    if not text.strip():
+        raise error(f"{p}: the file is empty; expected a YAML {what}")
+    try:
+        return yaml_load(text)
+    except yaml.YAMLError as exc:
+        raise error(f"{p} is not valid YAML: {str(exc).replace('<unicode string>', p.name)}") from None
+    except RecursionError:
+        raise error(f"{p}: YAML nested too deeply to read") from None
+
+
 def load_config(path: str | Path) -> AuditConfig:
     """Read and validate a YAML audit config."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"audit config not found: {p}")
-    try:
-        data = yaml_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+    data = read_yaml_file(p, "audit config", ConfigError)
     return parse_config(data, source=str(p), base_dir=p.resolve().parent)
 
 
@@ -204,6 +235,7 @@ def default_config() -> AuditConfig:
 
 def check_names(cfg: AuditConfig, source: str) -> None:
     """Probe names, probe options and explain specs checked against what is registered."""
+    from audit.datafiles import brief
     from audit.probe import PROBES
     from audit.registry import UnknownNameError
 
@@ -234,7 +266,10 @@ def check_names(cfg: AuditConfig, source: str) -> None:
         for i, spec in enumerate(cfg.explain):
             only = spec.get("models")
             if only is not None:
-                bad = [m for m in only if m not in names] if isinstance(only, list) else [only]
+                if not isinstance(only, list) or not all(isinstance(m, str) for m in only):
+                    raise ConfigError(f"invalid audit config {source}:\n  explain.{i}.models: must be a list of "
+                                      f"model names, got {brief(only)}")
+                bad = [m for m in only if m not in names]
                 if bad:
                     raise ConfigError(f"invalid audit config {source}:\n  explain.{i}.models: {bad} not in 'models'")
             try:

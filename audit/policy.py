@@ -35,7 +35,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -45,6 +44,8 @@ from pydantic import (
     model_validator,
 )
 
+from audit.config import read_yaml_file
+from audit.datafiles import brief
 from audit.store import SCHEMA_VERSION, RunDir, now_iso, read_json, write_json
 
 Op = Literal["<=", "<", ">=", ">", "within"]
@@ -101,7 +102,7 @@ def parse_condition(text: str) -> Condition:
     if m:
         probe, metric = _split_ref(m["ref"])
         return Condition(probe, metric, m["op"], threshold=float(m["num"]))  # type: ignore[arg-type]
-    raise ValueError(f"cannot parse {text!r}; expected {GRAMMAR}")
+    raise ValueError(f"cannot parse {brief(text)}; expected {GRAMMAR}")
 
 
 def _split_ref(ref: str) -> tuple[str, str]:
@@ -172,10 +173,7 @@ def load_policy(spec: str | Path | Mapping[str, Any] | list[Any] | Policy) -> Po
         source = str(path)
         if not path.is_file():
             raise PolicyError(f"policy file {path} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise PolicyError(f"policy file {path} is not valid YAML: {exc}") from None
+        data = read_yaml_file(path, "policy file", PolicyError)
         if isinstance(data, dict) and "policy" in data and "checks" not in data:
             data = data["policy"]
     if isinstance(data, list):
@@ -200,7 +198,7 @@ def load_policy(spec: str | Path | Mapping[str, Any] | list[Any] | Policy) -> Po
             problems = "; ".join(
                 f"field {'.'.join(map(str, e['loc'])) or 'check'!r}: {_msg(e)}" for e in exc.errors()
             )
-            raise PolicyError(f"{source}: check {i} ({label!r}): {problems}") from None
+            raise PolicyError(f"{source}: check {i} ({brief(label)}): {problems}") from None
     return Policy(checks=checks, name=str(data.get("name") or ""), source=str(data.get("source") or source))
 
 
@@ -208,7 +206,7 @@ def _msg(err: Mapping[str, Any]) -> str:
     msg = str(err.get("msg", "")).removeprefix("Value error, ")
     got = err.get("input")
     if err.get("loc") != ("check",) and isinstance(got, (str, int, float, bool)):
-        msg += f" (got {got!r})"
+        msg += f" (got {brief(got)})"
     return msg
 
 

@@ -57,6 +57,7 @@ import numpy as np
 import pandas as pd
 
 from audit import scoring
+from audit.datafiles import brief, parse_json, read_text_file, text_lines
 from audit.probe import ItemProbe, ProbeError, register_probe
 from audit.results import MetricInfo, MetricValue, ProbeResult
 from audit.stats import (
@@ -205,14 +206,14 @@ def _parse_row(d: Any, where: str) -> dict[str, Any]:
         raise ProbeError(f"{where}: missing required field(s) {missing}")
     where = f"{where} (example_id {d['example_id']})"
     if d["question_polarity"] not in POLARITIES:
-        raise ProbeError(f"{where}: question_polarity must be one of {POLARITIES}, got {d['question_polarity']!r}")
+        raise ProbeError(f"{where}: question_polarity must be one of {POLARITIES}, got {brief(d['question_polarity'])}")
     if d["context_condition"] not in CONDITIONS:
-        raise ProbeError(f"{where}: context_condition must be one of {CONDITIONS}, got {d['context_condition']!r}")
+        raise ProbeError(f"{where}: context_condition must be one of {CONDITIONS}, got {brief(d['context_condition'])}")
     label = d["label"]
     if isinstance(label, str) and label.strip().isdigit():
         label = int(label)
     if isinstance(label, bool) or not isinstance(label, int) or label not in (0, 1, 2):
-        raise ProbeError(f"{where}: label must be 0, 1 or 2, got {d['label']!r}")
+        raise ProbeError(f"{where}: label must be 0, 1 or 2, got {brief(d['label'])}")
     answers = []
     for k in ("ans0", "ans1", "ans2", "context", "question"):
         if not isinstance(d[k], str):
@@ -223,7 +224,7 @@ def _parse_row(d: Any, where: str) -> dict[str, Any]:
         answers.append(d[k])
     info = d["answer_info"]
     if not isinstance(info, dict) or any(k not in info for k in ("ans0", "ans1", "ans2")):
-        raise ProbeError(f"{where}: answer_info must map ans0, ans1, ans2 to [term, group]; got {info!r}")
+        raise ProbeError(f"{where}: answer_info must map ans0, ans1, ans2 to [term, group]; got {brief(info)}")
     meta = d["additional_metadata"]
     if not isinstance(meta, dict) or "stereotyped_groups" not in meta:
         raise ProbeError(f"{where}: additional_metadata.stereotyped_groups is missing")
@@ -231,7 +232,7 @@ def _parse_row(d: Any, where: str) -> dict[str, Any]:
     if isinstance(sg, str):
         sg = [sg]
     if not isinstance(sg, list) or not all(isinstance(x, str) for x in sg):
-        raise ProbeError(f"{where}: additional_metadata.stereotyped_groups must be a list of strings, got {sg!r}")
+        raise ProbeError(f"{where}: additional_metadata.stereotyped_groups must be a list of strings, got {brief(sg)}")
     groups: list[set[str]] = []
     labels: list[str] = []
     terms: list[str] = []
@@ -239,7 +240,7 @@ def _parse_row(d: Any, where: str) -> dict[str, Any]:
     for i, k in enumerate(("ans0", "ans1", "ans2")):
         entry = info[k]
         if not isinstance(entry, list) or not all(isinstance(x, str) for x in entry):
-            raise ProbeError(f"{where}: answer_info.{k} must be a list of strings, got {entry!r}")
+            raise ProbeError(f"{where}: answer_info.{k} must be a list of strings, got {brief(entry)}")
         if not any(x.strip() for x in entry):
             # upstream BBQ has a few rows with empty answer_info: fall back on the answer's text
             empty_info = True
@@ -253,7 +254,7 @@ def _parse_row(d: Any, where: str) -> dict[str, Any]:
     if len(unknown) != 1:
         raise ProbeError(
             f"{where}: expected exactly one unknown answer (answer_info group 'unknown'), found "
-            f"{len(unknown)} among {answers!r}"
+            f"{len(unknown)} among {brief(answers, 240)}"
         )
     u = unknown[0]
     stereo = {norm_label(x) for x in sg}
@@ -313,27 +314,31 @@ def load_bbq(path: str | Path, *, max_items: int | None = None, sample: str = "s
     """Read BBQ / MBBQ JSON Lines (a file or a folder of ``*.jsonl``) into one row per item.
 
     ``max_items`` caps each file (see :func:`select_items`). Errors name the file and line.
+    Blank lines are skipped; an ``example_id`` repeated within one category of a file is an error
+    naming both lines (upstream ids are unique per category; each file of a folder counts apart).
     """
     frames = []
     for f in _jsonl_files(path):
         rows = []
-        try:
-            text = f.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise ProbeError(f"{f}: not UTF-8 text ({exc})") from exc
-        for lineno, line in enumerate(text.splitlines(), 1):
+        seen: dict[tuple[str, str], int] = {}
+        for lineno, line in text_lines(read_text_file(f, what="BBQ JSONL file")):
             if not line.strip():
                 continue
             try:
-                d = json.loads(line)
+                d = parse_json(line, f"{f}: line {lineno}")
             except json.JSONDecodeError as exc:
                 raise ProbeError(f"{f}: line {lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from exc
             row = _parse_row(d, f"{f}: line {lineno}")
+            key = (row["category"], row["example_id"])
+            if key in seen:
+                raise ProbeError(f"{f}: line {lineno}: example_id {key[1]} of category {key[0]!r} is already used on "
+                                 f"line {seen[key]}; remove the repeated row or give it its own id")
+            seen[key] = lineno
             row["file"] = f.name
             row["line"] = lineno
             rows.append(row)
         if not rows:
-            raise ProbeError(f"{f}: no items")
+            raise ProbeError(f"{f}: no items; the file is empty or holds only blank lines")
         frames.append(select_items(pd.DataFrame(rows), max_items, sample))
     df = pd.concat(frames, ignore_index=True)
     n_filled = int(df["answer_info_filled"].sum())

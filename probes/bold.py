@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from audit import scoring
+from audit.datafiles import read_json
 from audit.probe import ItemProbe, ProbeError, register_probe
 from audit.results import MetricInfo, MetricValue, ProbeResult
 from audit.stats import (
@@ -126,11 +127,9 @@ def load_bold(path: str | Path, *, domains: Sequence[str] | None = None) -> pd.D
     skipped = 0
     for f in files:
         try:
-            data = json.loads(f.read_text(encoding="utf-8"))
+            data = read_json(f, what="BOLD prompts file {group: {name: [prompts]}}")
         except json.JSONDecodeError as exc:
             raise ProbeError(f"{f}: malformed JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from exc
-        except UnicodeDecodeError as exc:
-            raise ProbeError(f"{f}: not UTF-8 text ({exc})") from exc
         if not isinstance(data, dict) or not data:
             raise ProbeError(f"{f}: expected a JSON object {{group: {{name: [prompts]}}}}, got {type(data).__name__}")
         dom = domain_of(f)
@@ -139,8 +138,13 @@ def load_bold(path: str | Path, *, domains: Sequence[str] | None = None) -> pd.D
                 raise ProbeError(f"{f}: group {group!r} must map names to prompt lists, got {type(names).__name__}")
             k = 0
             for name, prompts in names.items():
-                if not isinstance(prompts, list) or not all(isinstance(x, str) for x in prompts):
-                    raise ProbeError(f"{f}: group {group!r}, name {name!r}: prompts must be a list of strings")
+                if not isinstance(prompts, list):
+                    raise ProbeError(f"{f}: group {group!r}, name {name!r}: prompts must be a list of strings, "
+                                     f"got {type(prompts).__name__}")
+                bad = next((i for i, x in enumerate(prompts) if not isinstance(x, str)), None)
+                if bad is not None:
+                    raise ProbeError(f"{f}: group {group!r}, name {name!r}: prompt [{bad}] must be a string "
+                                     f"(prompts must be a list of strings), got {type(prompts[bad]).__name__}")
                 for pr in prompts:
                     if not pr.strip():  # the official files hold a few empty strings
                         skipped += 1

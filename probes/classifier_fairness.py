@@ -79,6 +79,7 @@ from scipy import stats as st
 from sklearn.metrics import accuracy_score, roc_auc_score
 
 from audit import scoring
+from audit.datafiles import read_table
 from audit.probe import Probe, ProbeError, register_probe
 from audit.results import MetricInfo, MetricValue, ProbeResult
 from audit.stats import (
@@ -182,20 +183,6 @@ class LabelledData:
     warnings: list[str] = field(default_factory=list)
 
 
-def _read_table(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise ProbeError(f"classifier_fairness data file not found: {path}")
-    suffix = path.suffix.lower()
-    try:
-        if suffix in (".csv", ".tsv"):
-            return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
-        if suffix in (".parquet", ".pq"):
-            return pd.read_parquet(path)
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
-        raise ProbeError(f"{path}: not a readable {suffix[1:]} file ({exc})") from exc
-    raise ProbeError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv or .parquet")
-
-
 def _as_label_strings(col: pd.Series) -> pd.Series:
     """Labels as strings; integral floats (a Parquet column with NaN) lose their '.0'."""
     def conv(v: Any) -> str:
@@ -234,33 +221,27 @@ def load_labelled(
     positive_label: Any = None,
     extra_columns: tuple[str, ...] | list[str] = (),
 ) -> LabelledData:
-    """Read a labelled CSV/TSV/Parquet file; every error names the file and the column or row."""
+    """Read a labelled CSV/TSV/Parquet file; every error names the file and the column or row.
+
+    ``row`` is the file's line number for CSV/TSV (:func:`audit.datafiles.read_table_csv`) and
+    the 0-based row for Parquet."""
     p = Path(path)
-    df = _read_table(p)
-    for role, col in (("text_column", text_column), ("label_column", label_column),
-                      ("attribute_column", attribute_column)):
-        if col not in df.columns:
-            raise ProbeError(
-                f"{p}: missing the {role} {col!r}; found columns {list(df.columns)} "
-                f"(set the option {role} to the right name)"
-            )
-    for col in extra_columns:
-        if col not in df.columns:
-            raise ProbeError(f"{p}: missing the breakdown column {col!r}; found columns {list(df.columns)}")
-    if len(df) == 0:
-        raise ProbeError(f"{p}: no rows")
-    line0 = 2 if p.suffix.lower() in (".csv", ".tsv") else 0  # CSV line of the first data row
-    where = "line" if line0 else "row"
+    df = read_table(p, what="classifier_fairness data file", extra_columns=extra_columns,
+                    options={"text_column": text_column, "label_column": label_column,
+                             "attribute_column": attribute_column})
+    where = str(df.index.name)
+    rows = df.index.to_numpy()
+    df = df.reset_index(drop=True)
     texts = df[text_column]
     for i, t in enumerate(texts):
         if not isinstance(t, str) or not t.strip():
-            raise ProbeError(f"{p}: {where} {i + line0}: empty or non-text {text_column!r} ({t!r})")
+            raise ProbeError(f"{p}: {where} {rows[i]}: empty or non-text {text_column!r} ({t!r:.80})")
     labels = _as_label_strings(df[label_column])
     empty = np.flatnonzero((labels == "").to_numpy())
     if len(empty):
-        raise ProbeError(f"{p}: {where} {int(empty[0]) + line0}: empty {label_column!r}")
+        raise ProbeError(f"{p}: {where} {rows[int(empty[0])]}: empty {label_column!r}")
     attr = _as_label_strings(df[attribute_column])
-    out = pd.DataFrame({"row": np.arange(len(df)) + line0, "text": texts.astype(str), "label": labels,
+    out = pd.DataFrame({"row": rows, "text": texts.astype(str), "label": labels,
                         attribute_column: attr})
     for col in extra_columns:
         if col != attribute_column:

@@ -85,6 +85,7 @@ import numpy as np
 import pandas as pd
 
 from audit import scoring
+from audit.datafiles import brief, read_table_csv, read_text_file, text_lines
 from audit.probe import Probe, ProbeError, register_probe
 from audit.results import MetricInfo, MetricValue, ProbeResult
 from audit.stats import group_breakdown, mean_metric, small_n_warning, wilson_ci
@@ -322,34 +323,27 @@ def swap_files(swaps: str | Path | None) -> list[Path]:
     return [p]
 
 
-def _read_csv(p: Path) -> pd.DataFrame:
-    try:
-        return pd.read_csv(p, dtype=str, keep_default_na=False, encoding="utf-8")
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise ProbeError(f"{p}: not a readable UTF-8 CSV ({exc})") from exc
-
-
 def load_swap_rules(swaps: str | Path | None = None) -> list[SwapRule]:
     """Both directions of every row; ambiguity (one term, two unconditional targets) is an error."""
     rules: list[SwapRule] = []
     for p in swap_files(swaps):
-        df = _read_csv(p)
+        df = read_table_csv(p, what="swap-list CSV")
         missing = [c for c in SWAP_COLUMNS if c not in df.columns]
         if missing:
             raise ProbeError(f"{p}: missing column(s) {missing}; found {list(df.columns)}")
-        for i, r in enumerate(df.to_dict("records")):
-            where = f"{p}: line {i + 2}"
+        for line, r in zip(df.index, df.to_dict("records"), strict=True):
+            where = f"{p}: line {line}"
             for c in SWAP_COLUMNS:
                 if not str(r[c]).strip():
                     raise ProbeError(f"{where}: empty {c!r}")
             direction = (r.get("direction") or "both").strip()
             when = (r.get("when") or "").strip()
             if direction not in ("both", "a->b", "b->a"):
-                raise ProbeError(f"{where}: direction must be both, a->b or b->a, got {direction!r}")
+                raise ProbeError(f"{where}: direction must be both, a->b or b->a, got {brief(direction)}")
             if when not in ("", "noun", "other"):
-                raise ProbeError(f"{where}: when must be empty, 'noun' or 'other', got {when!r}")
+                raise ProbeError(f"{where}: when must be empty, 'noun' or 'other', got {brief(when)}")
             if r["term_a"].strip() == r["term_b"].strip():
-                raise ProbeError(f"{where}: term_a and term_b are the same ({r['term_a']!r})")
+                raise ProbeError(f"{where}: term_a and term_b are the same ({brief(r['term_a'])})")
             a, b = " ".join(r["term_a"].split()), " ".join(r["term_b"].split())
             sa, sb = (r.get("stem_a") or "").strip(), (r.get("stem_b") or "").strip()
             lang, cat, typ = r["language"].strip(), r["category"].strip(), r["type"].strip()
@@ -507,15 +501,21 @@ def load_texts(data: str | Path | None, language: str) -> pd.DataFrame:
     if not p.is_file():
         raise ProbeError(f"counterfactual text file not found: {p}")
     if p.suffix.lower() == ".csv":
-        df = _read_csv(p)
+        df = read_table_csv(p, what="counterfactual texts CSV")
         if "text" not in df.columns:
             raise ProbeError(f"{p}: no 'text' column; found {list(df.columns)}")
-        if len(df) == 0:
-            raise ProbeError(f"{p}: no rows")
-        lines = list(range(2, len(df) + 2))
+        lines = df.index.tolist()
+        df = df.reset_index(drop=True)
         for line, t in zip(lines, df["text"], strict=True):
             if not str(t).strip():
                 raise ProbeError(f"{p}: line {line}: empty 'text'")
+        if "id" in df.columns:
+            first: dict[str, int] = {}
+            for line, i in zip(lines, df["id"].str.strip(), strict=True):
+                if i in first:
+                    raise ProbeError(f"{p}: line {line}: id {i!r} is already used on line {first[i]}; "
+                                     "give each text its own id")
+                first[i] = line
         out = pd.DataFrame({
             "id": df["id"].astype(str) if "id" in df.columns else [str(x) for x in lines],
             "line": lines, "text": df["text"].astype(str).str.strip(),
@@ -531,13 +531,10 @@ def load_texts(data: str | Path | None, language: str) -> pd.DataFrame:
         else:
             out["language"] = language
     else:
-        try:
-            raw = p.read_text(encoding="utf-8").splitlines()
-        except UnicodeDecodeError as exc:
-            raise ProbeError(f"{p}: not UTF-8 text ({exc})") from exc
+        raw = text_lines(read_text_file(p, what="counterfactual text file"))
         if language == "both":
             raise ProbeError(f"{p}: a plain text file has no language column; set the option language: en or tr")
-        rows = [(i + 1, s.strip()) for i, s in enumerate(raw) if s.strip()]
+        rows = [(i, s.strip()) for i, s in raw if s.strip()]
         if not rows:
             raise ProbeError(f"{p}: no non-blank lines")
         out = pd.DataFrame({"id": [str(i) for i, _ in rows], "line": [i for i, _ in rows],

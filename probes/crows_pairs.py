@@ -22,7 +22,6 @@ many CrowS-Pairs pairs noisy or not minimal; read single items with care.
 
 from __future__ import annotations
 
-import csv
 import difflib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from audit import scoring
+from audit.datafiles import brief, read_table_csv
 from audit.probe import ItemProbe, ProbeError, register_probe
 from audit.results import MetricInfo, ProbeResult
 from audit.stats import group_breakdown, mean_metric, rate_metric
@@ -69,32 +69,37 @@ METRICS = {
 
 
 def load_crows_pairs(path: str | Path) -> pd.DataFrame:
-    """Read the official ``crows_pairs_anonymized.csv``; errors name the file and row."""
+    """Read the official ``crows_pairs_anonymized.csv``; errors name the file and row.
+
+    "row N" in a message is line N of the file (the header is line 1). The first column, when
+    unnamed (the official file) or named ``id``, is the pair id; a repeated id is an error (two
+    items would be indistinguishable in the results). Without one the ids are 0, 1, … in file
+    order.
+    """
     p = Path(path)
     if not p.is_file():
         raise ProbeError(f"CrowS-Pairs file not found: {p}")
-    try:
-        df = pd.read_csv(p, dtype=str, keep_default_na=False, quoting=csv.QUOTE_MINIMAL)
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise ProbeError(f"{p}: not a readable CSV ({exc})") from exc
-    missing = [c for c in REQUIRED if c not in df.columns]
-    if missing:
-        raise ProbeError(f"{p}: missing required column(s) {missing}; found {list(df.columns)}")
-    if len(df) == 0:
-        raise ProbeError(f"{p}: no rows")
+    df = read_table_csv(p, REQUIRED, what="CrowS-Pairs CSV")
     first = df.columns[0]
-    ids = df[first] if first not in REQUIRED else pd.Series(range(len(df)))
-    df = df.assign(row=[str(i) for i in ids])
-    for i, r in enumerate(df.itertuples(index=False)):
-        line = i + 2  # header is line 1
-        for c in ("sent_more", "sent_less"):
-            if not str(getattr(r, c)).strip():
-                raise ProbeError(f"{p}: row {line} (id {r.row}): empty {c!r}")
-        if r.stereo_antistereo not in ("stereo", "antistereo"):
+    if first in ("Unnamed: 0", "id"):
+        ids = df[first].str.strip()
+    else:
+        ids = pd.Series([str(i) for i in range(len(df))], index=df.index)
+    seen: dict[str, int] = {}
+    for line, pid, more, less, direction in zip(df.index, ids, df["sent_more"], df["sent_less"],
+                                                df["stereo_antistereo"], strict=True):
+        if pid in seen:
+            raise ProbeError(f"{p}: row {line}: the pair id {pid!r} is already used on row {seen[pid]}; "
+                             "give each pair its own id")
+        seen[pid] = line
+        for c, text in (("sent_more", more), ("sent_less", less)):
+            if not text.strip():
+                raise ProbeError(f"{p}: row {line} (id {pid}): empty {c!r}")
+        if direction not in ("stereo", "antistereo"):
             raise ProbeError(
-                f"{p}: row {line} (id {r.row}): stereo_antistereo must be 'stereo' or 'antistereo', "
-                f"got {r.stereo_antistereo!r}"
+                f"{p}: row {line} (id {pid}): stereo_antistereo must be 'stereo' or 'antistereo', got {brief(direction)}"
             )
+    df = df.assign(row=ids.to_numpy())
     return df[["row", *REQUIRED]].reset_index(drop=True)
 
 

@@ -64,6 +64,7 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from audit import scoring
+from audit.datafiles import read_table
 from audit.probe import Probe, ProbeError, register_probe
 from audit.results import MetricInfo, MetricValue, ProbeResult
 from audit.stats import CONFIDENCE, binomial_test, group_breakdown, small_n_warning, wilson_ci
@@ -119,32 +120,21 @@ def load_attribute_texts(
 ) -> tuple[pd.DataFrame, int]:
     """Read a CSV (or Parquet) of texts with an attribute column. Returns the frame (columns row,
     text, the attribute, ``type``, extras) and the number of rows left out for an empty attribute.
-    Errors name the file and the column or line."""
+    Errors name the file and the column or line (:func:`audit.datafiles.read_table`); ``row`` is
+    the line number for CSV/TSV, the 0-based row for Parquet. ``type_column: null`` uses none."""
     p = Path(path)
-    if not p.is_file():
-        raise ProbeError(f"representation data file not found: {p}")
-    try:
-        if p.suffix.lower() in (".parquet", ".pq"):
-            df = pd.read_parquet(p).astype(str).replace({"None": "", "nan": "", "<NA>": ""})
-        else:
-            df = pd.read_csv(p, dtype=str, keep_default_na=False, sep="\t" if p.suffix.lower() == ".tsv" else ",")
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
-        raise ProbeError(f"{p}: not a readable table ({exc})") from exc
-    for role, col in (("text_column", text_column), ("attribute_column", attribute_column),
-                      ("type_column", type_column)):
-        if col is not None and col not in df.columns:
-            raise ProbeError(f"{p}: missing the {role} {col!r}; found columns {list(df.columns)} "
-                             f"(set the option {role}" + (", or null for none)" if role == "type_column" else ")"))
-    for col in extra_columns:
-        if col not in df.columns:
-            raise ProbeError(f"{p}: missing the breakdown column {col!r}; found columns {list(df.columns)}")
-    if len(df) == 0:
-        raise ProbeError(f"{p}: no rows")
-    line0 = 2 if p.suffix.lower() in (".csv", ".tsv") else 0
+    df = read_table(p, what="representation data file", extra_columns=extra_columns,
+                    options={"text_column": text_column, "attribute_column": attribute_column,
+                             "type_column": type_column})
+    where = str(df.index.name)
+    rows = df.index.to_numpy()
+    df = df.reset_index(drop=True)
+    if where == "row":  # Parquet: typed columns as text, missing values empty
+        df = df.astype(str).replace({"None": "", "nan": "", "<NA>": ""})
     for i, t in enumerate(df[text_column]):
         if not str(t).strip():
-            raise ProbeError(f"{p}: {'line' if line0 else 'row'} {i + line0}: empty {text_column!r}")
-    out = pd.DataFrame({"row": np.arange(len(df)) + line0, "text": df[text_column].astype(str),
+            raise ProbeError(f"{p}: {where} {rows[i]}: empty {text_column!r}")
+    out = pd.DataFrame({"row": rows, "text": df[text_column].astype(str),
                         attribute_column: df[attribute_column].astype(str).str.strip()})
     out["type"] = df[type_column].astype(str) if type_column is not None else out["text"]
     for col in extra_columns:

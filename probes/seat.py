@@ -61,6 +61,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from audit import scoring
+from audit.datafiles import brief, read_json
 from audit.probe import Probe, ProbeError, register_probe
 from audit.results import MetricInfo, MetricValue, ProbeResult
 from audit.stats import benjamini_hochberg, bootstrap_ci, group_breakdown, small_n_warning
@@ -146,9 +147,7 @@ def load_seat_test(path: str | Path, name: str | None = None) -> SeatTest:
     if not p.is_file():
         raise ProbeError(f"SEAT test file not found: {p}")
     try:
-        obj = json.loads(p.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ProbeError(f"{p}: not UTF-8 text ({exc})") from exc
+        obj = read_json(p, what="SEAT test file {targ1, targ2, attr1, attr2}")
     except json.JSONDecodeError as exc:
         raise ProbeError(
             f"{p}: not one JSON object (line {exc.lineno}, column {exc.colno}: {exc.msg}); a SEAT test "
@@ -168,13 +167,13 @@ def load_seat_test(path: str | Path, name: str | None = None) -> SeatTest:
             raise ProbeError(f"{p}: {k!r} must be an object {{category, examples}}, got {type(entry).__name__}")
         cat = entry.get("category")
         if not isinstance(cat, str) or not cat.strip():
-            raise ProbeError(f"{p}: {k}.category must be a non-empty string, got {cat!r}")
+            raise ProbeError(f"{p}: {k}.category must be a non-empty string, got {brief(cat)}")
         ex = entry.get("examples")
         if not isinstance(ex, list) or not ex:
-            raise ProbeError(f"{p}: {k}.examples must be a non-empty list of strings, got {ex!r}")
+            raise ProbeError(f"{p}: {k}.examples must be a non-empty list of strings, got {brief(ex)}")
         for i, e in enumerate(ex):
             if not isinstance(e, str) or not e.strip():
-                raise ProbeError(f"{p}: {k}.examples[{i}] must be a non-empty string, got {e!r}")
+                raise ProbeError(f"{p}: {k}.examples[{i}] must be a non-empty string, got {brief(e)}")
         unique = list(dict.fromkeys(ex))
         if len(unique) < len(ex):
             dups = sorted({e for e in ex if ex.count(e) > 1})

@@ -51,6 +51,7 @@ import numpy as np
 import pandas as pd
 
 from audit import scoring
+from audit.datafiles import brief, read_json
 from audit.probe import ItemProbe, ProbeError, register_probe
 from audit.results import MetricInfo, MetricValue, ProbeResult
 from audit.stats import CONFIDENCE, N_RESAMPLES, binomial_test, group_breakdown, small_n_warning
@@ -114,14 +115,12 @@ def load_stereoset(path: str | Path, splits: Sequence[str] = SPLITS) -> pd.DataF
     p = Path(path)
     if not p.is_file():
         raise ProbeError(f"StereoSet file not found: {p}")
-    try:
-        obj = json.loads(p.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProbeError(f"{p}: not a readable JSON file ({exc})") from exc
+    obj = _read_json(p, "StereoSet dev.json/test.json file")
     data = obj.get("data") if isinstance(obj, dict) else None
     if not isinstance(data, dict):
         raise ProbeError(f"{p}: expected an object with a 'data' object holding {list(SPLITS)}")
     rows: list[dict[str, Any]] = []
+    seen: dict[str, str] = {}  # cluster / sentence id → where it was first
     for split in splits:
         if split not in SPLITS:
             raise ProbeError(f"unknown StereoSet split {split!r}; use {list(SPLITS)}")
@@ -129,18 +128,36 @@ def load_stereoset(path: str | Path, splits: Sequence[str] = SPLITS) -> pd.DataF
         if not isinstance(clusters, list):
             raise ProbeError(f"{p}: data.{split} must be a list of clusters, got {type(clusters).__name__}")
         for i, c in enumerate(clusters):
-            rows.append(_parse_cluster(p, split, i, c))
+            rows.append(_parse_cluster(p, split, i, c, seen))
     return pd.DataFrame(rows)
 
 
-def _parse_cluster(p: Path, split: str, i: int, c: Any) -> dict[str, Any]:
+def _read_json(p: Path, what: str) -> Any:
+    try:
+        return read_json(p, what=what)
+    except json.JSONDecodeError as exc:
+        raise ProbeError(f"{p}: not a readable JSON file (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+
+
+def _first_use(seen: dict[str, str], kind: str, ident: str, p: Path, loc: str) -> None:
+    """A cluster or sentence id used twice is an error: scores are matched to sentences by id."""
+    key = f"{kind} {ident}"
+    if key in seen:
+        raise ProbeError(f"{p}: {loc}: the {kind} id {ident!r} is already used at {seen[key]}; ids must be unique")
+    seen[key] = loc
+
+
+def _parse_cluster(p: Path, split: str, i: int, c: Any, seen: dict[str, str] | None = None) -> dict[str, Any]:
+    """One cluster (a row); ``seen`` collects the ids of earlier clusters to refuse repeats."""
+    seen = {} if seen is None else seen
     where = f"{p}: data.{split}[{i}]"
     if not isinstance(c, dict):
         raise ProbeError(f"{where}: a cluster must be an object, got {type(c).__name__}")
     where += f" (cluster {c.get('id')!r})"
     for k in ("id", "target", "bias_type", "context"):
         if not isinstance(c.get(k), str) or not c[k].strip():
-            raise ProbeError(f"{where}: field {k!r} must be a non-empty string, got {c.get(k)!r}")
+            raise ProbeError(f"{where}: field {k!r} must be a non-empty string, got {brief(c.get(k))}")
+    _first_use(seen, "cluster", c["id"], p, f"data.{split}[{i}]")
     sents = c.get("sentences")
     if not isinstance(sents, list):
         raise ProbeError(f"{where}: 'sentences' must be a list")
@@ -150,7 +167,7 @@ def _parse_cluster(p: Path, split: str, i: int, c: Any) -> dict[str, Any]:
     if split == "intrasentence":
         word_idx = _blank_word_index(c["context"])
         if word_idx is None:
-            raise ProbeError(f"{where}: intrasentence context has no {BLANK}: {c['context']!r}")
+            raise ProbeError(f"{where}: intrasentence context has no {BLANK}: {brief(c['context'])}")
     for j, s in enumerate(sents):
         sw = f"{where}: sentences[{j}]"
         if not isinstance(s, dict):
@@ -158,10 +175,11 @@ def _parse_cluster(p: Path, split: str, i: int, c: Any) -> dict[str, Any]:
         sw += f" (id {s.get('id')!r})"
         for k in ("id", "sentence"):
             if not isinstance(s.get(k), str) or not s[k].strip():
-                raise ProbeError(f"{sw}: field {k!r} must be a non-empty string, got {s.get(k)!r}")
+                raise ProbeError(f"{sw}: field {k!r} must be a non-empty string, got {brief(s.get(k))}")
+        _first_use(seen, "sentence", s["id"], p, f"data.{split}[{i}].sentences[{j}]")
         g = s.get("gold_label")
         if g not in GOLD:
-            raise ProbeError(f"{sw}: gold_label must be one of {list(GOLD)}, got {g!r}")
+            raise ProbeError(f"{sw}: gold_label must be one of {list(GOLD)}, got {brief(g)}")
         col = COL[g]
         if col in row:
             raise ProbeError(f"{sw}: a second {g!r} sentence; a cluster has one sentence per gold label")
@@ -186,10 +204,7 @@ def load_predictions(path: str | Path) -> dict[str, float]:
     p = Path(path)
     if not p.is_file():
         raise ProbeError(f"StereoSet predictions file not found: {p}")
-    try:
-        obj = json.loads(p.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProbeError(f"{p}: not a readable JSON file ({exc})") from exc
+    obj = _read_json(p, "StereoSet predictions file")
     if not isinstance(obj, dict) or not any(k in obj for k in SPLITS):
         raise ProbeError(f"{p}: expected an object with 'intrasentence' and/or 'intersentence' lists")
     scores: dict[str, float] = {}
@@ -199,13 +214,16 @@ def load_predictions(path: str | Path) -> dict[str, float]:
             raise ProbeError(f"{p}: {split!r} must be a list of {{id, score}} objects")
         for i, e in enumerate(entries):
             if not isinstance(e, dict) or not isinstance(e.get("id"), str):
-                raise ProbeError(f"{p}: {split}[{i}] must be an object with a string 'id', got {e!r}")
+                raise ProbeError(f"{p}: {split}[{i}] must be an object with a string 'id', got {brief(e)}")
             try:
                 v = float(e["score"])
             except (KeyError, TypeError, ValueError) as exc:
                 raise ProbeError(f"{p}: {split}[{i}] (id {e['id']!r}): 'score' must be a number") from exc
             if np.isnan(v):
                 raise ProbeError(f"{p}: {split}[{i}] (id {e['id']!r}): score is NaN")
+            if e["id"] in scores and scores[e["id"]] != v:
+                logger.warning("%s: %s[%d]: sentence id %r has a second, different score; the last one is "
+                               "used, as the reference's dict does", p, split, i, e["id"])
             scores[e["id"]] = v  # a repeated id keeps the last score, as the reference's dict
     return scores
 
@@ -297,7 +315,7 @@ def score_predictions(dataset_path: str | Path, predictions_path: str | Path) ->
     """
     pred = Path(predictions_path)
     scores = load_predictions(pred)
-    obj = json.loads(pred.read_text(encoding="utf-8"))
+    obj = _read_json(pred, "StereoSet predictions file")
     splits = [s for s in SPLITS if obj.get(s)]
     clusters = load_stereoset(dataset_path, splits)
     return score_table(attach_scores(clusters, scores, str(pred)))

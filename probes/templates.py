@@ -82,6 +82,7 @@ import numpy as np
 import pandas as pd
 
 from audit import scoring
+from audit.datafiles import brief, read_json
 from audit.probe import Probe, ProbeError, register_probe
 from audit.results import MetricInfo, ProbeResult
 from audit.stats import cluster_mean_metric, group_breakdown
@@ -142,7 +143,7 @@ def _str_list(v: Any, where: str, p: Path) -> list[str]:
     out = []
     for i, x in enumerate(v):
         if not isinstance(x, str) or not x.strip():
-            raise ProbeError(f"{p}: {where}[{i}] must be a non-empty string, got {x!r}")
+            raise ProbeError(f"{p}: {where}[{i}] must be a non-empty string, got {brief(x)}")
         out.append(x.strip())
     return out
 
@@ -157,7 +158,7 @@ def parse_template_set(obj: Any, path: str | Path) -> TemplateSet:
             raise ProbeError(f"{p}: missing required field {key!r}")
     for key in ("name", "language", "category"):
         if not isinstance(obj[key], str) or not obj[key].strip():
-            raise ProbeError(f"{p}: {key} must be a non-empty string, got {obj[key]!r}")
+            raise ProbeError(f"{p}: {key} must be a non-empty string, got {brief(obj[key])}")
     groups = _str_list(obj["groups"], "groups", p)
     if len(groups) != 2 or groups[0] == groups[1]:
         raise ProbeError(f"{p}: groups must name exactly two different groups, got {groups}")
@@ -193,7 +194,7 @@ def parse_template_set(obj: Any, path: str | Path) -> TemplateSet:
     for i, t in enumerate(templates):
         for slot in (TARGET, ATTRIBUTE):
             if t.count(slot) != 1:
-                raise ProbeError(f"{p}: templates[{i}] must contain {slot} exactly once: {t!r}")
+                raise ProbeError(f"{p}: templates[{i}] must contain {slot} exactly once: {brief(t)}")
     return TemplateSet(
         name=obj["name"].strip(), language=obj["language"].strip(), category=obj["category"].strip(),
         groups=(groups[0], groups[1]), targets=tuple(targets), attributes=tuple(attributes),
@@ -220,9 +221,7 @@ def load_template_sets(data: str | Path | None = None) -> list[TemplateSet]:
     seen: dict[str, str] = {}
     for f in template_files(data):
         try:
-            obj = json.loads(f.read_text(encoding="utf-8"))
-        except UnicodeDecodeError as exc:
-            raise ProbeError(f"{f}: not UTF-8 text ({exc})") from exc
+            obj = read_json(f, what="template set JSON file")
         except json.JSONDecodeError as exc:
             raise ProbeError(f"{f}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
         ts = parse_template_set(obj, f)

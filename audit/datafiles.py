@@ -1,0 +1,238 @@
+"""Reading the data files probes load: every error names the file, the line or key, and the fix.
+
+The loaders of every probe read their official formats through these helpers, so a user who
+hands the audit a broken file sees one :class:`~audit.probe.ProbeError` naming the file, the
+1-based line (CSV, JSON Lines) or the JSON key path, what is wrong and what to change — never
+a ``UnicodeDecodeError`` or a pandas ``ParserError`` from deep inside a library.
+
+Accepted as written by common tools: a UTF-8 byte-order mark (Excel's "CSV UTF-8" writes one),
+Windows CRLF line endings, blank lines, fields of any size. Refused with a clear error: bytes that
+are not UTF-8 (UTF-16 files are recognised and named as such), an empty file, a JSON object that
+repeats a key (``json`` would keep the last value silently and drop the first), JSON nested deeper
+than the parser can follow, a CSV with a repeated column name, a record with more or fewer fields
+than the header, an unclosed quote, a missing required column.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from audit.probe import ProbeError
+
+#: CSV fields are unbounded (the csv module's default limit is 128 KiB)
+_FIELD_LIMIT = 2**31 - 1
+
+
+def brief(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for quoting a user's value in an error message
+    (a 1 MB field must not become a 1 MB message)."""
+    r = repr(value)
+    return r if len(r) <= limit else f"{r[:limit]}… ({len(r):,} characters)"
+
+
+def read_text_file(path: str | Path, *, what: str = "file", error: type[Exception] = ProbeError) -> str:
+    """The UTF-8 text of ``path`` with a leading byte-order mark dropped.
+
+    Raises ``error`` (a :class:`ProbeError` unless the caller names its own type, as the config
+    loader does) when the file is missing or unreadable, or is not UTF-8 — naming the line and
+    byte column of the first bad byte.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise error(f"{what} not found: {p}")
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise error(f"{p}: cannot read the {what} ({exc.strerror or exc})") from None
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise error(f"{p}: the file is UTF-16 encoded; save it as UTF-8")
+    body = raw[len(codecs.BOM_UTF8):] if raw.startswith(codecs.BOM_UTF8) else raw
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = body.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (body.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise error(
+            f"{p}: line {line}, byte {col} of the line: not UTF-8 text (byte 0x{body[exc.start]:02x}); "
+            "save the file as UTF-8"
+        ) from None
+
+
+class _Repeated(dict):  # type: ignore[type-arg]
+    """A parsed JSON object that had a repeated key (``repeated``)."""
+
+    repeated: str = ""
+
+
+def _key_path(obj: Any) -> tuple[str, str] | None:
+    """(key path, key) of the first object (depth first, file order) that repeated a key."""
+    stack: list[tuple[Any, str]] = [(obj, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, _Repeated):
+            return path or "(top level)", node.repeated
+        if isinstance(node, dict):
+            stack += [(v, f"{path}.{k}" if path else str(k)) for k, v in reversed(node.items())]
+        elif isinstance(node, list):
+            stack += [(v, f"{path}[{i}]") for i, v in reversed(list(enumerate(node)))]
+    return None
+
+
+def parse_json(text: str, where: str) -> Any:
+    """``json.loads`` that refuses an object repeating a key and JSON nested too deeply, with a
+    :class:`ProbeError` naming ``where`` and the key path. A syntax error stays a
+    ``json.JSONDecodeError`` (line, column) for the caller, whose message says what the file
+    should hold."""
+    repeated = False
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal repeated
+        d = dict(pairs)
+        if len(d) < len(pairs):
+            seen: set[str] = set()
+            out = _Repeated(d)
+            out.repeated = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+            repeated = True
+            return out
+        return d
+
+    try:
+        obj = json.loads(text, object_pairs_hook=hook)
+    except RecursionError:
+        raise ProbeError(f"{where}: JSON nested too deeply to read") from None
+    if repeated:
+        found = _key_path(obj)
+        assert found is not None
+        path, key = found
+        raise ProbeError(f"{where}: at {path}: the key {key!r} appears more than once in one object "
+                         "(only the last would be read); remove or rename the repeated key")
+    return obj
+
+
+def read_json(path: str | Path, *, what: str = "JSON file") -> Any:
+    """Parse a JSON file (see :func:`read_text_file` and :func:`parse_json`); an empty file is a
+    :class:`ProbeError`."""
+    p = Path(path)
+    text = read_text_file(p, what=what)
+    if not text.strip():
+        raise ProbeError(f"{p}: the file is empty; expected a {what}")
+    return parse_json(text, str(p))
+
+
+def text_lines(text: str) -> Iterator[tuple[int, str]]:
+    """(1-based line number, line) splitting on ``\\n`` only (CRLF accepted), so that characters
+    such as U+2028 that ``str.splitlines`` also breaks on stay inside their line."""
+    for i, line in enumerate(text.split("\n"), 1):
+        yield i, line.removesuffix("\r")
+
+
+@contextmanager
+def _unbounded_fields() -> Iterator[None]:
+    old = csv.field_size_limit(_FIELD_LIMIT)
+    try:
+        yield
+    finally:
+        csv.field_size_limit(old)
+
+
+def read_table_csv(
+    path: str | Path, required: Sequence[str] = (), *, what: str = "CSV file", sep: str | None = None
+) -> pd.DataFrame:
+    """Read a CSV (tab-separated for a ``.tsv`` file) into a frame of strings, one row per record.
+
+    The index (named ``line``) is the 1-based line where each record starts, so messages point
+    at the right line even when a quoted field spans lines or blank lines were skipped. A header
+    cell left empty is named ``Unnamed: <i>`` as pandas does (CrowS-Pairs' index column). Errors
+    (:class:`ProbeError`, naming the file and line): not UTF-8, empty file, no rows under the
+    header, a repeated column name, a record whose field count differs from the header's, an
+    unclosed quote, a required column missing.
+    """
+    p = Path(path)
+    text = read_text_file(p, what=what)
+    delim = sep or ("\t" if p.suffix.lower() == ".tsv" else ",")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delim, strict=True)
+    header: list[str] | None = None
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    with _unbounded_fields():
+        while True:
+            start = reader.line_num + 1
+            try:
+                rec = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                raise ProbeError(f"{p}: line {start}: malformed CSV ({exc}); a field that contains the "
+                                 "separator, a quote or a line break must be quoted, with quotes doubled") from None
+            if not any(f.strip() for f in rec):
+                continue  # a blank line
+            if header is None:
+                header = [f.strip() or f"Unnamed: {i}" for i, f in enumerate(rec)]
+                dup = sorted({c for c in header if header.count(c) > 1})
+                if dup:
+                    raise ProbeError(f"{p}: line {start}: the header repeats the column name(s) {dup}; "
+                                     "give each column a distinct name")
+                continue
+            if len(rec) != len(header):
+                raise ProbeError(
+                    f"{p}: line {start}: {len(rec)} field(s), but the header has {len(header)}; quote a field "
+                    "that contains the separator, and give every row one value per column"
+                )
+            rows.append(rec)
+            lines.append(start)
+    if header is None:
+        raise ProbeError(f"{p}: the file is empty; expected a {what} with a header row")
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise ProbeError(f"{p}: missing required column(s) {missing}; found {header}")
+    if not rows:
+        raise ProbeError(f"{p}: no rows under the header")
+    return pd.DataFrame(rows, columns=header, index=pd.Index(lines, name="line"), dtype=str)
+
+
+def read_table(
+    path: str | Path,
+    *,
+    what: str = "data file",
+    options: Mapping[str, str | None] | None = None,
+    extra_columns: Sequence[str] = (),
+) -> pd.DataFrame:
+    """A CSV/TSV (:func:`read_table_csv`, index = line numbers) or Parquet file (raw dtypes,
+    index = 0-based rows named ``row``), with the columns the probe's options name checked.
+
+    ``options`` maps an option name to the column it names (``None``: not used); a missing one is
+    an error that says which option to set. ``extra_columns`` are breakdown columns.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ProbeError(f"{what} not found: {p}")
+    suffix = p.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        df = read_table_csv(p, what=what)
+    elif suffix in (".parquet", ".pq"):
+        try:
+            df = pd.read_parquet(p)
+        except (OSError, ValueError) as exc:
+            raise ProbeError(f"{p}: not a readable Parquet file ({exc})") from None
+        df.index = pd.RangeIndex(len(df), name="row")
+    else:
+        raise ProbeError(f"{p}: unsupported file type {suffix!r}; use .csv, .tsv or .parquet")
+    for role, col in (options or {}).items():
+        if col is not None and col not in df.columns:
+            raise ProbeError(f"{p}: missing the {role} {col!r}; found columns {list(df.columns)} "
+                             f"(set the option {role} to the right name)")
+    for col in extra_columns:
+        if col not in df.columns:
+            raise ProbeError(f"{p}: missing the breakdown column {col!r}; found columns {list(df.columns)}")
+    if len(df) == 0:
+        raise ProbeError(f"{p}: no rows")
+    return df
