@@ -7,6 +7,7 @@ A probe is a class with a ``name``, the model ``kinds`` it can run on, self-desc
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -20,6 +21,9 @@ from audit.results import MetricInfo, ProbeResult
 if TYPE_CHECKING:
     from audit.distributed import Dist
     from audit.models import ModelHandle
+
+
+logger = logging.getLogger(__name__)
 
 
 class ProbeError(ValueError):
@@ -51,14 +55,21 @@ class Probe:
                 f"it supports: {', '.join(self.kinds)}"
             )
 
-    def data_files(self, data: str | Path | None) -> list[Path]:
-        """Files whose identity (sha256) goes into the manifest."""
+    def data_files(self, data: str | Path | None, options: dict[str, Any] | None = None) -> list[Path]:
+        """Files whose identity (sha256, rows) goes into the manifest: the data and every file an
+        option names (a swap list, …) — ``options`` are the probe's options as configured."""
         if data is None:
             return []
         p = Path(data)
         if p.is_dir():
             return sorted(q for q in p.rglob("*") if q.is_file())
         return [p]
+
+    def data_rows(self, path: Path) -> int | None:
+        """Rows of one data file for the manifest (the file's own count, before any
+        ``max_items``); the default is :func:`count_rows`, probes with a nested JSON format
+        override it."""
+        return count_rows(path)
 
     def run(
         self,
@@ -70,6 +81,42 @@ class Probe:
         **options: Any,
     ) -> ProbeResult:
         raise NotImplementedError
+
+
+def count_rows(path: Path) -> int | None:
+    """Rows of a data file by its format: CSV/TSV records after the header (quoted newlines kept
+    inside their record, blank lines not counted), JSON Lines non-blank lines (a ``.jsonl`` that
+    holds one JSON document, as SEAT's do, counts as JSON), a JSON list's length, Parquet rows,
+    non-blank lines of a ``.txt``. ``None`` for a format without rows (a JSON object, other
+    suffixes) or a file that cannot be read or parsed — the probe's own loader reports those."""
+    import csv
+    import json
+
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return int(pq.ParquetFile(path).metadata.num_rows)
+        text = path.read_text(encoding="utf-8-sig", errors="replace")
+        if suffix in (".csv", ".tsv"):
+            records = [r for r in csv.reader(text.splitlines(keepends=True), delimiter="\t" if suffix == ".tsv" else ",")
+                       if any(c.strip() for c in r)]
+            return max(len(records) - 1, 0)
+        lines = sum(1 for line in text.splitlines() if line.strip())
+        if suffix in (".jsonl", ".ndjson", ".json"):
+            try:
+                doc = json.loads(text)
+            except ValueError:  # several JSON Lines records (or broken JSON)
+                return None if suffix == ".json" else lines
+            if isinstance(doc, list):
+                return len(doc)
+            return 1 if suffix != ".json" and lines == 1 else None  # a one-record JSON Lines file
+        if suffix == ".txt":
+            return lines
+    except (OSError, ValueError, csv.Error):
+        return None
+    return None
 
 
 PROBES: Registry[type[Probe]] = Registry("probe", entry_point_group="transformer_audit.probes")
@@ -147,11 +194,15 @@ class ItemProbe(Probe):
         rank, world = (dist.rank, dist.world) if dist is not None else (0, 1)
         size = int(chunk_size or self.chunk_size)
         n_chunks = (len(items) + size - 1) // size
+        #: what this call found on disk, for the manifest's history (rank 0 sees every rank's chunks)
+        self.resumed = {"chunks_total": n_chunks, "chunks_reused": 0}
         if workdir is not None:
             if rank == 0:
                 _check_plan(workdir, {"probe": self.name, "n_items": len(items), "chunk_size": size,
                                       "options": {k: opts[k] for k in sorted(opts)}, "model": handle.source,
                                       "seed": seed})
+                self.resumed["chunks_reused"] = sum((workdir / f"chunk-{k:05d}.parquet").is_file()
+                                                    for k in range(n_chunks))
             if dist is not None:
                 dist.barrier()
         mine = [k for k in range(n_chunks) if k % world == rank]
@@ -162,9 +213,11 @@ class ItemProbe(Probe):
             for k in mine:
                 path = workdir / f"chunk-{k:05d}.parquet" if workdir is not None else None
                 if path is not None and path.is_file():
+                    logger.debug("%s: chunk %d of %d reused from %s", self.name, k, n_chunks, workdir)
                     bar.update(1)
                     continue
                 part = items.iloc[k * size : (k + 1) * size]
+                logger.debug("%s: scoring chunk %d of %d (rank %d)", self.name, k, n_chunks, rank)
                 out = self.score_items(handle, part, opts, progress and n_chunks < 2)
                 if path is not None:
                     from audit.store import write_parquet
@@ -220,9 +273,9 @@ def _check_plan(workdir: Path, plan: dict[str, Any]) -> None:
         # a different plan: old chunks would mix two configurations
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True, exist_ok=True)
-    tmp = workdir / f".plan.{os.getpid()}.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, f)
+    from audit.store import write_text
+
+    write_text(f, text)
 
 
 def _inject_fault(rank: int, chunks_written: int) -> None:

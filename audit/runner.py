@@ -5,14 +5,50 @@ A run directory is ``<output>/<run-id>`` when the config has one model and a run
 rerun on the same directory skips what is complete (resume after a crash). A failing probe is
 recorded with its error and the others still run. At the end the policy (if any) is evaluated
 into ``verdict.json`` and post-run hooks (reports) run.
+
+Besides the fields listed in the design (config as run, seed, model and dataset identity,
+environment, timings, status, errors) the manifest keeps:
+
+``history``
+    one entry per attempt on this run directory, oldest first::
+
+        {"attempt": 2, "status": "running" | "complete" | "failed" | "interrupted",
+         "started_at": "…", "finished_at": "…" | null, "argv": [...], "pid": 123, "host": "…",
+         "world_size": 1, "error": null | "…",
+         "resumed": {"probes_complete": ["cp_a"],       # skipped: already complete on disk
+                     "explain_complete": [],
+                     "chunks_reused": {"cp_b": {"reused": 3, "of": 20}},  # checkpoints kept
+                     "stale_temp_files": 1}}            # .*.tmp a killed write left, removed
+
+    A killed attempt cannot write its end: it stays ``running`` with ``finished_at: null`` until
+    the next attempt finds it and marks it ``interrupted`` (``interrupted_seen_at`` says when),
+    keeping ``finished_at`` null because nobody knows when it died. An attempt stopped with
+    Ctrl-C (``KeyboardInterrupt``) records ``interrupted`` and its ``finished_at`` itself; the
+    run's own ``status`` stays ``running`` (unfinished) in both cases. ``resumed_at`` is the start
+    of the latest attempt that found an earlier manifest.
+``model.files_sha256``
+    sha256 of the model folder's config, tokenizer and generation files (the weights are in
+    ``model.weights_sha256``) — a changed tokenizer changes every score.
+``datasets``
+    per probe, ``[{path, sha256, bytes, rows}]`` for the data and every file an option names
+    (:meth:`audit.probe.Probe.data_files`); ``rows`` is that file's own row count
+    (:meth:`audit.probe.Probe.data_rows`; ``null`` for a format without rows).
+
+A write the operating system refuses (disk full, permission denied, read-only file system) ends
+the model's run: its :class:`~audit.store.StorageError` message (the file, the cause, what to do) is
+recorded in the manifest when the manifest can still be written, and returned as the outcome's
+error; everything written before it (complete probes, chunk checkpoints) is kept for a rerun.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import logging
+import os
 import random
 import shutil
+import socket
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -25,7 +61,7 @@ import numpy as np
 from audit.config import AuditConfig, ModelSpec, ProbeSpec
 from audit.distributed import Dist, from_env
 from audit.probe import PROBES, ItemProbe, ProbeError
-from audit.store import RunDir, environment, now_iso, write_json
+from audit.store import RunDir, StorageError, environment, now_iso, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -52,16 +88,68 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _sha_files(paths: list[Path]) -> list[dict[str, Any]]:
+def _sha_files(paths: list[Path], rows: Any = None) -> list[dict[str, Any]]:
+    """Identity of each file: path, sha256, bytes and (``rows(path)``) its row count."""
     from audit.models import file_sha256
 
     out = []
     for p in paths:
         if p.is_file():
-            out.append({"path": str(p), "sha256": file_sha256(p), "bytes": p.stat().st_size})
+            n = None
+            if rows is not None:
+                try:
+                    n = rows(p)
+                except Exception as exc:  # identity is best effort: the probe already read the file
+                    logger.debug("cannot count rows of %s: %s", p, exc)
+            out.append({"path": str(p), "sha256": file_sha256(p), "bytes": p.stat().st_size, "rows": n})
         else:
-            out.append({"path": str(p), "sha256": None, "bytes": None, "missing": True})
+            out.append({"path": str(p), "sha256": None, "bytes": None, "rows": None, "missing": True})
     return out
+
+
+#: non-weight files of a model folder that change its outputs (tokenizer, config, generation)
+_MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt", "added_tokens.json",
+                "tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "chat_template.jinja")
+
+
+def _model_files_sha(source: str) -> dict[str, str]:
+    from audit.models import file_sha256
+
+    folder = Path(source)
+    if not folder.is_dir():
+        return {}
+    return {n: file_sha256(folder / n) for n in _MODEL_FILES if (folder / n).is_file()}
+
+
+def _history(previous: dict[str, Any]) -> list[dict[str, Any]]:
+    """The attempts so far, with a stale ``running`` one (its process was killed) marked
+    ``interrupted``. A manifest written before ``history`` existed gives one reconstructed entry."""
+    hist = [dict(h) for h in previous.get("history") or []]
+    if previous and not hist:
+        hist = [{"attempt": 1, "started_at": previous.get("created_at"), "finished_at": previous.get("finished_at"),
+                 "status": previous.get("status"), "reconstructed": True}]
+    host = socket.gethostname()
+    for h in hist:
+        if h.get("status") != "running":
+            continue
+        pid = h.get("pid")
+        if h.get("host") == host and isinstance(pid, int) and pid != os.getpid() and _alive(pid):
+            logger.warning("attempt %s (pid %s on %s) is still marked running and that process exists: another "
+                           "taudit may be writing this run directory", h.get("attempt"), pid, host)
+        h["status"] = "interrupted"
+        h["interrupted_seen_at"] = now_iso()
+    return hist
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def run_dir_for(cfg: AuditConfig, model: ModelSpec, out: Path, run_id: str | None) -> Path:
@@ -93,7 +181,7 @@ def _load_policy(cfg: AuditConfig, policy: str | Path | dict[str, Any] | list[An
 
 
 def _post_run_hooks(rd: RunDir, cfg: AuditConfig) -> list[str]:
-    errors = []
+    errors: list[str] = []
     if not cfg.report.enabled:
         return errors
     for ep in entry_points(group="transformer_audit.post_run"):
@@ -118,19 +206,32 @@ def run_model(
 
     Under ``torch.distributed`` every rank calls this: item probes are sharded over the ranks,
     everything else (whole-dataset probes, explain steps, manifest, verdict, reports) runs on
-    rank 0 only.
+    rank 0 only. A :class:`~audit.store.StorageError` (disk full, permission denied) ends the run
+    with a failed outcome whose error is the store's message, recorded in the manifest if the
+    manifest can still be written.
     """
-    from audit.models import ModelLoadError, load_model
-
     dist = dist or Dist()
     main = dist.is_main
-    t_start = time.perf_counter()
-    previous = rd.manifest()
+    try:
+        previous = rd.manifest()
+    except ValueError as exc:
+        raise ValueError(f"{rd.manifest_path} is not valid JSON ({exc}); move it away or choose another --run-id "
+                         "to start a new run") from exc
+    stale = rd.remove_stale_temp_files() if main else []  # before any rank writes (barrier below)
+    history = _history(previous)
+    attempt: dict[str, Any] = {
+        "attempt": len(history) + 1, "status": "running", "started_at": now_iso(), "finished_at": None,
+        "argv": list(sys.argv), "pid": os.getpid(), "host": socket.gethostname(), "world_size": dist.world,
+        "error": None,
+        "resumed": {"probes_complete": [], "explain_complete": [], "chunks_reused": {},
+                    "stale_temp_files": len(stale)},
+    }
+    history.append(attempt)
     manifest: dict[str, Any] = {
         "run_id": rd.path.name,
         "status": "running",
         "created_at": previous.get("created_at", now_iso()),
-        "resumed_at": now_iso() if previous else None,
+        "resumed_at": attempt["started_at"] if previous else None,
         "finished_at": None,
         "seed": cfg.seed,
         "config": cfg.as_dict(),
@@ -142,12 +243,53 @@ def run_model(
         "distributed": {"world_size": dist.world},
         "timings": {},
         "errors": [],
+        "history": history,
     }
-    dist.barrier()  # every rank has read the previous manifest before rank 0 rewrites it
+    errors: list[str] = []
+    try:
+        dist.barrier()  # every rank has read the previous manifest before rank 0 rewrites it
+        return _run_model(cfg, model, rd, manifest, attempt, errors, policy=policy, progress=progress, dist=dist)
+    except KeyboardInterrupt:  # Ctrl-C: this attempt's end is known, unlike a kill's
+        if main:
+            attempt.update(status="interrupted", finished_at=now_iso())
+            try:
+                rd.write_manifest(manifest)
+            except StorageError as again:
+                logger.error("%s", again)
+        raise
+    except StorageError as exc:
+        msg = str(exc)
+        logger.error("%s", msg)
+        errors.append(msg)
+        if main:
+            manifest.update(status="failed", errors=errors, finished_at=now_iso())
+            attempt.update(status="failed", finished_at=manifest["finished_at"], error=msg)
+            try:
+                rd.write_manifest(manifest)
+            except StorageError as again:
+                logger.error("the manifest could not record it either: %s", again)
+        return RunOutcome(rd, "failed", errors)
+
+
+def _run_model(
+    cfg: AuditConfig,
+    model: ModelSpec,
+    rd: RunDir,
+    manifest: dict[str, Any],
+    attempt: dict[str, Any],
+    errors: list[str],
+    *,
+    policy: Any,
+    progress: bool,
+    dist: Dist,
+) -> RunOutcome:
+    from audit.models import ModelLoadError, load_model
+
+    main = dist.is_main
+    t_start = time.perf_counter()
     save = rd.write_manifest if main else (lambda m: None)
     save(manifest)
     seed_everything(cfg.seed)
-    errors: list[str] = []
     try:
         handle = load_model(
             model.name, kind=model.kind, device=dist.device(model.device), dtype=model.dtype,
@@ -156,13 +298,16 @@ def run_model(
         )
     except (ModelLoadError, OSError, ValueError) as exc:
         msg = f"model {model.name}: {type(exc).__name__}: {exc}"
-        if main:
-            rd.update_manifest(status="failed", errors=[msg], finished_at=now_iso())
-        return RunOutcome(rd, "failed", [msg])
-    manifest["model"] = handle.identity()
+        errors.append(msg)
+        manifest.update(status="failed", errors=errors, finished_at=now_iso())
+        attempt.update(status="failed", finished_at=manifest["finished_at"], error=msg)
+        save(manifest)
+        return RunOutcome(rd, "failed", errors)
+    manifest["model"] = {**handle.identity(), "files_sha256": _model_files_sha(handle.source)}
     manifest["timings"]["load_model_s"] = handle.load_seconds
     save(manifest)
 
+    resumed = attempt["resumed"]
     for spec in cfg.probes:
         if not _probe_applies(spec, model):
             continue
@@ -172,6 +317,7 @@ def run_model(
         if done:
             logger.info("probe %s already complete in %s; skipping", name, rd.path)
             manifest["probes"].setdefault(name, {"probe": spec.probe, "status": "complete"})
+            resumed["probes_complete"].append(name)
             continue
         manifest["probes"][name] = {"probe": spec.probe, "status": "running", "started_at": now_iso()}
         save(manifest)
@@ -182,6 +328,9 @@ def run_model(
         datasets = entry.pop("datasets", None)
         if datasets is not None:
             manifest["datasets"][name] = datasets
+        chunks = entry.pop("resumed", None)
+        if chunks and chunks["chunks_reused"]:
+            resumed["chunks_reused"][name] = {"reused": chunks["chunks_reused"], "of": chunks["chunks_total"]}
         manifest["probes"][name] = entry
         if err:
             errors.append(f"{name}: {err}")
@@ -196,6 +345,7 @@ def run_model(
             continue
         spec_d = {k: v for k, v in spec_d.items() if k != "models"}
         if rd.explain_complete(ename):
+            resumed["explain_complete"].append(ename)
             continue
         from audit.explain import run_explain_step
 
@@ -209,6 +359,8 @@ def run_model(
                 spec_r["data"] = cfg.resolve(spec_r["data"])
             run_explain_step(handle, spec_r, rd, ename, seed=cfg.seed, progress=progress)
             manifest["explain"][ename] = {"status": "complete", "duration_s": time.perf_counter() - t0}
+        except StorageError:
+            raise
         except Exception as exc:
             msg = f"{type(exc).__name__}: {exc}"
             logger.error("explain %s failed: %s", ename, msg)
@@ -223,9 +375,10 @@ def run_model(
         outcome.verdict = evaluate_policy(policy, rd)
         write_json(rd.path / "verdict.json", outcome.verdict.to_dict())
     manifest["status"] = outcome.status
-    manifest["errors"] = errors
+    manifest["errors"] = list(errors)
     manifest["finished_at"] = now_iso()
     manifest["timings"]["total_s"] = time.perf_counter() - t_start
+    attempt.update(status=outcome.status, finished_at=manifest["finished_at"], error="; ".join(errors) or None)
     save(manifest)
     errors += _post_run_hooks(rd, cfg)
     return outcome
@@ -255,8 +408,11 @@ def _probe_step(
             result = probe.run(handle, data, seed=cfg.seed, progress=progress, **spec.options)
     except Exception as exc:
         dt = time.perf_counter() - t0
-        msg = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, StorageError) and dist.is_main:
+            raise  # the run directory cannot be written: nothing else can be recorded either
+        msg = str(exc) if isinstance(exc, StorageError) else f"{type(exc).__name__}: {exc}"
         if not dist.is_main:
+            logger.error("rank %d: probe %s failed: %s", dist.rank, name, msg)
             return None, msg
         logger.error("probe %s failed: %s", name, msg)
         if not isinstance(exc, ProbeError):
@@ -266,15 +422,12 @@ def _probe_step(
     if not dist.is_main or result is None:
         return None, None
     dt = time.perf_counter() - t0
-    files = probe.data_files(data)
-    datasets = _sha_files(files)
-    rows = result.info.get("n_rows", len(result.items))
-    for d in datasets:
-        d["rows"] = rows
+    datasets = _sha_files(probe.data_files(data, dict(spec.options)), rows=probe.data_rows)
     rd.write_probe(name, result, duration_s=dt, options=spec.options, data=datasets, world_size=dist.world)
     shutil.rmtree(rd.probe_dir(name) / "partial", ignore_errors=True)
     logger.info("probe %s done in %.1f s", name, dt)
-    return {"probe": spec.probe, "status": "complete", "duration_s": dt, "datasets": datasets}, None
+    return {"probe": spec.probe, "status": "complete", "duration_s": dt, "datasets": datasets,
+            "resumed": getattr(probe, "resumed", None)}, None
 
 
 def run_audit(

@@ -13,14 +13,25 @@
 Every write goes to a temporary file in the same folder and is renamed into place, so a reader
 (or a crash) never sees half a file. A probe is complete when its ``summary.json`` exists with
 ``"status": "complete"``; ``summary.json`` is always written last.
+
+A write that the operating system refuses (disk full, quota, permission denied, read-only file
+system — any :class:`OSError`) removes its temporary file and raises :class:`StorageError`, whose
+message names the file, the cause and what to do. A process killed mid-write (SIGKILL) cannot clean
+up: it may leave a ``.<name>.<random>.tmp`` file, never a truncated result file;
+:meth:`RunDir.remove_stale_temp_files` sweeps those when the next attempt starts. Renames are
+atomic against a crashed process, not against power loss (no ``fsync``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import errno as _errno
 import json
 import os
 import platform
+import re
+import socket
 import sys
 import tempfile
 from collections.abc import Callable
@@ -39,15 +50,63 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+#: errno → (what happened, what to do); ``{folder}`` is the folder written to
+_ADVICE: dict[int, tuple[str, str]] = {
+    _errno.ENOSPC: ("no space left on device", "free space or choose --out elsewhere"),
+    _errno.EDQUOT: ("disk quota exceeded", "free space or choose --out elsewhere"),
+    _errno.EACCES: ("permission denied", "make {folder} writable or choose --out elsewhere"),
+    _errno.EPERM: ("operation not permitted", "make {folder} writable or choose --out elsewhere"),
+    _errno.EROFS: ("read-only file system", "choose --out on a writable file system"),
+}
+
+
+class StorageError(OSError):
+    """A write into the run directory failed. ``str()`` is the message for the user: the file,
+    the cause and what to do (e.g. ``cannot write runs/x/probes/y/items.parquet: no space left on
+    device — free space or choose --out elsewhere``). ``errno``, ``path`` and ``__cause__`` keep
+    the details."""
+
+    def __init__(self, path: Path, cause: OSError) -> None:
+        code = cause.errno
+        if code is None:  # pyarrow raises a bare OSError("... [Errno 28] No space left on device")
+            m = re.search(r"\[Errno (\d+)\]", str(cause))
+            code = int(m.group(1)) if m else None
+        super().__init__(code, str(cause))
+        self.path = Path(path)
+        what, todo = _ADVICE.get(code or -1, (cause.strerror or str(cause) or type(cause).__name__,
+                                              "check {folder} or choose --out elsewhere"))
+        folder = next((d for d in self.path.parents if d.is_dir()), self.path.parent)  # the one to fix
+        self.message = f"cannot write {_shown(self.path)}: {what} — {todo.format(folder=_shown(folder))}"
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it lies under it (as the user typed it)."""
     try:
-        write(Path(tmp))
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return str(path)
+
+
+def _atomic(path: Path, write: Callable[[Path], object]) -> None:
+    """Write ``path`` through a temporary file in its folder and an atomic rename. Any
+    :class:`OSError` removes the temporary file and becomes a :class:`StorageError`."""
+    tmp: Path | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        tmp = Path(name)
+        os.close(fd)
+        write(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, StorageError):
+            raise StorageError(path, exc) from exc
         raise
 
 
@@ -61,6 +120,11 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     return str(o)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write UTF-8 text atomically."""
+    _atomic(Path(path), lambda t: t.write_text(text, encoding="utf-8"))
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -101,12 +165,28 @@ def read_parquet(path: str | Path) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
+#: packages whose version can change a number in a run directory
+VERSIONED_PACKAGES = (
+    "torch", "transformers", "tokenizers", "safetensors", "accelerate", "captum", "numpy", "scipy",
+    "statsmodels", "scikit-learn", "fairlearn", "pandas", "pyarrow", "vaderSentiment", "gguf",
+    "transformer-audit",
+)
+#: environment variables that change threading, determinism or what is loaded
+REPRO_ENV = (
+    "PYTHONHASHSEED", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TOKENIZERS_PARALLELISM",
+    "CUBLAS_WORKSPACE_CONFIG", "CUDA_VISIBLE_DEVICES", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME",
+    "WORLD_SIZE", "LOCAL_WORLD_SIZE",
+)
+
+
 def environment() -> dict[str, Any]:
-    """Versions and hardware for reproducibility."""
+    """What a rerun needs to reproduce the numbers: package versions (and the source commit of this
+    package when it runs from a git checkout), hardware, torch's determinism settings and thread
+    counts, the environment variables that change them, and the command line."""
     from importlib.metadata import PackageNotFoundError, version
 
     vers: dict[str, str | None] = {"python": platform.python_version()}
-    for pkg in ("torch", "transformers", "captum", "numpy", "scipy", "pandas", "transformer-audit", "accelerate"):
+    for pkg in VERSIONED_PACKAGES:
         try:
             vers[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -115,18 +195,76 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "processor": platform.processor(),
+        "cpu_model": _cpu_model(),
         "cpu_count": os.cpu_count(),
+        "memory_bytes": _memory_bytes(),
+        "host": socket.gethostname(),
     }
+    det: dict[str, Any] = {}
     try:
         import torch
 
         hw["torch_threads"] = torch.get_num_threads()
+        hw["torch_interop_threads"] = torch.get_num_interop_threads()
         hw["cuda"] = torch.cuda.is_available()
+        hw["cuda_version"] = torch.version.cuda
         if torch.cuda.is_available():
             hw["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+            hw["cudnn_version"] = torch.backends.cudnn.version()
+        det = {
+            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            "deterministic_warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+            "cudnn_deterministic": torch.backends.cudnn.deterministic,
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+            "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        }
     except Exception:  # pragma: no cover
         pass
-    return {"versions": vers, "hardware": hw, "argv": sys.argv}
+    return {"versions": vers, "source": _source_commit(), "hardware": hw, "torch": det,
+            "env": {k: os.environ.get(k) for k in REPRO_ENV}, "argv": sys.argv,
+            "executable": sys.executable}
+
+
+def _memory_bytes() -> int | None:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def _source_commit() -> dict[str, Any] | None:
+    """The git commit this package was imported from (an editable install in a checkout), read from
+    ``.git`` without running git; ``None`` for an installed wheel."""
+    root = Path(__file__).resolve().parents[1]
+    git = root / ".git"
+    try:
+        head = (git / "HEAD").read_text(encoding="utf-8").strip()
+        if head.startswith("ref: "):
+            ref = head[5:]
+            f = git / ref
+            if f.is_file():
+                return {"path": str(root), "ref": ref, "commit": f.read_text(encoding="utf-8").strip()}
+            packed = git / "packed-refs"
+            for line in packed.read_text(encoding="utf-8").splitlines() if packed.is_file() else []:
+                if line.endswith(" " + ref):
+                    return {"path": str(root), "ref": ref, "commit": line.split()[0]}
+            return {"path": str(root), "ref": ref, "commit": None}
+        return {"path": str(root), "ref": None, "commit": head}
+    except OSError:
+        return None
 
 
 class RunDir:
@@ -168,6 +306,17 @@ class RunDir:
                 m[k] = v
         self.write_manifest(m)
         return m
+
+    def remove_stale_temp_files(self) -> list[Path]:
+        """Delete the ``.*.tmp`` files a killed process left behind (a write in progress when it
+        died). Call only when no other process writes this run directory."""
+        if not self.path.is_dir():
+            return []
+        stale = [p for p in self.path.rglob(".*.tmp") if p.is_file()]
+        for p in stale:
+            with contextlib.suppress(OSError):
+                p.unlink()
+        return stale
 
     # -- probes ---------------------------------------------------------------------------
     def probe_complete(self, name: str) -> bool:

@@ -627,7 +627,7 @@ class BBQ(ItemProbe):
     description = "BBQ question-answering bias, S_AMB / S_DIS and accuracy (Parrish et al. 2022; MBBQ tr)"
     chunk_size = 256
 
-    def data_files(self, data: str | Path | None) -> list[Path]:
+    def data_files(self, data: str | Path | None, options: dict[str, Any] | None = None) -> list[Path]:
         return [] if data is None else _jsonl_files(data)
 
     def run(

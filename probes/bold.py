@@ -405,8 +405,12 @@ class Bold(ItemProbe):
     description = "BOLD open-ended generation: sentiment / classifier rates per group and largest gap (Dhamala et al. 2021)"
     chunk_size = 64  # generation is slow on CPU: checkpoint often
 
-    def data_files(self, data: str | Path | None) -> list[Path]:
+    def data_files(self, data: str | Path | None, options: dict[str, Any] | None = None) -> list[Path]:
         return [] if data is None else _prompt_files(data)
+
+    def data_rows(self, path: Path) -> int | None:
+        """A prompt file's rows: its prompts."""
+        return len(load_bold(path))
 
     def run(
         self,

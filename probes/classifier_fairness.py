@@ -670,7 +670,7 @@ class ClassifierFairness(Probe):
     description = ("group fairness of a classifier (fairlearn rates, parity gaps, Borkan AUCs); causal LMs "
                    "as zero-shot classifiers")
 
-    def data_files(self, data: str | Path | None) -> list[Path]:
+    def data_files(self, data: str | Path | None, options: dict[str, Any] | None = None) -> list[Path]:
         return super().data_files(DEFAULT_DATA if data is None else data)
 
     def run(

@@ -729,8 +729,9 @@ class Counterfactual(Probe):
     primary_metric = "mean_delta_ll_context"
     description = "Counterfactual identity-term swaps (names, pronouns, group nouns; en + tr)"
 
-    def data_files(self, data: str | Path | None) -> list[Path]:
-        return [*(DEFAULT_TEXTS if data is None else [Path(data)]), *swap_files(None)]
+    def data_files(self, data: str | Path | None, options: dict[str, Any] | None = None) -> list[Path]:
+        """The texts and the swap lists actually used (the ``swaps`` option, else the built-ins)."""
+        return [*(DEFAULT_TEXTS if data is None else [Path(data)]), *swap_files((options or {}).get("swaps"))]
 
     def run(
         self,

@@ -320,7 +320,7 @@ class Representation(Probe):
     primary_metric = "max_selectivity"
     description = "per-layer linear probes for a protected attribute, with a control task (Hewitt & Liang 2019)"
 
-    def data_files(self, data: str | Path | None) -> list[Path]:
+    def data_files(self, data: str | Path | None, options: dict[str, Any] | None = None) -> list[Path]:
         return super().data_files(DEFAULT_DATA if data is None else data)
 
     def run(

@@ -381,8 +381,13 @@ class Seat(Probe):
     primary_metric = "mean_abs_effect_size"
     description = "SEAT/WEAT association tests on pooled representations (May et al. 2019)"
 
-    def data_files(self, data: str | Path | None) -> list[Path]:
+    def data_files(self, data: str | Path | None, options: dict[str, Any] | None = None) -> list[Path]:
         return [q for _, q in seat_files(data)]
+
+    def data_rows(self, path: Path) -> int | None:
+        """A test file's rows: its examples over the four sets."""
+        test = load_seat_test(path)
+        return sum(len(test.examples[k]) for k in SETS)
 
     def run(
         self,

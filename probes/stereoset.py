@@ -497,6 +497,10 @@ class StereoSet(ItemProbe):
     primary_metric = "ss"
     description = "StereoSet SS / LMS / ICAT, intra- and intersentence (Nadeem et al. 2021)"
 
+    def data_rows(self, path: Path) -> int | None:
+        """A StereoSet file's rows: its clusters (intra- and intersentence)."""
+        return len(load_stereoset(path))
+
     def run(
         self,
         handle: ModelHandle,

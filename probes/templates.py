@@ -383,8 +383,12 @@ class Templates(Probe):
     primary_metric = "stereotype_effect"
     description = "Template bias score (Kurita et al. 2019; causal: swapped-sentence log-likelihood), en + tr"
 
-    def data_files(self, data: str | Path | None) -> list[Path]:
+    def data_files(self, data: str | Path | None, options: dict[str, Any] | None = None) -> list[Path]:
         return template_files(data)
+
+    def data_rows(self, path: Path) -> int | None:
+        """A template file's rows: the items it expands to (template × target pair × attribute)."""
+        return len(build_items(load_template_sets(path)))
 
     def run(
         self,
