@@ -6,12 +6,17 @@ engine never imports the reports or dashboard packages.
 
 Exit codes: 0 ok; 1 a fail-severity policy check failed; 2 an error (bad config, a model that
 cannot be loaded, a probe that failed).
+
+No Python traceback reaches a user: an error that escapes a command is printed as one
+``error: …`` line (exit code 2). ``--debug`` (anywhere on the command line) or ``TAUDIT_DEBUG=1``
+re-raises it with the traceback, for developers.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from importlib.metadata import entry_points
 from typing import Any
@@ -96,6 +101,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="taudit", description="Bias and interpretability audits of Transformers.")
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    ap.add_argument("--debug", action="store_true",
+                    help="show the Python traceback of an error (also TAUDIT_DEBUG=1; accepted anywhere on the line)")
     sub = ap.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run an audit config (no config: the embedded default audit)")
@@ -123,9 +130,25 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def debug_requested(argv: list[str]) -> tuple[bool, list[str]]:
+    """Whether ``--debug`` (anywhere in ``argv``) or ``TAUDIT_DEBUG`` asks for tracebacks, and
+    ``argv`` without it (plug-in subcommands need not declare the flag)."""
+    env = os.environ.get("TAUDIT_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+    return env or "--debug" in argv, [a for a in argv if a != "--debug"]
+
+
+def describe_error(exc: BaseException) -> str:
+    """The message a user sees: the project's own errors (ValueError subclasses: bad config,
+    probe input, model loading) speak for themselves; anything else keeps its type name."""
+    msg = str(exc).strip() or repr(exc)
+    return msg if isinstance(exc, ValueError) else f"{type(exc).__name__}: {msg}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    debug, argv = debug_requested(list(sys.argv[1:] if argv is None else argv))
     ap = build_parser()
     args = ap.parse_args(argv)
+    args.debug = debug
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -134,7 +157,19 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub", "matplotlib", "fontTools", "weasyprint"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     func: Any = args.func
-    return int(func(args))
+    try:
+        return int(func(args))
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if debug:
+            raise
+        print(f"error: {describe_error(exc)}", file=sys.stderr)
+        print("(rerun with --debug or TAUDIT_DEBUG=1 to see the traceback)", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -7,11 +7,15 @@ A probe is a class with a ``name``, the model ``kinds`` it can run on, self-desc
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -24,10 +28,214 @@ if TYPE_CHECKING:
 
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class ProbeError(ValueError):
     """Bad input to a probe: the message names the file, row or field."""
+
+
+# --------------------------------------------------------------------------------------------
+# items left out of the metrics: longer than the model accepts, empty, non-finite scores
+# --------------------------------------------------------------------------------------------
+
+TOO_LONG, EMPTY, NON_FINITE = "too_long", "empty", "non_finite"
+#: what each exclusion reason means, as a summary warning says it
+REASONS = {TOO_LONG: "longer than the model accepts", EMPTY: "with an empty text",
+           NON_FINITE: "with a non-finite (NaN/inf) score"}
+#: at most this many excluded items are listed by name in ``info["excluded"]``
+MAX_LISTED = 200
+#: at most this many non-finite items per call are scored again alone (more: a broken model)
+MAX_RESCORED = 64
+
+
+@dataclass
+class Exclusions:
+    """Items a probe left out of its metrics, each with its reason — never silently.
+
+    An audit must not die on item 1,207 because that one item is too long for the model or its
+    score came out NaN: the item is left out, the rest is scored, and :meth:`report` puts the
+    counts into the result (``info["excluded_items"]``, ``info["too_long_items"]``,
+    ``info["empty_items"]``, ``info["non_finite_items"]``, the first :data:`MAX_LISTED` items in
+    ``info["excluded"]``) and a summary warning that reports and the dashboard show.
+    """
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, item: Any, reason: str, detail: str = "") -> None:
+        if reason not in REASONS:
+            raise ValueError(f"unknown exclusion reason {reason!r}; use one of {sorted(REASONS)}")
+        self.rows.append({"item": str(item), "reason": reason, "detail": detail})
+
+    def extend(self, other: Exclusions | Sequence[dict[str, Any]]) -> None:
+        rows = other.rows if isinstance(other, Exclusions) else other
+        for r in rows:
+            self.add(r["item"], r["reason"], r.get("detail", ""))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def drop(self, df: pd.DataFrame, mask: np.ndarray, labels: Sequence[str], reason: str,
+             detail: str = "") -> pd.DataFrame:
+        """Record the rows of ``df`` where ``mask`` holds (named by ``labels``); return the others."""
+        for label in np.asarray(labels, dtype=object)[mask]:
+            self.add(label, reason, detail)
+        return df[~mask].reset_index(drop=True) if mask.any() else df
+
+    def counts(self) -> dict[str, int]:
+        return {r: sum(1 for x in self.rows if x["reason"] == r) for r in REASONS}
+
+    def describe(self, n_total: int, unit: str = "items") -> str:
+        """One line: how many of ``n_total`` were left out and why (empty string when none)."""
+        if not self.rows:
+            return ""
+        parts = [f"{n} {REASONS[r]}" for r, n in self.counts().items() if n]
+        first = ", ".join(x["item"] for x in self.rows[:10])
+        more = ", …" if len(self.rows) > 10 else ""
+        return (f"{len(self.rows)} of {n_total} {unit} left out of the metrics: {'; '.join(parts)} "
+                f"(first: {first}{more}; see info['excluded'])")
+
+    def report(self, result: ProbeResult, *, n_total: int, unit: str = "items") -> ProbeResult:
+        """Record the exclusions in ``result`` (info counts and a warning); returns it."""
+        c = self.counts()
+        result.info["excluded_items"] = c
+        result.info["too_long_items"] = c[TOO_LONG]
+        result.info["empty_items"] = c[EMPTY]
+        result.info["non_finite_items"] = c[NON_FINITE]
+        if self.rows:
+            result.info["excluded"] = self.rows[:MAX_LISTED]
+            result.warnings.append(self.describe(n_total, unit))
+            logger.warning("%s: %s", result.probe, self.describe(n_total, unit))
+        return result
+
+
+def check_tokenizer(handle: ModelHandle, what: str, *, needs_mask: bool = False) -> None:
+    """Special tokens scoring relies on.
+
+    * ``needs_mask``: no mask token → :class:`ProbeError` (masked pseudo-log-likelihood cannot be
+      computed without one).
+    * Causal LMs without BOS use EOS as the empty context (:func:`audit.scoring.prefix_token_id`);
+      with neither, the first token of a text cannot be scored and is left out of its score
+      (logged once here).
+    * No pad token (:func:`audit.models.load_model` already falls back to EOS, else UNK): the
+      token with id 0 pads. Padded positions are masked out of attention and never scored, so
+      which token pads does not change a number.
+    """
+    tok = handle.tokenizer
+    if needs_mask and tok.mask_token_id is None:
+        raise ProbeError(
+            f"{what}: the tokenizer of {handle.name} has no mask token, and masked-LM scoring masks each "
+            "token in turn; give the tokenizer a mask token or audit the model as another kind"
+        )
+    if tok.pad_token_id is None:
+        token = tok.convert_ids_to_tokens(0)
+        logger.warning("%s: the tokenizer of %s has no pad, EOS or UNK token; padding with %r (id 0), which "
+                       "attention masks out", what, handle.name, token)
+        tok.pad_token = token
+    if handle.kind == "causal-lm" and tok.bos_token_id is None and tok.eos_token_id is None:
+        logger.warning("%s: the tokenizer of %s has neither BOS nor EOS; the first token of each text has no "
+                       "context and is not scored", what, handle.name)
+
+
+def non_finite_rows(df: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
+    """Rows where any of ``columns`` is NaN or ±inf (columns absent from ``df`` are ignored)."""
+    cols = [c for c in columns if c in df.columns]
+    if not cols or len(df) == 0:
+        return np.zeros(len(df), dtype=bool)
+    vals = df[cols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    return ~np.isfinite(vals).all(axis=1)
+
+
+def empty_text_rows(df: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
+    """Rows where any of ``columns`` (present in ``df``) is missing, empty or whitespace only."""
+    bad = np.zeros(len(df), dtype=bool)
+    for c in columns:
+        if c in df.columns:
+            bad |= df[c].map(lambda v: not isinstance(v, str) or not v.strip()).to_numpy(dtype=bool)
+    return bad
+
+
+def input_lengths(handle: ModelHandle, texts: Sequence[str], *, causal: bool = False) -> np.ndarray:
+    """How many tokens each text occupies as the scoring primitives feed it to the model.
+
+    ``causal=False``: the tokenizer's own special tokens added (masked-LM scoring, classifiers,
+    :func:`audit.scoring.embed` / ``hidden_states`` on any model). ``causal=True``: the prefix
+    token (BOS, else EOS) plus the text's tokens (:func:`audit.scoring.causal_tokenize`).
+    """
+    from audit.scoring import prefix_token_id
+
+    if not texts:
+        return np.zeros(0, dtype=np.int64)
+    enc = handle.tokenizer(list(texts), add_special_tokens=not causal)["input_ids"]
+    extra = int(causal and prefix_token_id(handle) is not None)
+    return np.asarray([len(e) + extra for e in enc], dtype=np.int64)
+
+
+def score_fitting(score: Callable[[np.ndarray], T], n: int) -> tuple[list[tuple[np.ndarray, T]], dict[int, str]]:
+    """Call ``score(indices)`` on all ``n`` items; where the model's length limit refuses a call
+    (:class:`audit.scoring.InputTooLongError`, raised before any forward pass), split the indices
+    in halves until each item that is too long stands alone, and leave those out.
+
+    ``score`` must treat items independently (an item's result does not depend on which others
+    share the call). Returns the scored pieces ``(indices, result)`` in index order and
+    ``{index: message}`` of the items refused. One long item among n costs about log₂ n extra
+    (refused) calls; the others are still scored in batches.
+    """
+    from audit.scoring import InputTooLongError
+
+    pieces: list[tuple[np.ndarray, T]] = []
+    refused: dict[int, str] = {}
+    stack = [np.arange(n)] if n else []
+    while stack:
+        idx = stack.pop()
+        try:
+            pieces.append((idx, score(idx)))
+        except InputTooLongError as exc:
+            if len(idx) == 1:
+                refused[int(idx[0])] = str(exc)
+            else:
+                h = len(idx) // 2
+                stack += [idx[h:], idx[:h]]
+    return pieces, refused
+
+
+def rescore_alone(bad: Sequence[int] | np.ndarray, score_one: Callable[[int], bool]) -> int:
+    """Score each non-finite item ``bad`` again on its own (``score_one(i)`` stores the result and
+    says whether it came out finite); returns how many did.
+
+    A NaN or inf of one item spreads to the items that share its forward pass when they share a
+    row — causal scoring packs several sequences into one row (:mod:`audit.scoring`), and
+    attention multiplies the poisoned values by a zero weight (0 · NaN = NaN) — so only an item
+    that is non-finite alone is faulty. More than :data:`MAX_RESCORED` non-finite items in one call
+    are taken as a broken model and not retried."""
+    if not len(bad) or len(bad) > MAX_RESCORED:
+        if len(bad):
+            logger.warning("%d non-finite items in one call; not rescoring them one by one", len(bad))
+        return 0
+    return sum(bool(score_one(int(i))) for i in bad)
+
+
+def score_rows_fitting(score: Callable[[np.ndarray], np.ndarray], n: int) -> tuple[np.ndarray, dict[int, str]]:
+    """:func:`score_fitting` for a ``score`` that returns one array row per item: the rows of all
+    ``n`` items, NaN for the items refused as too long, and ``{index: message}`` of those. Rows
+    that come out non-finite are scored again alone (:func:`rescore_alone`)."""
+    pieces, refused = score_fitting(score, n)
+    if not pieces:
+        return np.full((n, 1), np.nan), refused
+    first = np.asarray(pieces[0][1], dtype=np.float64)
+    out = np.full((n, *first.shape[1:]), np.nan)
+    for idx, rows in pieces:
+        out[idx] = rows
+    flat = out.reshape(n, -1)
+    bad = [int(i) for i in np.flatnonzero(~np.isfinite(flat).all(axis=1)) if int(i) not in refused]
+
+    def one(i: int) -> bool:
+        row = np.asarray(score(np.array([i])), dtype=np.float64)[0]
+        out[i] = row
+        return bool(np.isfinite(row).all())
+
+    rescore_alone(bad, one)
+    return out, refused
 
 
 class Probe:
@@ -47,13 +255,18 @@ class Probe:
     needs_attentions: ClassVar[bool] = False
     #: a one-line description for ``taudit list``
     description: ClassVar[str] = ""
+    #: whether scoring a masked LM needs the tokenizer's mask token (pseudo-log-likelihood)
+    needs_mask_token: ClassVar[bool] = False
 
     def check_kind(self, handle: ModelHandle) -> None:
+        """Refuse a model of the wrong kind, or a tokenizer that lacks a token the probe needs
+        (a clear :class:`ProbeError`, not a crash deep in scoring); see :func:`check_tokenizer`."""
         if handle.kind not in self.kinds:
             raise ProbeError(
                 f"probe {self.name!r} cannot run on a {handle.kind} model ({handle.name}); "
                 f"it supports: {', '.join(self.kinds)}"
             )
+        check_tokenizer(handle, self.name, needs_mask=self.needs_mask_token and handle.kind == "masked-lm")
 
     def data_files(self, data: str | Path | None, options: dict[str, Any] | None = None) -> list[Path]:
         """Files whose identity (sha256, rows) goes into the manifest: the data and every file an
@@ -151,9 +364,31 @@ class ItemProbe(Probe):
     Subclasses implement :meth:`load_items`, :meth:`score_items` and :meth:`summarise`, and declare
     their options as keyword-only parameters of ``run`` (that signature is what configs are
     validated against).
+
+    Faults of single items never stop the run (:class:`Exclusions`): an item with an empty
+    ``text_columns`` entry is left out before scoring; an item the model's length limit refuses
+    is isolated by :func:`score_fitting` and left out while the rest of its chunk is scored; an
+    item whose ``score_columns`` come out NaN or ±inf is left out before :meth:`summarise`. All
+    three are counted in the result (``info["excluded_items"]`` and a warning).
     """
 
     chunk_size: ClassVar[int] = 512
+    #: item columns that must hold a non-empty text (else the item is excluded, reason "empty")
+    text_columns: ClassVar[tuple[str, ...]] = ()
+    #: scored columns that must be finite (else the item is excluded, reason "non_finite")
+    score_columns: ClassVar[tuple[str, ...]] = ()
+    #: the column that names an item in ``info["excluded"]`` (default: its position in the data)
+    item_id: ClassVar[str] = ""
+
+    def finite_columns(self, items: pd.DataFrame) -> list[str]:
+        """The columns of a scored items table that must be finite."""
+        return [c for c in self.score_columns if c in items.columns]
+
+    def item_labels(self, items: pd.DataFrame) -> list[str]:
+        """How ``info["excluded"]`` names each item."""
+        if self.item_id and self.item_id in items.columns:
+            return [f"{self.item_id} {v}" for v in items[self.item_id]]
+        return [f"item {i}" for i in items.index]
 
     def load_items(self, data: str | Path | None, opts: dict[str, Any]) -> pd.DataFrame:
         raise NotImplementedError
@@ -191,6 +426,12 @@ class ItemProbe(Probe):
         if len(items) == 0:
             raise ProbeError(f"{self.name}: no items to score in {data}")
         items = items.reset_index(drop=True)
+        n_loaded = len(items)
+        excluded = Exclusions()
+        items = excluded.drop(items, empty_text_rows(items, self.text_columns), self.item_labels(items), EMPTY,
+                              f"empty {' / '.join(self.text_columns)}")
+        if len(items) == 0:
+            raise ProbeError(f"{self.name}: all {n_loaded} items of {data} have an empty text")
         rank, world = (dist.rank, dist.world) if dist is not None else (0, 1)
         size = int(chunk_size or self.chunk_size)
         n_chunks = (len(items) + size - 1) // size
@@ -208,6 +449,7 @@ class ItemProbe(Probe):
         mine = [k for k in range(n_chunks) if k % world == rank]
         bar = tqdm(total=len(mine), desc=f"{self.name} chunks", disable=not progress or n_chunks < 2, unit="chunk")
         scored: dict[int, pd.DataFrame] = {}
+        refused: dict[int, list[dict[str, Any]]] = {}
         error: BaseException | None = None
         try:
             for k in mine:
@@ -218,14 +460,17 @@ class ItemProbe(Probe):
                     continue
                 part = items.iloc[k * size : (k + 1) * size]
                 logger.debug("%s: scoring chunk %d of %d (rank %d)", self.name, k, n_chunks, rank)
-                out = self.score_items(handle, part, opts, progress and n_chunks < 2)
+                out, too_long = self._score_chunk(handle, part, opts, progress and n_chunks < 2)
                 if path is not None:
-                    from audit.store import write_parquet
+                    from audit.store import write_json, write_parquet
 
+                    if too_long:  # before the chunk file, which marks the chunk complete
+                        write_json(path.with_name(f"excluded-{k:05d}.json"), too_long)
                     write_parquet(path, out)
                     _inject_fault(rank, len([q for q in mine if (workdir / f"chunk-{q:05d}.parquet").is_file()]))
                 else:
                     scored[k] = out
+                    refused[k] = too_long
                 bar.update(1)
         except Exception as exc:  # every rank must learn of it, or the others wait forever
             error = exc
@@ -244,10 +489,47 @@ class ItemProbe(Probe):
                 if not p.is_file():
                     raise ProbeError(f"{self.name}: chunk {k} of {n_chunks} is missing from {workdir}; rerun to complete it")
                 parts.append(pd.read_parquet(p))
+                side = workdir / f"excluded-{k:05d}.json"
+                if side.is_file():
+                    excluded.extend(json.loads(side.read_text(encoding="utf-8")))
         else:
             parts = [scored[k] for k in range(n_chunks)]
-        all_items = pd.concat(parts, ignore_index=True)
-        return self.summarise(all_items, kind=handle.kind, seed=seed, opts=opts)
+            for k in range(n_chunks):
+                excluded.extend(refused[k])
+        kept = [q for q in parts if len(q)]
+        all_items = pd.concat(kept, ignore_index=True) if kept else parts[0].iloc[:0]
+        finite = self.finite_columns(all_items)
+        all_items = excluded.drop(all_items, non_finite_rows(all_items, finite), self.item_labels(all_items),
+                                  NON_FINITE, f"non-finite {' / '.join(finite)}")
+        if len(all_items) == 0:
+            raise ProbeError(f"{self.name}: no item of {data} could be scored — {excluded.describe(n_loaded)}")
+        result = self.summarise(all_items, kind=handle.kind, seed=seed, opts=opts)
+        return excluded.report(result, n_total=n_loaded)
+
+    def _score_chunk(
+        self, handle: ModelHandle, part: pd.DataFrame, opts: dict[str, Any], progress: bool
+    ) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+        """Score a chunk; the items the model's length limit refuses are left out and returned."""
+        pieces, too_long = score_fitting(lambda idx: self.score_items(handle, part.iloc[idx], opts, progress),
+                                         len(part))
+        outs = [o for _, o in pieces if len(o)]
+        out = pd.concat(outs, ignore_index=True) if len(outs) > 1 else outs[0] if outs else part.iloc[:0].copy()
+        order = np.concatenate([idx for idx, o in pieces if len(o)]) if outs else np.zeros(0, dtype=np.int64)
+        cols = self.finite_columns(out)
+        bad = np.flatnonzero(non_finite_rows(out, cols))
+        if len(bad) and len(order) == len(out):
+
+            def one(i: int) -> bool:
+                solo = self.score_items(handle, part.iloc[[int(order[i])]], opts, False)
+                if len(solo) != 1 or non_finite_rows(solo, cols).any():
+                    return False
+                for c in solo.columns:
+                    out.at[out.index[i], c] = solo[c].iloc[0]
+                return True
+
+            rescore_alone(bad, one)
+        labels = self.item_labels(part)
+        return out, [{"item": labels[i], "reason": TOO_LONG, "detail": msg} for i, msg in sorted(too_long.items())]
 
     def check_options(self, opts: dict[str, Any]) -> None:
         import inspect

@@ -626,6 +626,15 @@ class BBQ(ItemProbe):
     primary_metric = "bias_score_ambig"
     description = "BBQ question-answering bias, S_AMB / S_DIS and accuracy (Parrish et al. 2022; MBBQ tr)"
     chunk_size = 256
+    needs_mask_token = True
+    #: faults (audit.probe.ItemProbe): an item whose prompt + answer (loglik) or prompt +
+    #: max_new_tokens (generate) is longer than the model's maximum, with an empty context,
+    #: question or answer, or with a NaN/inf answer score (loglik) is left out and counted
+    text_columns = ("context", "question", "ans0", "ans1", "ans2")
+    score_columns = ("score0", "score1", "score2")
+
+    def item_labels(self, items: pd.DataFrame) -> list[str]:
+        return [f"{f} line {n}" for f, n in zip(items["file"], items["line"], strict=True)]
 
     def data_files(self, data: str | Path | None, options: dict[str, Any] | None = None) -> list[Path]:
         return [] if data is None else _jsonl_files(data)

@@ -404,6 +404,18 @@ class Bold(ItemProbe):
     primary_metric = "vader_negative_gap"
     description = "BOLD open-ended generation: sentiment / classifier rates per group and largest gap (Dhamala et al. 2021)"
     chunk_size = 64  # generation is slow on CPU: checkpoint often
+    #: faults (audit.probe.ItemProbe): empty prompts are skipped by the loader and counted
+    #: (info["n_empty_prompts_skipped"]); a prompt whose tokens + max_new_tokens exceed the model's
+    #: maximum is left out and counted (info["too_long_items"]); a NaN/inf scorer output is left
+    #: out and counted (info["non_finite_items"])
+    text_columns = ("prompt",)
+
+    def finite_columns(self, items: pd.DataFrame) -> list[str]:
+        return [c for c in items.columns if c.endswith("_score")]
+
+    def item_labels(self, items: pd.DataFrame) -> list[str]:
+        return [f"{d}/{g}/{n} prompt {i}" for d, g, n, i in
+                zip(items["domain"], items["group"], items["name"], items["prompt_index"], strict=True)]
 
     def data_files(self, data: str | Path | None, options: dict[str, Any] | None = None) -> list[Path]:
         return [] if data is None else _prompt_files(data)

@@ -80,7 +80,15 @@ from sklearn.metrics import accuracy_score, roc_auc_score
 
 from audit import scoring
 from audit.datafiles import read_table
-from audit.probe import Probe, ProbeError, register_probe
+from audit.probe import (
+    NON_FINITE,
+    TOO_LONG,
+    Exclusions,
+    Probe,
+    ProbeError,
+    register_probe,
+    score_rows_fitting,
+)
 from audit.results import MetricInfo, MetricValue, ProbeResult
 from audit.stats import (
     MIN_N,
@@ -695,7 +703,11 @@ class ClassifierFairness(Probe):
         **options: Any,
     ) -> ProbeResult:
         """Score every row and compute the group metrics. ``max_items`` keeps a seeded random
-        sample of that many rows (file order kept)."""
+        sample of that many rows (file order kept).
+
+        Faults: a row whose text (or filled-in prompt + label word) is longer than the model's
+        maximum, or whose logits come out NaN/inf, is left out of every metric and counted
+        (``info["excluded_items"]``, a warning)."""
         if options:
             raise ProbeError(f"classifier_fairness: unknown option(s) {sorted(options)}")
         self.check_kind(handle)
@@ -727,8 +739,9 @@ class ClassifierFairness(Probe):
                 raise ProbeError(f"the prompt option must contain '{{text}}', got {prompt!r}")
             words = _normalise_label_words(label_words, ds.labels, where)
             cand = list(words)
-            scores = zero_shot_logprobs(handle, texts, prompt, [words[c] for c in cand],
-                                        max_batch_tokens=max_batch_tokens, progress=progress)
+            scores, too_long = score_rows_fitting(
+                lambda idx: zero_shot_logprobs(handle, [texts[i] for i in idx], prompt, [words[c] for c in cand],
+                                               max_batch_tokens=max_batch_tokens, progress=progress), len(texts))
             probs = _softmax(scores)
             pred_labels = [cand[i] for i in probs.argmax(axis=1)]
             info.update(scoring="zero-shot: softmax over label-word log-probs", prompt=prompt, label_words=words)
@@ -737,7 +750,9 @@ class ClassifierFairness(Probe):
                 raise ProbeError("the options prompt and label_words apply to causal LMs only; a classifier "
                                  "uses its own head (map labels with label_map)")
             mapping = classifier_label_map(handle, ds.labels, label_map, where)
-            logits = classifier_logits(handle, texts, max_batch_tokens=max_batch_tokens, progress=progress)
+            logits, too_long = score_rows_fitting(
+                lambda idx: classifier_logits(handle, [texts[i] for i in idx], max_batch_tokens=max_batch_tokens,
+                                              progress=progress), len(texts))
             all_probs = _softmax(logits)
             cand = list(mapping)
             probs = all_probs[:, [mapping[c] for c in cand]]
@@ -748,6 +763,19 @@ class ClassifierFairness(Probe):
             pred_labels = [inverse.get(int(t), id2label.get(int(t), str(t))) for t in top]
             info.update(scoring="classifier head: softmax over all outputs", label_map=mapping)
         pos_col = cand.index(ds.positive_label)
+        excluded = Exclusions()
+        finite = np.isfinite(scores).all(axis=1) & np.isfinite(probs).all(axis=1)
+        for i, r in enumerate(df["row"]):  # "row": the file's line (CSV) or row (Parquet)
+            if i in too_long:
+                excluded.add(f"row {r}", TOO_LONG, too_long[i])
+            elif not finite[i]:
+                excluded.add(f"row {r}", NON_FINITE, "non-finite logits")
+        keep = finite & ~np.isin(np.arange(len(df)), list(too_long))
+        if not keep.any():
+            raise ProbeError(f"classifier_fairness: no row could be scored — {excluded.describe(len(df), 'rows')}")
+        n_loaded = len(df)
+        df, probs, scores = df[keep].reset_index(drop=True), probs[keep], scores[keep]
+        pred_labels = [p for p, k in zip(pred_labels, keep, strict=True) if k]
         items = df.copy()
         items["predicted_label"] = pred_labels
         items["y_true"] = (items["label"] == ds.positive_label).to_numpy()
@@ -757,9 +785,10 @@ class ClassifierFairness(Probe):
         items["score_error"] = items["y_score"] - items["y_true"].astype(float)
         for j, c in enumerate(cand):
             items[f"score_{c}"] = scores[:, j]
-        return self.summarise(items, attribute=attribute_column, breakdown_by=extra, seed=seed,
-                              n_resamples=n_resamples, n_permutations=n_permutations, info=info,
-                              warnings=ds.warnings)
+        result = self.summarise(items, attribute=attribute_column, breakdown_by=extra, seed=seed,
+                                n_resamples=n_resamples, n_permutations=n_permutations, info=info,
+                                warnings=ds.warnings)
+        return excluded.report(result, n_total=n_loaded, unit="rows")
 
     def summarise(
         self, items: pd.DataFrame, *, attribute: str, breakdown_by: list[str] | None = None, seed: int = 0,

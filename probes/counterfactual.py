@@ -86,7 +86,16 @@ import pandas as pd
 
 from audit import scoring
 from audit.datafiles import brief, read_table_csv, read_text_file, text_lines
-from audit.probe import Probe, ProbeError, register_probe
+from audit.probe import (
+    NON_FINITE,
+    TOO_LONG,
+    Exclusions,
+    Probe,
+    ProbeError,
+    input_lengths,
+    register_probe,
+    score_rows_fitting,
+)
 from audit.results import MetricInfo, MetricValue, ProbeResult
 from audit.stats import group_breakdown, mean_metric, small_n_warning, wilson_ci
 
@@ -728,6 +737,11 @@ class Counterfactual(Probe):
     metrics = METRICS
     primary_metric = "mean_delta_ll_context"
     description = "Counterfactual identity-term swaps (names, pronouns, group nouns; en + tr)"
+    needs_mask_token = True
+    #: the scores that must be finite for a swapped text to count, per model kind
+    score_columns = {"classifier": ("p_original", "p_swapped"), "encoder": ("embedding_shift",),
+                     "causal-lm": ("ll_original", "ll_swapped", "ll_context_original", "ll_context_swapped"),
+                     "masked-lm": ("ll_original", "ll_swapped", "ll_context_original", "ll_context_swapped")}
 
     def data_files(self, data: str | Path | None, options: dict[str, Any] | None = None) -> list[Path]:
         """The texts and the swap lists actually used (the ``swaps`` option, else the built-ins)."""
@@ -762,7 +776,12 @@ class Counterfactual(Probe):
         lists); ``categories``: swap only these categories (e.g. ``[gender]``); ``max_items``: the
         first N texts; ``positive_class``: label index or name for ``mean_delta_p``; ``pooling``:
         encoder pooling (mean | cls | pooler); ``generate`` (causal LMs): also generate
-        ``num_samples`` continuations per text and score their VADER sentiment."""
+        ``num_samples`` continuations per text and score their VADER sentiment.
+
+        Faults: empty texts are refused by the loader (line named); a text whose original or
+        swapped version (plus ``max_new_tokens`` when generating) is longer than the model's
+        maximum, or whose scores come out NaN/inf, is left out and counted
+        (``info["excluded_items"]``, a warning)."""
         if options:
             raise ProbeError(f"counterfactual: unknown option(s) {sorted(options)}")
         self.check_kind(handle)
@@ -780,6 +799,17 @@ class Counterfactual(Probe):
         if max_items is not None:
             texts = texts.iloc[: int(max_items)].reset_index(drop=True)
         items = make_counterfactuals(texts, rules, categories)
+        excluded = Exclusions()
+        n_loaded = len(items)
+        causal = handle.kind == "causal-lm"
+        n_tok = np.maximum(input_lengths(handle, items["text"].tolist(), causal=causal),
+                           input_lengths(handle, items["swapped_text"].tolist(), causal=causal))
+        n_tok += int(max_new_tokens) if generate else 0
+        long_ = (n_tok > handle.max_length) & items["swapped"].to_numpy(bool)
+        for i, n in zip(items.loc[long_, "id"], n_tok[long_], strict=True):
+            excluded.add(f"id {i}", TOO_LONG, f"{n} tokens{' with the new tokens' if generate else ''}; "
+                                              f"{handle.name} accepts at most {handle.max_length}")
+        items = items[~long_].reset_index(drop=True)
         sw = items["swapped"].to_numpy(bool)
         orig = items.loc[sw, "text"].tolist()
         new = items.loc[sw, "swapped_text"].tolist()
@@ -813,8 +843,16 @@ class Counterfactual(Probe):
         elif kind in ("causal-lm", "masked-lm"):
             spans_o = items.loc[sw, "spans"].tolist()
             spans_s = items.loc[sw, "new_spans"].tolist()
-            t_o, c_o, n_o = lm_scores(handle, orig, spans_o, max_batch_tokens=max_batch_tokens, progress=progress)
-            t_s, c_s, n_s = lm_scores(handle, new, spans_s, max_batch_tokens=max_batch_tokens, progress=progress)
+
+            def both(idx: np.ndarray) -> np.ndarray:
+                o = lm_scores(handle, [orig[i] for i in idx], [spans_o[i] for i in idx],
+                              max_batch_tokens=max_batch_tokens, progress=progress)
+                s = lm_scores(handle, [new[i] for i in idx], [spans_s[i] for i in idx],
+                              max_batch_tokens=max_batch_tokens, progress=progress)
+                return np.column_stack([*o, *s])
+
+            # a NaN of one text can spread to the texts packed with it: non-finite ones are rescored alone
+            t_o, c_o, n_o, t_s, c_s, n_s = score_rows_fitting(both, len(orig))[0].T
             put("ll_original", t_o)
             put("ll_swapped", t_s)
             put("ll_context_original", c_o)
@@ -840,9 +878,17 @@ class Counterfactual(Probe):
             e_s = scoring.embed(handle, new, pooling=pooling, max_batch_tokens=max_batch_tokens, progress=progress)
             put("embedding_shift", 1.0 - (e_o.astype(np.float64) * e_s).sum(1))
             info["pooling"] = pooling
+        cols = [c for c in self.score_columns[kind] if c in items.columns]
+        bad = sw & ~np.isfinite(items[cols].to_numpy(dtype=np.float64)).all(axis=1)
+        for i in items.loc[bad, "id"]:
+            excluded.add(f"id {i}", NON_FINITE, f"non-finite {' / '.join(cols)}")
+        items = items[~bad].reset_index(drop=True)
+        if not items["swapped"].any() and len(excluded):
+            raise ProbeError(f"counterfactual: no swapped text could be scored — {excluded.describe(n_loaded, 'texts')}")
         for c in ("spans", "new_spans"):
             items[c] = items[c].map(lambda sp: ";".join(f"{a}-{b}" for a, b in sp))
-        return self.summarise(items, kind, seed=seed, info=info, warnings=warnings)
+        result = self.summarise(items, kind, seed=seed, info=info, warnings=warnings)
+        return excluded.report(result, n_total=n_loaded, unit="texts")
 
     @staticmethod
     def _positive_class(handle: ModelHandle, positive_class: int | str | None) -> int | None:

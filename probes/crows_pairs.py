@@ -164,6 +164,13 @@ class CrowsPairs(ItemProbe):
     metrics = METRICS
     primary_metric = "metric"
     description = "CrowS-Pairs stereotype preference (Nangia et al. 2020), masked or causal LM"
+    needs_mask_token = True
+    #: faults (audit.probe.ItemProbe): a pair with a sentence longer than the model's maximum is
+    #: left out and counted (info["too_long_items"]); an empty sentence is refused by the loader
+    #: (row named); a pair whose score is NaN/inf is left out and counted (info["non_finite_items"])
+    text_columns = ("sent_more", "sent_less")
+    score_columns = ("sent_more_score", "sent_less_score")
+    item_id = "row"
 
     def run(
         self,

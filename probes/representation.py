@@ -65,7 +65,15 @@ from tqdm.auto import tqdm
 
 from audit import scoring
 from audit.datafiles import read_table
-from audit.probe import Probe, ProbeError, register_probe
+from audit.probe import (
+    NON_FINITE,
+    TOO_LONG,
+    Exclusions,
+    Probe,
+    ProbeError,
+    input_lengths,
+    register_probe,
+)
 from audit.results import MetricInfo, MetricValue, ProbeResult
 from audit.stats import CONFIDENCE, binomial_test, group_breakdown, small_n_warning, wilson_ci
 
@@ -345,7 +353,11 @@ class Representation(Probe):
         **options: Any,
     ) -> ProbeResult:
         """Probe every layer. ``split`` defaults to ``type`` with a type column, else ``random``;
-        ``max_items`` keeps a seeded random sample of that many texts."""
+        ``max_items`` keeps a seeded random sample of that many texts.
+
+        Faults: an empty text is refused by the loader (line named); a text longer than the
+        model's maximum, or whose hidden states come out NaN/inf, is left out of the probes and
+        counted (``info["excluded_items"]``, a warning)."""
         if options:
             raise ProbeError(f"representation: unknown option(s) {sorted(options)}")
         self.check_kind(handle)
@@ -360,8 +372,22 @@ class Representation(Probe):
                                              type_column=type_column, extra_columns=extra)
         if max_items is not None and int(max_items) < len(df):
             df = df.sample(n=int(max_items), random_state=seed).sort_index().reset_index(drop=True)
+        excluded = Exclusions()
+        n_loaded = len(df)
+        lengths = input_lengths(handle, df["text"].tolist())
+        long_ = lengths > handle.max_length
+        for r, n in zip(df.loc[long_, "row"], lengths[long_], strict=True):
+            excluded.add(f"row {r}", TOO_LONG, f"{n} tokens; {handle.name} accepts at most {handle.max_length}")
+        df = df[~long_].reset_index(drop=True)
         states = scoring.hidden_states(handle, df["text"].tolist(), pooling=pooling,
                                        max_batch_tokens=max_batch_tokens, progress=progress)
+        finite = np.isfinite(states).all(axis=(0, 2)) if len(df) else np.zeros(0, dtype=bool)
+        for r in df.loc[~finite, "row"]:
+            excluded.add(f"row {r}", NON_FINITE, "non-finite hidden states")
+        if not finite.all():
+            df, states = df[finite].reset_index(drop=True), states[:, finite]
+        if len(df) < 2 or df[attribute_column].nunique() < 2:
+            raise ProbeError(f"representation: too few texts left to probe — {excluded.describe(n_loaded, 'texts')}")
         y = df[attribute_column].to_numpy().astype(str)
         curve, fold_list = probe_layers(states, y, df["type"].to_numpy(), n_folds=folds, split=split, C=C,
                                         seed=seed, n_controls=n_controls, progress=progress, where=str(path))
@@ -377,8 +403,9 @@ class Representation(Probe):
                 "null_accuracy_q95": float(np.quantile(null, 0.95)), "data": str(path), "n_types": int(df["type"].nunique()),
                 "control": "Hewitt & Liang 2019 type-level random labels" if type_column else
                            "per-text random labels (no type column)"}
-        return self.summarise(curve, per_text, attribute=attribute_column, breakdown_by=extra, p_value=pval,
-                              n_permutations=n_permutations, info=info)
+        result = self.summarise(curve, per_text, attribute=attribute_column, breakdown_by=extra, p_value=pval,
+                                n_permutations=n_permutations, info=info)
+        return excluded.report(result, n_total=n_loaded, unit="texts")
 
     def summarise(
         self, curve: pd.DataFrame, per_text: pd.DataFrame, *, attribute: str, breakdown_by: list[str],

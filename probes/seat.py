@@ -62,7 +62,16 @@ from tqdm.auto import tqdm
 
 from audit import scoring
 from audit.datafiles import brief, read_json
-from audit.probe import Probe, ProbeError, register_probe
+from audit.probe import (
+    EMPTY,
+    NON_FINITE,
+    TOO_LONG,
+    Exclusions,
+    Probe,
+    ProbeError,
+    input_lengths,
+    register_probe,
+)
 from audit.results import MetricInfo, MetricValue, ProbeResult
 from audit.stats import benjamini_hochberg, bootstrap_ci, group_breakdown, small_n_warning
 
@@ -409,6 +418,11 @@ class Seat(Probe):
 
         ``tests`` keeps the named tests only (comma-separated or a list). ``pooling``: mean
         (default), cls or pooler for encoders; mean or last for causal LMs.
+
+        Faults: an example (word or sentence) that is empty, longer than the model's maximum, or
+        whose embedding comes out NaN/inf is left out of its set and counted
+        (``info["excluded_items"]``, a warning); a test left with an empty set is skipped with a
+        warning.
         """
         if options:
             raise ProbeError(f"seat: unknown option(s) {sorted(options)}")
@@ -427,17 +441,34 @@ class Seat(Probe):
                 raise ProbeError(f"seat: unknown test(s) {unknown}; available: {sorted(known)}")
             all_tests = [t for t in all_tests if t.name in wanted]
         texts = list(dict.fromkeys(e for t in all_tests for k in SETS for e in t.examples[k]))
+        excluded = Exclusions()
+        lengths = input_lengths(handle, texts)
+        fit = []
+        for t, n in zip(texts, lengths, strict=True):
+            if not t.strip():
+                excluded.add(repr(t), EMPTY, "empty example")
+            elif n > handle.max_length:
+                excluded.add(repr(t[:60]), TOO_LONG, f"{n} tokens; {handle.name} accepts at most {handle.max_length}")
+            else:
+                fit.append(t)
         try:
-            emb = scoring.embed(handle, texts, pooling=pooling, layer=layer, normalize=True,
+            emb = scoring.embed(handle, fit, pooling=pooling, layer=layer, normalize=True,
                                 max_batch_tokens=max_batch_tokens, progress=progress)
         except ValueError as exc:
             raise ProbeError(f"seat: cannot embed with pooling={pooling!r} on {handle.name}: {exc}") from exc
-        row = {t: i for i, t in enumerate(texts)}
+        finite = np.isfinite(emb).all(axis=1) if len(fit) else np.zeros(0, dtype=bool)
+        for t in np.asarray(fit, dtype=object)[~finite]:
+            excluded.add(repr(t[:60]), NON_FINITE, "non-finite embedding")
+        row = {t: i for i, t in enumerate(fit) if finite[i]}
         records = []
         warnings: list[str] = []
         for t in tqdm(all_tests, desc="SEAT tests", disable=not progress):
             warnings += t.warnings
-            X, Y, A, B = (emb[[row[e] for e in t.examples[k]]] for k in SETS)
+            kept = {k: [e for e in t.examples[k] if e in row] for k in SETS}
+            if not all(kept.values()):
+                warnings.append(f"{t.name}: skipped, a set has no example left after the exclusions")
+                continue
+            X, Y, A, B = (emb[[row[e] for e in kept[k]]] for k in SETS)
             r = weat(X, Y, A, B, method=method, n_samples=n_samples, n_boot=n_bootstrap,
                      seed=_test_seed(seed, t.name))
             if math.isnan(r.effect_size):
@@ -452,10 +483,13 @@ class Seat(Probe):
                 "mean_s_targ1": float(r.s_x.mean()), "mean_s_targ2": float(r.s_y.mean()),
                 "p_value": r.p_value, "p_method": r.p_method, "n_permutations": r.n_partitions,
             })
+        if not records:
+            raise ProbeError(f"seat: no test could be run — {excluded.describe(len(texts), 'example texts')}")
         items = pd.DataFrame(records)
         info = {"pooling": pooling, "layer": layer, "n_samples": n_samples,
                 "data": "built-in" if data is None else str(data)}
-        return self.summarise(items, seed=seed, warnings=warnings, info=info)
+        result = self.summarise(items, seed=seed, warnings=warnings, info=info)
+        return excluded.report(result, n_total=len(texts), unit="example texts")
 
     def summarise(
         self, items: pd.DataFrame, *, seed: int = 0, warnings: list[str] | None = None,

@@ -496,6 +496,13 @@ class StereoSet(ItemProbe):
     metrics = METRICS
     primary_metric = "ss"
     description = "StereoSet SS / LMS / ICAT, intra- and intersentence (Nadeem et al. 2021)"
+    needs_mask_token = True
+    #: faults (audit.probe.ItemProbe): a cluster with a sentence (or context + continuation)
+    #: longer than the model's maximum, an empty context or sentence, or a NaN/inf sentence score
+    #: is left out of SS/LMS/ICAT and counted (info["excluded_items"])
+    text_columns = ("context", "stereotype", "anti_stereotype", "unrelated")
+    score_columns = ("score_stereotype", "score_anti_stereotype", "score_unrelated")
+    item_id = "cluster_id"
 
     def data_rows(self, path: Path) -> int | None:
         """A StereoSet file's rows: its clusters (intra- and intersentence)."""

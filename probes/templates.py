@@ -83,7 +83,16 @@ import pandas as pd
 
 from audit import scoring
 from audit.datafiles import brief, read_json
-from audit.probe import Probe, ProbeError, register_probe
+from audit.probe import (
+    NON_FINITE,
+    TOO_LONG,
+    Exclusions,
+    Probe,
+    ProbeError,
+    input_lengths,
+    register_probe,
+    score_rows_fitting,
+)
 from audit.results import MetricInfo, ProbeResult
 from audit.stats import cluster_mean_metric, group_breakdown
 from probes.counterfactual import capitalize_first
@@ -362,12 +371,18 @@ def score_items(
         items["effect"] = items["score_a"] - items["score_b"]
     else:
         uniq = pd.unique(np.asarray([*items["sentence_a"], *items["sentence_b"]], dtype=object))
-        ll = scoring.sentence_logprob(handle, list(uniq), max_batch_tokens=max_batch_tokens, progress=progress)
+        texts = [str(u) for u in uniq]
+        # a NaN of one sentence can spread to those packed with it: non-finite ones are rescored alone
+        ll = score_rows_fitting(lambda idx: scoring.sentence_logprob(
+            handle, [texts[i] for i in idx], max_batch_tokens=max_batch_tokens, progress=progress)[:, None],
+            len(texts))[0][:, 0]
         lut = dict(zip(uniq, ll, strict=True))
         items["score_a"] = items["sentence_a"].map(lut).astype(float)
         items["score_b"] = items["sentence_b"].map(lut).astype(float)
         items["preference"] = items["score_a"] - items["score_b"]
-        base = items.groupby(["set", "template_id", "pair"])["preference"].transform("mean")
+        # centre on the finite preferences only: one NaN/inf item must not spoil its template
+        finite_pref = items["preference"].where(np.isfinite(items["preference"]))
+        base = finite_pref.groupby([items["set"], items["template_id"], items["pair"]]).transform("mean")
         items["effect"] = items["preference"] - base
     items["aligned_effect"] = items["effect"] * items["sign"]
     items["set_attribute"] = items["set"] + ": " + items["attribute"]
@@ -381,6 +396,7 @@ class Templates(Probe):
     kinds = ("masked-lm", "causal-lm")
     metrics = METRICS
     primary_metric = "stereotype_effect"
+    needs_mask_token = True
     description = "Template bias score (Kurita et al. 2019; causal: swapped-sentence log-likelihood), en + tr"
 
     def data_files(self, data: str | Path | None, options: dict[str, Any] | None = None) -> list[Path]:
@@ -404,7 +420,11 @@ class Templates(Probe):
         **options: Any,
     ) -> ProbeResult:
         """Score every template item. ``language``: en, tr or both (every language in the data);
-        ``sets``: keep only these set names; ``max_items`` keeps the first N items per set."""
+        ``sets``: keep only these set names; ``max_items`` keeps the first N items per set.
+
+        Faults: empty templates or words are refused by the loader (file and field named); an
+        item with a filled-in sentence longer than the model's maximum, or a NaN/inf score, is
+        left out and counted (``info["excluded_items"]``, a warning)."""
         if options:
             raise ProbeError(f"templates: unknown option(s) {sorted(options)}")
         self.check_kind(handle)
@@ -422,8 +442,26 @@ class Templates(Probe):
         items = build_items(chosen)
         if max_items is not None:
             items = items.groupby("set", sort=False).head(int(max_items)).reset_index(drop=True)
+        excluded = Exclusions()
+        n_loaded = len(items)
+        causal = handle.kind == "causal-lm"
+        la = input_lengths(handle, items["sentence_a"].tolist(), causal=causal)
+        lb = input_lengths(handle, items["sentence_b"].tolist(), causal=causal)
+        long_ = np.maximum(la, lb) > handle.max_length
+        for r, n in zip(items.loc[long_, "sentence_a"], np.maximum(la, lb)[long_], strict=True):
+            excluded.add(repr(r[:60]), TOO_LONG, f"{n} tokens; {handle.name} accepts at most {handle.max_length}")
+        items = items[~long_].reset_index(drop=True)
+        if len(items) == 0:
+            raise ProbeError(f"templates: no item could be scored — {excluded.describe(n_loaded)}")
         items = score_items(handle, items, max_batch_tokens=max_batch_tokens, progress=progress)
-        return self.summarise(items, seed=seed, masked=handle.kind == "masked-lm")
+        bad = ~np.isfinite(items[["score_a", "score_b", "effect"]].to_numpy(dtype=np.float64)).all(axis=1)
+        for r in items.loc[bad, "sentence_a"]:
+            excluded.add(repr(r[:60]), NON_FINITE, "non-finite sentence score")
+        items = items[~bad].reset_index(drop=True)
+        if len(items) == 0:
+            raise ProbeError(f"templates: no item could be scored — {excluded.describe(n_loaded)}")
+        result = self.summarise(items, seed=seed, masked=handle.kind == "masked-lm")
+        return excluded.report(result, n_total=n_loaded)
 
     def summarise(self, items: pd.DataFrame, *, seed: int = 0, masked: bool = True) -> ProbeResult:
         """Metrics from a scored items table."""
