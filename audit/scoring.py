@@ -479,6 +479,10 @@ def _batch_layout(
             torch.from_numpy(pred_flat), torch.from_numpy(flat_ids[scored]), owners)
 
 
+def _owners(pk: _Pack) -> list[int]:
+    return ([pk.trunk_owner] if pk.trunk_owner is not None else []) + [o for o, _ in pk.branches]
+
+
 def _packing_supported(handle: ModelHandle) -> bool:
     """Whether this model honours 4-D attention masks with position ids — checked once per model by
     scoring two short sequences packed into one row and separately (an architecture that ignores
@@ -522,7 +526,8 @@ def _run_packed(
     dev = handle.device
     bar = tqdm(total=len(packs), desc=desc, disable=not progress, unit="it")
 
-    def step(rows: list[list[int]]) -> None:
+    def forward(rows: list[list[int]]) -> bool:
+        """Score one batch into ``res``; whether every score came out finite."""
         ids, pos, allow, pred, tgt, owners = _batch_layout(packs, rows, pad_id)
         mask = torch.zeros(allow.shape, dtype=dtype).masked_fill_(~allow, neg)[:, None]
         with torch.inference_mode():
@@ -534,6 +539,18 @@ def _run_packed(
         for i, m in owners:
             res[i] = lp[k : k + m]
             k += m
+        return bool(np.isfinite(lp).all())
+
+    def step(rows: list[list[int]]) -> None:
+        if not forward(rows):
+            # a NaN/inf in one sequence reaches its row-mates through attention (0 × NaN = NaN), so
+            # the packs of a poisoned row are rescored one per forward: only the faulty one stays
+            # non-finite, as in an unpacked run
+            for row in rows:
+                outs = [o for b in row for o in _owners(packs[b])]
+                if len(row) > 1 and not all(np.isfinite(res[o]).all() for o in outs):
+                    for b in row:
+                        forward([[b]])
         bar.update(sum(len(r) for r in rows))
 
     queue = list(reversed(batches))

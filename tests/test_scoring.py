@@ -237,3 +237,27 @@ def test_model_without_packed_masks_falls_back_to_padding(gpt2, monkeypatch) -> 
     seqs = scoring.causal_tokenize(gpt2, SENTS)
     for g, r in zip(scoring.causal_logprobs(gpt2, seqs), scoring.naive_causal_logprobs(gpt2, seqs), strict=True):
         np.testing.assert_allclose(g, r, atol=1e-5, rtol=0)
+
+
+def test_nan_in_one_packed_sequence_does_not_reach_its_row_mates(gpt2) -> None:  # type: ignore[no-untyped-def]
+    """A NaN at one token reaches every sequence sharing its row through attention (0 × NaN = NaN);
+    the poisoned row is rescored one sequence per forward, so only the faulty sequence stays NaN."""
+    seqs = scoring.causal_tokenize(gpt2, SENTS)
+    marker = seqs[2][3]
+    assert all(marker not in s for i, s in enumerate(seqs) if i != 2)
+
+    def hook(_module, args, out):  # type: ignore[no-untyped-def]
+        out = out.clone()
+        out[args[0] == marker] = float("nan")  # only that token's embedding
+        return out
+
+    handle = gpt2.model.get_input_embeddings().register_forward_hook(hook)
+    try:
+        got = scoring.causal_logprobs(gpt2, seqs, max_batch_tokens=1000)
+    finally:
+        handle.remove()
+    ref = scoring.naive_causal_logprobs(gpt2, seqs)
+    assert not np.isfinite(got[2]).all()
+    for i, (g, r) in enumerate(zip(got, ref, strict=True)):
+        if i != 2:
+            np.testing.assert_allclose(g, r, atol=1e-5, rtol=0)
