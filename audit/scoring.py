@@ -419,8 +419,8 @@ def _batch_layout(
     p_pos0: list[int] = []
     p_score0: list[int] = []
     owners: list[tuple[int, int]] = []
-    for r, row in enumerate(rows):
-        for b in row:
+    for r, members in enumerate(rows):
+        for b in members:
             pk = packs[b]
             piece_ids.append(pk.trunk)
             p_row.append(r)
