@@ -7,11 +7,20 @@ PY=${PY:-.venv/bin/python}
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device: this script is for GPUs')"
 # CrowS-Pairs, full file, batched vs naive, MFU against the GPU's measured fp32 GEMM rate, scaling
-timeout 480 "$PY" benchmarks/bench_crows_pairs.py --device cuda --pairs 1508 --naive-pairs 32 --scaling \
+timeout 300 "$PY" benchmarks/bench_crows_pairs.py --device cuda --pairs 1508 --naive-pairs 32 --scaling \
   --models bert-base,gpt2-base,smollm2-135m | tee benchmarks/results/gpu_crows_pairs.txt
+# every probe and explainer on bert-base (random) and smollm2-135m: items/s, MFU, speed-up over the
+# unbatched reference, scaling (quick: n and 10n items); ~4 min on one GPU
+# (results are saved after each model, so a run stopped by the time limit still leaves its table)
+timeout 270 "$PY" benchmarks/bench_suite.py --device cuda --quick | tee benchmarks/results/gpu_suite.txt \
+  || echo "bench_suite.py stopped (time limit?): the table below is what it finished"
 "$PY" - <<'PY'
 import json
 from benchmarks.common import table
+s = json.load(open("benchmarks/results/suite_cuda.json"))
+print(f"\nGPU fp32 GEMM: {s['matmul_gflops']:.0f} GFLOP/s; every probe and explainer (bench_suite.py --quick)")
+print(table(s["rows"], ["probe/method", "model", "item", "items", "items/s", "naive items/s", "speed-up", "max |diff|",
+                   "MFU", "note"]))
 d = json.load(open("benchmarks/results/crows_pairs_cuda.json"))
 print(f"\nGPU fp32 GEMM: {d['matmul_gflops']:.0f} GFLOP/s")
 print(table(d["rows"], ["model", "kind", "pairs_batched", "batched_pairs_per_s", "naive_pairs_per_s", "speedup",
