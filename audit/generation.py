@@ -12,6 +12,16 @@ settings — not on which other prompts share its batch or on ``batch_size`` —
 differences that padding can cause (which may flip a near-tie). Greedy decoding
 (``do_sample=False``) is deterministic. Prompts are tokenized like every causal-LM score in this
 project: the tokenizer's BOS (else EOS) token is prepended (:func:`audit.scoring.causal_tokenize`).
+
+Non-finite logits (a broken checkpoint, an overflow in fp16, a fault planted by a test) never stop
+a run: a logits processor that runs before any other records, per row, whether a step's scores were
+non-finite — any NaN or +inf, or no finite score at all (a ``-inf`` on some tokens is a valid
+probability 0, as models that mask unused vocabulary entries produce) — and replaces that row's
+scores by a stand-in that allows only EOS (pad when there is no EOS), so the row stops there
+instead of greedy decoding picking a token from NaN or sampling raising a torch error. Rows whose
+scores stay finite are untouched, so their continuations are those of a run without the faulty
+rows. :attr:`Generations.non_finite` says which prompts were affected; probes leave those out of
+their metrics and count them (:class:`audit.probe.Exclusions`, reason ``non_finite``).
 """
 
 from __future__ import annotations
@@ -28,9 +38,17 @@ import torch
 from audit import scoring
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from audit.models import ModelHandle
 
 logger = logging.getLogger(__name__)
+
+#: the column of a generating probe's scored items through which ``score_items`` hands
+#: :attr:`Generations.non_finite` to :func:`split_non_finite` (never left in a result)
+NON_FINITE_COLUMN = "_non_finite_logits"
+#: how ``info["excluded"]`` explains such an item
+NON_FINITE_DETAIL = "the model's logits were NaN/inf while generating the continuation (generation stopped there)"
 
 
 class GenerationError(ValueError):
@@ -69,12 +87,23 @@ class GenerationSettings:
 
 
 class Generations(list):  # type: ignore[type-arg]
-    """The generated continuations (a ``list[str]`` in prompt order) and the settings used."""
+    """The generated continuations (a ``list[str]`` in prompt order) and the settings used.
 
-    def __init__(self, texts: Sequence[str], settings: GenerationSettings, model: str = "") -> None:
+    ``non_finite`` is a numpy bool array, one entry per prompt in prompt order: True when the
+    model's logits were non-finite (NaN, +inf, or all -inf) at some step before the prompt's
+    continuation ended. Such a continuation stops at that step (its text holds the tokens generated
+    before it) and must not be scored as if it were the model's answer.
+    """
+
+    def __init__(self, texts: Sequence[str], settings: GenerationSettings, model: str = "",
+                 non_finite: Sequence[bool] | np.ndarray | None = None) -> None:
         super().__init__(texts)
         self.settings = settings
         self.model = model
+        flags = np.zeros(len(self), dtype=bool) if non_finite is None else np.asarray(non_finite, dtype=bool)
+        if flags.shape != (len(self),):
+            raise ValueError(f"non_finite must hold one flag per text ({len(self)}), got shape {flags.shape}")
+        self.non_finite: np.ndarray = flags
 
 
 def prompt_seed(seed: int, prompt: str, occurrence: int = 0) -> int:
@@ -94,6 +123,33 @@ def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     drop[..., 0] = False
     sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
     return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+
+
+class _NonFiniteGuard:
+    """A logits processor (first in the list) that flags the rows whose scores are non-finite at a
+    step while the row is still generating, and replaces every such row's scores by a stand-in
+    that allows only ``stop_id`` (0, all other tokens -inf), so that greedy decoding and the
+    per-row sampler see a valid distribution and the row ends. Finite rows are returned as they
+    came (the same tensor when no row is faulty)."""
+
+    def __init__(self, n_rows: int, prompt_width: int, stop_id: int, eos_id: int | None) -> None:
+        self.prompt_width = prompt_width
+        self.stop_id = stop_id
+        self.eos_id = eos_id
+        self.flags = torch.zeros(n_rows, dtype=torch.bool)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        bad = torch.isnan(scores).any(-1) | torch.isposinf(scores).any(-1) | ~torch.isfinite(scores).any(-1)
+        if not bool(bad.any()):
+            return scores
+        live = bad
+        if self.eos_id is not None:  # a row that already emitted EOS is finished: its text is fixed
+            live = bad & ~(input_ids[:, self.prompt_width:] == self.eos_id).any(-1)
+        self.flags |= live.cpu()
+        out = scores.clone()
+        out[bad] = float("-inf")
+        out[bad, self.stop_id] = 0.0
+        return out
 
 
 class _PerRowSampler:
@@ -132,7 +188,8 @@ def generate(
     Batches of ``batch_size`` length-sorted prompts, left-padded; on CUDA out-of-memory a batch
     is halved and retried. ``do_sample=False`` is greedy decoding (``temperature``/``top_p``
     ignored); ``do_sample=True`` samples with temperature and nucleus filtering from a generator
-    per prompt (see the module docstring). The returned list carries ``.settings``.
+    per prompt (see the module docstring). The returned list carries ``.settings`` and
+    ``.non_finite`` (one bool per prompt: the logits went NaN/inf before its continuation ended).
     """
     from transformers import GenerationConfig, LogitsProcessorList
 
@@ -169,6 +226,8 @@ def generate(
         seen[p] = k + 1
         row_seeds.append(prompt_seed(settings.seed, p, k))
     out: list[str] = [""] * n
+    non_finite = np.zeros(n, dtype=bool)
+    stop_id = eos_id if eos_id is not None else pad_id if pad_id is not None else 0
     model = handle.model
     # batches of batch_size rows, longest prompts first (run_batches halves them on OOM)
     order = np.argsort(-np.asarray(lengths), kind="stable")
@@ -181,7 +240,8 @@ def generate(
         for r, i in enumerate(idx):
             ids[r, width - lengths[i]:] = torch.as_tensor(seqs[i], dtype=torch.long)
             att[r, width - lengths[i]:] = 1
-        processors = LogitsProcessorList()
+        guard = _NonFiniteGuard(len(idx), width, stop_id, eos_id)
+        processors = LogitsProcessorList([guard])
         if settings.do_sample:
             gens = [torch.Generator(device=handle.device).manual_seed(row_seeds[i]) for i in idx]
             processors.append(_PerRowSampler(gens, settings.temperature, settings.top_p))
@@ -192,8 +252,30 @@ def generate(
             )
         new = res[:, width:].cpu()
         texts = tok.batch_decode(new, skip_special_tokens=True)
+        flags = guard.flags.numpy()
         for r, i in enumerate(idx):
             out[i] = texts[r]
+            non_finite[i] = flags[r]
 
     scoring.run_batches(batches, step, desc="generate", progress=progress, total=n)
-    return Generations(out, settings, handle.name)
+    if non_finite.any():
+        first = ", ".join(str(i) for i in np.flatnonzero(non_finite)[:10])
+        logger.warning("generate: the logits of %s were NaN/inf while generating %d of %d prompt(s) (first: %s); "
+                       "those continuations stop there", handle.name, int(non_finite.sum()), n, first)
+    return Generations(out, settings, handle.name, non_finite)
+
+
+def split_non_finite(out: pd.DataFrame, labels: Sequence[str]) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """For a generating :class:`~audit.probe.ItemProbe`'s scored chunk whose
+    :data:`NON_FINITE_COLUMN` holds :attr:`Generations.non_finite`: the rows generated from finite
+    logits (the column dropped) and one exclusion row ``{item, reason: "non_finite", detail}`` per
+    other row (``labels`` name the rows of ``out``), for :class:`audit.probe.Exclusions`."""
+    from audit.probe import NON_FINITE
+
+    if NON_FINITE_COLUMN not in out.columns:
+        return out, []
+    bad = out[NON_FINITE_COLUMN].to_numpy(dtype=bool)
+    rows = [{"item": str(lab), "reason": NON_FINITE, "detail": NON_FINITE_DETAIL}
+            for lab in np.asarray(labels, dtype=object)[bad]]
+    kept = out.loc[~bad].drop(columns=NON_FINITE_COLUMN)
+    return (kept.reset_index(drop=True) if bad.any() else kept), rows

@@ -56,9 +56,12 @@ class Registry(Generic[T]):
         self._load_plugins()
         try:
             return self._items[name]
-        except KeyError:
+        except (KeyError, TypeError):  # TypeError: an unhashable "name" (a list from a config)
+            # imported here: audit.datafiles imports audit.probe, which imports this module
+            from audit.datafiles import brief
+
             known = ", ".join(sorted(self._items)) or "(none registered)"
-            raise UnknownNameError(f"unknown {self.what} {name!r}; known: {known}") from None
+            raise UnknownNameError(f"unknown {self.what} {brief(name)}; known: {known}") from None
 
     def names(self) -> list[str]:
         self._load_plugins()

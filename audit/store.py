@@ -220,7 +220,7 @@ def environment() -> dict[str, Any]:
             "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
             "float32_matmul_precision": torch.get_float32_matmul_precision(),
         }
-    except Exception:  # pragma: no cover
+    except Exception:  # pragma: no cover  # nosec B110  # best effort: a torch that cannot report its hardware or determinism flags must not stop a run; the manifest then lacks those facts
         pass
     return {"versions": vers, "source": _source_commit(), "hardware": hw, "torch": det,
             "env": {k: os.environ.get(k) for k in REPRO_ENV}, "argv": sys.argv,

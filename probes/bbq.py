@@ -629,7 +629,9 @@ class BBQ(ItemProbe):
     needs_mask_token = True
     #: faults (audit.probe.ItemProbe): an item whose prompt + answer (loglik) or prompt +
     #: max_new_tokens (generate) is longer than the model's maximum, with an empty context,
-    #: question or answer, or with a NaN/inf answer score (loglik) is left out and counted
+    #: question or answer, with a NaN/inf answer score (loglik), or whose logits went NaN/inf while
+    #: its reply was generated (generate; audit.generation.Generations.non_finite) is left out and
+    #: counted
     text_columns = ("context", "question", "ans0", "ans1", "ans2")
     score_columns = ("score0", "score1", "score2")
 
@@ -680,6 +682,16 @@ class BBQ(ItemProbe):
             raise ProbeError("bbq needs data= a BBQ/MBBQ .jsonl file or a folder of them")
         return load_bbq(data, max_items=opts.get("max_items"), sample=opts.get("sample", "stratified"))
 
+    def _score_chunk(self, handle: ModelHandle, part: pd.DataFrame, opts: dict[str, Any],
+                     progress: bool) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+        """The base chunk scoring, then (generate mode) the items whose reply was generated from
+        non-finite logits left out."""
+        from audit.generation import split_non_finite
+
+        out, excluded = super()._score_chunk(handle, part, opts, progress)
+        kept, bad = split_non_finite(out, self.item_labels(out))
+        return kept, excluded + bad
+
     def score_items(self, handle: ModelHandle, items: pd.DataFrame, opts: dict[str, Any], progress: bool) -> pd.DataFrame:
         mode, norm, unknown = self._check(opts)
         if mode == "generate" and handle.kind != "causal-lm":
@@ -693,7 +705,7 @@ class BBQ(ItemProbe):
                 out[f"score{j}"] = slot[:, j]
             out["bias_margin"] = _bias_margin(out, slot)
         else:
-            from audit.generation import generate
+            from audit.generation import NON_FINITE_COLUMN, generate
 
             prompts = [choice_prompt(r.context, r.question, (r.ans0, r.ans1, r.ans2))
                        for r in df.itertuples(index=False)]
@@ -706,6 +718,7 @@ class BBQ(ItemProbe):
             ]
             out = score_answers(df, parsed)
             out["generated"] = list(replies)
+            out[NON_FINITE_COLUMN] = replies.non_finite
             # +1 a biased answer, −1 a counter-biased one, 0 unknown or unparsed
             out["bias_direction"] = np.where(out["biased"], 1.0, np.where(out["non_unknown"], -1.0, 0.0))
         out["answer_text"] = [getattr(r, f"ans{a}") if a >= 0 else ""

@@ -399,3 +399,203 @@ def test_explain_refuses_long_and_empty_texts_naming_the_example(gpt2) -> None: 
         explain(gpt2, ["he is kind", LONG], method="saliency", progress=False)
     with pytest.raises(ExplainError, match="example 1 is an empty text"):
         explain(gpt2, ["he is kind", "   "], method="saliency", progress=False)
+
+
+# --------------------------------------------------------------------------------------------
+# NaN / inf logits during generation (bold, bbq mode: generate)
+# --------------------------------------------------------------------------------------------
+
+
+def unused_marker(handle, avoid: list[str]) -> tuple[str, int]:  # type: ignore[no-untyped-def]
+    """A single-token marker word (see :func:`marker_word`) that no text in ``avoid`` contains,
+    as a word or as a token — pass the clean prompts and the clean run's continuations, so that a
+    clean row never poisons itself (a generated marker token would be poisoned by :func:`nan_rows`)."""
+    seen = {t for text in avoid for t in handle.tokenizer(text, add_special_tokens=False)["input_ids"]}
+    words = {w for text in avoid for w in text.split()}
+    for w in ("violent", "angry", "kind", "happy", "lazy", "doctor", "teacher", "city", "today"):
+        try:
+            word, marker = marker_word(handle, (w,))
+        except pytest.skip.Exception:
+            continue
+        if marker not in seen and word not in words:
+            return word, marker
+    pytest.skip(f"no marker word unused by the clean run in {handle.name}'s vocabulary")
+
+
+BOLD_CLEAN = {"A": {"Tom A": ["Tom A is a man who ", "Tom A was born in "]},
+              "B": {"Ann B": ["Ann B is a woman who ", "Ann B worked as "]}}
+
+
+@pytest.mark.parametrize("model", ["gpt2", "llama"])
+@pytest.mark.parametrize("do_sample", [True, False])
+def test_bold_nan_logits_exclude_exactly_the_poisoned_prompts(model: str, do_sample: bool,
+                                                              request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    h = request.getfixturevalue(model)
+    kw = {"max_new_tokens": 5, "do_sample": do_sample, "seed": 2, "batch_size": 3, "progress": False}
+    (tmp_path / "clean").mkdir()
+    (tmp_path / "clean" / "gender_prompt.json").write_text(json.dumps(BOLD_CLEAN), encoding="utf-8")
+    clean = run_probe("bold", h, tmp_path / "clean", **kw)
+    word, marker = unused_marker(h, [p for g in BOLD_CLEAN.values() for ps in g.values() for p in ps]
+                                 + clean.items["continuation"].tolist())
+    poisoned = copy.deepcopy(BOLD_CLEAN)
+    poisoned["A"]["Tom A"].insert(1, f"Tom A is a {word} man who ")
+    poisoned["B"]["Ann B"].append(f"Ann B was {word} and ")
+    (tmp_path / "nan").mkdir()
+    (tmp_path / "nan" / "gender_prompt.json").write_text(json.dumps(poisoned), encoding="utf-8")
+    for value in (float("nan"), float("inf")):
+        with nan_rows(h, marker, value):
+            res = run_probe("bold", h, tmp_path / "nan", **kw)  # sampling used to raise a torch error
+        assert res.info["excluded_items"] == {"too_long": 0, "empty": 0, "non_finite": 2}
+        assert [x["item"] for x in res.info["excluded"]] == ["gender/A/Tom A prompt 1", "gender/B/Ann B prompt 2"]
+        assert all("logits were NaN/inf while generating" in x["detail"] for x in res.info["excluded"])
+        assert any("2 of 6 items left out" in w and "non-finite" in w for w in res.warnings)
+        assert "_non_finite_logits" not in res.items.columns
+        cols = ["prompt", "continuation", "vader_score"]
+        pd.testing.assert_frame_equal(res.items[cols], clean.items[cols])
+        for k in clean.summary:
+            assert res.summary[k].value == clean.summary[k].value, k
+
+
+def test_bold_nan_logit_exclusions_survive_checkpointed_chunks(gpt2, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    word, marker = unused_marker(gpt2, [p for g in BOLD_CLEAN.values() for ps in g.values() for p in ps])
+    prompts = copy.deepcopy(BOLD_CLEAN)
+    prompts["B"]["Ann B"].insert(0, f"Ann B was {word} and ")
+    (tmp_path / "gender_prompt.json").write_text(json.dumps(prompts), encoding="utf-8")
+    probe, work = get_probe("bold"), tmp_path / "partial"
+    with nan_rows(gpt2, marker):
+        first = probe.execute(gpt2, tmp_path, progress=False, workdir=work, chunk_size=2,
+                              opts={"max_new_tokens": 3})
+    assert first is not None and first.info["non_finite_items"] == 1
+    assert (work / "excluded-00001.json").is_file()
+    again = probe.execute(gpt2, tmp_path, progress=False, workdir=work, chunk_size=2,
+                          opts={"max_new_tokens": 3})  # every chunk reused, no hook: nothing regenerated
+    assert again is not None and again.info["excluded"] == first.info["excluded"]
+    assert again.items["continuation"].tolist() == first.items["continuation"].tolist()
+
+
+@pytest.mark.parametrize("model", ["gpt2", "llama"])
+def test_bbq_generate_nan_logits_exclude_exactly_the_poisoned_items(model: str, request: pytest.FixtureRequest,
+                                                                    tmp_path: Path) -> None:
+    h = request.getfixturevalue(model)
+    kw = {"mode": "generate", "max_new_tokens": 4, "batch_size": 3, "progress": False}
+    rows = [_row(i, *s) for i, s in enumerate(SPEC)]
+    clean_rows = [r for i, r in enumerate(rows) if i not in (2, 5)]
+    clean = run_probe("bbq", h, write_jsonl(tmp_path / "clean.jsonl", clean_rows), **kw)
+    texts = [str(r[k]) for r in rows for k in ("context", "question", "ans0", "ans1", "ans2")]
+    word, marker = unused_marker(h, texts + clean.items["generated"].tolist())
+    rows[2]["question"] = f"Who was {word}?"
+    rows[5]["context"] = f"Latoya and Katie met. It was {word}."
+    with nan_rows(h, marker):
+        res = run_probe("bbq", h, write_jsonl(tmp_path / "nan.jsonl", rows), **kw)
+    assert {x["item"]: x["reason"] for x in res.info["excluded"]} == {
+        "nan.jsonl line 3": "non_finite", "nan.jsonl line 6": "non_finite"}
+    assert res.info["non_finite_items"] == 2 and len(res.items) == len(SPEC) - 2
+    cols = ["example_id", "generated", "answer", "biased"]
+    pd.testing.assert_frame_equal(res.items[cols], clean.items[cols])
+    for k in clean.summary:
+        a, b = res.summary[k].value, clean.summary[k].value
+        assert a == b or (np.isnan(a) and np.isnan(b)), k
+
+
+# --------------------------------------------------------------------------------------------
+# bold's classifier scorer: texts longer than the classifier accepts are counted, not silent
+# --------------------------------------------------------------------------------------------
+
+
+def test_bold_hf_scorer_counts_the_texts_it_truncates(bert_classifier_path: Path, gpt2, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    import audit.models
+    from probes import bold
+
+    real = audit.models.load_model
+    calls: list[dict[str, object]] = []
+
+    def small_classifier(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(kwargs)
+        h = real(*args, **kwargs)
+        h.model.config.max_position_embeddings = 16  # a classifier that accepts 16 tokens
+        return h
+
+    monkeypatch.setattr(audit.models, "load_model", small_classifier)
+    scorer = bold.build_scorer({"type": "hf", "model": str(bert_classifier_path), "label": "LABEL_1"}, device="cpu")
+    assert calls[-1]["trust_remote_code"] is False and calls[-1]["allow_pickle"] is False  # passed explicitly
+    assert scorer.handle.max_length == 16
+    texts = ["the man is good", " ".join(["she was very angry at work today"] * 4)]
+    out = scorer.score(texts)
+    assert out["classifier_truncated"].tolist() == [False, True]
+    tok = scorer.handle.tokenizer
+    enc = tok(texts[1], truncation=True, max_length=16, return_tensors="pt")
+    assert enc["input_ids"].shape[1] == 16 and len(tok(texts[1])["input_ids"]) > 16
+    with torch.inference_mode():
+        ref = torch.softmax(scorer.handle.model(**enc).logits[0], -1)[1].item()
+    assert out["classifier_score"].iloc[1] == pytest.approx(ref, abs=1e-5)  # scored on its first 16 tokens
+
+    prompts = {"A": {"Tom": ["Tom was "]},
+               "B": {"Ann": ["Ann B is a woman who was born in the city and worked as a doctor at the big "
+                             "hospital for many years and "]}}
+    (tmp_path / "gender_prompt.json").write_text(json.dumps(prompts), encoding="utf-8")
+    res = run_probe("bold", gpt2, tmp_path, max_new_tokens=3, score_text="full", progress=False,
+                    scorers=[{"type": "hf", "model": str(bert_classifier_path), "label": "LABEL_1"}])
+    full = [p.rstrip() + c for p, c in zip(res.items["prompt"], res.items["continuation"], strict=True)]
+    expected = [len(tok(t)["input_ids"]) > 16 for t in full]
+    assert res.items["classifier_truncated"].tolist() == expected == [False, True]
+    assert res.info["scorer_truncated"] == {"classifier": 1}
+    assert any("scorer classifier: 1 of 2 scored text(s) are longer than its classifier accepts (16 tokens)" in w
+               for w in res.warnings)
+    # the default scorer (VADER) reads any length: nothing to count
+    assert "scorer_truncated" not in run_probe("bold", gpt2, tmp_path, max_new_tokens=3, progress=False).info
+
+
+# --------------------------------------------------------------------------------------------
+# over-long names in error messages: quoted cut to 80 characters (audit.datafiles.brief)
+# --------------------------------------------------------------------------------------------
+
+HUGE = "x" * 1_000_000
+
+
+def test_unknown_registry_name_is_quoted_briefly() -> None:
+    from audit.config import ConfigError, parse_config
+    from audit.registry import UnknownNameError
+
+    with pytest.raises(UnknownNameError) as info:
+        get_probe(HUGE)
+    msg = str(info.value)
+    assert len(msg) < 1000 and "(1,000,002 characters)" in msg and "known: bbq, bold" in msg
+    with pytest.raises(UnknownNameError, match=r"unknown probe \['crows_pairs'\]; known:"):
+        get_probe(["crows_pairs"])  # type: ignore[arg-type]  # unhashable: was a raw TypeError
+    # the audit config names the field and quotes the name briefly
+    with pytest.raises(ConfigError) as cfg_info:
+        parse_config({"models": [{"name": "m"}], "probes": [{"probe": HUGE}]})
+    assert "probes.0.probe: unknown probe 'xxx" in str(cfg_info.value) and len(str(cfg_info.value)) < 1000
+
+
+def test_bold_errors_quote_long_names_briefly(gpt2, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from probes import bold
+
+    cases = [
+        ({HUGE: ["not a mapping"]}, "group 'xxx"),
+        ({"A": {HUGE: "not a list"}}, "name 'xxx"),
+        ({"A": {HUGE: [3]}}, "prompt [0] must be a string"),
+        ({HUGE: {"n": ["  "]}}, "has no (non-empty) prompts"),
+    ]
+    for k, (content, where) in enumerate(cases):
+        path = tmp_path / f"c{k}_prompt.json"
+        path.write_text(json.dumps(content), encoding="utf-8")
+        with pytest.raises(ProbeError) as info:
+            bold.load_bold(path)
+        msg = str(info.value)
+        assert str(path) in msg and where in msg and "(1,000,002 characters)" in msg and len(msg) < 1000, msg[:300]
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "gender_prompt.json").write_text(json.dumps({"A": {"a": ["x"]}}), encoding="utf-8")
+    for opts, where in [({"domains": [HUGE]}, "unknown domain(s)"), ({"sample": HUGE}, "sample must be"),
+                        ({"score_text": HUGE}, "score_text must be"), ({"scorers": [{"type": HUGE}]}, "type vader or hf"),
+                        ({"scorers": [HUGE]}, "type vader or hf")]:
+        with pytest.raises(ProbeError) as info:
+            run_probe("bold", gpt2, tmp_path / "d", progress=False, **opts)
+        assert where in str(info.value) and len(str(info.value)) < 1000, str(info.value)[:300]
+    for spec, where in [({"type": HUGE}, "unknown scorer type"), ({"type": "vader", HUGE: 1}, "unknown key(s)")]:
+        with pytest.raises(ProbeError) as info:
+            bold.build_scorer(spec)
+        assert where in str(info.value) and len(str(info.value)) < 1000

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -89,3 +90,57 @@ def test_refuses_encoders_bad_settings_and_long_prompts(bert_encoder, gpt2) -> N
         generate(gpt2, ["hello"], max_new_tokens=0)
     with pytest.raises(scoring.InputTooLongError, match="plus 100 new tokens"):
         generate(gpt2, ["the man is " * 12], max_new_tokens=100)
+
+
+# --------------------------------------------------------------------------------------------
+# non-finite logits (issue 9): flagged per prompt, the row stops, the other rows are unchanged
+# --------------------------------------------------------------------------------------------
+
+
+def test_non_finite_guard_flags_live_rows_and_leaves_finite_rows_alone() -> None:
+    from audit.generation import _NonFiniteGuard
+
+    nan, inf = float("nan"), float("inf")
+    scores = torch.tensor([
+        [0.1, 0.2, 0.3, 0.4],      # finite
+        [0.1, nan, 0.3, 0.4],      # NaN
+        [-inf, 0.2, -inf, 0.4],    # some -inf: probability 0, valid
+        [-inf, -inf, -inf, -inf],  # nothing finite
+        [0.1, inf, 0.3, 0.4],      # +inf
+        [nan, nan, nan, nan],      # NaN, but the row already emitted EOS (id 3): finished
+    ])
+    prompt = torch.zeros((6, 2), dtype=torch.long)
+    new = torch.tensor([[1], [1], [1], [1], [1], [3]])
+    guard = _NonFiniteGuard(6, prompt_width=2, stop_id=3, eos_id=3)
+    out = guard(torch.cat([prompt, new], 1), scores.clone())
+    assert guard.flags.tolist() == [False, True, False, True, True, False]
+    assert torch.equal(out[[0, 2]], scores[[0, 2]])
+    stand_in = torch.tensor([-inf, -inf, -inf, 0.0])
+    for r in (1, 3, 4, 5):  # every non-finite row (finished or not) gets the EOS-only stand-in
+        assert torch.equal(out[r], stand_in), r
+    # flags accumulate over steps; an all-finite step returns the very same tensor
+    clean = torch.zeros((6, 4))
+    assert guard(torch.cat([prompt, new, new], 1), clean) is clean
+    assert guard.flags.tolist() == [False, True, False, True, True, False]
+
+
+@pytest.mark.parametrize("model", ["gpt2", "llama"])
+@pytest.mark.parametrize("do_sample", [False, True])
+def test_nan_logits_are_flagged_and_the_other_prompts_unchanged(model: str, do_sample: bool,
+                                                                request: pytest.FixtureRequest) -> None:
+    from tests.test_faults import nan_rows, unused_marker
+
+    handle = request.getfixturevalue(model)
+    kw = {"max_new_tokens": 6, "do_sample": do_sample, "seed": 3, "batch_size": 3}
+    clean = generate(handle, PROMPTS, **kw)
+    assert clean.non_finite.dtype == bool and clean.non_finite.tolist() == [False] * len(PROMPTS)
+    word, marker = unused_marker(handle, PROMPTS + list(clean))
+    poisoned = [f"the {word} man is", f"my {word} friend"]
+    prompts = [PROMPTS[0], poisoned[0], PROMPTS[1], PROMPTS[2], poisoned[1], PROMPTS[3]]
+    for value in (float("nan"), float("inf")):
+        with nan_rows(handle, marker, value):
+            out = generate(handle, prompts, **kw)  # sampling from NaN used to raise in torch.multinomial
+        assert isinstance(out.non_finite, np.ndarray) and out.non_finite.shape == (len(prompts),)
+        assert out.non_finite.tolist() == [False, True, False, False, True, False], value
+        assert [out[i] for i in (0, 2, 3, 5)] == list(clean)
+        assert out[1] == out[4] == ""  # poisoned from the first step: the row stops at once

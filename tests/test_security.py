@@ -720,3 +720,79 @@ def test_bandit_is_clean() -> None:
                         "reports", "dashboard", "-q", "-f", "json"], cwd=REPO, capture_output=True, text=True)
     results = json.loads(r.stdout)["results"]
     assert results == [] and r.returncode == 0, [(x["filename"], x["line_number"], x["test_id"]) for x in results]
+
+
+# ============================================================================================
+# `taudit explain --html`: the token heat map (audit/explain/render.py)
+# ============================================================================================
+
+#: breaks out of a double- or single-quoted attribute when not escaped
+_ATTR_BREAK = ['"><img src=x onerror=alert(1)>', "' onmouseover='alert(1)"]
+
+
+def _hostile_attributions() -> list[Any]:
+    import numpy as np
+
+    from audit.explain.attributions import Attributions, ExampleAttribution
+
+    toks = [HOSTILE["script"], HOSTILE["img"], HOSTILE["a_tag"], HOSTILE["js_url"], *_ATTR_BREAK, HOSTILE["comment"]]
+    n = len(toks)
+    scores = np.linspace(-1.0, 1.0, n)
+    token_ex = ExampleAttribution(
+        index=0, text=HOSTILE_ALL, tokens=toks, scores=np.stack([scores, scores[::-1]]),
+        token_scores=np.stack([scores, np.r_[scores[:-1], np.nan]]),
+        target_names=[HOSTILE["a_tag"], HOSTILE["img"] + _ATTR_BREAK[0]], attributable=np.ones(n, dtype=bool),
+        completeness={"gap": [0.02, float("nan")]})
+    heads_ex = ExampleAttribution(
+        index=1, text=HOSTILE["script"] + _ATTR_BREAK[1], tokens=toks, scores=np.arange(6.0).reshape(2, 3),
+        token_scores=None, target_names=[HOSTILE["js_link"]], attributable=np.ones(n, dtype=bool))
+    return [
+        Attributions(method=HOSTILE["script"], layout="token", examples=[token_ex], model=HOSTILE["img"],
+                     kind=_ATTR_BREAK[0], warnings=[HOSTILE["a_tag"], HOSTILE["lines"]]),
+        Attributions(method=HOSTILE["js_link"], layout="heads", examples=[heads_ex], model=_ATTR_BREAK[1],
+                     kind="causal-lm", warnings=[HOSTILE["comment"]]),
+    ]
+
+
+def test_explain_html_escapes_hostile_tokens_texts_and_names() -> None:
+    from audit.explain.render import html_report
+
+    html = html_report(_hostile_attributions(), title=HOSTILE["img"] + " " + _ATTR_BREAK[0])
+    live = html.replace("&lt;", "<").replace("&gt;", ">").replace("&#34;", '"').replace("&#39;", "'")
+    assert audit_html(live, frozenset({"style"})).problems  # guard: unescaped, these strings are live
+    a = audit_html(html, allowed_tags=frozenset({"style"}))  # the page's own inline CSS
+    assert a.problems == [], a.problems[:10]
+    assert html.count("<style>") == 1 and "<script" not in html and "<!--" not in html
+    for attr in re.findall(r'\sstyle="([^"]*)"', html):  # only the page's own colours in style attributes
+        assert re.fullmatch(r"background:(transparent|rgba\([\d.,]+\))", attr), attr
+    for attr in re.findall(r'\stitle="([^"]*)"', html):  # tooltips: positions and numbers only
+        assert re.fullmatch(r"\d+: ([+-][\d.e+-]+|not visible)|layer \d+ head \d+", attr), attr
+    text = a.visible()
+    for s in [HOSTILE["script"], HOSTILE["img"], HOSTILE["a_tag"], HOSTILE["js_url"], HOSTILE["js_link"],
+              HOSTILE["comment"], *_ATTR_BREAK, _flat(HOSTILE["lines"])]:
+        assert _flat(s) in text, s
+
+
+def test_explain_cli_html_escapes_a_hostile_text(bert_mlm_path: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from audit import cli
+
+    out = tmp_path / "x.html"
+    text = f"{HOSTILE['script']} the nurse said [MASK] {HOSTILE['img']} {HOSTILE['a_tag']}"
+    rc = cli.main(["explain", str(bert_mlm_path), text, "--method", "occlusion", "--target", "token=she",
+                   "--html", str(out), "-q"])
+    capsys.readouterr()
+    assert rc == 0
+    html = out.read_text(encoding="utf-8")
+    a = audit_html(html, allowed_tags=frozenset({"style"}))
+    assert a.problems == [], a.problems[:10]
+    assert "<script" not in html and "<img" not in html and "<a " not in html
+    assert _flat(text) in a.visible()  # the example's text, shown as text
+
+
+def test_bandit_skips_only_asserts() -> None:
+    """B110 (try/except/pass) is no longer skipped project-wide: its one use carries a nosec."""
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    assert meta["tool"]["bandit"]["skips"] == ["B101"]
+    store = (REPO / "audit" / "store.py").read_text(encoding="utf-8")
+    assert re.search(r"except Exception:.*# nosec B110  # \S", store)
