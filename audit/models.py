@@ -211,11 +211,23 @@ def _convert_gguf(gguf_path: Path, kind: str, out: Path) -> None:
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     fresh.save_pretrained(tmp, safe_serialization=True)
+    _drop_gguf_quantization(tmp / "config.json")
     tok.save_pretrained(tmp)
     (tmp / "taudit_source.json").write_text(
         json.dumps({"gguf": str(gguf_path), "gguf_sha256": file_sha256(gguf_path)}, indent=2)
     )
     tmp.rename(out)
+
+
+def _drop_gguf_quantization(config_json: Path) -> None:
+    """Remove the ``quantization_config`` a GGUF load leaves in the config: the saved weights are
+    plain dequantized tensors, and the leftover entry makes transformers claim on every later load
+    that the weights stay packed and compute in float32 (wrong for a bf16/fp16 load)."""
+    cfg = json.loads(config_json.read_text(encoding="utf-8"))
+    if cfg.pop("quantization_config", None) is not None:
+        tmp = config_json.with_name(config_json.name + ".tmp")
+        tmp.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, config_json)
 
 
 def resolve_demo(alias: str) -> tuple[Path, DemoModel]:
@@ -233,6 +245,8 @@ def resolve_demo(alias: str) -> tuple[Path, DemoModel]:
     if not (out / "config.json").is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
         _convert_gguf(gguf, demo.kind, out)
+    else:
+        _drop_gguf_quantization(out / "config.json")  # a cache converted by an earlier version
     return out, demo
 
 

@@ -60,6 +60,7 @@ import numpy as np
 
 from audit.config import AuditConfig, ModelSpec, ProbeSpec
 from audit.distributed import Dist, from_env
+from audit.precision import dtype_warning
 from audit.probe import PROBES, ItemProbe, ProbeError
 from audit.store import RunDir, StorageError, environment, now_iso, write_json
 
@@ -423,6 +424,11 @@ def _probe_step(
         return None, None
     dt = time.perf_counter() - t0
     datasets = _sha_files(probe.data_files(data, dict(spec.options)), rows=probe.data_rows)
+    # a reduced dtype not measured to keep this probe's numbers within tolerance (audit/precision.py)
+    warn = dtype_warning(spec.probe, handle.dtype, kind=handle.kind)
+    if warn:
+        result.warnings.append(warn)
+        logger.warning(warn)
     rd.write_probe(name, result, duration_s=dt, options=spec.options, data=datasets, world_size=dist.world)
     shutil.rmtree(rd.probe_dir(name) / "partial", ignore_errors=True)
     logger.info("probe %s done in %.1f s", name, dt)

@@ -72,3 +72,36 @@ def test_config_carries_device_map_and_dtype(tmp_path: Path) -> None:
     cfg.write_text("models:\n  - {name: smollm2-135m, device_map: auto, dtype: bf16}\nprobes: [{probe: crows_pairs}]\n")
     spec = load_config(cfg).models[0]
     assert spec.device_map == "auto" and spec.dtype in ("bf16", "bfloat16")
+
+
+@pytest.mark.parametrize(("dtype", "warned"), [("float32", False), ("bfloat16", True), ("float16", False)])
+def test_run_in_reduced_precision_warns_where_not_measured_safe(
+    tmp_path: Path, llama_path: Path, dtype: str, warned: bool
+) -> None:
+    """crows_pairs was measured to flip pairs in bf16 but not in fp16 (audit/precision.py): a run
+    in bf16 says so in the probe's summary warnings; fp32 and fp16 runs do not."""
+    from audit.runner import run_audit
+    from tests.test_runner import make_config
+
+    cfg = load_config(make_config(tmp_path, llama_path))
+    cfg.models[0].dtype = dtype  # type: ignore[assignment]
+    [o] = run_audit(cfg, run_id="r", progress=False)
+    assert o.status == "complete"
+    warnings = o.run_dir.probe_summary("cp_a").get("warnings", [])
+    assert any("crows_pairs ran in bfloat16" in w for w in warnings) is warned
+
+
+def test_converted_gguf_config_keeps_no_quantization_entry(tmp_path: Path) -> None:
+    """A dequantized GGUF cache must not claim to be quantized (transformers would then report
+    packed weights computing in fp32 for a bf16 load)."""
+    import json
+
+    from audit.models import _drop_gguf_quantization
+
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({"model_type": "llama", "quantization_config": {"quant_method": "gguf"}}))
+    _drop_gguf_quantization(cfg)
+    assert json.loads(cfg.read_text()) == {"model_type": "llama"}
+    before = cfg.stat().st_mtime_ns
+    _drop_gguf_quantization(cfg)  # nothing to drop: the file is left alone
+    assert cfg.stat().st_mtime_ns == before
