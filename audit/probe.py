@@ -171,6 +171,19 @@ def input_lengths(handle: ModelHandle, texts: Sequence[str], *, causal: bool = F
     return np.asarray([len(e) + extra for e in enc], dtype=np.int64)
 
 
+def too_long_rows(
+    handle: ModelHandle, columns: Sequence[Sequence[str]], *, causal: bool = False, extra: int = 0,
+    scored: np.ndarray | None = None, unit: str = "tokens",
+) -> dict[int, str]:
+    """``{row: message}`` of the rows whose longest text (over ``columns``, each one text per
+    row) plus ``extra`` tokens exceeds the model's maximum; only rows where ``scored`` holds."""
+    n = np.max([input_lengths(handle, list(c), causal=causal) for c in columns], axis=0) + int(extra)
+    bad = n > handle.max_length
+    if scored is not None:
+        bad &= np.asarray(scored, dtype=bool)
+    return {int(i): f"{n[i]} {unit}; {handle.name} accepts at most {handle.max_length}" for i in np.flatnonzero(bad)}
+
+
 def score_fitting(score: Callable[[np.ndarray], T], n: int) -> tuple[list[tuple[np.ndarray, T]], dict[int, str]]:
     """Call ``score(indices)`` on all ``n`` items; where the model's length limit refuses a call
     (:class:`audit.scoring.InputTooLongError`, raised before any forward pass), split the indices
@@ -368,8 +381,16 @@ class ItemProbe(Probe):
     Faults of single items never stop the run (:class:`Exclusions`): an item with an empty
     ``text_columns`` entry is left out before scoring; an item the model's length limit refuses
     is isolated by :func:`score_fitting` and left out while the rest of its chunk is scored; an
-    item whose ``score_columns`` come out NaN or ±inf is left out before :meth:`summarise`. All
-    three are counted in the result (``info["excluded_items"]`` and a warning).
+    item whose ``score_columns`` come out NaN or ±inf is left out before :meth:`summarise`, and so
+    is an item whose generated text came from non-finite logits (``score_items`` marks it in
+    :data:`audit.generation.NON_FINITE_COLUMN`). All are counted in the result
+    (``info["excluded_items"]`` and a warning).
+
+    Optional hooks: :meth:`prepare` (options that depend on the model, checked on every rank
+    before any scoring), :meth:`too_long` (items a length check can refuse before scoring),
+    :attr:`scored_column` (items kept in the table without a score). Anything that needs every
+    item — centring over a group, bootstrap CIs, permutation tests, AUCs — belongs in
+    :meth:`summarise`, never in :meth:`score_items`, so the numbers do not depend on the chunking.
     """
 
     chunk_size: ClassVar[int] = 512
@@ -379,10 +400,53 @@ class ItemProbe(Probe):
     score_columns: ClassVar[tuple[str, ...]] = ()
     #: the column that names an item in ``info["excluded"]`` (default: its position in the data)
     item_id: ClassVar[str] = ""
+    #: a bool item column saying which items are scored; the others stay in the table unscored
+    #: (e.g. counterfactual texts without an identity term) and are never "non-finite". "" = all
+    scored_column: ClassVar[str] = ""
+    #: what the exclusion warning calls the items ("12 of 500 texts left out …")
+    item_unit: ClassVar[str] = "items"
+    #: the run's seed, set by :meth:`execute` before :meth:`load_items` (for loaders that sample
+    #: ``max_items`` and for seeded scoring such as generation)
+    seed: int = 0
 
     def finite_columns(self, items: pd.DataFrame) -> list[str]:
         """The columns of a scored items table that must be finite."""
         return [c for c in self.score_columns if c in items.columns]
+
+    def scored_rows(self, items: pd.DataFrame) -> np.ndarray:
+        """Which items are scored (see :attr:`scored_column`)."""
+        if self.scored_column and self.scored_column in items.columns:
+            return items[self.scored_column].to_numpy(dtype=bool)
+        return np.ones(len(items), dtype=bool)
+
+    def non_finite_items(self, items: pd.DataFrame) -> np.ndarray:
+        """Scored items with a NaN or ±inf in a :meth:`finite_columns` column."""
+        return non_finite_rows(items, self.finite_columns(items)) & self.scored_rows(items)
+
+    @classmethod
+    def option_defaults(cls) -> dict[str, Any]:
+        """The options' defaults, from the keyword-only parameters of ``run``."""
+        import inspect
+
+        return {n: p.default for n, p in inspect.signature(cls.run).parameters.items()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY and n not in ("seed", "progress")}
+
+    def with_defaults(self, opts: dict[str, Any]) -> dict[str, Any]:
+        """``opts`` (as configured: only the options given) completed with the defaults of ``run``."""
+        return {**self.option_defaults(), **opts}
+
+    def prepare(self, handle: ModelHandle, items: pd.DataFrame, opts: dict[str, Any]) -> dict[str, Any]:
+        """Resolve what scoring and summarising need beyond the items — options that depend on
+        the model (a label mapping, a positive class) — and refuse bad combinations before any
+        scoring. Runs on every rank after :meth:`load_items`; returns the options
+        :meth:`score_items` and :meth:`summarise` receive (default: ``opts`` unchanged)."""
+        return opts
+
+    def too_long(self, handle: ModelHandle, items: pd.DataFrame, opts: dict[str, Any]) -> dict[int, str]:
+        """``{position: message}`` of the items of a chunk known to be too long before scoring
+        (:func:`too_long_rows`); they are left out without splitting the chunk's batches. Items
+        this misses are still isolated by :func:`score_fitting`. Default: none."""
+        return {}
 
     def item_labels(self, items: pd.DataFrame) -> list[str]:
         """How ``info["excluded"]`` names each item."""
@@ -422,6 +486,7 @@ class ItemProbe(Probe):
         opts = dict(opts or {})
         self.check_kind(handle)
         self.check_options(opts)
+        self.seed = seed
         items = self.load_items(data, opts)
         if len(items) == 0:
             raise ProbeError(f"{self.name}: no items to score in {data}")
@@ -432,6 +497,7 @@ class ItemProbe(Probe):
                               f"empty {' / '.join(self.text_columns)}")
         if len(items) == 0:
             raise ProbeError(f"{self.name}: all {n_loaded} items of {data} have an empty text")
+        configured, opts = opts, self.prepare(handle, items, opts)
         rank, world = (dist.rank, dist.world) if dist is not None else (0, 1)
         size = int(chunk_size or self.chunk_size)
         n_chunks = (len(items) + size - 1) // size
@@ -440,7 +506,7 @@ class ItemProbe(Probe):
         if workdir is not None:
             if rank == 0:
                 _check_plan(workdir, {"probe": self.name, "n_items": len(items), "chunk_size": size,
-                                      "options": {k: opts[k] for k in sorted(opts)}, "model": handle.source,
+                                      "options": {k: configured[k] for k in sorted(configured)}, "model": handle.source,
                                       "seed": seed})
                 self.resumed["chunks_reused"] = sum((workdir / f"chunk-{k:05d}.parquet").is_file()
                                                     for k in range(n_chunks))
@@ -499,37 +565,47 @@ class ItemProbe(Probe):
         kept = [q for q in parts if len(q)]
         all_items = pd.concat(kept, ignore_index=True) if kept else parts[0].iloc[:0]
         finite = self.finite_columns(all_items)
-        all_items = excluded.drop(all_items, non_finite_rows(all_items, finite), self.item_labels(all_items),
+        all_items = excluded.drop(all_items, self.non_finite_items(all_items), self.item_labels(all_items),
                                   NON_FINITE, f"non-finite {' / '.join(finite)}")
-        if len(all_items) == 0:
-            raise ProbeError(f"{self.name}: no item of {data} could be scored — {excluded.describe(n_loaded)}")
+        if len(all_items) == 0 or (len(excluded) and not self.scored_rows(all_items).any()):
+            raise ProbeError(f"{self.name}: no item of {data} could be scored — "
+                             f"{excluded.describe(n_loaded, self.item_unit)}")
         result = self.summarise(all_items, kind=handle.kind, seed=seed, opts=opts)
-        return excluded.report(result, n_total=n_loaded)
+        return excluded.report(result, n_total=n_loaded, unit=self.item_unit)
 
     def _score_chunk(
         self, handle: ModelHandle, part: pd.DataFrame, opts: dict[str, Any], progress: bool
     ) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
-        """Score a chunk; the items the model's length limit refuses are left out and returned."""
-        pieces, too_long = score_fitting(lambda idx: self.score_items(handle, part.iloc[idx], opts, progress),
-                                         len(part))
+        """Score a chunk; the items the model's length limit refuses, and those whose generated
+        text came from non-finite logits (:data:`audit.generation.NON_FINITE_COLUMN`), are left
+        out and returned."""
+        long_ = self.too_long(handle, part, opts)
+        fit = np.asarray([i for i in range(len(part)) if i not in long_], dtype=np.int64)
+        pieces, refused = score_fitting(lambda idx: self.score_items(handle, part.iloc[fit[idx]], opts, progress),
+                                        len(fit))
+        too_long = {**long_, **{int(fit[i]): msg for i, msg in refused.items()}}
         outs = [o for _, o in pieces if len(o)]
         out = pd.concat(outs, ignore_index=True) if len(outs) > 1 else outs[0] if outs else part.iloc[:0].copy()
-        order = np.concatenate([idx for idx, o in pieces if len(o)]) if outs else np.zeros(0, dtype=np.int64)
-        cols = self.finite_columns(out)
-        bad = np.flatnonzero(non_finite_rows(out, cols))
+        order = fit[np.concatenate([idx for idx, o in pieces if len(o)])] if outs else np.zeros(0, dtype=np.int64)
+        bad = np.flatnonzero(self.non_finite_items(out))
         if len(bad) and len(order) == len(out):
 
             def one(i: int) -> bool:
                 solo = self.score_items(handle, part.iloc[[int(order[i])]], opts, False)
-                if len(solo) != 1 or non_finite_rows(solo, cols).any():
+                if len(solo) != 1 or self.non_finite_items(solo).any():
                     return False
                 for c in solo.columns:
                     out.at[out.index[i], c] = solo[c].iloc[0]
                 return True
 
             rescore_alone(bad, one)
+        from audit.generation import split_non_finite
+
+        # generating probes: items whose continuation came from non-finite logits are left out
+        out, generated_bad = split_non_finite(out, self.item_labels(out))
         labels = self.item_labels(part)
-        return out, [{"item": labels[i], "reason": TOO_LONG, "detail": msg} for i, msg in sorted(too_long.items())]
+        return out, [*({"item": labels[i], "reason": TOO_LONG, "detail": msg} for i, msg in sorted(too_long.items())),
+                     *generated_bad]
 
     def check_options(self, opts: dict[str, Any]) -> None:
         import inspect

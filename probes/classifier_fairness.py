@@ -80,15 +80,7 @@ from sklearn.metrics import accuracy_score, roc_auc_score
 
 from audit import scoring
 from audit.datafiles import read_table
-from audit.probe import (
-    NON_FINITE,
-    TOO_LONG,
-    Exclusions,
-    Probe,
-    ProbeError,
-    register_probe,
-    score_rows_fitting,
-)
+from audit.probe import ItemProbe, ProbeError, register_probe
 from audit.results import MetricInfo, MetricValue, ProbeResult
 from audit.stats import (
     MIN_N,
@@ -671,12 +663,17 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 
 
 @register_probe("classifier_fairness")
-class ClassifierFairness(Probe):
+class ClassifierFairness(ItemProbe):
     kinds = ("classifier", "causal-lm")
     metrics = METRICS
     primary_metric = "equalized_odds_difference"
     description = ("group fairness of a classifier (fairlearn rates, parity gaps, Borkan AUCs); causal LMs "
                    "as zero-shot classifiers")
+    #: faults (audit.probe.ItemProbe): a row longer than the model accepts, or whose logits come out
+    #: NaN/inf (``y_score`` and the ``score_<label>`` columns), is left out of every metric and counted
+    score_columns = ("y_score",)
+    item_id = "row"
+    item_unit = "rows"
 
     def data_files(self, data: str | Path | None, options: dict[str, Any] | None = None) -> list[Path]:
         return super().data_files(DEFAULT_DATA if data is None else data)
@@ -705,105 +702,122 @@ class ClassifierFairness(Probe):
         """Score every row and compute the group metrics. ``max_items`` keeps a seeded random
         sample of that many rows (file order kept).
 
+        Rows are scored in chunks (sharded over ``torchrun`` ranks; each row's scores are its
+        own); the MetricFrame rates, parity gaps, AUCs, bootstrap CIs and permutation tests are
+        computed once over all rows.
+
         Faults: a row whose text (or filled-in prompt + label word) is longer than the model's
         maximum, or whose logits come out NaN/inf, is left out of every metric and counted
         (``info["excluded_items"]``, a warning)."""
-        if options:
-            raise ProbeError(f"classifier_fairness: unknown option(s) {sorted(options)}")
-        self.check_kind(handle)
+        return super().run(
+            handle, data, seed=seed, progress=progress, text_column=text_column, label_column=label_column,
+            attribute_column=attribute_column, positive_label=positive_label, prompt=prompt, label_words=label_words,
+            label_map=label_map, breakdown_by=breakdown_by, max_items=max_items, max_batch_tokens=max_batch_tokens,
+            n_resamples=n_resamples, n_permutations=n_permutations, **options)
+
+    def finite_columns(self, items: pd.DataFrame) -> list[str]:
+        return ["y_score", *(c for c in items.columns if c.startswith("score_") and c != "score_error")]
+
+    def load_items(self, data: str | Path | None, opts: dict[str, Any]) -> pd.DataFrame:
+        """The labelled rows (``max_items``: a sample seeded by the run's seed); what the loader
+        found (labels, positive label, rows without an attribute) is kept for :meth:`prepare`."""
+        o = self.with_defaults(opts)
         builtin = data is None
         path = DEFAULT_DATA if builtin else Path(data)  # type: ignore[arg-type]
-        extra = list(breakdown_by) if breakdown_by is not None else (list(DEFAULT_BREAKDOWN) if builtin else [])
-        extra = [c for c in extra if c != attribute_column]
-        ds = load_labelled(path, text_column=text_column, label_column=label_column,
-                           attribute_column=attribute_column, positive_label=positive_label, extra_columns=extra)
+        extra = list(o["breakdown_by"]) if o["breakdown_by"] is not None else (
+            list(DEFAULT_BREAKDOWN) if builtin else [])
+        extra = [c for c in extra if c != o["attribute_column"]]
+        ds = load_labelled(path, text_column=o["text_column"], label_column=o["label_column"],
+                           attribute_column=o["attribute_column"], positive_label=o["positive_label"],
+                           extra_columns=extra)
         df = ds.frame
-        if max_items is not None and int(max_items) < len(df):
-            df = df.sample(n=int(max_items), random_state=seed).sort_index().reset_index(drop=True)
-        where = f"column {label_column!r} of {path}"
-        texts = df["text"].tolist()
-        info: dict[str, Any] = {"item_effect": "score_error", "item_text": ["text"], "attribute": attribute_column,
-                                "positive_label": ds.positive_label, "labels": ds.labels,
-                                "n_dropped_no_attribute": ds.n_dropped, "data": str(path)}
+        if o["max_items"] is not None and int(o["max_items"]) < len(df):
+            df = df.sample(n=int(o["max_items"]), random_state=self.seed).sort_index().reset_index(drop=True)
+        self.loaded = {"builtin": builtin, "path": path, "breakdown_columns": extra, "dataset": ds}
+        return df
+
+    def prepare(self, handle: ModelHandle, items: pd.DataFrame, opts: dict[str, Any]) -> dict[str, Any]:
+        """Every option with its default, plus what the loader found and the model's labels:
+        ``candidates`` (the dataset labels scored, in order), ``words`` (zero-shot label words)
+        or ``mapping`` (dataset label → classifier output)."""
+        o = {**self.with_defaults(opts), **self.loaded}
+        ds: LabelledData = o["dataset"]
+        where = f"column {o['label_column']!r} of {o['path']}"
         if handle.kind == "causal-lm":
-            if builtin:
-                prompt = DEFAULT_PROMPT if prompt is None else prompt
-                label_words = DEFAULT_LABEL_WORDS if label_words is None else label_words
-            if prompt is None or label_words is None:
+            if o["builtin"]:
+                o["prompt"] = DEFAULT_PROMPT if o["prompt"] is None else o["prompt"]
+                o["label_words"] = DEFAULT_LABEL_WORDS if o["label_words"] is None else o["label_words"]
+            if o["prompt"] is None or o["label_words"] is None:
                 raise ProbeError(
                     "classifier_fairness on a causal LM is a zero-shot classifier: give the options prompt "
                     "(a template containing {text}) and label_words (label → word, e.g. {0: ' negative', "
                     "1: ' positive'})"
                 )
-            if "{text}" not in prompt:
-                raise ProbeError(f"the prompt option must contain '{{text}}', got {prompt!r}")
-            words = _normalise_label_words(label_words, ds.labels, where)
-            cand = list(words)
-            scores, too_long = score_rows_fitting(
-                lambda idx: zero_shot_logprobs(handle, [texts[i] for i in idx], prompt, [words[c] for c in cand],
-                                               max_batch_tokens=max_batch_tokens, progress=progress), len(texts))
-            probs = _softmax(scores)
-            pred_labels = [cand[i] for i in probs.argmax(axis=1)]
-            info.update(scoring="zero-shot: softmax over label-word log-probs", prompt=prompt, label_words=words)
+            if "{text}" not in o["prompt"]:
+                raise ProbeError(f"the prompt option must contain '{{text}}', got {o['prompt']!r}")
+            o["words"] = _normalise_label_words(o["label_words"], ds.labels, where)
+            o["candidates"] = list(o["words"])
         else:
-            if prompt is not None or label_words is not None:
+            if o["prompt"] is not None or o["label_words"] is not None:
                 raise ProbeError("the options prompt and label_words apply to causal LMs only; a classifier "
                                  "uses its own head (map labels with label_map)")
-            mapping = classifier_label_map(handle, ds.labels, label_map, where)
-            logits, too_long = score_rows_fitting(
-                lambda idx: classifier_logits(handle, [texts[i] for i in idx], max_batch_tokens=max_batch_tokens,
-                                              progress=progress), len(texts))
+            o["mapping"] = classifier_label_map(handle, ds.labels, o["label_map"], where)
+            o["candidates"] = list(o["mapping"])
+        return o
+
+    def score_items(self, handle: ModelHandle, items: pd.DataFrame, opts: dict[str, Any], progress: bool) -> pd.DataFrame:
+        """Each row's label scores, positive-label probability and decision."""
+        texts = items["text"].tolist()
+        cand, positive = opts["candidates"], opts["dataset"].positive_label
+        mbt = opts.get("max_batch_tokens")
+        if handle.kind == "causal-lm":
+            words = opts["words"]
+            scores = zero_shot_logprobs(handle, texts, opts["prompt"], [words[c] for c in cand],
+                                        max_batch_tokens=mbt, progress=progress)
+            probs = _softmax(scores)
+            pred_labels = [cand[i] for i in probs.argmax(axis=1)]
+        else:
+            mapping = opts["mapping"]
+            logits = classifier_logits(handle, texts, max_batch_tokens=mbt, progress=progress)
             all_probs = _softmax(logits)
-            cand = list(mapping)
             probs = all_probs[:, [mapping[c] for c in cand]]
             scores = logits[:, [mapping[c] for c in cand]]
             id2label = {int(k): str(v) for k, v in handle.model.config.id2label.items()}
             inverse = {v: k for k, v in mapping.items()}
-            top = all_probs.argmax(axis=1)
-            pred_labels = [inverse.get(int(t), id2label.get(int(t), str(t))) for t in top]
-            info.update(scoring="classifier head: softmax over all outputs", label_map=mapping)
-        pos_col = cand.index(ds.positive_label)
-        excluded = Exclusions()
-        finite = np.isfinite(scores).all(axis=1) & np.isfinite(probs).all(axis=1)
-        for i, r in enumerate(df["row"]):  # "row": the file's line (CSV) or row (Parquet)
-            if i in too_long:
-                excluded.add(f"row {r}", TOO_LONG, too_long[i])
-            elif not finite[i]:
-                excluded.add(f"row {r}", NON_FINITE, "non-finite logits")
-        keep = finite & ~np.isin(np.arange(len(df)), list(too_long))
-        if not keep.any():
-            raise ProbeError(f"classifier_fairness: no row could be scored — {excluded.describe(len(df), 'rows')}")
-        n_loaded = len(df)
-        df, probs, scores = df[keep].reset_index(drop=True), probs[keep], scores[keep]
-        pred_labels = [p for p, k in zip(pred_labels, keep, strict=True) if k]
-        items = df.copy()
-        items["predicted_label"] = pred_labels
-        items["y_true"] = (items["label"] == ds.positive_label).to_numpy()
-        items["y_pred"] = (items["predicted_label"] == ds.positive_label).to_numpy()
-        items["y_score"] = probs[:, pos_col]
-        items["correct"] = items["y_true"] == items["y_pred"]
-        items["score_error"] = items["y_score"] - items["y_true"].astype(float)
+            pred_labels = [inverse.get(int(t), id2label.get(int(t), str(t))) for t in all_probs.argmax(axis=1)]
+        out = items.copy()
+        out["predicted_label"] = pred_labels
+        out["y_true"] = (out["label"] == positive).to_numpy()
+        out["y_pred"] = (out["predicted_label"] == positive).to_numpy()
+        out["y_score"] = probs[:, cand.index(positive)]
+        out["correct"] = out["y_true"] == out["y_pred"]
+        out["score_error"] = out["y_score"] - out["y_true"].astype(float)
         for j, c in enumerate(cand):
-            items[f"score_{c}"] = scores[:, j]
-        result = self.summarise(items, attribute=attribute_column, breakdown_by=extra, seed=seed,
-                                n_resamples=n_resamples, n_permutations=n_permutations, info=info,
-                                warnings=ds.warnings)
-        return excluded.report(result, n_total=n_loaded, unit="rows")
+            out[f"score_{c}"] = scores[:, j]
+        return out
 
-    def summarise(
-        self, items: pd.DataFrame, *, attribute: str, breakdown_by: list[str] | None = None, seed: int = 0,
-        n_resamples: int = 1000, n_permutations: int = 1000, info: dict[str, Any] | None = None,
-        warnings: list[str] | None = None,
-    ) -> ProbeResult:
-        """Metrics from an items table with y_true, y_pred, y_score and the attribute column."""
+    def summarise(self, items: pd.DataFrame, *, kind: str = "classifier", seed: int = 0,
+                  opts: dict[str, Any] | None = None) -> ProbeResult:
+        """Metrics from an items table with y_true, y_pred, y_score and the attribute column
+        (``opts``: as :meth:`prepare` returns them)."""
+        o = self.with_defaults(opts or {})
+        attribute, ds = o["attribute_column"], o["dataset"]
+        info: dict[str, Any] = {"item_effect": "score_error", "item_text": ["text"], "attribute": attribute,
+                                "positive_label": ds.positive_label, "labels": ds.labels,
+                                "n_dropped_no_attribute": ds.n_dropped, "data": str(o["path"])}
+        if kind == "causal-lm":
+            info.update(scoring="zero-shot: softmax over label-word log-probs", prompt=o["prompt"],
+                        label_words=o["words"])
+        else:
+            info.update(scoring="classifier head: softmax over all outputs", label_map=o["mapping"])
+        n_resamples, n_permutations = int(o["n_resamples"]), int(o["n_permutations"])
         summary, warn = fairness_summary(
             items["y_true"].to_numpy(), items["y_pred"].to_numpy(), items["y_score"].to_numpy(),
             items[attribute].astype(str).to_numpy(), seed=seed, n_resamples=n_resamples,
             n_permutations=n_permutations,
         )
-        breakdown = fairness_breakdown(items, [attribute, *(breakdown_by or [])], seed=seed, n_resamples=n_resamples)
-        all_warnings = list(warnings or []) + warn
-        info = dict(info or {})
+        breakdown = fairness_breakdown(items, [attribute, *o["breakdown_columns"]], seed=seed, n_resamples=n_resamples)
+        all_warnings = list(ds.warnings) + warn
         aucs = bias_aucs(items["y_true"].to_numpy(), items["y_score"].to_numpy(), items[attribute].astype(str).to_numpy())
         for m in ("subgroup_auc", "bpsn_auc", "bnsp_auc"):
             col = aucs[m].dropna()

@@ -87,14 +87,10 @@ import pandas as pd
 from audit import scoring
 from audit.datafiles import brief, read_table_csv, read_text_file, text_lines
 from audit.probe import (
-    NON_FINITE,
-    TOO_LONG,
-    Exclusions,
-    Probe,
+    ItemProbe,
     ProbeError,
-    input_lengths,
     register_probe,
-    score_rows_fitting,
+    too_long_rows,
 )
 from audit.results import MetricInfo, MetricValue, ProbeResult
 from audit.stats import group_breakdown, mean_metric, small_n_warning, wilson_ci
@@ -619,6 +615,8 @@ def lm_scores(
     total = np.zeros(len(texts))
     context = np.zeros(len(texts))
     n_tok = np.zeros(len(texts), dtype=np.int64)
+    if not texts:  # a chunk of texts without a swappable term
+        return total, context, n_tok
     if handle.kind == "causal-lm":
         enc = tok(list(texts), add_special_tokens=False, return_offsets_mapping=True)
         pre = scoring.prefix_token_id(handle)
@@ -647,11 +645,12 @@ def classifier_probs(
     import torch
 
     tok = handle.tokenizer
+    out = np.zeros((len(texts), int(handle.model.config.num_labels)))
+    if not texts:
+        return out
     enc = tok(list(texts), add_special_tokens=True, truncation=False)
     lengths = [len(x) for x in enc["input_ids"]]
-    if lengths:
-        scoring.check_length(handle, max(lengths), "a counterfactual text")
-    out = np.zeros((len(texts), int(handle.model.config.num_labels)))
+    scoring.check_length(handle, max(lengths), "a counterfactual text")
     keys = list(enc.keys())
 
     def step(idx: np.ndarray) -> None:
@@ -732,16 +731,22 @@ def _rate(info: MetricInfo, hits: np.ndarray, what: str) -> MetricValue:
 
 
 @register_probe("counterfactual")
-class Counterfactual(Probe):
+class Counterfactual(ItemProbe):
     kinds = ("classifier", "causal-lm", "masked-lm", "encoder")
     metrics = METRICS
     primary_metric = "mean_delta_ll_context"
     description = "Counterfactual identity-term swaps (names, pronouns, group nouns; en + tr)"
     needs_mask_token = True
-    #: the scores that must be finite for a swapped text to count, per model kind
-    score_columns = {"classifier": ("p_original", "p_swapped"), "encoder": ("embedding_shift",),
-                     "causal-lm": ("ll_original", "ll_swapped", "ll_context_original", "ll_context_swapped"),
-                     "masked-lm": ("ll_original", "ll_swapped", "ll_context_original", "ll_context_swapped")}
+    #: the scores that must be finite for a swapped text to count (a model kind fills only its
+    #: own: classifier p_*, encoder embedding_shift, language models ll_*); texts without a
+    #: swappable term are kept unscored (``swapped`` False)
+    score_columns = ("p_original", "p_swapped", "embedding_shift", "ll_original", "ll_swapped",
+                     "ll_context_original", "ll_context_swapped")
+    scored_column = "swapped"
+    item_id = "id"
+    item_unit = "texts"
+    #: a text is two model inputs (2 · num_samples prompts when generating): half the default chunk
+    chunk_size = 256
 
     def data_files(self, data: str | Path | None, options: dict[str, Any] | None = None) -> list[Path]:
         """The texts and the swap lists actually used (the ``swaps`` option, else the built-ins)."""
@@ -778,45 +783,66 @@ class Counterfactual(Probe):
         encoder pooling (mean | cls | pooler); ``generate`` (causal LMs): also generate
         ``num_samples`` continuations per text and score their VADER sentiment.
 
+        Texts are scored in chunks of :attr:`chunk_size` (sharded over ``torchrun`` ranks); every
+        score is per text, so the chunking changes no number. Sampling is seeded per prompt
+        (:func:`audit.generation.generate`); a text that occurs twice in one chunk gets two
+        different samples, in two chunks the same one.
+
         Faults: empty texts are refused by the loader (line named); a text whose original or
         swapped version (plus ``max_new_tokens`` when generating) is longer than the model's
         maximum, or whose scores come out NaN/inf, is left out and counted
         (``info["excluded_items"]``, a warning)."""
-        if options:
-            raise ProbeError(f"counterfactual: unknown option(s) {sorted(options)}")
-        self.check_kind(handle)
-        if language not in LANGUAGES:
-            raise ProbeError(f"counterfactual: language must be one of {LANGUAGES}, got {language!r}")
-        if generate and handle.kind != "causal-lm":
-            raise ProbeError(f"counterfactual: generate needs a causal LM; {handle.name} is a {handle.kind} model")
-        rules = load_swap_rules(swaps)
+        return super().run(
+            handle, data, seed=seed, progress=progress, language=language, swaps=swaps, categories=categories,
+            max_items=max_items, max_batch_tokens=max_batch_tokens, positive_class=positive_class, pooling=pooling,
+            generate=generate, max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
+            top_p=top_p, num_samples=num_samples, gen_batch_size=gen_batch_size, **options)
+
+    def load_items(self, data: str | Path | None, opts: dict[str, Any]) -> pd.DataFrame:
+        o = self.with_defaults(opts)
+        if o["language"] not in LANGUAGES:
+            raise ProbeError(f"counterfactual: language must be one of {LANGUAGES}, got {o['language']!r}")
+        rules = load_swap_rules(o["swaps"])
+        categories = o["categories"]
         if categories is not None:
             known = {r.category for r in rules}
             bad = sorted(set(categories) - known)
             if bad:
                 raise ProbeError(f"counterfactual: unknown swap categor(y/ies) {bad}; have {sorted(known)}")
-        texts = load_texts(data, language)
-        if max_items is not None:
-            texts = texts.iloc[: int(max_items)].reset_index(drop=True)
-        items = make_counterfactuals(texts, rules, categories)
-        excluded = Exclusions()
-        n_loaded = len(items)
-        causal = handle.kind == "causal-lm"
-        n_tok = np.maximum(input_lengths(handle, items["text"].tolist(), causal=causal),
-                           input_lengths(handle, items["swapped_text"].tolist(), causal=causal))
-        n_tok += int(max_new_tokens) if generate else 0
-        long_ = (n_tok > handle.max_length) & items["swapped"].to_numpy(bool)
-        for i, n in zip(items.loc[long_, "id"], n_tok[long_], strict=True):
-            excluded.add(f"id {i}", TOO_LONG, f"{n} tokens{' with the new tokens' if generate else ''}; "
-                                              f"{handle.name} accepts at most {handle.max_length}")
-        items = items[~long_].reset_index(drop=True)
+        texts = load_texts(data, o["language"])
+        if o["max_items"] is not None:
+            texts = texts.iloc[: int(o["max_items"])].reset_index(drop=True)
+        return make_counterfactuals(texts, rules, categories)
+
+    def prepare(self, handle: ModelHandle, items: pd.DataFrame, opts: dict[str, Any]) -> dict[str, Any]:
+        """Every option with its default; ``positive_class`` resolved to an output index."""
+        o = self.with_defaults(opts)
+        if o["generate"] and handle.kind != "causal-lm":
+            raise ProbeError(f"counterfactual: generate needs a causal LM; {handle.name} is a {handle.kind} model")
+        if handle.kind == "encoder":
+            from audit.scoring import POOLINGS
+
+            if o["pooling"] not in POOLINGS:
+                raise ProbeError(f"counterfactual: pooling must be one of {POOLINGS}, got {o['pooling']!r}")
+        if handle.kind == "classifier":
+            o["positive_class"] = self._positive_class(handle, o["positive_class"])
+        return o
+
+    def too_long(self, handle: ModelHandle, items: pd.DataFrame, opts: dict[str, Any]) -> dict[int, str]:
+        gen = bool(opts["generate"])
+        return too_long_rows(handle, [items["text"], items["swapped_text"]], causal=handle.kind == "causal-lm",
+                             extra=int(opts["max_new_tokens"]) if gen else 0, scored=items["swapped"].to_numpy(bool),
+                             unit="tokens with the new tokens" if gen else "tokens")
+
+    def score_items(self, handle: ModelHandle, items: pd.DataFrame, opts: dict[str, Any], progress: bool) -> pd.DataFrame:
+        """Both versions of every swapped text scored; texts without a term get NaN scores."""
+        items = items.copy()
         sw = items["swapped"].to_numpy(bool)
         orig = items.loc[sw, "text"].tolist()
         new = items.loc[sw, "swapped_text"].tolist()
         direction = items["direction"].to_numpy(float)
         oriented = np.where(direction != 0, direction, np.nan)
-        info: dict[str, Any] = {}
-        warnings: list[str] = []
+        mbt = opts.get("max_batch_tokens")
 
         def put(col: str, vals: np.ndarray) -> None:
             full = np.full(len(items), np.nan)
@@ -825,8 +851,8 @@ class Counterfactual(Probe):
 
         kind = handle.kind
         if kind == "classifier":
-            p_o = classifier_probs(handle, orig, max_batch_tokens=max_batch_tokens, progress=progress)
-            p_s = classifier_probs(handle, new, max_batch_tokens=max_batch_tokens, progress=progress)
+            p_o = classifier_probs(handle, orig, max_batch_tokens=mbt, progress=progress)
+            p_s = classifier_probs(handle, new, max_batch_tokens=mbt, progress=progress)
             y_o, y_s = p_o.argmax(1), p_s.argmax(1)
             put("pred_original", y_o)
             put("pred_swapped", y_s)
@@ -835,24 +861,15 @@ class Counterfactual(Probe):
             put("p_original", p_o[rows, y_o])
             put("p_swapped", p_s[rows, y_o])
             put("abs_delta_p", np.abs(p_o[rows, y_o] - p_s[rows, y_o]))
-            pos = self._positive_class(handle, positive_class)
+            pos = opts.get("positive_class")
             if pos is not None:
                 put("delta_p_positive", p_s[:, pos] - p_o[:, pos])
                 items["delta_p_oriented"] = items["delta_p_positive"] * oriented
-                info["positive_class"] = pos
         elif kind in ("causal-lm", "masked-lm"):
-            spans_o = items.loc[sw, "spans"].tolist()
-            spans_s = items.loc[sw, "new_spans"].tolist()
-
-            def both(idx: np.ndarray) -> np.ndarray:
-                o = lm_scores(handle, [orig[i] for i in idx], [spans_o[i] for i in idx],
-                              max_batch_tokens=max_batch_tokens, progress=progress)
-                s = lm_scores(handle, [new[i] for i in idx], [spans_s[i] for i in idx],
-                              max_batch_tokens=max_batch_tokens, progress=progress)
-                return np.column_stack([*o, *s])
-
-            # a NaN of one text can spread to the texts packed with it: non-finite ones are rescored alone
-            t_o, c_o, n_o, t_s, c_s, n_s = score_rows_fitting(both, len(orig))[0].T
+            t_o, c_o, n_o = lm_scores(handle, orig, items.loc[sw, "spans"].tolist(), max_batch_tokens=mbt,
+                                      progress=progress)
+            t_s, c_s, n_s = lm_scores(handle, new, items.loc[sw, "new_spans"].tolist(), max_batch_tokens=mbt,
+                                      progress=progress)
             put("ll_original", t_o)
             put("ll_swapped", t_s)
             put("ll_context_original", c_o)
@@ -863,32 +880,16 @@ class Counterfactual(Probe):
             items["delta_ll_context"] = items["ll_context_swapped"] - items["ll_context_original"]
             items["delta_ll_oriented"] = items["delta_ll"] * oriented
             items["delta_ll_context_oriented"] = items["delta_ll_context"] * oriented
-            info["scoring"] = "causal log-likelihood (BOS prepended)" if kind == "causal-lm" else "masked pseudo-log-likelihood"
-            if generate:
-                warnings += self._generate(handle, items, sw, orig, new, oriented, info, seed=seed,
-                                           max_new_tokens=max_new_tokens, do_sample=do_sample,
-                                           temperature=temperature, top_p=top_p, num_samples=num_samples,
-                                           batch_size=gen_batch_size, progress=progress)
+            if opts.get("generate"):
+                self._generate(handle, items, sw, orig, new, oriented, opts, progress=progress)
         else:
-            from audit.scoring import POOLINGS
-
-            if pooling not in POOLINGS:
-                raise ProbeError(f"counterfactual: pooling must be one of {POOLINGS}, got {pooling!r}")
-            e_o = scoring.embed(handle, orig, pooling=pooling, max_batch_tokens=max_batch_tokens, progress=progress)
-            e_s = scoring.embed(handle, new, pooling=pooling, max_batch_tokens=max_batch_tokens, progress=progress)
+            pooling = opts.get("pooling", "mean")
+            e_o, e_s = ((scoring.embed(handle, t, pooling=pooling, max_batch_tokens=mbt, progress=progress)
+                         if t else np.zeros((0, 1))) for t in (orig, new))
             put("embedding_shift", 1.0 - (e_o.astype(np.float64) * e_s).sum(1))
-            info["pooling"] = pooling
-        cols = [c for c in self.score_columns[kind] if c in items.columns]
-        bad = sw & ~np.isfinite(items[cols].to_numpy(dtype=np.float64)).all(axis=1)
-        for i in items.loc[bad, "id"]:
-            excluded.add(f"id {i}", NON_FINITE, f"non-finite {' / '.join(cols)}")
-        items = items[~bad].reset_index(drop=True)
-        if not items["swapped"].any() and len(excluded):
-            raise ProbeError(f"counterfactual: no swapped text could be scored — {excluded.describe(n_loaded, 'texts')}")
         for c in ("spans", "new_spans"):
             items[c] = items[c].map(lambda sp: ";".join(f"{a}-{b}" for a, b in sp))
-        result = self.summarise(items, kind, seed=seed, info=info, warnings=warnings)
-        return excluded.report(result, n_total=n_loaded, unit="texts")
+        return items
 
     @staticmethod
     def _positive_class(handle: ModelHandle, positive_class: int | str | None) -> int | None:
@@ -907,21 +908,22 @@ class Counterfactual(Probe):
             raise ProbeError(f"counterfactual: positive_class {idx} is out of range for {n} labels")
         return idx
 
-    @staticmethod
     def _generate(
-        handle: ModelHandle, items: pd.DataFrame, sw: np.ndarray, orig: list[str], new: list[str],
-        oriented: np.ndarray, info: dict[str, Any], *, seed: int, max_new_tokens: int, do_sample: bool,
-        temperature: float, top_p: float, num_samples: int, batch_size: int, progress: bool,
-    ) -> list[str]:
-        """Continuations of both versions, VADER-scored (English texts only)."""
-        from audit.generation import GenerationError
+        self, handle: ModelHandle, items: pd.DataFrame, sw: np.ndarray, orig: list[str], new: list[str],
+        oriented: np.ndarray, opts: dict[str, Any], *, progress: bool,
+    ) -> None:
+        """Continuations of both versions, VADER-scored (English texts only). A text any of whose
+        continuations came from non-finite logits is marked in
+        :data:`audit.generation.NON_FINITE_COLUMN` (ItemProbe leaves it out, reason non_finite)."""
+        from audit.generation import NON_FINITE_COLUMN, GenerationError
         from audit.generation import generate as gen
 
-        k = max(1, int(num_samples)) if do_sample else 1
+        k = _samples(opts)
         prompts = [t for t in orig for _ in range(k)] + [t for t in new for _ in range(k)]
         try:
-            outs = gen(handle, prompts, max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
-                       top_p=top_p, seed=seed, batch_size=batch_size, progress=progress)
+            outs = gen(handle, prompts, max_new_tokens=opts["max_new_tokens"], do_sample=opts["do_sample"],
+                       temperature=opts["temperature"], top_p=opts["top_p"], seed=self.seed,
+                       batch_size=opts["gen_batch_size"], progress=progress)
         except GenerationError as exc:
             raise ProbeError(f"counterfactual: {exc}") from exc
         m = len(orig)
@@ -939,26 +941,27 @@ class Counterfactual(Probe):
             items[name] = full
         items["sentiment_delta"] = items["sentiment_swapped"] - items["sentiment_original"]
         items["sentiment_delta_oriented"] = items["sentiment_delta"] * oriented
-        info["generation"] = {**outs.settings.as_dict(), "num_samples": k, "scorer": "VADER compound (mean over samples)"}
-        if (~english).any():
-            return [f"sentiment: VADER is an English lexicon; {int((~english).sum())} non-English texts were "
-                    "generated but not scored"]
-        return []
+        flags = np.zeros(len(items), dtype=bool)
+        flags[sw] = np.asarray(outs.non_finite, dtype=bool).reshape(2, m, k).any(axis=(0, 2))
+        items[NON_FINITE_COLUMN] = flags
 
-    def summarise(
-        self, items: pd.DataFrame, kind: str, *, seed: int = 0, info: dict[str, Any] | None = None,
-        warnings: list[str] | None = None,
-    ) -> ProbeResult:
-        """Metrics from a scored items table."""
+    def summarise(self, items: pd.DataFrame, *, kind: str = "causal-lm", seed: int = 0,
+                  opts: dict[str, Any] | None = None) -> ProbeResult:
+        """Metrics from a scored items table (every chunk's texts)."""
+        o = self.with_defaults(opts or {})
         M = METRICS
         sw = items[items["swapped"]]
+        info: dict[str, Any] = {}
+        warns: list[str] = []
         fns: dict[str, Any] = {}
         if kind == "classifier":
             fns["flip_rate"] = lambda d: _rate(M["flip_rate"], d["flip"].to_numpy(float), "texts")
             fns["mean_abs_delta_p"] = lambda d: mean_metric(M["mean_abs_delta_p"], d["abs_delta_p"], seed=seed, test="none")
             if "delta_p_oriented" in items:
                 fns["mean_delta_p"] = lambda d: mean_metric(M["mean_delta_p"], d["delta_p_oriented"], seed=seed)
+                info["positive_class"] = o["positive_class"]
         elif kind in ("causal-lm", "masked-lm"):
+            info["scoring"] = "causal log-likelihood (BOS prepended)" if kind == "causal-lm" else "masked pseudo-log-likelihood"
             fns["mean_delta_ll"] = lambda d: mean_metric(M["mean_delta_ll"], d["delta_ll_oriented"], seed=seed)
             fns["mean_abs_delta_ll"] = lambda d: mean_metric(
                 M["mean_abs_delta_ll"], d["delta_ll"], seed=seed, test="none", transform=np.abs)
@@ -967,10 +970,23 @@ class Counterfactual(Probe):
             fns["mean_abs_delta_ll_context"] = lambda d: mean_metric(
                 M["mean_abs_delta_ll_context"], d["delta_ll_context"], seed=seed, test="none", transform=np.abs)
             if "sentiment_delta" in items:
+                from audit.generation import GenerationSettings
+
+                settings = GenerationSettings(
+                    max_new_tokens=int(o["max_new_tokens"]), do_sample=bool(o["do_sample"]),
+                    temperature=float(o["temperature"]), top_p=float(o["top_p"]), seed=int(seed),
+                    batch_size=int(o["gen_batch_size"]))
+                info["generation"] = {**settings.as_dict(), "num_samples": _samples(o),
+                                      "scorer": "VADER compound (mean over samples)"}
+                non_english = int((sw["language"] != "en").sum())
+                if non_english:
+                    warns.append(f"sentiment: VADER is an English lexicon; {non_english} non-English texts were "
+                                 "generated but not scored")
                 fns["sentiment_gap"] = lambda d: mean_metric(M["sentiment_gap"], d["sentiment_delta_oriented"], seed=seed)
                 fns["mean_abs_sentiment_shift"] = lambda d: mean_metric(
                     M["mean_abs_sentiment_shift"], d["sentiment_delta"], seed=seed, test="none", transform=np.abs)
         else:
+            info["pooling"] = o["pooling"]
             fns["mean_embedding_shift"] = lambda d: mean_metric(
                 M["mean_embedding_shift"], d["embedding_shift"], seed=seed, test="none")
         no_term = ~items["swapped"].to_numpy(bool)
@@ -980,7 +996,6 @@ class Counterfactual(Probe):
         breakdown = pd.concat(
             [group_breakdown(sw, by, fns) for by in ("category", "language")], ignore_index=True
         ) if len(sw) else pd.DataFrame()
-        warns = list(warnings or [])
         warns += [f"{k}: {v.warning}" for k, v in summary.items() if v.warning]
         if no_term.any():
             warns.append(f"{int(no_term.sum())} of {len(items)} texts have no swappable term and were not scored "
@@ -989,7 +1004,7 @@ class Counterfactual(Probe):
         return ProbeResult(
             "counterfactual", summary, items, breakdown, warnings=warns,
             info={
-                **(info or {}),
+                **info,
                 "item_effect": effect, "item_text": ["text", "swapped_text", "terms"],
                 "primary_metric": primary, "kind": kind,
                 "n_texts": int(len(items)), "n_swapped": int((~no_term).sum()), "n_no_term": int(no_term.sum()),
@@ -998,3 +1013,8 @@ class Counterfactual(Probe):
                 "languages": sorted(items["language"].unique().tolist()),
             },
         )
+
+
+def _samples(opts: dict[str, Any]) -> int:
+    """Continuations per text: ``num_samples`` when sampling, one greedy one otherwise."""
+    return max(1, int(opts["num_samples"])) if opts["do_sample"] else 1

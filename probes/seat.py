@@ -41,6 +41,15 @@ flowers/insects and instruments/weapons sanity checks, are reported per test but
 bias-bench's average does), with a bootstrap CI over tests, and the number of tests significant
 at 5 % after Benjamini–Hochberg. Each test also gets a bootstrap CI of its effect size over
 words (X, Y, A, B resampled independently, as WEATHub does).
+
+Distributed runs (``torchrun``): SEAT runs on rank 0 only; the other ranks go on to the next
+probe. Its statistics need every embedding at once, and its model work is one batched embedding of
+the distinct examples — measured on 2 shared CPU cores with one thread: the built-in tests (512
+texts) 1.8 s with ``minilm-l6`` (of 2.3 s for the whole probe) and 17.6 s with ``smollm2-135m``;
+every test in the official SEAT folder (5,433 texts) 16.5 s and 148 s. On a GPU that is seconds (an
+estimate: 34k tokens, ~10¹³ FLOPs through SmolLM2), not worth a checkpoint round trip, and on CPU
+the ranks would split the same cores that torch's intra-op threads already use; see
+:mod:`audit.distributed`.
 """
 
 from __future__ import annotations

@@ -28,6 +28,14 @@ attribute-independent part (log P("He …") − log P("She …") whatever the oc
 "o" templates the target comes last, so the preference is exactly the log-likelihood difference of
 the gendered continuations ("O bir mühendis. O bir" → " erkek." vs " kadın.").
 
+Chunks. Items are scored in chunks (:class:`audit.probe.ItemProbe`: checkpointed under
+``probes/templates/partial/``, sharded over ``torchrun`` ranks). Each distinct sentence (causal)
+and masked query (the prior of a template and target is shared by every attribute of the same
+token length) is scored once per chunk; the causal centring needs every attribute of a template
+and target pair, so it runs in ``summarise`` over all chunks' items. The numbers therefore do not
+depend on the chunking, up to the float rounding of a different batch composition (≤ 1e-6 nats
+on the tiny test models with chunks of 7 items).
+
 Stereotype alignment. Each attribute carries a class (``male``, ``female``, ``positive``,
 ``negative`` …) and ``associations`` maps a class to the group the stereotype links it with. The
 **aligned effect** is ``effect`` when the attribute's class is associated with the first group, its
@@ -84,14 +92,10 @@ import pandas as pd
 from audit import scoring
 from audit.datafiles import brief, read_json
 from audit.probe import (
-    NON_FINITE,
-    TOO_LONG,
-    Exclusions,
-    Probe,
+    ItemProbe,
     ProbeError,
-    input_lengths,
     register_probe,
-    score_rows_fitting,
+    too_long_rows,
 )
 from audit.results import MetricInfo, ProbeResult
 from audit.stats import cluster_mean_metric, group_breakdown
@@ -355,7 +359,12 @@ def kurita_scores(
 def score_items(
     handle: ModelHandle, items: pd.DataFrame, *, max_batch_tokens: int | None = None, progress: bool = False
 ) -> pd.DataFrame:
-    """Add score_a/score_b, preference, effect and aligned_effect to an items table."""
+    """Add score_a/score_b and preference to an items table; for masked LMs also effect and
+    aligned_effect (per item). A causal LM's effect is centred over the attributes of a template
+    and target pair, so :func:`centre_causal` adds it once every item is scored.
+
+    Each distinct sentence (causal) or masked query (masked LM: the prior of a template and
+    target is shared by every attribute of the same token length) is scored once per call."""
     items = items.copy()
     n = len(items)
     if handle.kind == "masked-lm":
@@ -372,32 +381,43 @@ def score_items(
     else:
         uniq = pd.unique(np.asarray([*items["sentence_a"], *items["sentence_b"]], dtype=object))
         texts = [str(u) for u in uniq]
-        # a NaN of one sentence can spread to those packed with it: non-finite ones are rescored alone
-        ll = score_rows_fitting(lambda idx: scoring.sentence_logprob(
-            handle, [texts[i] for i in idx], max_batch_tokens=max_batch_tokens, progress=progress)[:, None],
-            len(texts))[0][:, 0]
+        # a NaN of one sentence can spread to those packed with it: ItemProbe rescores such items alone
+        ll = scoring.sentence_logprob(handle, texts, max_batch_tokens=max_batch_tokens, progress=progress)
         lut = dict(zip(uniq, ll, strict=True))
         items["score_a"] = items["sentence_a"].map(lut).astype(float)
         items["score_b"] = items["sentence_b"].map(lut).astype(float)
         items["preference"] = items["score_a"] - items["score_b"]
-        # centre on the finite preferences only: one NaN/inf item must not spoil its template
-        finite_pref = items["preference"].where(np.isfinite(items["preference"]))
-        base = finite_pref.groupby([items["set"], items["template_id"], items["pair"]]).transform("mean")
-        items["effect"] = items["preference"] - base
-    items["aligned_effect"] = items["effect"] * items["sign"]
+    if "effect" in items:
+        items["aligned_effect"] = items["effect"] * items["sign"]
     items["set_attribute"] = items["set"] + ": " + items["attribute"]
     for c in ("target_span_a", "attribute_span_a", "target_span_b", "attribute_span_b"):
         items[c] = items[c].map(lambda s: f"{s[0]}-{s[1]}")
     return items
 
 
+def centre_causal(items: pd.DataFrame) -> pd.DataFrame:
+    """A causal LM's effect: the preference minus its mean over the attributes of the same set,
+    template and target pair (items that were left out do not count), and the aligned effect;
+    inserted after ``preference``."""
+    items = items.drop(columns=["effect", "aligned_effect"], errors="ignore")
+    base = items.groupby(["set", "template_id", "pair"])["preference"].transform("mean")
+    at = items.columns.get_loc("preference") + 1
+    items.insert(at, "effect", items["preference"] - base)
+    items.insert(at + 1, "aligned_effect", items["effect"] * items["sign"])
+    return items
+
+
 @register_probe("templates")
-class Templates(Probe):
+class Templates(ItemProbe):
     kinds = ("masked-lm", "causal-lm")
     metrics = METRICS
     primary_metric = "stereotype_effect"
     needs_mask_token = True
     description = "Template bias score (Kurita et al. 2019; causal: swapped-sentence log-likelihood), en + tr"
+    #: faults (audit.probe.ItemProbe): an item whose filled-in sentence is longer than the model's
+    #: maximum, or whose scores come out NaN/inf, is left out and counted; the causal effect is
+    #: centred over the items that are left
+    score_columns = ("score_a", "score_b", "effect")
 
     def data_files(self, data: str | Path | None, options: dict[str, Any] | None = None) -> list[Path]:
         return template_files(data)
@@ -425,9 +445,15 @@ class Templates(Probe):
         Faults: empty templates or words are refused by the loader (file and field named); an
         item with a filled-in sentence longer than the model's maximum, or a NaN/inf score, is
         left out and counted (``info["excluded_items"]``, a warning)."""
-        if options:
-            raise ProbeError(f"templates: unknown option(s) {sorted(options)}")
-        self.check_kind(handle)
+        return super().run(handle, data, seed=seed, progress=progress, language=language, sets=sets,
+                           max_items=max_items, max_batch_tokens=max_batch_tokens, **options)
+
+    def item_labels(self, items: pd.DataFrame) -> list[str]:
+        return [repr(s[:60]) for s in items["sentence_a"]]
+
+    def load_items(self, data: str | Path | None, opts: dict[str, Any]) -> pd.DataFrame:
+        o = self.with_defaults(opts)
+        language, sets = o["language"], o["sets"]
         if language not in LANGUAGES:
             raise ProbeError(f"templates: language must be one of {LANGUAGES}, got {language!r}")
         all_sets = load_template_sets(data)
@@ -440,31 +466,22 @@ class Templates(Probe):
         if not chosen:
             raise ProbeError(f"templates: no template set for language {language!r} in {data or TEMPLATE_DIR}")
         items = build_items(chosen)
-        if max_items is not None:
-            items = items.groupby("set", sort=False).head(int(max_items)).reset_index(drop=True)
-        excluded = Exclusions()
-        n_loaded = len(items)
-        causal = handle.kind == "causal-lm"
-        la = input_lengths(handle, items["sentence_a"].tolist(), causal=causal)
-        lb = input_lengths(handle, items["sentence_b"].tolist(), causal=causal)
-        long_ = np.maximum(la, lb) > handle.max_length
-        for r, n in zip(items.loc[long_, "sentence_a"], np.maximum(la, lb)[long_], strict=True):
-            excluded.add(repr(r[:60]), TOO_LONG, f"{n} tokens; {handle.name} accepts at most {handle.max_length}")
-        items = items[~long_].reset_index(drop=True)
-        if len(items) == 0:
-            raise ProbeError(f"templates: no item could be scored — {excluded.describe(n_loaded)}")
-        items = score_items(handle, items, max_batch_tokens=max_batch_tokens, progress=progress)
-        bad = ~np.isfinite(items[["score_a", "score_b", "effect"]].to_numpy(dtype=np.float64)).all(axis=1)
-        for r in items.loc[bad, "sentence_a"]:
-            excluded.add(repr(r[:60]), NON_FINITE, "non-finite sentence score")
-        items = items[~bad].reset_index(drop=True)
-        if len(items) == 0:
-            raise ProbeError(f"templates: no item could be scored — {excluded.describe(n_loaded)}")
-        result = self.summarise(items, seed=seed, masked=handle.kind == "masked-lm")
-        return excluded.report(result, n_total=n_loaded)
+        if o["max_items"] is not None:
+            items = items.groupby("set", sort=False).head(int(o["max_items"])).reset_index(drop=True)
+        return items
 
-    def summarise(self, items: pd.DataFrame, *, seed: int = 0, masked: bool = True) -> ProbeResult:
-        """Metrics from a scored items table."""
+    def too_long(self, handle: ModelHandle, items: pd.DataFrame, opts: dict[str, Any]) -> dict[int, str]:
+        return too_long_rows(handle, [items["sentence_a"], items["sentence_b"]], causal=handle.kind == "causal-lm")
+
+    def score_items(self, handle: ModelHandle, items: pd.DataFrame, opts: dict[str, Any], progress: bool) -> pd.DataFrame:
+        return score_items(handle, items, max_batch_tokens=opts.get("max_batch_tokens"), progress=progress)
+
+    def summarise(self, items: pd.DataFrame, *, kind: str = "masked-lm", seed: int = 0,
+                  opts: dict[str, Any] | None = None) -> ProbeResult:
+        """Metrics from a scored items table (every chunk's items; causal LMs: centred here)."""
+        masked = kind != "causal-lm"
+        if not masked:
+            items = centre_causal(items)
         M = METRICS
 
         def lab(df: pd.DataFrame) -> pd.DataFrame:

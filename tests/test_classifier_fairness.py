@@ -309,3 +309,30 @@ def test_builtin_data_zero_shot_with_breakdown(llama) -> None:  # type: ignore[n
     assert res.info["prompt"] == cf.DEFAULT_PROMPT
     for name, mv in res.summary.items():
         assert name in cf.METRICS and mv.n == 60
+
+
+@pytest.mark.parametrize("fixture", ["bert_classifier", "llama"])
+def test_chunked_scoring_gives_the_same_numbers(fixture: str, request: pytest.FixtureRequest,
+                                                tmp_path: Path) -> None:
+    """Rows scored in checkpointed chunks of 7 and gathered: the same scores, and the group metrics,
+    CIs and permutation tests (computed once over all rows) the same; ``max_items`` samples with the
+    run's seed either way."""
+    h = request.getfixturevalue(fixture)
+    nouns, adjs = ["the man", "the woman", "he", "she", "my friend"], ["good", "bad", "kind", "cruel", "happy", "sad"]
+    rows = [{"text": f"{nouns[i % 5]} was {adjs[i // 5]} at {['work', 'home'][i % 2]}", "label": int(i // 5 % 2 == 0),
+             "gender": ["male", "female"][i % 2]} for i in range(30)]
+    p = _csv(tmp_path, rows)
+    kw = {"n_resamples": 50, "n_permutations": 50, "max_items": 26}
+    if h.kind == "causal-lm":
+        kw.update(prompt="{text}. It was", label_words={0: " bad", 1: " good"})
+    probe = get_probe("classifier_fairness")
+    whole = probe.run(h, p, seed=4, progress=False, **kw)
+    parts = probe.execute(h, p, seed=4, progress=False, opts=kw, chunk_size=7, workdir=tmp_path / "partial")
+    assert parts is not None and len(list((tmp_path / "partial").glob("chunk-*.parquet"))) == 4
+    assert len(whole.items) == 26
+    pd.testing.assert_frame_equal(parts.items, whole.items, check_exact=False, atol=1e-5, rtol=0)
+    for k, mv in whole.summary.items():
+        a, b = parts.summary[k], mv
+        assert (a.value, a.ci_low, a.ci_high, a.p_value) == pytest.approx((b.value, b.ci_low, b.ci_high, b.p_value),
+                                                                          abs=1e-6, nan_ok=True), k
+    assert parts.info == whole.info

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -375,3 +376,60 @@ def test_demo_encoder_embedding_shift() -> None:
     assert r.info["n_swapped"] == 76 and r.info["n_no_term"] == 4
     shift = r.summary["mean_embedding_shift"]
     assert 0 < shift.ci_low <= shift.value <= shift.ci_high < 1
+
+
+# -- chunked scoring (audit.probe.ItemProbe) ------------------------------------------------------
+
+
+@pytest.mark.parametrize("fixture", ["gpt2", "bert_classifier", "bert_encoder"])
+def test_chunked_checkpointed_scoring_gives_the_same_numbers(fixture: str, request: pytest.FixtureRequest,
+                                                             tmp_path: Path) -> None:
+    """Chunks of 2 texts (the last holds only the text without a term), each written to a Parquet
+    checkpoint and gathered: every per-text score and metric as in one call."""
+    h = request.getfixturevalue(fixture)
+    data = _write_texts(tmp_path)
+    whole = run_probe("counterfactual", h, data=data, progress=False)
+    work = tmp_path / "partial"
+    parts = Counterfactual().execute(h, data, progress=False, chunk_size=2, workdir=work)
+    assert parts is not None
+    assert sorted(p.name for p in work.glob("chunk-*.parquet")) == [f"chunk-0000{k}.parquet" for k in range(3)]
+    assert not pd.read_parquet(work / "chunk-00002.parquet")["swapped"].any()
+    pd.testing.assert_frame_equal(parts.items, whole.items, check_exact=False, atol=1e-5, rtol=0)
+    assert set(parts.summary) == set(whole.summary)
+    for k, mv in whole.summary.items():
+        assert parts.summary[k].value == pytest.approx(mv.value, abs=1e-6), k
+        assert parts.summary[k].n == mv.n
+    assert parts.info == whole.info and parts.warnings == whole.warnings
+    pd.testing.assert_frame_equal(parts.breakdown, whole.breakdown, check_exact=False, atol=1e-5, rtol=0)
+
+
+def test_generation_from_nan_logits_excludes_the_text(llama, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Logits poisoned only while generating (the log-likelihoods stay finite): the text whose
+    continuation came from NaN logits is left out (reason non_finite), the others are unchanged."""
+    from tests.test_faults import nan_rows, unused_marker
+
+    kw = {"language": "en", "generate": True, "max_new_tokens": 4, "num_samples": 2, "progress": False}
+    texts = ["He told his sister about the job.", "The woman bought a car.", "Her uncle works at the bank."]
+    (tmp_path / "clean.txt").write_text("\n".join(texts), encoding="utf-8")
+    clean = run_probe("counterfactual", llama, data=tmp_path / "clean.txt", **kw)
+    seen = [*texts, *clean.items["swapped_text"], *clean.items["continuation_original"].str.split(" ||| ").sum(),
+            *clean.items["continuation_swapped"].str.split(" ||| ").sum()]
+    word, marker = unused_marker(llama, seen)
+    (tmp_path / "nan.txt").write_text("\n".join([texts[0], f"The man was {word} today.", *texts[1:]]),
+                                      encoding="utf-8")
+    generate = llama.model.generate
+
+    def poisoned(*args, **kwargs):  # type: ignore[no-untyped-def]
+        with nan_rows(llama, marker):
+            return generate(*args, **kwargs)
+
+    monkeypatch.setattr(llama.model, "generate", poisoned)
+    res = run_probe("counterfactual", llama, data=tmp_path / "nan.txt", **kw)
+    assert [(x["item"], x["reason"]) for x in res.info["excluded"]] == [("id 2", "non_finite")]
+    assert "logits were NaN/inf while generating" in res.info["excluded"][0]["detail"]
+    assert res.info["non_finite_items"] == 1 and res.info["n_texts"] == 3
+    assert "_non_finite_logits" not in res.items.columns
+    cols = ["text", "swapped_text", "continuation_original", "continuation_swapped", "sentiment_delta"]
+    pd.testing.assert_frame_equal(res.items[cols], clean.items[cols])
+    np.testing.assert_allclose(res.items["ll_original"], clean.items["ll_original"], atol=1e-4)

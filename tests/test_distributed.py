@@ -1,5 +1,7 @@
 """Data-parallel runs: two gloo processes on CPU (torchrun) give the single-process run directory
-item for item (CrowS-Pairs and StereoSet), and a rank killed mid-run loses only its unfinished chunk."""
+item for item (CrowS-Pairs and StereoSet; templates, counterfactual with and without generation,
+classifier_fairness on a classifier and zero-shot), and a rank killed mid-run (in crows_pairs, in
+counterfactual) loses only its unfinished chunk."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -80,21 +83,126 @@ def test_two_process_gloo_run_equals_single_process(tmp_path: Path, llama_path: 
         assert not (b.probe_dir("crows_pairs") / "partial").exists()
 
 
-@pytest.mark.slow
-def test_killed_rank_rerun_completes_without_loss(tmp_path: Path, llama_path: Path) -> None:
-    cfg = write_config(tmp_path, {"llama": llama_path})
-    ref = taudit(cfg, tmp_path / "runs", "ref")
+def crash_and_rerun(cfg: Path, runs: Path, probe: str) -> tuple[RunDir, RunDir]:
+    """A single-process reference run; a two-process run whose rank 1 dies once it has written
+    one chunk of ``probe`` (the config's first probe); the rerun. Returns (reference, rerun)."""
+    ref = taudit(cfg, runs, "ref")
     assert ref.returncode == 0, ref.stderr[-3000:]
-    crashed = taudit(cfg, tmp_path / "runs", "crash", nproc=2, TAUDIT_FAIL_RANK="1", TAUDIT_FAIL_AFTER_CHUNKS="1")
+    crashed = taudit(cfg, runs, "crash", nproc=2, TAUDIT_FAIL_RANK="1", TAUDIT_FAIL_AFTER_CHUNKS="1")
     assert crashed.returncode != 0
-    rd = RunDir(tmp_path / "runs" / "crash")  # one model + a run id: the folder is the id
-    assert not rd.probe_complete("crows_pairs")
-    partial = sorted(p.name for p in (rd.probe_dir("crows_pairs") / "partial").glob("chunk-*.parquet"))
+    rd = RunDir(runs / "crash")  # one model + a run id: the folder is the id
+    assert not rd.probe_complete(probe)
+    partial = sorted(p.name for p in (rd.probe_dir(probe) / "partial").glob("chunk-*.parquet"))
     assert "chunk-00001.parquet" in partial  # rank 1's finished chunk survived the crash
     assert "chunk-00003.parquet" not in partial  # its second chunk was never written
-    rerun = taudit(cfg, tmp_path / "runs", "crash", nproc=2)
+    rerun = taudit(cfg, runs, "crash", nproc=2)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert rd.manifest()["status"] == "complete"
+    return RunDir(runs / "ref"), rd
+
+
+@pytest.mark.slow
+def test_killed_rank_rerun_completes_without_loss(tmp_path: Path, llama_path: Path) -> None:
+    ref, rd = crash_and_rerun(write_config(tmp_path, {"llama": llama_path}), tmp_path / "runs", "crows_pairs")
     items = rd.probe_items("crows_pairs")
     assert items["row"].tolist() == [str(i) for i in range(23)]  # nothing lost or duplicated
-    assert_same_run(RunDir(tmp_path / "runs" / "ref"), rd)
+    assert_same_run(ref, rd)
+
+
+# --------------------------------------------------------------------------------------------
+# templates, counterfactual and classifier_fairness: chunked like the other item probes
+# --------------------------------------------------------------------------------------------
+
+CF_TEXTS = ["He told his sister about the new job.", "The woman bought a car.", "Her uncle works at the bank.",
+            "The sky is blue.", "My brother called his mother.", "She is a doctor.", "The man was late today.",
+            "The girl likes her school.", "It rained all day."]
+
+
+def item_probe_config(tmp: Path, models: dict[str, Path], *, first: str = "templates") -> Path:
+    """templates (24 items), counterfactual (9 texts, two without a term; plus sampled
+    continuations on the causal LM) and classifier_fairness (30 rows; zero-shot on the causal LM)
+    in small chunks, so every rank scores several of each probe's chunks."""
+    from tests.test_templates import write_set
+
+    write_set(tmp / "sets", targets=[["he", "she"], ["the man", "the woman"]],
+              attributes={"male": ["pilot", "engineer"], "female": ["nurse", "dancer"]},
+              templates=["[TARGET] is [A/AN] [ATTRIBUTE].", "[TARGET] works as [A/AN] [ATTRIBUTE].",
+                         "[TARGET] became [A/AN] [ATTRIBUTE] ."])
+    texts = tmp / "texts.csv"
+    pd.DataFrame({"id": [f"t{i}" for i in range(len(CF_TEXTS))], "language": "en", "text": CF_TEXTS}).to_csv(
+        texts, index=False)
+    words = ["good", "bad", "kind", "cruel", "happy"]
+    fair = tmp / "fair.csv"
+    pd.DataFrame([{"text": f"{['the man', 'the woman', 'he', 'she', 'my friend', 'the child'][i % 6]} was "
+                           f"{words[(i // 6) % 5]} at {['work', 'home', 'school'][i % 3]}",
+                   "label": int(words[(i // 6) % 5] in ("good", "kind", "happy")),
+                   "gender": ["male", "female"][i % 2]} for i in range(30)]).to_csv(fair, index=False)
+    causal = [str(p) for p in models.values() if "llama" in p.name or "gpt2" in p.name]
+    heads = [str(p) for p in models.values() if str(p) not in causal]
+    stats = {"n_resamples": 40, "n_permutations": 40}
+    probes = [
+        {"probe": "templates", "data": str(tmp / "sets"), "chunk_size": 5},
+        {"probe": "counterfactual", "data": str(texts), "chunk_size": 2},
+        {"probe": "counterfactual", "name": "counterfactual_gen", "data": str(texts), "chunk_size": 3,
+         "models": causal, "options": {"generate": True, "max_new_tokens": 3, "num_samples": 2}},
+        {"probe": "classifier_fairness", "name": "fairness_zero_shot", "data": str(fair), "chunk_size": 7,
+         "models": causal, "options": {"prompt": "{text}. It was", "label_words": {0: " bad", 1: " good"}, **stats}},
+    ]
+    if heads:
+        probes.append({"probe": "classifier_fairness", "data": str(fair), "chunk_size": 7, "models": heads,
+                       "options": stats})
+    probes.sort(key=lambda p: p.get("name", p["probe"]) != first)
+    cfg = {"seed": 3, "models": [{"name": str(p), "label": label, "device": "cpu"} for label, p in models.items()],
+           "probes": probes, "report": {"enabled": False}}
+    p = tmp / "audit.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+def assert_same_items(a: RunDir, b: RunDir) -> None:
+    """:func:`assert_same_run` plus the probes' info (exclusions, top items, generation settings)."""
+    assert a.probe_names() == b.probe_names()
+    assert_same_run(a, b)
+    for name in a.probe_names():
+        sa, sb = a.probe_summary(name), b.probe_summary(name)
+        assert sa["info"] == sb["info"], name
+        assert sa["warnings"] == sb["warnings"], name
+
+
+@pytest.mark.slow
+def test_two_process_run_of_templates_counterfactual_fairness_equals_single_process(
+    tmp_path: Path, llama_path: Path, bert_classifier_path: Path
+) -> None:
+    cfg = item_probe_config(tmp_path, {"llama": llama_path, "cls": bert_classifier_path})
+    single = taudit(cfg, tmp_path / "runs", "one")
+    assert single.returncode == 0, single.stderr[-3000:]
+    multi = taudit(cfg, tmp_path / "runs", "two", nproc=2)
+    assert multi.returncode == 0, multi.stderr[-3000:]
+    expected = {"llama": ["counterfactual", "counterfactual_gen", "fairness_zero_shot", "templates"],
+                "cls": ["classifier_fairness", "counterfactual"]}  # templates: skipped on a classifier
+    for label, names in expected.items():
+        a, b = RunDir(tmp_path / "runs" / f"one-{label}"), RunDir(tmp_path / "runs" / f"two-{label}")
+        assert a.manifest()["status"] == b.manifest()["status"] == "complete"
+        assert b.manifest()["distributed"]["world_size"] == 2
+        assert sorted(a.probe_names()) == names
+        assert_same_items(a, b)
+        assert not any((b.probe_dir(n) / "partial").exists() for n in names)
+    llama = RunDir(tmp_path / "runs" / "two-llama")
+    assert len(llama.probe_items("templates")) == 24 and len(llama.probe_items("fairness_zero_shot")) == 30
+    cf = llama.probe_items("counterfactual")
+    assert cf["id"].tolist() == [f"t{i}" for i in range(len(CF_TEXTS))]  # chunk order kept, unswapped texts too
+    assert (~cf["swapped"]).sum() == 2
+    # the causal template effect is centred over every chunk's items of a template and target pair
+    tpl = llama.probe_items("templates")
+    for _, g in tpl.groupby(["template_id", "pair"]):
+        np.testing.assert_allclose(g["effect"], g["preference"] - g["preference"].mean(), atol=1e-9)
+    assert llama.probe_items("counterfactual_gen")["continuation_original"].notna().sum() == len(CF_TEXTS) - 2
+
+
+@pytest.mark.slow
+def test_killed_rank_in_counterfactual_rerun_completes_without_loss(tmp_path: Path, llama_path: Path) -> None:
+    cfg = item_probe_config(tmp_path, {"llama": llama_path}, first="counterfactual")
+    ref, rd = crash_and_rerun(cfg, tmp_path / "runs", "counterfactual")
+    items = rd.probe_items("counterfactual")
+    assert items["id"].tolist() == [f"t{i}" for i in range(len(CF_TEXTS))]  # nothing lost or duplicated
+    assert_same_items(ref, rd)

@@ -306,3 +306,23 @@ def test_english_and_turkish_templates_on_smollm2() -> None:
     # on the whole set, benchmarks/findings_templates.md)
     assert bd.loc[("set", "en_gender_occupations"), "value"] > 0
     assert bd.loc[("set", "en_gender_occupations"), "ci_low"] > 0
+
+
+@pytest.mark.parametrize("fixture", ["gpt2", "bert_mlm"])
+def test_chunked_scoring_gives_the_same_numbers(fixture: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """Chunks of 5 items (scored, checkpointed and gathered; distinct sentences and masked queries
+    are shared within a chunk only): the same scores, and the causal effect is centred over every
+    chunk's items of a template and target pair, not within a chunk."""
+    h = request.getfixturevalue(fixture)
+    write_set(tmp_path / "sets", targets=[["he", "she"], ["the man", "the woman"]],
+              attributes={"male": ["pilot", "engineer"], "female": ["nurse"]},
+              templates=["[TARGET] is [A/AN] [ATTRIBUTE].", "[TARGET] became [A/AN] [ATTRIBUTE] ."])
+    whole = run_probe("templates", h, data=tmp_path / "sets", progress=False)
+    parts = Templates().execute(h, tmp_path / "sets", progress=False, chunk_size=5, workdir=tmp_path / "partial")
+    assert parts is not None and len(list((tmp_path / "partial").glob("chunk-*.parquet"))) == 3
+    pd.testing.assert_frame_equal(parts.items, whole.items, check_exact=False, atol=1e-5, rtol=0)
+    for k, mv in whole.summary.items():
+        assert parts.summary[k].value == pytest.approx(mv.value, abs=1e-6), k
+    if h.kind == "causal-lm":
+        for _, g in parts.items.groupby(["template_id", "pair"]):  # 3 items each, split across chunks
+            np.testing.assert_allclose(g["effect"], g["preference"] - g["preference"].mean(), atol=1e-9)
