@@ -51,15 +51,27 @@ def _wordpiece_tokenizer(folder: Path, texts: list[str], lowercase: bool = True)
         normalizers,
         pre_tokenizers,
         processors,
-        trainers,
     )
     from transformers import BertTokenizerFast
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    pre = pre_tokenizers.BertPreTokenizer()
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=400, special_tokens=special))
+    # The WordPiece trainer breaks ties between equally frequent merges in hash order, so two builds
+    # of the same corpus gave different vocabularies (and then different weights). The vocabulary is
+    # built here instead, deterministically: the special tokens, every character alone and as a
+    # continuation (##c), then whole words by frequency (ties alphabetical) up to 400 entries.
+    counts: dict[str, int] = {}
+    for text in texts:
+        for word, _ in pre.pre_tokenize_str(normalizer.normalize_str(text)):
+            counts[word] = counts.get(word, 0) + 1
+    chars = sorted({c for w in counts for c in w})
+    vocab_list = special + chars + [f"##{c}" for c in chars]
+    vocab_list += [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if len(w) > 1]
+    vocab = {w: i for i, w in enumerate(list(dict.fromkeys(vocab_list))[:400])}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
