@@ -32,7 +32,7 @@ import inspect
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import yaml
 from pydantic import (
@@ -122,10 +122,17 @@ class ProbeSpec(BaseModel):
         return self.name or self.probe
 
 
+ReportFormat = Literal["html", "pdf", "md", "json"]
+
+
+def _default_report_formats() -> list[ReportFormat]:
+    return ["html", "md", "json"]
+
+
 class ReportSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    formats: list[Literal["html", "pdf", "md", "json"]] = Field(default_factory=lambda: ["html", "md", "json"])
+    formats: list[ReportFormat] = Field(default_factory=_default_report_formats)
     enabled: bool = True
 
 
@@ -171,6 +178,10 @@ class AuditConfig(BaseModel):
             raise ValueError("two models share a run-directory name; give them distinct 'label's")
         return self
 
+    @overload
+    def resolve(self, path: str) -> str: ...
+    @overload
+    def resolve(self, path: None) -> None: ...
     def resolve(self, path: str | None) -> str | None:
         """A data path made absolute against the config's folder (``None`` stays ``None``)."""
         if path is None:
@@ -261,7 +272,7 @@ def check_names(cfg: AuditConfig, source: str) -> None:
             from audit.explain import validate_explain_spec
         except ImportError:  # pragma: no cover - explain package always ships
             return
-        seen: set[str] = set()
+        seen: set[str | None] = set()  # an explain entry's name is optional
         names = {m.name for m in cfg.models}
         for i, spec in enumerate(cfg.explain):
             only = spec.get("models")

@@ -306,6 +306,9 @@ class Probe:
         progress: bool = True,
         **options: Any,
     ) -> ProbeResult:
+        """Run the probe. Subclasses narrow ``**options`` into named keyword-only options (hence
+        their ``# type: ignore[override]``): config validation (``audit.config``,
+        :meth:`ItemProbe.check_options`) reads the accepted options from that signature."""
         raise NotImplementedError
 
 
@@ -533,7 +536,7 @@ class ItemProbe(Probe):
                     if too_long:  # before the chunk file, which marks the chunk complete
                         write_json(path.with_name(f"excluded-{k:05d}.json"), too_long)
                     write_parquet(path, out)
-                    _inject_fault(rank, len([q for q in mine if (workdir / f"chunk-{q:05d}.parquet").is_file()]))
+                    _inject_fault(rank, len([q for q in mine if path.with_name(f"chunk-{q:05d}.parquet").is_file()]))
                 else:
                     scored[k] = out
                     refused[k] = too_long

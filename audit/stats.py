@@ -142,7 +142,7 @@ def mann_whitney(a: Sequence[float], b: Sequence[float]) -> float:
     return float(st.mannwhitneyu(a_, b_, alternative="two-sided").pvalue)
 
 
-def one_sample_t(x: Sequence[float]) -> float:
+def one_sample_t(x: Sequence[float] | np.ndarray) -> float:
     """Two-sided one-sample t-test of the mean against 0."""
     a = np.asarray(x, dtype=np.float64)
     a = a[~np.isnan(a)]
@@ -374,7 +374,7 @@ def mean_metric(
 def group_breakdown(
     items: pd.DataFrame,
     by: str,
-    metrics: dict[str, Callable[[pd.DataFrame], MetricValue]],
+    metrics: Mapping[str, Callable[[pd.DataFrame], MetricValue]],
 ) -> pd.DataFrame:
     """Per-group metrics as the long ``breakdown`` table, p-values BH-adjusted per metric."""
     rows = []

@@ -641,7 +641,7 @@ class BBQ(ItemProbe):
     def data_files(self, data: str | Path | None, options: dict[str, Any] | None = None) -> list[Path]:
         return [] if data is None else _jsonl_files(data)
 
-    def run(
+    def run(  # type: ignore[override]  # named options: see Probe.run
         self,
         handle: ModelHandle,
         data: str | Path | None = None,

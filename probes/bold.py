@@ -448,7 +448,7 @@ class Bold(ItemProbe):
         """A prompt file's rows: its prompts."""
         return len(load_bold(path))
 
-    def run(
+    def run(  # type: ignore[override]  # named options: see Probe.run
         self,
         handle: ModelHandle,
         data: str | Path | None = None,

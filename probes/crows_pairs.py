@@ -172,7 +172,7 @@ class CrowsPairs(ItemProbe):
     score_columns = ("sent_more_score", "sent_less_score")
     item_id = "row"
 
-    def run(
+    def run(  # type: ignore[override]  # named options: see Probe.run
         self,
         handle: ModelHandle,
         data: str | Path | None = None,

@@ -470,7 +470,7 @@ def stereoset_metrics(items: pd.DataFrame, *, seed: int = 0, prefix: str = "") -
     tab = term_table(items)
     a = aggregate(items)
     ci = bootstrap_terms(tab, seed=seed)
-    n_terms = a["n_terms"]
+    n_terms = int(a["n_terms"])  # a count; aggregate() returns it as an int in a dict[str, float]
     warn = small_n_warning(n_terms, "target terms")
     k, n = int(items["stereotype_preferred"].sum()), len(items)
     method = "bootstrap percentile over target terms"
@@ -508,7 +508,7 @@ class StereoSet(ItemProbe):
         """A StereoSet file's rows: its clusters (intra- and intersentence)."""
         return len(load_stereoset(path))
 
-    def run(
+    def run(  # type: ignore[override]  # named options: see Probe.run
         self,
         handle: ModelHandle,
         data: str | Path | None = None,

@@ -440,7 +440,7 @@ def _verdict(rd: RunDir) -> tuple[dict[str, Any] | None, str]:
     for c in data.get("checks") or []:
         if not isinstance(c, Mapping):
             continue
-        row = {k: str(c.get(k) or "") for k in _CHECK_TEXT}
+        row: dict[str, str | float | None] = {k: str(c.get(k) or "") for k in _CHECK_TEXT}
         row["op"] = str(c.get("op") or "")
         row["severity"] = "warn" if c.get("severity") == "warn" else "fail"
         row["on"] = "ci" if c.get("on") == "ci" else "value"
@@ -452,7 +452,8 @@ def _verdict(rd: RunDir) -> tuple[dict[str, Any] | None, str]:
     status = "fail" if failed else "warn" if any(c["status"] in ("warn", "missing") for c in checks) else "pass"
     if data.get("status") not in (None, status):
         err = f"verdict.json says {data.get('status')!r} but its checks give {status!r}; the checks are shown"
-    policy = data.get("policy") if isinstance(data.get("policy"), Mapping) else {}
+    raw_policy = data.get("policy")
+    policy: Mapping[str, Any] = raw_policy if isinstance(raw_policy, Mapping) else {}
     return {
         "status": status,
         "failed": failed,
