@@ -272,7 +272,7 @@ def check_names(cfg: AuditConfig, source: str) -> None:
             from audit.explain import validate_explain_spec
         except ImportError:  # pragma: no cover - explain package always ships
             return
-        seen: set[str | None] = set()  # an explain entry's name is optional
+        seen: set[str] = set()  # an unnamed entry is "explain<i>", as the runner names its folder
         names = {m.name for m in cfg.models}
         for i, spec in enumerate(cfg.explain):
             only = spec.get("models")
@@ -287,7 +287,7 @@ def check_names(cfg: AuditConfig, source: str) -> None:
                 validate_explain_spec({k: v for k, v in spec.items() if k != "models"})
             except ValueError as exc:
                 raise ConfigError(f"invalid audit config {source}:\n  explain.{i}: {exc}") from None
-            nm = spec.get("name")
+            nm = spec.get("name") or f"explain{i}"
             if nm in seen:
                 raise ConfigError(f"invalid audit config {source}:\n  explain.{i}.name: {nm!r} is used twice")
             seen.add(nm)

@@ -274,3 +274,16 @@ POLICY_VALUES = st.recursive(
 @given(POLICY_VALUES)
 def test_any_values_in_policy_fields_load_or_raise_policy_error(data: Any) -> None:
     _loads_or_names_file(load_policy, PolicyError, "policy.yaml", yaml.safe_dump(data))
+
+
+def test_unnamed_explain_steps_get_distinct_names_and_a_clash_is_refused(tmp_path: Path) -> None:
+    """Unnamed explain steps are ``explain<i>`` (the runner's folder names): two of them are fine, a
+    named step that takes an unnamed one's folder name is refused."""
+    from audit.config import parse_config
+
+    base = {"models": [{"name": "smollm2-135m"}], "probes": []}
+    two = [{"methods": ["rollout"], "texts": ["a b"]}, {"methods": ["rollout"], "texts": ["c d"]}]
+    assert len(parse_config({**base, "explain": two}).explain) == 2
+    clash = [*two, {"name": "explain0", "methods": ["rollout"], "texts": ["e"]}]
+    with pytest.raises(ConfigError, match=r"explain\.2\.name: 'explain0' is used twice"):
+        parse_config({**base, "explain": clash})
