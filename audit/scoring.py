@@ -88,21 +88,23 @@ def _is_oom(exc: BaseException) -> bool:
 
 
 def run_batches(
-    batches: list[np.ndarray],
-    fn: Callable[[np.ndarray], None],
+    batches: Sequence[Any],
+    fn: Callable[[Any], None],
     *,
     desc: str = "",
     progress: bool = False,
     total: int | None = None,
+    size: Callable[[Any], int] = len,
 ) -> None:
-    """Call ``fn`` on each index batch; on out-of-memory, halve the batch and retry."""
-    bar = tqdm(total=total or sum(len(b) for b in batches), desc=desc, disable=not progress, unit="it")
-    queue: list[np.ndarray] = list(reversed(batches))
+    """Call ``fn`` on each batch (an index array, or a packed batch's list of rows); on
+    out-of-memory, halve the batch and retry. ``size`` counts a batch's items for the progress bar."""
+    bar = tqdm(total=total or sum(size(b) for b in batches), desc=desc, disable=not progress, unit="it")
+    queue = list(reversed(batches))
     while queue:
         b = queue.pop()
         try:
             fn(b)
-            bar.update(len(b))
+            bar.update(size(b))
         except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
             if not _is_oom(exc) or len(b) == 1:
                 raise
@@ -129,6 +131,12 @@ def _pad(seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tu
     ids, lengths = _padded_matrix(seqs, pad_id)
     att = (np.arange(ids.shape[1])[None, :] < lengths[:, None]).astype(np.int64)
     return torch.from_numpy(ids).to(device), torch.from_numpy(att).to(device)
+
+
+def _pad_id(handle: ModelHandle) -> int:
+    """The padding id (EOS, else 0, for a tokenizer without one: padded positions are masked)."""
+    tok = handle.tokenizer
+    return int(tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0))
 
 
 def check_length(handle: ModelHandle, n_tokens: int, what: str = "input") -> None:
@@ -180,8 +188,7 @@ def masked_token_logprobs(
     """
     if len(sequences) == 0:
         return np.empty(0, dtype=np.float64)
-    pad_id = handle.tokenizer.pad_token_id
-    rows, lengths = _padded_matrix(sequences, 0 if pad_id is None else pad_id)
+    rows, lengths = _padded_matrix(sequences, _pad_id(handle))
     return _masked_queries(handle, rows, lengths, np.arange(len(sequences)), np.asarray(positions, dtype=np.int64),
                            np.asarray(targets, dtype=np.int64), max_batch_tokens=max_batch_tokens,
                            progress=progress, desc=desc)
@@ -257,8 +264,7 @@ def pseudo_log_likelihood(
     counts = np.fromiter((len(ps) for ps in score_positions), dtype=np.int64, count=len(score_positions))
     if len(token_ids) == 0 or counts.sum() == 0:
         return [np.empty(0, dtype=np.float64) for _ in score_positions]
-    pad_id = handle.tokenizer.pad_token_id
-    rows, lengths = _padded_matrix(token_ids, 0 if pad_id is None else pad_id)
+    rows, lengths = _padded_matrix(token_ids, _pad_id(handle))
     pos = np.fromiter((p for ps in score_positions for p in ps), dtype=np.int64, count=int(counts.sum()))
     owner = np.repeat(np.arange(len(token_ids)), counts)
     if np.any(pos < 0) or np.any(pos >= lengths[owner]):
@@ -519,15 +525,12 @@ def _run_packed(
     head_chunk: int, progress: bool, desc: str,
 ) -> list[np.ndarray]:
     res: list[np.ndarray] = [np.empty(0)] * n_out
-    pad_id = handle.tokenizer.pad_token_id
-    if pad_id is None:
-        pad_id = handle.tokenizer.eos_token_id or 0
+    pad_id = _pad_id(handle)
     head = _causal_head(handle)
     base = handle.model.base_model
     dtype = next(handle.model.parameters()).dtype
     neg = torch.finfo(dtype).min
     dev = handle.device
-    bar = tqdm(total=len(packs), desc=desc, disable=not progress, unit="it")
 
     def forward(rows: list[list[int]]) -> bool:
         """Score one batch into ``res``; whether every score came out finite."""
@@ -554,22 +557,10 @@ def _run_packed(
                 if len(row) > 1 and not all(np.isfinite(res[o]).all() for o in outs):
                     for b in row:
                         forward([[b]])
-        bar.update(sum(len(r) for r in rows))
 
-    queue = list(reversed(batches))
-    while queue:  # out of memory: split the batch's rows in two and retry
-        rows = queue.pop()
-        try:
-            step(rows)
-        except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
-            if not _is_oom(exc) or len(rows) == 1:
-                raise
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            logger.warning("out of memory on a packed batch of %d rows; retrying as two halves", len(rows))
-            half = len(rows) // 2
-            queue += [rows[half:], rows[:half]]
-    bar.close()
+    # out of memory: the batch's rows are split in two and retried
+    run_batches(batches, step, desc=desc, progress=progress, total=len(packs),
+                size=lambda rows: sum(len(r) for r in rows))
     return res
 
 
@@ -663,9 +654,7 @@ def _padded_causal_logprobs(
     res: list[np.ndarray] = [np.empty(0)] * len(token_ids)
     lengths = [len(s) for s in token_ids]
     budget = max_batch_tokens or default_batch_tokens(handle)
-    pad_id = handle.tokenizer.pad_token_id
-    if pad_id is None:
-        pad_id = handle.tokenizer.eos_token_id or 0
+    pad_id = _pad_id(handle)
     head = _causal_head(handle)
     base = handle.model.base_model
 
@@ -813,7 +802,7 @@ def _encoder_batches(
         check_length(handle, max(lengths), "a text to embed")
     budget = max_batch_tokens or default_batch_tokens(handle)
     for idx in length_sorted_batches(lengths, budget):
-        ids, att = _pad([enc[i] for i in idx], handle.tokenizer.pad_token_id, handle.device)
+        ids, att = _pad([enc[i] for i in idx], _pad_id(handle), handle.device)
         yield idx, {"input_ids": ids, "attention_mask": att}
 
 

@@ -682,16 +682,6 @@ class BBQ(ItemProbe):
             raise ProbeError("bbq needs data= a BBQ/MBBQ .jsonl file or a folder of them")
         return load_bbq(data, max_items=opts.get("max_items"), sample=opts.get("sample", "stratified"))
 
-    def _score_chunk(self, handle: ModelHandle, part: pd.DataFrame, opts: dict[str, Any],
-                     progress: bool) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
-        """The base chunk scoring, then (generate mode) the items whose reply was generated from
-        non-finite logits left out."""
-        from audit.generation import split_non_finite
-
-        out, excluded = super()._score_chunk(handle, part, opts, progress)
-        kept, bad = split_non_finite(out, self.item_labels(out))
-        return kept, excluded + bad
-
     def score_items(self, handle: ModelHandle, items: pd.DataFrame, opts: dict[str, Any], progress: bool) -> pd.DataFrame:
         mode, norm, unknown = self._check(opts)
         if mode == "generate" and handle.kind != "causal-lm":

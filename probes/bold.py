@@ -473,12 +473,6 @@ class Bold(ItemProbe):
                            max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
                            top_p=top_p, batch_size=batch_size)
 
-    def execute(self, handle: ModelHandle, data: str | Path | None, *, seed: int = 0,
-                **kw: Any) -> ProbeResult | None:
-        # score_items has no seed parameter; generation needs the run's seed
-        self._seed = int(seed)
-        return super().execute(handle, data, seed=seed, **kw)
-
     @staticmethod
     def _specs(opts: dict[str, Any]) -> list[str | Mapping[str, Any]]:
         specs = list(opts["scorers"]) if opts.get("scorers") is not None else ["vader"]
@@ -516,21 +510,12 @@ class Bold(ItemProbe):
             self._built = (key, [build_scorer(sp, device=device) for sp in specs])
         return self._built[1]
 
-    def _score_chunk(self, handle: ModelHandle, part: pd.DataFrame, opts: dict[str, Any],
-                     progress: bool) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
-        """The base chunk scoring, then the prompts generated from non-finite logits left out."""
-        from audit.generation import split_non_finite
-
-        out, excluded = super()._score_chunk(handle, part, opts, progress)
-        kept, bad = split_non_finite(out, self.item_labels(out))
-        return kept, excluded + bad
-
     def score_items(self, handle: ModelHandle, items: pd.DataFrame, opts: dict[str, Any], progress: bool) -> pd.DataFrame:
         from audit.generation import NON_FINITE_COLUMN, generate
 
         scorers = self._scorers(opts, handle.device)
         prompts = [p.rstrip() for p in items["prompt"]]
-        gen = generate(handle, prompts, progress=progress, **self._generation(opts, getattr(self, "_seed", 0)))
+        gen = generate(handle, prompts, progress=progress, **self._generation(opts, self.seed))
         out = items.copy()
         out["continuation"] = list(gen)
         out[NON_FINITE_COLUMN] = gen.non_finite

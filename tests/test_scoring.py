@@ -261,3 +261,27 @@ def test_nan_in_one_packed_sequence_does_not_reach_its_row_mates(gpt2) -> None: 
     for i, (g, r) in enumerate(zip(got, ref, strict=True)):
         if i != 2:
             np.testing.assert_allclose(g, r, atol=1e-5, rtol=0)
+
+
+def test_packed_batch_out_of_memory_is_split_and_retried(gpt2, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A packed batch that runs out of memory is retried as two halves of its rows (the same
+    back-off as padded batches), with the same numbers."""
+    base = gpt2.model.base_model
+    real = base.forward
+    seen: list[int] = []
+
+    def small_only(*a, **kw):  # type: ignore[no-untyped-def]
+        rows = int(kw["input_ids"].shape[0])
+        seen.append(rows)
+        if rows > 1:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return real(*a, **kw)
+
+    seqs = scoring.causal_tokenize(gpt2, SENTS)
+    assert scoring._packing_supported(gpt2)  # checked before the forward is patched
+    monkeypatch.setattr(base, "forward", small_only)
+    got = scoring.causal_logprobs(gpt2, seqs * 4, max_batch_tokens=256)  # rows of 64 tokens, 4 a batch
+    monkeypatch.undo()
+    assert max(seen) > 1 and seen[-1] == 1
+    for g, r in zip(got, scoring.naive_causal_logprobs(gpt2, seqs * 4), strict=True):
+        np.testing.assert_allclose(g, r, atol=1e-5, rtol=0)
