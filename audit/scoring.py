@@ -17,9 +17,10 @@ compare against.
 from __future__ import annotations
 
 import logging
+import os
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -343,26 +344,285 @@ def _gather_logprobs(
 
 
 @dataclass
-class _Pack:
-    """One unit of packed causal scoring: a trunk (prefix token + context) and optional branches
-    (continuations that each see the whole trunk and their own earlier tokens, nothing else).
+class PrefixTree:
+    """The token trie of a group of sequences, for tree attention (the token trees of SpecInfer,
+    Miao et al. 2024, and Medusa, Cai et al. 2024, applied to scoring).
 
-    ``trunk_owner`` receives log P of trunk tokens ``score_from`` … end; each branch ``(owner,
-    ids)`` receives the log P of all its tokens."""
+    Nodes are numbered in depth-first preorder, so node v's subtree is the id range
+    ``v … end[v] − 1``. Node v holds ``token[v]`` at position ``depth[v]`` (0 for a first token)
+    under ``parent[v]`` (−1 for a first token); ``paths[k]`` are the nodes of sequence
+    ``members[k]``, one per position; ``need[v]``: some sequence scores log P(token[v] | ancestors).
+    """
 
-    trunk: list[int]
-    score_from: int
-    trunk_owner: int | None
-    branches: list[tuple[int, list[int]]] = field(default_factory=list)
+    members: list[int]
+    token: np.ndarray
+    parent: np.ndarray
+    depth: np.ndarray
+    end: np.ndarray
+    need: np.ndarray
+    paths: list[np.ndarray]
 
-    @property
-    def n_tokens(self) -> int:
-        return len(self.trunk) + sum(len(x) for _, x in self.branches)
+    @classmethod
+    def build(cls, seqs: Sequence[Sequence[int]], members: list[int], lcp: Sequence[int], starts: Sequence[int]) -> PrefixTree:
+        """The trie of ``seqs[m]`` for m in ``members``, given in lexicographic order with ``lcp[k]``
+        leading tokens shared with the member before: each member's new nodes come in preorder."""
+        token: list[int] = []
+        parent: list[int] = []
+        depth: list[int] = []
+        path: list[int] = []
+        paths = []
+        for m, shared in zip(members, lcp, strict=True):
+            s = seqs[m]
+            del path[shared:]
+            for j in range(len(path), len(s)):
+                parent.append(path[-1] if path else -1)
+                path.append(len(token))
+                token.append(int(s[j]))
+                depth.append(j)
+            paths.append(np.asarray(path, dtype=np.int64))
+        end = list(range(1, len(token) + 1))
+        for v in range(len(token) - 1, -1, -1):  # a subtree ends where its last descendant's does
+            p = parent[v]
+            if p >= 0 and end[v] > end[p]:
+                end[p] = end[v]
+        need = np.zeros(len(token), dtype=bool)
+        for m, path_m in zip(members, paths, strict=True):
+            need[path_m[max(int(starts[m]), 1) :]] = True
+        as_arr = lambda x: np.asarray(x, dtype=np.int64)  # noqa: E731
+        return cls(members, as_arr(token), as_arr(parent), as_arr(depth), as_arr(end), need, paths)
 
-    @property
-    def span(self) -> int:
-        """The largest position id used (trunk + the longest branch)."""
-        return len(self.trunk) + max((len(x) for _, x in self.branches), default=0)
+    def trunk(self, v: int) -> list[int]:
+        """The path from the top down to node v (empty for −1)."""
+        out = []
+        while v >= 0:
+            out.append(v)
+            v = int(self.parent[v])
+        return out[::-1]
+
+    def units(self, row_tokens: int) -> list[tuple[int, int, int]]:
+        """Split the tree into units of at most ``row_tokens`` tokens. Unit ``(anchor, a, b)`` is
+        the trunk ``trunk(anchor)`` followed by nodes ``a … b − 1``, whole subtrees of consecutive
+        children of ``anchor`` (−1: of the top). A subtree too big for its trunk is split: its
+        node joins the trunk of its children's units, so its ancestor path is repeated there."""
+        n = len(self.token)
+        end, depth = self.end, self.depth
+
+        def kids(p: int) -> Iterator[int]:
+            c, stop = (p + 1, int(end[p])) if p >= 0 else (0, n)
+            while c < stop:
+                yield c
+                c = int(end[c])
+
+        units: list[tuple[int, int, int]] = []
+        stack: list[list[Any]] = [[-1, kids(-1), -1, -1]]  # anchor, children, the open run a … b
+        while stack:
+            top = stack[-1]
+            p, it, a, b = top
+            room = row_tokens - (int(depth[p]) + 1 if p >= 0 else 0)
+            c = next(it, None)
+            if c is not None and end[c] - c <= room:
+                if a >= 0 and end[c] - a <= room:
+                    top[3] = int(end[c])
+                else:
+                    if a >= 0:
+                        units.append((p, a, b))
+                    top[2], top[3] = c, int(end[c])
+                continue
+            if a >= 0:
+                units.append((p, a, b))
+                top[2] = top[3] = -1
+            if c is None:
+                stack.pop()
+            else:
+                stack.append([c, kids(c), -1, -1])
+        return units
+
+    def home(self, units: Sequence[tuple[int, int, int]]) -> np.ndarray:
+        """The unit that scores each node: the one holding its subtree, or for a split node (only
+        ever in trunks) the first unit whose trunk passes through it."""
+        home = np.full(len(self.token), -1, dtype=np.int64)
+        for u, (anchor, a, b) in enumerate(units):
+            home[a:b] = u
+            for v in self.trunk(anchor):
+                if home[v] < 0:
+                    home[v] = u
+        return home
+
+
+def prefix_tree_plan(
+    token_ids: Sequence[Sequence[int]], score_from: Sequence[int], row_tokens: int, max_nodes: int = 1 << 20
+) -> Iterator[tuple[PrefixTree, list[tuple[int, int, int]]]]:
+    """The tries that score ``token_ids``, and their units (:meth:`PrefixTree.units`).
+
+    Sequences are sorted lexicographically and cut into groups of about ``max_nodes`` new trie
+    nodes, each cut where neighbours share the fewest tokens among the next 256 sequences: memory
+    stays bounded on a file of any size and little is computed twice. Groups are built one at a
+    time (a generator)."""
+    n = len(token_ids)
+    order = sorted(range(n), key=lambda i: tuple(token_ids[i]))
+    lcp = np.zeros(n, dtype=np.int64)
+    for k in range(1, n):
+        lcp[k] = len(os.path.commonprefix([list(token_ids[order[k - 1]]), list(token_ids[order[k]])]))
+    added = np.cumsum(np.asarray([len(token_ids[i]) for i in order], dtype=np.int64) - lcp)
+    start = 0
+    while start < n:
+        stop = int(np.searchsorted(added, (added[start - 1] if start else 0) + max_nodes, side="right"))
+        if stop < n:
+            stop += int(np.argmin(lcp[stop : stop + 256]))
+        stop = max(stop, start + 1)
+        tree = PrefixTree.build(token_ids, order[start:stop], [0, *lcp[start + 1 : stop]], score_from)
+        yield tree, tree.units(row_tokens)
+        start = stop
+
+
+def _tree_layout(
+    tree: PrefixTree, units: Sequence[tuple[int, int, int]], home: np.ndarray, rows: list[list[int]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]:
+    """Token ids, position ids (depths) and the tree mask of a batch of rows of units, with the
+    flat (row·R + column) index of each scored node's parent, the scored tokens and their nodes.
+
+    Laid out in preorder, a node's descendants are the columns up to its subtree's end, so the mask
+    is ``key ≤ query < end[key]``: every token sees its ancestors and itself, nothing else."""
+    parts = []
+    for r, row in enumerate(rows):
+        off = 0
+        for u in row:
+            anchor, a, b = units[u]
+            trunk = np.asarray(tree.trunk(anchor), dtype=np.int64)
+            t, span = len(trunk), np.arange(a, b)
+            par = tree.parent[span]
+            nodes = np.concatenate([trunk, span])
+            ends = np.concatenate([np.full(t, t + b - a), t + tree.end[span] - a])
+            pcol = np.concatenate([np.arange(-1, t - 1), np.where(par >= a, t + par - a, t - 1)])
+            scored = tree.need[nodes] & (home[nodes] == u) & (pcol >= 0)
+            parts.append((r, off, nodes, ends, pcol, scored))
+            off += len(nodes)
+    B, R = len(rows), max(off + len(nodes) for _, off, nodes, *_ in parts)
+    ids = np.full((B, R), pad_id, dtype=np.int64)
+    pos = np.zeros((B, R), dtype=np.int64)
+    end = np.tile(np.arange(1, R + 1), (B, 1))  # padding sees itself only
+    for r, off, nodes, ends, _, _ in parts:
+        ids[r, off : off + len(nodes)] = tree.token[nodes]
+        pos[r, off : off + len(nodes)] = tree.depth[nodes]
+        end[r, off : off + len(nodes)] = off + ends
+    q = np.arange(R)
+    allow = (q[None, None, :] <= q[None, :, None]) & (q[None, :, None] < end[:, None, :])
+    pred = np.concatenate([r * R + off + pcol[s] for r, off, _, _, pcol, s in parts])
+    scored_nodes = np.concatenate([nodes[s] for _, _, nodes, _, _, s in parts])
+    return (torch.from_numpy(ids), torch.from_numpy(pos), torch.from_numpy(allow), torch.from_numpy(pred),
+            torch.from_numpy(tree.token[scored_nodes]), scored_nodes)
+
+
+def _score_tree(
+    handle: ModelHandle, tree: PrefixTree, units: Sequence[tuple[int, int, int]], batches: list[list[list[int]]],
+    *, head_chunk: int, progress: bool, desc: str,
+) -> np.ndarray:
+    """log P(token[v] | ancestors) at every needed node of ``tree`` (NaN at the others), each
+    node computed in one unit; an out-of-memory batch is split in two (:func:`run_batches`)."""
+    node_lp = np.full(len(tree.token), np.nan)
+    home = tree.home(units)
+    pad_id = _pad_id(handle)
+    head = _causal_head(handle)
+    base = handle.model.base_model
+    dtype = next(handle.model.parameters()).dtype
+    dev = handle.device
+
+    def step(rows: list[list[int]]) -> None:
+        ids, pos, allow, pred, tgt, nodes = _tree_layout(tree, units, home, rows, pad_id)
+        mask = torch.zeros(allow.shape, dtype=dtype).masked_fill_(~allow, torch.finfo(dtype).min)[:, None]
+        with torch.inference_mode():
+            hidden = base(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
+                          use_cache=False).last_hidden_state
+            sel = hidden.reshape(-1, hidden.shape[-1])[pred.to(dev)]
+            node_lp[nodes] = _gather_logprobs(head, sel, tgt.to(dev), head_chunk)
+
+    run_batches(batches, step, desc=desc, progress=progress, total=len(units),
+                size=lambda rows: sum(len(r) for r in rows))
+    return node_lp
+
+
+def _packing_supported(handle: ModelHandle) -> bool:
+    """Whether this model honours 4-D attention masks with position ids — checked once per model by
+    scoring two short sequences with a shared prefix as one tree in one row and separately (an
+    architecture that ignores either, e.g. one that derives ALiBi biases from a 2-D mask, fails
+    the check and is scored with padded rows instead)."""
+    model = handle.model
+    if model in _PACKING_CHECKED:
+        return _PACKING_CHECKED[model]
+    vocab = max(int(getattr(model.config, "vocab_size", 0) or 0) - 1, 1)
+    a = [(7 * i + 3) % vocab for i in range(6)]
+    seqs = [a, a[:2] + [(11 * i + 5) % vocab for i in range(4)]]
+    ok = False
+    try:
+        tree, units = next(prefix_tree_plan(seqs, [1, 1], 16))
+        lp = _score_tree(handle, tree, units, [[list(range(len(units)))]], head_chunk=64, progress=False, desc="")
+        ref = _padded_causal_logprobs(handle, seqs, [1, 1], max_batch_tokens=1, head_chunk=64, progress=False)
+        tol = 1e-3 if handle.dtype == torch.float32 else 5e-2
+        ok = all(np.allclose(lp[p[1:]], ref[m], atol=tol) for m, p in zip(tree.members, tree.paths, strict=True))
+    except (TypeError, ValueError, RuntimeError) as exc:
+        logger.info("packed scoring unavailable for %s: %s", handle.name, exc)
+    if not ok:
+        logger.warning("%s does not honour packed 4-D attention masks; scoring with padded batches", handle.name)
+    _PACKING_CHECKED[model] = ok
+    return ok
+
+
+_PACKING_CHECKED: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+#: the longest row of units on every device: tree attention costs rows × length² (the mask and
+#: the attention scores), so rows stay short even where the token budget is large
+TREE_ROW_TOKENS = 512
+
+
+def causal_logprobs(
+    handle: ModelHandle,
+    token_ids: Sequence[Sequence[int]],
+    *,
+    score_from: Sequence[int] | None = None,
+    max_batch_tokens: int | None = None,
+    progress: bool = False,
+    head_chunk: int = 512,
+    pack: bool = True,
+    row_tokens: int = TREE_ROW_TOKENS,
+) -> list[np.ndarray]:
+    """log P(tᵢ | t<ᵢ) for i = score_from[s] … len(s)-1 of each sequence s (default from 1).
+
+    Pass sequences from :func:`causal_tokenize` (prefix token first) so that the first real
+    token is scored too. The sequences form a prefix tree (:func:`prefix_tree_plan`) and every
+    tree node — every distinct prefix — is computed once: subtrees are laid out in rows of at most
+    ``max(row_tokens, longest)`` tokens, a subtree that does not fit split with its ancestor path
+    repeated as the row's trunk, with a tree attention mask (each token sees its ancestors) and
+    position ids equal to depths; rows fill batches of ``max_batch_tokens`` (:func:`pack_rows`). A
+    model that does not honour such masks (checked once per model) gets length-sorted padded
+    batches instead (``pack=False`` forces that). The LM head runs only at scored nodes, in row
+    chunks, so a large vocabulary never materialises a (batch × length × vocab) tensor.
+
+    The numbers are those of scoring each sequence alone; only repeated prefix work is saved. A
+    NaN/inf spreads to the row's other sequences through attention (0 × NaN = NaN), so a sequence
+    with a non-finite score is rescored alone.
+    """
+    n = len(token_ids)
+    if n == 0:
+        return []
+    starts = [int(s) for s in score_from] if score_from is not None else [1] * n
+    longest = max(len(s) for s in token_ids)
+    check_length(handle, longest, "a causal-LM sequence")
+    budget = max_batch_tokens or default_batch_tokens(handle)
+    if not pack or not _packing_supported(handle):
+        return _padded_causal_logprobs(handle, token_ids, starts, max_batch_tokens=budget, head_chunk=head_chunk,
+                                       progress=progress)
+    res: list[np.ndarray] = [np.empty(0)] * n
+    row = max(min(row_tokens, budget), longest)
+    for tree, units in prefix_tree_plan(token_ids, starts, row):
+        plan = pack_rows([len(tree.trunk(p)) + b - a for p, a, b in units], budget, min_row=row)
+        lp = _score_tree(handle, tree, units, plan, head_chunk=head_chunk, progress=progress, desc="causal LM")
+        for m, path in zip(tree.members, tree.paths, strict=True):
+            res[m] = lp[path[max(starts[m], 1) :]]
+    if n > 1:
+        for i in [i for i in range(n) if not np.isfinite(res[i]).all()]:
+            res[i] = causal_logprobs(handle, [token_ids[i]], score_from=[starts[i]], max_batch_tokens=budget,
+                                     head_chunk=head_chunk, row_tokens=row_tokens)[0]
+    return res
 
 
 def pack_rows(
@@ -409,241 +669,6 @@ def pack_rows(
             rows.append(row)
         batches.append(rows)
     return batches
-
-
-def _batch_layout(
-    packs: Sequence[_Pack], rows: list[list[int]], pad_id: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
-    """Token ids, position ids and the block mask of one packed batch, built without a per-token
-    Python loop: pieces (a trunk or a branch) are laid out with cumulative sums, and the mask is
-    ``same pack ∧ key ≤ query ∧ (key in the trunk ∨ key in the query's branch)``.
-
-    Returns ids (B × R), positions (B × R), allow (B × R × R, bool), the flat (row·R + column)
-    index of the predictor of every scored token, the scored tokens' ids, and the owners with
-    their score counts in output order."""
-    piece_ids: list[list[int]] = []
-    p_row: list[int] = []
-    p_pack: list[int] = []
-    p_branch: list[int] = []
-    p_pos0: list[int] = []
-    p_score0: list[int] = []
-    owners: list[tuple[int, int]] = []
-    for r, members in enumerate(rows):
-        for b in members:
-            pk = packs[b]
-            piece_ids.append(pk.trunk)
-            p_row.append(r)
-            p_pack.append(b)
-            p_branch.append(0)
-            p_pos0.append(0)
-            p_score0.append(max(pk.score_from, 1))
-            if pk.trunk_owner is not None:
-                owners.append((pk.trunk_owner, max(len(pk.trunk) - max(pk.score_from, 1), 0)))
-            for k, (owner, x) in enumerate(pk.branches, start=1):
-                piece_ids.append(x)
-                p_row.append(r)
-                p_pack.append(b)
-                p_branch.append(k)
-                p_pos0.append(len(pk.trunk))
-                p_score0.append(0)
-                owners.append((owner, len(x)))
-    plen = np.fromiter((len(x) for x in piece_ids), dtype=np.int64, count=len(piece_ids))
-    prow = np.asarray(p_row, dtype=np.int64)
-    B = len(rows)
-    row_tokens = np.bincount(prow, weights=plen, minlength=B).astype(np.int64)
-    R = int(row_tokens.max())
-    start = np.cumsum(plen) - plen  # each piece's start in the flat token list
-    row_first = np.searchsorted(prow, np.arange(B))  # pieces are grouped by row, in order
-    off = start - start[row_first[prow]]  # each piece's start inside its row
-    # a branch's first token is predicted by the last token of its pack's trunk, the piece laid
-    # out most recently before it
-    is_trunk = np.asarray(p_branch) == 0
-    trunk_of = np.maximum.accumulate(np.where(is_trunk, np.arange(len(plen)), 0))
-    first_pred = np.where(is_trunk, -1, off[trunk_of] + plen[trunk_of] - 1)
-    n_tok = int(plen.sum())
-    piece = np.repeat(np.arange(len(plen)), plen)
-    j = np.arange(n_tok) - start[piece]  # index inside the piece
-    col = off[piece] + j
-    row = prow[piece]
-    flat_ids = np.fromiter((t for x in piece_ids for t in x), dtype=np.int64, count=n_tok)
-    ids = np.full((B, R), pad_id, dtype=np.int64)
-    ids[row, col] = flat_ids
-    pos = np.zeros((B, R), dtype=np.int64)
-    pos[row, col] = np.asarray(p_pos0)[piece] + j
-    # which pack and which branch each position belongs to; padding gets ids of its own
-    seg = np.full((B, R), -1, dtype=np.int64)
-    seg[row, col] = np.asarray(p_pack)[piece]
-    pad = seg < 0
-    seg[pad] = -1 - np.arange(int(pad.sum()))
-    br = np.zeros((B, R), dtype=np.int64)
-    br[row, col] = np.asarray(p_branch)[piece]
-    q = np.arange(R)
-    allow = ((seg[:, :, None] == seg[:, None, :]) & (q[None, :] <= q[:, None])[None]
-             & ((br[:, None, :] == 0) | (br[:, :, None] == br[:, None, :])))
-    scored = j >= np.asarray(p_score0)[piece]
-    pred_col = np.where(j == 0, first_pred[piece], col - 1)
-    scored &= pred_col >= 0
-    pred_flat = row[scored] * R + pred_col[scored]
-    return (torch.from_numpy(ids), torch.from_numpy(pos), torch.from_numpy(allow),
-            torch.from_numpy(pred_flat), torch.from_numpy(flat_ids[scored]), owners)
-
-
-def _owners(pk: _Pack) -> list[int]:
-    return ([pk.trunk_owner] if pk.trunk_owner is not None else []) + [o for o, _ in pk.branches]
-
-
-def _packing_supported(handle: ModelHandle) -> bool:
-    """Whether this model honours 4-D attention masks with position ids — checked once per model by
-    scoring two short sequences packed into one row and separately (an architecture that ignores
-    either, e.g. one that derives ALiBi biases from a 2-D mask, fails the check and is scored with
-    padded rows instead)."""
-    model = handle.model
-    if model in _PACKING_CHECKED:
-        return _PACKING_CHECKED[model]
-    vocab = int(getattr(model.config, "vocab_size", 0) or 0)
-    seqs = [[(7 * i + 3) % max(vocab - 1, 1) for i in range(6)], [(11 * i + 5) % max(vocab - 1, 1) for i in range(4)]]
-    packs = [_Pack(s, 1, i) for i, s in enumerate(seqs)]
-    ok = False
-    try:
-        packed = _run_packed(handle, packs, [[[0, 1]]], n_out=2, head_chunk=64, progress=False, desc="")
-        ref = _padded_causal_logprobs(handle, seqs, [1, 1], max_batch_tokens=1, head_chunk=64, progress=False)
-        tol = 1e-3 if handle.dtype == torch.float32 else 5e-2
-        ok = all(np.allclose(a, b, atol=tol) for a, b in zip(packed, ref, strict=True))
-    except (TypeError, ValueError, RuntimeError) as exc:
-        logger.info("packed scoring unavailable for %s: %s", handle.name, exc)
-    if not ok:
-        logger.warning("%s does not honour packed 4-D attention masks; scoring with padded batches", handle.name)
-    _PACKING_CHECKED[model] = ok
-    return ok
-
-
-_PACKING_CHECKED: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
-
-
-def _run_packed(
-    handle: ModelHandle, packs: Sequence[_Pack], batches: list[list[list[int]]], *, n_out: int,
-    head_chunk: int, progress: bool, desc: str,
-) -> list[np.ndarray]:
-    res: list[np.ndarray] = [np.empty(0)] * n_out
-    pad_id = _pad_id(handle)
-    head = _causal_head(handle)
-    base = handle.model.base_model
-    dtype = next(handle.model.parameters()).dtype
-    neg = torch.finfo(dtype).min
-    dev = handle.device
-
-    def forward(rows: list[list[int]]) -> bool:
-        """Score one batch into ``res``; whether every score came out finite."""
-        ids, pos, allow, pred, tgt, owners = _batch_layout(packs, rows, pad_id)
-        mask = torch.zeros(allow.shape, dtype=dtype).masked_fill_(~allow, neg)[:, None]
-        with torch.inference_mode():
-            hidden = base(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
-                          use_cache=False).last_hidden_state
-            sel = hidden.reshape(-1, hidden.shape[-1])[pred.to(dev)]
-            lp = _gather_logprobs(head, sel, tgt.to(dev), head_chunk)
-        k = 0
-        for i, m in owners:
-            res[i] = lp[k : k + m]
-            k += m
-        return bool(np.isfinite(lp).all())
-
-    def step(rows: list[list[int]]) -> None:
-        if not forward(rows):
-            # a NaN/inf in one sequence reaches its row-mates through attention (0 × NaN = NaN), so
-            # the packs of a poisoned row are rescored one per forward: only the faulty one stays
-            # non-finite, as in an unpacked run
-            for row in rows:
-                outs = [o for b in row for o in _owners(packs[b])]
-                if len(row) > 1 and not all(np.isfinite(res[o]).all() for o in outs):
-                    for b in row:
-                        forward([[b]])
-
-    # out of memory: the batch's rows are split in two and retried
-    run_batches(batches, step, desc=desc, progress=progress, total=len(packs),
-                size=lambda rows: sum(len(r) for r in rows))
-    return res
-
-
-def _score_packs(
-    handle: ModelHandle, packs: list[_Pack], n_out: int, *, max_batch_tokens: int | None, head_chunk: int,
-    progress: bool, desc: str,
-) -> list[np.ndarray]:
-    if not packs:
-        return [np.empty(0)] * n_out
-    check_length(handle, max(p.span for p in packs), "a causal-LM sequence")
-    budget = max_batch_tokens or default_batch_tokens(handle)
-    plan = pack_rows([p.n_tokens for p in packs], budget)
-    return _run_packed(handle, packs, plan, n_out=n_out, head_chunk=head_chunk, progress=progress, desc=desc)
-
-
-def causal_logprobs(
-    handle: ModelHandle,
-    token_ids: Sequence[Sequence[int]],
-    *,
-    score_from: Sequence[int] | None = None,
-    max_batch_tokens: int | None = None,
-    progress: bool = False,
-    head_chunk: int = 512,
-    pack: bool = True,
-    share_prefix: Sequence[Sequence[int]] | None = None,
-) -> list[np.ndarray]:
-    """log P(tᵢ | t<ᵢ) for i = score_from[s] … len(s)-1 of each sequence s (default from 1).
-
-    Pass sequences from :func:`causal_tokenize` (prefix token first) so that the first real
-    token is scored too. Sequences are packed several to a row with a block-diagonal causal mask
-    and position ids that restart at each sequence (:func:`pack_rows`), so no compute is spent on
-    padding; models that do not honour such masks (checked once per model) get length-sorted
-    padded batches instead (``pack=False`` forces that). The LM head runs only at scored positions,
-    in row chunks, so a large vocabulary never materialises a (batch × length × vocab) tensor.
-
-    ``share_prefix`` lists groups of sequence indices (e.g. the two sentences of a CrowS-Pairs
-    pair) whose longest common prefix is run once: the prefix becomes a trunk and each
-    sequence's remainder a branch that sees the trunk and itself only. The numbers are those of
-    scoring each sequence alone; only the repeated prefix work is saved.
-    """
-    n = len(token_ids)
-    if n == 0:
-        return []
-    starts = [int(s) for s in score_from] if score_from is not None else [1] * n
-    if not pack or not _packing_supported(handle):
-        check_length(handle, max(len(s) for s in token_ids), "a causal-LM sequence")
-        return _padded_causal_logprobs(handle, token_ids, starts, max_batch_tokens=max_batch_tokens,
-                                       head_chunk=head_chunk, progress=progress)
-    trunks = _prefix_groups(token_ids, share_prefix or [])
-    grouped = {m for members, _ in trunks for m in members}
-    packs = [_Pack(list(token_ids[i]), starts[i], i) for i in range(n) if i not in grouped]
-    # each shared prefix is a trunk whose scores land in an extra output slot n + g
-    packs += [_Pack(list(token_ids[members[0]][:plen]), 1, n + g, [(m, list(token_ids[m][plen:])) for m in members])
-              for g, (members, plen) in enumerate(trunks)]
-    out = _score_packs(handle, packs, n + len(trunks), max_batch_tokens=max_batch_tokens,
-                       head_chunk=head_chunk, progress=progress, desc="causal LM")
-    for g, (members, _plen) in enumerate(trunks):
-        for m in members:  # every token from position 1 on, then cut at the sequence's own start
-            out[m] = np.concatenate([out[n + g], out[m]])[max(starts[m], 1) - 1 :]
-    return out[:n]
-
-
-def _prefix_groups(
-    token_ids: Sequence[Sequence[int]], groups: Sequence[Sequence[int]]
-) -> list[tuple[list[int], int]]:
-    """``(members, shared prefix length)`` for each group whose members share at least their first
-    token (a sequence joins one group at most); the prefix stops one token short of the shortest
-    member, so that every member keeps a branch of its own."""
-    out: list[tuple[list[int], int]] = []
-    seen: set[int] = set()
-    for grp in groups:
-        members = [int(m) for m in dict.fromkeys(grp)]
-        if len(members) < 2 or seen.intersection(members):
-            continue
-        seqs = [token_ids[m] for m in members]
-        limit = min(len(s) for s in seqs) - 1
-        plen = 0
-        while plen < limit and all(s[plen] == seqs[0][plen] for s in seqs):
-            plen += 1
-        if plen >= 1:
-            out.append((members, plen))
-            seen.update(members)
-    return out
 
 
 def _padded_causal_logprobs(
@@ -710,62 +735,30 @@ def continuation_logprobs(
     Context and continuation are split as lm-evaluation-harness does (the context's own
     tokenisation is kept when it is a prefix of the whole); the prefix token (BOS, else EOS)
     always comes first, so an empty context scores every continuation token."""
-    seqs, starts = [], []
+    if len(contexts) == 0:
+        return []
+    tok = handle.tokenizer
+    distinct = list(dict.fromkeys(c for c in contexts if c))  # each context tokenized once, in one call
+    ctx_ids = dict(zip(distinct, tok(distinct, add_special_tokens=False)["input_ids"] if distinct else [], strict=True))
+    wholes = tok([c + x for c, x in zip(contexts, continuations, strict=True)], add_special_tokens=False)["input_ids"]
     pre = prefix_token_id(handle)
     head = [pre] if pre is not None else []
-    for c, x in zip(contexts, continuations, strict=True):
-        c_ids, x_ids = _split_context(handle, c, x)
-        seqs.append(head + c_ids + x_ids)
+    seqs, starts = [], []
+    for c, x, whole in zip(contexts, continuations, wholes, strict=True):
+        c_ids = list(ctx_ids[c]) if c else []
+        x_ids = whole[len(c_ids) :] if whole[: len(c_ids)] == c_ids else tok(x, add_special_tokens=False)["input_ids"]
+        seqs.append(head + c_ids + list(x_ids))
         starts.append(len(head) + len(c_ids) if (head or c_ids) else 1)
     return causal_logprobs(handle, seqs, score_from=starts, **kw)
 
 
-def _split_context(handle: ModelHandle, c: str, x: str) -> tuple[list[int], list[int]]:
-    tok = handle.tokenizer
-    c_ids = tok(c, add_special_tokens=False)["input_ids"] if c else []
-    whole = tok(c + x, add_special_tokens=False)["input_ids"]
-    if whole[: len(c_ids)] != c_ids:
-        return c_ids, tok(x, add_special_tokens=False)["input_ids"]
-    return c_ids, whole[len(c_ids) :]
-
-
 def shared_context_logprobs(
-    handle: ModelHandle,
-    contexts: Sequence[str],
-    continuations: Sequence[str],
-    *,
-    max_batch_tokens: int | None = None,
-    progress: bool = False,
-    head_chunk: int = 512,
+    handle: ModelHandle, contexts: Sequence[str], continuations: Sequence[str], **kw: Any
 ) -> list[np.ndarray]:
-    """Like :func:`continuation_logprobs`, but every distinct context is run once.
-
-    The continuations of one context are packed after it (each continuation sees the context and
-    its own earlier tokens, nothing else; position ids restart after the context), and several
-    such packs share a row, so k answers to one question cost ``len(context) + Σ len(answer)``
-    tokens instead of ``k · len(context) + Σ len(answer)``, and no padding. The numbers equal the
-    unpacked computation up to float rounding (tested). A model that does not honour 4-D masks
-    falls back to :func:`continuation_logprobs` with padded rows.
-    """
-    n = len(contexts)
-    if n == 0:
-        return []
-    if not _packing_supported(handle):
-        return continuation_logprobs(handle, contexts, continuations, max_batch_tokens=max_batch_tokens,
-                                     progress=progress, head_chunk=head_chunk)
-    pre = prefix_token_id(handle)
-    head_ids = [pre] if pre is not None else []
-    # group by the context's token ids (a context that tokenizes differently with one
-    # continuation forms its own group)
-    groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
-    for i, (c, x) in enumerate(zip(contexts, continuations, strict=True)):
-        c_ids, x_ids = _split_context(handle, c, x)
-        groups.setdefault(tuple(head_ids + c_ids), []).append((i, x_ids))
-    if any(len(ctx) == 0 for ctx in groups):
-        raise ValueError("shared_context_logprobs needs a prefix token or non-empty contexts")
-    packs = [_Pack(list(ctx), len(ctx), None, conts) for ctx, conts in groups.items()]
-    return _score_packs(handle, packs, n, max_batch_tokens=max_batch_tokens, head_chunk=head_chunk,
-                        progress=progress, desc="causal LM (shared contexts)")
+    """:func:`continuation_logprobs` for continuations that share contexts (the k answers to one
+    question): the prefix tree of :func:`causal_logprobs` runs each distinct context, and every
+    prefix shared beyond it, once — k answers cost ``len(context) + Σ len(answer)`` tokens."""
+    return continuation_logprobs(handle, contexts, continuations, **kw)
 
 
 # --------------------------------------------------------------------------------------------

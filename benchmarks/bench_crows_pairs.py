@@ -1,7 +1,7 @@
 """CrowS-Pairs throughput: batched scoring vs the naive reference loop, same model, same run.
 
-Causal models are timed three ways (padded rows, packed rows, packed with each pair's shared
-prefix run once) to show what each step buys. Models: a randomly initialised masked LM of bert-base-uncased's dimensions (timing needs no
+Causal models are timed two ways (padded rows, and the prefix tree: every shared prefix run once,
+no padding) to show what the tree buys. Models: a randomly initialised masked LM of bert-base-uncased's dimensions (timing needs no
 trained weights; the tokenizer is minilm-l6's, which is bert-base-uncased's WordPiece vocabulary),
 a random causal LM of GPT-2-base size, and SmolLM2-135M (real weights). For each: pairs/s batched
 and naive, the speed-up, the largest per-pair score difference, and model FLOP utilisation =
@@ -28,7 +28,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from audit import scoring  # noqa: E402
 from audit.models import ModelHandle, load_model  # noqa: E402
-from benchmarks.common import SHARED_DATA, matmul_flops, non_embedding_params, save, table  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    SHARED_DATA,
+    matmul_flops,
+    non_embedding_params,
+    save,
+    table,
+    tree_tokens,
+)
 from probes.crows_pairs import load_crows_pairs, shared_spans  # noqa: E402
 
 
@@ -65,8 +72,8 @@ def masked_inputs(h: ModelHandle, s1: list[str], s2: list[str]) -> tuple[list[li
 def bench_model(h: ModelHandle, s1: list[str], s2: list[str], n_naive: int, peak: float,
                 batch_tokens: int | None) -> list[dict[str, Any]]:
     """One row per scoring mode: masked LMs batched; causal LMs padded (length-sorted rows, ≤ 25 %
-    padding), packed (several sequences a row, no padding) and packed with each pair's shared
-    prefix run once. Every mode is timed against the same naive loop."""
+    padding) and the prefix tree (each distinct prefix forwarded once, no padding). Every mode is
+    timed against the same naive loop."""
     masked = h.kind == "masked-lm"
     n = len(s1)
     body = non_embedding_params(h.model)
@@ -87,17 +94,13 @@ def bench_model(h: ModelHandle, s1: list[str], s2: list[str], n_naive: int, peak
         tokens = sum(len(i) for i in ids)
         head_positions = sum(len(i) - 1 for i in ids)
         head_flops = 2 * h.model.get_output_embeddings().weight.numel()
-        pairs = [(2 * i, 2 * i + 1) for i in range(n)]
-        saved = sum(plen for _, plen in scoring._prefix_groups(ids, pairs))
+        computed, scored = tree_tokens(ids)
         modes["padded"] = (lambda k: scoring.causal_logprobs(h, ids[: 2 * k], max_batch_tokens=batch_tokens,
                                                              pack=False), tokens, head_positions)
-        modes["packed"] = (lambda k: scoring.causal_logprobs(h, ids[: 2 * k], max_batch_tokens=batch_tokens),
-                           tokens, head_positions)
-        # the shared prefix is forwarded once, and its tokens reach the LM head once
-        modes["packed + shared prefix"] = (
-            lambda k: scoring.causal_logprobs(h, ids[: 2 * k], max_batch_tokens=batch_tokens,
-                                              share_prefix=pairs[:k]),
-            tokens - saved, head_positions - (saved - n))
+        # each distinct prefix is forwarded once (trunks of split subtrees again), the LM head runs at
+        # the scored tree nodes
+        modes["prefix tree"] = (lambda k: scoring.causal_logprobs(h, ids[: 2 * k], max_batch_tokens=batch_tokens),
+                                computed, scored)
 
         def naive(k: int) -> list[np.ndarray]:
             return scoring.naive_causal_logprobs(h, ids[: 2 * k])

@@ -44,6 +44,21 @@ def matmul_flops(n: int = 1024, k: int = 768, m: int = 3072, seconds: float = 3.
     return 2.0 * n * k * m * reps / dt
 
 
+def tree_tokens(token_ids: list[list[int]], score_from: list[int] | None = None,
+                row_tokens: int | None = None) -> tuple[int, int]:
+    """(tokens the prefix-tree scorer forwards — every distinct prefix, plus the trunks repeated
+    where a subtree was split —, tokens whose log-probability it reads), for the CPU token budget."""
+    from audit import scoring
+
+    starts = score_from or [1] * len(token_ids)
+    row = max(row_tokens or scoring.TREE_ROW_TOKENS, max(len(s) for s in token_ids))
+    computed = scored = 0
+    for tree, units in scoring.prefix_tree_plan(token_ids, starts, row):
+        computed += sum(len(tree.trunk(p)) + b - a for p, a, b in units)
+        scored += int(tree.need.sum())
+    return computed, scored
+
+
 def non_embedding_params(model: torch.nn.Module) -> int:
     """Parameters outside the token / position embeddings and the output (LM head) matrix."""
     skip = set()

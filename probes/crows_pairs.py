@@ -147,12 +147,12 @@ def causal_pair_scores(
     handle: ModelHandle, sent1: list[str], sent2: list[str], *, max_batch_tokens: int | None = None,
     progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Σ log P(tᵢ | t<ᵢ) of each sentence with the prefix token prepended; the tokens a pair's two
-    sentences share at the start are run once (``share_prefix``), which changes no number."""
+    """Σ log P(tᵢ | t<ᵢ) of each sentence with the prefix token prepended; the tokens that sentences
+    share at the start, within a pair and across pairs, are run once (the prefix tree of
+    :func:`audit.scoring.causal_logprobs`), which changes no number."""
     seqs = scoring.causal_tokenize(handle, [*sent1, *sent2])
     n = len(sent1)
-    lps = scoring.causal_logprobs(handle, seqs, max_batch_tokens=max_batch_tokens, progress=progress,
-                                  share_prefix=[(i, n + i) for i in range(n)])
+    lps = scoring.causal_logprobs(handle, seqs, max_batch_tokens=max_batch_tokens, progress=progress)
     s = np.asarray([float(x.sum()) for x in lps])
     n_tok = np.asarray([len(x) for x in lps[:n]], dtype=np.int64)
     return s[:n], s[n:], n_tok

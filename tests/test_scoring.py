@@ -190,36 +190,6 @@ def test_causal_packing_is_used_and_equals_naive(request: pytest.FixtureRequest,
     assert max(t for _, t in calls) <= max(64, max(len(s) for s in seqs))
 
 
-@pytest.mark.parametrize("fixture", ["gpt2", "llama"])
-def test_shared_prefix_groups_equal_separate_scoring(request: pytest.FixtureRequest, fixture: str) -> None:
-    """Pairs that share a prefix run it once (trunk + one branch per sentence) and still give
-    each sentence's own log-probs, for every start position (also inside the shared prefix)."""
-    h = request.getfixturevalue(fixture)
-    texts = ["the man is good at work", "the man is bad at work", "She was kind today", "He was kind today",
-             "the doctor", "the doctor seems angry"]
-    seqs = scoring.causal_tokenize(h, texts)
-    groups = [[0, 1], [2, 3], [4, 5]]
-    starts = [1, 3, 1, 2, 2, 1]
-    forwarded: list[int] = []
-    real = scoring._score_packs
-
-    def counting(handle, packs, *a, **kw):  # type: ignore[no-untyped-def]
-        forwarded.append(sum(p.n_tokens for p in packs))
-        return real(handle, packs, *a, **kw)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(scoring, "_score_packs", counting)
-        got = scoring.causal_logprobs(h, seqs, score_from=starts, share_prefix=groups, max_batch_tokens=64)
-    ref = scoring.naive_causal_logprobs(h, seqs, score_from=starts)
-    for g, r in zip(got, ref, strict=True):
-        assert len(g) == len(r)
-        np.testing.assert_allclose(g, r, atol=1e-5, rtol=0)
-    # the common prefixes ("the man is", "the doctor", the prefix token) were forwarded once
-    shared = [plen for _, plen in scoring._prefix_groups(seqs, groups)]
-    assert len(shared) == 3 and shared[0] >= 4 and shared[2] == len(seqs[4]) - 1
-    assert forwarded == [sum(len(s) for s in seqs) - sum(shared)]
-
-
 def test_model_without_packed_masks_falls_back_to_padding(gpt2, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """A model that ignores 4-D masks and position ids fails the one-time check and is scored
     with padded rows, still exactly."""
@@ -280,8 +250,9 @@ def test_packed_batch_out_of_memory_is_split_and_retried(gpt2, monkeypatch) -> N
     seqs = scoring.causal_tokenize(gpt2, SENTS)
     assert scoring._packing_supported(gpt2)  # checked before the forward is patched
     monkeypatch.setattr(base, "forward", small_only)
-    got = scoring.causal_logprobs(gpt2, seqs * 4, max_batch_tokens=256)  # rows of 64 tokens, 4 a batch
+    longest = max(len(s) for s in seqs)  # rows of the longest sentence, 4 a batch
+    got = scoring.causal_logprobs(gpt2, seqs, max_batch_tokens=4 * longest, row_tokens=longest)
     monkeypatch.undo()
     assert max(seen) > 1 and seen[-1] == 1
-    for g, r in zip(got, scoring.naive_causal_logprobs(gpt2, seqs * 4), strict=True):
+    for g, r in zip(got, scoring.naive_causal_logprobs(gpt2, seqs), strict=True):
         np.testing.assert_allclose(g, r, atol=1e-5, rtol=0)
