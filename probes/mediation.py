@@ -1,0 +1,433 @@
+"""Causal mediation analysis of gender bias (Vig et al. 2020, "Investigating Gender Bias in Language
+Models Using Causal Mediation Analysis", NeurIPS, §3): which heads, attention layers and MLPs carry
+the effect of a profession word on the pronoun the model predicts.
+
+Items. A template ("The [PROFESSION] said that [PRONOUN] was tired.") filled with a profession
+whose stereotype is male or female; the project's own lists (``probes/data/mediation/``, English
+and Turkish) plus, with the ``winobias`` option, the WinoBias occupation lists
+(``male_occupations.txt`` / ``female_occupations.txt``, Zhao et al. 2018) read from that folder at
+run time. Causal LMs predict the pronoun after the text before ``[PRONOUN]``; masked LMs predict
+it at ``[MASK]``. Turkish "o" is gender-neutral, so the Turkish sets contrast the gendered noun
+after "O bir" (erkek / kadın).
+
+Effects (Vig et al. 2020, eqs. 1–4). ``y(u) = p(anti-stereotypical pronoun | u) /
+p(stereotypical pronoun | u)``; the intervention *set-gender* replaces the profession with the
+gendered word of the other gender ("The nurse said that" → "The man said that"):
+
+* total effect ``TE = y(set-gender) / y(null) − 1``;
+* natural indirect effect of mediator z: ``NIE(z) = y(null, z ← z(set-gender)) / y(null) − 1``,
+  the null prompt run with z's activation (at every position) taken from the set-gender run.
+
+Mediators: every head's output (the input of the attention output projection, split by head),
+each layer's whole attention output and each MLP output (:mod:`audit.explain.intervene`). Effects
+are averaged over items (templates × professions) with percentile bootstrap intervals over items.
+An item whose null and set-gender prompts differ in token count (a multi-token profession) cannot
+be patched position by position and is kept unscored (counted in ``info``).
+
+The ablation check (``ablate_top_k`` > 0) mean-ablates the top-k heads (their output replaced by
+its mean over the null prompts) and reruns ``templates`` and, given its data, ``crows_pairs`` on the
+ablated model; it reports how the bias metrics move (paired bootstrap intervals) and the change
+in language-modelling loss on neutral text. It is a **diagnostic** of what the heads carry, not a
+debiasing method: the heads also do other work, and effects of heads interact (an NIE is measured
+one head at a time).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from audit.datafiles import brief, read_json
+from audit.probe import ItemProbe, ProbeError, register_probe
+from audit.results import MetricInfo, MetricValue, ProbeResult
+from audit.stats import CONFIDENCE, N_RESAMPLES, cluster_mean_metric, small_n_warning
+from probes.templates import template_files
+
+if TYPE_CHECKING:
+    from audit.distributed import Dist
+    from audit.models import ModelHandle
+
+DATA_DIR = Path(__file__).parent / "data" / "mediation"
+PROFESSION, PRONOUN = "[PROFESSION]", "[PRONOUN]"
+GENDERS = ("male", "female")
+LANGUAGES = ("en", "tr", "both")
+SITE_KINDS = ("heads", "attn", "mlp")
+WINOBIAS_FILES = {"male": "male_occupations.txt", "female": "female_occupations.txt"}
+
+METRICS = {
+    "total_effect": MetricInfo(
+        "total_effect", "mean TE = y(set-gender)/y(null) − 1, y = p(anti-stereotypical)/p(stereotypical pronoun): "
+        "how much swapping the profession for a gendered word moves the pronoun", ideal=None,
+        higher_is_better=None, reference="Vig et al. 2020",
+    ),
+    "stereotype_log_ratio": MetricInfo(
+        "stereotype_log_ratio", "mean log y(null) = log p(anti) − log p(stereotypical pronoun) after a profession "
+        "(< 0: the stereotypical pronoun is preferred)", ideal=0.0, higher_is_better=None, unit="nats",
+        reference="Vig et al. 2020",
+    ),
+    "top_head_nie": MetricInfo(
+        "top_head_nie", "natural indirect effect of the head with the largest mean NIE", ideal=None,
+        higher_is_better=None, reference="Vig et al. 2020",
+    ),
+    "top_k_head_share": MetricInfo(
+        "top_k_head_share", "sum of the top-k heads' mean NIE divided by the mean TE (effects interact, so this "
+        "can exceed 1)", ideal=None, higher_is_better=None, reference="Vig et al. 2020",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class MediationSet:
+    name: str
+    language: str
+    pronouns: dict[str, str]
+    gendered_words: dict[str, str]
+    professions: tuple[tuple[str, str], ...]  # (word, stereotype gender)
+    templates: tuple[str, ...]
+    path: str
+
+
+def _words(v: Any, where: str, p: Path) -> list[str]:
+    if not isinstance(v, list) or not v or not all(isinstance(x, str) and x.strip() for x in v):
+        raise ProbeError(f"{p}: {where} must be a non-empty list of non-empty strings, got {brief(v)}")
+    return [x.strip() for x in v]
+
+
+def _gender_map(v: Any, where: str, p: Path) -> dict[str, str]:
+    if not isinstance(v, dict) or set(v) != set(GENDERS):
+        raise ProbeError(f"{p}: {where} must map exactly 'male' and 'female' to a word, got {brief(v)}")
+    for g in GENDERS:
+        if not isinstance(v[g], str) or not v[g].strip():
+            raise ProbeError(f"{p}: {where}.{g} must be a non-empty string")
+    return {g: v[g].strip() for g in GENDERS}
+
+
+def parse_set(obj: Any, path: str | Path) -> MediationSet:
+    """Validate one mediation template file; errors name the file and the field."""
+    p = Path(path)
+    if not isinstance(obj, dict):
+        raise ProbeError(f"{p}: the top level must be a JSON object")
+    for key in ("name", "language", "pronouns", "gendered_words", "professions", "templates"):
+        if key not in obj:
+            raise ProbeError(f"{p}: missing required field {key!r}")
+    for key in ("name", "language"):
+        if not isinstance(obj[key], str) or not obj[key].strip():
+            raise ProbeError(f"{p}: {key} must be a non-empty string")
+    prof = obj["professions"]
+    if not isinstance(prof, dict) or not set(prof) <= set(GENDERS) or not prof:
+        raise ProbeError(f"{p}: professions must map 'male' / 'female' to word lists")
+    professions = [(w, g) for g in GENDERS if g in prof for w in _words(prof[g], f"professions.{g}", p)]
+    templates = _words(obj["templates"], "templates", p)
+    for i, t in enumerate(templates):
+        if t.count(PROFESSION) != 1 or t.count(PRONOUN) != 1 or t.index(PROFESSION) > t.index(PRONOUN):
+            raise ProbeError(f"{p}: templates[{i}] needs one {PROFESSION} before one {PRONOUN}: {brief(t)}")
+    return MediationSet(obj["name"].strip(), obj["language"].strip(), _gender_map(obj["pronouns"], "pronouns", p),
+                        _gender_map(obj["gendered_words"], "gendered_words", p), tuple(professions),
+                        tuple(templates), str(p))
+
+
+def set_files(data: str | Path | None) -> list[Path]:
+    """The mediation template files of ``data`` (a ``.json`` or a folder; default the project's)."""
+    return template_files(data if data is not None else DATA_DIR)
+
+
+def load_sets(data: str | Path | None = None) -> list[MediationSet]:
+    out = []
+    for f in set_files(data):
+        try:
+            obj = read_json(f, what="mediation template JSON file")
+        except json.JSONDecodeError as exc:
+            raise ProbeError(f"{f}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
+        out.append(parse_set(obj, f))
+    names = [s.name for s in out]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ProbeError(f"mediation: set name(s) {dup} used by more than one file")
+    return out
+
+
+def read_winobias_occupations(folder: str | Path) -> list[tuple[str, str]]:
+    """The WinoBias occupation lists (one occupation a line) as (word, stereotype gender)."""
+    d = Path(folder)
+    out = []
+    for g, name in WINOBIAS_FILES.items():
+        f = d / name
+        if not f.is_file():
+            raise ProbeError(f"mediation: WinoBias occupation list {f} not found (option winobias={str(folder)!r})")
+        words = [w.strip() for w in f.read_text(encoding="utf-8").splitlines() if w.strip()]
+        if not words:
+            raise ProbeError(f"mediation: {f} lists no occupations")
+        out += [(w, g) for w in words]
+    return out
+
+
+def build_items(sets: list[MediationSet], winobias: list[tuple[str, str]] | None) -> pd.DataFrame:
+    """One row per (set, template, profession): the null and set-gender texts (causal prompt and
+    masked prompt) and the anti-stereotypical / stereotypical contrast words."""
+    rows = []
+    for s in sets:
+        profs = [(w, g, "project") for w, g in s.professions]
+        if winobias and s.language == "en":
+            known = {w for w, _ in s.professions}
+            profs += [(w, g, "winobias") for w, g in winobias if w not in known]
+        for ti, tpl in enumerate(s.templates):
+            for word, g, origin in profs:
+                other = GENDERS[1 - GENDERS.index(g)]
+                null, swap = tpl.replace(PROFESSION, word), tpl.replace(PROFESSION, s.gendered_words[other])
+                rows.append({
+                    "set": s.name, "language": s.language, "template_id": ti, "template": tpl,
+                    "profession": word, "stereotype": g, "profession_source": origin,
+                    "swap_word": s.gendered_words[other], "anti_word": s.pronouns[other], "stereo_word": s.pronouns[g],
+                    "prompt_null": null.split(PRONOUN)[0].rstrip(), "prompt_set": swap.split(PRONOUN)[0].rstrip(),
+                    "masked_null": null.replace(PRONOUN, "[MASK]"), "masked_set": swap.replace(PRONOUN, "[MASK]"),
+                })
+    return pd.DataFrame(rows)
+
+
+def site_names(n_layers: int, n_heads: int, kinds: tuple[str, ...]) -> list[tuple[str, int, int]]:
+    """The mediators in column order: (kind, layer, head or -1)."""
+    out: list[tuple[str, int, int]] = []
+    for k in kinds:
+        if k == "heads":
+            out += [("heads", lay, h) for lay in range(n_layers) for h in range(n_heads)]
+        else:
+            out += [(k, lay, -1) for lay in range(n_layers)]
+    return out
+
+
+def score_mediation(handle: ModelHandle, items: pd.DataFrame, kinds: tuple[str, ...], *,
+                    max_batch_tokens: int | None = None, progress: bool = False) -> pd.DataFrame:
+    """log y for the null and set-gender prompts and, per mediator, the NIE of every item (a list
+    column ``nie`` in :func:`site_names` order)."""
+    from audit.explain.arch import n_heads, n_layers
+    from audit.explain.mechanism import Patch, encode_prompts, patched_log_odds, token_id
+
+    out = items.copy()
+    masked = handle.kind == "masked-lm"
+    null, sset = (out["masked_null"], out["masked_set"]) if masked else (out["prompt_null"], out["prompt_set"])
+    base, pos = encode_prompts(handle, list(null))
+    source, _ = encode_prompts(handle, list(sset))
+    same = np.asarray([len(x) == len(y) for x, y in zip(base, source, strict=True)])
+    out["same_length"] = same
+    L, H = n_layers(handle), n_heads(handle)
+    sites = site_names(L, H, kinds)
+    patches = [Patch(k, lay, head=None if h < 0 else h) for k, lay, h in sites]
+    anti = np.asarray([token_id(handle, w) for w in out["anti_word"]])
+    stereo = np.asarray([token_id(handle, w) for w in out["stereo_word"]])
+    idx = np.flatnonzero(same)
+    n = len(out)
+    log_null, log_set = np.full(n, np.nan), np.full(n, np.nan)
+    nie: list[list[float] | None] = [None] * n
+    if len(idx):
+        run = patched_log_odds(handle, [base[i] for i in idx], [source[i] for i in idx], [pos[i] for i in idx],
+                               anti[idx], stereo[idx], patches, max_batch_tokens=max_batch_tokens, progress=progress,
+                               labels=[str(x) for x in null.iloc[idx]])
+        log_null[idx], log_set[idx] = run.base, run.source
+        eff = np.expm1(run.patched - run.base[:, None])
+        for r, i in enumerate(idx):
+            nie[i] = eff[r].tolist()
+    out["log_y_null"], out["log_y_set"] = log_null, log_set
+    out["total_effect"] = np.expm1(log_set - log_null)
+    out["nie"] = nie
+    return out
+
+
+def _bootstrap_columns(x: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap CI of each column's mean, items resampled (one draw shared by all columns)."""
+    n = x.shape[0]
+    if n < 2:
+        m = x.mean(0)
+        return m, m
+    rng = np.random.default_rng(seed)
+    counts = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(N_RESAMPLES)])
+    means = counts @ x / n
+    a = (1 - CONFIDENCE) / 2
+    lo, hi = np.quantile(means, [a, 1 - a], axis=0)
+    return lo, hi
+
+
+@register_probe("mediation")
+class Mediation(ItemProbe):
+    kinds = ("masked-lm", "causal-lm")
+    metrics = METRICS
+    primary_metric = "total_effect"
+    needs_mask_token = True
+    description = "Causal mediation analysis of gender bias per head, attention layer and MLP (Vig et al. 2020)"
+    score_columns = ("log_y_null", "log_y_set")
+    scored_column = "same_length"
+    chunk_size = 64
+
+    def data_files(self, data: str | Path | None, options: dict[str, Any] | None = None) -> list[Path]:
+        files = set_files(data)
+        wb = (options or {}).get("winobias")
+        if wb:
+            files += [Path(wb) / f for f in WINOBIAS_FILES.values()]
+        return files
+
+    def data_rows(self, path: Path) -> int | None:
+        if path.suffix == ".txt":
+            return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+        return len(build_items(load_sets(path), None))
+
+    def run(  # type: ignore[override]  # named options: see Probe.run
+        self,
+        handle: ModelHandle,
+        data: str | Path | None = None,
+        *,
+        seed: int = 0,
+        progress: bool = True,
+        language: str = "both",
+        sets: list[str] | None = None,
+        winobias: str | None = None,
+        max_items: int | None = None,
+        sites: list[str] | None = None,
+        top_k: int = 10,
+        ablate_top_k: int = 0,
+        ablation_templates: str | None = None,
+        ablation_crows_pairs: str | None = None,
+        ablation_max_items: int | None = 300,
+        neutral_data: str | None = None,
+        max_batch_tokens: int | None = None,
+    ) -> ProbeResult:
+        """Mediation analysis. ``language``: en, tr or both; ``sets``: set names to keep;
+        ``winobias``: the WinoBias data folder whose occupation lists join the English sets;
+        ``max_items``: first N items per set; ``sites``: mediators among heads, attn, mlp (default
+        all); ``top_k``: heads listed (and ablated with ``ablate_top_k``). Ablation check:
+        ``ablate_top_k`` heads mean-ablated, ``templates`` rerun on ``ablation_templates`` (default
+        the project's) and ``crows_pairs`` on ``ablation_crows_pairs`` (skipped when not given), each
+        capped at ``ablation_max_items`` items; LM loss on ``neutral_data`` (a .txt, one text a line;
+        default the project's neutral sentences of the languages run)."""
+        return super().run(handle, data, seed=seed, progress=progress, language=language, sets=sets,
+                           winobias=winobias, max_items=max_items, sites=sites, top_k=top_k,
+                           ablate_top_k=ablate_top_k, ablation_templates=ablation_templates,
+                           ablation_crows_pairs=ablation_crows_pairs, ablation_max_items=ablation_max_items,
+                           neutral_data=neutral_data, max_batch_tokens=max_batch_tokens)
+
+    def item_labels(self, items: pd.DataFrame) -> list[str]:
+        return [f"{s}: {t!r}" for s, t in zip(items["set"], items["prompt_null"], strict=True)]
+
+    def load_items(self, data: str | Path | None, opts: dict[str, Any]) -> pd.DataFrame:
+        o = self.with_defaults(opts)
+        if o["language"] not in LANGUAGES:
+            raise ProbeError(f"mediation: language must be one of {LANGUAGES}, got {o['language']!r}")
+        for k in o["sites"] or []:
+            if k not in SITE_KINDS:
+                raise ProbeError(f"mediation: sites: unknown mediator kind {k!r}; use {list(SITE_KINDS)}")
+        for key in ("top_k", "ablate_top_k"):
+            if not isinstance(o[key], int) or o[key] < 0:
+                raise ProbeError(f"mediation: {key} must be a non-negative integer, got {o[key]!r}")
+        all_sets = load_sets(data)
+        chosen = [s for s in all_sets if o["language"] == "both" or s.language == o["language"]]
+        if o["sets"] is not None:
+            unknown = sorted(set(o["sets"]) - {s.name for s in all_sets})
+            if unknown:
+                raise ProbeError(f"mediation: unknown set(s) {unknown}; have {[s.name for s in all_sets]}")
+            chosen = [s for s in chosen if s.name in set(o["sets"])]
+        if not chosen:
+            raise ProbeError(f"mediation: no template set for language {o['language']!r} in {data or DATA_DIR}")
+        wb = read_winobias_occupations(o["winobias"]) if o["winobias"] else None
+        items = build_items(chosen, wb)
+        if o["max_items"] is not None:
+            items = items.groupby("set", sort=False).head(int(o["max_items"])).reset_index(drop=True)
+        return items
+
+    def prepare(self, handle: ModelHandle, items: pd.DataFrame, opts: dict[str, Any]) -> dict[str, Any]:
+        from audit.explain.arch import n_heads, n_layers
+        from audit.explain.intervene import mech_spec
+        from audit.explain.mechanism import token_id
+
+        mech_spec(handle)  # ArchitectureNotSupportedError before any scoring
+        for col in ("anti_word", "stereo_word"):
+            for w in sorted(set(items[col])):
+                try:
+                    token_id(handle, w)
+                except ValueError as exc:
+                    raise ProbeError(f"mediation: {exc}") from None
+        o = self.with_defaults(opts)
+        return {**opts, "_kinds": tuple(o["sites"] or SITE_KINDS), "_layers": n_layers(handle),
+                "_heads": n_heads(handle)}
+
+    def score_items(self, handle: ModelHandle, items: pd.DataFrame, opts: dict[str, Any], progress: bool) -> pd.DataFrame:
+        return score_mediation(handle, items, opts["_kinds"], max_batch_tokens=opts.get("max_batch_tokens"),
+                               progress=progress)
+
+    def summarise(self, items: pd.DataFrame, *, kind: str = "masked-lm", seed: int = 0,
+                  opts: dict[str, Any] | None = None) -> ProbeResult:
+        """TE, NIE per mediator with bootstrap CIs over items, top-k heads and the layer × head map."""
+        o = self.with_defaults(opts or {})
+        L, H, kinds = o["_layers"], o["_heads"], o["_kinds"]
+        scored = items[items["same_length"].astype(bool)].reset_index(drop=True)
+        n = len(scored)
+        ids = np.arange(n)
+        M = METRICS
+        summary: dict[str, MetricValue] = {
+            "total_effect": cluster_mean_metric(M["total_effect"], scored["total_effect"].to_numpy(), ids, seed=seed),
+            "stereotype_log_ratio": cluster_mean_metric(M["stereotype_log_ratio"], scored["log_y_null"].to_numpy(),
+                                                        ids, seed=seed),
+        }
+        sites = site_names(L, H, kinds)
+        nie = np.asarray(scored["nie"].tolist(), dtype=np.float64).reshape(n, len(sites))
+        mean = nie.mean(0)
+        lo, hi = _bootstrap_columns(nie, seed)
+        warn = small_n_warning(n, "items")
+        rows = []
+        for j, (k, lay, h) in enumerate(sites):
+            rows.append({"group_by": {"heads": "head", "attn": "attention_layer", "mlp": "mlp_layer"}[k],
+                         "group": f"L{lay}.H{h}" if k == "heads" else f"L{lay}", "metric": "nie",
+                         "value": mean[j], "ci_low": lo[j], "ci_high": hi[j], "n": n, "p_value": np.nan,
+                         "p_adjusted": np.nan, "layer": lay, "head": h, "kind": k})
+        for lang, d in scored.groupby("language"):
+            v = cluster_mean_metric(M["total_effect"], d["total_effect"].to_numpy(), np.arange(len(d)), seed=seed)
+            rows.append({"group_by": "language", "group": lang, "metric": "total_effect", "value": v.value,
+                         "ci_low": v.ci_low, "ci_high": v.ci_high, "n": v.n, "p_value": v.p_value,
+                         "p_adjusted": np.nan, "layer": -1, "head": -1, "kind": ""})
+        breakdown = pd.DataFrame(rows)
+        info: dict[str, Any] = {
+            "primary_metric": "total_effect", "item_effect": "total_effect", "item_text": ["prompt_null", "prompt_set"],
+            "n_layers": L, "n_heads": H, "sites": list(kinds), "n_items": int(len(items)), "n_scored": n,
+            "n_unequal_length": int(len(items) - n), "clusters": "items (template × profession)",
+            "sets": sorted(items["set"].unique().tolist()),
+            "professions_winobias": int((items["profession_source"] == "winobias").sum()),
+        }
+        warnings = [f"{k}: {v.warning}" for k, v in summary.items() if v.warning]
+        if len(items) > n:
+            warnings.append(f"{len(items) - n} of {len(items)} items not patched: the profession and the gendered "
+                            "word differ in token count (positions are patched one to one)")
+        if "heads" in kinds:
+            hj = [j for j, s in enumerate(sites) if s[0] == "heads"]
+            heat = mean[hj].reshape(L, H)
+            order = sorted(hj, key=lambda j: -mean[j])[: max(1, int(o["top_k"]))]
+            info["heatmap"] = {"metric": "nie", "rows": "layer", "columns": "head", "values": heat.tolist()}
+            info["top_heads"] = [{"layer": sites[j][1], "head": sites[j][2], "nie": mean[j], "ci_low": lo[j],
+                                  "ci_high": hi[j]} for j in order]
+            top = order[0]
+            summary["top_head_nie"] = MetricValue.from_info(M["top_head_nie"], float(mean[top]), ci_low=float(lo[top]),
+                                                            ci_high=float(hi[top]), n=n, warning=warn,
+                                                            ci_method="bootstrap percentile (items)")
+            te = summary["total_effect"].value
+            summary["top_k_head_share"] = MetricValue.from_info(
+                M["top_k_head_share"], float(mean[order].sum() / te) if te else float("nan"), n=n, warning=warn)
+        for kk in ("attn", "mlp"):
+            if kk in kinds:
+                info[f"{kk}_by_layer"] = [mean[j] for j, s in enumerate(sites) if s[0] == kk]
+        return ProbeResult("mediation", summary, items, breakdown, warnings=warnings, info=info)
+
+    def execute(self, handle: ModelHandle, data: str | Path | None, *, seed: int = 0, progress: bool = True,
+                opts: dict[str, Any] | None = None, workdir: Path | None = None, dist: Dist | None = None,
+                chunk_size: int | None = None) -> ProbeResult | None:
+        """Score and summarise; then, on rank 0 with ``ablate_top_k`` > 0, the ablation check."""
+        result = super().execute(handle, data, seed=seed, progress=progress, opts=opts, workdir=workdir, dist=dist,
+                                 chunk_size=chunk_size)
+        o = self.with_defaults(opts or {})
+        if result is not None and o["ablate_top_k"] > 0:
+            if "top_heads" not in result.info:
+                raise ProbeError("mediation: ablate_top_k needs head mediators (sites must include 'heads')")
+            from probes.ablation import ablation_check
+
+            result.info["ablation"] = ablation_check(handle, result, o, seed=seed)
+        return result
