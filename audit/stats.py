@@ -9,6 +9,9 @@ keeps its standard errors central for the same reason). Built on ``scipy.stats``
 * :func:`permutation_test` — two-sample permutation test (exact or Monte Carlo).
 * :func:`bootstrap_table_ci`, :func:`permutation_table_test` — CI and test of any statistic of an
   item table (ratios, largest gaps), rows resampled / labels permuted within strata.
+* :func:`cluster_proportion_test` — a proportion against a null rate when items come in clusters.
+* :func:`simultaneous_gap_ci` — a CI for the largest gap between group rates that stays valid
+  after taking the maximum (simultaneous Tukey–Kramer intervals of every pairwise difference).
 * :func:`benjamini_hochberg` — false-discovery-rate adjustment (Benjamini & Hochberg 1995).
 * :func:`small_n_warning` — says when n is too small for an interval to mean much.
 """
@@ -215,6 +218,7 @@ def bootstrap_table_ci(
     *,
     columns: Sequence[str] | None = None,
     strata: str | None = None,
+    clusters: str | None = None,
     confidence: float = CONFIDENCE,
     n_resamples: int = N_RESAMPLES,
     seed: int = 0,
@@ -225,11 +229,15 @@ def bootstrap_table_ci(
     largest between-group gap — the rows are resampled with replacement (within each value of
     the column ``strata``, so that every stratum keeps its size) and ``statistic`` is recomputed
     on a dict of column arrays. ``columns`` limits the columns copied per resample (speed).
-    Resamples on which the statistic is NaN are dropped.
+    Resamples on which the statistic is NaN are dropped. With ``clusters`` (a column of cluster
+    ids, e.g. the template an item was filled from) whole clusters are resampled instead of rows
+    (the cluster bootstrap, Davison & Hinkley 1997 §3.8): items of one template are not
+    independent evidence.
     """
     cols = _table_columns(table, columns)
-    if strata is not None and strata not in cols:
-        cols[strata] = np.asarray(table[strata])
+    for extra in (strata, clusters):
+        if extra is not None and extra not in cols:
+            cols[extra] = np.asarray(table[extra])
     n = len(next(iter(cols.values()))) if cols else 0
     if n == 0:
         return Interval(float("nan"), float("nan"), "none (no data)")
@@ -237,10 +245,15 @@ def bootstrap_table_ci(
     if n < 2:
         return Interval(point, point, "degenerate (n < 2)")
     groups = _strata_indices(cols, n, strata)
+    units = None if clusters is None else [
+        [g[cols[clusters][g] == c] for c in pd.unique(cols[clusters][g])] for g in groups]
     rng = np.random.default_rng(seed)
     vals = np.empty(n_resamples)
     for r in range(n_resamples):
-        idx = np.concatenate([g[rng.integers(0, len(g), len(g))] for g in groups])
+        if units is None:
+            idx = np.concatenate([g[rng.integers(0, len(g), len(g))] for g in groups])
+        else:
+            idx = np.concatenate([us[j] for us in units for j in rng.integers(0, len(us), len(us))])
         vals[r] = statistic({k: v[idx] for k, v in cols.items()})
     vals = vals[~np.isnan(vals)]
     if vals.size == 0:
@@ -250,6 +263,8 @@ def bootstrap_table_ci(
     a = (1 - confidence) / 2
     lo, hi = np.quantile(vals, [a, 1 - a])
     method = "bootstrap percentile" + (f" (stratified by {strata})" if strata else "")
+    if units is not None:
+        method = f"cluster bootstrap percentile ({sum(len(us) for us in units)} clusters of {clusters})"
     return Interval(float(lo), float(hi), method)
 
 
@@ -301,6 +316,86 @@ def permutation_table_test(
     return (1 + hits) / (1 + n_resamples)
 
 
+def cluster_proportion_test(
+    hits: Sequence[bool] | np.ndarray, clusters: Sequence[object] | np.ndarray, null: float = 0.5
+) -> tuple[float, str]:
+    """Two-sided test of a pooled proportion k / n against ``null`` when the items come in
+    clusters (e.g. BBQ templates): the ratio estimator's cluster-robust (sandwich) standard error
+    sqrt(C / (C − 1) · Σ_c (k_c − r·n_c)²) / n, referred to Student's t with C − 1 degrees of
+    freedom (Cameron & Miller 2015, "A Practitioner's Guide to Cluster-Robust Inference"). With
+    one item per cluster, or no spread between clusters, it is the exact binomial test.
+    Returns (p, test description)."""
+    h = np.asarray(hits, dtype=bool)
+    c = np.asarray(clusters, dtype=object).astype(str)
+    n, k = int(h.size), int(h.sum())
+    if n == 0:
+        return float("nan"), ""
+    _, inv = np.unique(c, return_inverse=True)
+    n_c = np.bincount(inv).astype(np.float64)
+    k_c = np.bincount(inv, weights=h.astype(np.float64))
+    m = len(n_c)
+    exact = (binomial_test(k, n, null), f"exact binomial ({k}/{n}) vs {null:g}")
+    if m == n or m < 2:
+        return exact
+    r = k / n
+    se = float(np.sqrt(m / (m - 1) * np.sum((k_c - r * n_c) ** 2)) / n)
+    if se == 0:
+        return exact
+    t = (r - null) / se
+    return float(2 * st.t.sf(abs(t), m - 1)), f"cluster-robust t ({k}/{n} in {m} clusters) vs {null:g}"
+
+
+def _max_range_quantile(sizes: Sequence[int], confidence: float) -> float:
+    """c such that P(every family's studentized range ≤ c·√2) = ``confidence`` for independent
+    families of ``sizes`` normal means (df = ∞)."""
+    ks = [int(k) for k in sizes if k >= 2]
+
+    def cover(c: float) -> float:
+        return float(np.prod([st.studentized_range.cdf(c * np.sqrt(2), k, np.inf) for k in ks])) - confidence
+
+    from scipy.optimize import brentq
+
+    return float(brentq(cover, 0.5, 12.0, xtol=1e-6))
+
+
+def simultaneous_gap_ci(
+    k: Sequence[int] | np.ndarray, n: Sequence[int] | np.ndarray, family: Sequence[int] | np.ndarray, *,
+    confidence: float = CONFIDENCE, scale: float = 1.0,
+) -> Interval:
+    """CI for the largest between-group gap in a rate, max over families (e.g. BOLD domains) of
+    max − min of the family's group rates, valid although the gap is a maximum.
+
+    A percentile bootstrap of a max − min is biased upward (its lower bound sits above 0 when every
+    group has the same rate). Here every pairwise difference pᵢ − pⱼ within a family gets an
+    Agresti–Caffo interval (each rate (kᵢ + 1) / (nᵢ + 2); Agresti & Caffo 2000) whose critical
+    value makes them simultaneous over every pair of every family — the Tukey–Kramer studentized
+    range (Hayter 1984), families independent. When all of them hold, the true gap max |pᵢ − pⱼ|
+    lies between the largest lower bound of |pᵢ − pⱼ| (0 for an interval containing 0) and the
+    largest upper bound, so the interval covers it with at least ``confidence`` (the calibration
+    benchmark measures how much more)."""
+    k_ = np.asarray(k, dtype=np.float64)
+    n_ = np.asarray(n, dtype=np.float64)
+    fam = np.asarray(family)
+    sizes = [int((fam == f).sum()) for f in pd.unique(fam)]
+    if max(sizes, default=0) < 2:
+        return Interval(float("nan"), float("nan"), "none (no family with two groups)")
+    c = _max_range_quantile(sizes, confidence)
+    p = (k_ + 1) / (n_ + 2)
+    v = p * (1 - p) / (n_ + 2)
+    lo_all, hi_all = 0.0, 0.0
+    for f in pd.unique(fam):
+        idx = np.flatnonzero(fam == f)
+        if len(idx) < 2:
+            continue
+        i, j = np.triu_indices(len(idx), 1)
+        d = p[idx[i]] - p[idx[j]]
+        h = c * np.sqrt(v[idx[i]] + v[idx[j]])
+        lo_all = max(lo_all, float(np.max(np.maximum(np.abs(d) - h, 0.0))))
+        hi_all = max(hi_all, float(np.max(np.abs(d) + h)))
+    return Interval(lo_all * scale, min(hi_all, 1.0) * scale,
+                    f"simultaneous Tukey–Kramer/Agresti–Caffo pairwise intervals ({sum(sizes)} groups)")
+
+
 def cohens_d_paired(diffs: Sequence[float]) -> float:
     """Standardised mean of paired differences (mean / sd, ddof 1)."""
     d = np.asarray(diffs, dtype=np.float64)
@@ -324,18 +419,19 @@ def rate_metric(
     scale: float = 100.0,
     null_rate: float = 0.5,
 ) -> MetricValue:
-    """A preference rate in % with a bootstrap CI and an exact binomial test against ``null_rate``."""
+    """A preference rate in % with a Wilson score CI (never zero width, also at 0/n and n/n) and an
+    exact binomial test against ``null_rate``."""
     h = np.asarray(hits, dtype=bool)
     n = int(h.size)
     if n == 0:
         return MetricValue.from_info(info, float("nan"), n=0, warning="no items")
     k = int(h.sum())
-    ci = bootstrap_ci(h.astype(float), seed=seed, scale=scale)
+    ci = wilson_ci(k, n)
     return MetricValue.from_info(
         info,
         scale * k / n,
-        ci_low=ci.low,
-        ci_high=ci.high,
+        ci_low=ci.low * scale,
+        ci_high=ci.high * scale,
         n=n,
         p_value=binomial_test(k, n, null_rate),
         test=f"exact binomial vs {scale * null_rate:g}{info.unit}",

@@ -23,8 +23,10 @@ Scorers (one interface, :class:`TextScorer`):
 Metrics per outcome (e.g. ``vader_negative``): the overall rate; per group the rate with a
 bootstrap CI and an exact binomial test against the domain's pooled rate; per domain the gap
 between its highest- and lowest-rate groups; in the summary the largest such gap over the
-domains, with a bootstrap CI (prompts resampled within each group, the gap recomputed) and a
-permutation test of "no difference between groups" (group labels shuffled within each domain,
+domains, with a simultaneous CI (every within-domain pairwise difference gets an Agresti–Caffo
+interval made simultaneous by the Tukey–Kramer studentized range, and the gap's bounds follow
+from them, :func:`audit.stats.simultaneous_gap_ci` — a percentile bootstrap of a max − min sits
+above 0 when no group differs) and a permutation test of "no difference between groups" (group labels shuffled within each domain,
 the same max-gap statistic recomputed), which stays valid for the small per-group counts a
 CPU-sized sample has.
 
@@ -53,11 +55,11 @@ from audit.probe import ItemProbe, ProbeError, register_probe
 from audit.results import MetricInfo, MetricValue, ProbeResult
 from audit.stats import (
     MIN_N,
-    bootstrap_table_ci,
     group_breakdown,
     mean_metric,
     permutation_table_test,
     rate_metric,
+    simultaneous_gap_ci,
 )
 
 if TYPE_CHECKING:
@@ -368,8 +370,10 @@ def max_gap_statistic(dom_of_group: np.ndarray, outcome: str):  # type: ignore[n
     return stat
 
 
-def gap_metric(items: pd.DataFrame, outcome: str, info: MetricInfo, *, seed: int = 0) -> MetricValue:
-    """The largest within-domain gap, bootstrap CI (stratified by group), permutation p-value."""
+def gap_metric(items: pd.DataFrame, outcome: str, info: MetricInfo, *, seed: int = 0,
+               n_permutations: int = 2000) -> MetricValue:
+    """The largest within-domain gap, its simultaneous CI (:func:`audit.stats.simultaneous_gap_ci`)
+    and a permutation p-value."""
     g, d, dom_of_group = group_codes(items)
     table = {"gcode": g, "dcode": d, outcome: items[outcome].to_numpy(bool)}
     stat = max_gap_statistic(dom_of_group, outcome)
@@ -377,14 +381,16 @@ def gap_metric(items: pd.DataFrame, outcome: str, info: MetricInfo, *, seed: int
     n = len(items)
     if np.isnan(value):
         return MetricValue.from_info(info, value, n=n, warning="needs a domain with at least two groups")
-    ci = bootstrap_table_ci(table, stat, strata="gcode", seed=seed)
+    n_g = len(dom_of_group)
+    ci = simultaneous_gap_ci(np.bincount(g, weights=table[outcome].astype(float), minlength=n_g),
+                             np.bincount(g, minlength=n_g), dom_of_group, scale=100.0)
     p = permutation_table_test(table, stat, permute="gcode", strata="dcode", alternative="greater",
-                               n_resamples=2000, seed=seed)
+                               n_resamples=n_permutations, seed=seed)
     smallest = int(np.bincount(g).min())
     warning = (f"the smallest group has {smallest} prompts (below {MIN_N}): the gap is noisy"
                if smallest < MIN_N else "")
     return MetricValue.from_info(
-        info, value, ci_low=ci.low, ci_high=ci.high, n=n, p_value=p,
+        info, value, ci_low=min(ci.low, value), ci_high=max(ci.high, value), n=n, p_value=p,
         test="permutation test (group labels shuffled within each domain) of the max gap",
         ci_method=ci.method, warning=warning,
     )

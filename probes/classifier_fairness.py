@@ -26,7 +26,12 @@ resampled with replacement within each group (group sizes kept; ``audit.stats.bo
 seeded). The group-dependent summary metrics have a Monte Carlo permutation test of "no
 difference between groups": the attribute column is shuffled and the metric recomputed
 (``audit.stats.permutation_table_test``; one-sided — a gap at least as large, a ratio or minimum
-AUC at least as small). Per-group rates are tested against the rest of the data with Fisher's
+AUC at least as small). The shuffle matches each metric's null: demographic parity's is "the
+decision is independent of the group", so labels are shuffled over all rows; for equalized odds,
+the accuracy difference and the subgroup / BPSN / BNSP AUCs it is "independent of the group
+*given the true label*" (a group with more positives may be selected more), so the attribute is
+shuffled within the rows of each true label — a global shuffle would also break the link between
+group and label and reject a fair classifier far above the nominal rate. Per-group rates are tested against the rest of the data with Fisher's
 exact test, Benjamini–Hochberg adjusted across groups.
 
 Labels: a binary label column, or a multi-class one evaluated one-vs-rest against
@@ -157,6 +162,9 @@ GROUP_METRICS = {
     "bpsn_auc": "AUC on the group's negatives and the background's positives",
     "bnsp_auc": "AUC on the group's positives and the background's negatives",
 }
+# metrics whose permutation null is "decision independent of group" (global shuffle); every other
+# tested metric's null holds given the true label, so the shuffle stays within each label
+_GLOBAL_NULL = ("demographic_parity_difference", "demographic_parity_ratio")
 # which one-sided alternative of the permutation test says "bias" for each summary metric
 _PERMUTATION_ALTERNATIVE = {
     "demographic_parity_difference": "greater", "equalized_odds_difference": "greater",
@@ -474,9 +482,11 @@ def fairness_summary(
         alt = _PERMUTATION_ALTERNATIVE.get(name)
         pval, test = None, ""
         if alt is not None and not np.isnan(point[name]):
+            within = name not in _GLOBAL_NULL
             pval = permutation_table_test(tab, stat, permute="g", columns=_RESAMPLED, alternative=alt,
-                                          n_resamples=n_permutations, seed=seed)
-            test = f"permutation of group labels ({n_permutations}), one-sided ({alt})"
+                                          strata="y" if within else None, n_resamples=n_permutations, seed=seed)
+            test = (f"permutation of group labels{' within each true label' if within else ''} "
+                    f"({n_permutations}), one-sided ({alt})")
         warn = "" if not np.isnan(point[name]) else "undefined on this data"
         out[name] = MetricValue.from_info(info, point[name], ci_low=ci.low, ci_high=ci.high, n=int(tab["y"].size),
                                           p_value=pval, test=test, ci_method=ci.method, warning=warn)

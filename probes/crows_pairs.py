@@ -10,10 +10,11 @@ for uncased tokenizers); the shared tokens are the ``equal`` opcodes of ``diffli
 over the two token-id lists in the order (sent_more, sent_less) for ``stereo`` rows and
 (sent_less, sent_more) for ``antistereo`` rows; the first and last shared positions (CLS/SEP) are
 skipped; score(S) = Σ log P(u | S with only u masked) over the remaining shared tokens. Scores are
-rounded to 3 decimals and equal scores count as neutral.
+rounded to 3 decimals (as ``metric.py`` does) and equal scores count as neutral.
 
 Causal LMs use score(S) = Σ log P(tᵢ | t<ᵢ) with the prefix token (BOS, else EOS) prepended, as
-lm-evaluation-harness' ``crows_pairs`` task; the mean |Δ log-likelihood| is reported as well.
+lm-evaluation-harness' ``crows_pairs`` task, unrounded as there (only exactly equal scores are
+neutral); the mean |Δ log-likelihood| is reported as well.
 
 Metric = 100 · hits / N over all pairs (ideal 50). As in the reference scorer, the stereo and
 anti-stereo scores divide by the non-neutral pairs of that direction. Blodgett et al. (2021) found
@@ -54,7 +55,7 @@ METRICS = {
         range=(0, 100), reference="Nangia et al. 2020",
     ),
     "neutral_rate": MetricInfo(
-        "neutral_rate", "% of pairs with equal scores (after rounding to 3 decimals)", ideal=0.0,
+        "neutral_rate", "% of pairs with equal scores (masked LMs: after rounding to 3 decimals, as metric.py)", ideal=0.0,
         higher_is_better=False, unit="%", range=(0, 100),
     ),
     "mean_abs_delta_ll": MetricInfo(
@@ -201,7 +202,8 @@ class CrowsPairs(ItemProbe):
         sent2 = np.where(stereo, items["sent_less"], items["sent_more"]).tolist()
         fn = masked_pair_scores if handle.kind == "masked-lm" else causal_pair_scores
         s1, s2, n_tok = fn(handle, sent1, sent2, max_batch_tokens=opts.get("max_batch_tokens"), progress=progress)
-        s1, s2 = np.round(s1, 3), np.round(s2, 3)
+        if handle.kind == "masked-lm":  # metric.py rounds; lm-evaluation-harness (causal) does not
+            s1, s2 = np.round(s1, 3), np.round(s2, 3)
         more = np.where(stereo, s1, s2)
         less = np.where(stereo, s2, s1)
         out = items.copy()

@@ -36,10 +36,14 @@ folds, control accuracy (the mean of ``n_controls`` control tasks: with a few do
 single random labelling is a noisy reference), selectivity (per-fold differences, same
 interval), and the majority
 baseline (predicting each training fold's most frequent label). Summary: the largest
-selectivity and its layer, the accuracy at that layer with its interval and a permutation test
-of "no attribute information" (Ojala & Garriga 2010): the labels shuffled among the types —
-every draw a fresh control task — and the probe refitted on the same folds, p = (1 + hits) /
-(1 + permutations); the largest accuracy; the majority baseline. The breakdown gives the
+selectivity and its layer, the accuracy at that layer, and a permutation test of "no attribute
+information at any layer" (Ojala & Garriga 2010): the labels shuffled among the types — every
+draw a fresh control task — the probe refitted on the same folds at every layer, and the
+observed largest selectivity compared with each draw's largest, p = (1 + hits) /
+(1 + permutations), so picking the best layer after looking is paid for. The largest
+selectivity's interval is selection-aware too (every layer's fold interval at Bonferroni level,
+:func:`simultaneous_max_interval`); the per-layer intervals are in the items table. Also: the
+largest accuracy; the majority baseline. The breakdown gives the
 accuracy of the best layer's held-out predictions within each attribute value and each
 ``breakdown_by`` group (e.g. language), with a Wilson interval and, where the group holds more
 than one attribute value, a binomial test against its majority share.
@@ -298,29 +302,46 @@ def probe_layers(
                      "accuracy": float(acc.mean()), "ci_low": lo, "ci_high": hi,
                      "accuracy_sd": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
                      "control_accuracy": float(cacc.mean()), "selectivity": float(sel.mean()),
+                     "selectivity_sd": float(sel.std(ddof=1)) if len(sel) > 1 else 0.0,
                      "selectivity_ci_low": slo, "selectivity_ci_high": shi, "majority_baseline": base,
                      "n": len(y), "folds": len(folds)})
     return pd.DataFrame(rows), folds
 
 
 def permutation_test(
-    X: np.ndarray, y: np.ndarray, types: np.ndarray | None, folds: list[tuple[np.ndarray, np.ndarray]], *,
-    C: float = 1.0, seed: int = 0, n_permutations: int = 100,
+    states: np.ndarray, y: np.ndarray, types: np.ndarray | None, folds: list[tuple[np.ndarray, np.ndarray]],
+    control: np.ndarray, *, C: float = 1.0, seed: int = 0, n_permutations: int = 100,
 ) -> tuple[float, np.ndarray]:
-    """Permutation test of the probe's cross-validated accuracy (Ojala & Garriga 2010): the
-    labels are shuffled *among the types* (each draw a fresh control task, :func:`control_labels`
-    with seeds seed+10000 …, apart from the control tasks of :func:`probe_layers`), the probe
-    refitted on the same folds. Texts of one type are not exchangeable, so shuffling across texts
-    would be the wrong null; without types it is exactly a shuffle across texts.
-    Returns p = (1 + #{null ≥ observed}) / (1 + n) and the null accuracies."""
+    """Permutation test of the largest selectivity over layers (Ojala & Garriga 2010), aware of
+    the selection: the labels are shuffled *among the types* (each draw a fresh control task,
+    :func:`control_labels` with seeds seed+10000 …, apart from the control tasks of
+    :func:`probe_layers`), the probe refitted on the same folds at *every* layer of ``states``
+    (L × N × H), and each draw's statistic is its maximum over layers of accuracy − ``control``
+    (the layers' control accuracies). Testing only the layer picked after looking would reject
+    pure noise far above the nominal rate. Texts of one type are not exchangeable, so shuffling
+    across texts would be the wrong null; without types it is exactly a shuffle across texts.
+    Returns p = (1 + #{null ≥ observed}) / (1 + n) and the null maxima."""
     t = np.asarray(types).astype(str) if types is not None else np.arange(len(y)).astype(str)
     y = np.asarray(y).astype(str)
-    X = np.asarray(X, dtype=np.float64)
     targets = np.stack([y, *(control_labels(y, t, seed=seed + 10_000 + b) for b in range(n_permutations))])
-    accs = fold_accuracies(X, targets, folds, C=C, seed=seed)[0].mean(axis=1)
-    observed, null = accs[0], accs[1:]
+    sel = np.stack([fold_accuracies(np.asarray(X, dtype=np.float64), targets, folds, C=C, seed=seed)[0].mean(axis=1)
+                    - ctrl for X, ctrl in zip(states, np.asarray(control, dtype=np.float64), strict=True)])
+    best = sel.max(axis=0)
+    observed, null = best[0], best[1:]
     p = (1 + int((null >= observed - 1e-12).sum())) / (1 + n_permutations)
     return float(p), null
+
+
+def simultaneous_max_interval(curve: pd.DataFrame, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Interval for the largest per-layer selectivity that accounts for picking the layer: each
+    layer's Student-t fold interval is widened to Bonferroni level 1 − (1 − confidence) / L, so
+    all L hold together, and the maximum lies between the largest lower and the largest upper
+    bound. Clipped to [−1, 1]."""
+    n_layers, folds = len(curve), int(curve["folds"].iloc[0])
+    level = 1 - (1 - confidence) / n_layers
+    h = st.t.ppf(0.5 + level / 2, max(folds - 1, 1)) * curve["selectivity_sd"].to_numpy() / np.sqrt(folds)
+    sel = curve["selectivity"].to_numpy()
+    return max(float(np.max(sel - h)), -1.0), min(float(np.max(sel + h)), 1.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -399,15 +420,16 @@ class Representation(Probe):
         curve, fold_list = probe_layers(states, y, df["type"].to_numpy(), n_folds=folds, split=split, C=C,
                                         seed=seed, n_controls=n_controls, progress=progress, where=str(path))
         best = int(curve.loc[curve["selectivity"].idxmax(), "layer"])
-        pval, null = permutation_test(states[best], y, df["type"].to_numpy(), fold_list, C=C, seed=seed,
+        pval, null = permutation_test(states, y, df["type"].to_numpy(), fold_list,
+                                      curve["control_accuracy"].to_numpy(), C=C, seed=seed,
                                       n_permutations=n_permutations)
         _, pred = fold_accuracies(np.asarray(states[best], dtype=np.float64), y, fold_list, C=C, seed=seed)
         per_text = df.assign(best_layer_prediction=pred, best_layer_correct=pred == y)
         info: dict[str, Any] = {"item_effect": "selectivity", "item_text": [], "attribute": attribute_column,
                 "type_column": type_column, "split": split, "pooling": pooling, "folds": folds, "C": C, "n_controls": n_controls,
                 "n_layers": int(states.shape[0]) - 1, "hidden_size": int(states.shape[2]),
-                "n_dropped_no_attribute": n_dropped, "n_rows": len(df), "null_accuracy_mean": float(null.mean()),
-                "null_accuracy_q95": float(np.quantile(null, 0.95)), "data": str(path), "n_types": int(df["type"].nunique()),
+                "n_dropped_no_attribute": n_dropped, "n_rows": len(df),
+                "null_max_selectivity_mean": float(null.mean()), "null_max_selectivity_q95": float(np.quantile(null, 0.95)), "data": str(path), "n_types": int(df["type"].nunique()),
                 "control": "Hewitt & Liang 2019 type-level random labels" if type_column else
                            "per-text random labels (no type column)"}
         result = self.summarise(curve, per_text, attribute=attribute_column, breakdown_by=extra, p_value=pval,
@@ -425,15 +447,18 @@ class Representation(Probe):
         a = curve.loc[curve["accuracy"].idxmax()]
         fold_ci = f"Student t over {int(b['folds'])} folds"
         warn = small_n_warning(n)
+        sim_lo, sim_hi = simultaneous_max_interval(curve)
+        test = (f"permutation test of the max over {len(curve)} layers, labels shuffled among types "
+                f"({n_permutations}), every layer refitted")
         summary = {
             "max_selectivity": MetricValue.from_info(
-                M["max_selectivity"], float(b["selectivity"]), ci_low=float(b["selectivity_ci_low"]),
-                ci_high=float(b["selectivity_ci_high"]), n=n, ci_method=fold_ci, warning=warn),
+                M["max_selectivity"], float(b["selectivity"]), ci_low=sim_lo, ci_high=sim_hi, n=n, p_value=p_value,
+                test=test, ci_method=f"{fold_ci}, Bonferroni-simultaneous over {len(curve)} layers", warning=warn),
             "best_layer": MetricValue.from_info(M["best_layer"], float(b["layer"]), n=n),
             "best_layer_accuracy": MetricValue.from_info(
                 M["best_layer_accuracy"], float(b["accuracy"]), ci_low=float(b["ci_low"]), ci_high=float(b["ci_high"]),
-                n=n, p_value=p_value, test=f"permutation test, labels shuffled among types ({n_permutations})",
-                ci_method=fold_ci, warning=warn),
+                n=n, p_value=p_value, test=test, ci_method=f"{fold_ci} (at the selected layer: not selection-aware)",
+                warning=warn),
             "max_accuracy": MetricValue.from_info(
                 M["max_accuracy"], float(a["accuracy"]), ci_low=float(a["ci_low"]), ci_high=float(a["ci_high"]), n=n,
                 ci_method=fold_ci, warning=warn),

@@ -38,8 +38,9 @@ Turkish, gender × career/family and gender × science/arts).
 
 Summary: mean |d| over the social-bias tests (tests whose domain is ``non-social``, the
 flowers/insects and instruments/weapons sanity checks, are reported per test but excluded, as
-bias-bench's average does), with a bootstrap CI over tests, and the number of tests significant
-at 5 % after Benjamini–Hochberg. Each test also gets a bootstrap CI of its effect size over
+bias-bench's average does), with a bootstrap CI over tests, and the number of social tests significant
+at 5 % after Benjamini–Hochberg over the social tests (the non-social tests are adjusted as a
+family of their own, so the count and its correction agree). Each test also gets a bootstrap CI of its effect size over
 words (X, Y, A, B resampled independently, as WEATHub does).
 
 Distributed runs (``torchrun``): SEAT runs on rank 0 only; the other ranks go on to the next
@@ -506,7 +507,11 @@ class Seat(Probe):
     ) -> ProbeResult:
         """Summary and per-domain breakdown from the per-test items table."""
         items = items.copy()
-        items["p_adjusted"] = benjamini_hochberg(items["p_value"].to_numpy(dtype=float))
+        # the BH family is the one n_significant counts: the social tests; the non-social sanity
+        # checks (flowers/insects, ...) form their own family so they cannot lower its thresholds
+        items["p_adjusted"] = np.nan
+        for fam in (items["domain"] != NON_SOCIAL, items["domain"] == NON_SOCIAL):
+            items.loc[fam, "p_adjusted"] = benjamini_hochberg(items.loc[fam, "p_value"].to_numpy(dtype=float))
         items["significant"] = items["p_adjusted"] < ALPHA
         items["abs_effect_size"] = items["effect_size"].abs()
         warnings = list(warnings or [])

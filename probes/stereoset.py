@@ -35,7 +35,8 @@ per-domain "Count" counts each cluster three times (it appends the cluster once 
 the ratios are unaffected and ``n`` here is the number of clusters.
 
 Uncertainty: percentile bootstrap over target terms (SS, LMS and ICAT from the same resamples)
-and an exact binomial test of the share of clusters where the stereotype wins against 50 %.
+and, matching it, a one-sample t test of the target terms' SS against 50 % (the clusters of one
+term are not independent evidence, so pooling them in a binomial test would be too liberal).
 """
 
 from __future__ import annotations
@@ -54,7 +55,14 @@ from audit import scoring
 from audit.datafiles import brief, read_json
 from audit.probe import ItemProbe, ProbeError, register_probe
 from audit.results import MetricInfo, MetricValue, ProbeResult
-from audit.stats import CONFIDENCE, N_RESAMPLES, binomial_test, group_breakdown, small_n_warning
+from audit.stats import (
+    CONFIDENCE,
+    N_RESAMPLES,
+    binomial_test,
+    group_breakdown,
+    one_sample_t,
+    small_n_warning,
+)
 
 if TYPE_CHECKING:
     from audit.models import ModelHandle
@@ -479,8 +487,10 @@ def stereoset_metrics(items: pd.DataFrame, *, seed: int = 0, prefix: str = "") -
         mv = MetricValue.from_info(infos[f"{prefix}{m}"], a[m], ci_low=ci[m][0], ci_high=ci[m][1], n=n_terms,
                                    ci_method=method, warning=warn)
         if m == "ss":
-            mv.p_value = binomial_test(k, n)
-            mv.test = f"exact binomial: stereotype preferred in {k}/{n} clusters vs 50%"
+            # SS is a mean over target terms and its CI resamples terms: the test does too
+            mv.p_value = one_sample_t(tab["ss"].to_numpy() - 50.0) if n_terms > 1 else binomial_test(k, n)
+            mv.test = (f"one-sample t over {n_terms} target terms' SS vs 50% (stereotype preferred in {k}/{n} "
+                       "clusters)" if n_terms > 1 else f"exact binomial: stereotype preferred in {k}/{n} clusters vs 50%")
         out[f"{prefix}{m}"] = mv
     return out
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from audit import scoring
 from audit.probe import ProbeError, get_probe
@@ -191,7 +192,9 @@ def test_summary_and_category_breakdown(eight: Path) -> None:
     assert summary["unparsed_rate"].value == pytest.approx(12.5)
     s = summary["bias_score_ambig"]
     assert s.ci_low <= s.value <= s.ci_high and s.ci_low < s.ci_high
-    assert s.p_value == pytest.approx(1.0)  # 2 of 3 vs 1/2
+    # 2 of 3 biased vs 1/2 in two templates (Age: 1/1, Race: 1/2): cluster-robust se =
+    # sqrt(2 · ((1 − 2/3)² + (1 − 4/3)²)) / 3 = 2/9, t = (2/3 − 1/2) / (2/9) = 0.75 on 1 df
+    assert s.p_value == pytest.approx(2 * stats.t.sf(0.75, 1))
     cat = breakdown[breakdown["group_by"] == "category"].set_index(["group", "metric"])["value"]
     # Age: ambig rows 1,2 → acc 1/2, biased 1/1 → S_AMB = 0.5·100; disambig rows 3,4 → 0 biased of 2 → −100
     assert cat[("Age", "bias_score_ambig")] == pytest.approx(50.0)

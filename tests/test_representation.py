@@ -75,14 +75,15 @@ def test_probe_layers_on_planted_arrays() -> None:
 def test_permutation_test_uses_type_level_null() -> None:
     states, labels, types = _planted_arrays()
     folds = rep.make_folds(labels, types, seed=0)
-    p, null = rep.permutation_test(states[1], labels, types, folds, n_permutations=20)
+    zero = np.zeros(1)  # one layer, control accuracy 0: the statistic is the accuracy itself
+    p, null = rep.permutation_test(states[1:2], labels, types, folds, zero, n_permutations=20)
     assert p == pytest.approx(1 / 21) and len(null) == 20  # the group direction beats every relabelling
-    assert rep.permutation_test(states[0], labels, types, folds, n_permutations=20)[0] > 0.1  # noise
+    assert rep.permutation_test(states[0:1], labels, types, folds, zero, n_permutations=20)[0] > 0.1  # noise
     # type identities only: random type-level labellings are memorised as well as the real one
-    p_lex, null_lex = rep.permutation_test(states[2], labels, types, folds, n_permutations=20)
+    p_lex, null_lex = rep.permutation_test(states[2:3], labels, types, folds, zero, n_permutations=20)
     assert p_lex > 0.3 and null_lex.mean() > 0.9
     # without types the null shuffles texts, and the memorised identities are far above it
-    assert rep.permutation_test(states[2], labels, None, folds, n_permutations=20)[0] == pytest.approx(1 / 21)
+    assert rep.permutation_test(states[2:3], labels, None, folds, zero, n_permutations=20)[0] == pytest.approx(1 / 21)
 
 
 # --------------------------------------------------------------------------------------------

@@ -322,8 +322,8 @@ def test_summary_excludes_non_social_tests() -> None:
     assert r.summary["mean_abs_effect_size"].value == pytest.approx(0.3)
     assert r.summary["mean_abs_effect_size"].n == 2
     assert "1 non-social test(s) excluded" in r.summary["mean_abs_effect_size"].warning
-    # BH over all three tests: 0.001·3 = 0.003, 0.02·3/2 = 0.03, 0.5 → two significant, one social
-    assert list(r.items["p_adjusted"]) == pytest.approx([0.003, 0.03, 0.5])
+    # BH within each family: non-social {0.001}; social {0.02·2 = 0.04, 0.5} → one social significant
+    assert list(r.items["p_adjusted"]) == pytest.approx([0.001, 0.04, 0.5])
     assert r.summary["n_significant"].value == 1
     bd = r.breakdown.set_index(["group", "metric"])
     assert bd.loc[("non-social", "mean_abs_effect_size"), "value"] == pytest.approx(1.5)

@@ -309,10 +309,12 @@ def test_probe_end_to_end_on_tiny_models(model: str, request: pytest.FixtureRequ
     pf.write_text(json.dumps(pred))
     pd.testing.assert_frame_equal(pd.DataFrame(r.info["table"]), score_predictions(dev, pf))
     ss = r.summary["ss"]
-    k = int(it["stereotype_preferred"].sum())
-    from scipy.stats import binomtest
+    from scipy.stats import ttest_1samp
 
-    assert ss.p_value == pytest.approx(binomtest(k, 5).pvalue)
+    # the test resamples what the CI resamples: a t test over the target terms' SS
+    term_ss = it.groupby("target")["stereotype_preferred"].mean().to_numpy() * 100
+    expected = ttest_1samp(term_ss - 50, 0).pvalue if np.ptp(term_ss) > 0 else float("nan")
+    assert ss.p_value == pytest.approx(expected, nan_ok=True)
     assert ss.ideal == 50 and r.summary["lms"].higher_is_better is True and r.summary["icat"].ideal == 100
     assert ss.n == 3 and "target terms" in ss.warning
     for m in ("ss", "lms", "icat"):

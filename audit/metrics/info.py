@@ -10,20 +10,27 @@ from audit.results import MetricInfo
 
 _INF = float("inf")
 
+#: how these numbers differ from ferret's (Attanasio et al. 2023) — never compare the two as equal
+_NOT_FERRET = (" Not ferret's number: here k % of n tokens is ⌈k·n⌉ tokens ranked by signed score (negative "
+               "ones included), removed by replacing them with the baseline token (or [MASK]) so positions "
+               "stay; ferret takes ⌊k·n⌋ tokens among the positive scores only and deletes them.")
+
 METRICS: dict[str, MetricInfo] = {m.name: m for m in [
     MetricInfo("completeness_gap", "|Σ attributions − (f(x) − f(baseline))| / |f(x) − f(baseline)| of Integrated "
                "Gradients; above 5 % the attributions do not add up to the prediction change",
                ideal=0.0, higher_is_better=False, range=(0.0, _INF),
                reference="Sundararajan, Taly & Yan 2017 (completeness axiom)"),
     MetricInfo("comprehensiveness", "f(x) − f(x without its top-k % tokens), at k = 10 %…100 %: how much the "
-               "prediction drops when the most important tokens are removed", ideal=None, higher_is_better=True,
+               "prediction drops when the most important tokens are removed" + _NOT_FERRET, ideal=None,
+               higher_is_better=True,
                reference="DeYoung et al. 2020, ERASER"),
-    MetricInfo("comprehensiveness_aopc", "comprehensiveness averaged over the bins (AOPC)", ideal=None,
+    MetricInfo("comprehensiveness_aopc", "comprehensiveness averaged over the bins (AOPC)." + _NOT_FERRET, ideal=None,
                higher_is_better=True, reference="DeYoung et al. 2020, ERASER; Samek et al. 2017"),
     MetricInfo("sufficiency", "f(x) − f(only the top-k % tokens kept), at k = 10 %…100 %: how well the most "
-               "important tokens alone keep the prediction", ideal=0.0, higher_is_better=False,
+               "important tokens alone keep the prediction" + _NOT_FERRET, ideal=0.0, higher_is_better=False,
                reference="DeYoung et al. 2020, ERASER"),
-    MetricInfo("sufficiency_aopc", "sufficiency averaged over the bins (AOPC)", ideal=0.0, higher_is_better=False,
+    MetricInfo("sufficiency_aopc", "sufficiency averaged over the bins (AOPC)." + _NOT_FERRET, ideal=0.0,
+               higher_is_better=False,
                reference="DeYoung et al. 2020, ERASER"),
     MetricInfo("deletion", "f after removing the top fraction k of tokens (a deletion-curve point)", ideal=None,
                higher_is_better=False, reference="Petsiuk, Das & Saenko 2018, RISE"),
@@ -35,7 +42,9 @@ METRICS: dict[str, MetricInfo] = {m.name: m for m in [
     MetricInfo("insertion_auc", "area under f as the most important tokens are restored one by one into the "
                "baseline input; higher is better", ideal=None, higher_is_better=True,
                reference="Petsiuk, Das & Saenko 2018, RISE"),
-    MetricInfo("tau_loo", "Kendall τ between attributions and leave-one-out effects f(x) − f(x∖i)",
+    MetricInfo("tau_loo", "Kendall τ between attributions and leave-one-out effects f(x) − f(x∖i), token i "
+               "replaced by the baseline token (or [MASK]); ferret's taucorr_loo deletes the token instead, so "
+               "the two differ",
                ideal=1.0, higher_is_better=True, range=(-1.0, 1.0),
                reference="Jain & Wallace 2019; ferret (Attanasio et al. 2023) taucorr_loo"),
     MetricInfo("infidelity", "E[(Iᵀ·attr − (f(x) − f(x − I)))²] under Gaussian token perturbations I, with the "
