@@ -62,6 +62,7 @@ import numpy as np
 import pandas as pd
 
 from audit import scoring
+from probes import bbq_control
 from audit.datafiles import brief, parse_json, read_text_file, text_lines
 from audit.probe import ItemProbe, ProbeError, register_probe
 from audit.results import MetricInfo, MetricValue, ProbeResult
@@ -136,6 +137,7 @@ METRICS = {
         higher_is_better=False, unit="%", range=(0, 100),
     ),
 }
+METRICS.update(bbq_control.METRICS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -660,7 +662,10 @@ class BBQ(ItemProbe):
         return [f"{f} line {n}" for f, n in zip(items["file"], items["line"], strict=True)]
 
     def data_files(self, data: str | Path | None, options: dict[str, Any] | None = None) -> list[Path]:
-        return [] if data is None else _jsonl_files(data)
+        if data is None:
+            return []
+        main, ctrl = bbq_control.split_files(_jsonl_files(data), data, (options or {}).get("control", "auto"))
+        return sorted(set(main) | set(ctrl))
 
     def run(  # type: ignore[override]  # named options: see Probe.run
         self,
@@ -677,12 +682,16 @@ class BBQ(ItemProbe):
         max_batch_tokens: int | None = None,
         max_new_tokens: int = 8,
         batch_size: int = 8,
+        control: bool | str | None = "auto",
     ) -> ProbeResult:
         """Answer every item and score. ``max_items`` caps each file (``sample``: stratified or
-        first); ``mode``: loglik (causal or masked LMs) or generate (causal LMs, greedy)."""
+        first); ``mode``: loglik (causal or masked LMs) or generate (causal LMs, greedy);
+        ``control``: the MBBQ control set (:mod:`probes.bbq_control`: ``auto`` pairs
+        ``X_tr.jsonl`` with ``X_control_tr.jsonl``, a path names it, false leaves it out)."""
         return super().run(handle, data, seed=seed, progress=progress, max_items=max_items, sample=sample,
                            mode=mode, length_normalize=length_normalize, unknown_choices=unknown_choices,
-                           max_batch_tokens=max_batch_tokens, max_new_tokens=max_new_tokens, batch_size=batch_size)
+                           max_batch_tokens=max_batch_tokens, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                           control=control)
 
     @staticmethod
     def _check(opts: dict[str, Any]) -> tuple[str, str, str]:
@@ -701,7 +710,10 @@ class BBQ(ItemProbe):
         self._check(opts)
         if data is None:
             raise ProbeError("bbq needs data= a BBQ/MBBQ .jsonl file or a folder of them")
-        return load_bbq(data, max_items=opts.get("max_items"), sample=opts.get("sample", "stratified"))
+        main, ctrl = bbq_control.split_files(_jsonl_files(data), data, opts.get("control", "auto"))
+        frames = [load_bbq(f, max_items=opts.get("max_items"), sample=opts.get("sample", "stratified")).assign(
+            **{bbq_control.CONTROL: f in ctrl}) for f in [*main, *ctrl]]
+        return pd.concat(frames, ignore_index=True)
 
     def score_items(self, handle: ModelHandle, items: pd.DataFrame, opts: dict[str, Any], progress: bool) -> pd.DataFrame:
         mode, norm, unknown = self._check(opts)
@@ -741,8 +753,17 @@ class BBQ(ItemProbe):
         """Metrics from a scored items table (also used on gathered chunks)."""
         opts = dict(opts or {})
         mode, norm, unknown = self._check(opts)
+        items, control_items = bbq_control.split_items(items)
         summary, breakdown = bbq_metrics(items, seed=seed, generated=mode == "generate")
+        control_info: dict[str, Any] | None = None
+        if len(control_items):
+            extra, rows, control_warnings, control_info = bbq_control.control_report(items, control_items, summary,
+                                                                                     seed=seed)
+            summary.update(extra)
+            breakdown = pd.concat([breakdown, rows], ignore_index=True)
         warnings = [f"{k}: {v.warning}" for k, v in summary.items() if v.warning]
+        if control_info is not None:
+            warnings += control_warnings
         no_biased = int((items["n_biased_options"] == 0).sum())
         two_biased = int((items["n_biased_options"] == 2).sum())
         if no_biased:
@@ -760,6 +781,8 @@ class BBQ(ItemProbe):
             "n_excluded_from_bias_scores": no_biased + two_biased,
             "categories": sorted(items["category"].unique().tolist()),
         }
+        if control_info is not None:
+            info["control"] = control_info
         if mode == "loglik":
             info.update(item_effect="bias_margin", prompt=prompt_text("{context}", "{question}") + " {answer}",
                         length_normalize=norm, unknown_choices=unknown,
@@ -770,7 +793,8 @@ class BBQ(ItemProbe):
             info.update(item_effect="bias_direction",
                         generation=GenerationSettings(do_sample=False, **_generation_options(opts)).as_dict(),
                         prompt=choice_prompt("{context}", "{question}", ("{ans0}", "{ans1}", "{ans2}")))
-        return ProbeResult("bbq", summary, items, breakdown, warnings=warnings, info=info)
+        all_items = pd.concat([items, control_items], ignore_index=True) if len(control_items) else items
+        return ProbeResult("bbq", summary, all_items, breakdown, warnings=warnings, info=info)
 
 
 def _generation_options(opts: dict[str, Any]) -> dict[str, Any]:
