@@ -314,6 +314,33 @@ def permutation_p_value(
     return hits / n_samples, "monte-carlo", n_samples
 
 
+def resample_weights(n_x: int, n_y: int, n_a: int, n_b: int, n_boot: int,
+                     seed: int | Sequence[int] = 0) -> tuple[np.ndarray, ...]:
+    """Bootstrap count weights (n_boot rows each, normalised for A and B) for X, Y, A and B."""
+    rng = np.random.default_rng(seed)
+    wa = rng.multinomial(n_a, np.full(n_a, 1 / n_a), size=n_boot) / n_a
+    wb = rng.multinomial(n_b, np.full(n_b, 1 / n_b), size=n_boot) / n_b
+    wx = rng.multinomial(n_x, np.full(n_x, 1 / n_x), size=n_boot).astype(np.float64)
+    wy = rng.multinomial(n_y, np.full(n_y, 1 / n_y), size=n_boot).astype(np.float64)
+    return wx, wy, wa, wb
+
+
+def resampled_effect_sizes(cos_a: np.ndarray, cos_b: np.ndarray, n_x: int,
+                           weights: tuple[np.ndarray, ...]) -> np.ndarray:
+    """d of every bootstrap resample given by :func:`resample_weights` (NaN where the std is 0);
+    the same weights on two aligned word lists give a paired bootstrap."""
+    wx, wy, wa, wb = weights
+    n_xy = cos_a.shape[0]
+    s = (cos_a @ wa.T - cos_b @ wb.T).T  # n_boot × n_xy
+    w = np.concatenate([wx, wy], axis=1)
+    mean_x = (wx * s[:, :n_x]).sum(1) / n_x
+    mean_y = (wy * s[:, n_x:]).sum(1) / (n_xy - n_x)
+    mu = (w * s).sum(1) / n_xy
+    var = (w * (s - mu[:, None]) ** 2).sum(1) / (n_xy - 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (mean_x - mean_y) / np.sqrt(var)
+
+
 def bootstrap_effect_size(
     cos_a: np.ndarray, cos_b: np.ndarray, n_x: int, *, n_boot: int = 1000, seed: int | Sequence[int] = 0,
     confidence: float = 0.95,
@@ -328,19 +355,7 @@ def bootstrap_effect_size(
     n_y = n_xy - n_x
     if n_boot <= 0 or n_x < 1 or n_y < 1:
         return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    wa = rng.multinomial(n_a, np.full(n_a, 1 / n_a), size=n_boot) / n_a
-    wb = rng.multinomial(n_b, np.full(n_b, 1 / n_b), size=n_boot) / n_b
-    s = (cos_a @ wa.T - cos_b @ wb.T).T  # n_boot × n_xy
-    wx = rng.multinomial(n_x, np.full(n_x, 1 / n_x), size=n_boot).astype(np.float64)
-    wy = rng.multinomial(n_y, np.full(n_y, 1 / n_y), size=n_boot).astype(np.float64)
-    w = np.concatenate([wx, wy], axis=1)
-    mean_x = (wx * s[:, :n_x]).sum(1) / n_x
-    mean_y = (wy * s[:, n_x:]).sum(1) / n_y
-    mu = (w * s).sum(1) / n_xy
-    var = (w * (s - mu[:, None]) ** 2).sum(1) / (n_xy - 1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        d = (mean_x - mean_y) / np.sqrt(var)
+    d = resampled_effect_sizes(cos_a, cos_b, n_x, resample_weights(n_x, n_y, n_a, n_b, n_boot, seed))
     d = d[np.isfinite(d)]
     if d.size == 0:
         return float("nan"), float("nan")
