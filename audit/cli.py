@@ -25,11 +25,14 @@ EXIT_OK, EXIT_POLICY, EXIT_ERROR = 0, 1, 2
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from audit.config import ConfigError, default_config, load_config
+    from audit.config import ConfigError, default_config, load_config, profile_config
     from audit.runner import run_audit
 
     try:
-        cfg = load_config(args.config) if args.config else default_config()
+        if args.config and args.profile:
+            raise ConfigError("give either a config file or --profile, not both")
+        cfg = (load_config(args.config) if args.config else profile_config(args.profile) if args.profile
+               else default_config())
         if args.no_report:
             cfg.report.enabled = False
         if args.formats:
@@ -107,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run an audit config (no config: the embedded default audit)")
     r.add_argument("config", nargs="?", help="audit YAML; omit for the default audit on the demo models")
+    r.add_argument("--profile", help="a shipped audit profile instead of a config, e.g. 'tr' (every Turkish probe); "
+                   "its data paths are read from the current folder")
     r.add_argument("--out", help="runs root (default: the config's 'output', else ./runs)")
     r.add_argument("--run-id", help="run id; rerunning with the same id resumes")
     r.add_argument("--policy", help="policy YAML (overrides the config's 'policy')")

@@ -244,6 +244,21 @@ def default_config() -> AuditConfig:
     return parse_config(yaml_load(text), source="(embedded default audit)")
 
 
+def profiles() -> list[str]:
+    """Names of the shipped audit profiles (``audit/profile_<name>.yaml``)."""
+    return sorted(f.name[len("profile_"):-len(".yaml")] for f in resources.files("audit").iterdir()
+                  if f.name.startswith("profile_") and f.name.endswith(".yaml"))
+
+
+def profile_config(name: str) -> AuditConfig:
+    """A shipped audit profile (``taudit run --profile tr``); its relative data paths are read
+    against the current folder (a checkout beside ``../shared``)."""
+    if name not in profiles():
+        raise ConfigError(f"unknown profile {name!r}; shipped profiles: {', '.join(profiles())}")
+    text = resources.files("audit").joinpath(f"profile_{name}.yaml").read_text(encoding="utf-8")
+    return parse_config(yaml_load(text), source=f"(profile {name})", base_dir=Path.cwd())
+
+
 def check_names(cfg: AuditConfig, source: str) -> None:
     """Probe names, probe options and explain specs checked against what is registered."""
     from audit.datafiles import brief
