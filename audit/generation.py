@@ -191,8 +191,6 @@ def generate(
     per prompt (see the module docstring). The returned list carries ``.settings`` and
     ``.non_finite`` (one bool per prompt: the logits went NaN/inf before its continuation ended).
     """
-    from transformers import GenerationConfig, LogitsProcessorList
-
     settings = GenerationSettings(
         max_new_tokens=int(max_new_tokens), do_sample=bool(do_sample), temperature=float(temperature),
         top_p=float(top_p), seed=int(seed), batch_size=int(batch_size),
@@ -205,8 +203,46 @@ def generate(
     n = len(prompts)
     if n == 0:
         return Generations([], settings, handle.name)
-    tok = handle.tokenizer
     seqs = scoring.causal_tokenize(handle, prompts)
+    seen: dict[str, int] = {}
+    row_seeds = []
+    for p in prompts:
+        k = seen.get(p, 0)
+        seen[p] = k + 1
+        row_seeds.append(prompt_seed(settings.seed, p, k))
+    new, non_finite = generate_ids(handle, seqs, settings, row_seeds, progress=progress)
+    out = handle.tokenizer.batch_decode(new, skip_special_tokens=True)
+    if non_finite.any():
+        first = ", ".join(str(i) for i in np.flatnonzero(non_finite)[:10])
+        logger.warning("generate: the logits of %s were NaN/inf while generating %d of %d prompt(s) (first: %s); "
+                       "those continuations stop there", handle.name, int(non_finite.sum()), n, first)
+    return Generations(out, settings, handle.name, non_finite)
+
+
+def generate_ids(
+    handle: ModelHandle,
+    seqs: Sequence[Sequence[int]],
+    settings: GenerationSettings,
+    row_seeds: Sequence[int] | None = None,
+    *,
+    progress: bool = False,
+) -> tuple[list[list[int]], np.ndarray]:
+    """The token-level core of :func:`generate`: continue each token sequence (prefix token
+    included, as :func:`audit.scoring.causal_tokenize` gives it) and return each row's new token
+    ids (``max_new_tokens`` of them; after EOS the pad id fills the row) and the non-finite flags.
+    ``row_seeds`` (one per row) are needed when ``settings.do_sample``. Probes that compare tokens,
+    not text (verbatim memorization), call it directly."""
+    settings.validate()
+    if handle.kind != "causal-lm":
+        raise GenerationError(f"generation needs a causal LM; {handle.name} is a {handle.kind} model")
+    if settings.do_sample and (row_seeds is None or len(row_seeds) != len(seqs)):
+        raise GenerationError("sampling needs one seed per row (row_seeds)")
+    from transformers import GenerationConfig, LogitsProcessorList
+
+    n = len(seqs)
+    if n == 0:
+        return [], np.zeros(0, dtype=bool)
+    tok = handle.tokenizer
     lengths = [len(s) for s in seqs]
     longest = int(np.argmax(lengths))
     scoring.check_length(handle, lengths[longest] + settings.max_new_tokens,
@@ -219,13 +255,7 @@ def generate(
         max_new_tokens=settings.max_new_tokens, do_sample=False, num_beams=1,
         pad_token_id=pad_id, eos_token_id=eos_id, bos_token_id=tok.bos_token_id,
     )
-    seen: dict[str, int] = {}
-    row_seeds = []
-    for p in prompts:
-        k = seen.get(p, 0)
-        seen[p] = k + 1
-        row_seeds.append(prompt_seed(settings.seed, p, k))
-    out: list[str] = [""] * n
+    out: list[list[int]] = [[] for _ in range(n)]
     non_finite = np.zeros(n, dtype=bool)
     stop_id = eos_id if eos_id is not None else pad_id if pad_id is not None else 0
     model = handle.model
@@ -243,6 +273,7 @@ def generate(
         guard = _NonFiniteGuard(len(idx), width, stop_id, eos_id)
         processors = LogitsProcessorList([guard])
         if settings.do_sample:
+            assert row_seeds is not None
             gens = [torch.Generator(device=handle.device).manual_seed(row_seeds[i]) for i in idx]
             processors.append(_PerRowSampler(gens, settings.temperature, settings.top_p))
         with torch.inference_mode():
@@ -250,19 +281,14 @@ def generate(
                 input_ids=ids.to(handle.device), attention_mask=att.to(handle.device),
                 generation_config=gen_config, logits_processor=processors,
             )
-        new = res[:, width:].cpu()
-        texts = tok.batch_decode(new, skip_special_tokens=True)
+        new = res[:, width:].cpu().tolist()
         flags = guard.flags.numpy()
         for r, i in enumerate(idx):
-            out[i] = texts[r]
+            out[i] = new[r]
             non_finite[i] = flags[r]
 
     scoring.run_batches(batches, step, desc="generate", progress=progress, total=n)
-    if non_finite.any():
-        first = ", ".join(str(i) for i in np.flatnonzero(non_finite)[:10])
-        logger.warning("generate: the logits of %s were NaN/inf while generating %d of %d prompt(s) (first: %s); "
-                       "those continuations stop there", handle.name, int(non_finite.sum()), n, first)
-    return Generations(out, settings, handle.name, non_finite)
+    return out, non_finite
 
 
 def split_non_finite(out: pd.DataFrame, labels: Sequence[str]) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
