@@ -18,10 +18,70 @@ import argparse
 import logging
 import os
 import sys
-from importlib.metadata import entry_points
+from importlib.metadata import PackageNotFoundError, entry_points, version
+from pathlib import Path
 from typing import Any
 
 EXIT_OK, EXIT_POLICY, EXIT_ERROR = 0, 1, 2
+
+
+def _one_line_config(args: argparse.Namespace) -> Any:
+    """The config of ``taudit run --model M --probes a,b --limit N`` (no YAML file): the default
+    audit with its models and probes replaced by those given; explain steps only when no
+    ``--probes`` narrows the audit."""
+    from audit.config import ConfigError, default_config, parse_config
+    from audit.probe import PROBES
+
+    base = default_config().as_dict()
+    if args.models:
+        base["models"] = [{"name": m.strip()} for m in ",".join(args.models).split(",") if m.strip()]
+    if args.probes:
+        base["probes"] = [{"probe": p.strip()} for p in args.probes.split(",") if p.strip()]
+        base["explain"] = []
+    if args.limit is not None:
+        if args.limit < 1:
+            raise ConfigError(f"--limit must be ≥ 1, got {args.limit}")
+        for spec in base["probes"]:
+            cls = PROBES.get(spec["probe"])
+            defaults = cls.option_defaults() if hasattr(cls, "option_defaults") else {}
+            if "max_items" not in defaults:
+                raise ConfigError(f"--limit: probe {spec['probe']!r} has no max_items option (it always scores "
+                                  "its whole dataset); leave it out of --probes or drop --limit")
+            spec.setdefault("options", {})["max_items"] = args.limit
+    return parse_config(base, source="(command line)")
+
+
+def _print_outcome(o: Any) -> None:
+    """Status line, the headline table and the failed checks of one model's run."""
+    from audit.console import failed_check_lines, model_table
+
+    line = f"{o.status:9s} {o.run_dir.path}"
+    if o.verdict is not None:
+        line += f"  verdict: {o.verdict.status}"
+    print(line)
+    if o.run_dir.exists():
+        print(model_table(o.run_dir, o.verdict))
+    if o.verdict is not None:
+        bad = failed_check_lines(o.verdict)
+        if bad:
+            print(f"policy {o.verdict.policy_name or o.verdict.policy_source}: {len(bad)} check(s) did not pass")
+            for b in bad:
+                print(f"  {b}")
+    try:
+        from audit.store import read_json
+
+        findings = read_json(o.run_dir.path / "report.json").get("key_findings", {}).get("findings") or []
+    except (FileNotFoundError, ValueError):
+        findings = []
+    for f in findings[:3]:
+        print(f"  • {f['text']}")
+    shown = [o.run_dir.path / n for n in ("report.html", "model_card.md", "report.pdf")]
+    for path in shown:
+        if path.is_file():
+            print(f"  {path.name:14s} {path}")
+    print()
+    for e in o.errors:
+        print(f"  error: {e}", file=sys.stderr)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -29,32 +89,59 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from audit.runner import run_audit
 
     try:
-        if args.config and args.profile:
-            raise ConfigError("give either a config file or --profile, not both")
-        cfg = (load_config(args.config) if args.config else profile_config(args.profile) if args.profile
-               else default_config())
+        one_line = bool(args.models or args.probes or args.limit is not None)
+        if sum(bool(x) for x in (args.config, args.profile, one_line)) > 1:
+            raise ConfigError("give one of: a config file, --profile, or --model/--probes/--limit")
+        if args.config:
+            cfg = load_config(args.config)
+        elif args.profile:
+            cfg = profile_config(args.profile)
+        elif one_line:
+            cfg = _one_line_config(args)
+        else:
+            cfg = default_config()
         if args.no_report:
             cfg.report.enabled = False
         if args.formats:
             cfg.report.formats = [f.strip() for f in args.formats.split(",") if f.strip()]  # type: ignore[misc]
+        if args.quiet:
+            from audit.models import quiet_loading
+
+            quiet_loading()
         outcomes = run_audit(cfg, out=args.out, run_id=args.run_id, policy=args.policy, progress=not args.quiet)
     except (ConfigError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     code = EXIT_OK
-    for o in outcomes:
-        if o.status == "worker":  # a rank other than 0 under torchrun: rank 0 reports
-            continue
-        line = f"{o.status:9s} {o.run_dir.path}"
-        if o.verdict is not None:
-            line += f"  verdict: {o.verdict.status}"
-        print(line)
-        for e in o.errors:
-            print(f"  error: {e}", file=sys.stderr)
+    shown = [o for o in outcomes if o.status != "worker"]  # a rank other than 0 under torchrun: rank 0 reports
+    for o in shown:
+        _print_outcome(o)
         if o.errors or o.status != "complete":
             code = EXIT_ERROR
         elif o.policy_failed and code == EXIT_OK:
             code = EXIT_POLICY
+    verdicts = [o for o in shown if o.verdict is not None]
+    if args.junit and verdicts:
+        from audit.console import junit_xml
+
+        xml = junit_xml((o.run_dir.path.name, {"run_dir": str(o.run_dir.path), "verdict": o.verdict.status,
+                                                "policy": o.verdict.policy_source}, o.verdict) for o in verdicts)
+        Path(args.junit).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.junit).write_text(xml, encoding="utf-8")
+        print(f"junit: {args.junit}")
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        from audit.console import github_annotations
+
+        for o in verdicts:
+            for line in github_annotations(o.verdict, o.run_dir.path.name):
+                print(line)
+    if shown:
+        root = shown[0].run_dir.path.parent
+        print(f"open the results: taudit dashboard {root}")
+    if code == EXIT_POLICY:
+        world = os.environ.get("WORLD_SIZE", "1")
+        print("verdict: fail — exit code 1 means a fail-severity policy check failed (listed above), not a crash"
+              + (f"; torchrun (world size {world}) reports it as ChildFailedError" if world not in ("", "1") else ""))
     return code
 
 
@@ -101,30 +188,55 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _version() -> str:
+    try:
+        return version("transformer-audit")
+    except PackageNotFoundError:  # pragma: no cover - running from a checkout without install
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="taudit", description="Bias and interpretability audits of Transformers.")
+    ap.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     ap.add_argument("--debug", action="store_true",
                     help="show the Python traceback of an error (also TAUDIT_DEBUG=1; accepted anywhere on the line)")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    r = sub.add_parser("run", help="run an audit config (no config: the embedded default audit)")
+    r = sub.add_parser(
+        "run", help="run an audit (no arguments: the default audit on the demo models, judged by the "
+                    "recommended policy)",
+        description="Run an audit: every probe and explain step of the config on every model, one run "
+                    "directory per model, reports at the end, then a table per model and the policy's "
+                    "verdict. Without a config: the embedded default audit (demo models, policy "
+                    "'recommended'). One-line runs without YAML: --model M --probes a,b --limit N. "
+                    "Exit codes: 0 complete and no fail-severity check failed; 1 a fail-severity policy "
+                    "check failed (not a crash); 2 an error (bad config, model cannot be loaded, a probe failed).")
     r.add_argument("config", nargs="?", help="audit YAML; omit for the default audit on the demo models")
     r.add_argument("--profile", help="a shipped audit profile instead of a config, e.g. 'tr' (every Turkish probe); "
                    "its data paths are read from the current folder")
+    r.add_argument("--model", dest="models", action="append", metavar="M",
+                   help="model to audit instead of the config's (demo alias, folder or hub id; repeat or comma-separate)")
+    r.add_argument("--probes", metavar="A,B", help="probes to run instead of the default audit's (see taudit list)")
+    r.add_argument("--limit", type=int, metavar="N", help="score at most N items per probe (probes with a max_items option)")
     r.add_argument("--out", help="runs root (default: the config's 'output', else ./runs)")
     r.add_argument("--run-id", help="run id; rerunning with the same id resumes")
-    r.add_argument("--policy", help="policy YAML (overrides the config's 'policy')")
+    r.add_argument("--policy", help="policy YAML, or 'recommended' (the built-in profile); overrides the config's 'policy'")
+    r.add_argument("--junit", metavar="FILE", help="also write the policy checks as JUnit XML (one test case per check)")
     r.add_argument("--format", dest="formats", help="report formats, e.g. html,pdf,md,json")
     r.add_argument("--no-report", action="store_true", help="skip writing reports")
-    r.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress bars (nor the weight-loading bars)")
     r.set_defaults(func=_cmd_run)
 
     li = sub.add_parser("list", help="list probes, explainers and demo models")
     li.set_defaults(func=_cmd_list)
 
-    v = sub.add_parser("validate", help="validate an audit config (and its policy)")
-    v.add_argument("config")
+    v = sub.add_parser(
+        "validate", help="validate an audit config (and its policy) without running it",
+        description="Check an audit config without loading a model: its fields, probe names and options, "
+                    "that every data file and local model folder it names exists (naming the field), and "
+                    "its policy. Exit codes: 0 valid; 2 invalid (the message names the field).")
+    v.add_argument("config", help="audit YAML to check")
     v.set_defaults(func=_cmd_validate)
 
     for ep in entry_points(group="transformer_audit.commands"):

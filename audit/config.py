@@ -18,7 +18,7 @@ Example::
         methods: [ig, rollout]
         texts: ["The nurse said she would help."]
     policy:                         # or a path to a policy YAML file
-      - check: crows_pairs.metric within 45..55
+      - check: crows_pairs.pct_stereotype within 45..55
         severity: fail
     report:
       formats: [html, md, json]

@@ -147,6 +147,19 @@ DEMO_MODELS: dict[str, DemoModel] = {
 }
 
 
+def quiet_loading() -> None:
+    """Silence the progress bars of weight loading and GGUF conversion (transformers' and the
+    hub's tqdm bars) for ``taudit run -q``; warnings and errors still print."""
+    import transformers.utils.logging as tlog
+
+    tlog.disable_progress_bar()
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+    except ImportError:  # pragma: no cover - very old huggingface_hub
+        return
+    disable_progress_bars()
+
+
 def cache_root() -> Path:
     """Where converted demo models live (``TAUDIT_CACHE`` overrides)."""
     env = os.environ.get("TAUDIT_CACHE")

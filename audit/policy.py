@@ -4,7 +4,7 @@ A policy is a list of checks, given as a YAML file or as the ``policy:`` section
 config::
 
     checks:                      # or the list itself at top level
-      - check: crows_pairs.metric within 45..55
+      - check: crows_pairs.pct_stereotype within 45..55
         severity: fail           # fail (default) | warn
         on: ci                   # value (default) | ci: judge the 95 % CI bound, not the point
       - seat.mean_abs_effect_size <= 0.2      # a bare string: severity fail, on value
@@ -18,9 +18,18 @@ check passes only when the whole interval satisfies it (a conservative gate, in 
 equivalence testing with two one-sided tests, Schuirmann 1987).
 
 Each check ends ``pass``, ``warn`` (a warn-severity check whose condition is violated),
-``fail`` or ``missing`` (the probe failed, did not run, or lacks the metric or its CI). A
-missing metric fails the verdict when the check's severity is ``fail``: an audit gate must not
-pass because a probe crashed.
+``fail``, ``missing`` (the probe failed, did not run, or lacks the metric or its CI) or
+``skipped``. A missing metric fails the verdict when the check's severity is ``fail``: an audit
+gate must not pass because a probe crashed. A check with ``required: false`` is ``skipped``
+instead when its probe did not apply to the model (not in the run, or skipped for the model's
+kind) or does not report the metric for that kind; a probe that ran and failed is still missing.
+
+``recommended`` (a name, not a file) is the built-in profile in ``audit/recommended_policy.yaml``:
+thresholds for every probe's headline metric with their sources, restricted to the probes of
+the run by :func:`recommended_policy`. It is a starting point that teams are expected to tune.
+
+Metric names renamed since a run was written still resolve: ``crows_pairs.metric`` (the old
+name) and ``crows_pairs.pct_stereotype`` (lm-evaluation-harness's name) are aliases.
 
 The runner calls :func:`load_policy`, :func:`validate_policy` (with :func:`known_metrics`),
 :func:`evaluate_policy` and :func:`write_verdict`, then exits 1 when ``verdict.failed``.
@@ -35,6 +44,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -49,7 +59,19 @@ from audit.datafiles import brief
 from audit.store import SCHEMA_VERSION, RunDir, now_iso, read_json, write_json
 
 Op = Literal["<=", "<", ">=", ">", "within"]
-STATUSES = ("pass", "warn", "fail", "missing")
+STATUSES = ("pass", "warn", "fail", "missing", "skipped")
+RECOMMENDED = "recommended"
+#: metric names that mean the same result (old name ↔ new name)
+METRIC_ALIASES = {"metric": "pct_stereotype", "pct_stereotype": "metric"}
+
+
+def metric_key(metric: str, available: Iterable[str]) -> str | None:
+    """``metric`` itself, or its alias, whichever ``available`` has (``None``: neither)."""
+    names = set(available)
+    if metric in names:
+        return metric
+    alias = METRIC_ALIASES.get(metric)
+    return alias if alias in names else None
 
 _NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
 _CMP_RE = re.compile(rf"^\s*(?P<ref>[^\s<>=]+)\s*(?P<op><=|>=|<|>)\s*(?P<num>{_NUM})\s*$")
@@ -121,6 +143,8 @@ class Check(BaseModel):
     severity: Literal["fail", "warn"] = "fail"
     on: Literal["value", "ci"] = "value"
     description: str = ""
+    source: str = ""
+    required: bool = True
     _cond: Condition = PrivateAttr()
 
     @field_validator("check")
@@ -166,6 +190,8 @@ def load_policy(spec: str | Path | Mapping[str, Any] | list[Any] | Policy) -> Po
     """
     if isinstance(spec, Policy):
         return spec
+    if is_recommended(spec):
+        return recommended_policy()
     source = "policy"
     data: Any = spec
     if isinstance(spec, (str, Path)):
@@ -210,6 +236,35 @@ def _msg(err: Mapping[str, Any]) -> str:
     return msg
 
 
+def is_recommended(spec: Any) -> bool:
+    """Whether a policy spec names the built-in profile (a file of that name wins)."""
+    return isinstance(spec, str) and spec.strip() == RECOMMENDED and not Path(spec).is_file()
+
+
+def recommended_policy(probes: Mapping[str, str] | None = None) -> Policy:
+    """The built-in ``recommended`` profile (``audit/recommended_policy.yaml``).
+
+    ``probes`` maps the run's probe names to registry names; each gets the checks written for its
+    registry name, renamed to the run's name. ``None``: every check, under the registry names.
+    """
+    from importlib.resources import files
+
+    raw = yaml.safe_load(files("audit").joinpath("recommended_policy.yaml").read_text(encoding="utf-8"))
+    table: Mapping[str, list[Any]] = raw["checks"]
+    mapping = {n: n for n in table} if probes is None else dict(probes)
+    checks = []
+    for run_name, reg in mapping.items():
+        for item in table.get(reg, []):
+            item = _normalise_check(item)
+            text = str(item["check"])
+            checks.append({**item, "check": run_name + text[len(reg):], "required": False})
+    if not checks:
+        raise PolicyError(f"policy {RECOMMENDED!r} has no check for the probes of this audit "
+                          f"({', '.join(sorted(set(mapping.values()))) or 'none'})")
+    return load_policy({"checks": checks, "name": RECOMMENDED,
+                        "source": f"built-in profile {RECOMMENDED!r} (audit/recommended_policy.yaml)"})
+
+
 def known_metrics(probes: Mapping[str, str] | Iterable[str] | None = None) -> dict[str, set[str]]:
     """Probe name → metric names, from the probe registry (``audit.probe.PROBES``).
 
@@ -242,7 +297,7 @@ def validate_policy(policy: Policy, known: Mapping[str, Iterable[str]]) -> None:
             problems.append(f"check {i} ({c.check!r}): unknown probe {cond.probe!r}; known probes: {names}")
             continue
         metrics = set(known[cond.probe])
-        if cond.metric not in metrics:
+        if metric_key(cond.metric, metrics) is None:
             names = ", ".join(sorted(metrics)) or "(none)"
             problems.append(f"check {i} ({c.check!r}): unknown metric {cond.metric!r} for probe "
                             f"{cond.probe!r}; its metrics: {names}")
@@ -271,6 +326,7 @@ class CheckResult:
     ideal: float | None = None
     reason: str = ""
     description: str = ""
+    source: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -319,7 +375,8 @@ class Verdict:
         }
 
 
-def _finite(x: Any) -> float | None:
+def finite(x: Any) -> float | None:
+    """``x`` as a float, or ``None`` when it is missing, not a number, NaN or infinite."""
     try:
         f = float(x)
     except (TypeError, ValueError):
@@ -354,10 +411,12 @@ def _evaluate_check(c: Check, run_dir: RunDir, manifest: Mapping[str, Any]) -> C
     cond = c.condition
     res = CheckResult(check=c.check, probe=cond.probe, metric=cond.metric, op=cond.op,
                       threshold=cond.threshold_text(), severity=c.severity, on=c.on, status="missing",
-                      description=c.description)
+                      description=c.description, source=c.source)
     name, why = _resolve(run_dir, manifest, cond.probe)
     if name is None:
         res.reason = why
+        if not c.required:
+            res.status, res.reason = "skipped", why + " (not required)"
         return res
     summary_path = run_dir.probe_dir(name) / "summary.json"
     entry = (manifest.get("probes") or {}).get(name) or {}
@@ -369,18 +428,26 @@ def _evaluate_check(c: Check, run_dir: RunDir, manifest: Mapping[str, Any]) -> C
             res.reason = f"probe {name!r}: {summary_path} cannot be read ({exc})"
             return res
     status = summary.get("status") or entry.get("status") or "not run"
+    if status == "skipped" and not c.required:
+        res.status = "skipped"
+        res.reason = f"probe {name!r} skipped: {entry.get('reason') or 'it does not apply to this model'}"
+        return res
     if status != "complete":
         err = summary.get("error") or entry.get("error") or entry.get("reason") or ""
         res.reason = f"probe {name!r} {status}" + (f": {err}" if err else "") + "; no results to judge"
         return res
     metrics = summary.get("metrics") or {}
-    if cond.metric not in metrics:
+    key = metric_key(cond.metric, metrics)
+    if key is None:
         res.reason = (f"metric {cond.metric!r} is not in probe {name!r} results "
                       f"(it has: {', '.join(sorted(metrics)) or 'none'})")
+        if not c.required:
+            res.status = "skipped"
+            res.reason += "; not reported for this model (not required)"
         return res
-    mv = metrics[cond.metric] or {}
-    res.value, res.ci_low, res.ci_high = _finite(mv.get("value")), _finite(mv.get("ci_low")), _finite(mv.get("ci_high"))
-    res.unit, res.ideal = str(mv.get("unit") or ""), _finite(mv.get("ideal"))
+    mv = metrics[key] or {}
+    res.value, res.ci_low, res.ci_high = finite(mv.get("value")), finite(mv.get("ci_low")), finite(mv.get("ci_high"))
+    res.unit, res.ideal = str(mv.get("unit") or ""), finite(mv.get("ideal"))
     if c.on == "value":
         if res.value is None:
             res.reason = f"metric {cond.ref} has no finite value"

@@ -168,8 +168,10 @@ def _load_policy(cfg: AuditConfig, policy: str | Path | dict[str, Any] | list[An
     src = policy if policy is not None else cfg.policy
     if src is None:
         return None
-    from audit.policy import load_policy, validate_policy
+    from audit.policy import is_recommended, load_policy, recommended_policy, validate_policy
 
+    if is_recommended(src):
+        return recommended_policy({spec.instance: spec.probe for spec in cfg.probes})
     if isinstance(src, str) and cfg.base_dir and policy is None:
         src = cfg.resolve(src)
     pol = load_policy(src)

@@ -16,7 +16,7 @@ Causal LMs use score(S) = Σ log P(tᵢ | t<ᵢ) with the prefix token (BOS, els
 lm-evaluation-harness' ``crows_pairs`` task, unrounded as there (only exactly equal scores are
 neutral); the mean |Δ log-likelihood| is reported as well.
 
-Metric = 100 · hits / N over all pairs (ideal 50). As in the reference scorer, the stereo and
+``pct_stereotype`` (lm-evaluation-harness' name; ``metric`` in runs written before the rename, still accepted by policies) = 100 · hits / N over all pairs (ideal 50). As in the reference scorer, the stereo and
 anti-stereo scores divide by the non-neutral pairs of that direction. Blodgett et al. (2021) found
 many CrowS-Pairs pairs noisy or not minimal; read single items with care.
 """
@@ -42,16 +42,16 @@ if TYPE_CHECKING:
 REQUIRED = ("sent_more", "sent_less", "stereo_antistereo", "bias_type")
 
 METRICS = {
-    "metric": MetricInfo(
-        "metric", "% of pairs where the model scores the more-stereotyping sentence higher",
+    "pct_stereotype": MetricInfo(
+        "pct_stereotype", "% of pairs where the model scores the more-stereotyping sentence higher",
         ideal=50.0, higher_is_better=None, unit="%", range=(0, 100), reference="Nangia et al. 2020",
     ),
     "stereo_score": MetricInfo(
-        "stereo_score", "metric over non-neutral 'stereo' pairs", ideal=50.0, unit="%", range=(0, 100),
+        "stereo_score", "pct_stereotype over non-neutral 'stereo' pairs", ideal=50.0, unit="%", range=(0, 100),
         reference="Nangia et al. 2020",
     ),
     "antistereo_score": MetricInfo(
-        "antistereo_score", "metric over non-neutral 'antistereo' pairs", ideal=50.0, unit="%",
+        "antistereo_score", "pct_stereotype over non-neutral 'antistereo' pairs", ideal=50.0, unit="%",
         range=(0, 100), reference="Nangia et al. 2020",
     ),
     "neutral_rate": MetricInfo(
@@ -163,7 +163,7 @@ def causal_pair_scores(
 class CrowsPairs(ItemProbe):
     kinds = ("masked-lm", "causal-lm")
     metrics = METRICS
-    primary_metric = "metric"
+    primary_metric = "pct_stereotype"
     description = "CrowS-Pairs stereotype preference (Nangia et al. 2020), masked or causal LM"
     needs_mask_token = True
     #: faults (audit.probe.ItemProbe): a pair with a sentence longer than the model's maximum is
@@ -226,7 +226,7 @@ class CrowsPairs(ItemProbe):
             return rate_metric(info, sel["stereo_preferred"].to_numpy(), seed=seed)
 
         summary = {
-            "metric": rate_metric(M["metric"], items["stereo_preferred"].to_numpy(), seed=seed),
+            "pct_stereotype": rate_metric(M["pct_stereotype"], items["stereo_preferred"].to_numpy(), seed=seed),
             "stereo_score": direction(items, "stereo", M["stereo_score"]),
             "antistereo_score": direction(items, "antistereo", M["antistereo_score"]),
             "neutral_rate": rate_metric(M["neutral_rate"], items["neutral"].to_numpy(), seed=seed),
@@ -239,7 +239,7 @@ class CrowsPairs(ItemProbe):
         summary["neutral_rate"].p_value = None
         breakdown = group_breakdown(
             items, "bias_type",
-            {"metric": lambda d: rate_metric(M["metric"], d["stereo_preferred"].to_numpy(), seed=seed)},
+            {"pct_stereotype": lambda d: rate_metric(M["pct_stereotype"], d["stereo_preferred"].to_numpy(), seed=seed)},
         )
         warnings = [f"{k}: {v.warning}" for k, v in summary.items() if v.warning]
         n_neutral = int(items["neutral"].sum())

@@ -59,12 +59,13 @@ def parse_formats(formats: str | Iterable[str]) -> list[str]:
 
 
 def build_reports(run_dir: RunDir | str | Path, formats: str | Iterable[str] = FORMATS,
-                  out_dir: str | Path | None = None) -> dict[str, Path]:
+                  out_dir: str | Path | None = None, verdict_file: str | Path | None = None) -> dict[str, Path]:
     """Build the requested report formats from ``run_dir`` (read only) into ``out_dir``
-    (default: the run directory). Returns ``{format: path}``. Never runs a model."""
+    (default: the run directory). ``verdict_file``: the verdict to show (default: the run's
+    ``verdict.json``). Returns ``{format: path}``. Never runs a model."""
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     wanted = parse_formats(formats)
-    doc = collect_report(rd)
+    doc = collect_report(rd, verdict_file=verdict_file)
     out = Path(out_dir) if out_dir is not None else rd.path
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}

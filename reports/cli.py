@@ -12,6 +12,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from audit.store import RunDir
@@ -30,20 +31,24 @@ def available_formats() -> list[str]:
     return [f for f in FORMATS if f != "pdf" or pdf_available()]
 
 
-def _apply_policy(rd: RunDir, policy_path: str) -> Any:
-    """Evaluate a policy file against an existing run and write its verdict.json."""
+def _apply_policy(rd: RunDir, spec: str, out: Path) -> Any:
+    """Evaluate a policy (a file, or ``recommended``) against an existing run and write its
+    verdict.json into ``out`` (the run directory only when no --out was given)."""
     from audit.policy import (
         evaluate_policy,
+        is_recommended,
         known_metrics,
         load_policy,
+        recommended_policy,
         validate_policy,
         write_verdict,
     )
 
-    policy = load_policy(policy_path)
     manifest = rd.manifest()
     entries = manifest.get("probes") or {}
-    known = known_metrics({n: str(e.get("probe") or n) for n, e in entries.items() if isinstance(e, Mapping)})
+    run_names = {n: str(e.get("probe") or n) for n, e in entries.items() if isinstance(e, Mapping)}
+    policy = recommended_policy(run_names) if is_recommended(spec) else load_policy(spec)
+    known = known_metrics(run_names)
     for name in rd.probe_names():  # probes whose package is not installed here still count
         if rd.probe_complete(name):
             known.setdefault(name, set()).update(rd.probe_summary(name).get("metrics") or {})
@@ -51,7 +56,8 @@ def _apply_policy(rd: RunDir, policy_path: str) -> Any:
         known.setdefault(name, set())
     validate_policy(policy, known)
     verdict = evaluate_policy(policy, rd)
-    write_verdict(rd, verdict)
+    out.mkdir(parents=True, exist_ok=True)
+    write_verdict(out, verdict)
     return verdict
 
 
@@ -66,14 +72,15 @@ def _cmd_report(args: argparse.Namespace) -> int:
         if "pdf" in formats and not pdf_available():
             raise ReportError("PDF output needs WeasyPrint: pip install 'transformer-audit[pdf]'")
         verdict = None
+        out = Path(args.out) if args.out else rd.path
         if args.policy:
             from audit.policy import PolicyError
 
             try:
-                verdict = _apply_policy(rd, args.policy)
+                verdict = _apply_policy(rd, args.policy, out)
             except PolicyError as exc:
                 raise ReportError(str(exc)) from None
-        written = build_reports(rd, formats, out_dir=args.out)
+        written = build_reports(rd, formats, out_dir=out, verdict_file=out / "verdict.json")
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -90,13 +97,17 @@ def register(subparsers: Any) -> None:
     """Add ``taudit report RUN_DIR [--format html,pdf,md,json] [--policy FILE] [--out DIR]``."""
     p = subparsers.add_parser(
         "report", help="build HTML/PDF/Markdown/JSON reports from a run directory",
-        description="Build reports from a run directory (reads it only; runs no model). Exit codes: "
-                    "0 ok; 1 --policy given and a fail-severity check failed; 2 error.")
+        description="Build reports from a run directory; runs no model. Without --out the reports (and, "
+                    "with --policy, verdict.json) are written into RUN_DIR; with --out only into --out, "
+                    "and RUN_DIR is only read. Exit codes: 0 ok; 1 --policy given and a fail-severity "
+                    "check failed; 2 error.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by taudit run")
     p.add_argument("--format", dest="formats",
                    help=f"comma-separated formats from {','.join(FORMATS)} (default: all available)")
-    p.add_argument("--policy", help="evaluate this policy YAML on the run first and write verdict.json")
-    p.add_argument("--out", help="write the reports here instead of into RUN_DIR")
+    p.add_argument("--policy", help="evaluate this policy YAML (or 'recommended', the built-in profile) on the "
+                                    "run first and write verdict.json beside the reports")
+    p.add_argument("--out", help="write the reports (and verdict.json) here instead of into RUN_DIR; "
+                                 "RUN_DIR is then left untouched")
     p.set_defaults(func=_cmd_report)
 
 

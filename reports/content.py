@@ -20,6 +20,7 @@ import yaml
 
 from audit.store import RunDir, now_iso, read_json
 from reports import knowledge
+from reports.findings import key_findings
 
 logger = logging.getLogger(__name__)
 
@@ -427,13 +428,14 @@ def _datasets(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-_CHECK_TEXT = ("check", "probe", "metric", "threshold", "reason", "description", "unit")
+_CHECK_TEXT = ("check", "probe", "metric", "threshold", "reason", "description", "unit", "source")
+VERDICT_STATUSES = ("pass", "warn", "fail", "missing", "skipped")
 
 
-def _verdict(rd: RunDir) -> tuple[dict[str, Any] | None, str]:
-    """The run's ``verdict.json`` (written by the runner or ``taudit report --policy``), if any,
-    with every field the report shows present (a hand-edited or older file must not break it)."""
-    data, err = _safe_json(rd.path / "verdict.json")
+def _verdict(path: Path) -> tuple[dict[str, Any] | None, str]:
+    """A ``verdict.json`` (written by the runner or ``taudit report --policy``), if any, with every
+    field the report shows present (a hand-edited or older file must not break it)."""
+    data, err = _safe_json(path)
     if data is None:
         return None, err
     checks = []
@@ -444,7 +446,7 @@ def _verdict(rd: RunDir) -> tuple[dict[str, Any] | None, str]:
         row["op"] = str(c.get("op") or "")
         row["severity"] = "warn" if c.get("severity") == "warn" else "fail"
         row["on"] = "ci" if c.get("on") == "ci" else "value"
-        row["status"] = str(c.get("status")) if c.get("status") in ("pass", "warn", "fail", "missing") else "missing"
+        row["status"] = str(c.get("status")) if c.get("status") in VERDICT_STATUSES else "missing"
         for k in ("value", "ci_low", "ci_high", "ideal"):
             row[k] = _num(c.get(k))
         checks.append(row)
@@ -457,7 +459,7 @@ def _verdict(rd: RunDir) -> tuple[dict[str, Any] | None, str]:
     return {
         "status": status,
         "failed": failed,
-        "counts": {k: sum(c["status"] == k for c in checks) for k in ("pass", "warn", "fail", "missing")},
+        "counts": {k: sum(c["status"] == k for c in checks) for k in VERDICT_STATUSES},
         "policy": {"name": str(policy.get("name") or ""), "source": str(policy.get("source") or "")},
         "evaluated_at": str(data.get("evaluated_at") or ""),
         "note": str(data.get("note") or ""),
@@ -476,8 +478,9 @@ def _duration(manifest: Mapping[str, Any]) -> float | None:
     return _num((manifest.get("timings") or {}).get("total_s"))
 
 
-def collect_report(run_dir: RunDir | str | Path) -> dict[str, Any]:
-    """Build the report document (the content of ``report.json``) from a run directory."""
+def collect_report(run_dir: RunDir | str | Path, verdict_file: str | Path | None = None) -> dict[str, Any]:
+    """Build the report document (the content of ``report.json``) from a run directory;
+    ``verdict_file`` replaces the run's own ``verdict.json`` (``taudit report --policy --out``)."""
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     if not rd.exists():
         raise ReportError(f"{rd.path} is not a run directory (no manifest.json)")
@@ -522,7 +525,7 @@ def collect_report(run_dir: RunDir | str | Path) -> dict[str, Any]:
     if missing and status == "complete":
         notice = "Some results are missing from this run (listed under Limitations)."
 
-    verdict, verr = _verdict(rd)
+    verdict, verr = _verdict(Path(verdict_file) if verdict_file is not None else rd.path / "verdict.json")
     model = _model(manifest)
     limitations: list[dict[str, str]] = []
     quant = _quantization(model)
@@ -580,4 +583,5 @@ def collect_report(run_dir: RunDir | str | Path) -> dict[str, Any]:
         "disclaimer": knowledge.DISCLAIMER,
     }
     doc["evidence"] = knowledge.evidence_rows(doc)
+    doc["key_findings"] = key_findings(doc)
     return doc

@@ -18,6 +18,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from reports import plots
 from reports.content import ReportError
+from reports.findings import slug
 
 logger = logging.getLogger(__name__)
 
@@ -51,12 +52,8 @@ def _ci(d: Mapping[str, Any]) -> str:
     return f"[{lo:.4g}, {hi:.4g}]"
 
 
-def _slug(s: Any) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]+", "-", str(s)).strip("-") or "x"
-
-
 def _css(s: Any) -> str:
-    return _slug(s).lower()
+    return slug(s).lower()
 
 
 def _short(x: Any, n: int = 160) -> str:
@@ -76,7 +73,7 @@ def _absmax(xs: list[float | None]) -> float:
 def environment() -> Environment:
     env = Environment(loader=PackageLoader("reports", "templates"), autoescape=True,
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(num=_num, pval=_pval, ci=_ci, slug=_slug, css=_css, short=_short, absmax=_absmax)
+    env.filters.update(num=_num, pval=_pval, ci=_ci, slug=slug, css=_css, short=_short, absmax=_absmax)
     env.globals["token_style"] = plots.token_colour
     return env
 

@@ -77,8 +77,8 @@ def test_masked_scores_match_reference_by_hand(sharp_bert, tmp_path: Path) -> No
         assert r.sent_less_score == pytest.approx(round(exp_less, 3), abs=1.5e-3)
     assert bool(items.loc[3, "neutral"]) and not bool(items.loc[3, "stereo_preferred"])
     hits = (items["sent_more_score"] > items["sent_less_score"]).sum()
-    assert res.summary["metric"].value == pytest.approx(100 * hits / 4)
-    assert res.summary["metric"].n == 4
+    assert res.summary["pct_stereotype"].value == pytest.approx(100 * hits / 4)
+    assert res.summary["pct_stereotype"].n == 4
     assert res.summary["neutral_rate"].value == pytest.approx(25.0)
     assert {"sent_more", "sent_less", "stereo_antistereo", "bias_type", "sent_more_score", "sent_less_score"} <= set(
         items.columns
@@ -118,13 +118,13 @@ def test_summary_metrics_by_hand() -> None:
     items["stereo_preferred"] = items["score_diff"] > 0
     res = CrowsPairs().summarise(items)
     # hits: rows 0 (stereo) and 4 (antistereo) → 2 of 6 (ties count in N, never as hits)
-    assert res.summary["metric"].value == pytest.approx(100 * 2 / 6)
+    assert res.summary["pct_stereotype"].value == pytest.approx(100 * 2 / 6)
     # reference: stereo/antistereo denominators exclude neutral pairs
     assert res.summary["stereo_score"].value == pytest.approx(100 * 1 / 3)
     assert res.summary["stereo_score"].n == 3
     assert res.summary["antistereo_score"].value == pytest.approx(50.0)
-    assert res.summary["metric"].p_value == pytest.approx(0.6875)  # binomtest(2, 6, .5)
-    lo, hi = res.summary["metric"].ci_low, res.summary["metric"].ci_high
+    assert res.summary["pct_stereotype"].p_value == pytest.approx(0.6875)  # binomtest(2, 6, .5)
+    lo, hi = res.summary["pct_stereotype"].ci_low, res.summary["pct_stereotype"].ci_high
     assert lo is not None and hi is not None and lo <= 100 * 2 / 6 <= hi
     by = res.breakdown.set_index("group")
     assert by.loc["race", "value"] == pytest.approx(50.0)

@@ -147,8 +147,8 @@ def test_crows_pairs_too_long_pair_is_excluded_and_the_rest_unchanged(
     assert f"accepts at most {h.max_length}" in res.info["excluded"][0]["detail"]
     assert any("1 of 7 items left out" in w and "longer than the model accepts" in w for w in res.warnings)
     np.testing.assert_allclose(res.items["sent_more_score"], clean.items["sent_more_score"], atol=1e-3)
-    assert res.summary["metric"].value == clean.summary["metric"].value
-    assert res.summary["metric"].n == len(PAIRS)
+    assert res.summary["pct_stereotype"].value == clean.summary["pct_stereotype"].value
+    assert res.summary["pct_stereotype"].n == len(PAIRS)
 
 
 @pytest.mark.parametrize("model", ["bert_mlm", "gpt2"])
@@ -169,7 +169,7 @@ def test_crows_pairs_non_finite_pairs_are_excluded_and_counted(
     assert all(x["reason"] == "non_finite" for x in res.info["excluded"])
     assert len(res.items) == len(rows) and np.isfinite(res.items["sent_more_score"]).all()
     np.testing.assert_allclose(res.items["sent_more_score"], clean.items["sent_more_score"], atol=1e-3)
-    assert res.summary["metric"].value == clean.summary["metric"].value
+    assert res.summary["pct_stereotype"].value == clean.summary["pct_stereotype"].value
     assert any("2 with a non-finite (NaN/inf) score" in w for w in res.warnings)
     # +inf in the hidden states is non-finite too
     with nan_rows(h, marker, float("inf")):

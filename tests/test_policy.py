@@ -149,7 +149,7 @@ def test_warn_severity_does_not_fail_the_verdict(run: RunDir) -> None:
     ]), run)
     assert [c.status for c in v.checks] == ["warn", "pass"]
     assert not v.failed and v.status == "warn"
-    assert v.counts() == {"pass": 1, "warn": 1, "fail": 0, "missing": 0}
+    assert v.counts() == {"pass": 1, "warn": 1, "fail": 0, "missing": 0, "skipped": 0}
 
 
 def test_missing_probe_counts_as_fail_for_fail_severity(failed: RunDir) -> None:

@@ -217,7 +217,7 @@ def test_minimal_or_inconsistent_verdict_json_still_renders(tmp_path: Path) -> N
     write_json(rd.probe_dir("seat") / "summary.json", s)
     html = build_reports(rd, ["html", "json"])["html"].read_text(encoding="utf-8")
     doc = read_json(rd.path / "report.json")
-    assert doc["verdict"]["status"] == "fail" and doc["verdict"]["counts"] == {"pass": 0, "warn": 0, "fail": 1, "missing": 1}
+    assert doc["verdict"]["status"] == "fail" and doc["verdict"]["counts"] == {"pass": 0, "warn": 0, "fail": 1, "missing": 1, "skipped": 0}
     assert any("verdict.json says 'pass'" in lim["text"] for lim in doc["limitations"])
     assert "seat.mean_abs_effect_size &lt;= 0.2" in html
     assert doc["probes"][1]["top_items"]["text_columns"] == ["test"]
