@@ -91,7 +91,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         one_line = bool(args.models or args.probes or args.limit is not None)
         if sum(bool(x) for x in (args.config, args.profile, one_line)) > 1:
-            raise ConfigError("give one of: a config file, --profile, or --model/--probes/--limit")
+            raise ConfigError("give one of a config file, --profile or --model/--probes/--limit, not both")
         if args.config:
             cfg = load_config(args.config)
         elif args.profile:

@@ -127,4 +127,4 @@ def test_one_line_run_without_yaml(tmp_path: Path, capsys: pytest.CaptureFixture
     code, _, err = taudit(capsys, "run", "--model", str(bert_mlm_path), "--probes", "seat", "--limit", "5")
     assert code == 2 and "probe 'seat' has no max_items option" in err
     code, _, err = taudit(capsys, "run", str(tmp_path / "x.yaml"), "--model", "m")
-    assert code == 2 and "give one of" in err
+    assert code == 2 and "not both" in err
