@@ -67,7 +67,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from audit.explain import explain, list_explainers  # noqa: E402
+from audit.explain import explain  # noqa: E402
 from audit.models import ModelHandle, load_model  # noqa: E402
 from benchmarks.bench_crows_pairs import build_random  # noqa: E402
 from benchmarks.common import (  # noqa: E402
@@ -410,7 +410,7 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     probes = args.probes.split(",") if args.probes else list(PROBES)
-    methods = args.methods.split(",") if args.methods else list_explainers()
+    methods = args.methods.split(",") if args.methods else list(METHOD_N)
     unknown = sorted(set(probes) - set(PROBES)) + sorted(set(methods) - set(METHOD_N))
     if unknown:
         raise SystemExit(f"unknown probe(s)/method(s): {unknown}; probes {sorted(PROBES)}, methods {sorted(METHOD_N)}")

@@ -231,6 +231,7 @@ def score_mediation(handle: ModelHandle, items: pd.DataFrame, kinds: tuple[str, 
         eff = np.expm1(run.patched - run.base[:, None])
         for r, i in enumerate(idx):
             nie[i] = eff[r].tolist()
+    out["n_tokens"] = [len(x) for x in base]
     out["log_y_null"], out["log_y_set"] = log_null, log_set
     out["total_effect"] = np.expm1(log_set - log_null)
     out["nie"] = nie
@@ -296,7 +297,7 @@ class Mediation(ItemProbe):
     ) -> ProbeResult:
         """Mediation analysis. ``language``: en, tr or both; ``sets``: set names to keep;
         ``winobias``: the WinoBias data folder whose occupation lists join the English sets;
-        ``max_items``: first N items per set; ``sites``: mediators among heads, attn, mlp (default
+        ``max_items``: a seeded random sample of N items per set; ``sites``: mediators among heads, attn, mlp (default
         all); ``top_k``: heads listed (and ablated with ``ablate_top_k``). Ablation check:
         ``ablate_top_k`` heads mean-ablated, ``templates`` rerun on ``ablation_templates`` (default
         the project's) and ``crows_pairs`` on ``ablation_crows_pairs`` (skipped when not given), each
@@ -332,8 +333,11 @@ class Mediation(ItemProbe):
             raise ProbeError(f"mediation: no template set for language {o['language']!r} in {data or DATA_DIR}")
         wb = read_winobias_occupations(o["winobias"]) if o["winobias"] else None
         items = build_items(chosen, wb)
-        if o["max_items"] is not None:
-            items = items.groupby("set", sort=False).head(int(o["max_items"])).reset_index(drop=True)
+        if o["max_items"] is not None:  # a seeded sample across templates and professions, file order kept
+            n, rng = int(o["max_items"]), np.random.default_rng(self.seed)
+            keep = [i for _, idx in items.groupby("set", sort=False).groups.items()
+                    for i in rng.choice(np.asarray(idx), size=min(n, len(idx)), replace=False)]
+            items = items.loc[sorted(keep)].reset_index(drop=True)
         return items
 
     def prepare(self, handle: ModelHandle, items: pd.DataFrame, opts: dict[str, Any]) -> dict[str, Any]:
@@ -393,6 +397,7 @@ class Mediation(ItemProbe):
             "n_unequal_length": int(len(items) - n), "clusters": "items (template × profession)",
             "sets": sorted(items["set"].unique().tolist()),
             "professions_winobias": int((items["profession_source"] == "winobias").sum()),
+            "patched_forwards": int(n * len(sites)), "patched_tokens": int(scored["n_tokens"].sum() * len(sites)),
         }
         warnings = [f"{k}: {v.warning}" for k, v in summary.items() if v.warning]
         if len(items) > n:

@@ -23,7 +23,7 @@ from audit.explain.gradient import ig_multi
 from audit.explain.perturbation import Ablator
 
 ALL = ["attention", "attention_flow", "grad_rollout", "gradient_shap", "head_importance", "ig", "input_x_gradient",
-       "kernel_shap", "lime", "occlusion", "rollout", "saliency"]
+       "kernel_shap", "lime", "occlusion", "patching", "rollout", "saliency"]
 FAST = {"ig": {"n_steps": 4}, "gradient_shap": {"n_samples": 2}, "lime": {"n_samples": 16},
         "kernel_shap": {"n_samples": 16}}
 
@@ -159,7 +159,7 @@ def test_adaptive_ig_and_gap_warning(gpt2) -> None:  # type: ignore[no-untyped-d
 def test_every_method_on_every_kind(request: pytest.FixtureRequest, fixture: str) -> None:
     handle = request.getfixturevalue(fixture)
     inputs, target = CASES[fixture]
-    for method in ALL:
+    for method in [m for m in ALL if m != "patching"]:  # patching needs a corrupted twin: test_mechanism.py
         a = explain(handle, inputs, method, target, **FAST.get(method, {}))
         assert isinstance(a, Attributions) and a.method == method and len(a) == 1
         e = a[0]

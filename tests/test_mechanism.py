@@ -425,3 +425,53 @@ def test_smollm2_logit_lens_and_full_patch() -> None:
                             [pos[0]], np.array([token_id(h, " he")]), np.array([token_id(h, " she")]),
                             [Patch("resid", L - 1)])
     assert full.patched[0, 0] == pytest.approx(full.source[0], abs=1e-4)
+
+
+# ------------------------------------------------------------------------------------ explain method / step
+
+
+def test_patching_explainer_finds_the_planted_head(planted) -> None:  # type: ignore[no-untyped-def]
+    from audit.explain import explain
+
+    a = explain(planted, ["the man said that", "the engineer ate because"], "patching",
+                {"token": " he", "contrast": " she"}, corrupt={"man": "woman", "engineer": "nurse"})
+    assert a.layout == "heads"
+    for e in a:
+        assert e.scores.shape == (2, 4)
+        assert np.unravel_index(np.nanargmax(e.scores), e.scores.shape) == PLANTED
+        assert e.scores[PLANTED] == pytest.approx(1.0, abs=1e-4)  # the only path restores everything
+        assert e.info["clean_log_odds"] > e.info["corrupt_log_odds"]
+        assert e.info["logit_lens"][-1] == pytest.approx(e.info["clean_log_odds"], abs=1e-4)
+    frame = a.to_frame()
+    assert set(frame["layer"].dropna()) == {0, 1} and len(frame) == 16
+
+
+def test_patching_explainer_errors(planted, bert_classifier) -> None:  # type: ignore[no-untyped-def]
+    from audit.explain import MethodNotValidError, explain
+
+    with pytest.raises(TargetError, match="contrast"):
+        explain(planted, ["the man said that"], "patching", {"token": " he"}, corrupt={"man": "woman"})
+    with pytest.raises(TargetError, match="corrupt"):
+        explain(planted, ["the man said that"], "patching", {"token": " he", "contrast": " she"})
+    with pytest.raises(TargetError, match="no word"):
+        explain(planted, ["the man said that"], "patching", {"token": " he", "contrast": " she"},
+                corrupt={"pilot": "nurse"})
+    with pytest.raises(MethodNotValidError):
+        explain(bert_classifier, ["the man is kind"], "patching", {}, corrupt={"man": "woman"})
+
+
+def test_patching_as_an_explain_step(planted, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The config path: an explain entry with method patching writes the layer × head grid."""
+    import pandas as pd
+
+    from audit.explain import run_explain_step, validate_explain_spec
+    from audit.store import RunDir
+
+    spec = validate_explain_spec({"name": "where", "methods": ["patching"], "texts": ["the nurse said that"],
+                                  "target": {"token": " he", "contrast": " she"},
+                                  "options": {"corrupt": {"nurse": "man"}, "mode": "noising"}})
+    rd = RunDir(tmp_path / "run")
+    run_explain_step(planted, spec, rd, "where", progress=False)
+    df = pd.read_parquet(rd.explain_dir("where") / "attributions.parquet")
+    top = df.sort_values("score", ascending=False).iloc[0]
+    assert (int(top["layer"]), int(top["head"])) == PLANTED

@@ -8,13 +8,15 @@ One call shape for every method (captum style)::
     attr.completeness_gaps() # IG: |Σ attributions − (f(x) − f(baseline))| / |f(x) − f(baseline)|
 
 Methods: ig, saliency, input_x_gradient, gradient_shap, occlusion, lime, kernel_shap, attention,
-rollout, attention_flow, grad_rollout, head_importance. Targets: see :mod:`audit.explain.targets`.
+rollout, attention_flow, grad_rollout, head_importance, patching (per-head activation patching,
+:mod:`audit.explain.mechanism`). Targets: see :mod:`audit.explain.targets`.
 """
 
 from __future__ import annotations
 
 from audit.explain import attention as _attention  # noqa: F401  (registers the methods)
 from audit.explain import gradient as _gradient  # noqa: F401
+from audit.explain import mechanism as _mechanism  # noqa: F401
 from audit.explain import perturbation as _perturbation  # noqa: F401
 from audit.explain.attributions import Attributions, ExampleAttribution
 from audit.explain.base import (

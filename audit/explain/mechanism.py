@@ -37,10 +37,12 @@ import torch
 from tqdm.auto import tqdm
 
 from audit.explain.arch import blocks, n_heads
-from audit.explain.errors import TargetError
+from audit.explain.base import register_explainer
+from audit.explain.errors import OptionError, TargetError
 from audit.explain.intervene import Site, final_hidden, head_logits, intervene, mech_spec, readout
 
 if TYPE_CHECKING:
+    from audit.explain.targets import Prepared
     from audit.models import ModelHandle
 
 MASK = "[MASK]"
@@ -136,7 +138,7 @@ def _contrast(handle: ModelHandle, hidden: torch.Tensor, pos: Sequence[int], a: 
     sel = hidden[rows, torch.as_tensor(list(pos), device=hidden.device)]
     logits = (head(sel) if head is not None else head_logits(handle, sel)).float()
     ta, tb = torch.as_tensor(a, device=logits.device), torch.as_tensor(b, device=logits.device)
-    return (logits[rows, ta] - logits[rows, tb]).cpu().numpy().astype(np.float64)
+    return (logits[rows, ta] - logits[rows, tb]).detach().cpu().numpy().astype(np.float64)
 
 
 # --------------------------------------------------------------------------------------------
@@ -469,5 +471,77 @@ def ablate_heads(handle: ModelHandle, means: dict[tuple[int, int], torch.Tensor]
         yield
 
 
+# --------------------------------------------------------------------------------------------
+# the explainer: per-head patching of one input against its corrupted twin (taudit explain)
+# --------------------------------------------------------------------------------------------
+
+
+def _corrupted_text(text: str, corrupt: Any, index: int) -> str:
+    """The corrupted twin of input ``index``: ``corrupt`` is a list of texts (one per input) or a
+    ``{word: replacement}`` mapping applied to whole words."""
+    import re
+
+    if isinstance(corrupt, dict) and corrupt:
+        out = text
+        for w, r in corrupt.items():
+            out = re.sub(rf"\b{re.escape(str(w))}\b", str(r), out)
+        if out == text:
+            raise TargetError(f"patching: example {index}: no word of corrupt={corrupt} occurs in {text!r}")
+        return out
+    if isinstance(corrupt, (list, tuple)) and index < len(corrupt) and isinstance(corrupt[index], str):
+        return corrupt[index]
+    raise TargetError("patching needs option 'corrupt': a list with one corrupted text per input, or a "
+                      "{word: replacement} mapping (e.g. {nurse: man})")
+
+
+@register_explainer(
+    "patching", layout="heads", kinds=("masked-lm", "causal-lm"), modes=("mask", "next"),
+    description="Activation patching per head: share of the clean − corrupted logit difference restored "
+                "(denoising) or destroyed (noising) by one head's output",
+    reference="Meng et al. 2022 (causal tracing); Heimersheim & Nanda 2024, How to use and interpret activation patching",
+    options={"corrupt": None, "mode": "denoising"},
+)
+def patching_explainer(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], progress: bool
+                       ) -> list[dict[str, Any]]:
+    """Per-head patching of each input (clean) against its corrupted twin; the metric is the
+    target's ``token`` − ``contrast`` logit difference (a contrast is required). The info holds
+    both runs' log-odds and the logit lens of the clean input (per layer)."""
+    from audit.explain.targets import prepare as prepare_inputs
+
+    mode = opts["mode"]
+    if mode not in MODES:
+        raise OptionError(f"patching option mode {mode!r} unknown; use {' or '.join(MODES)}")
+    L, H = len(blocks(handle)), n_heads(handle)
+    patches = [Patch("heads", lay, head=h) for lay in range(L) for h in range(H)]
+    lens_head = readout(handle)
+    outs = []
+    for p in preps:
+        pos, tok, con = (int(a.reshape(-1)[0]) for a in p.aux[:3])
+        if con < 0:
+            raise TargetError("patching measures a logit difference: give the target a 'contrast' token "
+                              "(e.g. target: {token: ' he', contrast: ' she'})")
+        bad = _corrupted_text(p.text, opts["corrupt"], p.index)
+        twin = prepare_inputs(handle, [bad], {"mode": p.info.get("mode", "next")})[0]
+        clean_ids, bad_ids = p.ids.tolist(), twin.ids.tolist()
+        _check_pairs([clean_ids], [bad_ids], [f"{p.text!r} / {bad!r}"])
+        base, source = ([bad_ids], [clean_ids]) if mode == "denoising" else ([clean_ids], [bad_ids])
+        a, b = np.array([tok]), np.array([con])
+        run = patched_log_odds(handle, base, source, [pos], a, b, patches,
+                               max_batch_tokens=opts.get("max_batch_tokens"), progress=progress)
+        m_clean, m_bad = (run.source[0], run.base[0]) if mode == "denoising" else (run.base[0], run.source[0])
+        gap = m_clean - m_bad
+        raw = run.patched[0] - m_bad if mode == "denoising" else m_clean - run.patched[0]
+        eff = raw / gap if abs(gap) > 1e-9 else np.full_like(raw, np.nan)
+        with torch.inference_mode():
+            with intervene(handle, read=[("resid", lay) for lay in range(L)]) as acts:
+                final_hidden(handle, p.ids[None], torch.ones_like(p.ids)[None])
+            lens = [float(_contrast(handle, acts[("resid", lay)], [pos], a, b, head=lens_head)[0]) for lay in range(L)]
+        outs.append({"scores": eff.reshape(L, H), "token_scores": None,
+                     "info": {"corrupt": bad, "patching_mode": mode, "clean_log_odds": float(m_clean),
+                              "corrupt_log_odds": float(m_bad), "logit_lens": lens,
+                              "patched_forwards": run.n_forwards}})
+    return outs
+
+
 __all__ = ["LogitLens", "Patch", "PatchRun", "Patching", "ablate_heads", "activation_patching", "encode_prompts",
-           "logit_lens", "mean_head_outputs", "patched_log_odds", "token_id"]
+           "logit_lens", "mean_head_outputs", "patched_log_odds", "patching_explainer", "token_id"]
