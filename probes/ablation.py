@@ -35,7 +35,7 @@ DIAGNOSTIC = ("diagnostic, not a debiasing method: the ablated heads also do oth
 CHANGE = {
     "templates": MetricInfo("stereotype_effect_change", "templates' stereotype effect after − before ablation "
                             "(paired per item; nats)", ideal=None, unit="nats"),
-    "crows_pairs": MetricInfo("metric_change", "CrowS-Pairs % stereotype preferred after − before ablation "
+    "crows_pairs": MetricInfo("pct_stereotype_change", "CrowS-Pairs % stereotype preferred after − before ablation "
                               "(paired per pair)", ideal=None, unit="points"),
     "loss": MetricInfo("neutral_loss_change", "mean per-token negative log-likelihood on neutral text after − "
                        "before ablation (masked LMs: pseudo-log-likelihood)", ideal=0.0, unit="nats/token"),
@@ -115,7 +115,7 @@ def ablation_check(handle: ModelHandle, result: ProbeResult, opts: dict[str, Any
                      suffixes=("_before", "_after"))
         d = (m["stereo_preferred_after"].astype(float) - m["stereo_preferred_before"].astype(float)).to_numpy()
         diff = cluster_mean_metric(CHANGE["crows_pairs"], d, np.arange(len(d)), seed=seed, scale=100.0)
-        out["probes"]["crows_pairs"] = _paired(before, after, "metric", CHANGE["crows_pairs"], diff)
+        out["probes"]["crows_pairs"] = _paired(before, after, cp.primary_metric, CHANGE["crows_pairs"], diff)
 
     texts = neutral_texts(opts.get("neutral_data"), languages)
     lb = token_losses(handle, texts, mbt)

@@ -390,9 +390,18 @@ def test_ablation_check_on_planted_head(planted, planted_sets: Path) -> None:  #
     from audit.explain.mechanism import ablate_heads, mean_head_outputs
     from probes import run_probe
 
+    crows = planted_sets.parent / "crows.csv"
+    crows.write_text("sent_more,sent_less,stereo_antistereo,bias_type\n"
+                     "the nurse said that she was tired .,the nurse said that he was tired .,stereo,gender\n"
+                     "the engineer said that he was tired .,the engineer said that she was tired .,stereo,gender\n"
+                     "the pilot ate because he was hungry .,the pilot ate because she was hungry .,stereo,gender\n",
+                     encoding="utf-8")
     r = run_probe("mediation", planted, str(planted_sets), progress=False, top_k=2, ablate_top_k=1,
-                  ablation_max_items=6)
+                  ablation_max_items=6, ablation_crows_pairs=str(crows))
     ab = r.info["ablation"]
+    c = ab["probes"]["crows_pairs"]
+    assert c["before"]["value"] == 100.0  # the planted stereotype: every pair prefers it
+    assert c["after"]["value"] < 100.0 and c["change"]["value"] < 0  # ablating the head removes it
     assert ab["heads"] == [{"layer": PLANTED[0], "head": PLANTED[1]}]
     assert "not a debiasing method" in ab["note"]
     t = ab["probes"]["templates"]
