@@ -16,6 +16,35 @@ DISCLAIMER = (
     "for the provider, the deployer and, where applicable, a notified body to decide."
 )
 
+#: Hub ids of the demo models' full-precision originals (the model card's ``base_model``)
+DEMO_BASE_MODELS = {
+    "smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct",
+    "minilm-l6": "sentence-transformers/all-MiniLM-L6-v2",
+}
+
+#: probe registry name → (dataset name, Hugging Face dataset id or None when the data ship with
+#: this project or have no Hub copy) for the model card's ``model-index`` and ``datasets``
+PROBE_DATASETS: dict[str, tuple[str, str | None]] = {
+    "crows_pairs": ("CrowS-Pairs", "nyu-mll/crows_pairs"),
+    "stereoset": ("StereoSet", "McGill-NLP/stereoset"),
+    "bold": ("BOLD", "AmazonScience/bold"),
+    "bbq": ("BBQ", None),
+    "seat": ("SEAT (May et al. 2019)", None),
+    "templates": ("transformer-audit templates", None),
+    "counterfactual": ("transformer-audit counterfactual swaps", None),
+    "classifier_fairness": ("classifier fairness data", None),
+    "representation": ("transformer-audit gender terms", None),
+    "seegull": ("SeeGULL", None),
+    "ethnic_bias": ("Ethnic bias templates (Ahn & Oh 2021)", None),
+    "xweat": ("XWEAT", None),
+    "mediation": ("WinoBias occupations", None),
+    "privacy": ("transformer-audit privacy prompts", None),
+}
+
+#: model kind → Hugging Face pipeline task (``model-index`` task type)
+KIND_TASKS = {"causal-lm": "text-generation", "masked-lm": "fill-mask", "encoder": "feature-extraction",
+              "classifier": "text-classification"}
+
 #: caveats that hold for every audit
 GENERAL_CAVEATS: list[dict[str, str]] = [
     {

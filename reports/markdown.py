@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from reports import knowledge
 from reports.html import _ci, _num, _pval
 
 _SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|~&!])")
@@ -56,14 +57,66 @@ def _code_cell(x: Any) -> Md:
     return Md(_code(x).replace("|", "\\|"))
 
 
-def _front_matter(doc: Mapping[str, Any]) -> Md:
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def _base_model(model: Mapping[str, Any]) -> str | None:
+    """The Hub id the audited weights come from: a demo's original, or the name when it is a
+    Hub id (``org/name``) that was not loaded from a local folder."""
+    demo = model.get("demo")
+    if demo in knowledge.DEMO_BASE_MODELS:
+        return knowledge.DEMO_BASE_MODELS[str(demo)]
+    name, source = str(model.get("name") or ""), str(model.get("source") or "")
+    if _HUB_ID.match(name) and not source.startswith(("/", ".")) and ":" not in source[:3]:
+        return name
+    return None
+
+
+def front_matter(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """Hugging Face model-card metadata: tags, ``base_model``, ``datasets`` and a ``model-index``
+    with each probe's headline result (task, dataset name and revision, metric name and value),
+    in the layout of ``huggingface_hub.metadata_eval_result`` so the Hub renders it."""
+    model = doc["model"]
     meta: dict[str, Any] = {"tags": ["bias-audit", "transformer-audit", "responsible-ai"]}
-    if doc["model"].get("kind"):
-        meta["tags"].append(str(doc["model"]["kind"]))
+    kind = model.get("kind")
+    if kind:
+        meta["tags"].append(str(kind))
+    base = _base_model(model)
+    if base:
+        meta["base_model"] = base
+    files = {d["probe"]: d for d in reversed(doc.get("datasets") or [])}  # first file of each probe
+    hub_ids: list[str] = []
+    results = []
+    for p in doc["probes"]:
+        m = next((x for x in p["metrics"] if x["name"] == p["primary_metric"]), None)
+        if m is None or m["value"] is None:
+            continue
+        name, hub = knowledge.PROBE_DATASETS.get(p["probe"], (p["probe"], None))
+        if hub and hub not in hub_ids:
+            hub_ids.append(hub)
+        dataset: dict[str, Any] = {"name": name, "type": hub or f"transformer-audit/{p['probe']}"}
+        sha = (files.get(p["name"]) or {}).get("sha256")
+        if sha:
+            dataset["revision"] = f"sha256:{sha}"
+        ci = f" [{_num(m['ci_low'])}, {_num(m['ci_high'])}]" if m["ci_low"] is not None and m["ci_high"] is not None else ""
+        results.append({
+            "task": {"type": knowledge.KIND_TASKS.get(str(kind), "other"), "name": "Bias audit"},
+            "dataset": dataset,
+            "metrics": [{"type": m["name"], "name": f"{p['name']} {m['name']}{ci} (ideal {_num(m['ideal'])})",
+                         "value": m["value"], "verified": False}],
+        })
+    if hub_ids:
+        meta["datasets"] = hub_ids
+    if results:
+        meta["model-index"] = [{"name": str(model.get("name") or doc["run"]["run_id"]), "results": results}]
     meta["audit_run"] = doc["run"]["run_id"]
     if doc.get("verdict"):
         meta["audit_verdict"] = doc["verdict"]["status"]
-    return Md(yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).strip())
+    return meta
+
+
+def _front_matter(doc: Mapping[str, Any]) -> Md:
+    return Md(yaml.safe_dump(front_matter(doc), sort_keys=False, allow_unicode=True).strip())
 
 
 def environment() -> Environment:
