@@ -145,38 +145,48 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return code
 
 
+def _columns(title: str, header: tuple[str, str, str], rows: list[tuple[str, str, str]]) -> None:
+    """A titled table whose first two columns are as wide as their longest entry plus two
+    spaces, so a long kinds list never runs into the description."""
+    w0 = max(len(r[0]) for r in [header, *rows])
+    w1 = max(len(r[1]) for r in [header, *rows])
+    print(f"{title}:")
+    print(f"  {header[0]:{w0}s}  {header[1]:{w1}s}  {header[2]}".rstrip())
+    for a, b, c in rows:
+        print(f"  {a:{w0}s}  {b:{w1}s}  {c}".rstrip())
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from audit.models import DEMO_MODELS, _package_dir
     from audit.probe import PROBES
 
-    print("probes:")
-    for name in PROBES.names():
-        cls = PROBES.get(name)
-        print(f"  {name:22s} {', '.join(cls.kinds):40s} {cls.description}")
+    rows = [(name, ", ".join(PROBES.get(name).kinds), PROBES.get(name).description) for name in PROBES.names()]
+    _columns("probes", ("name", "model kinds", "what it measures"), rows)
     try:
-        from audit.explain import list_explainers
+        from audit.explain import get_explainer, list_explainers
 
-        print("explainers:")
-        for name in list_explainers():
-            print(f"  {name}")
+        _columns("explainers", ("name", "", "what it computes"),
+                 [(n, "", get_explainer(n).description) for n in list_explainers()])
     except ImportError:
         pass
-    print("demo models:")
+    demos = []
     for alias, d in DEMO_MODELS.items():
         try:
             _package_dir(d.module, alias, d.install)
             state = "installed"
         except Exception:
             state = f"not installed ({d.install})"
-        print(f"  {alias:14s} {d.kind:10s} {d.description} [{d.licence}] — {state}")
+        demos.append((alias, d.kind, f"{d.description} [{d.licence}] — {state}"))
+    _columns("demo models", ("alias", "kind", "what"), demos)
     return EXIT_OK
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from audit.config import ConfigError, load_config
+    from audit.config import ConfigError, check_paths, load_config
 
     try:
         cfg = load_config(args.config)
+        check_paths(cfg, args.config)
         if cfg.policy is not None:
             from audit.runner import _load_policy
 

@@ -259,6 +259,37 @@ def profile_config(name: str) -> AuditConfig:
     return parse_config(yaml_load(text), source=f"(profile {name})", base_dir=Path.cwd())
 
 
+def _looks_local(name: str) -> bool:
+    """A model name written as a path (``./my-bert``, ``/models/x``, ``~/m``, ``C:\\m``), not a
+    demo alias or a hub id (``org/name``)."""
+    return name.startswith((".", "/", "~", "\\")) or (len(name) > 2 and name[1] == ":")
+
+
+def check_paths(cfg: AuditConfig, source: str) -> None:
+    """Every file and local model folder the config names exists; the error names the field.
+
+    ``taudit validate`` calls this (``taudit run`` finds a missing file when the probe starts and
+    records it, so the other probes still run). Hub ids and demo aliases are not checked: they
+    need the network or an installed package.
+    """
+    problems = []
+    for i, m in enumerate(cfg.models):
+        if _looks_local(m.name) and not Path(cfg.resolve(m.name)).exists():
+            problems.append(f"models.{i}.name: model folder {cfg.resolve(m.name)} does not exist")
+    for i, p in enumerate(cfg.probes):
+        if p.data is not None and not Path(cfg.resolve(p.data)).exists():
+            problems.append(f"probes.{i}.data: file {cfg.resolve(p.data)} does not exist (probe {p.instance!r})")
+    for i, spec in enumerate(cfg.explain):
+        data = spec.get("data")
+        if isinstance(data, str) and not Path(cfg.resolve(data)).exists():
+            problems.append(f"explain.{i}.data: file {cfg.resolve(data)} does not exist")
+    pol = cfg.policy
+    if isinstance(pol, str) and pol.strip() != "recommended" and not Path(cfg.resolve(pol)).is_file():
+        problems.append(f"policy: policy file {cfg.resolve(pol)} does not exist")
+    if problems:
+        raise ConfigError(f"invalid audit config {source}:\n  " + "\n  ".join(problems))
+
+
 def check_names(cfg: AuditConfig, source: str) -> None:
     """Probe names, probe options and explain specs checked against what is registered."""
     from audit.datafiles import brief

@@ -23,8 +23,9 @@ environment, timings, status, errors) the manifest keeps:
     A killed attempt cannot write its end: it stays ``running`` with ``finished_at: null`` until
     the next attempt finds it and marks it ``interrupted`` (``interrupted_seen_at`` says when),
     keeping ``finished_at`` null because nobody knows when it died. An attempt stopped with
-    Ctrl-C (``KeyboardInterrupt``) records ``interrupted`` and its ``finished_at`` itself; the
-    run's own ``status`` stays ``running`` (unfinished) in both cases. ``resumed_at`` is the start
+    Ctrl-C (``KeyboardInterrupt``) records ``interrupted`` and its ``finished_at`` itself, and sets
+    the run's own ``status`` to ``interrupted``; after a kill it stays ``running`` until the next
+    attempt. Rerunning the same command resumes either. ``resumed_at`` is the start
     of the latest attempt that found an earlier manifest.
 ``model.files_sha256``
     sha256 of the model folder's config, tokenizer and generation files (the weights are in
@@ -255,6 +256,7 @@ def run_model(
     except KeyboardInterrupt:  # Ctrl-C: this attempt's end is known, unlike a kill's
         if main:
             attempt.update(status="interrupted", finished_at=now_iso())
+            manifest["status"] = "interrupted"  # not "running": nothing is running any more
             try:
                 rd.write_manifest(manifest)
             except StorageError as again:
@@ -372,17 +374,17 @@ def _run_model(
         save(manifest)
 
     outcome = RunOutcome(rd, "failed" if errors else "complete", errors)
-    if policy is not None:
-        from audit.policy import evaluate_policy
-
-        outcome.verdict = evaluate_policy(policy, rd)
-        write_json(rd.path / "verdict.json", outcome.verdict.to_dict())
     manifest["status"] = outcome.status
     manifest["errors"] = list(errors)
     manifest["finished_at"] = now_iso()
     manifest["timings"]["total_s"] = time.perf_counter() - t_start
     attempt.update(status=outcome.status, finished_at=manifest["finished_at"], error="; ".join(errors) or None)
-    save(manifest)
+    save(manifest)  # before the verdict, so verdict.json's run_status is the finished status
+    if policy is not None:
+        from audit.policy import evaluate_policy
+
+        outcome.verdict = evaluate_policy(policy, rd)
+        write_json(rd.path / "verdict.json", outcome.verdict.to_dict())
     errors += _post_run_hooks(rd, cfg)
     return outcome
 

@@ -43,7 +43,7 @@ import pandas as pd
 from audit.results import MetricValue, ProbeResult
 
 SCHEMA_VERSION = "1.0"
-STATUSES = ("running", "complete", "failed")
+STATUSES = ("running", "complete", "failed", "interrupted")
 
 
 def now_iso() -> str:
@@ -90,9 +90,19 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def _atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """Write ``path`` through a temporary file in its folder and an atomic rename. Any
-    :class:`OSError` removes the temporary file and becomes a :class:`StorageError`."""
+def file_mode() -> int:
+    """The mode a new file gets from the user's umask (``0o666 & ~umask``, e.g. 0644): the
+    temporary file of an atomic write is created 0600 by :func:`tempfile.mkstemp`, and a report a
+    teammate or a web server should read must not keep that."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """Write ``path`` through a temporary file in its folder and an atomic rename; the file gets
+    the user's umask mode (:func:`file_mode`). Any :class:`OSError` removes the temporary file and
+    becomes a :class:`StorageError`."""
     tmp: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,6 +110,7 @@ def _atomic(path: Path, write: Callable[[Path], object]) -> None:
         tmp = Path(name)
         os.close(fd)
         write(tmp)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException as exc:
         if tmp is not None:
@@ -124,13 +135,13 @@ def _json_default(o: Any) -> Any:
 
 def write_text(path: str | Path, text: str) -> None:
     """Write UTF-8 text atomically."""
-    _atomic(Path(path), lambda t: t.write_text(text, encoding="utf-8"))
+    atomic_write(Path(path), lambda t: t.write_text(text, encoding="utf-8"))
 
 
 def write_json(path: str | Path, obj: Any) -> None:
     """Write JSON atomically (NaN is written as null)."""
     text = json.dumps(_nan_to_none(obj), indent=2, default=_json_default, ensure_ascii=False)
-    _atomic(Path(path), lambda t: t.write_text(text + "\n", encoding="utf-8"))
+    atomic_write(Path(path), lambda t: t.write_text(text + "\n", encoding="utf-8"))
 
 
 def _nan_to_none(o: Any) -> Any:
@@ -158,7 +169,7 @@ def write_parquet(path: str | Path, df: pd.DataFrame) -> None:
                 if all(isinstance(v, (list, tuple)) for v in sample):
                     continue
                 df[c] = df[c].map(lambda v: v if v is None or isinstance(v, str) else json.dumps(v, default=str))
-    _atomic(Path(path), lambda t: df.to_parquet(t, index=False))
+    atomic_write(Path(path), lambda t: df.to_parquet(t, index=False))
 
 
 def read_parquet(path: str | Path) -> pd.DataFrame:

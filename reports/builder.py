@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Iterable
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from audit.store import RunDir, write_json
+from audit.store import RunDir, atomic_write, write_json
 from reports.content import ReportError, collect_report
 from reports.html import render_html, write_pdf
 from reports.markdown import render_model_card
@@ -20,18 +18,6 @@ logger = logging.getLogger(__name__)
 
 FORMATS = ("html", "pdf", "md", "json")
 FILENAMES = {"html": "report.html", "pdf": "report.pdf", "md": "model_card.md", "json": "report.json"}
-
-
-def _atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """Write through a temporary file in the same folder, then rename: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _text_writer(text: str) -> Callable[[Path], object]:
@@ -73,11 +59,11 @@ def build_reports(run_dir: RunDir | str | Path, formats: str | Iterable[str] = F
     for fmt in wanted:
         path = out / FILENAMES[fmt]
         if fmt == "html":
-            _atomic(path, _text_writer(html))
+            atomic_write(path, _text_writer(html))
         elif fmt == "pdf":
-            _atomic(path, lambda t: write_pdf(html, t))
+            atomic_write(path, lambda t: write_pdf(html, t))
         elif fmt == "md":
-            _atomic(path, _text_writer(render_model_card(doc)))
+            atomic_write(path, _text_writer(render_model_card(doc)))
         else:
             write_json(path, doc)
         logger.debug("wrote %s", path)

@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from audit.policy import STATUSES as VERDICT_STATUSES
 from audit.store import RunDir, now_iso, read_json
 from reports import knowledge
 from reports.findings import key_findings
@@ -429,7 +430,6 @@ def _datasets(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 _CHECK_TEXT = ("check", "probe", "metric", "threshold", "reason", "description", "unit", "source")
-VERDICT_STATUSES = ("pass", "warn", "fail", "missing", "skipped")
 
 
 def _verdict(path: Path) -> tuple[dict[str, Any] | None, str]:
@@ -520,6 +520,9 @@ def collect_report(run_dir: RunDir | str | Path, verdict_file: str | Path | None
                   "Rebuild the report when the run is complete.")
     elif status == "failed":
         notice = "This run failed before it finished: some results are missing (listed under Limitations)."
+    elif status == "interrupted":
+        notice = ("This run was interrupted (Ctrl-C) before it finished: the results below are partial. "
+                  "Rerun the same command to resume it.")
     elif status != "complete":
         notice = f"This run's status is {status!r}: results may be incomplete."
     if missing and status == "complete":

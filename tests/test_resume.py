@@ -289,7 +289,7 @@ def test_ctrl_c_is_recorded_as_interrupted_with_its_end(tmp_path: Path, llama_pa
         run_audit(cfg, out=tmp_path / "runs", run_id="i", progress=False)
     rd = RunDir(tmp_path / "runs" / "i")
     m = rd.manifest()
-    assert m["status"] == "running"  # unfinished
+    assert m["status"] == "interrupted" and m["finished_at"] is None  # unfinished, and not running
     [h] = m["history"]
     assert h["status"] == "interrupted" and h["finished_at"] and "interrupted_seen_at" not in h
     monkeypatch.setattr(CrowsPairs, "score_items", real)
