@@ -50,7 +50,7 @@ def test_complete_run_directory(tmp_path: Path, llama_path: Path) -> None:
     assert len(ds["sha256"]) == 64 and ds["rows"] == 4 and ds["path"].endswith("pairs.csv")
     assert m["probes"]["cp_b"]["status"] == "complete"
     s = rd.probe_summary("cp_a")
-    assert s["status"] == "complete" and set(s["metrics"]["metric"]) >= {
+    assert s["status"] == "complete" and set(s["metrics"]["pct_stereotype"]) >= {
         "value", "ci_low", "ci_high", "n", "p_value", "ideal", "higher_is_better"
     }
     assert len(rd.probe_items("cp_a")) == 4 and len(rd.probe_items("cp_b")) == 2
@@ -76,7 +76,7 @@ def test_resume_after_crash_skips_completed(tmp_path: Path, llama_path: Path, mo
     with pytest.raises(KeyboardInterrupt):
         run_audit(cfg, run_id="r2", progress=False)
     rd = RunDir(tmp_path / "runs" / "r2")
-    assert rd.manifest()["status"] == "running"  # as a killed process leaves it
+    assert rd.manifest()["status"] == "interrupted"  # Ctrl-C recorded (a killed process leaves "running")
     assert rd.probe_complete("cp_a") and not rd.probe_complete("cp_b")
     assert sorted(p.name for p in (rd.probe_dir("cp_b") / "partial").glob("chunk-*")) == ["chunk-00000.parquet"]
     first = (rd.probe_dir("cp_a") / "summary.json").read_bytes()
