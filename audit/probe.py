@@ -369,11 +369,28 @@ def list_probes() -> list[str]:
     return PROBES.names()
 
 
+def chunk_bounds(keys: Sequence[str], size: int) -> list[int]:
+    """Where the chunks of ``len(keys)`` items start, and ``len(keys)`` last: ``ceil(n / size)``
+    chunks, each boundary moved to within ``size // 8`` items of ``k · size`` where neighbouring
+    items' keys share the shortest prefix (the nearest such place on ties). Items whose texts share
+    a prefix — a BBQ context in its conditions and questions, the sentences of one template — land
+    in one chunk, so their prefix is computed once (one prefix tree, :func:`audit.scoring.causal_logprobs`)
+    and, under ``torchrun``, on one rank, wherever the data allows."""
+    n = len(keys)
+    bounds = [0]
+    for k in range(1, (n + size - 1) // size):
+        at = k * size
+        cands = range(max(at - size // 8, bounds[-1] + 1), min(at + size // 8, n - 1) + 1)
+        bounds.append(min(cands, key=lambda c: (len(os.path.commonprefix([keys[c - 1], keys[c]])), abs(c - at))))
+    return [*bounds, n] if n else [0]
+
+
 class ItemProbe(Probe):
     """A probe whose work is independent per item: load → score (in chunks) → summarise.
 
     Splitting the work this way gives three things for free: item-level checkpoints (each chunk
-    of ``chunk_size`` items is written to ``workdir`` as soon as it is scored, so a crash loses at
+    of about ``chunk_size`` items, cut where neighbours share the least text — :func:`chunk_bounds` —
+    is written to ``workdir`` as soon as it is scored, so a crash loses at
     most one chunk), data-parallel sharding (rank r of W scores chunks k with k mod W = r), and
     identical numbers in both modes (the same chunks are batched the same way).
 
@@ -457,6 +474,12 @@ class ItemProbe(Probe):
             return [f"{self.item_id} {v}" for v in items[self.item_id]]
         return [f"item {i}" for i in items.index]
 
+    def chunk_bounds(self, items: pd.DataFrame, size: int) -> list[int]:
+        """Where each chunk of ``items`` starts (:func:`chunk_bounds` on the :attr:`text_columns`,
+        joined: the text an item's scored sequences start with)."""
+        text = items[[c for c in self.text_columns if c in items.columns]].astype(str)
+        return chunk_bounds(text.apply("\n".join, axis=1).tolist() if text.shape[1] else [""] * len(items), size)
+
     def load_items(self, data: str | Path | None, opts: dict[str, Any]) -> pd.DataFrame:
         raise NotImplementedError
 
@@ -503,12 +526,14 @@ class ItemProbe(Probe):
         configured, opts = opts, self.prepare(handle, items, opts)
         rank, world = (dist.rank, dist.world) if dist is not None else (0, 1)
         size = int(chunk_size or self.chunk_size)
-        n_chunks = (len(items) + size - 1) // size
+        bounds = self.chunk_bounds(items, size)
+        n_chunks = len(bounds) - 1
         #: what this call found on disk, for the manifest's history (rank 0 sees every rank's chunks)
         self.resumed = {"chunks_total": n_chunks, "chunks_reused": 0}
         if workdir is not None:
             if rank == 0:
                 _check_plan(workdir, {"probe": self.name, "n_items": len(items), "chunk_size": size,
+                                      "chunk_bounds": "shared prefix",
                                       "options": {k: configured[k] for k in sorted(configured)}, "model": handle.source,
                                       "seed": seed})
                 self.resumed["chunks_reused"] = sum((workdir / f"chunk-{k:05d}.parquet").is_file()
@@ -527,7 +552,7 @@ class ItemProbe(Probe):
                     logger.debug("%s: chunk %d of %d reused from %s", self.name, k, n_chunks, workdir)
                     bar.update(1)
                     continue
-                part = items.iloc[k * size : (k + 1) * size]
+                part = items.iloc[bounds[k] : bounds[k + 1]]
                 logger.debug("%s: scoring chunk %d of %d (rank %d)", self.name, k, n_chunks, rank)
                 out, too_long = self._score_chunk(handle, part, opts, progress and n_chunks < 2)
                 if path is not None:

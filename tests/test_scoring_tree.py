@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from audit import scoring
+from audit.probe import chunk_bounds
 from probes import run_probe
 from tests.test_bbq import SPEC, _row, write_jsonl
 from tests.test_classifier_fairness import _csv, _rows
@@ -53,6 +54,21 @@ def test_groups_bound_the_trie_and_cover_every_sequence() -> None:
     for tree, units in groups:  # at most max_nodes, plus the 256-sequence window that picks the cut
         assert len(tree.token) <= 40 + 256 * 9
         assert all(len(tree.trunk(p)) + b - a <= 16 for p, a, b in units)
+
+
+def test_chunk_bounds_cut_where_neighbours_share_least() -> None:
+    """Groups of 5 items that share a text prefix, chunks of 8 (boundaries may move by 8 // 8 = 1):
+    by hand, the cut near 8 finds no group break within 7…9 and stays at 8; the cut near 16 moves
+    to the break at 15. The number of chunks is always ceil(n / size)."""
+    keys = [f"group{i // 5} item{i:02d}" for i in range(24)]
+    assert chunk_bounds(keys, 8) == [0, 8, 15, 24]
+    assert chunk_bounds(keys, 3) == [0, 3, 6, 9, 12, 15, 18, 21, 24]  # 3 // 8 = 0: plain chunks
+    rng = np.random.default_rng(1)
+    for n, size in [(1, 4), (7, 7), (100, 9), (257, 16), (1000, 64)]:
+        ks = sorted(f"{rng.integers(0, 4)}{rng.integers(0, 4)}{rng.integers(0, 99)}" for _ in range(n))
+        b = chunk_bounds(ks, size)
+        assert len(b) - 1 == -(-n // size) and b[0] == 0 and b[-1] == n
+        assert all(0 < y - x <= size + 2 * (size // 8) for x, y in zip(b, b[1:]))
 
 
 @pytest.fixture(scope="module")
