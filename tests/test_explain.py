@@ -19,7 +19,7 @@ from audit.explain import (
     prepare,
 )
 from audit.explain.attention import attention_flow, attention_rollout, gradient_rollout
-from audit.explain.gradient import ig_multi
+from audit.explain.gradient import clenshaw_curtis, ig_embeddings, quadrature
 from audit.explain.perturbation import Ablator
 
 ALL = ["attention", "attention_flow", "grad_rollout", "gradient_shap", "head_importance", "ig", "input_x_gradient",
@@ -112,11 +112,21 @@ def test_ig_batches_examples_like_one_at_a_time(bert_mlm) -> None:  # type: igno
         assert together[i].token_scores == pytest.approx(alone[0].token_scores, abs=1e-6)
 
 
-def test_captum_ig_equals_hand_batched_ig(gpt2) -> None:  # type: ignore[no-untyped-def]
-    a = explain(gpt2, "the doctor was rich", "ig", n_steps=16)
+def test_ig_equals_captum_layer_integrated_gradients(gpt2) -> None:  # type: ignore[no-untyped-def]
+    from captum.attr import LayerIntegratedGradients
+
+    a = explain(gpt2, "the doctor was rich", "ig", n_steps=16, adaptive=False)
     p = prepare(gpt2, "the doctor was rich")[0]
-    hand = ig_multi(gpt2, p, 16, rows=5)
-    assert hand["token_scores"] == pytest.approx(a[0].token_scores, abs=1e-6)
+    layer = gpt2.input_embeddings()
+
+    def forward(ids: torch.Tensor) -> torch.Tensor:
+        return p.fn(layer(ids), torch.ones_like(ids), *(t.expand(ids.shape[0]) for t in p.aux))[:, 0]
+
+    ref = LayerIntegratedGradients(forward, layer).attribute(p.ids[None], baselines=p.baseline_ids[None], n_steps=16)
+    assert a[0].token_scores[0] == pytest.approx(ref.sum(-1)[0].detach().numpy(), abs=1e-6)
+    with torch.no_grad():
+        e, e0 = layer(p.ids[None]), layer(p.baseline_ids[None])
+    assert ig_embeddings(p, e, e0, 16, rows=5).numpy() == pytest.approx(a[0].token_scores, abs=1e-6)
 
 
 def test_generation_ig_matches_captum_llm_attribution(gpt2) -> None:  # type: ignore[no-untyped-def]
@@ -142,12 +152,49 @@ def test_generation_ig_matches_captum_llm_attribution(gpt2) -> None:  # type: ig
 
 def test_adaptive_ig_and_gap_warning(gpt2) -> None:  # type: ignore[no-untyped-def]
     # two left-Riemann steps are far from complete on a nonlinear target: the gap warning fires
-    a = explain(gpt2, "the nurse is kind", "ig", {"output": "logit"}, n_steps=2, integration="riemann_left")
+    a = explain(gpt2, "the nurse is kind", "ig", {"output": "logit"}, n_steps=2, integration="riemann_left",
+                adaptive=False)
     assert a[0].gap() > 0.05 and a.warnings and "completeness gap" in a.warnings[0]
+    assert a[0].completeness["steps"] == [2] and a[0].completeness["met"] == [False]
     b = explain(gpt2, "the nurse is kind", "ig", {"output": "logit"}, n_steps=2, integration="riemann_left",
-                adaptive=True, max_steps=256, gap_tolerance=0.01)
-    ad = b[0].info["adaptive"]
-    assert ad["met"] and b[0].gap() <= 0.01 and ad["n_steps"] > 2
+                max_steps=256, gap_tolerance=0.01)
+    c = b[0].completeness
+    assert c["met"] == [True] and b[0].gap() <= 0.01 and c["steps"][0] > 2 and not b.warnings
+    # left Riemann nodes j/n are among those of 2n: refining took each gradient once
+    assert c["evaluations"][0] == c["steps"][0]
+    # max_steps reached: met is false, the gap is reported and warned about
+    d = explain(gpt2, "the nurse is kind", "ig", {"output": "logit"}, n_steps=2, integration="riemann_left",
+                max_steps=4, gap_tolerance=0.001)
+    assert d[0].completeness["steps"] == [4] and d[0].completeness["met"] == [False] and d.warnings
+
+
+def test_clenshaw_curtis_rule_is_exact_and_nested() -> None:
+    a, w = clenshaw_curtis(5)  # exact for polynomials of degree ≤ 5 (n odd)
+    for deg in range(6):
+        assert float((w * a**deg).sum()) == pytest.approx(1 / (deg + 1), abs=1e-14)
+    assert clenshaw_curtis(3)[1] == pytest.approx([1 / 6, 2 / 3, 1 / 6])  # Simpson's rule
+    assert set(clenshaw_curtis(9)[0].tolist()) <= set(clenshaw_curtis(17)[0].tolist())
+    t, tw = quadrature("trapezoid", 5)
+    assert t == pytest.approx([0, 0.25, 0.5, 0.75, 1]) and tw == pytest.approx([0.125, 0.25, 0.25, 0.25, 0.125])
+
+
+@pytest.mark.parametrize("integration", ["clenshaw_curtis", "gausslegendre"])
+def test_adaptive_ig_refines_each_target_alone(llama, integration: str) -> None:  # type: ignore[no-untyped-def]
+    """Per-target refinement: each generated token gets its own rule, its attribution equals a fixed
+    run at that rule, and a nested rule reuses every gradient it took before."""
+    target = {"mode": "generate", "max_new_tokens": 3, "output": "logit"}
+    a = explain(llama, "the nurse is kind", "ig", target, n_steps=3, integration=integration, gap_tolerance=0.02,
+                max_steps=200)
+    c = a[0].completeness
+    assert all(m == (g <= 0.02) for m, g in zip(c["met"], c["gap"], strict=True))
+    assert len(set(c["steps"])) > 1  # the targets did not all need the same rule
+    for k, n in enumerate(c["steps"]):
+        fixed = explain(llama, "the nurse is kind", "ig", target, n_steps=n, integration=integration, adaptive=False)
+        row = fixed[0].token_scores[k]
+        ok = np.isfinite(row)
+        assert a[0].token_scores[k][ok] == pytest.approx(row[ok], abs=1e-6)
+        assert c["evaluations"][k] == (n if integration == "clenshaw_curtis" else sum(
+            3 * 2**j for j in range(int(np.log2(n // 3)) + 1)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,3 +373,70 @@ def test_unknown_option(bert_mlm) -> None:  # type: ignore[no-untyped-def]
         explain(bert_mlm, MLM_TEXT, "ig", steps=3)
     with pytest.raises(OptionError, match="removal 'drop' unknown"):
         explain(bert_mlm, MLM_TEXT, "occlusion", removal="drop")
+
+
+# ---------------------------------------------------------------------------------------------
+# batched gradient methods: the same numbers as one example (one target) per forward
+# ---------------------------------------------------------------------------------------------
+
+BATCH_CASES = {  # fixture -> (texts, target)
+    "bert_mlm": ([MLM_TEXT, "he said [MASK] is a good doctor at home", "[MASK] was kind"], {"token": "she"}),
+    "llama": (["the nurse is kind", "the doctor was rich at home today"], {"mode": "generate", "max_new_tokens": 3}),
+    "gpt2": (["the nurse is kind", "the doctor was rich at home today", "a cat"], {}),
+}
+
+
+@pytest.mark.parametrize("fixture", list(BATCH_CASES))
+@pytest.mark.parametrize("method", ["saliency", "input_x_gradient", "grad_rollout", "head_importance"])
+def test_one_gradient_methods_batched_equal_one_row_per_forward(request: pytest.FixtureRequest, fixture: str,
+                                                                method: str) -> None:
+    handle = request.getfixturevalue(fixture)
+    texts, target = BATCH_CASES[fixture]
+    if method == "grad_rollout" and target.get("mode") == "generate":
+        target = {}
+    batched = explain(handle, texts, method, target, max_batch_tokens=100000)
+    single = explain(handle, texts, method, target, max_batch_tokens=1)  # one row per forward
+    for b, s in zip(batched, single, strict=True):
+        assert np.asarray(b.scores) == pytest.approx(np.asarray(s.scores), abs=1e-5, nan_ok=True)
+
+
+@pytest.mark.parametrize("method", ["saliency", "input_x_gradient"])
+def test_saliency_and_input_x_gradient_equal_captum(bert_mlm, method: str) -> None:  # type: ignore[no-untyped-def]
+    from captum.attr import InputXGradient, Saliency
+
+    texts = [MLM_TEXT, "he said [MASK] is a good doctor at home"]
+    a = explain(bert_mlm, texts, method, {"token": "she"})
+    for e, p in zip(a, prepare(bert_mlm, texts, {"token": "she"}), strict=True):
+        with torch.no_grad():
+            emb = bert_mlm.input_embeddings()(p.ids[None])
+
+        def forward(x: torch.Tensor, _p=p) -> torch.Tensor:  # type: ignore[no-untyped-def]
+            return _p.fn(x, _p.attn()[None], *_p.aux)
+
+        if method == "saliency":
+            ref = Saliency(forward).attribute(emb, target=0, abs=False)[0].norm(dim=-1)
+        else:
+            ref = InputXGradient(forward).attribute(emb, target=0)[0].sum(-1)
+        ref = ref.detach().numpy() * p.attributable.numpy()
+        assert e.token_scores[0] == pytest.approx(ref, abs=1e-5)
+
+
+def test_gradient_shap_sample_does_not_depend_on_batching(llama) -> None:  # type: ignore[no-untyped-def]
+    texts = ["the nurse is kind", "the doctor was rich at home today"]
+    target = {"mode": "generate", "max_new_tokens": 2}
+    big = explain(llama, texts, "gradient_shap", target, n_samples=6, seed=3, max_batch_tokens=100000)
+    small = explain(llama, texts, "gradient_shap", target, n_samples=6, seed=3, max_batch_tokens=7)
+    for b, s in zip(big, small, strict=True):
+        assert b.token_scores == pytest.approx(s.token_scores, abs=1e-6, nan_ok=True)
+    other = explain(llama, texts, "gradient_shap", target, n_samples=6, seed=4)
+    assert not np.allclose(np.nan_to_num(other[0].token_scores), np.nan_to_num(big[0].token_scores))
+
+
+def test_gradient_shap_without_noise_is_monte_carlo_ig(gpt2) -> None:  # type: ignore[no-untyped-def]
+    """With no input noise, expected gradients from one baseline is IG with α ~ U(0, 1): the mean
+    over many samples approaches IG's attributions (Erion et al. 2021, expected gradients)."""
+    text = "the doctor was rich at home today"
+    ig = explain(gpt2, text, "ig", n_steps=64)[0].token_scores[0]
+    shap = explain(gpt2, text, "gradient_shap", n_samples=2000, stdevs=0.0)[0].token_scores[0]
+    assert np.abs(shap - ig).max() < 0.1 * np.abs(ig).max()
+    assert np.corrcoef(shap, ig)[0, 1] > 0.98

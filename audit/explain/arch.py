@@ -175,16 +175,17 @@ def capture_attention(
 
 
 @contextmanager
-def head_gates(handle: ModelHandle) -> Iterator[list[torch.Tensor]]:
-    """One gate vector ξ (ones, requires_grad) per layer multiplying each head's output.
+def head_gates(handle: ModelHandle, rows: int = 1) -> Iterator[list[torch.Tensor]]:
+    """One gate matrix ξ (rows, heads) of ones, requires_grad, per layer multiplying each head's output.
 
     Michel, Levy & Neubig (2019), "Are Sixteen Heads Really Better than One?": the importance of
-    head h is |∂L/∂ξₕ| at ξ = 1.
+    head h is |∂L/∂ξₕ| at ξ = 1. Row r of ξ gates batch row r (``rows`` = the batch size), so one
+    backward of a sum of per-row losses gives every row's importance; one row gates every batch row.
     """
     spec = arch_spec(handle)
     h = n_heads(handle)
     param = next(handle.model.parameters())
-    gates = [torch.ones(h, device=param.device, dtype=param.dtype, requires_grad=True)
+    gates = [torch.ones((rows, h), device=param.device, dtype=param.dtype, requires_grad=True)
              for _ in blocks(handle)]
     hooks = []
 
@@ -192,7 +193,7 @@ def head_gates(handle: ModelHandle) -> Iterator[list[torch.Tensor]]:
         def pre_hook(module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
             x = args[0]
             shape = x.shape
-            gated = (x.reshape(*shape[:-1], h, shape[-1] // h) * gate[:, None]).reshape(shape)
+            gated = (x.reshape(shape[0], -1, h, shape[-1] // h) * gate[:, None, :, None]).reshape(shape)
             return (gated, *args[1:])
 
         return pre_hook

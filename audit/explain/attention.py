@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from audit.explain.arch import capture_attention, head_gates, n_heads, n_layers, resolve_selection
 from audit.explain.base import batch_tokens, register_explainer
 from audit.explain.errors import InputTooLongError, OptionError
-from audit.explain.targets import Prepared, collate, embed_ids
+from audit.explain.targets import Prepared, collate, embed_ids, row_batches
 from audit.scoring import length_sorted_batches
 
 if TYPE_CHECKING:
@@ -226,23 +226,27 @@ def flow(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], progr
 def grad_rollout(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], progress: bool
                  ) -> list[dict[str, Any]]:
     layers = list(range(n_layers(handle)))
-    outs = []
+    units = [(i, k) for i, p in enumerate(preps) for k in range(p.n_targets)]
+    res = [np.zeros((p.n_targets, p.length)) for p in preps]
+    rows = [preps[i].subset([k]) for i, k in units]
+    bar = tqdm(total=len(units), desc="grad rollout", disable=not progress, unit="target")
     with handle.attentions(), capture_attention(handle, layers, None, keep_graph=True) as store:
-        for p in tqdm(preps, desc="grad rollout", disable=not progress, unit="ex"):
+        for batch, ids, _, attn, aux in row_batches(rows, batch_tokens(handle, opts, grad=True)):
             with torch.enable_grad():
-                e = embed_ids(handle, p.ids[None]).detach().requires_grad_(True)
-                y = p.fn(e, p.attn()[None], *p.aux)
+                e = embed_ids(handle, ids).detach().requires_grad_(True)
+                y = rows[batch[0]].fn(e, attn, *aux)
                 weights = [store[layer] for layer in layers]
-                a = torch.stack([w[0] for w in weights]).detach().double().cpu().numpy()
-                rows = []
-                for k in range(p.n_targets):
-                    grads = torch.autograd.grad(y[0, k], weights, retain_graph=k < p.n_targets - 1)
-                    g = torch.stack([x[0] for x in grads]).double().cpu().numpy()
-                    rows.append(rows_for(p, gradient_rollout(a, g))[k])
+                grads = torch.autograd.grad(y.sum(), weights)  # a row's output depends on its own weights only
+            a = torch.stack(weights, 1).detach().double().cpu().numpy()  # (B, L, H, T, T)
+            g = torch.stack(grads, 1).double().cpu().numpy()
             store.clear()
-            s = np.stack(rows)
-            outs.append({"scores": s, "token_scores": s})
-    return outs
+            for r, j in enumerate(batch):
+                i, k = units[j]
+                t = preps[i].length
+                res[i][k] = rows_for(preps[i], gradient_rollout(a[r, :, :, :t, :t], g[r, :, :, :t, :t]))[k]
+            bar.update(len(batch))
+    bar.close()
+    return [{"scores": s, "token_scores": s} for s in res]
 
 
 def target_loss(y: torch.Tensor, fn_output: str) -> torch.Tensor:
@@ -263,17 +267,21 @@ def head_importance(handle: ModelHandle, preps: list[Prepared], opts: dict[str, 
     norm = opts["normalize"]
     if norm not in ("none", "layer"):
         raise OptionError(f"head_importance option normalize {norm!r} unknown; use 'none' or 'layer'")
-    outs = []
-    with head_gates(handle) as gates:
-        for p in tqdm(preps, desc="head importance", disable=not progress, unit="ex"):
-            with torch.enable_grad():
-                y = p.fn(embed_ids(handle, p.ids[None]), p.attn()[None], *p.aux)
-                loss = target_loss(y, p.fn.output)
-                grads = torch.autograd.grad(loss, gates)
-            imp = torch.stack(grads).abs().double().cpu().numpy()  # (L, H)
+    outs: list[dict[str, Any] | None] = [None] * len(preps)
+    # PLL rows become one copy per token inside the target: one example per forward, its gate shared
+    per_row = any(p.fn.mode == "pll" for p in preps)
+    for batch, ids, _, attn, aux in tqdm(row_batches(preps, batch_tokens(handle, opts, grad=True), per_row=per_row),
+                                         desc="head importance", disable=not progress, unit="batch"):
+        with head_gates(handle, rows=len(batch)) as gates, torch.enable_grad():
+            y = preps[batch[0]].fn(embed_ids(handle, ids), attn, *aux)
+            losses = torch.stack([target_loss(y[r], preps[i].fn.output) for r, i in enumerate(batch)])
+            grads = torch.autograd.grad(losses.sum(), gates)  # row r's loss reaches only row r's gates
+        imp_all = torch.stack(grads, 1).abs().double().cpu().numpy()  # (B, L, H)
+        for r, i in enumerate(batch):
+            imp = imp_all[r]
             if norm == "layer":
                 # Michel et al.'s code normalises each layer's scores by their L2 norm
                 imp = imp / (np.linalg.norm(imp, axis=1, keepdims=True) + 1e-20)
-            outs.append({"scores": imp, "token_scores": None,  # nosec B105  # a vocabulary token, no secret
-                         "info": {"loss": float(loss.detach())}})
-    return outs
+            outs[i] = {"scores": imp, "token_scores": None,  # nosec B105  # a vocabulary token, no secret
+                       "info": {"loss": float(losses[r].detach())}}
+    return [o for o in outs if o is not None]

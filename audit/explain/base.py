@@ -196,9 +196,13 @@ def explain_prepared(
             e.scores = ts
         gap = e.gap()
         if not math.isnan(gap) and gap > GAP_WARNING:
-            steps = (e.completeness or {}).get("n_steps")
-            msg = (f"{method}: example {p.index}: completeness gap {gap:.1%} > {GAP_WARNING:.0%} "
-                   f"at {steps} steps; the attributions do not add up to f(x) − f(baseline)")
+            c = e.completeness or {}
+            steps = c.get("steps") or [c.get("n_steps")] * len(c.get("gap", []))
+            bad = [f"{e.target_names[k]!r} {g:.1%} at {n} steps" for k, (g, n) in enumerate(zip(c["gap"], steps,
+                                                                                               strict=True))
+                   if g is not None and g > GAP_WARNING]
+            msg = (f"{method}: example {p.index}: completeness gap > {GAP_WARNING:.0%} (met: false) for "
+                   f"{'; '.join(bad)}; those attributions do not add up to f(x) − f(baseline)")
             logger.warning(msg)
             warnings.append(msg)
         examples.append(e)

@@ -25,8 +25,8 @@ same token IG starts its path from (``baseline="auto"``: pad, or unk for causal 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -39,6 +39,7 @@ from audit.scoring import (
     _causal_head,
     _mlm_head,
     _pool,
+    length_sorted_batches,
     prefix_token_id,
 )
 
@@ -268,6 +269,18 @@ class Prepared:
     def attn(self) -> torch.Tensor:
         return torch.ones_like(self.ids)
 
+    def subset(self, ks: Sequence[int]) -> Prepared:
+        """The same input explaining only targets ``ks``: a generation target keeps those columns of
+        its (1, K) aux tensors; every other target has K = 1 and ``ks`` must be ``[0]``."""
+        ks = list(ks)
+        if ks == list(range(self.n_targets)):
+            return self
+        if self.target_positions is None or not all(0 <= k < self.n_targets for k in ks):
+            raise ValueError(f"targets {ks} not among the {self.n_targets} of example {self.index}")
+        return replace(self, aux=tuple(a[:, ks] for a in self.aux), target_names=[self.target_names[k] for k in ks],
+                       target_positions=[self.target_positions[k] for k in ks],
+                       query_rows=[self.query_rows[k] for k in ks] if self.query_rows else None)
+
 
 def collate(
     batch: Sequence[Prepared],
@@ -290,6 +303,25 @@ def collate(
             parts = [torch.nn.functional.pad(a, (0, t - a.shape[-1]), value=padv) for a in parts]
         aux.append(torch.cat(parts, 0))
     return ids, base, attn, tuple(aux)
+
+
+def forward_rows(p: Prepared) -> int:
+    """Forward rows one input row becomes inside the target (PLL builds one copy per token)."""
+    return max(1, int(p.aux[0].sum())) if p.fn.mode == "pll" else 1
+
+
+def row_batches(rows: Sequence[Prepared], budget: int, max_rows: int | None = None, per_row: bool = False
+                ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]]:
+    """Batches of rows with as many targets, ``rows × longest ≤ budget`` padded tokens (a PLL row
+    counts its copies; ``per_row``: one row per batch): yields (row indices, *:func:`collate`)."""
+    by_size: dict[int, list[int]] = {}
+    for j, p in enumerate(rows):
+        by_size.setdefault(p.n_targets, []).append(j)
+    for _, idxs in sorted(by_size.items()):
+        lengths = [rows[j].length * forward_rows(rows[j]) for j in idxs]
+        for b in length_sorted_batches(lengths, budget, 1 if per_row else max_rows):
+            batch = [idxs[j] for j in b]
+            yield (batch, *collate([rows[j] for j in batch]))
 
 
 def embed_ids(handle: ModelHandle, ids: torch.Tensor) -> torch.Tensor:
