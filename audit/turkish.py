@@ -26,8 +26,10 @@ from __future__ import annotations
 import unicodedata
 
 #: the Turkish special casing (Unicode SpecialCasing.txt, tr/az conditions)
-_LOWER = str.maketrans({"I": "ı", "İ": "i"})
-_UPPER = str.maketrans({"i": "İ", "ı": "I"})
+LOWER_MAP = {"I": "ı", "İ": "i"}
+UPPER_MAP = {"i": "İ", "ı": "I"}
+_LOWER = str.maketrans(LOWER_MAP)
+_UPPER = str.maketrans(UPPER_MAP)
 
 BACK_VOWELS = frozenset("aıou")
 FRONT_VOWELS = frozenset("eiöü")
@@ -57,6 +59,12 @@ def tr_casefold(text: str) -> str:
     """The comparison form for matching Turkish words regardless of case: :func:`tr_lower`, so
     ``"IRAK"``, ``"Irak"`` and ``"ırak"`` match each other and not ``"irak"``."""
     return tr_lower(text)
+
+
+def case_fold(text: str, language: str) -> str:
+    """Lower case for matching: Turkish rules when ``language`` is ``"tr"``, else ``str.lower``
+    (English "I" must stay "i", so one rule cannot serve both)."""
+    return tr_lower(text) if language == "tr" else text.lower()
 
 
 def last_vowel(word: str) -> str:

@@ -74,6 +74,7 @@ from audit.stats import (
     rate_metric,
     small_n_warning,
 )
+from audit.turkish import case_fold
 
 if TYPE_CHECKING:
     from audit.models import ModelHandle
@@ -169,9 +170,9 @@ def answer_groups(info: Sequence[str]) -> set[str]:
 
 def unknown_language(text: str) -> str | None:
     """The language whose unknown phrasings include ``text`` (case-insensitive), if any."""
-    t = text.strip().lower()
     for lang, variants in UNKNOWN_RESPONSES.items():
-        if t in (v.lower() for v in variants):
+        t = case_fold(text.strip(), lang)
+        if t in (case_fold(v, lang) for v in variants):
             return lang
     return None
 
@@ -586,20 +587,20 @@ def choice_prompt(context: str, question: str, answers: Sequence[str]) -> str:
     return f"{context}\n{question}\n{opts}\nAnswer:"
 
 
-def _clean(s: str) -> str:
-    words = [w for w in s.lower().translate(str.maketrans("", "", string.punctuation)).split() if w != "the"]
+def _clean(s: str, language: str = "") -> str:
+    words = [w for w in case_fold(s, language).translate(str.maketrans("", "", string.punctuation)).split() if w != "the"]
     return " ".join(words)
 
 
 _LETTER = re.compile(r"^\s*\(?([ABCabc])\s*(?:[).:\-]|$|\s)")
 
 
-def _earliest(text: str, names: Sequence[Sequence[str]]) -> int:
+def _earliest(text: str, names: Sequence[Sequence[str]], language: str = "") -> int:
     """Index of the name list with the earliest whole-word match in ``text`` (−1 if none)."""
     best: tuple[int, int] | None = None
     for i, group in enumerate(names):
         for name in group:
-            c = _clean(name)
+            c = _clean(name, language)
             pos = text.find(f" {c} ") if c else -1
             if pos >= 0 and (best is None or pos < best[0]):
                 best = (pos, i)
@@ -619,13 +620,13 @@ def parse_answer(reply: str, answers: Sequence[str], unknown_index: int, aliases
     m = _LETTER.match(line)
     if m:
         return "abc".index(m.group(1).lower())
-    text = f" {_clean(line)} "
+    text = f" {_clean(line, language)} "
     langs = [language] if language in UNKNOWN_RESPONSES else list(UNKNOWN_RESPONSES)
     unknown = [v for lg in langs for v in (*UNKNOWN_RESPONSES[lg], *UNKNOWN_GENERATED[lg])]
     names = [[a, *(unknown if i == unknown_index else [])] for i, a in enumerate(answers)]
-    found = _earliest(text, names)
+    found = _earliest(text, names, language)
     if found < 0 and aliases:
-        found = _earliest(text, [[a] if i != unknown_index else [] for i, a in enumerate(aliases)])
+        found = _earliest(text, [[a] if i != unknown_index else [] for i, a in enumerate(aliases)], language)
     return found
 
 

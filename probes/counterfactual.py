@@ -94,6 +94,7 @@ from audit.probe import (
 )
 from audit.results import MetricInfo, MetricValue, ProbeResult
 from audit.stats import group_breakdown, mean_metric, small_n_warning, wilson_ci
+from audit.turkish import LOWER_MAP, UPPER_MAP
 
 if TYPE_CHECKING:
     from audit.models import ModelHandle
@@ -110,8 +111,7 @@ SWAP_COLUMNS = ("language", "category", "type", "group_a", "term_a", "group_b", 
 # case handling (Turkish-aware)
 # --------------------------------------------------------------------------------------------
 
-_TR_LOWER = {"I": "ı", "İ": "i"}
-_TR_UPPER = {"i": "İ", "ı": "I"}
+_TR_LOWER, _TR_UPPER = LOWER_MAP, UPPER_MAP
 
 
 def lower(text: str, language: str) -> str:

@@ -65,3 +65,23 @@ def test_harmony_errors() -> None:
         suffix("BRT", "ablative")
     with pytest.raises(ValueError, match="unknown case"):
         suffix("Irak", "dative")
+
+
+def test_bbq_matches_turkish_unknown_answers_and_replies_in_any_case() -> None:
+    from probes import bbq
+
+    assert bbq.unknown_language("CEVAP VERİLEMEZ") == "tr"  # str.lower would leave a combining dot
+    assert bbq.unknown_language("BİLİNMİYOR") == "tr"
+    assert bbq.unknown_language("Unknown") == "en"
+    answers = ("Irak'lı adam", "İspanyol kadın", "Bilinmiyor")
+    assert bbq.parse_answer("İSPANYOL KADIN", answers, 2, language="tr") == 1
+    assert bbq.parse_answer("IRAK'LI ADAM", answers, 2, language="tr") == 0
+
+
+def test_counterfactual_uses_the_turkish_case_maps() -> None:
+    from probes import counterfactual
+
+    assert counterfactual.lower("IRAK İSTANBUL", "tr") == "ırak istanbul"
+    assert counterfactual.upper("istanbul ırak", "tr") == "İSTANBUL IRAK"
+    assert counterfactual.capitalize_first("ispanya", "tr") == "İspanya"
+    assert "ispanya".capitalize() == "Ispanya"  # the classic bug the Turkish rule avoids
