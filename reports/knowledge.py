@@ -135,6 +135,28 @@ PROBE_CAVEATS: dict[str, list[dict[str, str]]] = {
         "source": "Hewitt & Liang 2019, Designing and Interpreting Probes with Control Tasks (EMNLP); "
                   "Belinkov 2022 (Computational Linguistics)",
     }],
+    "ethnic_bias": [{
+        "topic": "Categorical bias templates",
+        "text": "The CB score depends on the templates and the attribute list (occupations and a few "
+                "criminal or pejorative nouns); the Turkish templates are the authors' translations and "
+                "some are ungrammatical. The score says how unevenly nationalities are predicted, not "
+                "which direction is harmful.",
+        "source": "Ahn & Oh 2021, Mitigating Language-Dependent Ethnic Bias in BERT (EMNLP)",
+    }],
+    "seegull": [{
+        "topic": "SeeGULL annotations",
+        "text": "Each (identity, attribute) pair was judged by three annotators in Turkey; one vote "
+                "makes a pair a candidate stereotype, so read the agreement strata. Some identities "
+                "are languages or regions, and the likelihood preference depends on the templates.",
+        "source": "Bhutani et al. 2024, SeeGULL Multilingual (ACL Findings)",
+    }],
+    "xweat": [{
+        "topic": "Machine-translated WEAT lists",
+        "text": "XWEAT's Turkish word lists are translations with known errors (first names rendered as "
+                "common nouns, several English words merged into one Turkish word); flagged words are "
+                "left out, and the English and Turkish sets are compared on the words kept.",
+        "source": "Lauscher & Glavaš 2019, Are We Consistently Biased? (*SEM)",
+    }],
 }
 
 #: provisions a result can be evidence for
