@@ -83,6 +83,10 @@ def test_control_metrics_by_hand(mbbq_dir: Path) -> None:
     assert s["control_accuracy"].value == pytest.approx(75.0)
     assert s["control_accuracy_gap"].value == pytest.approx(75.0 - 50.0)
     assert s["control_accuracy_gap"].ci_low < 25.0 < s["control_accuracy_gap"].ci_high
+    # MBBQ's ambiguous score by hand: rows 1, 2, 5, 6 answer unknown, counter-biased, unknown,
+    # counter-biased → (0 − 2) / 4
+    assert s["bias_score_ambig_mbbq"].value == pytest.approx(-50.0)
+    assert "not interpretable" in s["bias_score_ambig_mbbq"].warning
     # the biased-set metrics use the biased rows only
     assert s["accuracy_ambig"].n == 4 and s["accuracy_disambig"].n == 4
     b = res.breakdown
