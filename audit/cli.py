@@ -86,6 +86,7 @@ def _print_outcome(o: Any) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from audit.config import ConfigError, default_config, load_config, profile_config
+    from audit.distributed import RankError, RankLost
     from audit.runner import run_audit
 
     try:
@@ -109,7 +110,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
             quiet_loading()
         outcomes = run_audit(cfg, out=args.out, run_id=args.run_id, policy=args.policy, progress=not args.quiet)
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
+    except (ConfigError, ValueError, FileNotFoundError, RankError, RankLost) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     code = EXIT_OK

@@ -509,71 +509,80 @@ class ItemProbe(Probe):
     ) -> ProbeResult | None:
         """Score the items (chunked, checkpointed in ``workdir``, sharded over ``dist``) and
         summarise them. Returns ``None`` on ranks other than 0."""
+        from audit.distributed import Dist, RankError
+
+        dist = dist or Dist()
         opts = dict(opts or {})
         self.check_kind(handle)
         self.check_options(opts)
         self.seed = seed
-        items = self.load_items(data, opts)
-        if len(items) == 0:
-            raise ProbeError(f"{self.name}: no items to score in {data}")
-        items = items.reset_index(drop=True)
-        n_loaded = len(items)
-        excluded = Exclusions()
-        items = excluded.drop(items, empty_text_rows(items, self.text_columns), self.item_labels(items), EMPTY,
-                              f"empty {' / '.join(self.text_columns)}")
-        if len(items) == 0:
-            raise ProbeError(f"{self.name}: all {n_loaded} items of {data} have an empty text")
-        configured, opts = opts, self.prepare(handle, items, opts)
-        rank, world = (dist.rank, dist.world) if dist is not None else (0, 1)
+        rank, world = dist.rank, dist.world
         size = int(chunk_size or self.chunk_size)
-        bounds = self.chunk_bounds(items, size)
-        n_chunks = len(bounds) - 1
-        #: what this call found on disk, for the manifest's history (rank 0 sees every rank's chunks)
-        self.resumed = {"chunks_total": n_chunks, "chunks_reused": 0}
-        if workdir is not None:
-            if rank == 0:
+        excluded = Exclusions()
+
+        def plan() -> tuple[pd.DataFrame, int, dict[str, Any], list[int]]:
+            items = self.load_items(data, opts)
+            if len(items) == 0:
+                raise ProbeError(f"{self.name}: no items to score in {data}")
+            items = items.reset_index(drop=True)
+            n_loaded = len(items)
+            items = excluded.drop(items, empty_text_rows(items, self.text_columns), self.item_labels(items), EMPTY,
+                                  f"empty {' / '.join(self.text_columns)}")
+            if len(items) == 0:
+                raise ProbeError(f"{self.name}: all {n_loaded} items of {data} have an empty text")
+            configured, prepared = opts, self.prepare(handle, items, opts)
+            bounds = self.chunk_bounds(items, size)
+            n_chunks = len(bounds) - 1
+            #: what this call found on disk, for the manifest's history (rank 0 sees every rank's chunks)
+            self.resumed = {"chunks_total": n_chunks, "chunks_reused": 0}
+            if workdir is not None and rank == 0:
                 _check_plan(workdir, {"probe": self.name, "n_items": len(items), "chunk_size": size,
                                       "chunk_bounds": "shared prefix",
                                       "options": {k: configured[k] for k in sorted(configured)}, "model": handle.source,
                                       "seed": seed})
                 self.resumed["chunks_reused"] = sum((workdir / f"chunk-{k:05d}.parquet").is_file()
                                                     for k in range(n_chunks))
-            if dist is not None:
-                dist.barrier()
+            return items, n_loaded, prepared, bounds
+
+        # every rank loads and plans; none starts scoring before rank 0 has checked the plan on disk
+        items, n_loaded, opts, bounds = dist.together(f"{self.name}: loading and planning", plan)
+        n_chunks = len(bounds) - 1
         mine = [k for k in range(n_chunks) if k % world == rank]
-        bar = tqdm(total=len(mine), desc=f"{self.name} chunks", disable=not progress or n_chunks < 2, unit="chunk")
         scored: dict[int, pd.DataFrame] = {}
         refused: dict[int, list[dict[str, Any]]] = {}
-        error: BaseException | None = None
-        try:
-            for k in mine:
-                path = workdir / f"chunk-{k:05d}.parquet" if workdir is not None else None
-                if path is not None and path.is_file():
-                    logger.debug("%s: chunk %d of %d reused from %s", self.name, k, n_chunks, workdir)
-                    bar.update(1)
-                    continue
-                part = items.iloc[bounds[k] : bounds[k + 1]]
-                logger.debug("%s: scoring chunk %d of %d (rank %d)", self.name, k, n_chunks, rank)
-                out, too_long = self._score_chunk(handle, part, opts, progress and n_chunks < 2)
-                if path is not None:
-                    from audit.store import write_json, write_parquet
 
-                    if too_long:  # before the chunk file, which marks the chunk complete
-                        write_json(path.with_name(f"excluded-{k:05d}.json"), too_long)
-                    write_parquet(path, out)
-                    _inject_fault(rank, len([q for q in mine if path.with_name(f"chunk-{q:05d}.parquet").is_file()]))
-                else:
-                    scored[k] = out
-                    refused[k] = too_long
-                bar.update(1)
-        except Exception as exc:  # every rank must learn of it, or the others wait forever
-            error = exc
-        finally:
-            bar.close()
-        if dist is not None and dist.any_flag(error is not None) and error is None:
-            raise ProbeError(f"{self.name}: another rank failed while scoring; rerun to complete its chunks")
-        if error is not None:
-            raise error
+        def score_mine() -> None:
+            bar = tqdm(total=len(mine), desc=f"{self.name} chunks", disable=not progress or n_chunks < 2, unit="chunk")
+            try:
+                for k in mine:
+                    path = workdir / f"chunk-{k:05d}.parquet" if workdir is not None else None
+                    if path is not None and path.is_file():
+                        logger.debug("%s: chunk %d of %d reused from %s", self.name, k, n_chunks, workdir)
+                        bar.update(1)
+                        continue
+                    part = items.iloc[bounds[k] : bounds[k + 1]]
+                    logger.debug("%s: scoring chunk %d of %d (rank %d)", self.name, k, n_chunks, rank)
+                    out, too_long = self._score_chunk(handle, part, opts, progress and n_chunks < 2)
+                    if path is not None:
+                        from audit.store import write_json, write_parquet
+
+                        if too_long:  # before the chunk file, which marks the chunk complete
+                            write_json(path.with_name(f"excluded-{k:05d}.json"), too_long)
+                        write_parquet(path, out)
+                        _inject_fault(rank, len([q for q in mine if path.with_name(f"chunk-{q:05d}.parquet").is_file()]))
+                    else:
+                        scored[k] = out
+                        refused[k] = too_long
+                    bar.update(1)
+            finally:
+                bar.close()
+
+        try:
+            dist.together(f"{self.name}: scoring", score_mine)
+        except RankError as exc:
+            kept = f"the finished chunks are kept in {workdir}; rerun to complete the rest" if workdir else "nothing was kept"
+            ranks = "; ".join(f"rank {r}: {m}" for r, m in sorted(exc.failures.items()))
+            raise ProbeError(f"scoring failed on {ranks} ({kept})") from exc
         if rank != 0:
             return None
         if workdir is not None:
@@ -666,7 +675,10 @@ def _check_plan(workdir: Path, plan: dict[str, Any]) -> None:
 
 def _inject_fault(rank: int, chunks_written: int) -> None:
     """Fault injection for resumability tests: ``TAUDIT_FAIL_RANK=r TAUDIT_FAIL_AFTER_CHUNKS=n``
-    makes rank r die (as a killed process would) once it has n chunk files on disk."""
+    makes rank r die (as a killed process would) once it has n chunk files on disk; with
+    ``TAUDIT_FAIL_MODE=raise`` it raises instead (a probe that fails on one rank only)."""
     r, n = os.environ.get("TAUDIT_FAIL_RANK"), os.environ.get("TAUDIT_FAIL_AFTER_CHUNKS")
     if r is not None and n is not None and int(r) == rank and chunks_written >= int(n):
+        if os.environ.get("TAUDIT_FAIL_MODE") == "raise":
+            raise RuntimeError(f"injected fault on rank {rank} after {chunks_written} chunk(s)")
         os._exit(17)

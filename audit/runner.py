@@ -60,9 +60,19 @@ from typing import Any
 import numpy as np
 
 from audit.config import AuditConfig, ModelSpec, ProbeSpec
-from audit.distributed import Dist, from_env
+from audit.distributed import (
+    Dist,
+    RankError,
+    RankLost,
+    Stopped,
+    describe_lost_ranks,
+    from_env,
+    pid_alive,
+    stopped_by_launcher,
+)
 from audit.precision import dtype_warning
 from audit.probe import PROBES, ItemProbe, ProbeError
+from audit.runlock import RunLock
 from audit.store import RunDir, StorageError, environment, now_iso, write_json
 
 logger = logging.getLogger(__name__)
@@ -136,22 +146,12 @@ def _history(previous: dict[str, Any]) -> list[dict[str, Any]]:
         if h.get("status") != "running":
             continue
         pid = h.get("pid")
-        if h.get("host") == host and isinstance(pid, int) and pid != os.getpid() and _alive(pid):
+        if h.get("host") == host and isinstance(pid, int) and pid != os.getpid() and pid_alive(pid):
             logger.warning("attempt %s (pid %s on %s) is still marked running and that process exists: another "
                            "taudit may be writing this run directory", h.get("attempt"), pid, host)
         h["status"] = "interrupted"
         h["interrupted_seen_at"] = now_iso()
     return hist
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def run_dir_for(cfg: AuditConfig, model: ModelSpec, out: Path, run_id: str | None) -> Path:
@@ -215,7 +215,22 @@ def run_model(
     manifest can still be written.
     """
     dist = dist or Dist()
+    lock = RunLock(rd.path)
+    # rank 0 holds the run directory for the whole job; a second job on it is refused at once
+    dist.together("lock the run directory", lock.acquire if dist.is_main else lambda: None)
+    try:
+        return _run_locked(cfg, model, rd, policy=policy, progress=progress, dist=dist)
+    finally:
+        lock.release()
+
+
+def _run_locked(cfg: AuditConfig, model: ModelSpec, rd: RunDir, *, policy: Any, progress: bool,
+                dist: Dist) -> RunOutcome:
     main = dist.is_main
+    lost = describe_lost_ranks(rd.path / ".ranks") if main and dist.enabled else []
+    for line in lost:
+        logger.warning("the previous attempt's %s; resuming from the chunks it finished", line)
+    dist.progress_dir = rd.path / ".ranks"
     try:
         previous = rd.manifest()
     except ValueError as exc:
@@ -227,6 +242,7 @@ def run_model(
         "attempt": len(history) + 1, "status": "running", "started_at": now_iso(), "finished_at": None,
         "argv": list(sys.argv), "pid": os.getpid(), "host": socket.gethostname(), "world_size": dist.world,
         "error": None,
+        **({"lost_ranks": lost} if lost else {}),
         "resumed": {"probes_complete": [], "explain_complete": [], "chunks_reused": {},
                     "stale_temp_files": len(stale)},
     }
@@ -251,12 +267,20 @@ def run_model(
     }
     errors: list[str] = []
     try:
-        dist.barrier()  # every rank has read the previous manifest before rank 0 rewrites it
+        dist.exchange("read the manifest")  # every rank has read it before rank 0 rewrites it
         return _run_model(cfg, model, rd, manifest, attempt, errors, policy=policy, progress=progress, dist=dist)
     except KeyboardInterrupt:  # Ctrl-C: this attempt's end is known, unlike a kill's
         if main:
             attempt.update(status="interrupted", finished_at=now_iso())
             manifest["status"] = "interrupted"  # not "running": nothing is running any more
+            try:
+                rd.write_manifest(manifest)
+            except StorageError as again:
+                logger.error("%s", again)
+        raise
+    except RankLost as exc:  # another rank died: this attempt ends, its finished chunks stay
+        if main:
+            attempt.update(status="failed", finished_at=now_iso(), error=str(exc))
             try:
                 rd.write_manifest(manifest)
             except StorageError as again:
@@ -296,12 +320,12 @@ def _run_model(
     save(manifest)
     seed_everything(cfg.seed)
     try:
-        handle = load_model(
+        handle = dist.together("load the model", lambda: load_model(
             model.name, kind=model.kind, device=dist.device(model.device), dtype=model.dtype,
             revision=model.revision, device_map=model.device_map, allow_pickle=model.allow_pickle,
             trust_remote_code=model.trust_remote_code,
-        )
-    except (ModelLoadError, OSError, ValueError) as exc:
+        ))
+    except (ModelLoadError, OSError, ValueError, RankError) as exc:
         msg = f"model {model.name}: {type(exc).__name__}: {exc}"
         errors.append(msg)
         manifest.update(status="failed", errors=errors, finished_at=now_iso())
@@ -313,13 +337,18 @@ def _run_model(
     save(manifest)
 
     resumed = attempt["resumed"]
+    abort: StorageError | None = None  # rank 0 cannot write the run directory: every rank stops
     for spec in cfg.probes:
         if not _probe_applies(spec, model):
             continue
         name = spec.instance
-        done = rd.probe_complete(name)
-        dist.barrier()  # all ranks decide on the same state of the folder
-        if done:
+        # one exchange per probe, on every rank (rank-0-only probes too): rank 0 decides from the
+        # folder whether it is complete, and says whether the run must stop
+        state = dist.exchange(f"probe {name}", {"done": rd.probe_complete(name) if main else None,
+                                                "abort": str(abort) if abort else None})[0]
+        if state["abort"]:
+            break
+        if state["done"]:
             logger.info("probe %s already complete in %s; skipping", name, rd.path)
             manifest["probes"].setdefault(name, {"probe": spec.probe, "status": "complete"})
             resumed["probes_complete"].append(name)
@@ -327,7 +356,11 @@ def _run_model(
         manifest["probes"][name] = {"probe": spec.probe, "status": "running", "started_at": now_iso()}
         save(manifest)
         seed_everything(cfg.seed)
-        entry, err = _probe_step(handle, spec, cfg, rd, progress, dist)
+        try:
+            entry, err = _probe_step(handle, spec, cfg, rd, progress, dist)
+        except StorageError as exc:  # rank 0 only; the others learn of it at the next exchange
+            abort = exc
+            continue
         if entry is None:  # a rank other than 0
             continue
         datasets = entry.pop("datasets", None)
@@ -341,7 +374,11 @@ def _run_model(
             errors.append(f"{name}: {err}")
         save(manifest)
 
+    dist.exchange("probes done", {"abort": str(abort) if abort else None})
+    if abort is not None:
+        raise abort
     if not main:
+        dist.record("done")
         return RunOutcome(rd, "worker")
 
     for i, spec_d in enumerate(cfg.explain):
@@ -386,6 +423,7 @@ def _run_model(
         outcome.verdict = evaluate_policy(policy, rd)
         write_json(rd.path / "verdict.json", outcome.verdict.to_dict())
     errors += _post_run_hooks(rd, cfg)
+    dist.record("done")
     return outcome
 
 
@@ -415,6 +453,8 @@ def _probe_step(
         dt = time.perf_counter() - t0
         if isinstance(exc, StorageError) and dist.is_main:
             raise  # the run directory cannot be written: nothing else can be recorded either
+        if isinstance(exc, RankLost):
+            raise  # a rank died: the job cannot go on
         msg = str(exc) if isinstance(exc, StorageError) else f"{type(exc).__name__}: {exc}"
         if not dist.is_main:
             logger.error("rank %d: probe %s failed: %s", dist.rank, name, msg)
@@ -456,16 +496,26 @@ def run_audit(
     out_dir = Path(out) if out is not None else Path(cfg.resolve(cfg.output) or "runs")
     pol = _load_policy(cfg, policy)
     dist = from_env(cfg.distributed.backend)
+    rd: RunDir | None = None
     try:
-        if dist.enabled:
-            # one clock decides the run directory names for every rank
-            run_id = dist.broadcast_str(run_id or _dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
-        outcomes = []
-        for model in cfg.models:
-            rd = RunDir(run_dir_for(cfg, model, out_dir, run_id))
-            if dist.is_main:
-                logger.info("model %s → %s", model.name, rd.path)
-            outcomes.append(run_model(cfg, model, rd, policy=pol, progress=progress, dist=dist))
-        return outcomes
+        with stopped_by_launcher(dist):
+            try:
+                if dist.enabled:
+                    # one clock decides the run directory names for every rank
+                    run_id = dist.broadcast("choose the run id", run_id or _dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
+                outcomes = []
+                for model in cfg.models:
+                    rd = RunDir(run_dir_for(cfg, model, out_dir, run_id))
+                    if dist.is_main:
+                        logger.info("model %s → %s", model.name, rd.path)
+                    outcomes.append(run_model(cfg, model, rd, policy=pol, progress=progress, dist=dist))
+                return outcomes
+            except (Stopped, RankLost) as exc:
+                # a rank died: its barrier partner saw the closed socket, or the launcher stopped us
+                lost = describe_lost_ranks(rd.path / ".ranks", except_rank=dist.rank) if rd is not None else []
+                where = (f"; the finished chunks are kept in {rd.path}: rerun the same command to complete it"
+                         if rd is not None else "")
+                raise RankLost(f"rank {dist.rank} stopped: " + ("; ".join(lost) or str(exc) or "another rank stopped")
+                               + where) from exc
     finally:
         dist.close()

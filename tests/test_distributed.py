@@ -206,3 +206,115 @@ def test_killed_rank_in_counterfactual_rerun_completes_without_loss(tmp_path: Pa
     items = rd.probe_items("counterfactual")
     assert items["id"].tolist() == [f"t{i}" for i in range(len(CF_TEXTS))]  # nothing lost or duplicated
     assert_same_items(ref, rd)
+
+
+# --------------------------------------------------------------------------------------------
+# the abort at exit, a rank that raises, a rank that dies, one process per run directory
+# --------------------------------------------------------------------------------------------
+
+#: collectives that take tensors made in Python: a gloo worker thread may drop such a tensor while
+#: the interpreter is finalising, which aborts the process (audit/distributed.py's docstring)
+TENSOR_COLLECTIVES = ("all_reduce", "broadcast(", "broadcast_object_list", "all_gather", "gather(", "scatter",
+                      "reduce(", "reduce_scatter", "all_to_all", "send(", "recv(", "isend", "irecv")
+
+
+def test_no_collective_takes_a_tensor_made_in_python() -> None:
+    offenders = []
+    for folder in ("audit", "probes", "reports", "dashboard"):
+        for path in (REPO / folder).rglob("*.py"):
+            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                code = line.split("#", 1)[0]
+                if "distributed." in code and any(f".{c}" in code for c in TENSOR_COLLECTIVES):
+                    offenders.append(f"{path.relative_to(REPO)}:{n}: {line.strip()}")
+    assert not offenders, offenders
+
+
+@pytest.mark.slow
+def test_rank_that_raises_mid_probe_ends_the_job_with_a_clear_error_on_both_ranks(
+    tmp_path: Path, llama_path: Path
+) -> None:
+    cfg = write_config(tmp_path, {"llama": llama_path})
+    run = taudit(cfg, tmp_path / "runs", "raise", nproc=2, TAUDIT_FAIL_RANK="1", TAUDIT_FAIL_AFTER_CHUNKS="1",
+                 TAUDIT_FAIL_MODE="raise")
+    assert run.returncode != 0
+    err = run.stderr
+    # rank 1 says what it met, rank 0 names rank 1 and the probe; no abort, no hang (timeout=600)
+    assert "rank 1: probe crows_pairs failed: RuntimeError: injected fault on rank 1" in err, err[-3000:]
+    rank0 = [ln for ln in err.splitlines() if ln.strip().startswith("error: crows_pairs:")]
+    assert len(rank0) == 1 and "scoring failed on rank 1: RuntimeError: injected fault on rank 1" in rank0[0], err[-3000:]
+    assert "SIGABRT" not in err and "terminate called" not in err
+    rd = RunDir(tmp_path / "runs" / "raise")
+    probes = rd.manifest()["probes"]
+    assert probes["crows_pairs"]["status"] == "failed" and "rank 1" in probes["crows_pairs"]["error"]
+    # rank 1's first chunk, written before it raised, is kept for a rerun
+    assert (rd.probe_dir("crows_pairs") / "partial" / "chunk-00001.parquet").is_file()
+    rerun = taudit(cfg, tmp_path / "runs", "raise", nproc=2)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert rd.manifest()["status"] == "complete"
+
+
+@pytest.mark.slow
+def test_killed_rank_is_named_with_its_probe_by_rank_0_and_by_the_rerun(tmp_path: Path, llama_path: Path) -> None:
+    cfg = write_config(tmp_path, {"llama": llama_path})
+    crashed = taudit(cfg, tmp_path / "runs", "kill", nproc=2, TAUDIT_FAIL_RANK="1", TAUDIT_FAIL_AFTER_CHUNKS="1")
+    assert crashed.returncode != 0
+    errors = [ln for ln in crashed.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, crashed.stderr[-3000:]
+    assert "rank 1 (pid" in errors[0] and "stopped during 'crows_pairs: scoring'" in errors[0], errors
+    assert "rerun the same command" in errors[0]
+    rerun = taudit(cfg, tmp_path / "runs", "kill", nproc=2)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "the previous attempt's rank 1 (pid" in rerun.stderr
+    history = RunDir(tmp_path / "runs" / "kill").manifest()["history"]
+    assert history[0]["status"] in ("interrupted", "failed")
+    assert any("rank 1" in line and "crows_pairs" in line for line in history[1]["lost_ranks"])
+
+
+def test_second_run_on_the_same_run_directory_is_refused_at_once(tmp_path: Path, llama_path: Path) -> None:
+    import signal
+    import time
+
+    from audit.runlock import RunLock
+
+    cfg = write_config(tmp_path, {"llama": llama_path})
+    e = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    cli = [sys.executable, "-m", "audit.cli", "run", str(cfg), "--out", str(tmp_path / "runs"), "--run-id", "same", "-q"]
+    first = subprocess.Popen(cli, env=e, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lock = RunLock(tmp_path / "runs" / "same")
+    deadline = time.monotonic() + 300
+    while lock.holder().get("pid") != first.pid:  # the first run holds the lock: freeze it there
+        assert first.poll() is None and time.monotonic() < deadline, "the first run never took the lock"
+        time.sleep(0.05)
+    os.kill(first.pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        second = subprocess.run(cli, env=e, cwd=REPO, capture_output=True, text=True, timeout=300)
+        waited = time.monotonic() - t0
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    out, err = first.communicate(timeout=600)
+    assert second.returncode == 2
+    assert f"is in use by pid {first.pid} on " in second.stderr, second.stderr
+    assert waited < 120  # refused at once, not after waiting for the first run
+    assert first.returncode == 0, err[-3000:]
+    assert RunDir(tmp_path / "runs" / "same").manifest()["status"] == "complete"
+    # the kernel released the lock with the process: a third run takes it (nothing to redo)
+    third = subprocess.run(cli, env=e, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert third.returncode == 0, third.stderr[-3000:]
+
+
+def test_lock_is_released_when_its_holder_is_killed(tmp_path: Path) -> None:
+    import signal
+
+    from audit.runlock import RunDirBusy, RunLock
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from audit.runlock import RunLock; "
+                               f"lock = RunLock({str(tmp_path)!r}); lock.acquire(); print('held', flush=True); time.sleep(600)"],
+                              env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with pytest.raises(RunDirBusy, match=f"in use by pid {holder.pid} on "):
+        RunLock(tmp_path).acquire()
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait(timeout=60)
+    with RunLock(tmp_path) as lock:  # stale-lock safe: no cleanup needed after SIGKILL
+        assert lock.holder()["pid"] == os.getpid()
