@@ -236,7 +236,7 @@ def _run_locked(cfg: AuditConfig, model: ModelSpec, rd: RunDir, *, policy: Any, 
     except ValueError as exc:
         raise ValueError(f"{rd.manifest_path} is not valid JSON ({exc}); move it away or choose another --run-id "
                          "to start a new run") from exc
-    stale = rd.remove_stale_temp_files() if main else []  # before any rank writes (barrier below)
+    stale = rd.remove_stale_temp_files() if main else []  # before any rank writes (exchange below)
     history = _history(previous)
     attempt: dict[str, Any] = {
         "attempt": len(history) + 1, "status": "running", "started_at": now_iso(), "finished_at": None,
@@ -281,6 +281,7 @@ def _run_locked(cfg: AuditConfig, model: ModelSpec, rd: RunDir, *, policy: Any, 
     except RankLost as exc:  # another rank died: this attempt ends, its finished chunks stay
         if main:
             attempt.update(status="failed", finished_at=now_iso(), error=str(exc))
+            manifest.update(status="failed", finished_at=attempt["finished_at"], errors=[str(exc)])
             try:
                 rd.write_manifest(manifest)
             except StorageError as again:
