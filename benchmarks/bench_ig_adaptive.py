@@ -9,9 +9,10 @@ Jobs (the ones of issue 16, default options unless named):
 * **generation, Captum semantics**: earlier generated tokens held fixed, log-probability.
 
 Each job runs, in the same process and in this order: fixed 32-point Gauss–Legendre
-(``adaptive: false``, the behaviour before adaptive IG), then adaptive from 32 points with
-Gauss–Legendre (refines to 64, 128, …: no gradient reused), Clenshaw–Curtis (33 → 65 → 129 points,
-every gradient reused) and the composite trapezoid rule (same nodes' reuse). Per target the table
+(``adaptive: false``, the behaviour before adaptive IG), the default options (adaptive
+Clenshaw–Curtis from 32 points: 32 → 63 → 125 → 249, every gradient reused), adaptive
+Gauss–Legendre (32 → 64 → 128 → 256: no gradient reused) and the adaptive composite trapezoid rule
+(nested like Clenshaw–Curtis). Per target the table
 gives the final rule's points (``steps``), the gradients taken (``evaluations``), the gap and
 ``met``; per job the wall time and its ratio to the fixed run.
 
@@ -28,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -46,10 +48,11 @@ JOBS: dict[str, tuple[list[str], dict[str, Any]]] = {
 }
 RUNS: dict[str, dict[str, Any]] = {
     "fixed 32 GL": {"adaptive": False, "n_steps": 32, "integration": "gausslegendre"},
+    "adaptive Clenshaw-Curtis (default options)": {},
     "adaptive GL": {"n_steps": 32, "integration": "gausslegendre"},
-    "adaptive Clenshaw-Curtis": {"n_steps": 33, "integration": "clenshaw_curtis"},
-    "adaptive trapezoid": {"n_steps": 33, "integration": "trapezoid"},
+    "adaptive trapezoid": {"n_steps": 32, "integration": "trapezoid"},
 }
+DEFAULT_RUN = "adaptive Clenshaw-Curtis (default options)"
 RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
 SECTION = "## Adaptive Integrated Gradients (`benchmarks/bench_ig_adaptive.py`)"
 
@@ -75,6 +78,101 @@ def run(handle: Any, runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def vs_inseq(handle: Any, reps: int = 2) -> dict[str, Any]:
+    """Generation IG, 8 tokens, 32 Gauss–Legendre steps, probability target, source and earlier
+    generated tokens attributed (inseq's semantics), against inseq's ``integrated_gradients`` on the
+    same tokens (our prefix token prepended, our continuation forced); the two alternate ``reps``
+    times in this process and the fastest of each is kept. inseq starts from its own baseline."""
+    from importlib.metadata import version
+
+    import inseq
+    from scipy import stats
+
+    target = {"mode": "generate", "max_new_tokens": 8}
+    fixed = explain(handle, GEN_PROMPT, "ig", target, n_steps=32, adaptive=False)
+    e = fixed[0]
+    tok = handle.tokenizer
+    prompt = tok.decode([int(tok.convert_tokens_to_ids(e.tokens[0]))]) + GEN_PROMPT
+    model = inseq.load_model(handle.model, "integrated_gradients", tokenizer=tok)
+    times: dict[str, list[float]] = {"ours, fixed 32 GL": [], "inseq": [], "ours, default (adaptive)": []}
+    res: Any = None
+    for _ in range(reps):
+        for label in times:
+            t0 = time.perf_counter()
+            if label == "inseq":
+                res = model.attribute(prompt, generated_texts=prompt + e.info["continuation"], n_steps=32,
+                                      show_progress=False, skip_special_tokens=False)
+            else:
+                opts: dict[str, Any] = {"n_steps": 32, "adaptive": False} if label.startswith("ours, fixed") else {}
+                explain(handle, GEN_PROMPT, "ig", target, **opts)
+            times[label].append(time.perf_counter() - t0)
+            print(f"  {label:28s} {times[label][-1]:6.1f} s")
+    m = res.sequence_attributions[0].target_attributions.detach().float().numpy()
+    m = m.sum(-1) if m.ndim == 3 else m
+    ours_m = np.asarray(e.token_scores).T
+    rho = None
+    if m.shape == ours_m.shape:
+        ok = np.isfinite(m) & np.isfinite(ours_m)
+        ok[0] = False  # the prefix token: held fixed in ours
+        rho = float(stats.spearmanr(m[ok], ours_m[ok]).statistic)
+    best = {k: min(v) for k, v in times.items()}
+    return {"inseq_version": version("inseq"), "continuation": e.info["continuation"], "seconds": best,
+            "all_seconds": times, "inseq_over_ours_fixed": best["inseq"] / best["ours, fixed 32 GL"],
+            "spearman_vs_inseq": rho, "ours_fixed_worst_gap": float(np.nanmax(fixed.completeness_gaps()))}
+
+
+def backward_batching(handle: Any, rows: int = 16, reps: int = 2) -> dict[str, Any]:
+    """The K backward passes of one generation forward (8 tokens, ``rows`` path points): K sequential
+    ``autograd.grad`` calls (what IG does) vs one vmapped call (``is_grads_batched=True``) vs folding
+    the K targets into the batch with each row cut after its token (one forward of K × rows rows,
+    one backward). Fastest of ``reps``; max |difference| of the gradients against sequential."""
+    from audit.explain import prepare
+    from audit.explain.targets import embed_ids
+
+    p = prepare(handle, [GEN_PROMPT], {"mode": "generate", "max_new_tokens": 8})[0]
+    with torch.no_grad():
+        e, e0 = embed_ids(handle, p.ids[None]), embed_ids(handle, p.baseline_ids[None])
+    a = torch.linspace(0, 1, rows)[:, None, None]
+    k_n, pos = p.n_targets, p.target_positions or []
+
+    def sequential() -> torch.Tensor:
+        x = (e0 + a * (e - e0)).detach().requires_grad_(True)
+        y = p.fn(x, p.attn()[None].expand(rows, -1), *(t.expand(rows, -1) for t in p.aux))
+        return torch.stack([torch.autograd.grad(y[:, k].sum(), x, retain_graph=k < k_n - 1)[0] for k in range(k_n)])
+
+    def vmapped() -> torch.Tensor:
+        x = (e0 + a * (e - e0)).detach().requires_grad_(True)
+        y = p.fn(x, p.attn()[None].expand(rows, -1), *(t.expand(rows, -1) for t in p.aux))
+        eye = torch.eye(k_n)[:, None, :].expand(k_n, rows, k_n).contiguous()
+        return torch.autograd.grad(y, x, grad_outputs=eye, is_grads_batched=True)[0]
+
+    def folded() -> torch.Tensor:
+        t_max = max(pos)
+        x = torch.zeros(k_n * rows, t_max, e.shape[-1])
+        attn = torch.zeros(k_n * rows, t_max, dtype=torch.long)
+        for k, length in enumerate(pos):
+            x[k * rows : (k + 1) * rows, :length] = (e0 + a * (e - e0))[:, :length]
+            attn[k * rows : (k + 1) * rows, :length] = 1
+        aux = tuple(t[0].repeat_interleave(rows)[:, None] for t in p.aux)
+        x.requires_grad_(True)
+        (g,) = torch.autograd.grad(p.fn(x, attn, *aux).sum(), x)
+        return torch.nn.functional.pad(g.reshape(k_n, rows, t_max, -1), (0, 0, 0, p.length - t_max))
+
+    out: dict[str, Any] = {"rows": rows, "targets": k_n, "tokens": p.length}
+    with torch.enable_grad():
+        ref = sequential()
+        for name, fn in (("sequential", sequential), ("is_grads_batched", vmapped), ("folded, cut rows", folded)):
+            g = fn()
+            ts = []
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                fn()
+                ts.append(time.perf_counter() - t0)
+            out[name] = {"seconds": min(ts), "max_abs_diff": float((g - ref).abs().max())}
+            print(f"  {name:18s} {min(ts):6.2f} s  max |diff| {out[name]['max_abs_diff']:.1e}")
+    return out
+
+
 def _esc(v: Any) -> Any:
     return v.replace("|", "\\|") if isinstance(v, str) else v
 
@@ -96,7 +194,8 @@ def write_markdown(payload: dict[str, Any]) -> None:
              f"{payload['threads']}, load average {payload['load_start']} → {payload['load_end']} (1, 5, 15 min): "
              "the machine was shared by other agents' jobs, so compare the ratios within a job (all runs of a "
              "job are in the same process, one after another), not the seconds across reports. Model "
-             "smollm2-135m (real weights), baseline token <\\|endoftext\\|> (unk), tolerance 5 %, max_steps 256.",
+             "smollm2-135m (real weights), baseline token <\\|endoftext\\|> (unk), tolerance 5 %, max_steps 256. "
+             "Command: `benchmarks/bench_ig_adaptive.py --threads 1`.",
              "", "Per job (gradients = gradient evaluations over all its targets):", "",
              table(summary, ["job", "run", "seconds", "× fixed 32", "gradients", "worst gap", "targets met"]), "",
              f"Per target with the default options ({payload['default_run']}); seconds is the job's:", "",
@@ -112,17 +211,20 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-markdown", action="store_true")
+    ap.add_argument("--part", choices=["adaptive", "speed"], default="adaptive",
+                    help="adaptive: the gap/cost table; speed: generation IG vs inseq and backward batching")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     load0 = [round(x, 2) for x in os.getloadavg()]
     h = load_model("smollm2-135m", device="cpu")
+    if args.part == "speed":
+        speed = {"threads": args.threads, "load_start": load0, "inseq": vs_inseq(h),
+                 "backward": backward_batching(h), "load_end": [round(x, 2) for x in os.getloadavg()]}
+        print(f"wrote {save('ig_generation_speed', speed)}")
+        return 0
     rows = run(h, RUNS)
-    from audit.explain import get_explainer
-
-    d = get_explainer("ig").options
-    default_run = next(k for k, v in RUNS.items() if v.get("integration") == d["integration"] and "adaptive" not in v)
     payload = {"threads": args.threads, "load_start": load0, "load_end": [round(x, 2) for x in os.getloadavg()],
-               "default_run": default_run, "rows": rows}
+               "default_run": DEFAULT_RUN, "rows": rows}
     path = save("ig_adaptive", payload)
     print(f"wrote {path}")
     if not args.no_markdown:

@@ -31,8 +31,7 @@ What the columns mean:
   batching disabled (``max_batch_tokens=1``: every forward is one row; BOLD: generation
   ``batch_size=1``), against the batched code on the same subset; the speed-up is the ratio of
   the two times on that subset, and max |diff| the largest absolute difference over every float
-  column of the two items tables (probes) or of the two attribution arrays (explainers). Methods
-  that already run one example per forward have no batching knob: "no naive reference".
+  column of the two items tables (probes) or of the two attribution arrays (explainers).
 
 Scaling (unless ``--no-scaling``): CrowS-Pairs on both models, SEAT on bert-base and occlusion on
 bert-base at n, 10n, 100n items (n chosen from the rate measured in the table so that 100n takes
@@ -42,7 +41,7 @@ per item.
 
     .venv/bin/python benchmarks/bench_suite.py --threads 1 [--quick] [--device cpu|cuda|auto]
         [--probes crows_pairs,seat] [--methods ig,lime] [--models bert-base,smollm2-135m]
-        [--items N] [--no-scaling]
+        [--items N] [--no-scaling] [--out NAME]
 
 Writes ``benchmarks/results/suite.json`` (``suite_<device>.json`` off the CPU).
 """
@@ -87,8 +86,6 @@ MODELS = ("bert-base", "smollm2-135m")
 SCALE_TARGET_S = 60.0  # the 100n point of a scaling sweep should take about this long
 WARM_S = 3.0  # a subset run shorter than this is repeated: the first call is the warm-up
 NAIVE = {"max_batch_tokens": 1}
-# methods whose every forward already holds one example: max_batch_tokens changes nothing
-UNBATCHED_METHODS = ("saliency", "input_x_gradient", "grad_rollout", "head_importance")
 
 
 @dataclass
@@ -141,9 +138,9 @@ PROBES: dict[str, ProbeCase] = {
 
 # examples explained per model (quick mode divides by 2); the naive reference explains 1
 METHOD_N: dict[str, tuple[int, int]] = {
-    "ig": (2, 1), "saliency": (8, 4), "input_x_gradient": (8, 4), "gradient_shap": (2, 1), "occlusion": (8, 4),
+    "ig": (2, 1), "saliency": (32, 32), "input_x_gradient": (32, 32), "gradient_shap": (2, 1), "occlusion": (8, 4),
     "lime": (1, 1), "kernel_shap": (1, 1), "attention": (12, 6), "rollout": (12, 6), "attention_flow": (2, 1),
-    "grad_rollout": (6, 3), "head_importance": (6, 3),
+    "grad_rollout": (32, 16), "head_importance": (32, 32),
 }
 SUBJECTS = ["nurse", "doctor", "engineer", "teacher", "lawyer", "cleaner", "pilot", "secretary", "farmer", "chef",
             "manager", "dancer", "driver", "banker", "writer", "singer", "builder", "clerk", "judge", "baker"]
@@ -280,9 +277,6 @@ def bench_method(method: str, h: ModelHandle, model: str, n: int, peaks: Peaks, 
             ab, tb, cb = timed(h, lambda: explain(h, one, method))
         a, dt, c = (ab, tb, cb) if n == 1 else timed(h, lambda: explain(h, texts, method))
         out = row(method, model, "example explained", n, dt, c, params, peaks, options=a.options)
-        if method in UNBATCHED_METHODS:
-            out["note"] = "no naive reference: one example per forward already (no batching knob)"
-            return out
         an, tn, cn = timed(h, lambda: explain(h, one, method, **NAIVE))
     except Exception as exc:
         logger.exception("%s on %s failed", method, model)
@@ -394,7 +388,7 @@ def _pct(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--probes", default=None, help="comma-separated probe names (default: all)")
+    ap.add_argument("--probes", default=None, help="comma-separated probe names (default: all; none: no probe)")
     ap.add_argument("--methods", default=None, help="comma-separated explain methods (default: all)")
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--items", type=int, default=None, help="items per probe / examples per method (overrides)")
@@ -402,6 +396,7 @@ def main() -> int:
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     ap.add_argument("--quick", action="store_true", help="half the items; scaling at n and 10n only")
     ap.add_argument("--no-scaling", action="store_true")
+    ap.add_argument("--out", default=None, help="results/<name>.json (default suite, suite_<device> off the CPU)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for noisy in ("transformers", "audit", "probes"):
@@ -409,7 +404,7 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    probes = args.probes.split(",") if args.probes else list(PROBES)
+    probes = [] if args.probes == "none" else args.probes.split(",") if args.probes else list(PROBES)
     methods = args.methods.split(",") if args.methods else list(METHOD_N)
     unknown = sorted(set(probes) - set(PROBES)) + sorted(set(methods) - set(METHOD_N))
     if unknown:
@@ -421,7 +416,7 @@ def main() -> int:
     rows: list[dict[str, Any]] = []
     scale_rows: list[dict[str, Any]] = []
     models: dict[str, Any] = {}
-    out_name = "suite" if device == "cpu" else f"suite_{device}"
+    out_name = args.out or ("suite" if device == "cpu" else f"suite_{device}")
 
     def payload() -> dict[str, Any]:
         finish(rows, peaks)

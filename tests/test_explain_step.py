@@ -97,6 +97,10 @@ def test_run_explain_step_writes_the_contract(tmp_path: Path, bert_mlm) -> None:
     assert gap["value"] < 0.05 and gap["ideal"] == 0.0 and gap["higher_is_better"] is False and gap["n"] == 2
     assert "rank_spearman:occlusion" in summary["metrics"]["ig"]
     assert summary["metrics"]["occlusion"]["tau_loo"]["value"] == pytest.approx(1.0)
+    # each IG target's gap, steps and met, for the report and dashboard
+    comp = summary["completeness"]
+    assert [(r["method"], r["example"]) for r in comp] == [("ig", 0), ("ig", 1)]
+    assert all(r["steps"] >= 16 and r["met"] == (r["gap"] <= 0.05) and r["evaluations"] == r["steps"] for r in comp)
 
 
 def test_step_reads_csv_and_reports_a_missing_column(tmp_path: Path, bert_classifier) -> None:  # type: ignore[no-untyped-def]

@@ -34,7 +34,7 @@ COMMON_OPTIONS: dict[str, Any] = {
     "baseline": "auto",  # the token a removed position holds / IG starts from (see targets.baseline_token_id)
     "max_batch_tokens": None,  # padded tokens per forward (rows × length); None: by device
 }
-#: relative IG completeness gap above which a warning is raised (DESIGN.md)
+#: relative IG completeness gap above which a warning is raised (README, "Explainers")
 GAP_WARNING = 0.05
 
 ExplainFn = Callable[["ModelHandle", list[Prepared], dict[str, Any], bool], list[dict[str, Any]]]

@@ -201,6 +201,21 @@ def _run_methods(handle: ModelHandle, preps: list[Any], methods: list[str], per:
     return attrs, timings
 
 
+def completeness_table(attrs: list[Attributions]) -> list[dict[str, Any]]:
+    """Per method, example and target: the IG completeness gap, steps, gradient evaluations and
+    ``met`` (what the report and dashboard show beside each heat map)."""
+    rows = []
+    for a in attrs:
+        for e in a.examples:
+            c = e.completeness or {}
+            for k, name in enumerate(e.target_names if c else []):
+                rows.append({"method": a.method, "example": e.index, "target": name, "gap": c["gap"][k],
+                             "steps": (c.get("steps") or [c.get("n_steps")] * (k + 1))[k],
+                             "evaluations": (c.get("evaluations") or [None] * (k + 1))[k],
+                             "met": (c.get("met") or [None] * (k + 1))[k]})
+    return rows
+
+
 def run_explain_step(handle: ModelHandle, spec: dict[str, Any], run_dir: RunDir, name: str, seed: int = 0,
                      progress: bool = True) -> dict[str, Any]:
     """Run one ``explain:`` entry and write ``explain/<name>/`` (summary.json last)."""
@@ -243,6 +258,7 @@ def run_explain_step(handle: ModelHandle, spec: dict[str, Any], run_dir: RunDir,
             "target": {"spec": target, "mode": mode, "per_example": [p.target_names for p in preps]},
             "metrics": summarize(mdf), "metric_names": metric_names, "warnings": warnings,
             "options": {m: attrs[i].options for i, m in enumerate(methods)}, "model": handle.name,
+            "completeness": completeness_table(attrs),
             "kind": handle.kind, "seed": seed, "timings_s": timings, "duration_s": round(duration, 3),
             "n_examples": len(preps), "finished_at": now_iso(),
         }

@@ -19,7 +19,7 @@ the same number. Kind-specific targets (``target=`` dict keys in brackets):
   (``pair``, or give inputs as ``(text, pair)`` tuples).
 
 Probability outputs are the default: Integrated Gradients on a causal LM's log-probability can be
-far from complete (see DESIGN.md). Perturbations replace a token by the *baseline* token, the
+far from complete (benchmarks/RESULTS.md, "Explainers"). Perturbations replace a token by the *baseline* token, the
 same token IG starts its path from (``baseline="auto"``: pad, or unk for causal LMs).
 """
 
