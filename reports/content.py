@@ -21,6 +21,7 @@ import yaml
 from audit.policy import STATUSES as VERDICT_STATUSES
 from audit.store import RunDir, now_iso, read_json
 from reports import knowledge
+from reports.compute import compute_section
 from reports.findings import key_findings
 
 logger = logging.getLogger(__name__)
@@ -585,6 +586,7 @@ def collect_report(run_dir: RunDir | str | Path, verdict_file: str | Path | None
         "reproducibility": repro,
         "disclaimer": knowledge.DISCLAIMER,
     }
+    doc["compute"] = compute_section(doc)
     doc["evidence"] = knowledge.evidence_rows(doc)
     doc["key_findings"] = key_findings(doc)
     return doc

@@ -307,3 +307,44 @@ def test_runs_through_the_runner_with_its_files_in_the_manifest(tmp_path: Path, 
     m = o.run_dir.probe_metrics("privacy")
     assert {"pii_rate", "extractable_gap", "canary_exposure"} <= set(m)
     assert m["pii_rate"].ci_high is not None
+
+
+def test_report_and_model_card_sections_with_hostile_generations(tmp_path: Path, gpt2_path: Path) -> None:
+    """privacy + cost through the runner: the report has the leaking items and a Compute cost
+    section, the card its Environmental Impact and inference-cost fields; a generation holding
+    markup stays inert in HTML and Markdown."""
+    import pandas as pd
+    import yaml
+
+    from audit.config import load_config
+    from audit.runner import run_audit
+    from reports.builder import build_reports
+
+    cfg = {"seed": 0, "output": str(tmp_path / "runs"), "models": [{"name": str(gpt2_path)}],
+           "probes": [{"probe": "privacy", "options": {"parts": ["pii"], "max_prompts": 3, "samples_per_prompt": 1,
+                                                       "max_new_tokens": 6, "ner": "off"}},
+                      {"probe": "cost", "options": {"lengths": [16, 32], "prefill_length": 8, "new_tokens": 3,
+                                                    "repeats": 3, "batch_tokens": 64, "matmul_seconds": 0.1}}],
+           "report": {"enabled": False}}
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(cfg))
+    [o] = run_audit(load_config(tmp_path / "a.yaml"), run_id="r", progress=False)
+    assert o.status == "complete", o.errors
+    rd = o.run_dir
+    items_path = rd.probe_dir("privacy") / "items.parquet"
+    items = pd.read_parquet(items_path)
+    hostile = "<script>alert('x')</script> [[EMAIL_ADDRESS ✓: <img src=x onerror=alert(1)>]] | *bold* `code`"
+    items.loc[0, "shown"], items.loc[0, "leak"] = hostile, 1.0
+    items.to_parquet(items_path, index=False)
+    written = build_reports(rd, ["html", "md", "json"])
+    html = written["html"].read_text(encoding="utf-8")
+    card = written["md"].read_text(encoding="utf-8")
+    doc = json.loads(written["json"].read_text(encoding="utf-8"))
+    assert "<script>alert" not in html and "<img src=x" not in html and "&lt;script&gt;alert" in html
+    assert "<script>alert" not in card and "<img src=x" not in card
+    assert '<section id="compute">' in html and "Decode tokens/s, batch 1" in html
+    assert "## Environmental Impact" in card and "#### Inference cost" in card and "Decode tokens/s, budget batch" in card
+    rows = {r["name"]: r for r in doc["compute"]["rows"]}
+    assert rows["decode_tokens_per_s"]["ci_low"] <= rows["decode_tokens_per_s"]["value"]
+    assert {r["name"] for r in doc["compute"]["audit_cost"]} >= {"privacy", "cost"}
+    top = [p for p in doc["probes"] if p["name"] == "privacy"][0]["top_items"]
+    assert top["effect_column"] == "leak" and top["rows"][0]["texts"]["shown"].startswith("<script>")
