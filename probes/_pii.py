@@ -149,6 +149,8 @@ class PiiDetector:
             UsSsnRecognizer,
         )
 
+        # Presidio logs every recognizer it builds at INFO: keep an audit's log readable
+        logging.getLogger("presidio-analyzer").setLevel(max(logging.WARNING, logging.getLogger().level))
         self.phone_regions = tuple(phone_regions)
         recs = [EmailRecognizer(), PhoneRecognizer(supported_regions=list(self.phone_regions)),
                 CreditCardRecognizer(), IbanRecognizer(), IpRecognizer(), UsSsnRecognizer(), UrlRecognizer(),
