@@ -199,6 +199,31 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_data(args: argparse.Namespace) -> int:
+    from audit.catalogue import DataError, catalogue, data_dir, entry, fetch, is_fetched
+
+    root = Path(args.dir).expanduser() if args.dir else data_dir()
+    if args.data_command == "list":
+        rows = []
+        for name, e in catalogue().items():
+            size = sum(f["bytes"] for f in e["files"]) / 1e6
+            state = "fetched" if is_fetched(name, root) else "not fetched"
+            rows.append((name, f"{size:6.1f} MB", f"{e['title']} — licence: {e['licence']} — {state}"))
+        _columns(f"datasets (in {root})", ("name", "size", "what"), rows)
+        return EXIT_OK
+    try:
+        for name in args.names:
+            e = entry(name)
+            paths = fetch(name, root, mirror=args.mirror)
+            print(f"{name}: {len(paths)} file(s) verified (sha256) in {root / e['data']}")
+            print(f"  licence: {e['licence']} — source: {e['source']}")
+            print(f"  in a config: data: {name}" + ("" if not args.dir else f"  (with TAUDIT_DATA_DIR={root})"))
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK
+
+
 def _version() -> str:
     try:
         return version("transformer-audit")
@@ -249,6 +274,19 @@ def build_parser() -> argparse.ArgumentParser:
                     "its policy. Exit codes: 0 valid; 2 invalid (the message names the field).")
     v.add_argument("config", help="audit YAML to check")
     v.set_defaults(func=_cmd_validate)
+
+    d = sub.add_parser("data", help="list or fetch benchmark datasets (CrowS-Pairs, StereoSet, SEAT, BBQ, …)",
+                       description="Fetch benchmarks from their official source URLs, verify each file's "
+                                   "pinned sha256 and print the licence; a config can then say 'data: NAME'. "
+                                   "Exit codes: 0 ok; 2 unknown name, download error or sha256 mismatch.")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    dl = dsub.add_parser("list", help="the datasets, their size, licence and whether they are fetched")
+    fe = dsub.add_parser("fetch", help="download and verify datasets")
+    for x in (dl, fe):
+        x.add_argument("--dir", help="data folder (default: $TAUDIT_DATA_DIR, else ~/.cache/transformer-audit/data)")
+    fe.add_argument("names", nargs="+", metavar="NAME", help="dataset names from 'taudit data list'")
+    fe.add_argument("--mirror", help="fetch the same paths from this base URL instead (also $TAUDIT_DATA_MIRROR)")
+    d.set_defaults(func=_cmd_data)
 
     for ep in entry_points(group="transformer_audit.commands"):
         try:

@@ -191,6 +191,15 @@ class AuditConfig(BaseModel):
             p = Path(self.base_dir) / p
         return str(p)
 
+    def resolve_data(self, data: str | None) -> str | None:
+        """A probe's ``data``: a path (as :meth:`resolve`), or the name of a dataset fetched with
+        ``taudit data fetch`` (``crows_pairs``) when no file of that name exists."""
+        if data is None or Path(self.resolve(data)).exists():
+            return self.resolve(data)
+        from audit.catalogue import resolve_data
+
+        return self.resolve(resolve_data(data))
+
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
@@ -277,8 +286,13 @@ def check_paths(cfg: AuditConfig, source: str) -> None:
         if _looks_local(m.name) and not Path(cfg.resolve(m.name)).exists():
             problems.append(f"models.{i}.name: model folder {cfg.resolve(m.name)} does not exist")
     for i, p in enumerate(cfg.probes):
-        if p.data is not None and not Path(cfg.resolve(p.data)).exists():
-            problems.append(f"probes.{i}.data: file {cfg.resolve(p.data)} does not exist (probe {p.instance!r})")
+        try:
+            data = cfg.resolve_data(p.data)
+        except ValueError as exc:  # a dataset name that was not fetched
+            problems.append(f"probes.{i}.data: {exc}")
+            continue
+        if data is not None and not Path(data).exists():
+            problems.append(f"probes.{i}.data: file {data} does not exist (probe {p.instance!r})")
     for i, spec in enumerate(cfg.explain):
         data = spec.get("data")
         if isinstance(data, str) and not Path(cfg.resolve(data)).exists():

@@ -438,7 +438,7 @@ def _probe_step(
         reason = f"{spec.probe} does not run on {handle.kind} models (supports {', '.join(probe.kinds)})"
         logger.info("skipping %s on %s: %s", name, handle.name, reason)
         return ({"probe": spec.probe, "status": "skipped", "reason": reason} if dist.is_main else None), None
-    data = cfg.resolve(spec.data)
+    data = cfg.resolve_data(spec.data)
     t0 = time.perf_counter()
     logger.info("probe %s on %s", name, handle.name)
     result = None
