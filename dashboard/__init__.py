@@ -9,5 +9,9 @@ page uses; :mod:`dashboard.render` builds charts and escaped HTML heatmaps.
 from __future__ import annotations
 
 RUNS_ENV = "TAUDIT_RUNS_DIR"
+#: the shared access token of a dashboard bound to a non-loopback address (set by ``taudit dashboard``)
+TOKEN_ENV = "TAUDIT_DASHBOARD_TOKEN"  # nosec B105  # the variable's name, not a secret
+#: comma-separated models the Live page may load (``--live-models``); set on a shared dashboard
+LIVE_ENV = "TAUDIT_LIVE_MODELS"
 
-__all__ = ["RUNS_ENV"]
+__all__ = ["LIVE_ENV", "RUNS_ENV", "TOKEN_ENV"]

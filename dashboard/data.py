@@ -145,6 +145,7 @@ class RunInfo:
     errors: list[str] = field(default_factory=list)
     message: str | None = None  # why the run could not be read (fully)
     manifest: dict[str, Any] = field(default_factory=dict)
+    top_finding: str = ""  # the first key finding (report.json, else computed from the summaries)
 
     @property
     def readable(self) -> bool:
@@ -220,7 +221,35 @@ def load_run_info(rr: RunsRoot, run_id: str) -> RunInfo:
             info.errors.append(f"{run_id}/{problem}")
     elif "does not exist" not in vmsg:
         info.errors.append(vmsg)
+    info.top_finding = _top_finding(rr, run_id)
     return info
+
+
+def _top_finding(rr: RunsRoot, run_id: str) -> str:
+    """The first key finding of the run: from its report.json, else from its summary.json files."""
+    report, msg = _read_json_file(rr, run_id, "report.json")
+    findings = as_dict(as_dict(report).get("key_findings")).get("findings") if msg is None else None
+    if not isinstance(findings, list):
+        from reports.content import quick_findings
+
+        try:
+            findings = quick_findings(rr.run_dir(run_id))["findings"]
+        except (OSError, ValueError) as exc:
+            logger.debug("no findings for %s: %s", run_id, exc)
+            return ""
+    first = as_dict(findings[0]) if findings else {}
+    return str(first.get("text") or "")
+
+
+def probe_notices(p: ProbeData) -> list[str]:
+    """The probe's warnings and its metrics' warnings, each once: a metric warning that a probe
+    warning already states (``"metric: n < 30 …"``) is not repeated."""
+    out = list(dict.fromkeys(w.strip() for w in p.warnings if w and w.strip()))
+    for name, m in p.metrics.items():
+        w = (m.warning or "").strip()
+        if w and not any(w in x for x in out):
+            out.append(f"{name}: {w}")
+    return out
 
 
 def runs_table(infos: list[RunInfo]) -> pd.DataFrame:
@@ -233,13 +262,14 @@ def runs_table(infos: list[RunInfo]) -> pd.DataFrame:
             "kind": r.kind,
             "status": r.status,
             "verdict": r.verdict or "—",
+            "top finding": r.top_finding or "—",
             "probes": ", ".join(f"{k} ({v})" if v != "complete" else k for k, v in r.probes.items()),
             "explain": ", ".join(r.explain),
             "date": (r.created_at or "")[:19].replace("T", " "),
             "problem": r.message or "; ".join(r.errors),
         })
-    return pd.DataFrame(rows, columns=["run", "model", "kind", "status", "verdict", "probes", "explain",
-                                       "date", "problem"])
+    return pd.DataFrame(rows, columns=["run", "model", "kind", "status", "verdict", "top finding", "probes",
+                                       "explain", "date", "problem"])
 
 
 # --------------------------------------------------------------------------------------------

@@ -113,11 +113,16 @@ def pick_run(label: str, infos: list[RunInfo], slot: int, key: str) -> RunInfo |
         return None
     ids = [r.run_id for r in readable]
 
+    models = {r.run_id: r.model for r in readable}
+
     def shown(i: int, sel: list[str]) -> str:
         if len(sel) > i and sel[i] in ids:
             return sel[i]
         taken = [shown(j, sel) for j in range(i)]
-        return next((r for r in ids if r not in taken), ids[0])
+        free = [r for r in ids if r not in taken]
+        # unselected: a run of the same model as the first slot (the only comparable one), else any other
+        same = [r for r in free if taken and models[r] == models[taken[0]]]
+        return next(iter(same or free), ids[0])
 
     def _store() -> None:
         sel = selected(ids)

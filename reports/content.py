@@ -122,6 +122,17 @@ def _read_table(path: Path) -> tuple[pd.DataFrame | None, str]:
 
 # -- probes ------------------------------------------------------------------------------------
 
+def breakdown_row(r: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored breakdown row (parquet or summary.json) with numbers as floats/ints and labels as text."""
+    row = {k: py(r.get(k)) for k in _BREAKDOWN_FIELDS}
+    for k in ("value", "ci_low", "ci_high", "p_value", "p_adjusted"):
+        row[k] = _num(row[k])
+    row["n"] = int(row["n"]) if _num(row["n"]) is not None else None
+    for k in ("group_by", "group", "metric"):
+        row[k] = "" if row[k] is None else str(row[k])
+    return row
+
+
 def _breakdown(rd: RunDir, name: str, summary: Mapping[str, Any]) -> tuple[list[dict[str, Any]], str]:
     df, err = _read_table(rd.probe_dir(name) / "breakdown.parquet")
     records: list[Mapping[str, Any]]
@@ -129,15 +140,7 @@ def _breakdown(rd: RunDir, name: str, summary: Mapping[str, Any]) -> tuple[list[
         records = df.to_dict(orient="records")
     else:
         records = summary.get("breakdown") or []
-    rows = []
-    for r in records:
-        row = {k: py(r.get(k)) for k in _BREAKDOWN_FIELDS}
-        for k in ("value", "ci_low", "ci_high", "p_value", "p_adjusted"):
-            row[k] = _num(row[k])
-        row["n"] = int(row["n"]) if _num(row["n"]) is not None else None
-        for k in ("group_by", "group", "metric"):
-            row[k] = "" if row[k] is None else str(row[k])
-        rows.append(row)
+    rows = [breakdown_row(r) for r in records]
     note = err
     if len(rows) > MAX_BREAKDOWN_ROWS:
         note = f"{len(rows)} breakdown rows; the first {MAX_BREAKDOWN_ROWS} are shown"
@@ -477,6 +480,24 @@ def _package_version() -> str:
 
 def _duration(manifest: Mapping[str, Any]) -> float | None:
     return _num((manifest.get("timings") or {}).get("total_s"))
+
+
+def quick_findings(run_dir: RunDir | str | Path) -> dict[str, Any]:
+    """The key findings of a run from its ``summary.json`` files alone (no parquet, no plots):
+    what the dashboard's Runs page shows for runs whose report.json is missing."""
+    rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    probes = []
+    for name in rd.probe_names():
+        summary, _ = _safe_json(rd.probe_dir(name) / "summary.json")
+        if not summary or summary.get("status") != "complete":
+            continue
+        metrics = [metric_entry(k, v or {}) for k, v in (summary.get("metrics") or {}).items()]
+        primary = summary.get("primary_metric") or (summary.get("info") or {}).get("primary_metric")
+        if primary not in {m["name"] for m in metrics}:
+            primary = metrics[0]["name"] if metrics else None
+        rows = [breakdown_row(r) for r in summary.get("breakdown") or []]
+        probes.append({"name": name, "metrics": metrics, "primary_metric": primary, "breakdown": rows})
+    return key_findings({"probes": probes, "missing": [], "limitations": [], "verdict": None})
 
 
 def collect_report(run_dir: RunDir | str | Path, verdict_file: str | Path | None = None) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from dashboard.data import (
     item_table,
     metrics_frame,
     probe_names,
+    probe_notices,
 )
 from dashboard.render import (
     breakdown_chart,
@@ -34,8 +35,6 @@ def show_metrics(p: ProbeData) -> None:
             st.metric(md_escape(name), md_escape(fmt(m.value, m.unit)), delta=metric_delta(m), delta_color="off",
                       help=md_escape(m.description) if m.description else None)
             st.caption(md_escape(metric_caption(m)))
-            if m.warning:
-                st.warning(md_escape(m.warning))
     chart = metric_chart(p.metrics)
     if chart is not None:
         st.altair_chart(chart, width="stretch")
@@ -101,8 +100,10 @@ def show_probe(rr: RunsRoot, run_id: str, name: str) -> None:
         return
     if p.message:
         st.warning(md_escape(p.message))
-    for w in p.warnings:
-        st.warning(md_escape(w))
+    notes = probe_notices(p)
+    if notes:  # one compact notice per probe, not one banner per warning and again per metric
+        st.warning(f"**{len(notes)} caveat(s) for {md_escape(name)}** (small samples make intervals rough): "
+                   + " · ".join(md_escape(w) for w in notes))
     key = f"{run_id}:{name}"
     if p.metrics:
         show_metrics(p)

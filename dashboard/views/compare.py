@@ -47,6 +47,10 @@ with ca:
     show_run_state(a)
 with cb:
     show_run_state(b)
+if a.model != b.model:
+    st.warning(f"A and B audit different models ({md_escape(a.model)} vs {md_escape(b.model)}): only metrics "
+               "measured the same way on the same data are comparable, and a difference is about the models, "
+               "not a change to one. Pick two runs of the same model to compare a change.")
 ident = pd.DataFrame({"A": identity(a), "B": identity(b)})
 st.dataframe(ident, width="stretch", height=36 * (len(ident) + 1) + 3)
 

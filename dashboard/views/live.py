@@ -8,6 +8,7 @@ implementation while they run. Nothing is written to the runs root.
 
 from __future__ import annotations
 
+import os
 import threading
 from functools import partial
 from pathlib import Path
@@ -19,10 +20,19 @@ from audit.explain import ExplainError, InputTooLongError, explain, get_explaine
 from audit.explain.base import GAP_WARNING
 from audit.explain.targets import MODES
 from audit.models import DEMO_MODELS, KINDS, ModelHandle, ModelLoadError, load_model
+from dashboard import LIVE_ENV
 from dashboard.explain_view import show_method
 from dashboard.render import fmt, md_escape
 
 LOCAL = "local folder"
+
+
+def allowed_models() -> list[str] | None:
+    """The ``--live-models`` allow-list (``None``: not restricted, a local dashboard without it)."""
+    raw = os.environ.get(LIVE_ENV)
+    if raw is None:
+        return None
+    return [m.strip() for m in raw.split(",") if m.strip()]
 AUTO_KIND = "(from the model's config)"
 MODE_HELP = {
     "mask": "probability of a token at the [MASK]",
@@ -33,6 +43,7 @@ MODE_HELP = {
     "class": "probability of a class",
     "cosine": "cosine similarity with a second text",
 }
+DEFAULT_PAIR = "The doctor said that he was tired."
 DEFAULT_TEXT = {
     "masked-lm": "The nurse said that [MASK] was tired.",
     "causal-lm": "The nurse said that",
@@ -77,9 +88,12 @@ def target_inputs(handle: ModelHandle) -> dict[str, Any] | None:
     mode = st.selectbox("Target", modes, key="live_mode", format_func=lambda m: f"{m} — {MODE_HELP.get(m, '')}")
     target: dict[str, Any] = {"mode": mode}
     if mode in ("mask", "next"):
-        tok = st.text_input("Token to explain (empty: the model's top prediction)", key="live_token")
+        tok = st.text_input("Token to explain (empty: the model's top prediction); kept as typed, so a "
+                            "leading space is part of it (\" she\" and \"she\" are different tokens)",
+                            key="live_token")
         if tok.strip():
-            target["token"] = tok.strip()
+            target["token"] = tok  # as typed: stripping " she" would explain another token
+            token_ids(handle, tok)
     elif mode == "generate":
         target["max_new_tokens"] = int(st.number_input("Tokens to generate", 1, 64, 5, key="live_new_tokens"))
     elif mode == "class":
@@ -87,12 +101,24 @@ def target_inputs(handle: ModelHandle) -> dict[str, Any] | None:
         if cls.strip():
             target["class"] = int(cls) if cls.strip().lstrip("-").isdigit() else cls.strip()
     elif mode == "cosine":
-        pair = st.text_input("Second text", key="live_pair")
+        if "live_pair" not in st.session_state:
+            st.session_state["live_pair"] = DEFAULT_PAIR
+        pair = st.text_input("Second text (the target is the cosine similarity of the two texts)", key="live_pair")
         if not pair.strip():
             st.info("Type a second text: the target is the cosine similarity of the two texts.")
             return None
         target["pair"] = pair
     return target
+
+
+def token_ids(handle: ModelHandle, tok: str) -> None:
+    """Show which token id(s) the typed token is, and warn when it is not a single token."""
+    ids = handle.tokenizer.encode(tok, add_special_tokens=False)
+    pieces = handle.tokenizer.convert_ids_to_tokens(ids)
+    st.caption("Token: " + ", ".join(f"{md_escape(repr(p))} (id {i})" for p, i in zip(pieces, ids, strict=True)))
+    if len(ids) != 1:
+        st.warning(f"{md_escape(repr(tok))} is {len(ids)} tokens for this tokenizer; the target is its first "
+                   "token. Type a single token (with its leading space if the word follows another).")
 
 
 def valid_methods(kind: str, mode: str) -> list[str]:
@@ -136,18 +162,33 @@ def run_explain(handle: ModelHandle, model_key: tuple[str, str | None], text: st
 
 st.title("Live")
 st.caption("Loads a model on this machine and explains a text you type. Nothing is written to the runs root.")
-sources = [*DEMO_MODELS, LOCAL]
-src = st.selectbox("Model", sources, key="live_source", index=len(sources) - 1,
-                   format_func=lambda s: f"{s} — {DEMO_MODELS[s].description}" if s in DEMO_MODELS else "a local model folder")
+allowed = allowed_models()
+if allowed is not None and not allowed:
+    st.warning("The Live page is off on this shared dashboard: it loads only the models listed at start "
+               "(taudit dashboard … --live-models smollm2-135m,./my-model).")
+    st.stop()
+if allowed is None:
+    sources = [*DEMO_MODELS, LOCAL]
+    index = len(sources) - 1
+else:
+    sources = allowed
+    index = 0
+src = st.selectbox("Model", sources, key="live_source", index=index,
+                   format_func=lambda s: f"{s} — {DEMO_MODELS[s].description}" if s in DEMO_MODELS
+                   else ("a local model folder" if s == LOCAL else s))
 path = st.text_input("Local model folder", key="live_path") if src == LOCAL else ""
 kind_choice = st.selectbox("Load as", [AUTO_KIND, *KINDS], key="live_kind")
 kind = None if kind_choice == AUTO_KIND else kind_choice
 if st.button("Load model", key="live_load"):
     name = src
-    if src == LOCAL:
-        p = Path(path.strip()).expanduser()
-        if not path.strip() or not p.is_dir():
-            st.error(f"{md_escape(path or '(empty)')} is not a folder. Give the folder that holds config.json "
+    if allowed is not None and src not in allowed:  # the widget offers only these; refuse anything else
+        st.error(f"{md_escape(src)} is not on this dashboard's --live-models list.")
+        st.stop()
+    if src == LOCAL or (allowed is not None and src not in DEMO_MODELS):
+        folder = path if src == LOCAL else src
+        p = Path(folder.strip()).expanduser()
+        if not folder.strip() or not p.is_dir():
+            st.error(f"{md_escape(folder or '(empty)')} is not a folder. Give the folder that holds config.json "
                      "and the safetensors weights.")
             st.stop()
         name = str(p.resolve())

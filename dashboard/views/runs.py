@@ -21,6 +21,7 @@ counts = table["status"].value_counts().to_dict()
 st.caption(" · ".join(f"{md_escape(k)}: {v}" for k, v in counts.items()) + f" — {len(infos)} run(s)")
 st.dataframe(table, hide_index=True, width="stretch", column_config={
     "run": st.column_config.TextColumn("run", pinned=True),
+    "top finding": st.column_config.TextColumn("top finding", width="large"),
     "problem": st.column_config.TextColumn("problem", width="large"),
 })
 
@@ -50,6 +51,8 @@ for info in [i for i in infos if i.run_id in sel]:
         c1.metric("Status", md_escape(info.status))
         c2.metric("Verdict", info.verdict or "—")
         c3.metric("Probes", len(info.probes))
+        if info.top_finding:
+            st.markdown(f"**Top finding:** {md_escape(info.top_finding)}")
         if info.verdict_counts:
             st.caption(" · ".join(f"{k}: {v}" for k, v in sorted(info.verdict_counts.items())))
         if info.verdict_checks:
