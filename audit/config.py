@@ -28,7 +28,6 @@ An invalid config raises :class:`ConfigError` naming the field and the problem.
 
 from __future__ import annotations
 
-import inspect
 import re
 from importlib import resources
 from pathlib import Path
@@ -44,6 +43,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from audit.errors import OptionsError, brief, located
 
 
 class ConfigError(ValueError):
@@ -305,49 +306,42 @@ def check_paths(cfg: AuditConfig, source: str) -> None:
 
 
 def check_names(cfg: AuditConfig, source: str) -> None:
-    """Probe names, probe options and explain specs checked against what is registered."""
-    from audit.datafiles import brief
+    """Probe names, probe options (each probe's ``Options``, which become ``p.options`` as
+    validated) and explain specs checked against what is registered; every problem is listed."""
+    from audit.explain import validate_explain_spec
     from audit.probe import PROBES
     from audit.registry import UnknownNameError
 
+    found: list[tuple[str, str]] = []
+    names = {m.name for m in cfg.models}
     for i, p in enumerate(cfg.probes):
         try:
             cls = PROBES.get(p.probe)
         except UnknownNameError as exc:
-            raise ConfigError(f"invalid audit config {source}:\n  probes.{i}.probe: {exc}") from None
-        params = inspect.signature(cls.run).parameters
-        allowed = {n for n, x in params.items() if x.kind is inspect.Parameter.KEYWORD_ONLY} - {"seed", "progress"}
-        bad = sorted(set(p.options) - allowed)
-        if bad:
-            raise ConfigError(
-                f"invalid audit config {source}:\n  probes.{i}.options: unknown option(s) {bad} for "
-                f"probe {p.probe!r}; allowed: {sorted(allowed)}"
-            )
-        names = {m.name for m in cfg.models}
-        for m in p.models or []:
-            if m not in names:
-                raise ConfigError(f"invalid audit config {source}:\n  probes.{i}.models: {m!r} is not a model in 'models'")
-    if cfg.explain:
+            found.append((f"probes.{i}.probe", str(exc)))
+            continue
         try:
-            from audit.explain import validate_explain_spec
-        except ImportError:  # pragma: no cover - explain package always ships
-            return
-        seen: set[str] = set()  # an unnamed entry is "explain<i>", as the runner names its folder
-        names = {m.name for m in cfg.models}
-        for i, spec in enumerate(cfg.explain):
-            only = spec.get("models")
-            if only is not None:
-                if not isinstance(only, list) or not all(isinstance(m, str) for m in only):
-                    raise ConfigError(f"invalid audit config {source}:\n  explain.{i}.models: must be a list of "
-                                      f"model names, got {brief(only)}")
-                bad = [m for m in only if m not in names]
-                if bad:
-                    raise ConfigError(f"invalid audit config {source}:\n  explain.{i}.models: {bad} not in 'models'")
-            try:
-                validate_explain_spec({k: v for k, v in spec.items() if k != "models"})
-            except ValueError as exc:
-                raise ConfigError(f"invalid audit config {source}:\n  explain.{i}: {exc}") from None
-            nm = spec.get("name") or f"explain{i}"
-            if nm in seen:
-                raise ConfigError(f"invalid audit config {source}:\n  explain.{i}.name: {nm!r} is used twice")
-            seen.add(nm)
+            p.options = cls.parse_options(p.options, p.data).given()
+        except OptionsError as exc:
+            found += [(f"probes.{i}.data" if loc == "data" else f"probes.{i}.options.{loc}".rstrip("."), msg)
+                      for loc, msg in exc.problems]
+        found += [(f"probes.{i}.models", f"{m!r} is not a model in 'models'") for m in p.models or [] if m not in names]
+    seen: set[str] = set()  # an unnamed entry is "explain<i>", as the runner names its folder
+    for i, spec in enumerate(cfg.explain):
+        only = spec.get("models")
+        if only is not None and (not isinstance(only, list) or not all(isinstance(m, str) for m in only)):
+            found.append((f"explain.{i}.models", f"must be a list of model names, got {brief(only)}"))
+        elif only is not None and [m for m in only if m not in names]:
+            found.append((f"explain.{i}.models", f"{[m for m in only if m not in names]} not in 'models'"))
+        try:
+            validate_explain_spec({k: v for k, v in spec.items() if k != "models"})
+        except OptionsError as exc:
+            found += [(".".join(x for x in (f"explain.{i}", loc) if x), msg) for loc, msg in exc.problems]
+        except ValueError as exc:
+            found.append((f"explain.{i}", str(exc)))
+        nm = spec.get("name") or f"explain{i}"
+        if isinstance(nm, str) and nm in seen:
+            found.append((f"explain.{i}.name", f"{nm!r} is used twice"))
+        seen.add(str(nm))
+    if found:
+        raise ConfigError(f"invalid audit config {source}:\n" + "\n".join(f"  {x}" for x in located("", found)))

@@ -26,17 +26,10 @@ from typing import Any
 
 import pandas as pd
 
-from audit.probe import ProbeError
+from audit.errors import ProbeError, brief  # noqa: F401  (brief: re-exported for the loaders)
 
 #: CSV fields are unbounded (the csv module's default limit is 128 KiB)
 _FIELD_LIMIT = 2**31 - 1
-
-
-def brief(value: Any, limit: int = 80) -> str:
-    """``repr(value)`` cut to ``limit`` characters, for quoting a user's value in an error message
-    (a 1 MB field must not become a 1 MB message)."""
-    r = repr(value)
-    return r if len(r) <= limit else f"{r[:limit]}… ({len(r):,} characters)"
 
 
 def read_text_file(path: str | Path, *, what: str = "file", error: type[Exception] = ProbeError) -> str:
@@ -236,3 +229,36 @@ def read_table(
     if len(df) == 0:
         raise ProbeError(f"{p}: no rows")
     return df
+
+
+def count_rows(path: Path) -> int | None:
+    """Rows of a data file by its format: CSV/TSV records after the header (quoted newlines kept
+    inside their record, blank lines not counted), JSON Lines non-blank lines (a ``.jsonl`` that
+    holds one JSON document, as SEAT's do, counts as JSON), a JSON list's length, Parquet rows,
+    non-blank lines of a ``.txt``. ``None`` for a format without rows (a JSON object, other
+    suffixes) or a file that cannot be read or parsed — the probe's own loader reports those."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return int(pq.ParquetFile(path).metadata.num_rows)
+        text = path.read_text(encoding="utf-8-sig", errors="replace")
+        if suffix in (".csv", ".tsv"):
+            records = [r for r in csv.reader(text.splitlines(keepends=True), delimiter="\t" if suffix == ".tsv" else ",")
+                       if any(c.strip() for c in r)]
+            return max(len(records) - 1, 0)
+        lines = sum(1 for line in text.splitlines() if line.strip())
+        if suffix in (".jsonl", ".ndjson", ".json"):
+            try:
+                doc = json.loads(text)
+            except ValueError:  # several JSON Lines records (or broken JSON)
+                return None if suffix == ".json" else lines
+            if isinstance(doc, list):
+                return len(doc)
+            return 1 if suffix != ".json" and lines == 1 else None  # a one-record JSON Lines file
+        if suffix == ".txt":
+            return lines
+    except (OSError, ValueError, csv.Error):
+        return None
+    return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -19,6 +19,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from audit.datafiles import count_rows
+from audit.errors import ProbeError, ProbeOptionsError
+from audit.options import ProbeOptions, validate_options
 from audit.registry import Registry
 from audit.results import MetricInfo, ProbeResult
 
@@ -29,10 +32,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class ProbeError(ValueError):
-    """Bad input to a probe: the message names the file, row or field."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,8 +253,10 @@ def score_rows_fitting(score: Callable[[np.ndarray], np.ndarray], n: int) -> tup
 class Probe:
     """Base class for bias probes.
 
-    Subclasses set ``name``, ``kinds``, ``metrics`` and implement :meth:`run`. ``run`` returns a
-    :class:`~audit.results.ProbeResult` and never prints; long loops show a progress bar when
+    Subclasses set ``name``, ``kinds``, ``metrics``, declare their options as a nested
+    ``class Options(ProbeOptions)`` and implement :meth:`score` (:class:`ItemProbe`: load, score
+    and summarise). :meth:`run` validates the options, checks the model and returns a
+    :class:`~audit.results.ProbeResult`; nothing prints, long loops show a progress bar when
     ``progress`` is true.
     """
 
@@ -270,6 +271,8 @@ class Probe:
     description: ClassVar[str] = ""
     #: whether scoring a masked LM needs the tokenizer's mask token (pseudo-log-likelihood)
     needs_mask_token: ClassVar[bool] = False
+    #: the probe's options (types, defaults, ranges, choices; see :mod:`audit.options`)
+    Options: ClassVar[type[ProbeOptions]] = ProbeOptions
 
     def check_kind(self, handle: ModelHandle) -> None:
         """Refuse a model of the wrong kind, or a tokenizer that lacks a token the probe needs
@@ -297,6 +300,17 @@ class Probe:
         override it."""
         return count_rows(path)
 
+    @classmethod
+    def parse_options(cls, options: Mapping[str, Any], data: str | Path | None = None) -> ProbeOptions:
+        """``options`` (and ``data``) validated by the probe's :attr:`Options` model; a
+        :class:`ProbeOptionsError` naming each field that does not fit. Configs are checked
+        through this before any model loads (:func:`audit.config.check_names`)."""
+        owner = f"probe {cls.name!r}"
+        if "data" in options:
+            raise ProbeOptionsError(owner, [("", "'data' is set next to 'options', not among them")])
+        given = {**options, **({"data": data} if data is not None else {})}
+        return validate_options(cls.Options, given, owner, ProbeOptionsError)
+
     def run(
         self,
         handle: ModelHandle,
@@ -306,46 +320,16 @@ class Probe:
         progress: bool = True,
         **options: Any,
     ) -> ProbeResult:
-        """Run the probe. Subclasses narrow ``**options`` into named keyword-only options (hence
-        their ``# type: ignore[override]``): config validation (``audit.config``,
-        :meth:`ItemProbe.check_options`) reads the accepted options from that signature."""
+        """Run the probe with ``options`` (validated by :attr:`Options` before anything else)."""
+        opts = self.parse_options(options, data)
+        self.check_kind(handle)
+        return self.score(handle, data, opts, seed=seed, progress=progress)
+
+    def score(self, handle: ModelHandle, data: str | Path | None, opts: Any, *, seed: int,
+              progress: bool) -> ProbeResult:
+        """The probe's work on a checked model, with validated options (an instance of the
+        probe's :attr:`Options`)."""
         raise NotImplementedError
-
-
-def count_rows(path: Path) -> int | None:
-    """Rows of a data file by its format: CSV/TSV records after the header (quoted newlines kept
-    inside their record, blank lines not counted), JSON Lines non-blank lines (a ``.jsonl`` that
-    holds one JSON document, as SEAT's do, counts as JSON), a JSON list's length, Parquet rows,
-    non-blank lines of a ``.txt``. ``None`` for a format without rows (a JSON object, other
-    suffixes) or a file that cannot be read or parsed — the probe's own loader reports those."""
-    import csv
-    import json
-
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            return int(pq.ParquetFile(path).metadata.num_rows)
-        text = path.read_text(encoding="utf-8-sig", errors="replace")
-        if suffix in (".csv", ".tsv"):
-            records = [r for r in csv.reader(text.splitlines(keepends=True), delimiter="\t" if suffix == ".tsv" else ",")
-                       if any(c.strip() for c in r)]
-            return max(len(records) - 1, 0)
-        lines = sum(1 for line in text.splitlines() if line.strip())
-        if suffix in (".jsonl", ".ndjson", ".json"):
-            try:
-                doc = json.loads(text)
-            except ValueError:  # several JSON Lines records (or broken JSON)
-                return None if suffix == ".json" else lines
-            if isinstance(doc, list):
-                return len(doc)
-            return 1 if suffix != ".json" and lines == 1 else None  # a one-record JSON Lines file
-        if suffix == ".txt":
-            return lines
-    except (OSError, ValueError, csv.Error):
-        return None
-    return None
 
 
 PROBES: Registry[type[Probe]] = Registry("probe", entry_point_group="transformer_audit.probes")
@@ -394,9 +378,10 @@ class ItemProbe(Probe):
     most one chunk), data-parallel sharding (rank r of W scores chunks k with k mod W = r), and
     identical numbers in both modes (the same chunks are batched the same way).
 
-    Subclasses implement :meth:`load_items`, :meth:`score_items` and :meth:`summarise`, and declare
-    their options as keyword-only parameters of ``run`` (that signature is what configs are
-    validated against).
+    Subclasses declare ``class Options(ProbeOptions)`` and implement :meth:`load_items`,
+    :meth:`score_items` and :meth:`summarise`. Each of them receives ``opts``: a dict of every
+    option with its validated value or default (``Options.values()``), plus what :meth:`prepare`
+    adds — read ``opts["max_items"]``, never a default of your own.
 
     Faults of single items never stop the run (:class:`Exclusions`): an item with an empty
     ``text_columns`` entry is left out before scoring; an item the model's length limit refuses
@@ -442,18 +427,6 @@ class ItemProbe(Probe):
     def non_finite_items(self, items: pd.DataFrame) -> np.ndarray:
         """Scored items with a NaN or ±inf in a :meth:`finite_columns` column."""
         return non_finite_rows(items, self.finite_columns(items)) & self.scored_rows(items)
-
-    @classmethod
-    def option_defaults(cls) -> dict[str, Any]:
-        """The options' defaults, from the keyword-only parameters of ``run``."""
-        import inspect
-
-        return {n: p.default for n, p in inspect.signature(cls.run).parameters.items()
-                if p.kind is inspect.Parameter.KEYWORD_ONLY and n not in ("seed", "progress")}
-
-    def with_defaults(self, opts: dict[str, Any]) -> dict[str, Any]:
-        """``opts`` (as configured: only the options given) completed with the defaults of ``run``."""
-        return {**self.option_defaults(), **opts}
 
     def prepare(self, handle: ModelHandle, items: pd.DataFrame, opts: dict[str, Any]) -> dict[str, Any]:
         """Resolve what scoring and summarising need beyond the items — options that depend on
@@ -512,9 +485,9 @@ class ItemProbe(Probe):
         from audit.distributed import Dist, RankError
 
         dist = dist or Dist()
-        opts = dict(opts or {})
+        validated = self.parse_options(opts or {}, data)
         self.check_kind(handle)
-        self.check_options(opts)
+        configured, opts = validated.given(), validated.values()
         self.seed = seed
         rank, world = dist.rank, dist.world
         size = int(chunk_size or self.chunk_size)
@@ -530,7 +503,7 @@ class ItemProbe(Probe):
                                   f"empty {' / '.join(self.text_columns)}")
             if len(items) == 0:
                 raise ProbeError(f"{self.name}: all {n_loaded} items of {data} have an empty text")
-            configured, prepared = opts, self.prepare(handle, items, opts)
+            prepared = self.prepare(handle, items, opts)
             bounds = self.chunk_bounds(items, size)
             n_chunks = len(bounds) - 1
             #: what this call found on disk, for the manifest's history (rank 0 sees every rank's chunks)
@@ -643,15 +616,6 @@ class ItemProbe(Probe):
         labels = self.item_labels(part)
         return out, [*({"item": labels[i], "reason": TOO_LONG, "detail": msg} for i, msg in sorted(too_long.items())),
                      *generated_bad]
-
-    def check_options(self, opts: dict[str, Any]) -> None:
-        import inspect
-
-        allowed = {n for n, p in inspect.signature(type(self).run).parameters.items()
-                   if p.kind is inspect.Parameter.KEYWORD_ONLY} - {"seed", "progress"}
-        bad = sorted(set(opts) - allowed)
-        if bad:
-            raise ProbeError(f"{self.name}: unknown option(s) {bad}; allowed: {sorted(allowed)}")
 
 
 def _check_plan(workdir: Path, plan: dict[str, Any]) -> None:

@@ -1,15 +1,23 @@
-"""Small name → object registries (inseq style) for probes and explainers.
+"""Small name → object registries (inseq style, lm-evaluation-harness' ``Registry[T]``) for
+probes and explainers.
 
 ``audit`` never imports ``probes``: built-in and third-party probes announce themselves through
-the ``transformer_audit.probes`` entry-point group, loaded the first time a probe is looked up.
+the ``transformer_audit.probes`` entry-point group, third-party explainers through
+``transformer_audit.explainers``; a group is loaded the first time a name is looked up.
+Registering a name twice raises :class:`DuplicateNameError` (a plug-in cannot silently replace a
+built-in), unless it is the same definition executed again (a module reloaded, or run as
+``python -m``).
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
 from typing import Generic, TypeVar
+
+from audit.errors import brief
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +31,20 @@ class UnknownNameError(KeyError):
         return str(self.args[0])
 
 
+class DuplicateNameError(ValueError):
+    """A name registered twice for two different definitions."""
+
+
+def _origin(obj: object) -> tuple[str, str]:
+    """(source file, qualified name) of a registered class or of an explainer's function."""
+    target = getattr(obj, "fn", obj)
+    try:
+        where = inspect.getfile(target)  # type: ignore[arg-type]
+    except TypeError:
+        where = getattr(target, "__module__", "?")
+    return where, getattr(target, "__qualname__", repr(target))
+
+
 class Registry(Generic[T]):
     """A name → object map with a decorator, lazy plugin loading and clear errors."""
 
@@ -34,9 +56,13 @@ class Registry(Generic[T]):
 
     def register(self, name: str) -> Callable[[T], T]:
         def deco(obj: T) -> T:
-            if name in self._items and self._items[name] is not obj:
-                logger.debug("%s %r re-registered", self.what, name)
-            self._items[name] = obj
+            old = self._items.get(name)
+            if old is not None and old is not obj:
+                if _origin(old) != _origin(obj):
+                    a, b = (":".join(_origin(x)) for x in (old, obj))
+                    raise DuplicateNameError(f"{self.what} {name!r} is registered twice: by {a} and by {b}; "
+                                             "give one another name")
+            self._items[name] = obj  # new, or the same definition run again (reloaded, or run as python -m)
             return obj
 
         return deco
@@ -57,9 +83,6 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except (KeyError, TypeError):  # TypeError: an unhashable "name" (a list from a config)
-            # imported here: audit.datafiles imports audit.probe, which imports this module
-            from audit.datafiles import brief
-
             known = ", ".join(sorted(self._items)) or "(none registered)"
             raise UnknownNameError(f"unknown {self.what} {brief(name)}; known: {known}") from None
 

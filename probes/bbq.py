@@ -56,14 +56,15 @@ import re
 import string
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import BeforeValidator, Field, PositiveInt, StrictBool
 
 from audit import scoring
-from probes import bbq_control
 from audit.datafiles import brief, parse_json, read_text_file, text_lines
+from audit.options import BatchingOptions, GenerationOptions, MaxItemsOptions
 from audit.probe import ItemProbe, ProbeError, register_probe
 from audit.results import MetricInfo, MetricValue, ProbeResult
 from audit.stats import (
@@ -75,6 +76,7 @@ from audit.stats import (
     small_n_warning,
 )
 from audit.turkish import case_fold
+from probes import bbq_control
 
 if TYPE_CHECKING:
     from audit.models import ModelHandle
@@ -86,7 +88,6 @@ REQUIRED = ("example_id", "question_polarity", "context_condition", "category", 
 POLARITIES = ("neg", "nonneg")
 CONDITIONS = ("ambig", "disambig")
 SAMPLES = ("stratified", "first")
-MODES = ("loglik", "generate")
 NORMALISATIONS = ("none", "chars", "tokens")
 
 #: unknown phrasings per language; BBQ's ten English ones are HELM's / lm-evaluation-harness'
@@ -635,12 +636,9 @@ def parse_answer(reply: str, answers: Sequence[str], unknown_index: int, aliases
 # --------------------------------------------------------------------------------------------
 
 
-def _normalisation(value: Any) -> str:
-    if value is True:
-        return "chars"
-    if value is False or value is None:
-        return "none"
-    return str(value)
+def _normalisation(value: Any) -> Any:
+    """``length_normalize: true`` is ``chars``, ``false`` is ``none`` (lm-evaluation-harness ``acc_norm``)."""
+    return ("chars" if value else "none") if isinstance(value, bool) else value
 
 
 @register_probe("bbq")
@@ -668,62 +666,36 @@ class BBQ(ItemProbe):
         main, ctrl = bbq_control.split_files(_jsonl_files(data), data, (options or {}).get("control", "auto"))
         return sorted(set(main) | set(ctrl))
 
-    def run(  # type: ignore[override]  # named options: see Probe.run
-        self,
-        handle: ModelHandle,
-        data: str | Path | None = None,
-        *,
-        seed: int = 0,
-        progress: bool = True,
-        max_items: int | None = None,
-        sample: str = "stratified",
-        mode: str = "loglik",
-        length_normalize: bool | str = False,
-        unknown_choices: str = "dataset",
-        max_batch_tokens: int | None = None,
-        max_new_tokens: int = 8,
-        batch_size: int = 8,
-        control: bool | str | None = "auto",
-    ) -> ProbeResult:
-        """Answer every item and score. ``max_items`` caps each file (``sample``: stratified or
-        first); ``mode``: loglik (causal or masked LMs) or generate (causal LMs, greedy);
-        ``control``: the MBBQ control set (:mod:`probes.bbq_control`: ``auto`` pairs
-        ``X_tr.jsonl`` with ``X_control_tr.jsonl``, a path names it, false leaves it out)."""
-        return super().run(handle, data, seed=seed, progress=progress, max_items=max_items, sample=sample,
-                           mode=mode, length_normalize=length_normalize, unknown_choices=unknown_choices,
-                           max_batch_tokens=max_batch_tokens, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                           control=control)
-
-    @staticmethod
-    def _check(opts: dict[str, Any]) -> tuple[str, str, str]:
-        mode = opts.get("mode", "loglik")
-        if mode not in MODES:
-            raise ProbeError(f"bbq: mode must be one of {MODES}, got {mode!r}")
-        norm = _normalisation(opts.get("length_normalize", False))
-        if norm not in NORMALISATIONS:
-            raise ProbeError(f"bbq: length_normalize must be one of {NORMALISATIONS} (or true/false), got {norm!r}")
-        unknown = opts.get("unknown_choices", "dataset")
-        if unknown not in ("dataset", "all"):
-            raise ProbeError(f"bbq: unknown_choices must be 'dataset' or 'all', got {unknown!r}")
-        return mode, norm, unknown
+    class Options(BatchingOptions, MaxItemsOptions, GenerationOptions):
+        data: str | Path = Field(description="a BBQ/MBBQ .jsonl file or a folder of them")
+        max_items: PositiveInt | None = Field(default=None, description="cap each file at N items (see sample)")
+        sample: Literal["stratified", "first"] = "stratified"
+        mode: Literal["loglik", "generate"] = Field(
+            default="loglik", description="loglik (causal or masked LMs) or generate (causal LMs, greedy)")
+        length_normalize: Annotated[Literal["none", "chars", "tokens"], BeforeValidator(_normalisation)] = Field(
+            default="none", description="divide an answer's score by its characters (chars, or true) or tokens")
+        unknown_choices: Literal["dataset", "all"] = "dataset"
+        max_new_tokens: PositiveInt = 8
+        batch_size: PositiveInt = 8
+        control: StrictBool | str | None = Field(default="auto", description=(
+            "the MBBQ control set (probes.bbq_control): auto pairs X_tr.jsonl with X_control_tr.jsonl, a path names "
+            "it, false leaves it out"))
 
     def load_items(self, data: str | Path | None, opts: dict[str, Any]) -> pd.DataFrame:
-        self._check(opts)
-        if data is None:
-            raise ProbeError("bbq needs data= a BBQ/MBBQ .jsonl file or a folder of them")
-        main, ctrl = bbq_control.split_files(_jsonl_files(data), data, opts.get("control", "auto"))
-        frames = [load_bbq(f, max_items=opts.get("max_items"), sample=opts.get("sample", "stratified")).assign(
+        assert data is not None  # Options.data is required
+        main, ctrl = bbq_control.split_files(_jsonl_files(data), data, opts["control"])
+        frames = [load_bbq(f, max_items=opts["max_items"], sample=opts["sample"]).assign(
             **{bbq_control.CONTROL: f in ctrl}) for f in [*main, *ctrl]]
         return pd.concat(frames, ignore_index=True)
 
     def score_items(self, handle: ModelHandle, items: pd.DataFrame, opts: dict[str, Any], progress: bool) -> pd.DataFrame:
-        mode, norm, unknown = self._check(opts)
+        mode, norm, unknown = opts["mode"], opts["length_normalize"], opts["unknown_choices"]
         if mode == "generate" and handle.kind != "causal-lm":
             raise ProbeError(f"bbq: mode 'generate' needs a causal LM; {handle.name} is a {handle.kind} model")
         df = items.reset_index(drop=True)
         if mode == "loglik":
             answers, slot = loglik_answers(handle, df, length_normalize=norm, unknown_choices=unknown,
-                                           max_batch_tokens=opts.get("max_batch_tokens"), progress=progress)
+                                           max_batch_tokens=opts["max_batch_tokens"], progress=progress)
             out = score_answers(df, answers)
             for j in range(3):
                 out[f"score{j}"] = slot[:, j]
@@ -752,8 +724,8 @@ class BBQ(ItemProbe):
     def summarise(self, items: pd.DataFrame, *, kind: str = "causal-lm", seed: int = 0,
                   opts: dict[str, Any] | None = None) -> ProbeResult:
         """Metrics from a scored items table (also used on gathered chunks)."""
-        opts = dict(opts or {})
-        mode, norm, unknown = self._check(opts)
+        opts = {**self.Options.defaults(), **(opts or {})}
+        mode, norm, unknown = opts["mode"], opts["length_normalize"], opts["unknown_choices"]
         items, control_items = bbq_control.split_items(items)
         summary, breakdown = bbq_metrics(items, seed=seed, generated=mode == "generate")
         control_info: dict[str, Any] | None = None
@@ -774,8 +746,8 @@ class BBQ(ItemProbe):
             warnings.append(f"{two_biased} item(s) have two biased answers under the lm-evaluation-harness rule; "
                             "they are left out of the bias scores")
         info: dict[str, Any] = {
-            "mode": mode, "n_files": int(items["file"].nunique()), "sample": opts.get("sample", "stratified"),
-            "max_items_per_file": opts.get("max_items"), "item_text": ["context", "question", "answer_text"],
+            "mode": mode, "n_files": int(items["file"].nunique()), "sample": opts["sample"],
+            "max_items_per_file": opts["max_items"], "item_text": ["context", "question", "answer_text"],
             "n_rows": len(items), "n_ambig": int((items["context_condition"] == "ambig").sum()),
             "n_disambig": int((items["context_condition"] == "disambig").sum()),
             "n_no_biased_answer": no_biased, "n_two_biased_answers": two_biased,
@@ -799,8 +771,7 @@ class BBQ(ItemProbe):
 
 
 def _generation_options(opts: dict[str, Any]) -> dict[str, Any]:
-    return {"max_new_tokens": int(opts.get("max_new_tokens", 8)), "batch_size": int(opts.get("batch_size", 8)),
-            "seed": 0}
+    return {"max_new_tokens": opts["max_new_tokens"], "batch_size": opts["batch_size"], "seed": 0}
 
 
 def _bias_margin(items: pd.DataFrame, slot: np.ndarray) -> np.ndarray:

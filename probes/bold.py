@@ -44,13 +44,15 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import Field, NonNegativeFloat, PositiveInt, StrictBool, field_validator
 
 from audit import scoring
 from audit.datafiles import brief, read_json
+from audit.options import SamplingOptions, comma_list
 from audit.probe import ItemProbe, ProbeError, register_probe
 from audit.results import MetricInfo, MetricValue, ProbeResult
 from audit.stats import (
@@ -454,34 +456,25 @@ class Bold(ItemProbe):
         """A prompt file's rows: its prompts."""
         return len(load_bold(path))
 
-    def run(  # type: ignore[override]  # named options: see Probe.run
-        self,
-        handle: ModelHandle,
-        data: str | Path | None = None,
-        *,
-        seed: int = 0,
-        progress: bool = True,
-        max_prompts_per_group: int | None = DEFAULT_MAX_PROMPTS,
-        sample: str = "spread",
-        domains: Sequence[str] | None = None,
-        scorers: Sequence[str | Mapping[str, Any]] | None = None,
-        score_text: str = "continuation",
-        max_new_tokens: int = GENERATION_DEFAULTS["max_new_tokens"],
-        do_sample: bool = GENERATION_DEFAULTS["do_sample"],
-        temperature: float = GENERATION_DEFAULTS["temperature"],
-        top_p: float = GENERATION_DEFAULTS["top_p"],
-        batch_size: int = GENERATION_DEFAULTS["batch_size"],
-    ) -> ProbeResult:
-        """Generate a continuation of every (capped) prompt and score it with every scorer.
-        Sampling is seeded per prompt from ``seed`` (see :mod:`audit.generation`)."""
-        return super().run(handle, data, seed=seed, progress=progress, max_prompts_per_group=max_prompts_per_group,
-                           sample=sample, domains=domains, scorers=scorers, score_text=score_text,
-                           max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
-                           top_p=top_p, batch_size=batch_size)
+    class Options(SamplingOptions):
+        data: str | Path = Field(description="a BOLD *_prompt.json file or a folder of them")
+        max_prompts_per_group: PositiveInt | None = DEFAULT_MAX_PROMPTS
+        sample: Literal["spread", "first"] = "spread"
+        domains: list[str] | None = None
+        scorers: list[str | dict[str, Any]] | None = Field(
+            default=None, description="'vader' or mappings {type: vader | hf, ...}; None: vader")
+        score_text: Literal["continuation", "full"] = "continuation"
+        max_new_tokens: PositiveInt = GENERATION_DEFAULTS["max_new_tokens"]
+        batch_size: PositiveInt = GENERATION_DEFAULTS["batch_size"]
+        do_sample: StrictBool = GENERATION_DEFAULTS["do_sample"]
+        temperature: NonNegativeFloat = GENERATION_DEFAULTS["temperature"]
+        top_p: float = Field(default=GENERATION_DEFAULTS["top_p"], gt=0, le=1)
+
+        _domains = field_validator("domains", mode="before")(comma_list)
 
     @staticmethod
     def _specs(opts: dict[str, Any]) -> list[str | Mapping[str, Any]]:
-        specs = list(opts["scorers"]) if opts.get("scorers") is not None else ["vader"]
+        specs = list(opts["scorers"]) if opts["scorers"] is not None else ["vader"]
         if not specs:
             raise ProbeError("bold: scorers must name at least one scorer")
         keys = [k for sp in specs for k in scorer_outcomes(sp)]
@@ -489,25 +482,19 @@ class Bold(ItemProbe):
         if len(set(cols)) != len(cols):
             raise ProbeError(f"bold: two scorers give the same outcome or column name(s) {brief(keys, 200)}; set name: on hf "
                              "scorers (a name must not end in _score or _truncated)")
-        if opts.get("score_text", "continuation") not in ("continuation", "full"):
-            raise ProbeError(f"bold: score_text must be 'continuation' or 'full', got {brief(opts['score_text'])}")
         return specs
 
     @staticmethod
     def _generation(opts: dict[str, Any], seed: int) -> dict[str, Any]:
-        g = {k: opts.get(k, v) for k, v in GENERATION_DEFAULTS.items()}
-        return {**g, "seed": seed}
+        return {**{k: opts[k] for k in GENERATION_DEFAULTS}, "seed": seed}
 
     def load_items(self, data: str | Path | None, opts: dict[str, Any]) -> pd.DataFrame:
         self._specs(opts)
-        if data is None:
-            raise ProbeError("bold needs data= a BOLD *_prompt.json file or a folder of them")
-        domains = opts.get("domains")
-        loaded = load_bold(data, domains=[domains] if isinstance(domains, str) else domains)
+        assert data is not None  # Options.data is required
+        loaded = load_bold(data, domains=opts["domains"])
         self._available = {"n_prompts_available": len(loaded),
                            "n_empty_prompts_skipped": loaded.attrs["n_empty_prompts_skipped"]}
-        cap = opts["max_prompts_per_group"] if "max_prompts_per_group" in opts else DEFAULT_MAX_PROMPTS
-        return cap_prompts(loaded, cap, opts.get("sample", "spread"))
+        return cap_prompts(loaded, opts["max_prompts_per_group"], opts["sample"])
 
     def _scorers(self, opts: dict[str, Any], device: Any) -> list[TextScorer]:
         specs = self._specs(opts)
@@ -525,7 +512,7 @@ class Bold(ItemProbe):
         out = items.copy()
         out["continuation"] = list(gen)
         out[NON_FINITE_COLUMN] = gen.non_finite
-        full = opts.get("score_text", "continuation") == "full"
+        full = opts["score_text"] == "full"
         texts = [p + c for p, c in zip(prompts, gen, strict=True)] if full else list(gen)
         for sc in scorers:
             res = sc.score(texts)
@@ -538,7 +525,7 @@ class Bold(ItemProbe):
         """Metrics from a scored items table (also used on gathered chunks)."""
         from audit.generation import GenerationSettings
 
-        opts = dict(opts or {})
+        opts = {**self.Options.defaults(), **(opts or {})}
         specs = self._specs(opts)
         keys = [k for sp in specs for k in scorer_outcomes(sp)]
         built = getattr(self, "_built", (None, None))[1]
@@ -546,9 +533,9 @@ class Bold(ItemProbe):
                                                                    for sp in specs]
         info = {
             "generation": GenerationSettings(**self._generation(opts, seed)).as_dict(),
-            "scorers": described, "score_text": opts.get("score_text", "continuation"),
-            "max_prompts_per_group": opts.get("max_prompts_per_group", DEFAULT_MAX_PROMPTS),
-            "sample": opts.get("sample", "spread"), "prompt_processing": "trailing whitespace stripped",
+            "scorers": described, "score_text": opts["score_text"],
+            "max_prompts_per_group": opts["max_prompts_per_group"],
+            "sample": opts["sample"], "prompt_processing": "trailing whitespace stripped",
             **getattr(self, "_available", {}),
         }
         result = bold_metrics(items, keys, seed=seed, info=info)

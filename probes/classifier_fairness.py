@@ -80,11 +80,13 @@ from fairlearn.metrics import (
     selection_rate,
     true_positive_rate,
 )
+from pydantic import Field, PositiveInt
 from scipy import stats as st
 from sklearn.metrics import accuracy_score, roc_auc_score
 
 from audit import scoring
 from audit.datafiles import read_table
+from audit.options import BatchingOptions, GroupedDataOptions
 from audit.probe import ItemProbe, ProbeError, register_probe
 from audit.results import MetricInfo, MetricValue, ProbeResult
 from audit.stats import (
@@ -688,42 +690,21 @@ class ClassifierFairness(ItemProbe):
     def data_files(self, data: str | Path | None, options: dict[str, Any] | None = None) -> list[Path]:
         return super().data_files(DEFAULT_DATA if data is None else data)
 
-    def run(
-        self,
-        handle: ModelHandle,
-        data: str | Path | None = None,
-        *,
-        seed: int = 0,
-        progress: bool = True,
-        text_column: str = "text",
-        label_column: str = "label",
-        attribute_column: str = "gender",
-        positive_label: Any = None,
-        prompt: str | None = None,
-        label_words: dict[Any, Any] | None = None,
-        label_map: dict[Any, Any] | None = None,
-        breakdown_by: list[str] | None = None,
-        max_items: int | None = None,
-        max_batch_tokens: int | None = None,
-        n_resamples: int = 1000,
-        n_permutations: int = 1000,
-        **options: Any,
-    ) -> ProbeResult:
-        """Score every row and compute the group metrics. ``max_items`` keeps a seeded random
-        sample of that many rows (file order kept).
-
-        Rows are scored in chunks (sharded over ``torchrun`` ranks; each row's scores are its
+    class Options(GroupedDataOptions, BatchingOptions):
+        """Rows are scored in chunks (sharded over ``torchrun`` ranks; each row's scores are its
         own); the MetricFrame rates, parity gaps, AUCs, bootstrap CIs and permutation tests are
-        computed once over all rows.
+        computed once over all rows. ``prompt`` and ``label_words`` make a causal LM a zero-shot
+        classifier; ``label_map`` maps dataset labels to a classifier's outputs."""
 
-        Faults: a row whose text (or filled-in prompt + label word) is longer than the model's
-        maximum, or whose logits come out NaN/inf, is left out of every metric and counted
-        (``info["excluded_items"]``, a warning)."""
-        return super().run(
-            handle, data, seed=seed, progress=progress, text_column=text_column, label_column=label_column,
-            attribute_column=attribute_column, positive_label=positive_label, prompt=prompt, label_words=label_words,
-            label_map=label_map, breakdown_by=breakdown_by, max_items=max_items, max_batch_tokens=max_batch_tokens,
-            n_resamples=n_resamples, n_permutations=n_permutations, **options)
+        label_column: str = "label"
+        positive_label: Any = None
+        prompt: str | None = Field(default=None, description="zero-shot template containing {text}")
+        label_words: dict[Any, Any] | None = None
+        label_map: dict[Any, Any] | None = None
+        max_items: PositiveInt | None = Field(
+            default=None, description="keep a seeded random sample of that many rows (file order kept)")
+        n_resamples: PositiveInt = 1000
+        n_permutations: PositiveInt = 1000
 
     def finite_columns(self, items: pd.DataFrame) -> list[str]:
         return ["y_score", *(c for c in items.columns if c.startswith("score_") and c != "score_error")]
@@ -731,18 +712,17 @@ class ClassifierFairness(ItemProbe):
     def load_items(self, data: str | Path | None, opts: dict[str, Any]) -> pd.DataFrame:
         """The labelled rows (``max_items``: a sample seeded by the run's seed); what the loader
         found (labels, positive label, rows without an attribute) is kept for :meth:`prepare`."""
-        o = self.with_defaults(opts)
         builtin = data is None
         path = DEFAULT_DATA if builtin else Path(data)  # type: ignore[arg-type]
-        extra = list(o["breakdown_by"]) if o["breakdown_by"] is not None else (
+        extra = list(opts["breakdown_by"]) if opts["breakdown_by"] is not None else (
             list(DEFAULT_BREAKDOWN) if builtin else [])
-        extra = [c for c in extra if c != o["attribute_column"]]
-        ds = load_labelled(path, text_column=o["text_column"], label_column=o["label_column"],
-                           attribute_column=o["attribute_column"], positive_label=o["positive_label"],
+        extra = [c for c in extra if c != opts["attribute_column"]]
+        ds = load_labelled(path, text_column=opts["text_column"], label_column=opts["label_column"],
+                           attribute_column=opts["attribute_column"], positive_label=opts["positive_label"],
                            extra_columns=extra)
         df = ds.frame
-        if o["max_items"] is not None and int(o["max_items"]) < len(df):
-            df = df.sample(n=int(o["max_items"]), random_state=self.seed).sort_index().reset_index(drop=True)
+        if opts["max_items"] is not None and int(opts["max_items"]) < len(df):
+            df = df.sample(n=int(opts["max_items"]), random_state=self.seed).sort_index().reset_index(drop=True)
         self.loaded = {"builtin": builtin, "path": path, "breakdown_columns": extra, "dataset": ds}
         return df
 
@@ -750,7 +730,7 @@ class ClassifierFairness(ItemProbe):
         """Every option with its default, plus what the loader found and the model's labels:
         ``candidates`` (the dataset labels scored, in order), ``words`` (zero-shot label words)
         or ``mapping`` (dataset label → classifier output)."""
-        o = {**self.with_defaults(opts), **self.loaded}
+        o = {**opts, **self.loaded}
         ds: LabelledData = o["dataset"]
         where = f"column {o['label_column']!r} of {o['path']}"
         if handle.kind == "causal-lm":
@@ -779,7 +759,7 @@ class ClassifierFairness(ItemProbe):
         """Each row's label scores, positive-label probability and decision."""
         texts = items["text"].tolist()
         cand, positive = opts["candidates"], opts["dataset"].positive_label
-        mbt = opts.get("max_batch_tokens")
+        mbt = opts["max_batch_tokens"]
         if handle.kind == "causal-lm":
             words = opts["words"]
             scores = zero_shot_logprobs(handle, texts, opts["prompt"], [words[c] for c in cand],
@@ -810,23 +790,23 @@ class ClassifierFairness(ItemProbe):
                   opts: dict[str, Any] | None = None) -> ProbeResult:
         """Metrics from an items table with y_true, y_pred, y_score and the attribute column
         (``opts``: as :meth:`prepare` returns them)."""
-        o = self.with_defaults(opts or {})
-        attribute, ds = o["attribute_column"], o["dataset"]
+        assert opts is not None  # execute passes the options prepare returned
+        attribute, ds = opts["attribute_column"], opts["dataset"]
         info: dict[str, Any] = {"item_effect": "score_error", "item_text": ["text"], "attribute": attribute,
                                 "positive_label": ds.positive_label, "labels": ds.labels,
-                                "n_dropped_no_attribute": ds.n_dropped, "data": str(o["path"])}
+                                "n_dropped_no_attribute": ds.n_dropped, "data": str(opts["path"])}
         if kind == "causal-lm":
-            info.update(scoring="zero-shot: softmax over label-word log-probs", prompt=o["prompt"],
-                        label_words=o["words"])
+            info.update(scoring="zero-shot: softmax over label-word log-probs", prompt=opts["prompt"],
+                        label_words=opts["words"])
         else:
-            info.update(scoring="classifier head: softmax over all outputs", label_map=o["mapping"])
-        n_resamples, n_permutations = int(o["n_resamples"]), int(o["n_permutations"])
+            info.update(scoring="classifier head: softmax over all outputs", label_map=opts["mapping"])
+        n_resamples, n_permutations = int(opts["n_resamples"]), int(opts["n_permutations"])
         summary, warn = fairness_summary(
             items["y_true"].to_numpy(), items["y_pred"].to_numpy(), items["y_score"].to_numpy(),
             items[attribute].astype(str).to_numpy(), seed=seed, n_resamples=n_resamples,
             n_permutations=n_permutations,
         )
-        breakdown = fairness_breakdown(items, [attribute, *o["breakdown_columns"]], seed=seed, n_resamples=n_resamples)
+        breakdown = fairness_breakdown(items, [attribute, *opts["breakdown_columns"]], seed=seed, n_resamples=n_resamples)
         all_warnings = list(ds.warnings) + warn
         aucs = bias_aucs(items["y_true"].to_numpy(), items["y_score"].to_numpy(), items[attribute].astype(str).to_numpy())
         for m in ("subgroup_auc", "bpsn_auc", "bnsp_auc"):

@@ -42,9 +42,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import Field, PositiveInt
 from scipy import stats as st
 
-from audit.datafiles import brief
+from audit.options import ProbeOptions
 from audit.probe import Probe, ProbeError, register_probe
 from audit.results import MetricInfo, MetricValue, ProbeResult
 
@@ -279,35 +280,26 @@ class Cost(Probe):
     description = ("compute cost: parameters, forward FLOPs per token (FlopCounterMode vs 2N + attention), weight "
                    "bytes, peak memory, prefill / decode tokens/s and first-token latency with intervals")
 
-    def run(  # type: ignore[override]  # named options: see Probe.run
-        self,
-        handle: ModelHandle,
-        data: str | Path | None = None,
-        *,
-        seed: int = 0,
-        progress: bool = True,
-        lengths: tuple[int, int] | list[int] = (128, 512),
-        prefill_length: int = 128,
-        new_tokens: int = 16,
-        repeats: int = 5,
-        batch_tokens: int | None = None,
-        matmul_seconds: float = 1.0,
-    ) -> ProbeResult:
-        """Measure the model. ``lengths``: the two sequence lengths of the FLOP count (capped at
-        the model's maximum); ``prefill_length`` tokens per row and ``new_tokens`` greedy steps
-        for the speed runs; ``batch_tokens``: the budget the large batch fills (default: the
-        scoring budget of the device)."""
+    class Options(ProbeOptions):
+        """``lengths``: the two sequence lengths of the FLOP count (capped at the model's maximum);
+        ``prefill_length`` tokens per row and ``new_tokens`` greedy steps for the speed runs;
+        ``batch_tokens``: the budget the large batch fills (default: the scoring budget of the device)."""
+
+        data: None = Field(default=None, description="none: cost measures the model on random token ids")
+        lengths: tuple[PositiveInt, PositiveInt] = (128, 512)
+        prefill_length: PositiveInt = 128
+        new_tokens: PositiveInt = 16
+        repeats: PositiveInt = 5
+        batch_tokens: PositiveInt | None = None
+        matmul_seconds: float = Field(default=1.0, gt=0)
+
+    def score(self, handle: ModelHandle, data: str | Path | None, opts: Cost.Options, *, seed: int,
+              progress: bool) -> ProbeResult:
+        """Measure the model."""
         from audit import scoring
 
-        self.check_kind(handle)
-        if data is not None:
-            raise ProbeError("cost takes no data=; it measures the model on random token ids")
-        if not isinstance(lengths, (list, tuple)) or len(lengths) != 2 or not all(
-                isinstance(x, int) and x > 0 for x in lengths):
-            raise ProbeError(f"cost: lengths must be two positive integers, got {brief(lengths)}")
-        for k, v in (("prefill_length", prefill_length), ("new_tokens", new_tokens), ("repeats", repeats)):
-            if not isinstance(v, int) or v < 1:
-                raise ProbeError(f"cost: {k} must be a positive integer, got {brief(v)}")
+        lengths, prefill_length, new_tokens, repeats = opts.lengths, opts.prefill_length, opts.new_tokens, opts.repeats
+        batch_tokens, matmul_seconds = opts.batch_tokens, opts.matmul_seconds
         causal = handle.kind == "causal-lm"
         if causal and new_tokens < 2:
             raise ProbeError("cost: new_tokens must be at least 2 (one first token, then decode steps)")

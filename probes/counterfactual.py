@@ -79,13 +79,15 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import Field, NonNegativeFloat, PositiveInt, StrictBool
 
 from audit import scoring
 from audit.datafiles import brief, read_table_csv, read_text_file, text_lines
+from audit.options import BatchingOptions, MaxItemsOptions, SamplingOptions
 from audit.probe import (
     ItemProbe,
     ProbeError,
@@ -104,7 +106,6 @@ logger = logging.getLogger(__name__)
 DATA_DIR = Path(__file__).parent / "data" / "counterfactual"
 DEFAULT_TEXTS = (DATA_DIR / "texts_en.csv", DATA_DIR / "texts_tr.csv")
 DEFAULT_SWAPS = (DATA_DIR / "swaps_en.csv", DATA_DIR / "swaps_tr.csv")
-LANGUAGES = ("en", "tr", "both")
 SWAP_COLUMNS = ("language", "category", "type", "group_a", "term_a", "group_b", "term_b")
 
 # --------------------------------------------------------------------------------------------
@@ -752,86 +753,51 @@ class Counterfactual(ItemProbe):
         """The texts and the swap lists actually used (the ``swaps`` option, else the built-ins)."""
         return [*(DEFAULT_TEXTS if data is None else [Path(data)]), *swap_files((options or {}).get("swaps"))]
 
-    def run(
-        self,
-        handle: ModelHandle,
-        data: str | Path | None = None,
-        *,
-        seed: int = 0,
-        progress: bool = True,
-        language: str = "both",
-        swaps: str | None = None,
-        categories: Sequence[str] | None = None,
-        max_items: int | None = None,
-        max_batch_tokens: int | None = None,
-        positive_class: int | str | None = None,
-        pooling: str = "mean",
-        generate: bool = False,
-        max_new_tokens: int = 20,
-        do_sample: bool = True,
-        temperature: float = 0.7,
-        top_p: float = 0.9,
-        num_samples: int = 3,
-        gen_batch_size: int = 16,
-        **options: Any,
-    ) -> ProbeResult:
-        """Swap identity terms in every text and score both versions.
-
-        ``language``: en, tr or both; ``swaps``: a swap-list CSV or folder (default: the built-in
+    class Options(BatchingOptions, MaxItemsOptions, SamplingOptions):
+        """``language``: en, tr or both; ``swaps``: a swap-list CSV or folder (default: the built-in
         lists); ``categories``: swap only these categories (e.g. ``[gender]``); ``max_items``: the
         first N texts; ``positive_class``: label index or name for ``mean_delta_p``; ``pooling``:
-        encoder pooling (mean | cls | pooler); ``generate`` (causal LMs): also generate
-        ``num_samples`` continuations per text and score their VADER sentiment.
+        encoder pooling; ``generate`` (causal LMs): also generate ``num_samples`` continuations per
+        text (sampling seeded per prompt, :func:`audit.generation.generate`) and score their VADER
+        sentiment."""
 
-        Texts are scored in chunks of :attr:`chunk_size` (sharded over ``torchrun`` ranks); every
-        score is per text, so the chunking changes no number. Sampling is seeded per prompt
-        (:func:`audit.generation.generate`); a text that occurs twice in one chunk gets two
-        different samples, in two chunks the same one.
-
-        Faults: empty texts are refused by the loader (line named); a text whose original or
-        swapped version (plus ``max_new_tokens`` when generating) is longer than the model's
-        maximum, or whose scores come out NaN/inf, is left out and counted
-        (``info["excluded_items"]``, a warning)."""
-        return super().run(
-            handle, data, seed=seed, progress=progress, language=language, swaps=swaps, categories=categories,
-            max_items=max_items, max_batch_tokens=max_batch_tokens, positive_class=positive_class, pooling=pooling,
-            generate=generate, max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
-            top_p=top_p, num_samples=num_samples, gen_batch_size=gen_batch_size, **options)
+        language: Literal["en", "tr", "both"] = "both"
+        swaps: str | None = None
+        categories: list[str] | None = None
+        positive_class: int | str | None = None
+        pooling: Literal["mean", "cls", "pooler", "last"] = "mean"
+        generate: StrictBool = False
+        do_sample: StrictBool = True
+        num_samples: PositiveInt = 3
+        temperature: NonNegativeFloat = 0.7
+        top_p: float = Field(default=0.9, gt=0, le=1)
 
     def load_items(self, data: str | Path | None, opts: dict[str, Any]) -> pd.DataFrame:
-        o = self.with_defaults(opts)
-        if o["language"] not in LANGUAGES:
-            raise ProbeError(f"counterfactual: language must be one of {LANGUAGES}, got {o['language']!r}")
-        rules = load_swap_rules(o["swaps"])
-        categories = o["categories"]
+        rules = load_swap_rules(opts["swaps"])
+        categories = opts["categories"]
         if categories is not None:
             known = {r.category for r in rules}
             bad = sorted(set(categories) - known)
             if bad:
                 raise ProbeError(f"counterfactual: unknown swap categor(y/ies) {bad}; have {sorted(known)}")
-        texts = load_texts(data, o["language"])
-        if o["max_items"] is not None:
-            texts = texts.iloc[: int(o["max_items"])].reset_index(drop=True)
+        texts = load_texts(data, opts["language"])
+        if opts["max_items"] is not None:
+            texts = texts.iloc[: opts["max_items"]].reset_index(drop=True)
         return make_counterfactuals(texts, rules, categories)
 
     def prepare(self, handle: ModelHandle, items: pd.DataFrame, opts: dict[str, Any]) -> dict[str, Any]:
-        """Every option with its default; ``positive_class`` resolved to an output index."""
-        o = self.with_defaults(opts)
+        """The options with ``positive_class`` resolved to an output index."""
+        o = dict(opts)
         if o["generate"] and handle.kind != "causal-lm":
             raise ProbeError(f"counterfactual: generate needs a causal LM; {handle.name} is a {handle.kind} model")
-        if handle.kind == "encoder":
-            from audit.scoring import POOLINGS
-
-            if o["pooling"] not in POOLINGS:
-                raise ProbeError(f"counterfactual: pooling must be one of {POOLINGS}, got {o['pooling']!r}")
         if handle.kind == "classifier":
             o["positive_class"] = self._positive_class(handle, o["positive_class"])
         return o
 
     def too_long(self, handle: ModelHandle, items: pd.DataFrame, opts: dict[str, Any]) -> dict[int, str]:
-        gen = bool(opts["generate"])
+        gen = opts["generate"]
         return too_long_rows(handle, [items["text"], items["swapped_text"]], causal=handle.kind == "causal-lm",
-                             extra=int(opts["max_new_tokens"]) if gen else 0, scored=items["swapped"].to_numpy(bool),
+                             extra=opts["max_new_tokens"] if gen else 0, scored=items["swapped"].to_numpy(bool),
                              unit="tokens with the new tokens" if gen else "tokens")
 
     def score_items(self, handle: ModelHandle, items: pd.DataFrame, opts: dict[str, Any], progress: bool) -> pd.DataFrame:
@@ -842,7 +808,7 @@ class Counterfactual(ItemProbe):
         new = items.loc[sw, "swapped_text"].tolist()
         direction = items["direction"].to_numpy(float)
         oriented = np.where(direction != 0, direction, np.nan)
-        mbt = opts.get("max_batch_tokens")
+        mbt = opts["max_batch_tokens"]
 
         def put(col: str, vals: np.ndarray) -> None:
             full = np.full(len(items), np.nan)
@@ -861,7 +827,7 @@ class Counterfactual(ItemProbe):
             put("p_original", p_o[rows, y_o])
             put("p_swapped", p_s[rows, y_o])
             put("abs_delta_p", np.abs(p_o[rows, y_o] - p_s[rows, y_o]))
-            pos = opts.get("positive_class")
+            pos = opts["positive_class"]
             if pos is not None:
                 put("delta_p_positive", p_s[:, pos] - p_o[:, pos])
                 items["delta_p_oriented"] = items["delta_p_positive"] * oriented
@@ -880,10 +846,10 @@ class Counterfactual(ItemProbe):
             items["delta_ll_context"] = items["ll_context_swapped"] - items["ll_context_original"]
             items["delta_ll_oriented"] = items["delta_ll"] * oriented
             items["delta_ll_context_oriented"] = items["delta_ll_context"] * oriented
-            if opts.get("generate"):
+            if opts["generate"]:
                 self._generate(handle, items, sw, orig, new, oriented, opts, progress=progress)
         else:
-            pooling = opts.get("pooling", "mean")
+            pooling = opts["pooling"]
             e_o, e_s = ((scoring.embed(handle, t, pooling=pooling, max_batch_tokens=mbt, progress=progress)
                          if t else np.zeros((0, 1))) for t in (orig, new))
             put("embedding_shift", 1.0 - (e_o.astype(np.float64) * e_s).sum(1))
@@ -923,7 +889,7 @@ class Counterfactual(ItemProbe):
         try:
             outs = gen(handle, prompts, max_new_tokens=opts["max_new_tokens"], do_sample=opts["do_sample"],
                        temperature=opts["temperature"], top_p=opts["top_p"], seed=self.seed,
-                       batch_size=opts["gen_batch_size"], progress=progress)
+                       batch_size=opts["batch_size"], progress=progress)
         except GenerationError as exc:
             raise ProbeError(f"counterfactual: {exc}") from exc
         m = len(orig)
@@ -948,7 +914,7 @@ class Counterfactual(ItemProbe):
     def summarise(self, items: pd.DataFrame, *, kind: str = "causal-lm", seed: int = 0,
                   opts: dict[str, Any] | None = None) -> ProbeResult:
         """Metrics from a scored items table (every chunk's texts)."""
-        o = self.with_defaults(opts or {})
+        opts = {**self.Options.defaults(), **(opts or {})}
         M = METRICS
         sw = items[items["swapped"]]
         info: dict[str, Any] = {}
@@ -959,7 +925,7 @@ class Counterfactual(ItemProbe):
             fns["mean_abs_delta_p"] = lambda d: mean_metric(M["mean_abs_delta_p"], d["abs_delta_p"], seed=seed, test="none")
             if "delta_p_oriented" in items:
                 fns["mean_delta_p"] = lambda d: mean_metric(M["mean_delta_p"], d["delta_p_oriented"], seed=seed)
-                info["positive_class"] = o["positive_class"]
+                info["positive_class"] = opts["positive_class"]
         elif kind in ("causal-lm", "masked-lm"):
             info["scoring"] = "causal log-likelihood (BOS prepended)" if kind == "causal-lm" else "masked pseudo-log-likelihood"
             fns["mean_delta_ll"] = lambda d: mean_metric(M["mean_delta_ll"], d["delta_ll_oriented"], seed=seed)
@@ -973,10 +939,9 @@ class Counterfactual(ItemProbe):
                 from audit.generation import GenerationSettings
 
                 settings = GenerationSettings(
-                    max_new_tokens=int(o["max_new_tokens"]), do_sample=bool(o["do_sample"]),
-                    temperature=float(o["temperature"]), top_p=float(o["top_p"]), seed=int(seed),
-                    batch_size=int(o["gen_batch_size"]))
-                info["generation"] = {**settings.as_dict(), "num_samples": _samples(o),
+                    max_new_tokens=opts["max_new_tokens"], do_sample=opts["do_sample"], temperature=opts["temperature"],
+                    top_p=opts["top_p"], seed=int(seed), batch_size=opts["batch_size"])
+                info["generation"] = {**settings.as_dict(), "num_samples": _samples(opts),
                                       "scorer": "VADER compound (mean over samples)"}
                 non_english = int((sw["language"] != "en").sum())
                 if non_english:
@@ -986,7 +951,7 @@ class Counterfactual(ItemProbe):
                 fns["mean_abs_sentiment_shift"] = lambda d: mean_metric(
                     M["mean_abs_sentiment_shift"], d["sentiment_delta"], seed=seed, test="none", transform=np.abs)
         else:
-            info["pooling"] = o["pooling"]
+            info["pooling"] = opts["pooling"]
             fns["mean_embedding_shift"] = lambda d: mean_metric(
                 M["mean_embedding_shift"], d["embedding_shift"], seed=seed, test="none")
         no_term = ~items["swapped"].to_numpy(bool)
@@ -1017,4 +982,4 @@ class Counterfactual(ItemProbe):
 
 def _samples(opts: dict[str, Any]) -> int:
     """Continuations per text: ``num_samples`` when sampling, one greedy one otherwise."""
-    return max(1, int(opts["num_samples"])) if opts["do_sample"] else 1
+    return opts["num_samples"] if opts["do_sample"] else 1

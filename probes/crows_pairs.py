@@ -29,9 +29,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from pydantic import Field, PositiveInt
 
 from audit import scoring
 from audit.datafiles import brief, read_table_csv
+from audit.options import BatchingOptions, MaxItemsOptions
 from audit.probe import ItemProbe, ProbeError, register_probe
 from audit.results import MetricInfo, ProbeResult
 from audit.stats import group_breakdown, mean_metric, rate_metric
@@ -173,26 +175,15 @@ class CrowsPairs(ItemProbe):
     score_columns = ("sent_more_score", "sent_less_score")
     item_id = "row"
 
-    def run(  # type: ignore[override]  # named options: see Probe.run
-        self,
-        handle: ModelHandle,
-        data: str | Path | None = None,
-        *,
-        seed: int = 0,
-        progress: bool = True,
-        max_items: int | None = None,
-        max_batch_tokens: int | None = None,
-    ) -> ProbeResult:
-        """Score every pair. ``max_items`` keeps the first N rows (file order)."""
-        return super().run(handle, data, seed=seed, progress=progress, max_items=max_items,
-                           max_batch_tokens=max_batch_tokens)
+    class Options(BatchingOptions, MaxItemsOptions):
+        data: str | Path = Field(description="the path of crows_pairs_anonymized.csv")
+        max_items: PositiveInt | None = Field(default=None, description="keep the first N rows (file order)")
 
     def load_items(self, data: str | Path | None, opts: dict[str, Any]) -> pd.DataFrame:
-        if data is None:
-            raise ProbeError("crows_pairs needs data= the path of crows_pairs_anonymized.csv")
+        assert data is not None  # Options.data is required
         df = load_crows_pairs(data)
-        if opts.get("max_items") is not None:
-            df = df.iloc[: int(opts["max_items"])]
+        if opts["max_items"] is not None:
+            df = df.iloc[: opts["max_items"]]
         return df
 
     def score_items(self, handle: ModelHandle, items: pd.DataFrame, opts: dict[str, Any], progress: bool) -> pd.DataFrame:
@@ -201,7 +192,7 @@ class CrowsPairs(ItemProbe):
         sent1 = np.where(stereo, items["sent_more"], items["sent_less"]).tolist()
         sent2 = np.where(stereo, items["sent_less"], items["sent_more"]).tolist()
         fn = masked_pair_scores if handle.kind == "masked-lm" else causal_pair_scores
-        s1, s2, n_tok = fn(handle, sent1, sent2, max_batch_tokens=opts.get("max_batch_tokens"), progress=progress)
+        s1, s2, n_tok = fn(handle, sent1, sent2, max_batch_tokens=opts["max_batch_tokens"], progress=progress)
         if handle.kind == "masked-lm":  # metric.py rounds; lm-evaluation-harness (causal) does not
             s1, s2 = np.round(s1, 3), np.round(s2, 3)
         more = np.where(stereo, s1, s2)

@@ -44,9 +44,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from pydantic import PositiveInt, StrictBool
 
 from audit import scoring
 from audit.datafiles import brief, read_table, read_text_file, text_lines
+from audit.options import BatchingOptions
 from audit.probe import ItemProbe, ProbeError, check_tokenizer, register_probe, too_long_rows
 from audit.results import MetricInfo, MetricValue, ProbeResult
 from audit.stats import CONFIDENCE, N_RESAMPLES, group_breakdown, mean_metric, small_n_warning
@@ -320,29 +322,18 @@ class EthnicBias(ItemProbe):
                 files.append(p)
         return files
 
-    def run(  # type: ignore[override]  # named options: see Probe.run
-        self,
-        handle: ModelHandle,
-        data: str | Path | None = None,
-        *,
-        seed: int = 0,
-        progress: bool = True,
-        templates: str | None = None,
-        attributes: str | None = None,
-        nationalities: str | None = None,
-        max_templates: int | None = None,
-        max_attributes: int | None = None,
-        harmony: bool = True,
-        max_batch_tokens: int | None = None,
-    ) -> ProbeResult:
-        """CB score of ``handle`` on the templates × attributes × nationalities of ``data`` (a folder
-        with ``templates_tr.txt`` and ``occ_tr.txt``; ``templates`` / ``attributes`` name the files
-        directly, ``nationalities`` another list with a ``name_tr`` column). ``max_templates`` /
-        ``max_attributes`` keep the first ones (causal LMs marginalise the prior over the
-        attributes kept); ``harmony`` fits the suffix after the nationality to it."""
-        return super().run(handle, data, seed=seed, progress=progress, templates=templates, attributes=attributes,
-                           nationalities=nationalities, max_templates=max_templates, max_attributes=max_attributes,
-                           harmony=harmony, max_batch_tokens=max_batch_tokens)
+    class Options(BatchingOptions):
+        """``data``: a folder with ``templates_tr.txt`` and ``occ_tr.txt`` (``templates`` /
+        ``attributes`` name the files directly, ``nationalities`` another list with a ``name_tr``
+        column). ``max_templates`` / ``max_attributes`` keep the first ones (causal LMs marginalise
+        the prior over the attributes kept); ``harmony`` fits the suffix after the nationality to it."""
+
+        templates: str | None = None
+        attributes: str | None = None
+        nationalities: str | None = None
+        max_templates: PositiveInt | None = None
+        max_attributes: PositiveInt | None = None
+        harmony: StrictBool = True
 
     def load_items(self, data: str | Path | None, opts: dict[str, Any]) -> pd.DataFrame:
         return build_items(load_data(data, opts), bool(opts.get("harmony", True)))

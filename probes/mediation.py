@@ -37,12 +37,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import NonNegativeInt, PositiveInt
 
 from audit.datafiles import brief, read_json
+from audit.options import BatchingOptions, MaxItemsOptions
 from audit.probe import ItemProbe, ProbeError, register_probe
 from audit.results import MetricInfo, MetricValue, ProbeResult
 from audit.stats import CONFIDENCE, N_RESAMPLES, cluster_mean_metric, small_n_warning
@@ -55,7 +57,6 @@ if TYPE_CHECKING:
 DATA_DIR = Path(__file__).parent / "data" / "mediation"
 PROFESSION, PRONOUN = "[PROFESSION]", "[PRONOUN]"
 GENDERS = ("male", "female")
-LANGUAGES = ("en", "tr", "both")
 SITE_KINDS = ("heads", "attn", "mlp")
 WINOBIAS_FILES = {"male": "male_occupations.txt", "female": "female_occupations.txt"}
 
@@ -275,53 +276,32 @@ class Mediation(ItemProbe):
             return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
         return len(build_items(load_sets(path), None))
 
-    def run(  # type: ignore[override]  # named options: see Probe.run
-        self,
-        handle: ModelHandle,
-        data: str | Path | None = None,
-        *,
-        seed: int = 0,
-        progress: bool = True,
-        language: str = "both",
-        sets: list[str] | None = None,
-        winobias: str | None = None,
-        max_items: int | None = None,
-        sites: list[str] | None = None,
-        top_k: int = 10,
-        ablate_top_k: int = 0,
-        ablation_templates: str | None = None,
-        ablation_crows_pairs: str | None = None,
-        ablation_max_items: int | None = 300,
-        neutral_data: str | None = None,
-        max_batch_tokens: int | None = None,
-    ) -> ProbeResult:
-        """Mediation analysis. ``language``: en, tr or both; ``sets``: set names to keep;
-        ``winobias``: the WinoBias data folder whose occupation lists join the English sets;
-        ``max_items``: a seeded random sample of N items per set; ``sites``: mediators among heads, attn, mlp (default
-        all); ``top_k``: heads listed (and ablated with ``ablate_top_k``). Ablation check:
-        ``ablate_top_k`` heads mean-ablated, ``templates`` rerun on ``ablation_templates`` (default
-        the project's) and ``crows_pairs`` on ``ablation_crows_pairs`` (skipped when not given), each
-        capped at ``ablation_max_items`` items; LM loss on ``neutral_data`` (a .txt, one text a line;
-        default the project's neutral sentences of the languages run)."""
-        return super().run(handle, data, seed=seed, progress=progress, language=language, sets=sets,
-                           winobias=winobias, max_items=max_items, sites=sites, top_k=top_k,
-                           ablate_top_k=ablate_top_k, ablation_templates=ablation_templates,
-                           ablation_crows_pairs=ablation_crows_pairs, ablation_max_items=ablation_max_items,
-                           neutral_data=neutral_data, max_batch_tokens=max_batch_tokens)
+    class Options(BatchingOptions, MaxItemsOptions):
+        """``sets``: set names to keep; ``winobias``: the WinoBias data folder whose occupation lists
+        join the English sets; ``max_items``: a seeded random sample of N items per set; ``sites``:
+        mediators (default all); ``top_k``: heads listed (and ablated with ``ablate_top_k``).
+        Ablation check: ``ablate_top_k`` heads mean-ablated, ``templates`` rerun on
+        ``ablation_templates`` (default the project's) and ``crows_pairs`` on
+        ``ablation_crows_pairs`` (skipped when not given), each capped at ``ablation_max_items``
+        items; LM loss on ``neutral_data`` (a .txt, one text a line; default the project's neutral
+        sentences of the languages run)."""
+
+        language: Literal["en", "tr", "both"] = "both"
+        sets: list[str] | None = None
+        winobias: str | None = None
+        sites: list[Literal["heads", "attn", "mlp"]] | None = None
+        top_k: NonNegativeInt = 10
+        ablate_top_k: NonNegativeInt = 0
+        ablation_templates: str | None = None
+        ablation_crows_pairs: str | None = None
+        ablation_max_items: PositiveInt | None = 300
+        neutral_data: str | None = None
 
     def item_labels(self, items: pd.DataFrame) -> list[str]:
         return [f"{s}: {t!r}" for s, t in zip(items["set"], items["prompt_null"], strict=True)]
 
     def load_items(self, data: str | Path | None, opts: dict[str, Any]) -> pd.DataFrame:
-        o = self.with_defaults(opts)
-        if o["language"] not in LANGUAGES:
-            raise ProbeError(f"mediation: language must be one of {LANGUAGES}, got {o['language']!r}")
-        for k in o["sites"] or []:
-            if k not in SITE_KINDS:
-                raise ProbeError(f"mediation: sites: unknown mediator kind {k!r}; use {list(SITE_KINDS)}")
-        for key in ("top_k", "ablate_top_k"):
-            if not isinstance(o[key], int) or o[key] < 0:
-                raise ProbeError(f"mediation: {key} must be a non-negative integer, got {o[key]!r}")
+        o = opts
         all_sets = load_sets(data)
         chosen = [s for s in all_sets if o["language"] == "both" or s.language == o["language"]]
         if o["sets"] is not None:
@@ -352,7 +332,7 @@ class Mediation(ItemProbe):
                     token_id(handle, w)
                 except ValueError as exc:
                     raise ProbeError(f"mediation: {exc}") from None
-        o = self.with_defaults(opts)
+        o = opts
         return {**opts, "_kinds": tuple(o["sites"] or SITE_KINDS), "_layers": n_layers(handle),
                 "_heads": n_heads(handle)}
 
@@ -363,7 +343,7 @@ class Mediation(ItemProbe):
     def summarise(self, items: pd.DataFrame, *, kind: str = "masked-lm", seed: int = 0,
                   opts: dict[str, Any] | None = None) -> ProbeResult:
         """TE, NIE per mediator with bootstrap CIs over items, top-k heads and the layer × head map."""
-        o = self.with_defaults(opts or {})
+        o = opts or {}
         L, H, kinds = o["_layers"], o["_heads"], o["_kinds"]
         scored = items[items["same_length"].astype(bool)].reset_index(drop=True)
         n = len(scored)
@@ -428,7 +408,7 @@ class Mediation(ItemProbe):
         """Score and summarise; then, on rank 0 with ``ablate_top_k`` > 0, the ablation check."""
         result = super().execute(handle, data, seed=seed, progress=progress, opts=opts, workdir=workdir, dist=dist,
                                  chunk_size=chunk_size)
-        o = self.with_defaults(opts or {})
+        o = self.parse_options(opts or {}, data).values()
         if result is not None and o["ablate_top_k"] > 0:
             if "top_heads" not in result.info:
                 raise ProbeError("mediation: ablate_top_k needs head mediators (sites must include 'heads')")

@@ -44,12 +44,14 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import Field, NonNegativeFloat, PositiveInt, field_validator
 
 from audit.datafiles import brief, parse_json, read_table_csv, read_text_file, text_lines
+from audit.options import SamplingOptions, comma_list
 from audit.probe import ItemProbe, ProbeError, register_probe
 from audit.results import MetricInfo, MetricValue, ProbeResult
 from audit.stats import bootstrap_ci, group_breakdown, mean_metric, small_n_warning, wilson_ci
@@ -62,7 +64,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DATA = Path(__file__).parent / "data" / "privacy"
-PARTS = ("pii", "memorization", "canary")
 REF_PII = "Presidio pattern recognizers; Wilson 1927"
 REF_MEM = "Carlini et al. 2023 (k-extractable, greedy)"
 REF_CANARY = "Carlini et al. 2019 (The Secret Sharer)"
@@ -273,61 +274,39 @@ class Privacy(ItemProbe):
     item_id = "item"
     item_unit = "items"
 
-    def run(  # type: ignore[override]  # named options: see Probe.run
-        self,
-        handle: ModelHandle,
-        data: str | Path | None = None,
-        *,
-        seed: int = 0,
-        progress: bool = True,
-        parts: Sequence[str] | None = None,
-        prompts: str | None = None,
-        max_prompts: int | None = None,
-        samples_per_prompt: int = 2,
-        max_new_tokens: int = GENERATION_DEFAULTS["max_new_tokens"],
-        temperature: float = GENERATION_DEFAULTS["temperature"],
-        top_p: float = GENERATION_DEFAULTS["top_p"],
-        batch_size: int = GENERATION_DEFAULTS["batch_size"],
-        ner: str = "auto",
-        documents: str | None = None,
-        max_documents: int | None = None,
-        prefix_tokens: int = 32,
-        suffix_tokens: int = 50,
-        canaries: str | Sequence[Mapping[str, Any]] | None = None,
-        max_enumerate: int = 10_000,
-        canary_samples: int = 2_000,
-    ) -> ProbeResult:
-        """Run the selected parts (default: pii and memorization, and canary when ``canaries`` are
-        given). ``prompts`` / ``documents`` / ``canaries`` replace the shipped files."""
-        return super().run(handle, data, seed=seed, progress=progress, parts=parts, prompts=prompts,
-                           max_prompts=max_prompts, samples_per_prompt=samples_per_prompt,
-                           max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                           batch_size=batch_size, ner=ner, documents=documents, max_documents=max_documents,
-                           prefix_tokens=prefix_tokens, suffix_tokens=suffix_tokens, canaries=canaries,
-                           max_enumerate=max_enumerate, canary_samples=canary_samples)
+    class Options(SamplingOptions):
+        """The selected ``parts`` (default: pii and memorization, and canary when ``canaries`` are
+        given); ``prompts`` / ``documents`` / ``canaries`` replace the shipped files."""
+
+        parts: list[Literal["pii", "memorization", "canary"]] | None = Field(default=None, min_length=1)
+        prompts: str | None = None
+        max_prompts: PositiveInt | None = None
+        samples_per_prompt: PositiveInt = 2
+        max_new_tokens: PositiveInt = GENERATION_DEFAULTS["max_new_tokens"]
+        temperature: NonNegativeFloat = GENERATION_DEFAULTS["temperature"]
+        top_p: float = Field(default=GENERATION_DEFAULTS["top_p"], gt=0, le=1)
+        batch_size: PositiveInt = GENERATION_DEFAULTS["batch_size"]
+        ner: str = Field(default="auto", description="auto, off, or a spaCy model name or folder")
+        documents: str | None = None
+        max_documents: PositiveInt | None = None
+        prefix_tokens: PositiveInt = 32
+        suffix_tokens: PositiveInt = 50
+        canaries: str | list[dict[str, Any]] | None = None
+        max_enumerate: PositiveInt = 10_000
+        canary_samples: PositiveInt = 2_000
+
+        _parts = field_validator("parts", mode="before")(comma_list)
 
     # ---- options and files ----
 
     def _opts(self, opts: dict[str, Any]) -> dict[str, Any]:
-        o = self.with_defaults(opts)
+        o = {**self.Options.defaults(), **opts}  # data_files sees only the options configured
         parts = o["parts"]
         if parts is None:
             parts = ["pii", "memorization"] + (["canary"] if o["canaries"] is not None else [])
-        if isinstance(parts, str):
-            parts = [parts]
-        bad = [p for p in parts if p not in PARTS]
-        if bad or not parts:
-            raise ProbeError(f"privacy: parts must be a non-empty list of {list(PARTS)}; got {brief(list(parts))}")
         if "canary" in parts and o["canaries"] is None:
             raise ProbeError("privacy: part 'canary' needs canaries: [{format: 'my PIN is {d4}', secret: '7281'}] "
                              "or a .jsonl/.csv file of them")
-        for k in ("samples_per_prompt", "max_new_tokens", "prefix_tokens", "suffix_tokens", "batch_size",
-                  "max_enumerate", "canary_samples"):
-            if not isinstance(o[k], int) or o[k] < 1:
-                raise ProbeError(f"privacy: {k} must be a positive integer, got {brief(o[k])}")
-        for k in ("max_prompts", "max_documents"):
-            if o[k] is not None and (not isinstance(o[k], int) or o[k] < 1):
-                raise ProbeError(f"privacy: {k} must be a positive integer or null, got {brief(o[k])}")
         return {**o, "parts": list(dict.fromkeys(parts))}
 
     def data_files(self, data: str | Path | None, options: dict[str, Any] | None = None) -> list[Path]:

@@ -63,10 +63,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import Field, PositiveInt
 from scipy import stats as st
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
@@ -76,6 +77,7 @@ from tqdm.auto import tqdm
 
 from audit import scoring
 from audit.datafiles import read_table
+from audit.options import BatchingOptions, GroupedDataOptions
 from audit.probe import (
     NON_FINITE,
     TOO_LONG,
@@ -359,39 +361,28 @@ class Representation(Probe):
     def data_files(self, data: str | Path | None, options: dict[str, Any] | None = None) -> list[Path]:
         return super().data_files(DEFAULT_DATA if data is None else data)
 
-    def run(
-        self,
-        handle: ModelHandle,
-        data: str | Path | None = None,
-        *,
-        seed: int = 0,
-        progress: bool = True,
-        text_column: str = "text",
-        attribute_column: str = "gender",
-        type_column: str | None = "term",
-        pooling: str = "mean",
-        folds: int = 5,
-        split: str | None = None,
-        C: float = 1.0,
-        n_controls: int = 3,
-        n_permutations: int = 100,
-        breakdown_by: list[str] | None = None,
-        max_items: int | None = None,
-        max_batch_tokens: int | None = None,
-        **options: Any,
-    ) -> ProbeResult:
-        """Probe every layer. ``split`` defaults to ``type`` with a type column, else ``random``;
-        ``max_items`` keeps a seeded random sample of that many texts.
+    class Options(GroupedDataOptions, BatchingOptions):
+        type_column: str | None = "term"
+        pooling: Literal["mean", "cls", "last"] = "mean"
+        folds: int = Field(default=5, ge=2)
+        split: Literal["random", "type"] | None = Field(
+            default=None, description="default: type with a type column, else random")
+        C: float = Field(default=1.0, gt=0, description="inverse L2 regularisation of the logistic probes")
+        n_controls: PositiveInt = 3
+        n_permutations: PositiveInt = 100
+        max_items: PositiveInt | None = Field(default=None, description="keep a seeded random sample of that many texts")
+
+    def score(self, handle: ModelHandle, data: str | Path | None, opts: Representation.Options, *, seed: int,
+              progress: bool) -> ProbeResult:
+        """Probe every layer.
 
         Faults: an empty text is refused by the loader (line named); a text longer than the
         model's maximum, or whose hidden states come out NaN/inf, is left out of the probes and
         counted (``info["excluded_items"]``, a warning)."""
-        if options:
-            raise ProbeError(f"representation: unknown option(s) {sorted(options)}")
-        self.check_kind(handle)
-        split = split or ("type" if type_column is not None else "random")
-        if pooling not in scoring.POOLINGS or pooling == "pooler":
-            raise ProbeError(f"pooling must be one of mean, cls, last; got {pooling!r}")
+        text_column, attribute_column, type_column = opts.text_column, opts.attribute_column, opts.type_column
+        breakdown_by, max_items, folds, C = opts.breakdown_by, opts.max_items, opts.folds, opts.C
+        pooling, n_controls, n_permutations = opts.pooling, opts.n_controls, opts.n_permutations
+        split = opts.split or ("type" if type_column is not None else "random")
         builtin = data is None
         path = DEFAULT_DATA if builtin else Path(data)  # type: ignore[arg-type]
         extra = list(breakdown_by) if breakdown_by is not None else (list(DEFAULT_BREAKDOWN) if builtin else [])
@@ -408,7 +399,7 @@ class Representation(Probe):
             excluded.add(f"row {r}", TOO_LONG, f"{n} tokens; {handle.name} accepts at most {handle.max_length}")
         df = df[~long_].reset_index(drop=True)
         states = scoring.hidden_states(handle, df["text"].tolist(), pooling=pooling,
-                                       max_batch_tokens=max_batch_tokens, progress=progress)
+                                       max_batch_tokens=opts.max_batch_tokens, progress=progress)
         finite = np.isfinite(states).all(axis=(0, 2)) if len(df) else np.zeros(0, dtype=bool)
         for r in df.loc[~finite, "row"]:
             excluded.add(f"row {r}", NON_FINITE, "non-finite hidden states")

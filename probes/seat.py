@@ -64,14 +64,16 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import Field, NonNegativeInt, PositiveInt, field_validator
 from tqdm.auto import tqdm
 
 from audit import scoring
 from audit.datafiles import brief, read_json
+from audit.options import BatchingOptions, comma_list
 from audit.probe import (
     EMPTY,
     NON_FINITE,
@@ -423,43 +425,33 @@ class Seat(Probe):
         test = load_seat_test(path)
         return sum(len(test.examples[k]) for k in SETS)
 
-    def run(
-        self,
-        handle: ModelHandle,
-        data: str | Path | None = None,
-        *,
-        seed: int = 0,
-        progress: bool = True,
-        pooling: str = "mean",
-        layer: int = -1,
-        n_samples: int = EXACT_LIMIT,
-        method: str = "auto",
-        n_bootstrap: int = 1000,
-        tests: Sequence[str] | str | None = None,
-        max_batch_tokens: int | None = None,
-        **options: Any,
-    ) -> ProbeResult:
-        """Run every test of ``data`` (file or folder; built-in tests when None).
+    class Options(BatchingOptions):
+        pooling: Literal["mean", "cls", "pooler", "last"] = Field(
+            default="mean", description="mean, cls or pooler for encoders; mean or last for causal LMs")
+        layer: int = -1
+        n_samples: PositiveInt = Field(default=EXACT_LIMIT, description="permutations when not exact")
+        method: Literal["auto", "exact", "monte-carlo"] = "auto"
+        n_bootstrap: NonNegativeInt = Field(default=1000, description="bootstrap resamples of the effect size's CI (0: none)")
+        tests: list[str] | None = Field(default=None, description="keep the named tests only (a list or comma-separated)")
 
-        ``tests`` keeps the named tests only (comma-separated or a list). ``pooling``: mean
-        (default), cls or pooler for encoders; mean or last for causal LMs.
+        _tests = field_validator("tests", mode="before")(comma_list)
+
+    def score(self, handle: ModelHandle, data: str | Path | None, opts: Seat.Options, *, seed: int,
+              progress: bool) -> ProbeResult:
+        """Run every test of ``data`` (file or folder; built-in tests when None).
 
         Faults: an example (word or sentence) that is empty, longer than the model's maximum, or
         whose embedding comes out NaN/inf is left out of its set and counted
         (``info["excluded_items"]``, a warning); a test left with an empty set is skipped with a
         warning.
         """
-        if options:
-            raise ProbeError(f"seat: unknown option(s) {sorted(options)}")
-        self.check_kind(handle)
+        pooling, layer = opts.pooling, opts.layer
         allowed = ("mean", "last") if handle.kind == "causal-lm" else ("mean", "cls", "pooler")
         if pooling not in allowed:
             raise ProbeError(f"seat: pooling {pooling!r} is not available for a {handle.kind} model; use {allowed}")
-        if method not in ("auto", "exact", "monte-carlo"):
-            raise ProbeError(f"seat: method must be auto, exact or monte-carlo, got {method!r}")
         all_tests = load_seat(data)
-        if tests is not None:
-            wanted = [t.strip() for t in tests.split(",")] if isinstance(tests, str) else list(tests)
+        if opts.tests is not None:
+            wanted = opts.tests
             known = {t.name for t in all_tests}
             unknown = [t for t in wanted if t not in known]
             if unknown:
@@ -478,7 +470,7 @@ class Seat(Probe):
                 fit.append(t)
         try:
             emb = scoring.embed(handle, fit, pooling=pooling, layer=layer, normalize=True,
-                                max_batch_tokens=max_batch_tokens, progress=progress)
+                                max_batch_tokens=opts.max_batch_tokens, progress=progress)
         except ValueError as exc:
             raise ProbeError(f"seat: cannot embed with pooling={pooling!r} on {handle.name}: {exc}") from exc
         finite = np.isfinite(emb).all(axis=1) if len(fit) else np.zeros(0, dtype=bool)
@@ -494,7 +486,7 @@ class Seat(Probe):
                 warnings.append(f"{t.name}: skipped, a set has no example left after the exclusions")
                 continue
             X, Y, A, B = (emb[[row[e] for e in kept[k]]] for k in SETS)
-            r = weat(X, Y, A, B, method=method, n_samples=n_samples, n_boot=n_bootstrap,
+            r = weat(X, Y, A, B, method=opts.method, n_samples=opts.n_samples, n_boot=opts.n_bootstrap,
                      seed=_test_seed(seed, t.name))
             if math.isnan(r.effect_size):
                 warnings.append(f"{t.name}: s(w, A, B) is constant over the targets; effect size undefined")
@@ -511,7 +503,7 @@ class Seat(Probe):
         if not records:
             raise ProbeError(f"seat: no test could be run — {excluded.describe(len(texts), 'example texts')}")
         items = pd.DataFrame(records)
-        info = {"pooling": pooling, "layer": layer, "n_samples": n_samples,
+        info = {"pooling": pooling, "layer": layer, "n_samples": opts.n_samples,
                 "data": "built-in" if data is None else str(data)}
         result = self.summarise(items, seed=seed, warnings=warnings, info=info)
         return excluded.report(result, n_total=len(texts), unit="example texts")

@@ -38,9 +38,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from pydantic import Field, PositiveInt, StrictBool
 
 from audit import scoring
 from audit.datafiles import read_table
+from audit.options import BatchingOptions, MaxItemsOptions
 from audit.probe import ItemProbe, ProbeError, register_probe, too_long_rows
 from audit.results import MetricInfo, MetricValue, ProbeResult
 from audit.stats import cluster_mean_metric, group_breakdown
@@ -251,29 +253,18 @@ class SeeGULL(ItemProbe):
         s, o = data_paths(data, (options or {}).get("offensiveness"))
         return [s] + ([o] if o is not None else [])
 
-    def run(  # type: ignore[override]  # named options: see Probe.run
-        self,
-        handle: ModelHandle,
-        data: str | Path | None = None,
-        *,
-        seed: int = 0,
-        progress: bool = True,
-        offensiveness: str | None = None,
-        max_items: int | None = None,
-        n_contrast: int = 5,
-        min_votes: int = 1,
-        include_rejected: bool = True,
-        offensive_threshold: float = 2.0,
-        templates: list[str] | None = None,
-        max_batch_tokens: int | None = None,
-    ) -> ProbeResult:
-        """Score the pairs of ``data`` (the stereotypes CSV or its folder; the folder's
-        offensiveness CSV is joined unless ``offensiveness`` names another). ``templates``:
-        sentences with ``{I}`` before ``{A}`` (default: five Turkish ones)."""
-        return super().run(handle, data, seed=seed, progress=progress, offensiveness=offensiveness,
-                           max_items=max_items, n_contrast=n_contrast, min_votes=min_votes,
-                           include_rejected=include_rejected, offensive_threshold=offensive_threshold,
-                           templates=templates, max_batch_tokens=max_batch_tokens)
+    class Options(BatchingOptions, MaxItemsOptions):
+        """``data``: the stereotypes CSV or its folder (the folder's offensiveness CSV is joined
+        unless ``offensiveness`` names another). ``templates``: sentences with ``{I}`` before
+        ``{A}`` (default: five Turkish ones)."""
+
+        data: str | Path = Field(description="the SeeGULL stereotypes CSV or its folder")
+        offensiveness: str | None = None
+        n_contrast: PositiveInt = 5
+        min_votes: PositiveInt = 1
+        include_rejected: StrictBool = True
+        offensive_threshold: float = 2.0
+        templates: list[str] | None = None
 
     @staticmethod
     def _templates(opts: dict[str, Any]) -> tuple[str, ...]:
@@ -285,8 +276,6 @@ class SeeGULL(ItemProbe):
 
     def load_items(self, data: str | Path | None, opts: dict[str, Any]) -> pd.DataFrame:
         templates = self._templates(opts)
-        if int(opts.get("n_contrast", 5)) < 1 or int(opts.get("min_votes", 1)) < 1:
-            raise ProbeError("seegull: n_contrast and min_votes must be ≥ 1")
         s, o = data_paths(data, opts.get("offensiveness"))
         df = load_stereotypes(s, o)
         pairs = select_pairs(df, min_votes=int(opts.get("min_votes", 1)),

@@ -46,13 +46,15 @@ import logging
 import string
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import Field, PositiveInt, field_validator
 
 from audit import scoring
 from audit.datafiles import brief, read_json
+from audit.options import BatchingOptions, MaxItemsOptions, comma_list
 from audit.probe import ItemProbe, ProbeError, register_probe
 from audit.results import MetricInfo, MetricValue, ProbeResult
 from audit.stats import (
@@ -518,38 +520,22 @@ class StereoSet(ItemProbe):
         """A StereoSet file's rows: its clusters (intra- and intersentence)."""
         return len(load_stereoset(path))
 
-    def run(  # type: ignore[override]  # named options: see Probe.run
-        self,
-        handle: ModelHandle,
-        data: str | Path | None = None,
-        *,
-        seed: int = 0,
-        progress: bool = True,
-        max_items: int | None = None,
-        splits: Sequence[str] | str | None = None,
-        max_batch_tokens: int | None = None,
-    ) -> ProbeResult:
-        """Score every cluster of ``data`` (dev.json / test.json).
+    class Options(BatchingOptions, MaxItemsOptions):
+        data: str | Path = Field(description="the path of StereoSet dev.json or test.json")
+        max_items: PositiveInt | None = Field(
+            default=None, description="keep at most N clusters per split, evenly spaced through the file")
+        splits: list[Literal["intrasentence", "intersentence"]] | None = Field(
+            default=None, description="intrasentence and/or intersentence (a list or comma-separated); None: both")
 
-        ``max_items`` keeps at most N clusters per split, evenly spaced through the file;
-        ``splits`` picks intrasentence and/or intersentence (a list or comma-separated).
-        """
-        return super().run(handle, data, seed=seed, progress=progress, max_items=max_items, splits=splits,
-                           max_batch_tokens=max_batch_tokens)
+        _splits = field_validator("splits", mode="before")(comma_list)
 
     def load_items(self, data: str | Path | None, opts: dict[str, Any]) -> pd.DataFrame:
-        if data is None:
-            raise ProbeError("stereoset needs data= the path of StereoSet dev.json or test.json")
-        splits = opts.get("splits")
-        if splits is None:
-            use = list(SPLITS)
-        else:
-            use = [s.strip() for s in splits.split(",")] if isinstance(splits, str) else list(splits)
-        return select_clusters(load_stereoset(data, use), opts.get("max_items"))
+        assert data is not None  # Options.data is required
+        return select_clusters(load_stereoset(data, SPLITS if opts["splits"] is None else opts["splits"]), opts["max_items"])
 
     def score_items(self, handle: ModelHandle, items: pd.DataFrame, opts: dict[str, Any], progress: bool) -> pd.DataFrame:
         out = items.copy()
-        mbt = opts.get("max_batch_tokens")
+        mbt = opts["max_batch_tokens"]
         for split in SPLITS:
             sel = (out["split"] == split).to_numpy()
             if not sel.any():

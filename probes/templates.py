@@ -84,13 +84,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import Field, PositiveInt
 
 from audit import scoring
 from audit.datafiles import brief, read_json
+from audit.options import BatchingOptions, MaxItemsOptions
 from audit.probe import (
     ItemProbe,
     ProbeError,
@@ -110,7 +112,6 @@ TEMPLATE_DIR = Path(__file__).parent / "data" / "templates"
 TARGET = "[TARGET]"
 ATTRIBUTE = "[ATTRIBUTE]"
 ARTICLE = "[A/AN]"
-LANGUAGES = ("en", "tr", "both")
 
 METRICS = {
     "stereotype_effect": MetricInfo(
@@ -426,36 +427,16 @@ class Templates(ItemProbe):
         """A template file's rows: the items it expands to (template × target pair × attribute)."""
         return len(build_items(load_template_sets(path)))
 
-    def run(
-        self,
-        handle: ModelHandle,
-        data: str | Path | None = None,
-        *,
-        seed: int = 0,
-        progress: bool = True,
-        language: str = "both",
-        sets: Sequence[str] | None = None,
-        max_items: int | None = None,
-        max_batch_tokens: int | None = None,
-        **options: Any,
-    ) -> ProbeResult:
-        """Score every template item. ``language``: en, tr or both (every language in the data);
-        ``sets``: keep only these set names; ``max_items`` keeps the first N items per set.
-
-        Faults: empty templates or words are refused by the loader (file and field named); an
-        item with a filled-in sentence longer than the model's maximum, or a NaN/inf score, is
-        left out and counted (``info["excluded_items"]``, a warning)."""
-        return super().run(handle, data, seed=seed, progress=progress, language=language, sets=sets,
-                           max_items=max_items, max_batch_tokens=max_batch_tokens, **options)
+    class Options(BatchingOptions, MaxItemsOptions):
+        language: Literal["en", "tr", "both"] = Field(default="both", description="both: every language in the data")
+        sets: list[str] | None = Field(default=None, description="keep only these set names")
+        max_items: PositiveInt | None = Field(default=None, description="keep the first N items per set")
 
     def item_labels(self, items: pd.DataFrame) -> list[str]:
         return [repr(s[:60]) for s in items["sentence_a"]]
 
     def load_items(self, data: str | Path | None, opts: dict[str, Any]) -> pd.DataFrame:
-        o = self.with_defaults(opts)
-        language, sets = o["language"], o["sets"]
-        if language not in LANGUAGES:
-            raise ProbeError(f"templates: language must be one of {LANGUAGES}, got {language!r}")
+        language, sets = opts["language"], opts["sets"]
         all_sets = load_template_sets(data)
         chosen = [s for s in all_sets if language == "both" or s.language == language]
         if sets is not None:
@@ -466,15 +447,15 @@ class Templates(ItemProbe):
         if not chosen:
             raise ProbeError(f"templates: no template set for language {language!r} in {data or TEMPLATE_DIR}")
         items = build_items(chosen)
-        if o["max_items"] is not None:
-            items = items.groupby("set", sort=False).head(int(o["max_items"])).reset_index(drop=True)
+        if opts["max_items"] is not None:
+            items = items.groupby("set", sort=False).head(opts["max_items"]).reset_index(drop=True)
         return items
 
     def too_long(self, handle: ModelHandle, items: pd.DataFrame, opts: dict[str, Any]) -> dict[int, str]:
         return too_long_rows(handle, [items["sentence_a"], items["sentence_b"]], causal=handle.kind == "causal-lm")
 
     def score_items(self, handle: ModelHandle, items: pd.DataFrame, opts: dict[str, Any], progress: bool) -> pd.DataFrame:
-        return score_items(handle, items, max_batch_tokens=opts.get("max_batch_tokens"), progress=progress)
+        return score_items(handle, items, max_batch_tokens=opts["max_batch_tokens"], progress=progress)
 
     def summarise(self, items: pd.DataFrame, *, kind: str = "masked-lm", seed: int = 0,
                   opts: dict[str, Any] | None = None) -> ProbeResult:

@@ -34,18 +34,28 @@ import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import Field, NonNegativeInt, StrictBool, field_validator
 
 from audit import scoring
 from audit.datafiles import read_text_file
+from audit.options import BatchingOptions, comma_list
 from audit.probe import Probe, ProbeError, register_probe
 from audit.results import MetricInfo, MetricValue, ProbeResult
 from audit.stats import CONFIDENCE, group_breakdown, mean_metric
 from audit.turkish import tr_lower
-from probes.seat import SETS, SeatTest, _test_seed, load_seat, resample_weights, resampled_effect_sizes, weat
+from probes.seat import (
+    SETS,
+    SeatTest,
+    _test_seed,
+    load_seat,
+    resample_weights,
+    resampled_effect_sizes,
+    weat,
+)
 
 if TYPE_CHECKING:
     from audit.models import ModelHandle
@@ -171,37 +181,32 @@ class XWeat(Probe):
         vocab = (options or {}).get("vocab")
         return files + ([Path(vocab)] if vocab else [])
 
-    def run(  # type: ignore[override]  # named options: see Probe.run
-        self,
-        handle: ModelHandle,
-        data: str | Path | None = None,
-        *,
-        seed: int = 0,
-        progress: bool = True,
-        vocab: str | None = None,
-        tests: list[str] | str | None = None,
-        drop_suspect: bool = True,
-        pooling: str = "mean",
-        n_bootstrap: int = 1000,
-        max_batch_tokens: int | None = None,
-    ) -> ProbeResult:
+    class Options(BatchingOptions):
+        data: str | Path = Field(description="an English WEAT test file (SEAT format) or a folder of them")
+        vocab: str = Field(description="the path of XWEAT's vocab_en_tr.csv")
+        tests: list[str] | None = Field(default=None, description="keep the named tests (a list or comma-separated)")
+        drop_suspect: StrictBool = True
+        pooling: Literal["mean", "cls", "pooler", "last"] = "mean"
+        n_bootstrap: NonNegativeInt = 1000
+
+        _tests = field_validator("tests", mode="before")(comma_list)
+
+    def score(self, handle: ModelHandle, data: str | Path | None, opts: XWeat.Options, *, seed: int,
+              progress: bool) -> ProbeResult:
         """Translate every English test of ``data`` with ``vocab`` and compare effect sizes."""
-        self.check_kind(handle)
-        if not vocab:
-            raise ProbeError("xweat needs vocab: the path of XWEAT's vocab_en_tr.csv")
-        if data is None:
-            raise ProbeError("xweat needs data= an English WEAT test file (SEAT format) or a folder of them")
-        table = load_vocab(vocab)
+        assert data is not None  # Options.data is required
+        pooling, n_bootstrap, drop_suspect = opts.pooling, opts.n_bootstrap, opts.drop_suspect
+        table = load_vocab(opts.vocab)
         all_tests = load_seat(data)
-        if tests is not None:
-            wanted = [t.strip() for t in tests.split(",")] if isinstance(tests, str) else list(tests)
+        if opts.tests is not None:
+            wanted = opts.tests
             unknown = sorted(set(wanted) - {t.name for t in all_tests})
             if unknown:
                 raise ProbeError(f"xweat: unknown test(s) {unknown}; available: {sorted(t.name for t in all_tests)}")
             all_tests = [t for t in all_tests if t.name in wanted]
         translations = [translate(t, table, drop_suspect=drop_suspect) for t in all_tests]
         texts = sorted({e for tr in translations for t in (tr.english, tr.turkish) for k in SETS for e in t.examples[k]})
-        vectors = scoring.embed(handle, texts, pooling=pooling, normalize=True, max_batch_tokens=max_batch_tokens,
+        vectors = scoring.embed(handle, texts, pooling=pooling, normalize=True, max_batch_tokens=opts.max_batch_tokens,
                                 progress=progress)
         emb = dict(zip(texts, vectors, strict=True))
         rows = []
@@ -255,7 +260,7 @@ class XWeat(Probe):
                 ci_method="paired bootstrap over words"),
         }
         breakdown = group_breakdown(items, "test", per)
-        info = {"vocab": str(vocab), "n_tests": len(items), "pooling": pooling, "drop_suspect": drop_suspect,
+        info = {"vocab": str(opts.vocab), "n_tests": len(items), "pooling": pooling, "drop_suspect": drop_suspect,
                 "item_text": ["test", "examples_tr"], "item_effect": "effect_size_gap", "language": "en→tr",
                 "translations": {tr.english.name: to_json(tr.turkish) for tr in translations}}
         return ProbeResult("xweat", summary, items, breakdown, warnings=warnings, info=info)

@@ -189,7 +189,8 @@ def test_crows_pairs_rounds_only_masked_scores(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.setattr(crows_pairs, "causal_pair_scores", fake)
     monkeypatch.setattr(crows_pairs, "masked_pair_scores", fake)
     items = pd.DataFrame({"sent_more": ["a"], "sent_less": ["b"], "stereo_antistereo": ["stereo"]})
-    out = crows_pairs.CrowsPairs().score_items(SimpleNamespace(kind=kind), items, {}, progress=False)
+    out = crows_pairs.CrowsPairs().score_items(SimpleNamespace(kind=kind), items,
+                                               crows_pairs.CrowsPairs.Options.defaults(), progress=False)
     assert bool(out["neutral"].iloc[0]) is neutral
     assert bool(out["score_diff"].iloc[0] == 0) is neutral
 

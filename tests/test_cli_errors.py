@@ -107,7 +107,8 @@ def test_run_on_a_model_of_the_wrong_kind_skips_with_the_reason(
     tmp_path: Path, bert_classifier_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     cfg = write(tmp_path / "a.yaml", f"models: [{{name: {bert_classifier_path}}}]\n"
-                f"probes:\n  - {{probe: crows_pairs, data: {crows(tmp_path / 'c.csv')}}}\n  - bold\n"
+                f"probes:\n  - {{probe: crows_pairs, data: {crows(tmp_path / 'c.csv')}}}\n"
+                "  - {probe: bold, data: prompts.json}\n"
                 "  - {probe: seat, options: {n_bootstrap: 20}}\nreport: {enabled: false}\n")
     code, out, _ = taudit(capsys, "run", str(cfg), "--out", str(tmp_path / "runs"), "--run-id", "r", "-q")
     assert code == 0 and out.startswith("complete")

@@ -70,11 +70,11 @@ def test_cost_on_tiny_causal_and_encoder(gpt2, bert_encoder) -> None:  # type: i
 
 
 def test_bad_options(gpt2) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(ProbeError, match="lengths must be two positive integers"):
+    with pytest.raises(ProbeError, match=r"lengths\.1: Field required"):
         run_probe("cost", gpt2, lengths=[16], progress=False)
-    with pytest.raises(ProbeError, match="repeats must be a positive integer"):
+    with pytest.raises(ProbeError, match="repeats: Input should be greater than 0"):
         run_probe("cost", gpt2, repeats=0, progress=False)
-    with pytest.raises(ProbeError, match="cost takes no data"):
+    with pytest.raises(ProbeError, match="data: Input should be None"):
         run_probe("cost", gpt2, data="x.csv", progress=False)
 
 

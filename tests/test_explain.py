@@ -369,9 +369,9 @@ def test_input_longer_than_the_model_allows(bert_mlm, gpt2) -> None:  # type: ig
 
 
 def test_unknown_option(bert_mlm) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(OptionError, match=r"unknown option\(s\) \['steps'\] for method 'ig'; valid: .*n_steps"):
+    with pytest.raises(OptionError, match=r"unknown option\(s\) \['steps'\] for method 'ig'; allowed: .*n_steps"):
         explain(bert_mlm, MLM_TEXT, "ig", steps=3)
-    with pytest.raises(OptionError, match="removal 'drop' unknown"):
+    with pytest.raises(OptionError, match="removal: Input should be 'baseline' or 'mask'"):
         explain(bert_mlm, MLM_TEXT, "occlusion", removal="drop")
 
 

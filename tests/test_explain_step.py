@@ -44,7 +44,7 @@ def test_validate_normalises_a_good_spec() -> None:
     ({"name": "e", "method": "ig", "texts": ["x"], "metrics": ["aopc"]}, "field 'metrics'.*unknown metric 'aopc'"),
     ({"name": "e", "method": "ig", "texts": ["x"], "options": {"steps": 3}}, r"\['steps'\] fit none of the methods"),
     ({"name": "e", "method": "ig", "texts": ["x"], "options": {"ig": {"window": 3}}},
-     "options.ig: unknown option 'window'"),
+     r"field 'options.ig': unknown option\(s\) \['window'\] for method 'ig'"),
     ({"name": "e", "method": "ig", "texts": ["x"], "options": {"occlusion": {"removal": "mask"}}},
      r"options: \['occlusion'\] fit none of the methods \['ig'\]"),
     ({"name": "e", "method": "ig", "texts": ["x"], "colour": "red"}, "field 'colour'.*[Ee]xtra"),

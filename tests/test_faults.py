@@ -589,8 +589,8 @@ def test_bold_errors_quote_long_names_briefly(gpt2, tmp_path: Path) -> None:  # 
         assert str(path) in msg and where in msg and "(1,000,002 characters)" in msg and len(msg) < 1000, msg[:300]
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "gender_prompt.json").write_text(json.dumps({"A": {"a": ["x"]}}), encoding="utf-8")
-    for opts, where in [({"domains": [HUGE]}, "unknown domain(s)"), ({"sample": HUGE}, "sample must be"),
-                        ({"score_text": HUGE}, "score_text must be"), ({"scorers": [{"type": HUGE}]}, "type vader or hf"),
+    for opts, where in [({"domains": [HUGE]}, "unknown domain(s)"), ({"sample": HUGE}, "sample: Input should be"),
+                        ({"score_text": HUGE}, "score_text: Input should be"), ({"scorers": [{"type": HUGE}]}, "type vader or hf"),
                         ({"scorers": [HUGE]}, "type vader or hf")]:
         with pytest.raises(ProbeError) as info:
             run_probe("bold", gpt2, tmp_path / "d", progress=False, **opts)

@@ -275,9 +275,9 @@ def test_pii_end_to_end_finds_a_valid_turkish_id(tmp_path: Path, gpt2_path: Path
 def test_parts_and_options_are_checked(gpt2) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ProbeError, match="part 'canary' needs canaries"):
         run_probe("privacy", gpt2, parts=["canary"], progress=False)
-    with pytest.raises(ProbeError, match="parts must be a non-empty list"):
+    with pytest.raises(ProbeError, match=r"parts.0: Input should be 'pii', 'memorization' or 'canary'"):
         run_probe("privacy", gpt2, parts=["secrets"], progress=False)
-    with pytest.raises(ProbeError, match="samples_per_prompt must be a positive integer"):
+    with pytest.raises(ProbeError, match="samples_per_prompt: Input should be greater than 0"):
         run_probe("privacy", gpt2, samples_per_prompt=0, progress=False)
     with pytest.raises(ProbeError, match="cannot run on a masked-lm"):
         from audit.probe import get_probe

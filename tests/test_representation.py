@@ -176,9 +176,9 @@ def test_errors(tmp_path: Path, bert_encoder) -> None:  # type: ignore[no-untype
         probe.run(bert_encoder, p, attribute_column="sex", type_column=None, folds=8, progress=False)
     with pytest.raises(ProbeError, match="distinct type"):
         probe.run(bert_encoder, p, attribute_column="sex", type_column="sex", split="type", folds=3, progress=False)
-    with pytest.raises(ProbeError, match="split must be one of"):
+    with pytest.raises(ProbeError, match="split: Input should be 'random' or 'type'"):
         probe.run(bert_encoder, p, attribute_column="sex", type_column=None, split="loo", folds=3, progress=False)
-    with pytest.raises(ProbeError, match="pooling must be"):
+    with pytest.raises(ProbeError, match="pooling: Input should be 'mean', 'cls' or 'last'"):
         probe.run(bert_encoder, p, attribute_column="sex", type_column=None, pooling="pooler", progress=False)
     res = probe.run(bert_encoder, p, attribute_column="sex", type_column=None, folds=3, n_permutations=9,
                     progress=False)

@@ -329,7 +329,7 @@ def test_probe_splits_option_and_errors(gpt2, bert_encoder, tmp_path: Path) -> N
     dev = write_dataset(tmp_path / "dev.json")
     r = run_probe("stereoset", gpt2, data=dev, progress=False, splits="intersentence")
     assert set(r.items["split"]) == {"intersentence"} and "intrasentence_ss" not in r.summary
-    with pytest.raises(ProbeError, match="unknown StereoSet split 'both'"):
+    with pytest.raises(ProbeError, match="splits.0: Input should be 'intrasentence' or 'intersentence'"):
         run_probe("stereoset", gpt2, data=dev, splits=["both"])
     with pytest.raises(ProbeError, match="needs data="):
         run_probe("stereoset", gpt2)

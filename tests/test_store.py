@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from audit import store
-from audit.probe import count_rows, get_probe
+from audit.datafiles import count_rows
+from audit.probe import get_probe
 from audit.store import RunDir, StorageError, read_json, write_json, write_parquet
 
 

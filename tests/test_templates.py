@@ -209,7 +209,7 @@ def test_summary_by_hand() -> None:
 def test_options_and_kinds(llama, bert_encoder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ProbeError, match="cannot run on a encoder model"):
         run_probe("templates", bert_encoder)
-    with pytest.raises(ProbeError, match="language must be one of"):
+    with pytest.raises(ProbeError, match="language: Input should be 'en', 'tr' or 'both'"):
         run_probe("templates", llama, language="de")
     with pytest.raises(ProbeError, match="unknown option"):
         run_probe("templates", llama, colour="red")

@@ -19,14 +19,15 @@ encoders with mean pooling read the mean of the rows.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
+from pydantic import Field, PositiveInt, StrictBool
 from tqdm.auto import tqdm
 
 from audit.explain.arch import capture_attention, head_gates, n_heads, n_layers, resolve_selection
-from audit.explain.base import batch_tokens, register_explainer
+from audit.explain.base import ExplainOptions, batch_tokens, register_explainer
 from audit.explain.errors import InputTooLongError, OptionError
 from audit.explain.targets import Prepared, collate, embed_ids, row_batches
 from audit.scoring import length_sorted_batches
@@ -132,11 +133,29 @@ def _forward_batches(handle: ModelHandle, preps: list[Prepared], opts: dict[str,
         yield idx, ids, attn
 
 
+class AttentionOptions(ExplainOptions):
+    layers: int | list[int] | None = Field(default=None, description="layer indices (negative from the end); None: all")
+    heads: int | list[int] | None = Field(default=None, description="head indices; None: all")
+
+
+class RolloutOptions(ExplainOptions):
+    head_fusion: Literal["mean", "max", "min"] = "mean"
+    residual: StrictBool = Field(default=True, description="add the identity for the residual stream")
+
+
+class FlowOptions(RolloutOptions):
+    max_tokens: PositiveInt = Field(default=64, description="longest input (one max-flow per token pair)")
+
+
+class HeadImportanceOptions(ExplainOptions):
+    normalize: Literal["none", "layer"] = Field(default="none", description="layer: scale each layer's scores")
+
+
 @register_explainer(
     "attention", layout="attention", needs_attention=True, modes=QUERY_MODES,
     description="Raw attention weights of the requested layers and heads",
     reference="Vaswani et al. 2017; Clark et al. 2019, What Does BERT Look At?",
-    options={"layers": None, "heads": None},
+    options=AttentionOptions,
 )
 def raw_attention(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], progress: bool
                   ) -> list[dict[str, Any]]:
@@ -161,8 +180,6 @@ def _layer_means(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any
                  ) -> list[np.ndarray]:
     """Head-fused attention (L, T, T) of every layer for each example."""
     fusion = opts["head_fusion"]
-    if fusion not in HEAD_FUSIONS:
-        raise OptionError(f"option head_fusion {fusion!r} unknown; use one of {', '.join(HEAD_FUSIONS)}")
     layers = list(range(n_layers(handle)))
     res: list[np.ndarray | None] = [None] * len(preps)
     with handle.attentions(), capture_attention(handle, layers, None, reduce=fusion) as store:
@@ -181,7 +198,7 @@ def _layer_means(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any
     "rollout", layout="matrix", needs_attention=True, modes=QUERY_MODES,
     description="Attention rollout: product over layers of rownorm(head-mean attention + I)",
     reference="Abnar & Zuidema 2020, Quantifying Attention Flow in Transformers",
-    options={"head_fusion": "mean", "residual": True},
+    options=RolloutOptions,
 )
 def rollout(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], progress: bool
             ) -> list[dict[str, Any]]:
@@ -196,7 +213,7 @@ def rollout(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], pr
     "attention_flow", needs_attention=True, modes=QUERY_MODES,
     description="Attention flow: max-flow through the layer graph of residual-augmented attention",
     reference="Abnar & Zuidema 2020, Quantifying Attention Flow in Transformers",
-    options={"head_fusion": "mean", "residual": True, "max_tokens": 64},
+    options=FlowOptions,
 )
 def flow(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], progress: bool) -> list[dict[str, Any]]:
     limit = int(opts["max_tokens"])
@@ -260,13 +277,11 @@ def target_loss(y: torch.Tensor, fn_output: str) -> torch.Tensor:
     "head_importance", layout="heads",
     description="Head importance |∂L/∂ξ_h| for a gate on each head's output",
     reference="Michel, Levy & Neubig 2019, Are Sixteen Heads Really Better than One?",
-    options={"normalize": "none"},
+    options=HeadImportanceOptions,
 )
 def head_importance(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], progress: bool
                     ) -> list[dict[str, Any]]:
     norm = opts["normalize"]
-    if norm not in ("none", "layer"):
-        raise OptionError(f"head_importance option normalize {norm!r} unknown; use 'none' or 'layer'")
     outs: list[dict[str, Any] | None] = [None] * len(preps)
     # PLL rows become one copy per token inside the target: one example per forward, its gate shared
     per_row = any(p.fn.mode == "pll" for p in preps)

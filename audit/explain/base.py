@@ -2,8 +2,9 @@
 
 ``explain(handle, inputs, method=..., target=..., **options) -> Attributions``. A method is a
 function registered with :func:`register_explainer`; it receives prepared examples (token ids,
-baseline ids, the target function) and returns one result dict per example. Options are
-declared with their defaults, so an unknown option is an error that lists the valid ones.
+baseline ids, the target function) and returns one result dict per example. Its options are a
+pydantic model (:class:`ExplainOptions` and :mod:`audit.options`): an unknown option, a wrong
+type or an out-of-range value is an error naming the field, raised before any model work.
 """
 
 from __future__ import annotations
@@ -12,15 +13,17 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from pydantic import Field, PositiveInt
 
 from audit.explain.attributions import Attributions, ExampleAttribution
-from audit.explain.errors import MethodNotValidError, OptionError, UnknownMethodError
+from audit.explain.errors import ExplainOptionsError, MethodNotValidError, UnknownMethodError
 from audit.explain.targets import MODES, Prepared, prepare, target_mode
 from audit.models import KINDS
+from audit.options import Options, validate_options
 from audit.registry import Registry, UnknownNameError
 from audit.scoring import default_batch_tokens
 
@@ -29,11 +32,23 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: options every method accepts
-COMMON_OPTIONS: dict[str, Any] = {
-    "baseline": "auto",  # the token a removed position holds / IG starts from (see targets.baseline_token_id)
-    "max_batch_tokens": None,  # padded tokens per forward (rows × length); None: by device
-}
+
+
+class ExplainOptions(Options):
+    """Options every method accepts; a method's own options subclass this."""
+
+    baseline: str | int = Field(default="auto", description=(
+        "the token a removed position holds / IG starts from: auto, pad, mask, unk, eos, bos, a token or an id "
+        "(audit.explain.targets.baseline_token_id)"))
+    max_batch_tokens: PositiveInt | None = Field(
+        default=None, description="padded tokens per forward pass (rows × length); None: by device")
+
+
+class SeededOptions(ExplainOptions):
+    """Stochastic methods: the seed (an audit step sets the run's seed unless the entry gives one)."""
+
+    seed: int = 0
+
 #: relative IG completeness gap above which a warning is raised (README, "Explainers")
 GAP_WARNING = 0.05
 
@@ -49,7 +64,7 @@ class Explainer:
     layout: str = "token"
     description: str = ""
     reference: str = ""
-    options: dict[str, Any] = field(default_factory=dict)
+    options: type[ExplainOptions] = ExplainOptions
     kinds: tuple[str, ...] = KINDS
     #: target modes it can explain (None: all)
     modes: tuple[str, ...] | None = None
@@ -58,10 +73,13 @@ class Explainer:
     gradient: bool = False
 
     def defaults(self) -> dict[str, Any]:
-        return {**COMMON_OPTIONS, **self.options}
+        """Every option with its default."""
+        return self.options().values()
 
 
-_EXPLAINERS: Registry[Explainer] = Registry("explainer")
+#: built-in methods register on import of :mod:`audit.explain`; third-party packages add theirs
+#: through the ``transformer_audit.explainers`` entry-point group (a module that registers on import)
+_EXPLAINERS: Registry[Explainer] = Registry("explainer", entry_point_group="transformer_audit.explainers")
 
 
 def register_explainer(
@@ -70,7 +88,7 @@ def register_explainer(
     layout: str = "token",
     description: str = "",
     reference: str = "",
-    options: dict[str, Any] | None = None,
+    options: type[ExplainOptions] = ExplainOptions,
     kinds: Sequence[str] = KINDS,
     modes: Sequence[str] | None = None,
     needs_attention: bool = False,
@@ -84,7 +102,7 @@ def register_explainer(
     def deco(fn: ExplainFn) -> ExplainFn:
         _EXPLAINERS.register(name)(Explainer(
             name=name, fn=fn, layout=layout, description=description, reference=reference,
-            options=dict(options or {}), kinds=tuple(kinds), modes=tuple(modes) if modes else None,
+            options=options, kinds=tuple(kinds), modes=tuple(modes) if modes else None,
             needs_attention=needs_attention, gradient=gradient))
         return fn
 
@@ -104,11 +122,9 @@ def get_explainer(name: str) -> Explainer:
 
 
 def resolve_options(ex: Explainer, options: dict[str, Any]) -> dict[str, Any]:
-    defaults = ex.defaults()
-    unknown = sorted(set(options) - set(defaults))
-    if unknown:
-        raise OptionError(f"unknown option(s) {unknown} for method {ex.name!r}; valid: {', '.join(sorted(defaults))}")
-    return {**defaults, **options}
+    """Every option of ``ex`` with its validated value or default (:class:`ExplainOptionsError`
+    naming each field that does not fit)."""
+    return validate_options(ex.options, options, f"method {ex.name!r}", ExplainOptionsError).values()
 
 
 def check_valid(handle: ModelHandle, ex: Explainer, mode: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from audit.errors import OptionsError
 from audit.scoring import InputTooLongError
 
 
@@ -25,8 +26,13 @@ class OptionError(ExplainError):
     """An unknown or invalid explainer option."""
 
 
+class ExplainOptionsError(OptionsError, OptionError):
+    """A method's options do not fit its options model; ``problems`` names each field."""
+
+
 __all__ = [
     "ExplainError",
+    "ExplainOptionsError",
     "InputTooLongError",
     "MethodNotValidError",
     "OptionError",

@@ -22,13 +22,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
+from pydantic import Field, NonNegativeFloat, PositiveInt, StrictBool, model_validator
 from tqdm.auto import tqdm
 
-from audit.explain.base import batch_tokens, get_explainer, register_explainer
+from audit.explain.base import (
+    ExplainOptions,
+    SeededOptions,
+    batch_tokens,
+    register_explainer,
+)
 from audit.explain.errors import OptionError
 from audit.explain.targets import Prepared, embed_ids, forward_rows, row_batches
 from audit.metrics.faithfulness import completeness_gap
@@ -187,27 +193,37 @@ def _gradients(preps: list[Prepared], emb: list[tuple[torch.Tensor, torch.Tensor
     return out
 
 
-def _check_ig_options(opts: dict[str, Any]) -> None:
-    n, integration, top, tol = opts["n_steps"], opts["integration"], opts["max_steps"], opts["gap_tolerance"]
-    if integration != "auto" and integration not in INTEGRATION_METHODS:
-        raise OptionError(f"ig option integration {integration!r} unknown; use auto or one of "
-                          f"{', '.join(INTEGRATION_METHODS)}")
-    integration = rule_of(opts)
-    least = 2 if integration in NESTED else 1
-    if not isinstance(n, int) or isinstance(n, bool) or n < least:
-        raise OptionError(f"ig option n_steps must be an integer ≥ {least} for integration {integration!r}, got {n!r}")
-    if not isinstance(top, int) or isinstance(top, bool) or top < n:
-        raise OptionError(f"ig option max_steps must be an integer ≥ n_steps ({n}), got {top!r}")
-    if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not 0 < tol < 1:
-        raise OptionError(f"ig option gap_tolerance must be a number in (0, 1), got {tol!r}")
+class IGOptions(ExplainOptions):
+    n_steps: PositiveInt = Field(default=32, description="integration points (the first rule when adaptive)")
+    internal_batch_size: PositiveInt | None = Field(default=None, description="rows per forward; None: by budget")
+    integration: Literal["auto", "gausslegendre", "clenshaw_curtis", "trapezoid", "riemann_trapezoid", "riemann_left",
+                         "riemann_right", "riemann_middle"] = Field(
+        default="auto", description="quadrature rule; auto: clenshaw_curtis when adaptive, else gausslegendre")
+    adaptive: StrictBool = Field(default=True, description="refine each target's rule until its gap is met")
+    max_steps: PositiveInt = 256
+    gap_tolerance: float = Field(default=0.05, gt=0, lt=1, description="relative completeness gap aimed for")
+
+    @model_validator(mode="after")
+    def _steps(self) -> IGOptions:
+        rule = rule_of(self.model_dump())
+        least = 2 if rule in NESTED else 1
+        if self.n_steps < least:
+            raise ValueError(f"n_steps must be ≥ {least} for integration {rule!r}, got {self.n_steps}")
+        if self.max_steps < self.n_steps:
+            raise ValueError(f"max_steps must be ≥ n_steps ({self.n_steps}), got {self.max_steps}")
+        return self
+
+
+class GradientShapOptions(SeededOptions):
+    n_samples: PositiveInt = 16
+    stdevs: NonNegativeFloat = Field(default=0.01, description="std of the Gaussian input noise")
 
 
 @register_explainer(
     "ig", gradient=True,
     description="Integrated Gradients on the word embeddings, refined per target until complete",
     reference="Sundararajan, Taly & Yan 2017, Axiomatic Attribution for Deep Networks",
-    options={"n_steps": 32, "internal_batch_size": None, "integration": "auto", "adaptive": True,
-             "max_steps": 256, "gap_tolerance": 0.05},
+    options=IGOptions,
 )
 def integrated_gradients(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], progress: bool
                          ) -> list[dict[str, Any]]:
@@ -218,7 +234,6 @@ def integrated_gradients(handle: ModelHandle, preps: list[Prepared], opts: dict[
     evaluations. ``adaptive: false`` is one fixed rule of ``n_steps`` points. ``integration: auto`` is
     Clenshaw–Curtis when adaptive (nested: measured cheaper for the same gap than Gauss–Legendre,
     whose refinements reuse nothing) and Captum's Gauss–Legendre for a fixed rule."""
-    _check_ig_options(opts)
     integration, tol = rule_of(opts), float(opts["gap_tolerance"])
     budget = batch_tokens(handle, opts, grad=True)
     with torch.no_grad():
@@ -371,12 +386,10 @@ def shap_values(units: list[tuple[Prepared, int, torch.Tensor, torch.Tensor]], o
     "gradient_shap", gradient=True,
     description="GradientSHAP from the baseline embeddings with input noise (expected gradients)",
     reference="Lundberg & Lee 2017, A Unified Approach to Interpreting Model Predictions",
-    options={"n_samples": 16, "stdevs": 0.01, "seed": 0},
+    options=GradientShapOptions,
 )
 def gradient_shap(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], progress: bool
                   ) -> list[dict[str, Any]]:
-    if not isinstance(opts["n_samples"], int) or isinstance(opts["n_samples"], bool) or opts["n_samples"] < 1:
-        raise OptionError(f"gradient_shap option n_samples must be a positive integer, got {opts['n_samples']!r}")
     with torch.no_grad():
         emb = [(embed_ids(handle, p.ids), embed_ids(handle, p.baseline_ids)) for p in preps]
     units = [(p, k, *emb[i]) for i, p in enumerate(preps) for k in range(p.n_targets)]
@@ -414,7 +427,8 @@ def explain_embeddings(handle: ModelHandle, p: Prepared, k: int, method: str, e:
             (g,) = torch.autograd.grad(p.fn(x, attn, *aux)[:, k].sum(), x)
         out = (_saliency if method == "saliency" else _input_x_gradient)(g.float(), x.detach().float())
     elif method == "gradient_shap":
-        shap_opts = {key: opts.get(key, v) for key, v in get_explainer("gradient_shap").options.items()}
+        shap_opts = {**GradientShapOptions.defaults(),
+                     **{key: v for key, v in opts.items() if key in GradientShapOptions.model_fields}}
         out = torch.stack(shap_values([(p, k, e[i], e0[0]) for i in range(n)], shap_opts,
                                       batch_tokens(handle, opts, grad=True))).to(e.device)
     else:

@@ -29,16 +29,17 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import Field
 from tqdm.auto import tqdm
 
 from audit.explain.arch import blocks, n_heads
-from audit.explain.base import register_explainer
-from audit.explain.errors import OptionError, TargetError
+from audit.explain.base import ExplainOptions, register_explainer
+from audit.explain.errors import TargetError
 from audit.explain.intervene import Site, final_hidden, head_logits, intervene, mech_spec, readout
 
 if TYPE_CHECKING:
@@ -494,12 +495,18 @@ def _corrupted_text(text: str, corrupt: Any, index: int) -> str:
                       "{word: replacement} mapping (e.g. {nurse: man})")
 
 
+class PatchingOptions(ExplainOptions):
+    corrupt: list[str] | dict[str, str] | None = Field(default=None, description=(
+        "one corrupted text per input, or a {word: replacement} mapping (e.g. {nurse: man}); required"))
+    mode: Literal["denoising", "noising"] = "denoising"
+
+
 @register_explainer(
     "patching", layout="heads", kinds=("masked-lm", "causal-lm"), modes=("mask", "next"),
     description="Activation patching per head: share of the clean − corrupted logit difference restored "
                 "(denoising) or destroyed (noising) by one head's output",
     reference="Meng et al. 2022 (causal tracing); Heimersheim & Nanda 2024, How to use and interpret activation patching",
-    options={"corrupt": None, "mode": "denoising"},
+    options=PatchingOptions,
 )
 def patching_explainer(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], progress: bool
                        ) -> list[dict[str, Any]]:
@@ -509,8 +516,6 @@ def patching_explainer(handle: ModelHandle, preps: list[Prepared], opts: dict[st
     from audit.explain.targets import prepare as prepare_inputs
 
     mode = opts["mode"]
-    if mode not in MODES:
-        raise OptionError(f"patching option mode {mode!r} unknown; use {' or '.join(MODES)}")
     L, H = len(blocks(handle)), n_heads(handle)
     patches = [Patch("heads", lay, head=h) for lay in range(L) for h in range(H)]
     lens_head = readout(handle)

@@ -15,13 +15,14 @@ tokens — no per-token Python loop.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
+from pydantic import Field, NonNegativeFloat
 from tqdm.auto import tqdm
 
-from audit.explain.base import batch_tokens, register_explainer
+from audit.explain.base import ExplainOptions, SeededOptions, batch_tokens, register_explainer
 from audit.explain.errors import OptionError
 from audit.explain.targets import Prepared, embed_ids
 
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from audit.models import ModelHandle
 
 REMOVALS = ("baseline", "mask")
+Removal = Literal["baseline", "mask"]
 
 
 class Ablator:
@@ -73,22 +75,29 @@ class Ablator:
         return self(np.ones((1, self.p.length), dtype=bool))[0]
 
 
-def _check_removal(opts: dict[str, Any]) -> str:
-    r = opts.get("removal", "baseline")
-    if r not in REMOVALS:
-        raise OptionError(f"option removal {r!r} unknown; use one of {', '.join(REMOVALS)}")
-    return str(r)
+class OcclusionOptions(ExplainOptions):
+    removal: Removal = Field(default="baseline", description="a removed token becomes the baseline token or is "
+                             "masked out of attention")
+
+
+class SurrogateOptions(SeededOptions):
+    n_samples: int = Field(default=200, ge=2, description="perturbed inputs the surrogate is fitted to")
+
+
+class LimeOptions(SurrogateOptions):
+    kernel_width: float = Field(default=25.0, gt=0)
+    alpha: NonNegativeFloat = Field(default=1.0, description="ridge penalty of the surrogate")
 
 
 @register_explainer(
     "occlusion",
     description="Feature ablation per token: f(x) − f(x with the token removed), copies batched",
     reference="Zeiler & Fergus 2014; Captum FeatureAblation",
-    options={"removal": "baseline"},
+    options=OcclusionOptions,
 )
 def occlusion(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], progress: bool
               ) -> list[dict[str, Any]]:
-    removal = _check_removal(opts)
+    removal = opts["removal"]
     outs = []
     for p in tqdm(preps, desc="occlusion", disable=not progress, unit="ex"):
         abl = Ablator(handle, p, removal, opts.get("max_batch_tokens"))
@@ -119,9 +128,7 @@ def lime_text_kernel(kernel_width: float = 25.0) -> Any:
 
 def _surrogate(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], progress: bool, name: str,
                make: Any) -> list[dict[str, Any]]:
-    n_samples = int(opts["n_samples"])
-    if n_samples < 2:
-        raise OptionError(f"{name} option n_samples must be at least 2, got {n_samples}")
+    n_samples = opts["n_samples"]
     budget = batch_tokens(handle, opts, grad=False)
     layer = handle.input_embeddings()
     outs = []
@@ -153,7 +160,7 @@ def _surrogate(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any],
     "lime",
     description="LIME over token presence (Captum Lime, LIME text kernel, ridge surrogate)",
     reference="Ribeiro, Singh & Guestrin 2016, \"Why Should I Trust You?\"",
-    options={"n_samples": 200, "kernel_width": 25.0, "alpha": 1.0, "seed": 0},
+    options=LimeOptions,
 )
 def lime(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], progress: bool) -> list[dict[str, Any]]:
     from captum._utils.models.linear_model import SkLearnRidge
@@ -170,7 +177,7 @@ def lime(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], progr
     "kernel_shap",
     description="Kernel SHAP over token presence (Captum KernelShap)",
     reference="Lundberg & Lee 2017, A Unified Approach to Interpreting Model Predictions",
-    options={"n_samples": 200, "seed": 0},
+    options=SurrogateOptions,
 )
 def kernel_shap(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], progress: bool
                 ) -> list[dict[str, Any]]:

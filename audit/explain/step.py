@@ -22,18 +22,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-from audit.explain.base import (
-    COMMON_OPTIONS,
-    explain_prepared,
-    get_explainer,
-    list_explainers,
-    resolve_options,
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
 )
+
+from audit.errors import OptionsError
 from audit.explain.base import check_valid as _check_valid
+from audit.explain.base import explain_prepared, get_explainer, list_explainers, resolve_options
 from audit.explain.errors import ExplainError, MethodNotValidError
+from audit.explain.perturbation import Removal
 from audit.explain.targets import prepare, target_mode
+from audit.options import Options, problems
 from audit.store import SCHEMA_VERSION, RunDir, now_iso, write_json, write_parquet
 
 if TYPE_CHECKING:
@@ -42,9 +47,24 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: options that shape the prepared inputs or the metrics, shared by all methods of a step
-STEP_OPTIONS = {"removal": "baseline", "curve_points": 50, "infidelity_samples": 16, "infidelity_noise": 0.1,
-                "sensitivity_samples": 8, "sensitivity_radius": 0.02}
+
+
+class StepOptions(Options):
+    """Options that shape the metrics, shared by all methods of a step (:mod:`audit.metrics`)."""
+
+    removal: Removal = Field(default="baseline", description="how faithfulness metrics remove a token")
+    curve_points: PositiveInt = Field(default=50, description="points of the deletion / insertion curves")
+    infidelity_samples: PositiveInt = 16
+    infidelity_noise: float = Field(default=0.1, gt=0, description="std of the infidelity perturbations")
+    sensitivity_samples: PositiveInt = 8
+    sensitivity_radius: float = Field(default=0.02, gt=0, description="radius of the sensitivity-max ball")
+
+
+class ExplainSpecError(OptionsError):
+    """An invalid ``explain:`` entry; ``problems`` locates each field (``options.ig.n_steps``)."""
+
+    def __str__(self) -> str:
+        return f"{self.owner}: " + "; ".join(f"field {loc!r}: {msg}" if loc else msg for loc, msg in self.problems)
 
 
 class ExplainSpec(BaseModel):
@@ -102,32 +122,41 @@ class ExplainSpec(BaseModel):
             raise ValueError("'texts' is empty")
         if self.rationales is not None and self.texts is not None and len(self.rationales) != len(self.texts):
             raise ValueError(f"'rationales' has {len(self.rationales)} entries for {len(self.texts)} texts")
-        method_options(self.methods, self.options)
         return self
 
 
 def method_options(methods: list[str], options: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Split shared / per-method options; every option must fit at least one method."""
+    """Split shared / per-method options (as given, each validated by its method's options model);
+    every option must fit at least one method or the step. :class:`ExplainSpecError` locates each
+    problem (``options.ig.n_steps``, ``options.curve_points``)."""
     shared = {k: v for k, v in options.items() if k not in methods}
-    per = {m: dict(options.get(m) or {}) for m in methods}
+    found: list[tuple[str, str]] = []
+    out: dict[str, dict[str, Any]] = {}
     for m in methods:
         if m in options and not isinstance(options[m], dict):
-            raise ValueError(f"options.{m} must be a mapping of {m} options")
-    out: dict[str, dict[str, Any]] = {}
-    used: set[str] = set()
-    for m in methods:
-        valid = get_explainer(m).defaults()
-        for k in per[m]:
-            if k not in valid:
-                raise ValueError(f"options.{m}: unknown option {k!r}; valid: {', '.join(sorted(valid))}")
-            if k == "baseline":
-                raise ValueError(f"options.{m}: set 'baseline' in the shared options (all methods share the input)")
-        mine = {k: v for k, v in shared.items() if k in valid}
-        used |= set(mine)
-        out[m] = {**mine, **per[m]}
-    unknown = set(shared) - used - set(STEP_OPTIONS)
+            found.append((f"options.{m}", f"must be a mapping of {m} options"))
+            continue
+        model = get_explainer(m).options
+        per = dict(options.get(m) or {})
+        if "baseline" in per:
+            found.append((f"options.{m}.baseline", "set 'baseline' in the shared options (all methods share the input)"))
+        out[m] = {**{k: v for k, v in shared.items() if k in model.model_fields}, **per}
+        try:
+            model.model_validate(out[m])
+        except ValidationError as exc:  # a shared option is named where it was given
+            found += [(f"options.{loc}" if loc.split(".")[0] in shared and loc.split(".")[0] not in per
+                       else f"options.{m}.{loc}" if loc else f"options.{m}", msg)
+                      for loc, msg in problems(exc, model, f"method {m!r}")]
+    step = {k: v for k, v in shared.items() if k in StepOptions.model_fields}
+    try:
+        StepOptions.model_validate(step)
+    except ValidationError as exc:
+        found += [(f"options.{loc}", msg) for loc, msg in problems(exc, StepOptions, "the step")]
+    unknown = set(shared) - set(step) - {k for m in methods for k in out.get(m, {})}
     if unknown:
-        raise ValueError(f"options: {sorted(unknown)} fit none of the methods {methods}")
+        found.append(("", f"options: {sorted(unknown)} fit none of the methods {methods}"))
+    if found:
+        raise ExplainSpecError("options", list(dict.fromkeys(found)))
     return out
 
 
@@ -135,16 +164,17 @@ def validate_explain_spec(spec: dict[str, Any]) -> dict[str, Any]:
     """Check an ``explain:`` entry; returns it normalised (``methods`` list). Errors name the field."""
     if not isinstance(spec, dict):
         raise ValueError(f"explain entry must be a mapping, got {type(spec).__name__}")
+    owner = f"explain entry {spec.get('name', '?')!r}"
     try:
-        return ExplainSpec.model_validate(spec).model_dump()
+        out = ExplainSpec.model_validate(spec).model_dump()
     except ValidationError as exc:
-        label = spec.get("name", "?")
-        msgs = []
-        for err in exc.errors():
-            loc = ".".join(str(x) for x in err["loc"])
-            msg = err["msg"].removeprefix("Value error, ")
-            msgs.append(f"field {loc!r}: {msg}" if loc else msg)
-        raise ValueError(f"explain entry {label!r}: " + "; ".join(msgs)) from None
+        raise ExplainSpecError(owner, [(".".join(str(x) for x in err["loc"]), err["msg"].removeprefix("Value error, "))
+                                       for err in exc.errors()]) from None
+    try:
+        method_options(out["methods"], out["options"])
+    except ExplainSpecError as exc:
+        raise ExplainSpecError(owner, exc.problems) from None
+    return out
 
 
 def load_inputs(spec: dict[str, Any]) -> tuple[list[Any], list[list[str] | None] | None]:
@@ -231,23 +261,21 @@ def run_explain_step(handle: ModelHandle, spec: dict[str, Any], run_dir: RunDir,
     for m in methods:  # stochastic methods follow the run's seed unless the entry sets one
         if "seed" in get_explainer(m).defaults():
             per[m].setdefault("seed", seed)
-    step = {k: spec["options"].get(k, v) for k, v in STEP_OPTIONS.items()}
+    step = StepOptions.model_validate({k: v for k, v in spec["options"].items() if k in StepOptions.model_fields})
     target = spec["target"]
     try:
         mode = target_mode(handle.kind, target)
         for m in methods:  # fail before any work
             _check_valid(handle, get_explainer(m), mode)
-            resolve_options(get_explainer(m), per[m])
         inputs, rationales = load_inputs(spec)
         torch.manual_seed(seed)
-        preps = prepare(handle, inputs, target, baseline=spec["options"].get("baseline", COMMON_OPTIONS["baseline"]))
+        baseline = resolve_options(get_explainer(methods[0]), per[methods[0]])["baseline"]  # shared by all methods
+        preps = prepare(handle, inputs, target, baseline=baseline)
         attrs, timings = _run_methods(handle, preps, methods, per, target, progress)
         metric_names = spec["metrics"] if spec["metrics"] is not None else list(DEFAULT_METRICS)
         t1 = time.perf_counter()
-        mdf = evaluate(handle, preps, attrs, metric_names, rationales=rationales, removal=step["removal"],
-                       curve_points=step["curve_points"], infidelity_samples=step["infidelity_samples"],
-                       infidelity_noise=step["infidelity_noise"], sensitivity_samples=step["sensitivity_samples"],
-                       sensitivity_radius=step["sensitivity_radius"], seed=seed, progress=progress)
+        mdf = evaluate(handle, preps, attrs, metric_names, rationales=rationales, **step.values(), seed=seed,
+                       progress=progress)
         timings["metrics"] = round(time.perf_counter() - t1, 3)
         frame = pd.concat([a.to_frame() for a in attrs], ignore_index=True)
         warnings = [w for a in attrs for w in a.warnings]

@@ -259,15 +259,14 @@ def _sensitivity(handle: ModelHandle, p: Prepared, k: int, method: str, opts: di
 def _entropy_rows(handle: ModelHandle, preps: Sequence[Prepared], attn: Attributions | None, progress: bool
                   ) -> list[dict[str, Any]]:
     from audit.explain.arch import ArchitectureNotSupportedError
-    from audit.explain.attention import raw_attention
-    from audit.explain.base import COMMON_OPTIONS
+    from audit.explain.attention import AttentionOptions, raw_attention
 
     if attn is not None:
         weights = [e.scores for e in attn.examples]
         layers, heads = attn.layers, attn.heads
     else:
         try:
-            outs = raw_attention(handle, list(preps), {**COMMON_OPTIONS, "layers": None, "heads": None}, progress)
+            outs = raw_attention(handle, list(preps), AttentionOptions().values(), progress)
         except ArchitectureNotSupportedError as exc:
             logger.warning("attention entropy skipped: %s", exc)
             return []
