@@ -42,9 +42,7 @@ def _one_line_config(args: argparse.Namespace) -> Any:
         if args.limit < 1:
             raise ConfigError(f"--limit must be ≥ 1, got {args.limit}")
         for spec in base["probes"]:
-            cls = PROBES.get(spec["probe"])
-            defaults = cls.option_defaults() if hasattr(cls, "option_defaults") else {}
-            if "max_items" not in defaults:
+            if "max_items" not in PROBES.get(spec["probe"]).Options.model_fields:
                 raise ConfigError(f"--limit: probe {spec['probe']!r} has no max_items option (it always scores "
                                   "its whole dataset); leave it out of --probes or drop --limit")
             spec.setdefault("options", {})["max_items"] = args.limit
