@@ -487,14 +487,14 @@ class ItemProbe(Probe):
         dist = dist or Dist()
         validated = self.parse_options(opts or {}, data)
         self.check_kind(handle)
-        configured, opts = validated.given(), validated.values()
+        configured, values = validated.given(), validated.values()
         self.seed = seed
         rank, world = dist.rank, dist.world
         size = int(chunk_size or self.chunk_size)
         excluded = Exclusions()
 
         def plan() -> tuple[pd.DataFrame, int, dict[str, Any], list[int]]:
-            items = self.load_items(data, opts)
+            items = self.load_items(data, values)
             if len(items) == 0:
                 raise ProbeError(f"{self.name}: no items to score in {data}")
             items = items.reset_index(drop=True)
@@ -503,7 +503,7 @@ class ItemProbe(Probe):
                                   f"empty {' / '.join(self.text_columns)}")
             if len(items) == 0:
                 raise ProbeError(f"{self.name}: all {n_loaded} items of {data} have an empty text")
-            prepared = self.prepare(handle, items, opts)
+            prepared = self.prepare(handle, items, values)
             bounds = self.chunk_bounds(items, size)
             n_chunks = len(bounds) - 1
             #: what this call found on disk, for the manifest's history (rank 0 sees every rank's chunks)
