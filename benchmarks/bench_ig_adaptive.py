@@ -22,6 +22,7 @@ gives the final rule's points (``steps``), the gradients taken (``evaluations``)
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -36,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from audit.explain import explain  # noqa: E402
 from audit.models import load_model  # noqa: E402
-from benchmarks.common import ROOT, save, table  # noqa: E402
+from benchmarks.common import RESULTS_DIR, ROOT, save, table  # noqa: E402
 
 TEXTS = ["Kadınlar genellikle evde", "The nurse said that", "The engineer fixed the", "My favourite food is"]
 GEN_PROMPT = "The nurse said that the doctor"
@@ -57,32 +58,35 @@ RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
 SECTION = "## Adaptive Integrated Gradients (`benchmarks/bench_ig_adaptive.py`)"
 
 
-def run(handle: Any, runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    rows = []
+def run(handle: Any, runs: dict[str, dict[str, Any]], keep: Any) -> list[dict[str, Any]]:
+    """Every job under every run; ``keep(rows)`` after each run (a stopped benchmark keeps its rows)."""
+    rows: list[dict[str, Any]] = []
     for job, (texts, target) in JOBS.items():
         explain(handle, texts[:1], "ig", target, n_steps=2, adaptive=False)  # warm-up (allocations)
         base_s = None
         for label, opts in runs.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             a = explain(handle, texts, "ig", target, **opts)
-            dt = time.perf_counter() - t0
-            base_s = dt if base_s is None else base_s
+            dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+            base_s = cpu if base_s is None else base_s
             for e in a.examples:
                 c = e.completeness or {}
                 for k, name in enumerate(e.target_names):
                     rows.append({"job": job, "run": label, "text": e.text, "target": name, "steps": c["steps"][k],
                                  "evaluations": c["evaluations"][k], "gap": c["gap"][k], "met": c["met"][k],
-                                 "seconds": dt, "× fixed 32": dt / base_s})
+                                 "seconds": dt, "cpu_s": cpu, "× fixed 32": cpu / base_s})
             worst = max(r["gap"] for r in rows if r["job"] == job and r["run"] == label)
-            print(f"{job:42s} {label:26s} {dt:6.1f} s ({dt / base_s:.2f}× fixed)  worst gap {worst:.2%}")
+            print(f"{job:42s} {label:26s} {dt:6.1f} s, {cpu:6.1f} CPU s ({cpu / base_s:.2f}× fixed)  worst gap {worst:.2%}")
+            keep(rows)
     return rows
 
 
-def vs_inseq(handle: Any, reps: int = 2) -> dict[str, Any]:
+def vs_inseq(handle: Any, reps: int = 1) -> dict[str, Any]:
     """Generation IG, 8 tokens, 32 Gauss–Legendre steps, probability target, source and earlier
     generated tokens attributed (inseq's semantics), against inseq's ``integrated_gradients`` on the
-    same tokens (our prefix token prepended, our continuation forced); the two alternate ``reps``
-    times in this process and the fastest of each is kept. inseq starts from its own baseline."""
+    same tokens (our prefix token prepended, our continuation forced), after a first run of ours that
+    warms up; the two alternate ``reps`` times and the fastest of each is kept. inseq starts from its
+    own baseline. Times are CPU seconds of this process (the machine is shared)."""
     from importlib.metadata import version
 
     import inseq
@@ -94,19 +98,18 @@ def vs_inseq(handle: Any, reps: int = 2) -> dict[str, Any]:
     tok = handle.tokenizer
     prompt = tok.decode([int(tok.convert_tokens_to_ids(e.tokens[0]))]) + GEN_PROMPT
     model = inseq.load_model(handle.model, "integrated_gradients", tokenizer=tok)
-    times: dict[str, list[float]] = {"ours, fixed 32 GL": [], "inseq": [], "ours, default (adaptive)": []}
+    times: dict[str, list[float]] = {"ours, fixed 32 GL": [], "inseq": []}
     res: Any = None
     for _ in range(reps):
         for label in times:
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             if label == "inseq":
                 res = model.attribute(prompt, generated_texts=prompt + e.info["continuation"], n_steps=32,
                                       show_progress=False, skip_special_tokens=False)
             else:
-                opts: dict[str, Any] = {"n_steps": 32, "adaptive": False} if label.startswith("ours, fixed") else {}
-                explain(handle, GEN_PROMPT, "ig", target, **opts)
-            times[label].append(time.perf_counter() - t0)
-            print(f"  {label:28s} {times[label][-1]:6.1f} s")
+                explain(handle, GEN_PROMPT, "ig", target, n_steps=32, adaptive=False)
+            times[label].append(time.process_time() - t0)
+            print(f"  {label:28s} {times[label][-1]:6.1f} CPU s")
     m = res.sequence_attributions[0].target_attributions.detach().float().numpy()
     m = m.sum(-1) if m.ndim == 3 else m
     ours_m = np.asarray(e.token_scores).T
@@ -121,11 +124,12 @@ def vs_inseq(handle: Any, reps: int = 2) -> dict[str, Any]:
             "spearman_vs_inseq": rho, "ours_fixed_worst_gap": float(np.nanmax(fixed.completeness_gaps()))}
 
 
-def backward_batching(handle: Any, rows: int = 16, reps: int = 2) -> dict[str, Any]:
+def backward_batching(handle: Any, rows: int = 16, reps: int = 1) -> dict[str, Any]:
     """The K backward passes of one generation forward (8 tokens, ``rows`` path points): K sequential
     ``autograd.grad`` calls (what IG does) vs one vmapped call (``is_grads_batched=True``) vs folding
     the K targets into the batch with each row cut after its token (one forward of K × rows rows,
-    one backward). Fastest of ``reps``; max |difference| of the gradients against sequential."""
+    one backward). Fastest of ``reps`` in CPU seconds; max |difference| of the gradients against
+    sequential."""
     from audit.explain import prepare
     from audit.explain.targets import embed_ids
 
@@ -165,9 +169,9 @@ def backward_batching(handle: Any, rows: int = 16, reps: int = 2) -> dict[str, A
             g = fn()
             ts = []
             for _ in range(reps):
-                t0 = time.perf_counter()
+                t0 = time.process_time()
                 fn()
-                ts.append(time.perf_counter() - t0)
+                ts.append(time.process_time() - t0)
             out[name] = {"seconds": min(ts), "max_abs_diff": float((g - ref).abs().max())}
             print(f"  {name:18s} {min(ts):6.2f} s  max |diff| {out[name]['max_abs_diff']:.1e}")
     return out
@@ -179,12 +183,12 @@ def _esc(v: Any) -> Any:
 
 def write_markdown(payload: dict[str, Any]) -> None:
     rows = payload["rows"]
-    summary = []
+    summary: list[dict[str, Any]] = []
     for job in JOBS:
         for label in RUNS:
             mine = [r for r in rows if r["job"] == job and r["run"] == label]
             if mine:
-                summary.append({"job": job, "run": label, "seconds": mine[0]["seconds"],
+                summary.append({"job": job, "run": label, "seconds": mine[0]["seconds"], "CPU s": mine[0]["cpu_s"],
                                 "× fixed 32": mine[0]["× fixed 32"], "gradients": sum(r["evaluations"] for r in mine),
                                 "worst gap": max(r["gap"] for r in mine),
                                 "targets met": f"{sum(r['met'] for r in mine)}/{len(mine)}"})
@@ -192,14 +196,35 @@ def write_markdown(payload: dict[str, Any]) -> None:
                for r in rows if r["run"] == payload["default_run"]]
     lines = [SECTION, "", f"Measured {payload['date']} on {payload['machine']['cpu_count']} CPUs, torch threads "
              f"{payload['threads']}, load average {payload['load_start']} → {payload['load_end']} (1, 5, 15 min): "
-             "the machine was shared by other agents' jobs, so compare the ratios within a job (all runs of a "
-             "job are in the same process, one after another), not the seconds across reports. Model "
+             "the machine was shared by other agents' jobs (our process got a small share of a core), so the "
+             "cost ratio × fixed 32 is one of CPU seconds of this process (all runs of a job are in the same "
+             "process, one after another); wall seconds are given but mostly measure the load. Model "
              "smollm2-135m (real weights), baseline token <\\|endoftext\\|> (unk), tolerance 5 %, max_steps 256. "
              "Command: `benchmarks/bench_ig_adaptive.py --threads 1`.",
              "", "Per job (gradients = gradient evaluations over all its targets):", "",
-             table(summary, ["job", "run", "seconds", "× fixed 32", "gradients", "worst gap", "targets met"]), "",
-             f"Per target with the default options ({payload['default_run']}); seconds is the job's:", "",
-             table(default, ["text", "target", "steps", "evaluations", "gap", "met", "seconds"]), ""]
+             table(summary, ["job", "run", "seconds", "CPU s", "× fixed 32", "gradients", "worst gap", "targets met"]),
+             "",
+             f"Per target with the default options ({payload['default_run']}); seconds and CPU seconds are the "
+             "job's:", "",
+             table(default, ["text", "target", "steps", "evaluations", "gap", "met", "seconds", "cpu_s"]), ""]
+    speed_path = RESULTS_DIR / "ig_generation_speed.json"
+    if speed_path.exists():
+        sp = json.loads(speed_path.read_text())
+        ins, bw = sp["inseq"], sp["backward"]
+        lines += [f"Generation IG speed ({sp['date']}, torch threads {sp['threads']}, load average "
+                  f"{sp['load_start']} → {sp['load_end']}; `bench_ig_adaptive.py --part speed`): 8 tokens "
+                  f"({_esc(repr(ins['continuation']))}), 32 Gauss–Legendre steps, probability target, source and "
+                  "earlier generated tokens attributed:", "",
+                  table([{"implementation": k, "CPU seconds": v} for k, v in ins["seconds"].items()],
+                        ["implementation", "CPU seconds"]), "",
+                  f"inseq {ins['inseq_version']} ÷ ours = {ins['inseq_over_ours_fixed']:.2f}; Spearman of the two "
+                  f"matrices {ins['spearman_vs_inseq']} (inseq starts from its own baseline, ours from the unk "
+                  "token).", "",
+                  f"The {bw['targets']} backward passes of one forward over {bw['rows']} path points "
+                  f"({bw['tokens']} tokens):", "",
+                  table([{"backward": k, "CPU seconds": v["seconds"], "max |diff| vs sequential": v["max_abs_diff"]}
+                         for k, v in bw.items() if isinstance(v, dict)],
+                        ["backward", "CPU seconds", "max |diff| vs sequential"]), ""]
     text = "\n".join(lines)
     old = RESULTS_MD.read_text(encoding="utf-8")
     pattern = re.compile(re.escape(SECTION) + r".*?(?=^## |\Z)", re.S | re.M)
@@ -213,7 +238,12 @@ def main() -> int:
     ap.add_argument("--no-markdown", action="store_true")
     ap.add_argument("--part", choices=["adaptive", "speed"], default="adaptive",
                     help="adaptive: the gap/cost table; speed: generation IG vs inseq and backward batching")
+    ap.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS), help="which rules to run")
+    ap.add_argument("--markdown-only", action="store_true", help="rewrite the RESULTS.md section from results/")
     args = ap.parse_args()
+    if args.markdown_only:
+        write_markdown(json.loads((RESULTS_DIR / "ig_adaptive.json").read_text()))
+        return 0
     torch.set_num_threads(args.threads)
     load0 = [round(x, 2) for x in os.getloadavg()]
     h = load_model("smollm2-135m", device="cpu")
@@ -222,14 +252,15 @@ def main() -> int:
                  "backward": backward_batching(h), "load_end": [round(x, 2) for x in os.getloadavg()]}
         print(f"wrote {save('ig_generation_speed', speed)}")
         return 0
-    rows = run(h, RUNS)
-    payload = {"threads": args.threads, "load_start": load0, "load_end": [round(x, 2) for x in os.getloadavg()],
-               "default_run": DEFAULT_RUN, "rows": rows}
-    path = save("ig_adaptive", payload)
+    def payload(rows: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"threads": args.threads, "load_start": load0, "load_end": [round(x, 2) for x in os.getloadavg()],
+                "default_run": DEFAULT_RUN, "rows": rows}
+
+    rows = run(h, {k: RUNS[k] for k in args.runs}, lambda r: save("ig_adaptive", payload(r)))
+    path = save("ig_adaptive", payload(rows))
     print(f"wrote {path}")
     if not args.no_markdown:
-        write_markdown({**payload, "date": time.strftime("%Y-%m-%d %H:%M"),
-                        "machine": {"cpu_count": os.cpu_count()}})
+        write_markdown(json.loads(path.read_text()))
     return 0
 
 
