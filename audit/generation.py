@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from audit import scoring
+from audit.exclusions import NON_FINITE
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -296,8 +297,6 @@ def split_non_finite(out: pd.DataFrame, labels: Sequence[str]) -> tuple[pd.DataF
     :data:`NON_FINITE_COLUMN` holds :attr:`Generations.non_finite`: the rows generated from finite
     logits (the column dropped) and one exclusion row ``{item, reason: "non_finite", detail}`` per
     other row (``labels`` name the rows of ``out``), for :class:`audit.probe.Exclusions`."""
-    from audit.probe import NON_FINITE
-
     if NON_FINITE_COLUMN not in out.columns:
         return out, []
     bad = out[NON_FINITE_COLUMN].to_numpy(dtype=bool)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -20,13 +20,17 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from audit.datafiles import count_rows
+from audit.distributed import Dist, RankError
 from audit.errors import ProbeError, ProbeOptionsError
+from audit.exclusions import EMPTY, NON_FINITE, TOO_LONG, Exclusions
+from audit.generation import split_non_finite
 from audit.options import ProbeOptions, validate_options
 from audit.registry import Registry
 from audit.results import MetricInfo, ProbeResult
+from audit.scoring import InputTooLongError, prefix_token_id
+from audit.store import write_json, write_parquet, write_text
 
 if TYPE_CHECKING:
-    from audit.distributed import Dist
     from audit.models import ModelHandle
 
 
@@ -34,78 +38,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-# --------------------------------------------------------------------------------------------
-# items left out of the metrics: longer than the model accepts, empty, non-finite scores
-# --------------------------------------------------------------------------------------------
-
-TOO_LONG, EMPTY, NON_FINITE = "too_long", "empty", "non_finite"
-#: what each exclusion reason means, as a summary warning says it
-REASONS = {TOO_LONG: "longer than the model accepts", EMPTY: "with an empty text",
-           NON_FINITE: "with a non-finite (NaN/inf) score"}
-#: at most this many excluded items are listed by name in ``info["excluded"]``
-MAX_LISTED = 200
 #: at most this many non-finite items per call are scored again alone (more: a broken model)
 MAX_RESCORED = 64
-
-
-@dataclass
-class Exclusions:
-    """Items a probe left out of its metrics, each with its reason — never silently.
-
-    An audit must not die on item 1,207 because that one item is too long for the model or its
-    score came out NaN: the item is left out, the rest is scored, and :meth:`report` puts the
-    counts into the result (``info["excluded_items"]``, ``info["too_long_items"]``,
-    ``info["empty_items"]``, ``info["non_finite_items"]``, the first :data:`MAX_LISTED` items in
-    ``info["excluded"]``) and a summary warning that reports and the dashboard show.
-    """
-
-    rows: list[dict[str, Any]] = field(default_factory=list)
-
-    def add(self, item: Any, reason: str, detail: str = "") -> None:
-        if reason not in REASONS:
-            raise ValueError(f"unknown exclusion reason {reason!r}; use one of {sorted(REASONS)}")
-        self.rows.append({"item": str(item), "reason": reason, "detail": detail})
-
-    def extend(self, other: Exclusions | Sequence[dict[str, Any]]) -> None:
-        rows = other.rows if isinstance(other, Exclusions) else other
-        for r in rows:
-            self.add(r["item"], r["reason"], r.get("detail", ""))
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def drop(self, df: pd.DataFrame, mask: np.ndarray, labels: Sequence[str], reason: str,
-             detail: str = "") -> pd.DataFrame:
-        """Record the rows of ``df`` where ``mask`` holds (named by ``labels``); return the others."""
-        for label in np.asarray(labels, dtype=object)[mask]:
-            self.add(label, reason, detail)
-        return df[~mask].reset_index(drop=True) if mask.any() else df
-
-    def counts(self) -> dict[str, int]:
-        return {r: sum(1 for x in self.rows if x["reason"] == r) for r in REASONS}
-
-    def describe(self, n_total: int, unit: str = "items") -> str:
-        """One line: how many of ``n_total`` were left out and why (empty string when none)."""
-        if not self.rows:
-            return ""
-        parts = [f"{n} {REASONS[r]}" for r, n in self.counts().items() if n]
-        first = ", ".join(x["item"] for x in self.rows[:10])
-        more = ", …" if len(self.rows) > 10 else ""
-        return (f"{len(self.rows)} of {n_total} {unit} left out of the metrics: {'; '.join(parts)} "
-                f"(first: {first}{more}; see info['excluded'])")
-
-    def report(self, result: ProbeResult, *, n_total: int, unit: str = "items") -> ProbeResult:
-        """Record the exclusions in ``result`` (info counts and a warning); returns it."""
-        c = self.counts()
-        result.info["excluded_items"] = c
-        result.info["too_long_items"] = c[TOO_LONG]
-        result.info["empty_items"] = c[EMPTY]
-        result.info["non_finite_items"] = c[NON_FINITE]
-        if self.rows:
-            result.info["excluded"] = self.rows[:MAX_LISTED]
-            result.warnings.append(self.describe(n_total, unit))
-            logger.warning("%s: %s", result.probe, self.describe(n_total, unit))
-        return result
 
 
 def check_tokenizer(handle: ModelHandle, what: str, *, needs_mask: bool = False) -> None:
@@ -161,8 +95,6 @@ def input_lengths(handle: ModelHandle, texts: Sequence[str], *, causal: bool = F
     :func:`audit.scoring.embed` / ``hidden_states`` on any model). ``causal=True``: the prefix
     token (BOS, else EOS) plus the text's tokens (:func:`audit.scoring.causal_tokenize`).
     """
-    from audit.scoring import prefix_token_id
-
     if not texts:
         return np.zeros(0, dtype=np.int64)
     enc = handle.tokenizer(list(texts), add_special_tokens=not causal)["input_ids"]
@@ -193,8 +125,6 @@ def score_fitting(score: Callable[[np.ndarray], T], n: int) -> tuple[list[tuple[
     ``{index: message}`` of the items refused. One long item among n costs about log₂ n extra
     (refused) calls; the others are still scored in batches.
     """
-    from audit.scoring import InputTooLongError
-
     pieces: list[tuple[np.ndarray, T]] = []
     refused: dict[int, str] = {}
     stack = [np.arange(n)] if n else []
@@ -482,8 +412,6 @@ class ItemProbe(Probe):
     ) -> ProbeResult | None:
         """Score the items (chunked, checkpointed in ``workdir``, sharded over ``dist``) and
         summarise them. Returns ``None`` on ranks other than 0."""
-        from audit.distributed import Dist, RankError
-
         dist = dist or Dist()
         validated = self.parse_options(opts or {}, data)
         self.check_kind(handle)
@@ -537,8 +465,6 @@ class ItemProbe(Probe):
                     logger.debug("%s: scoring chunk %d of %d (rank %d)", self.name, k, n_chunks, rank)
                     out, too_long = self._score_chunk(handle, part, opts, progress and n_chunks < 2)
                     if path is not None:
-                        from audit.store import write_json, write_parquet
-
                         if too_long:  # before the chunk file, which marks the chunk complete
                             write_json(path.with_name(f"excluded-{k:05d}.json"), too_long)
                         write_parquet(path, out)
@@ -609,8 +535,6 @@ class ItemProbe(Probe):
                 return True
 
             rescore_alone(bad, one)
-        from audit.generation import split_non_finite
-
         # generating probes: items whose continuation came from non-finite logits are left out
         out, generated_bad = split_non_finite(out, self.item_labels(out))
         labels = self.item_labels(part)
@@ -620,9 +544,6 @@ class ItemProbe(Probe):
 
 def _check_plan(workdir: Path, plan: dict[str, Any]) -> None:
     """Keep chunks only when they were made by the same plan (items, chunking, options, model)."""
-    import json
-    import shutil
-
     workdir.mkdir(parents=True, exist_ok=True)
     f = workdir / "plan.json"
     text = json.dumps(plan, sort_keys=True, default=str)
@@ -632,8 +553,6 @@ def _check_plan(workdir: Path, plan: dict[str, Any]) -> None:
         # a different plan: old chunks would mix two configurations
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True, exist_ok=True)
-    from audit.store import write_text
-
     write_text(f, text)
 
 

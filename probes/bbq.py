@@ -77,6 +77,7 @@ from audit.stats import (
 )
 from audit.turkish import case_fold
 from probes import bbq_control
+from probes.bbq_control import template_clusters
 
 if TYPE_CHECKING:
     from audit.models import ModelHandle
@@ -424,15 +425,6 @@ def accuracy_gap(t: Mapping[str, Any]) -> float:
 
 
 _SCORE_COLS = ("context_condition", "correct", "biased", "non_unknown")
-
-
-def template_clusters(items: pd.DataFrame) -> np.ndarray:
-    """The cluster of each item: its (category, question_index) template — the items filled from
-    one template share its wording and are not independent; an item without a question_index is
-    a cluster of its own."""
-    qi = items["question_index"].astype(str).to_numpy() if "question_index" in items else np.full(len(items), "")
-    own = np.asarray([f"item {i}" for i in range(len(items))], dtype=object)
-    return np.where(qi != "", items["category"].astype(str).to_numpy() + " / template " + qi, own)
 
 
 def bias_metric(items: pd.DataFrame, which: str, *, seed: int = 0) -> MetricValue:
