@@ -113,6 +113,28 @@ class Attributions:
                 gaps += [float("nan") if g is None else float(g) for g in e.completeness["gap"]]
         return np.asarray(gaps, dtype=np.float64)
 
+    # -- notebook and terminal views (inseq's ``show``) ---------------------------------------
+    def _repr_html_(self) -> str:
+        """Jupyter's rich display: the escaped heat map of :func:`audit.explain.render.html_report`."""
+        from audit.explain.render import html_report
+
+        return html_report([self], title=f"{self.method} attributions")
+
+    def show(self) -> None:
+        """Show the heat map in a notebook (IPython), else print the token table to the terminal."""
+        from audit.explain.render import token_table
+
+        try:
+            from IPython import get_ipython
+            from IPython.display import HTML, display
+        except ImportError:
+            get_ipython = None  # type: ignore[assignment]
+        shell = get_ipython() if get_ipython is not None else None
+        if shell is not None and type(shell).__name__ == "ZMQInteractiveShell":  # a Jupyter kernel
+            display(HTML(self._repr_html_()))
+        else:
+            print(token_table(self))
+
     # -- the long table -----------------------------------------------------------------------
     def to_frame(self) -> pd.DataFrame:
         """The long table of the run-directory contract (one row per score)."""
