@@ -5,7 +5,9 @@
   copy per scored token, copies of many sentences packed into length-sorted batches bounded by
   tokens, the LM head applied only at the masked positions.
 * :func:`causal_logprobs` — log P(tᵢ | t<ᵢ) per token with the tokenizer's BOS prepended when it
-  has one (lm-evaluation-harness convention: BOS, else EOS, as the empty context).
+  has one (lm-evaluation-harness convention: BOS, else EOS, as the empty context). The sequences
+  form a prefix tree (:class:`PrefixTree`) scored with tree attention masks, so every prefix they
+  share — a context, a question, a template's opening words — is computed once.
 * :func:`embed` / :func:`hidden_states` — pooled sentence representations.
 
 All functions run under ``torch.inference_mode``. The batch size is chosen from a token budget;
@@ -437,6 +439,10 @@ class PrefixTree:
                 stack.append([c, kids(c), -1, -1])
         return units
 
+    def sizes(self, units: Sequence[tuple[int, int, int]]) -> list[int]:
+        """Tokens each unit lays out: its trunk and its nodes."""
+        return [(int(self.depth[p]) + 1 if p >= 0 else 0) + b - a for p, a, b in units]
+
     def home(self, units: Sequence[tuple[int, int, int]]) -> np.ndarray:
         """The unit that scores each node: the one holding its subtree, or for a split node (only
         ever in trunks) the first unit whose trunk passes through it."""
@@ -614,7 +620,7 @@ def causal_logprobs(
     res: list[np.ndarray] = [np.empty(0)] * n
     row = max(min(row_tokens, budget), longest)
     for tree, units in prefix_tree_plan(token_ids, starts, row):
-        plan = pack_rows([len(tree.trunk(p)) + b - a for p, a, b in units], budget, min_row=row)
+        plan = pack_rows(tree.sizes(units), budget, min_row=row)
         lp = _score_tree(handle, tree, units, plan, head_chunk=head_chunk, progress=progress, desc="causal LM")
         for m, path in zip(tree.members, tree.paths, strict=True):
             res[m] = lp[path[max(starts[m], 1) :]]

@@ -14,8 +14,8 @@ float item columns.
 
 ``--plan`` adds, without a forward, the tokens each scorer forwards over the six English BBQ files
 (before: prefix token + prompt once per item plus each option; after: the prefix tree of each of
-the probe's chunks of about 256 items), and the tree of all of them in one call, with the
-peak RSS that adds.
+the probe's chunks of about 256 items), and the trees of all of them planned in one call, with the
+peak memory that takes.
 
     .venv/bin/python benchmarks/bench_prefix_tree.py [--bbq-items 128] [--threads 2] [--plan]
 """
@@ -25,11 +25,11 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
-import resource
 import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 import types
 from pathlib import Path
 from typing import Any
@@ -146,9 +146,9 @@ def time_case(h: ModelHandle, probe_name: str, data: Any, opts: dict[str, Any], 
 
 
 def plan_bbq(h: ModelHandle) -> list[dict[str, Any]]:
-    """Tokens each scorer forwards over the English BBQ files (no model forward), and the peak RSS
-    that building the tree of all files at once adds."""
-    rows = []
+    """Tokens each scorer forwards over the English BBQ files (no model forward), and the peak
+    memory (Python and NumPy allocations, tracemalloc) of planning the trees of all of them in one call."""
+    rows: list[dict[str, Any]] = []
     every: list[list[int]] = []
     every_starts: list[int] = []
     pre = scoring.prefix_token_id(h)
@@ -179,14 +179,16 @@ def plan_bbq(h: ModelHandle) -> list[dict[str, Any]]:
         every += seqs
         every_starts += starts
     if every:
-        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        tracemalloc.start()
         t0 = time.perf_counter()
         computed, _ = common.tree_tokens(every, every_starts)
+        peak_bytes = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
         rows.append({"file": "all English (one call)", "items": int(sum(r["items"] for r in rows)),
                      "tokens_before": int(sum(r["tokens_before"] for r in rows)), "tokens_tree_whole_file": computed,
                      "ratio_whole": computed / sum(r["tokens_before"] for r in rows),
                      "plan_s": time.perf_counter() - t0,
-                     "peak_rss_added_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024})
+                     "peak_mb": peak_bytes / 2**20})
     return rows
 
 
@@ -223,7 +225,7 @@ def main() -> None:
         payload["bbq_plan"] = plan_bbq(h)
         print(common.table(payload["bbq_plan"], ["file", "items", "tokens_before", "tokens_tree_chunks",
                                           "tokens_tree_whole_file", "ratio_chunks", "ratio_whole", "tokens_scored",
-                                          "plan_s", "peak_rss_added_mb"]))
+                                          "plan_s", "peak_mb"]))
     print(common.save("prefix_tree", payload))
 
 

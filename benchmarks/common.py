@@ -54,7 +54,7 @@ def tree_tokens(token_ids: list[list[int]], score_from: list[int] | None = None,
     row = max(row_tokens or scoring.TREE_ROW_TOKENS, max(len(s) for s in token_ids))
     computed = scored = 0
     for tree, units in scoring.prefix_tree_plan(token_ids, starts, row):
-        computed += sum(len(tree.trunk(p)) + b - a for p, a, b in units)
+        computed += sum(tree.sizes(units))
         scored += int(tree.need.sum())
     return computed, scored
 

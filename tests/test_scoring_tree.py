@@ -39,6 +39,7 @@ def test_units_split_a_subtree_under_its_repeated_trunk() -> None:
     assert tree.parent.tolist() == [-1, 0, 1, 1, 0]
     assert tree.end.tolist() == [5, 4, 3, 4, 5]
     assert units == [(1, 2, 3), (1, 3, 4), (0, 4, 5)]
+    assert tree.sizes(units) == [3, 3, 2]
     assert tree.home(units).tolist() == [0, 0, 0, 1, 2]
     assert [p.tolist() for p in tree.paths] == [[0, 1, 2], [0, 1, 3], [0, 4]]
     # rows of 5 tokens hold the whole tree as one unit
@@ -53,7 +54,8 @@ def test_groups_bound_the_trie_and_cover_every_sequence() -> None:
     assert sorted(m for tree, _ in groups for m in tree.members) == list(range(len(seqs)))
     for tree, units in groups:  # at most max_nodes, plus the 256-sequence window that picks the cut
         assert len(tree.token) <= 40 + 256 * 9
-        assert all(len(tree.trunk(p)) + b - a <= 16 for p, a, b in units)
+        assert max(tree.sizes(units)) <= 16
+        assert all(len(tree.trunk(p)) + b - a == n for (p, a, b), n in zip(units, tree.sizes(units), strict=True))
 
 
 def test_chunk_bounds_cut_where_neighbours_share_least() -> None:
@@ -68,7 +70,7 @@ def test_chunk_bounds_cut_where_neighbours_share_least() -> None:
         ks = sorted(f"{rng.integers(0, 4)}{rng.integers(0, 4)}{rng.integers(0, 99)}" for _ in range(n))
         b = chunk_bounds(ks, size)
         assert len(b) - 1 == -(-n // size) and b[0] == 0 and b[-1] == n
-        assert all(0 < y - x <= size + 2 * (size // 8) for x, y in zip(b, b[1:]))
+        assert all(0 < y - x <= size + 2 * (size // 8) for x, y in zip(b[:-1], b[1:], strict=True))
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +101,7 @@ def test_random_prefix_sets_equal_scoring_each_alone(alphabets: dict[str, Any], 
     for g, r in zip(got, ref, strict=True):
         assert len(g) == len(r)
         np.testing.assert_allclose(g, r, atol=1e-4, rtol=0)
-    computed = sum(len(t.trunk(p)) + b - a for t, units in scoring.prefix_tree_plan(seqs, starts, row) for p, a, b in units)
+    computed = sum(sum(t.sizes(units)) for t, units in scoring.prefix_tree_plan(seqs, starts, row))
     assert _prefixes(seqs) <= computed <= sum(len(s) for s in seqs)
 
 
@@ -117,7 +119,8 @@ def test_each_prefix_is_forwarded_once(request: pytest.FixtureRequest, fixture: 
     forwarded: list[int] = []
 
     def counting(tree, units, home, rows, pad_id):  # type: ignore[no-untyped-def]
-        forwarded.append(sum(len(tree.trunk(units[u][0])) + units[u][2] - units[u][1] for row in rows for u in row))
+        sizes = tree.sizes(units)
+        forwarded.append(sum(sizes[u] for row in rows for u in row))
         return real(tree, units, home, rows, pad_id)
 
     with pytest.MonkeyPatch.context() as mp:
