@@ -345,6 +345,13 @@ def _gather_logprobs(
     return torch.cat(parts).double().cpu().numpy() if parts else np.empty(0)
 
 
+#: the largest unit of a prefix tree on every device: tree attention costs rows × length² (the
+#: mask and the attention scores), so rows stay short even where the token budget is large
+TREE_ROW_TOKENS = 512
+#: a unit of sibling subtrees is closed once it holds this many times its repeated trunk's tokens
+RUN_PER_TRUNK = 8
+
+
 @dataclass
 class PrefixTree:
     """The token trie of a group of sequences, for tree attention (the token trees of SpecInfer,
@@ -405,7 +412,10 @@ class PrefixTree:
         """Split the tree into units of at most ``row_tokens`` tokens. Unit ``(anchor, a, b)`` is
         the trunk ``trunk(anchor)`` followed by nodes ``a … b − 1``, whole subtrees of consecutive
         children of ``anchor`` (−1: of the top). A subtree too big for its trunk is split: its
-        node joins the trunk of its children's units, so its ancestor path is repeated there."""
+        node joins the trunk of its children's units, so its ancestor path is repeated there —
+        siblings share one unit until it holds :data:`RUN_PER_TRUNK` × the trunk's tokens, so the
+        repeats stay a small share while units (and the rows, whose length sets the attention
+        cost of every token in them) stay short."""
         n = len(self.token)
         end, depth = self.end, self.depth
 
@@ -423,7 +433,7 @@ class PrefixTree:
             room = row_tokens - (int(depth[p]) + 1 if p >= 0 else 0)
             c = next(it, None)
             if c is not None and end[c] - c <= room:
-                if a >= 0 and end[c] - a <= room:
+                if a >= 0 and end[c] - a <= room and b - a < RUN_PER_TRUNK * (row_tokens - room):
                     top[3] = int(end[c])
                 else:
                     if a >= 0:
@@ -575,9 +585,6 @@ def _packing_supported(handle: ModelHandle) -> bool:
 
 _PACKING_CHECKED: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
-#: the longest row of units on every device: tree attention costs rows × length² (the mask and
-#: the attention scores), so rows stay short even where the token budget is large
-TREE_ROW_TOKENS = 512
 
 
 def causal_logprobs(
@@ -595,13 +602,14 @@ def causal_logprobs(
 
     Pass sequences from :func:`causal_tokenize` (prefix token first) so that the first real
     token is scored too. The sequences form a prefix tree (:func:`prefix_tree_plan`) and every
-    tree node — every distinct prefix — is computed once: subtrees are laid out in rows of at most
+    tree node — every distinct prefix — is computed once: subtrees are cut into units of at most
     ``max(row_tokens, longest)`` tokens, a subtree that does not fit split with its ancestor path
-    repeated as the row's trunk, with a tree attention mask (each token sees its ancestors) and
-    position ids equal to depths; rows fill batches of ``max_batch_tokens`` (:func:`pack_rows`). A
-    model that does not honour such masks (checked once per model) gets length-sorted padded
-    batches instead (``pack=False`` forces that). The LM head runs only at scored nodes, in row
-    chunks, so a large vocabulary never materialises a (batch × length × vocab) tensor.
+    repeated as the unit's trunk, and units are packed into rows (:func:`pack_rows`, batches of
+    ``max_batch_tokens``) with a tree attention mask (each token sees its ancestors) and position
+    ids equal to depths. A model that does not honour such masks (checked once per model) gets
+    length-sorted padded batches instead (``pack=False`` forces that). The LM head runs only at
+    scored nodes, in row chunks, so a large vocabulary never materialises a (batch × length ×
+    vocab) tensor.
 
     The numbers are those of scoring each sequence alone; only repeated prefix work is saved. A
     NaN/inf spreads to the row's other sequences through attention (0 × NaN = NaN), so a sequence
@@ -620,7 +628,7 @@ def causal_logprobs(
     res: list[np.ndarray] = [np.empty(0)] * n
     row = max(min(row_tokens, budget), longest)
     for tree, units in prefix_tree_plan(token_ids, starts, row):
-        plan = pack_rows(tree.sizes(units), budget, min_row=row)
+        plan = pack_rows(tree.sizes(units), budget)
         lp = _score_tree(handle, tree, units, plan, head_chunk=head_chunk, progress=progress, desc="causal LM")
         for m, path in zip(tree.members, tree.paths, strict=True):
             res[m] = lp[path[max(starts[m], 1) :]]

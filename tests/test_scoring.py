@@ -247,11 +247,11 @@ def test_packed_batch_out_of_memory_is_split_and_retried(gpt2, monkeypatch) -> N
             raise RuntimeError("CUDA out of memory (simulated)")
         return real(*a, **kw)
 
-    seqs = scoring.causal_tokenize(gpt2, SENTS)
+    rng = np.random.default_rng(0)  # 40 distinct sequences of 10 tokens: rows of 64, 4 a batch
+    seqs = [[0, *rng.integers(1, 300, size=9).tolist()] for _ in range(40)]
     assert scoring._packing_supported(gpt2)  # checked before the forward is patched
     monkeypatch.setattr(base, "forward", small_only)
-    longest = max(len(s) for s in seqs)  # rows of the longest sentence, 4 a batch
-    got = scoring.causal_logprobs(gpt2, seqs, max_batch_tokens=4 * longest, row_tokens=longest)
+    got = scoring.causal_logprobs(gpt2, seqs, max_batch_tokens=256)
     monkeypatch.undo()
     assert max(seen) > 1 and seen[-1] == 1
     for g, r in zip(got, scoring.naive_causal_logprobs(gpt2, seqs), strict=True):
