@@ -108,9 +108,9 @@ def time_case(h: ModelHandle, probe_name: str, data: Any, opts: dict[str, Any], 
               peak: float, reps: int) -> dict[str, Any]:
     probe = get_probe(probe_name)
     assert isinstance(probe, ItemProbe)
-    probe.check_options(opts)
-    items = probe.load_items(data, opts).reset_index(drop=True)
-    opts = probe.prepare(h, items, opts)
+    values = probe.parse_options(opts, data).values()
+    items = probe.load_items(data, values).reset_index(drop=True)
+    opts = probe.prepare(h, items, values)
     module = sys.modules[type(probe).__module__]
     body = common.non_embedding_params(h.model)
     head_params = h.model.get_output_embeddings().weight.numel()
