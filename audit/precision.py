@@ -1,6 +1,6 @@
 """Which probes were measured to keep their results within tolerance of fp32 in bf16 / fp16.
 
-Half precision is only used where measured safe (``docs: DESIGN.md``, issue 8). The table below
+Half precision is only used where measured safe (docs/architecture.md, "Precision"). The table below
 is the measurement of ``benchmarks/bench_dtype.py`` (results in ``benchmarks/results/dtype.json``,
 write-up in ``benchmarks/RESULTS.md``): every probe on every demo model kind it supports, run in
 float32, bfloat16 and float16 on the same items with the same seed.

@@ -1,6 +1,6 @@
 """Reports built from a run directory: self-contained HTML, PDF, Markdown model card and JSON.
 
-Reports read the run directory only (see ``DESIGN.md``, "Reports"); they never load a model.
+Reports read the run directory only (docs/architecture.md, "Reports"); they never load a model.
 """
 
 from __future__ import annotations

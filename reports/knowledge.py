@@ -71,7 +71,7 @@ QUANTIZED_CAVEAT = {
     "text": "The audited model's weights come from a 4-bit quantized GGUF file (the demo models "
             "ship as Q4_1 / Q4_K_M) dequantized to floating point on load. Its scores can differ "
             "from the full-precision original; do not read them as results for that original.",
-    "source": "transformer-audit DESIGN.md, 'Real weights without a hub: demo aliases'",
+    "source": "transformer-audit docs/architecture.md, 'Demo models'",
 }
 
 #: dataset / method caveats per probe registry name

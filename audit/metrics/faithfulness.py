@@ -19,7 +19,7 @@ from scipy import stats
 
 Scorer = Callable[[np.ndarray], np.ndarray]
 
-#: DeYoung et al. (2020) report AOPC over bins; DESIGN.md fixes them at 10 %, 20 %, …, 100 %
+#: DeYoung et al. (2020) report AOPC over bins; docs/metrics.md fixes them at 10 %, 20 %, …, 100 %
 DEFAULT_BINS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 11))
 
 
