@@ -82,7 +82,7 @@ def ablation_check(handle: ModelHandle, result: ProbeResult, opts: dict[str, Any
     heads = [(int(t["layer"]), int(t["head"])) for t in result.info["top_heads"][:k]]
     if len(heads) < k:
         raise ProbeError(f"mediation: ablate_top_k={k} but only {len(heads)} heads are listed; raise top_k")
-    items = result.items[result.items["same_length"].astype(bool)]
+    items = result.items[result.items["scored"].astype(bool)]
     masked = handle.kind == "masked-lm"
     prompts = [t.replace(MASK, handle.tokenizer.mask_token) for t in items["masked_null"]] if masked \
         else list(items["prompt_null"])

@@ -22,7 +22,9 @@ Mediators: every head's output (the input of the attention output projection, sp
 each layer's whole attention output and each MLP output (:mod:`audit.explain.intervene`). Effects
 are averaged over items (templates × professions) with percentile bootstrap intervals over items.
 An item whose null and set-gender prompts differ in token count (a multi-token profession) cannot
-be patched position by position and is kept unscored (counted in ``info``).
+be patched position by position, and an item whose contrast words are not single tokens for the
+model (Turkish words in an English BPE vocabulary) has no one-distribution y: both are kept
+unscored, counted in ``info["n_skipped"]`` and named in a warning.
 
 The ablation check (``ablate_top_k`` > 0) mean-ablates the top-k heads (their output replaced by
 its mean over the null prompts) and reruns ``templates`` and, given its data, ``crows_pairs`` on the
@@ -58,6 +60,9 @@ DATA_DIR = Path(__file__).parent / "data" / "mediation"
 PROFESSION, PRONOUN = "[PROFESSION]", "[PRONOUN]"
 GENDERS = ("male", "female")
 SITE_KINDS = ("heads", "attn", "mlp")
+#: why an item is kept unscored
+SKIP_LENGTH = "the profession and the gendered word differ in token count (positions are patched one to one)"
+SKIP_WORD = "a contrast word is not one token for this model"
 WINOBIAS_FILES = {"male": "male_occupations.txt", "female": "female_occupations.txt"}
 
 METRICS = {
@@ -201,26 +206,40 @@ def site_names(n_layers: int, n_heads: int, kinds: tuple[str, ...]) -> list[tupl
     return out
 
 
+def _single_token(handle: ModelHandle, word: str) -> int:
+    """The word's token id, or −1 when it is not one token for this model."""
+    from audit.explain.errors import TargetError
+    from audit.explain.mechanism import token_id
+
+    try:
+        return token_id(handle, word)
+    except TargetError:
+        return -1
+
+
 def score_mediation(handle: ModelHandle, items: pd.DataFrame, kinds: tuple[str, ...], *,
                     max_batch_tokens: int | None = None, progress: bool = False) -> pd.DataFrame:
     """log y for the null and set-gender prompts and, per mediator, the NIE of every item (a list
     column ``nie`` in :func:`site_names` order)."""
     from audit.explain.arch import n_heads, n_layers
-    from audit.explain.mechanism import Patch, encode_prompts, patched_log_odds, token_id
+    from audit.explain.mechanism import Patch, encode_prompts, patched_log_odds
 
     out = items.copy()
     masked = handle.kind == "masked-lm"
     null, sset = (out["masked_null"], out["masked_set"]) if masked else (out["prompt_null"], out["prompt_set"])
     base, pos = encode_prompts(handle, list(null))
     source, _ = encode_prompts(handle, list(sset))
-    same = np.asarray([len(x) == len(y) for x, y in zip(base, source, strict=True)])
-    out["same_length"] = same
+    ids = {w: _single_token(handle, w) for w in {*out["anti_word"], *out["stereo_word"]}}
+    reason = [SKIP_WORD if ids[a] < 0 or ids[b] < 0 else SKIP_LENGTH if len(x) != len(y) else ""
+              for a, b, x, y in zip(out["anti_word"], out["stereo_word"], base, source, strict=True)]
+    out["skipped"] = reason
+    out["scored"] = [r == "" for r in reason]
     L, H = n_layers(handle), n_heads(handle)
     sites = site_names(L, H, kinds)
     patches = [Patch(k, lay, head=None if h < 0 else h) for k, lay, h in sites]
-    anti = np.asarray([token_id(handle, w) for w in out["anti_word"]])
-    stereo = np.asarray([token_id(handle, w) for w in out["stereo_word"]])
-    idx = np.flatnonzero(same)
+    anti = np.asarray([ids[w] for w in out["anti_word"]])
+    stereo = np.asarray([ids[w] for w in out["stereo_word"]])
+    idx = np.flatnonzero(out["scored"].to_numpy(dtype=bool))
     n = len(out)
     log_null, log_set = np.full(n, np.nan), np.full(n, np.nan)
     nie: list[list[float] | None] = [None] * n
@@ -261,7 +280,7 @@ class Mediation(ItemProbe):
     needs_mask_token = True
     description = "Causal mediation analysis of gender bias per head, attention layer and MLP (Vig et al. 2020)"
     score_columns = ("log_y_null", "log_y_set")
-    scored_column = "same_length"
+    scored_column = "scored"
     chunk_size = 64
 
     def data_files(self, data: str | Path | None, options: dict[str, Any] | None = None) -> list[Path]:
@@ -323,15 +342,12 @@ class Mediation(ItemProbe):
     def prepare(self, handle: ModelHandle, items: pd.DataFrame, opts: dict[str, Any]) -> dict[str, Any]:
         from audit.explain.arch import n_heads, n_layers
         from audit.explain.intervene import mech_spec
-        from audit.explain.mechanism import token_id
 
         mech_spec(handle)  # ArchitectureNotSupportedError before any scoring
-        for col in ("anti_word", "stereo_word"):
-            for w in sorted(set(items[col])):
-                try:
-                    token_id(handle, w)
-                except ValueError as exc:
-                    raise ProbeError(f"mediation: {exc}") from None
+        words = sorted({*items["anti_word"], *items["stereo_word"]})
+        if all(_single_token(handle, w) < 0 for w in words):
+            raise ProbeError(f"mediation: none of the contrast words {words} is one token for {handle.name}; "
+                             "y = p(anti) / p(stereo) is read from one next-token distribution")
         o = opts
         return {**opts, "_kinds": tuple(o["sites"] or SITE_KINDS), "_layers": n_layers(handle),
                 "_heads": n_heads(handle)}
@@ -345,7 +361,7 @@ class Mediation(ItemProbe):
         """TE, NIE per mediator with bootstrap CIs over items, top-k heads and the layer × head map."""
         o = opts or {}
         L, H, kinds = o["_layers"], o["_heads"], o["_kinds"]
-        scored = items[items["same_length"].astype(bool)].reset_index(drop=True)
+        scored = items[items["scored"].astype(bool)].reset_index(drop=True)
         n = len(scored)
         ids = np.arange(n)
         M = METRICS
@@ -374,15 +390,17 @@ class Mediation(ItemProbe):
         info: dict[str, Any] = {
             "primary_metric": "total_effect", "item_effect": "total_effect", "item_text": ["prompt_null", "prompt_set"],
             "n_layers": L, "n_heads": H, "sites": list(kinds), "n_items": int(len(items)), "n_scored": n,
-            "n_unequal_length": int(len(items) - n), "clusters": "items (template × profession)",
+            "n_skipped": {r: int((items["skipped"] == r).sum()) for r in (SKIP_LENGTH, SKIP_WORD)},
+            "clusters": "items (template × profession)",
             "sets": sorted(items["set"].unique().tolist()),
             "professions_winobias": int((items["profession_source"] == "winobias").sum()),
             "patched_forwards": int(n * len(sites)), "patched_tokens": int(scored["n_tokens"].sum() * len(sites)),
         }
         warnings = [f"{k}: {v.warning}" for k, v in summary.items() if v.warning]
-        if len(items) > n:
-            warnings.append(f"{len(items) - n} of {len(items)} items not patched: the profession and the gendered "
-                            "word differ in token count (positions are patched one to one)")
+        for r, k in info["n_skipped"].items():
+            if k:
+                sets = sorted(items.loc[items["skipped"] == r, "set"].unique())
+                warnings.append(f"{k} of {len(items)} items not scored ({', '.join(sets)}): {r}")
         if "heads" in kinds:
             hj = [j for j, s in enumerate(sites) if s[0] == "heads"]
             heat = mean[hj].reshape(L, H)

@@ -301,6 +301,19 @@ def test_mediation_ranks_the_planted_head_first(planted, planted_sets: Path) -> 
     assert set(r.breakdown["group_by"]) >= {"head", "attention_layer", "mlp_layer", "language"}
 
 
+def test_mediation_leaves_out_sets_whose_words_are_not_one_token(planted, planted_sets: Path) -> None:  # type: ignore[no-untyped-def]
+    from probes import run_probe
+
+    obj = json.loads((planted_sets / "planted.json").read_text(encoding="utf-8"))
+    obj.update(name="unknown_words", pronouns={"male": "hippo", "female": "she"})
+    (planted_sets / "unknown.json").write_text(json.dumps(obj), encoding="utf-8")
+    r = run_probe("mediation", planted, str(planted_sets), progress=False)
+    assert r.info["n_scored"] == 8
+    assert r.info["n_skipped"]["a contrast word is not one token for this model"] == 8
+    assert any("unknown_words" in w and "not one token" in w for w in r.warnings)
+    assert (r.info["top_heads"][0]["layer"], r.info["top_heads"][0]["head"]) == PLANTED
+
+
 def test_mediation_by_hand_on_one_item(planted, planted_sets: Path) -> None:  # type: ignore[no-untyped-def]
     """TE and one NIE recomputed from plain forwards (Vig et al. 2020, eqs. 1-4)."""
     from probes import run_probe
@@ -341,7 +354,7 @@ def test_mediation_runs_on_masked_lm_and_counts_unpatchable_items(bert_mlm, tmp_
            "templates": ["the [PROFESSION] said that [PRONOUN] was tired ."]}
     (tmp_path / "b.json").write_text(json.dumps(obj), encoding="utf-8")
     r = run_probe("mediation", bert_mlm, str(tmp_path), progress=False, sites=["heads", "mlp"])
-    assert r.info["n_scored"] + r.info["n_unequal_length"] == 3
+    assert r.info["n_scored"] + sum(r.info["n_skipped"].values()) == 3
     assert np.asarray(r.info["heatmap"]["values"]).shape == (2, 4)
     assert "attn_by_layer" not in r.info and len(r.info["mlp_by_layer"]) == 2
 

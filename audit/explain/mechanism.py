@@ -97,6 +97,8 @@ def token_id(handle: ModelHandle, word: str) -> int:
         pieces = handle.tokenizer.convert_ids_to_tokens(ids)
         raise TargetError(f"contrast word {word!r} is {len(ids)} tokens for {handle.name} ({pieces}); "
                           "use words that are one token")
+    if ids[0] == handle.tokenizer.unk_token_id:
+        raise TargetError(f"contrast word {word!r} is not in {handle.name}'s vocabulary (it maps to the unknown token)")
     return int(ids[0])
 
 
