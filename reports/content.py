@@ -20,7 +20,7 @@ import yaml
 
 from audit.policy import STATUSES as VERDICT_STATUSES
 from audit.store import RunDir, now_iso, read_json
-from reports import knowledge
+from reports import knowledge, mechanism
 from reports.compute import compute_section
 from reports.findings import key_findings
 
@@ -608,6 +608,7 @@ def collect_report(run_dir: RunDir | str | Path, verdict_file: str | Path | None
         "disclaimer": knowledge.DISCLAIMER,
     }
     doc["compute"] = compute_section(doc)
+    doc["mechanism"] = mechanism.collect(rd, probes)
     doc["evidence"] = knowledge.evidence_rows(doc)
     doc["key_findings"] = key_findings(doc)
     return doc

@@ -95,6 +95,7 @@ def build_plots(doc: Mapping[str, Any]) -> dict[str, Any]:
             if uri:
                 figs.append({"uri": uri, "title": f"{key[1]} by {key[0]} with 95% CIs"})
         out["breakdowns"][p["name"]] = figs
+    out["mechanism"] = {m["name"]: plots.matrix_plot(m["heat"]) for m in doc.get("mechanism") or [] if m["heat"]}
     for e in doc["explainers"]:
         for i, x in enumerate(e["examples"]):
             if x["kind"] == "matrix":

@@ -157,6 +157,15 @@ PROBE_CAVEATS: dict[str, list[dict[str, str]]] = {
                 "left out, and the English and Turkish sets are compared on the words kept.",
         "source": "Lauscher & Glavaš 2019, Are We Consistently Biased? (*SEM)",
     }],
+    "mediation": [{
+        "topic": "Mediation heat maps",
+        "text": "Indirect effects are measured one component at a time on the project's templates; a "
+                "large effect shows a component carries the gender signal there, not that it is the "
+                "mechanism (components interact), and the ablation check is a diagnostic, not a "
+                "debiasing method.",
+        "source": "Vig et al. 2020, Investigating Gender Bias in Language Models Using Causal "
+                  "Mediation Analysis (NeurIPS); Heimersheim & Nanda 2024",
+    }],
 }
 
 #: provisions a result can be evidence for

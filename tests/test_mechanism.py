@@ -275,8 +275,10 @@ def planted_sets(tmp_path: Path) -> Path:
            "professions": {"male": ["engineer", "pilot"], "female": ["nurse", "secretary"]},
            "templates": ["the [PROFESSION] said that [PRONOUN] was tired .",
                          "the [PROFESSION] ate because [PRONOUN] was hungry ."]}
-    (tmp_path / "planted.json").write_text(json.dumps(obj), encoding="utf-8")
-    return tmp_path
+    d = tmp_path / "sets"
+    d.mkdir()
+    (d / "planted.json").write_text(json.dumps(obj), encoding="utf-8")
+    return d
 
 
 def test_mediation_ranks_the_planted_head_first(planted, planted_sets: Path) -> None:  # type: ignore[no-untyped-def]
@@ -497,3 +499,40 @@ def test_patching_as_an_explain_step(planted, tmp_path: Path) -> None:  # type: 
     df = pd.read_parquet(rd.explain_dir("where") / "attributions.parquet")
     top = df.sort_values("score", ascending=False).iloc[0]
     assert (int(top["layer"]), int(top["head"])) == PLANTED
+
+
+# ------------------------------------------------------------------------------------ config, report
+
+
+def test_mediation_from_a_config_lands_in_the_report(planted, planted_sets: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A config runs mediation (with the ablation check) and per-head patching on a model folder;
+    the HTML report gets the "Where the bias is carried" section with the heat map and the
+    ablation table, and report.json validates against its schema."""
+    import jsonschema
+    import yaml
+
+    from audit.config import load_config
+    from audit.runner import run_audit
+    from reports.content import collect_report
+    from reports.html import render_html
+
+    cfg = {"seed": 0, "output": str(tmp_path / "runs"), "models": [{"name": planted.source}],
+           "probes": [{"probe": "mediation", "data": str(planted_sets),
+                       "options": {"top_k": 3, "ablate_top_k": 1, "ablation_max_items": 4}}],
+           "explain": [{"name": "where", "methods": ["patching"], "texts": ["the nurse said that"],
+                        "target": {"token": " he", "contrast": " she"}, "options": {"corrupt": {"nurse": "man"}}}],
+           "report": {"enabled": False}}
+    p = tmp_path / "audit.yaml"
+    p.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    [o] = run_audit(load_config(p), run_id="m", progress=False)
+    assert o.status == "complete"
+    doc = collect_report(o.run_dir)
+    [m] = doc["mechanism"]
+    assert m["top_heads"][0]["head"] == f"L{PLANTED[0]}.H{PLANTED[1]}"
+    assert len(m["heat"]["matrix"]) == 2 and m["ablation"]["heads"] == f"L{PLANTED[0]}.H{PLANTED[1]}"
+    schema = json.loads((Path(__file__).resolve().parents[1] / "reports" / "report.schema.json").read_text())
+    jsonschema.validate(json.loads(json.dumps(doc, default=str)), schema)
+    html = render_html(doc)
+    assert "Where the bias is carried" in html and "Ablation check (diagnostic)" in html
+    assert 'alt="Layer × head map of natural indirect effects for mediation"' in html
+    assert "neutral-text loss" in html and "not proof of a mechanism" in html

@@ -1,0 +1,88 @@
+"""The report's "Where the bias is carried" section: the mediation probe's layer × head map of
+natural indirect effects, its top heads, attention and MLP effects per layer, and the ablation
+check (Vig et al. 2020; :mod:`probes.mediation`). Read from ``probes/<name>/summary.json`` only."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from audit.store import RunDir
+
+#: what a reader must keep in mind, printed with the section
+CAVEATS = [
+    "The heat map is a measurement of one intervention at a time, not proof of a mechanism: a head with a "
+    "large indirect effect carries the gender signal in these templates; it may do so together with others "
+    "(effects interact, so per-head effects need not add up to the total effect) and it may do other work.",
+    "Effects are averaged over the project's profession templates (and WinoBias occupations when given); a "
+    "different template set can move them.",
+    "The ablation check is a diagnostic, not a debiasing method: it shows whether the named heads also carry "
+    "what the other probes measure, and what removing them costs in language modelling.",
+]
+
+
+def _num(x: Any) -> float | None:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _heat(info: Mapping[str, Any]) -> dict[str, Any] | None:
+    heat = info.get("heatmap")
+    if not isinstance(heat, Mapping) or not isinstance(heat.get("values"), list):
+        return None
+    rows = [[_num(v) for v in r] for r in heat["values"] if isinstance(r, list)]
+    if not rows:
+        return None
+    return {"method": "mediation", "matrix": rows, "row_tokens": [f"layer {i}" for i in range(len(rows))],
+            "col_tokens": [f"head {j}" for j in range(len(rows[0]))], "rows_are": "layer", "cols_are": "head",
+            "note": "mean natural indirect effect of each head (Vig et al. 2020)"}
+
+
+def _ablation(info: Mapping[str, Any]) -> dict[str, Any] | None:
+    ab = info.get("ablation")
+    if not isinstance(ab, Mapping):
+        return None
+    rows = []
+    for probe, r in (ab.get("probes") or {}).items():
+        if not isinstance(r, Mapping):
+            continue
+        ch = r.get("change") or {}
+        rows.append({"what": f"{probe}: {r.get('metric')}", "before": _num((r.get("before") or {}).get("value")),
+                     "after": _num((r.get("after") or {}).get("value")), "change": _num(ch.get("value")),
+                     "ci_low": _num(ch.get("ci_low")), "ci_high": _num(ch.get("ci_high")), "n": ch.get("n")})
+    loss = ab.get("neutral_loss")
+    if isinstance(loss, Mapping):
+        ch = loss.get("change") or {}
+        rows.append({"what": "neutral-text loss (nats/token)", "before": _num(loss.get("before")),
+                     "after": _num(loss.get("after")), "change": _num(ch.get("value")),
+                     "ci_low": _num(ch.get("ci_low")), "ci_high": _num(ch.get("ci_high")), "n": ch.get("n")})
+    heads = ", ".join(f"L{h.get('layer')}.H{h.get('head')}" for h in ab.get("heads") or [] if isinstance(h, Mapping))
+    return {"heads": heads, "rows": rows, "note": str(ab.get("note") or "")}
+
+
+def collect(rd: RunDir, probes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per completed mediation probe of the run (empty when there is none)."""
+    import json
+
+    out = []
+    for p in probes:
+        if p.get("probe") != "mediation":
+            continue
+        try:
+            summary = json.loads((rd.probe_dir(p["name"]) / "summary.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        info = summary.get("info") or {}
+        if not isinstance(info, Mapping):
+            continue
+        top = [{"head": f"L{t.get('layer')}.H{t.get('head')}", "nie": _num(t.get("nie")),
+                "ci_low": _num(t.get("ci_low")), "ci_high": _num(t.get("ci_high"))}
+               for t in info.get("top_heads") or [] if isinstance(t, Mapping)]
+        layers = {k: [_num(v) for v in info.get(f"{k}_by_layer") or []] for k in ("attn", "mlp")}
+        out.append({"name": p["name"], "heat": _heat(info), "top_heads": top, "layers": layers,
+                    "n_scored": info.get("n_scored"), "ablation": _ablation(info), "caveats": list(CAVEATS)})
+    return out
