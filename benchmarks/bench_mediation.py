@@ -63,7 +63,8 @@ def main() -> None:
     peak = matmul_flops(device="cpu")
     params = non_embedding_params(h.model)
     load0 = loadavg()
-    rows, outs = [], {}
+    rows: list[dict[str, float | int | str]] = []
+    outs = {}
     for name, sub, mbt in (("batched", items, None), ("naive", items.head(args.naive_items), 1)):
         with TokenCounter(h.model.base_model) as c:
             t0 = time.perf_counter()
@@ -78,7 +79,7 @@ def main() -> None:
     k = args.naive_items
     diff = float(np.max(np.abs(np.asarray(outs["batched"]["nie"].head(k).tolist())
                                - np.asarray(outs["naive"]["nie"].tolist()))))
-    speedup = rows[0]["forwards_per_s"] / rows[1]["forwards_per_s"]
+    speedup = float(rows[0]["forwards_per_s"]) / float(rows[1]["forwards_per_s"])
     print(table(rows, ["path", "items", "patched_forwards", "tokens", "seconds", "items_per_s", "forwards_per_s",
                        "mfu_pct"]))
     print(f"batched / naive patched forwards per second: {speedup:.1f}×; max |ΔNIE| on shared items {diff:.2e}; "

@@ -30,6 +30,7 @@ PAGES = [
     st.Page(HERE / "views" / "runs.py", title="Runs", url_path="runs", default=True),
     st.Page(HERE / "views" / "bias.py", title="Bias", url_path="bias"),
     st.Page(HERE / "views" / "explain.py", title="Explain", url_path="explain"),
+    st.Page(HERE / "views" / "mechanism.py", title="Mechanism", url_path="mechanism"),
     st.Page(HERE / "views" / "compare.py", title="Compare", url_path="compare"),
     st.Page(HERE / "views" / "live.py", title="Live", url_path="live"),
 ]

@@ -42,7 +42,7 @@ def _heat(info: Mapping[str, Any]) -> dict[str, Any] | None:
             "note": "mean natural indirect effect of each head (Vig et al. 2020)"}
 
 
-def _ablation(info: Mapping[str, Any]) -> dict[str, Any] | None:
+def ablation_rows(info: Mapping[str, Any]) -> dict[str, Any] | None:
     ab = info.get("ablation")
     if not isinstance(ab, Mapping):
         return None
@@ -84,5 +84,5 @@ def collect(rd: RunDir, probes: list[dict[str, Any]]) -> list[dict[str, Any]]:
                for t in info.get("top_heads") or [] if isinstance(t, Mapping)]
         layers = {k: [_num(v) for v in info.get(f"{k}_by_layer") or []] for k in ("attn", "mlp")}
         out.append({"name": p["name"], "heat": _heat(info), "top_heads": top, "layers": layers,
-                    "n_scored": info.get("n_scored"), "ablation": _ablation(info), "caveats": list(CAVEATS)})
+                    "n_scored": info.get("n_scored"), "ablation": ablation_rows(info), "caveats": list(CAVEATS)})
     return out

@@ -9,6 +9,7 @@ the pronoun, so mediation and patching must rank it first.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -536,3 +537,20 @@ def test_mediation_from_a_config_lands_in_the_report(planted, planted_sets: Path
     assert "Where the bias is carried" in html and "Ablation check (diagnostic)" in html
     assert 'alt="Layer × head map of natural indirect effects for mediation"' in html
     assert "neutral-text loss" in html and "not proof of a mechanism" in html
+    # the dashboard's Mechanism page draws the same numbers
+    from streamlit.testing.v1 import AppTest
+
+    from dashboard import RUNS_ENV
+
+    os.environ[RUNS_ENV] = str(tmp_path / "runs")
+    try:
+        at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py"), default_timeout=120)
+        at.run()
+        at.switch_page("views/mechanism.py").run()
+    finally:
+        del os.environ[RUNS_ENV]
+    assert not at.exception, at.exception
+    assert [s.value for s in at.subheader] == ["mediation"]
+    tables = [d.value for d in at.dataframe]
+    assert tables[0]["head"].iloc[0] == f"L{PLANTED[0]}.H{PLANTED[1]}"
+    assert "neutral-text loss (nats/token)" in set(tables[1]["measure"])

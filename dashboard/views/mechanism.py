@@ -1,0 +1,69 @@
+"""Mechanism page: where the bias is carried — each mediation probe's layer × head map of natural
+indirect effects (Vig et al. 2020), its top heads with intervals, attention and MLP effects per
+layer, and the ablation check (a diagnostic, not a debiasing method). Read from the probe's
+summary.json; reports/mechanism.py shapes the same numbers for the report."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from dashboard.data import probe_names
+from dashboard.render import fmt, md_escape
+from dashboard.state import get_root, no_runs, pick_run, probe, run_infos, show_run_state
+from reports.mechanism import CAVEATS, ablation_rows
+
+
+def heat_chart(values: list[list[float]]) -> alt.Chart:
+    df = pd.DataFrame([{"layer": i, "head": j, "nie": v} for i, r in enumerate(values) for j, v in enumerate(r)])
+    lim = float(df["nie"].abs().max() or 1.0)
+    return alt.Chart(df).mark_rect().encode(
+        x=alt.X("head:O", title="head"), y=alt.Y("layer:O", title="layer"),
+        color=alt.Color("nie:Q", scale=alt.Scale(scheme="blueorange", domain=[-lim, lim]), title="NIE"),
+        tooltip=["layer:O", "head:O", alt.Tooltip("nie:Q", format=".4g")],
+    ).properties(title="Natural indirect effect per layer and head", width=alt.Step(22), height=alt.Step(14))
+
+
+st.title("Mechanism")
+st.caption("Causal mediation analysis (Vig et al. 2020): each head, attention layer and MLP is set, one at a "
+           "time, to its value when the profession is swapped for a gendered word; its natural indirect effect "
+           "(NIE) is how much that alone moves p(anti-stereotypical) / p(stereotypical pronoun).")
+rr = get_root()
+infos = run_infos(rr)
+info = pick_run("Run", infos, 0, "mechanism_run")
+if info is None:
+    no_runs(rr)
+    st.stop()
+show_run_state(info)
+names = [n for n in probe_names(rr, info.run_id, info.manifest) if probe(rr, info.run_id, n).probe == "mediation"]
+if not names:
+    st.info("This run has no completed mediation probe (add `- probe: mediation` to the config).")
+    st.stop()
+for name in names:
+    p = probe(rr, info.run_id, name)
+    st.subheader(md_escape(name))
+    for w in p.warnings:
+        st.warning(md_escape(w))
+    heat = p.info.get("heatmap")
+    if isinstance(heat, dict) and isinstance(heat.get("values"), list):
+        st.altair_chart(heat_chart(heat["values"]))
+    top = p.info.get("top_heads") or []
+    if top:
+        st.markdown("**Top mediating heads** (95% bootstrap CI over items)")
+        st.dataframe(pd.DataFrame([{"head": f"L{t['layer']}.H{t['head']}", "NIE": fmt(t["nie"]),
+                                    "95% CI": f"[{fmt(t['ci_low'])}, {fmt(t['ci_high'])}]"} for t in top]),
+                     hide_index=True)
+    per_layer = {k: p.info.get(f"{k}_by_layer") for k in ("attn", "mlp") if p.info.get(f"{k}_by_layer")}
+    if per_layer:
+        st.markdown("**Attention and MLP per layer**")
+        st.line_chart(pd.DataFrame(per_layer))
+    ab = ablation_rows(p.info)
+    if ab:
+        st.markdown(f"**Ablation check (diagnostic)** — heads mean-ablated: {md_escape(ab['heads'])}")
+        st.caption(md_escape(ab["note"]))
+        st.dataframe(pd.DataFrame([{"measure": r["what"], "before": fmt(r["before"]), "after": fmt(r["after"]),
+                                    "change": fmt(r["change"]), "95% CI": f"[{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]",
+                                    "n": r["n"]} for r in ab["rows"]]), hide_index=True)
+    for c in CAVEATS:
+        st.caption(md_escape(c))
