@@ -52,7 +52,8 @@ def main() -> None:
     h = load_model(args.model, device="cpu")
     probe = Mediation()
     wb = SHARED_DATA / "winobias"
-    items = probe.load_items(None, {"language": "en", "winobias": str(wb) if wb.is_dir() else None})
+    opts = probe.parse_options({"language": "en", "winobias": str(wb) if wb.is_dir() else None}).values()
+    items = probe.load_items(None, opts)
     items = items.sample(n=min(len(items), 4 * args.items), random_state=0)
     # keep items the model can patch (single-token professions), so both paths do the same work
     from audit.explain.mechanism import encode_prompts
