@@ -22,6 +22,7 @@ from pydantic import Field, PositiveInt
 from audit.explain.attributions import Attributions, ExampleAttribution
 from audit.explain.errors import ExplainOptionsError, MethodNotValidError, UnknownMethodError
 from audit.explain.targets import MODES, Prepared, prepare, target_mode
+from audit.metrics.faithfulness import GAP_WARNING
 from audit.models import KINDS
 from audit.options import Options, validate_options
 from audit.registry import Registry, UnknownNameError
@@ -49,8 +50,6 @@ class SeededOptions(ExplainOptions):
 
     seed: int = 0
 
-#: relative IG completeness gap above which a warning is raised (README, "Explainers")
-GAP_WARNING = 0.05
 
 ExplainFn = Callable[["ModelHandle", list[Prepared], dict[str, Any], bool], list[dict[str, Any]]]
 

@@ -5,13 +5,15 @@ scripts, no external resources) with its colour legend, per-token values and com
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from jinja2 import Environment
 
-from audit.explain.attributions import Attributions, ExampleAttribution
-from audit.explain.base import GAP_WARNING
+from audit.metrics.faithfulness import GAP_WARNING
+
+if TYPE_CHECKING:
+    from audit.explain.attributions import Attributions, ExampleAttribution
 
 BAR_WIDTH = 24
 

@@ -17,6 +17,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy import stats
 
+#: relative IG completeness gap above which an explanation is flagged (README, "Explainers")
+GAP_WARNING = 0.05
+
 Scorer = Callable[[np.ndarray], np.ndarray]
 
 #: DeYoung et al. (2020) report AOPC over bins; docs/metrics.md fixes them at 10 %, 20 %, …, 100 %
