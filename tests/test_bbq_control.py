@@ -86,6 +86,9 @@ def test_control_metrics_by_hand(mbbq_dir: Path) -> None:
     # counter-biased → (0 − 2) / 4
     assert s["bias_score_ambig_mbbq"].value == pytest.approx(-50.0)
     assert "not interpretable" in s["bias_score_ambig_mbbq"].warning
+    # every answer parsed: the same number as S_AMB (the unknown answer is the correct one)
+    assert s["bias_score_ambig_mbbq"].value == pytest.approx(bbq.bias_score_ambig(
+        res.items[~res.items["control"] & (res.items["n_biased_options"] == 1)]))
     # the biased-set metrics use the biased rows only
     assert s["accuracy_ambig"].n == 4 and s["accuracy_disambig"].n == 4
     b = res.breakdown
