@@ -24,7 +24,9 @@ An item is a pair; its effect is Δ averaged over the templates.
 * ``preference_most_offensive``: the rate on pairs whose attribute's mean offensiveness is ≥
   ``offensive_threshold`` (default 2, "somewhat offensive" on average), reported on its own;
 * ``preference_rejected``: the rate on pairs every annotator rejected (0 stereotype votes) —
-  what the same measure gives without a stereotype, the baseline to read the others against;
+  what the same measure gives without a stereotype, the baseline to read the others against.
+  The released Turkish file has none (every pair carries at least one stereotype vote), so there
+  the baseline is the 50 % of no preference;
 * ``template_spread``: max − min of the per-template rates (templates in the breakdown).
 
 Breakdown: by annotator agreement (stereotype votes of 3), offensiveness band and template.
