@@ -210,6 +210,9 @@ class PiiDetector:
                 if ent.label_ in SPACY_LABELS:
                     found.append(Entity(SPACY_LABELS[ent.label_], ent.start_char, ent.end_char, ent.text, None,
                                         f"spacy:{self.ner_model}", 0.85))
+        # Presidio's URL pattern also matches the domain inside an e-mail address: not a second entity
+        mails = [(e.start, e.end) for e in found if e.type == "EMAIL_ADDRESS"]
+        found = [e for e in found if e.type != "URL" or not any(a <= e.start and e.end <= b for a, b in mails)]
         return sorted(set(found), key=lambda e: (e.start, e.end, e.type))
 
     def entity_types(self) -> list[str]:
