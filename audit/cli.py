@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from importlib.metadata import PackageNotFoundError, entry_points, version
@@ -197,6 +198,33 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    """Each metric of the probes two runs share: A, B, B − A and the test (:mod:`audit.compare`)."""
+    from audit.compare import compare_runs
+    from audit.store import RunDir
+
+    runs = [RunDir(p) for p in (args.run_a, args.run_b)]
+    for rd in runs:
+        if not rd.manifest_path.is_file():
+            print(f"error: {rd.path} is not a run directory (no manifest.json)", file=sys.stderr)
+            return EXIT_ERROR
+    df = compare_runs(*runs)
+    if df.empty:
+        print(f"no probe is complete in both {runs[0].path} and {runs[1].path}")
+        return EXIT_OK
+
+    def num(x: Any) -> str:
+        return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4g}"
+
+    rows = [[r["probe"], r["metric"], num(r["A"]), num(r["B"]), num(r["delta (B−A)"]), r["test"] or "—",
+             num(r["p_value"]), num(r["p_adjusted"]), r["significant"]] for _, r in df.iterrows()]
+    header = ["probe", "metric", "A", "B", "B − A", "test", "p", "p (BH)", "significant"]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    for row in [header, *rows]:
+        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)).rstrip())
+    return EXIT_OK
+
+
 def _cmd_data(args: argparse.Namespace) -> int:
     from audit.catalogue import DataError, catalogue, data_dir, entry, fetch, is_fetched
 
@@ -272,6 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "its policy. Exit codes: 0 valid; 2 invalid (the message names the field).")
     v.add_argument("config", help="audit YAML to check")
     v.set_defaults(func=_cmd_validate)
+
+    c = sub.add_parser("compare", help="compare the metrics of two runs, each with its significance test")
+    c.add_argument("run_a", help="run directory A")
+    c.add_argument("run_b", help="run directory B")
+    c.set_defaults(func=_cmd_compare)
 
     d = sub.add_parser("data", help="list or fetch benchmark datasets (CrowS-Pairs, StereoSet, SEAT, BBQ, …)",
                        description="Fetch benchmarks from their official source URLs, verify each file's "

@@ -10,8 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from audit import compare
 from audit.results import MetricValue
-from dashboard import compare, render
+from dashboard import render
 from dashboard.cli import main as cli_main
 from dashboard.cli import register, streamlit_args
 from dashboard.data import (

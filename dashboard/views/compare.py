@@ -1,6 +1,6 @@
 """Compare page: two runs side by side — each metric's delta and whether it is significant.
 
-Tests (see :mod:`dashboard.compare`): McNemar's exact test for a percentage metric over the same
+Tests (see :mod:`audit.compare`): McNemar's exact test for a percentage metric over the same
 items, a two-proportion z-test over different items, otherwise a Wald z-test from the stored 95 %
 CIs; Wilcoxon signed-rank on the per-item effect of paired items; Benjamini–Hochberg across the page.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard.compare import ALPHA, compare_probe, finish_table, wilcoxon_items
+from audit.compare import ALPHA, compare_probe, finish_table, wilcoxon_items
 from dashboard.data import RunInfo, as_dict, probe_names
 from dashboard.render import fmt, fmt_p, md_escape
 from dashboard.state import get_root, no_runs, pick_run, probe, run_infos, show_run_state

@@ -28,6 +28,7 @@ from scipy import stats
 
 from audit.results import MetricValue
 from audit.stats import benjamini_hochberg, binomial_test, wilcoxon_test
+from audit.store import RunDir
 
 Z95 = stats.norm.ppf(0.975)
 ALPHA = 0.05
@@ -203,3 +204,31 @@ def finish_table(df: pd.DataFrame) -> pd.DataFrame:
     df["p_adjusted"] = adjusted
     df["significant"] = ["not tested" if p is None else ("yes" if p < ALPHA else "no") for p in adjusted]
     return df
+
+
+def compare_runs(run_a: RunDir, run_b: RunDir) -> pd.DataFrame:
+    """Every metric of every probe complete in both runs, with the test :func:`compare_metric`
+    picks and Benjamini–Hochberg-adjusted p-values across the table (``taudit compare``).
+    Items pair up by the probe's ``info["item_text"]`` columns when both runs name the same."""
+    frames = []
+    for name in [p for p in run_a.probe_names() if p in run_b.probe_names()]:
+        if not (run_a.probe_complete(name) and run_b.probe_complete(name)):
+            continue
+        info_a = run_a.probe_summary(name).get("info") or {}
+        info_b = run_b.probe_summary(name).get("info") or {}
+        keys_a, keys_b = list(info_a.get("item_text") or []), list(info_b.get("item_text") or [])
+        items_a, items_b = (_items(rd, name) for rd in (run_a, run_b))
+        table, _ = compare_probe(run_a.probe_metrics(name), run_b.probe_metrics(name), items_a, items_b,
+                                 keys_a if keys_a == keys_b else [])
+        frames.append(table.assign(probe=name))
+    if not frames:
+        return pd.DataFrame()
+    df = pd.concat(frames, ignore_index=True)
+    return finish_table(df[["probe", *[c for c in df.columns if c != "probe"]]])
+
+
+def _items(rd: RunDir, name: str) -> pd.DataFrame | None:
+    try:
+        return rd.probe_items(name)
+    except FileNotFoundError:
+        return None
