@@ -44,7 +44,7 @@ def value_ci(value: Any, lo: Any, hi: Any, unit: str = "") -> str:
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = "  ".join("{:%d}" % w for w in widths)
+    line = "  ".join(f"{{:{w}}}" for w in widths)
     out = [line.format(*header), line.format(*("-" * w for w in widths))]
     out += [line.format(*map(str, r)) for r in rows]
     return "\n".join(s.rstrip() for s in out)
@@ -162,11 +162,11 @@ def junit_xml(results: Iterable[tuple[str, Mapping[str, str], Any]]) -> str:
                 ET.SubElement(case, "system-out").text = f"WARNING {text}"
             else:
                 ET.SubElement(case, "system-out").text = f"PASS {text}"
-        for k, v in counts.items():
-            suite.set(k, str(v))
-            totals[k] += v
-    for k, v in totals.items():
-        root.set(k, str(v))
+        for key, n in counts.items():
+            suite.set(key, str(n))
+            totals[key] += n
+    for key, n in totals.items():
+        root.set(key, str(n))
     root.set("errors", "0")
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from audit.stats import benjamini_hochberg
@@ -195,9 +195,9 @@ def key_findings(doc: Mapping[str, Any]) -> dict[str, Any]:
     cands = [c for c in _candidates(doc)
              if c["value"] is not None and c["ideal"] is not None and _half_width(c["ci_low"], c["ci_high"]) is not None]
     pvals = [c["p_value"] if c["p_value"] is not None else math.nan for c in cands]
-    adj = benjamini_hochberg(pvals) if cands else []
+    adj = list(benjamini_hochberg(pvals)) if cands else []
     m_tests = sum(c["p_value"] is not None for c in cands)
-    for c, a in zip(cands, adj):
+    for c, a in zip(cands, adj, strict=True):
         _judge(c, None if math.isnan(a) else float(a), m_tests)
     ranked = sorted(cands, key=lambda c: (not c["significant"], -c["score"], not c["primary"]))
     chosen: list[dict[str, Any]] = []

@@ -165,7 +165,14 @@ def test_shared_dashboard_in_chromium_needs_the_token_and_live_refuses_unlisted(
     import subprocess
     import sys
 
-    from dashboard.screenshots import CHROMIUM, browser, free_port, stop_server, wait_ready, wait_rendered
+    from dashboard.screenshots import (
+        CHROMIUM,
+        browser,
+        free_port,
+        stop_server,
+        wait_ready,
+        wait_rendered,
+    )
 
     if not Path(CHROMIUM).is_file():
         pytest.skip(f"Debian chromium is not installed ({CHROMIUM}); apt-get install chromium")

@@ -38,7 +38,7 @@ def test_taudit_run_without_arguments_ends_with_a_verdict(default_run: Any) -> N
     assert proc.returncode in (0, 1), proc.stderr[-3000:]
     runs = _runs(root)
     assert set(runs) == {"smollm2-135m", "minilm-l6"}
-    for name, rd in runs.items():
+    for rd in runs.values():
         v = read_json(rd.path / "verdict.json")
         assert v["policy"]["name"] == "recommended" and v["run_status"] == "complete"
         shown = Path("runs") / rd.path.name  # as the user typed it: relative to the working folder

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from audit.policy import PolicyError, evaluate_policy, load_policy, recommended_policy, validate_policy
+from audit.policy import (
+    PolicyError,
+    evaluate_policy,
+    load_policy,
+    recommended_policy,
+    validate_policy,
+)
 from audit.probe import PROBES
 from audit.store import RunDir, read_json
 from tests.fixture_runs import make_failed_run, make_full_run, make_run
