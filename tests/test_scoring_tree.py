@@ -115,6 +115,7 @@ def test_each_prefix_is_forwarded_once(request: pytest.FixtureRequest, fixture: 
              "the doctor", "the doctor seems angry", "the man is good at work"]
     seqs = scoring.causal_tokenize(h, texts)
     starts = [1, 3, 1, 2, 2, 1, 4]
+    assert scoring._packing_supported(h)  # the one-time check forwards a tree of its own
     real = scoring._tree_layout
     forwarded: list[int] = []
 
