@@ -86,7 +86,8 @@ def bench_gap(handle: Any, inputs: list[Any], targets: dict[str, tuple[dict[str,
     for label, (target, baseline) in targets.items():
         preps = prepare(handle, inputs, target, baseline=baseline)
         for n in STEPS:
-            a, dt = _timed(lambda n=n, pr=preps, tg=target: explain_prepared(handle, pr, "ig", target=tg, n_steps=n))
+            a, dt = _timed(lambda n=n, pr=preps, tg=target: explain_prepared(handle, pr, "ig", target=tg, n_steps=n,
+                                                                              adaptive=False))
             c = a[0].completeness or {}
             gaps = a.completeness_gaps()
             rows.append({"target": label, "baseline": preps[0].info["baseline_token"], "n_steps": n,
@@ -105,7 +106,7 @@ def bench_generation(handle: Any, n_new: int, n_steps: int, peers: bool) -> dict
     tok = handle.tokenizer
     out: dict[str, Any] = {"prompt": CAUSAL_TEXT, "max_new_tokens": n_new, "n_steps": n_steps}
     fixed = {"mode": "generate", "max_new_tokens": n_new, "output": "logprob", "attribute_generated": False}
-    ours, dt = _timed(lambda: explain(handle, CAUSAL_TEXT, "ig", fixed, n_steps=n_steps))
+    ours, dt = _timed(lambda: explain(handle, CAUSAL_TEXT, "ig", fixed, n_steps=n_steps, adaptive=False))
     e = ours[0]
     n_src = e.info["source_length"]
     all_ids = [int(x) for x in prepare(handle, CAUSAL_TEXT, {"mode": "generate", "max_new_tokens": n_new})[0].ids]
@@ -137,7 +138,7 @@ def bench_generation(handle: Any, n_new: int, n_steps: int, peers: bool) -> dict
           f"{out['captum_vs_ours_max_abs_diff']}")
 
     full = {"mode": "generate", "continuation": out["continuation"], "output": "prob"}
-    ours_full, dt_f = _timed(lambda: explain(handle, CAUSAL_TEXT, "ig", full, n_steps=n_steps))
+    ours_full, dt_f = _timed(lambda: explain(handle, CAUSAL_TEXT, "ig", full, n_steps=n_steps, adaptive=False))
     out["ours_inseq_semantics_s"] = dt_f
     out["ours_inseq_semantics_gap_max"] = float(np.nanmax(ours_full.completeness_gaps()))
     out["ours_inseq_semantics_gap_median"] = float(np.nanmedian(ours_full.completeness_gaps()))
