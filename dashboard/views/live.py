@@ -67,7 +67,7 @@ def option_inputs(method: str) -> dict[str, Any]:
     """Number / checkbox inputs for the method's own numeric and boolean options."""
     ex = get_explainer(method)
     out: dict[str, Any] = {}
-    simple = {k: v for k, v in ex.options.items() if isinstance(v, (bool, int, float)) and v is not None}
+    simple = {k: v for k, v in ex.options.defaults().items() if isinstance(v, (bool, int, float)) and v is not None}
     if not simple:
         return out
     with st.expander(f"Options of {md_escape(method)}"):
