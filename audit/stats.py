@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -212,6 +213,22 @@ def _strata_indices(cols: dict[str, np.ndarray], n: int, strata: str | None) -> 
     return [np.flatnonzero(key == v) for v in pd.unique(key)]
 
 
+def _cluster_rows(rows: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``rows`` ordered by cluster, each cluster's start in that order and its size."""
+    _, inv = np.unique(ids.astype(str), return_inverse=True)
+    order = np.argsort(inv, kind="stable")
+    sizes = np.bincount(inv)
+    return rows[order], np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes
+
+
+def _draw_clusters(rng: np.random.Generator, ordered: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Rows of as many clusters as there are, drawn with replacement (vectorised)."""
+    pick = rng.integers(0, len(sizes), len(sizes))
+    size = sizes[pick]
+    offset = np.arange(int(size.sum())) - np.repeat(np.cumsum(size) - size, size)
+    return ordered[np.repeat(starts[pick], size) + offset]
+
+
 def bootstrap_table_ci(
     table: pd.DataFrame | Mapping[str, Sequence[object] | np.ndarray],
     statistic: Callable[[dict[str, np.ndarray]], float],
@@ -245,15 +262,14 @@ def bootstrap_table_ci(
     if n < 2:
         return Interval(point, point, "degenerate (n < 2)")
     groups = _strata_indices(cols, n, strata)
-    units = None if clusters is None else [
-        [g[cols[clusters][g] == c] for c in pd.unique(cols[clusters][g])] for g in groups]
+    units = None if clusters is None else [_cluster_rows(g, cols[clusters][g]) for g in groups]
     rng = np.random.default_rng(seed)
     vals = np.empty(n_resamples)
     for r in range(n_resamples):
         if units is None:
             idx = np.concatenate([g[rng.integers(0, len(g), len(g))] for g in groups])
         else:
-            idx = np.concatenate([us[j] for us in units for j in rng.integers(0, len(us), len(us))])
+            idx = np.concatenate([_draw_clusters(rng, *u) for u in units])
         vals[r] = statistic({k: v[idx] for k, v in cols.items()})
     vals = vals[~np.isnan(vals)]
     if vals.size == 0:
@@ -264,7 +280,7 @@ def bootstrap_table_ci(
     lo, hi = np.quantile(vals, [a, 1 - a])
     method = "bootstrap percentile" + (f" (stratified by {strata})" if strata else "")
     if units is not None:
-        method = f"cluster bootstrap percentile ({sum(len(us) for us in units)} clusters of {clusters})"
+        method = f"cluster bootstrap percentile ({sum(len(u[2]) for u in units)} clusters)"
     return Interval(float(lo), float(hi), method)
 
 
@@ -345,7 +361,8 @@ def cluster_proportion_test(
     return float(2 * st.t.sf(abs(t), m - 1)), f"cluster-robust t ({k}/{n} in {m} clusters) vs {null:g}"
 
 
-def _max_range_quantile(sizes: Sequence[int], confidence: float) -> float:
+@lru_cache(maxsize=256)
+def _max_range_quantile(sizes: tuple[int, ...], confidence: float) -> float:
     """c such that P(every family's studentized range ≤ c·√2) = ``confidence`` for independent
     families of ``sizes`` normal means (df = ∞)."""
     ks = [int(k) for k in sizes if k >= 2]
@@ -379,7 +396,7 @@ def simultaneous_gap_ci(
     sizes = [int((fam == f).sum()) for f in pd.unique(fam)]
     if max(sizes, default=0) < 2:
         return Interval(float("nan"), float("nan"), "none (no family with two groups)")
-    c = _max_range_quantile(sizes, confidence)
+    c = _max_range_quantile(tuple(sorted(sizes)), confidence)
     p = (k_ + 1) / (n_ + 2)
     v = p * (1 - p) / (n_ + 2)
     lo_all, hi_all = 0.0, 0.0

@@ -68,6 +68,7 @@ from audit.options import BatchingOptions, GenerationOptions, MaxItemsOptions
 from audit.probe import ItemProbe, ProbeError, register_probe
 from audit.results import MetricInfo, MetricValue, ProbeResult
 from audit.stats import (
+    N_RESAMPLES,
     bootstrap_table_ci,
     cluster_proportion_test,
     group_breakdown,
@@ -427,7 +428,7 @@ def accuracy_gap(t: Mapping[str, Any]) -> float:
 _SCORE_COLS = ("context_condition", "correct", "biased", "non_unknown")
 
 
-def bias_metric(items: pd.DataFrame, which: str, *, seed: int = 0) -> MetricValue:
+def bias_metric(items: pd.DataFrame, which: str, *, seed: int = 0, n_resamples: int = N_RESAMPLES) -> MetricValue:
     """S_AMB or S_DIS with a cluster-bootstrap CI over templates (:func:`template_clusters`) and a
     cluster-robust test of "biased among non-unknown answers = 1/2". Only items with exactly one
     biased answer count: with none or two, every non-unknown answer is counter-biased or biased
@@ -441,7 +442,7 @@ def bias_metric(items: pd.DataFrame, which: str, *, seed: int = 0) -> MetricValu
         return MetricValue.from_info(info, float("nan"), n=0, warning=f"no {cond} items with one biased answer")
     clusters = template_clusters(sub)
     ci = bootstrap_table_ci({**{c: sub[c].to_numpy() for c in _SCORE_COLS}, "cluster": clusters}, fn,
-                            columns=_SCORE_COLS, clusters="cluster", seed=seed)
+                            columns=_SCORE_COLS, clusters="cluster", seed=seed, n_resamples=n_resamples)
     nu = sub["non_unknown"].to_numpy(bool)
     p, test = cluster_proportion_test(sub["biased"].to_numpy(bool)[nu], clusters[nu], 0.5)
     warn = small_n_warning(len(np.unique(clusters)), "templates")

@@ -21,9 +21,14 @@ Conventions, as fairlearn defines them: a rate whose denominator is empty (a gro
 positives has no TPR) is 0, and a ratio with a zero maximum is undefined (NaN); the probe warns
 in both cases. An AUC needs both classes among its rows; otherwise it is NaN with a warning.
 
-Uncertainty: every summary and per-group metric has a 95 % percentile bootstrap interval, rows
-resampled with replacement within each group (group sizes kept; ``audit.stats.bootstrap_table_ci``,
-seeded). The group-dependent summary metrics have a Monte Carlo permutation test of "no
+Uncertainty: the three differences (demographic parity, equalized odds, accuracy) are a largest
+gap between group rates, whose percentile bootstrap sits above 0 when no group differs; they get
+a simultaneous interval instead (every pairwise difference of the group rates — for equalized
+odds of the TPRs and of the FPRs — an Agresti–Caffo interval, simultaneous by the Tukey–Kramer
+studentized range, the gap's bounds derived from them; ``audit.stats.simultaneous_gap_ci``; a
+rate with an empty denominator is left out of it). Every other summary and per-group metric has
+a 95 % percentile bootstrap interval, rows resampled with replacement within each group (group
+sizes kept; ``audit.stats.bootstrap_table_ci``, seeded). The group-dependent summary metrics have a Monte Carlo permutation test of "no
 difference between groups": the attribute column is shuffled and the metric recomputed
 (``audit.stats.permutation_table_test``; one-sided — a gap at least as large, a ratio or minimum
 AUC at least as small). The shuffle matches each metric's null: demographic parity's is "the
@@ -91,9 +96,11 @@ from audit.probe import ItemProbe, ProbeError, register_probe
 from audit.results import MetricInfo, MetricValue, ProbeResult
 from audit.stats import (
     MIN_N,
+    Interval,
     bootstrap_table_ci,
     group_breakdown,
     permutation_table_test,
+    simultaneous_gap_ci,
     small_n_warning,
     wilson_ci,
 )
@@ -459,6 +466,58 @@ def _nanmin(values: list[float]) -> float:
     return float(v.min()) if v.size else float("nan")
 
 
+# the rate families whose largest between-group gap each difference metric is: (event, denominator)
+_GAP_FAMILIES: dict[str, list[tuple[str, str]]] = {
+    "demographic_parity_difference": [("selected", "all")],
+    "equalized_odds_difference": [("tp", "positive"), ("fp", "negative")],
+    "accuracy_difference": [("correct", "all")],
+}
+
+
+def _gap_ci(name: str, tab: dict[str, np.ndarray], k: int) -> Interval:
+    """Simultaneous CI of a difference metric from the group counts (empty denominators left out)."""
+    y, p, g = tab["y"], tab["p"], tab["g"]
+    events = {"selected": p, "tp": y & p, "fp": ~y & p, "correct": y == p}
+    dens = {"all": np.ones_like(y), "positive": y, "negative": ~y}
+    hits, totals, family = [], [], []
+    for f, (ev, den) in enumerate(_GAP_FAMILIES[name]):
+        n = np.bincount(g, weights=dens[den], minlength=k)
+        keep = n > 0
+        hits.append(np.bincount(g, weights=events[ev], minlength=k)[keep])
+        totals.append(n[keep])
+        family.append(np.full(int(keep.sum()), f))
+    return simultaneous_gap_ci(np.concatenate(hits), np.concatenate(totals), np.concatenate(family))
+
+
+def summary_metric(
+    name: str, tab: dict[str, np.ndarray], value: float, *, seed: int = 0, n_resamples: int = 1000,
+    n_permutations: int = 1000,
+) -> MetricValue:
+    """One summary metric of the :func:`_table` columns ``tab`` with its point ``value``: the CI
+    (simultaneous for the gaps, stratified bootstrap otherwise) and the permutation test (the
+    attribute shuffled within each true label, except for demographic parity)."""
+    k, n_scores = int(tab["g"].max()) + 1, int(tab["u"].max()) + 1
+
+    def stat(c: dict[str, np.ndarray]) -> float:
+        return _fast_metric(name, c, k, n_scores)
+
+    if name in _GAP_FAMILIES:
+        ci = _gap_ci(name, tab, k)
+    else:
+        ci = bootstrap_table_ci(tab, stat, columns=_RESAMPLED, strata="g", n_resamples=n_resamples, seed=seed)
+    alt = _PERMUTATION_ALTERNATIVE.get(name)
+    pval, test = None, ""
+    if alt is not None and not np.isnan(value):
+        within = name not in _GLOBAL_NULL
+        pval = permutation_table_test(tab, stat, permute="g", columns=_RESAMPLED, alternative=alt,
+                                      strata="y" if within else None, n_resamples=n_permutations, seed=seed)
+        test = (f"permutation of group labels{' within each true label' if within else ''} "
+                f"({n_permutations}), one-sided ({alt})")
+    warn = "" if not np.isnan(value) else "undefined on this data"
+    return MetricValue.from_info(METRICS[name], value, ci_low=ci.low, ci_high=ci.high, n=int(tab["y"].size),
+                                 p_value=pval, test=test, ci_method=ci.method, warning=warn)
+
+
 def fairness_summary(
     y_true: np.ndarray,
     y_pred: np.ndarray,
@@ -469,29 +528,15 @@ def fairness_summary(
     n_resamples: int = 1000,
     n_permutations: int = 1000,
 ) -> tuple[dict[str, MetricValue], list[str]]:
-    """Summary metrics (fairlearn / scikit-learn values) with stratified-bootstrap CIs and
-    group-permutation p-values, from arrays alone — no model needed."""
+    """Summary metrics (fairlearn / scikit-learn values) with CIs (simultaneous for the gaps,
+    stratified bootstrap otherwise) and group-permutation p-values, from arrays alone — no model
+    needed."""
     tab = _table(y_true, y_pred, y_score, groups)
     point = summary_from_arrays(y_true, y_pred, y_score, np.asarray(groups).astype(str))
-    k, n_scores = int(tab["g"].max()) + 1, int(tab["u"].max()) + 1
     out: dict[str, MetricValue] = {}
-    for name, info in METRICS.items():
-
-        def stat(c: dict[str, np.ndarray], name: str = name) -> float:
-            return _fast_metric(name, c, k, n_scores)
-
-        ci = bootstrap_table_ci(tab, stat, columns=_RESAMPLED, strata="g", n_resamples=n_resamples, seed=seed)
-        alt = _PERMUTATION_ALTERNATIVE.get(name)
-        pval, test = None, ""
-        if alt is not None and not np.isnan(point[name]):
-            within = name not in _GLOBAL_NULL
-            pval = permutation_table_test(tab, stat, permute="g", columns=_RESAMPLED, alternative=alt,
-                                          strata="y" if within else None, n_resamples=n_permutations, seed=seed)
-            test = (f"permutation of group labels{' within each true label' if within else ''} "
-                    f"({n_permutations}), one-sided ({alt})")
-        warn = "" if not np.isnan(point[name]) else "undefined on this data"
-        out[name] = MetricValue.from_info(info, point[name], ci_low=ci.low, ci_high=ci.high, n=int(tab["y"].size),
-                                          p_value=pval, test=test, ci_method=ci.method, warning=warn)
+    for name in METRICS:
+        out[name] = summary_metric(name, tab, point[name], seed=seed, n_resamples=n_resamples,
+                                   n_permutations=n_permutations)
     warnings: list[str] = []
     for grp, r in group_rates(tab["y"], tab["p"], np.asarray(groups).astype(str)).iterrows():
         if r["n"] < MIN_N:
