@@ -26,11 +26,13 @@ probes in every simulation, so it runs ``--rep-sims`` simulations at n = 30 and 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,8 +41,9 @@ from scipy import stats as st
 
 from audit.results import MetricValue
 from audit.stats import cluster_mean_metric, mean_metric, rate_metric
-from benchmarks.common import loadavg, save, table
+from benchmarks.common import RESULTS_DIR, loadavg, save, table
 
+RESULT = RESULTS_DIR / "calibration.json"
 ALPHA = 0.05
 SIZES = (10, 30, 100, 1000)
 #: resamples / permutations per simulation where the probe function takes them as an argument
@@ -70,7 +73,7 @@ def sim_crows(rng: np.random.Generator, n: int, effect: bool) -> tuple[MetricVal
     from probes.crows_pairs import METRICS
 
     p = 0.6 if effect else 0.5
-    return rate_metric(METRICS["metric"], rng.random(n) < p), 100 * p
+    return rate_metric(METRICS["pct_stereotype"], rng.random(n) < p), 100 * p
 
 
 def sim_stereoset(rng: np.random.Generator, n: int, effect: bool) -> tuple[MetricValue, float]:
@@ -201,7 +204,7 @@ def specs() -> list[Spec]:
     )
 
     ideal = {
-        "crows_pairs.metric": crows_pairs.METRICS["metric"].ideal, "stereoset.ss": stereoset.METRICS["ss"].ideal,
+        "crows_pairs.pct_stereotype": crows_pairs.METRICS["pct_stereotype"].ideal, "stereoset.ss": stereoset.METRICS["ss"].ideal,
         "seat.mean_abs_effect_size": seat.METRICS["mean_abs_effect_size"].ideal,
         "bbq.bias_score_ambig": bbq.METRICS["bias_score_ambig"].ideal,
         "bbq.bias_score_disambig": bbq.METRICS["bias_score_disambig"].ideal,
@@ -214,7 +217,7 @@ def specs() -> list[Spec]:
         "templates.stereotype_effect": templates.METRICS["stereotype_effect"].ideal,
     }
     out = [
-        Spec("crows_pairs.metric", "pairs", "p = 50 %", "p = 60 %", sim_crows, 50.0),
+        Spec("crows_pairs.pct_stereotype", "pairs", "p = 50 %", "p = 60 %", sim_crows, 50.0),
         Spec("stereoset.ss", "clusters (n/5 terms, term rates 50 ± 30 %)", "SS = 50", "SS = 60", sim_stereoset, 50.0),
         Spec("seat.mean_abs_effect_size", "tests (d ~ N(δ, 0.25))", "δ = 0", "δ = 0.5", sim_seat, 0.0),
         Spec("bbq.bias_score_ambig", "templates × 8 items (rates 50 ± 30 %)", "S = 0", "S = 10",
@@ -269,6 +272,17 @@ def calibrate(spec: Spec, n: int, scenario: str, sims: int, seed: int = 0) -> di
             "seconds": round(time.perf_counter() - t0, 2)}
 
 
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """The RESULTS.md table: each rate ± its Monte Carlo standard error."""
+    def pm(r: dict[str, Any], k: str) -> str:
+        v = r[k]
+        return "" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.3f} ± {r[k + '_se']:.3f}"
+
+    shown = [{**r, "coverage": pm(r, "coverage"), "rejection": pm(r, "rejection"), "gate_fail": pm(r, "gate_fail")}
+             for r in rows]
+    return table(shown, ["metric", "n", "scenario", "truth", "sims", "coverage", "rejection", "gate_fail"])
+
+
 def _cell(args: tuple[str, int, str, int, int]) -> dict[str, Any]:
     metric, n, scenario, sims, seed = args
     spec = next(s for s in specs() if s.metric == metric)
@@ -284,28 +298,50 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=1, help="worker processes (cells run in parallel)")
     ap.add_argument("--no-save", action="store_true")
+    ap.add_argument("--out", default="calibration", help="results/<OUT>.json (default calibration)")
+    ap.add_argument("--merge", nargs="*", default=None, help="merge partial runs' JSON into calibration.json, stop")
     a = ap.parse_args(argv)
+    if a.merge:
+        merge([Path(m) for m in a.merge])
+        return {}
     load0 = loadavg()
     cells = [(spec.metric, n, scenario, a.rep_sims if spec.metric.startswith("representation.") else a.sims, a.seed)
              for spec in specs() if not a.metrics or spec.metric in a.metrics
              for n in a.sizes if n in spec.sizes for scenario in (("null", "effect") if spec.effect else ("null",))]
-    rows = []
+    rows: list[dict[str, Any]] = []
+    payload: dict[str, Any] = {"sims": a.sims, "jobs": a.jobs, "rep_sims": a.rep_sims, "alpha": ALPHA,
+                               "resamples": RESAMPLES, "seed": a.seed, "loadavg_start": load0, "rows": rows}
     with ProcessPoolExecutor(a.jobs) as pool:  # every cell seeds its own generator: same table for any --jobs
         for row in pool.map(_cell, cells):
             rows.append(row)
+            if not a.no_save:  # saved after every cell: an interrupted run keeps what it measured
+                save(a.out, {**payload, "loadavg_end": loadavg()})
             print(f"{row['metric']} n={row['n']} {row['scenario']}: coverage {row['coverage']:.3f}±"
                   f"{row['coverage_se']:.3f} rejection {row['rejection']:.3f} gate {row['gate_fail']:.3f} "
                   f"({row['seconds']} s)", flush=True)
-    shown = [{**r, "coverage": f"{r['coverage']:.3f} ± {r['coverage_se']:.3f}",
-              "rejection": "" if np.isnan(r["rejection"]) else f"{r['rejection']:.3f} ± {r['rejection_se']:.3f}",
-              "gate_fail": "" if np.isnan(r["gate_fail"]) else f"{r['gate_fail']:.3f} ± {r['gate_fail_se']:.3f}"}
-             for r in rows]
-    print(table(shown, ["metric", "n", "scenario", "truth", "sims", "coverage", "rejection", "gate_fail"]))
-    payload = {"sims": a.sims, "jobs": a.jobs, "rep_sims": a.rep_sims, "alpha": ALPHA, "resamples": RESAMPLES, "seed": a.seed,
-               "loadavg_start": load0, "loadavg_end": loadavg(), "rows": rows}
+    print(markdown(rows))
+    payload["loadavg_end"] = loadavg()
     if not a.no_save:
-        print("saved", save("calibration", payload))
+        print("saved", save(a.out, payload))
     return payload
+
+
+def merge(partials: list[Path]) -> None:
+    """Combine runs of parts of the table (``--metrics ... --out NAME``, run side by side) into
+    calibration.json: each part's rows replace that metric's rows."""
+    full: dict[str, Any] = json.loads(RESULT.read_text()) if RESULT.is_file() else {"rows": [], "parts": []}
+    for partial in partials:
+        part = json.loads(partial.read_text())
+        names = {r["metric"] for r in part["rows"]}
+        full["rows"] = [r for r in full["rows"] if r["metric"] not in names] + part["rows"]
+        full.setdefault("parts", []).append({k: v for k, v in part.items() if k != "rows"} | {
+            "file": partial.name, "metrics": sorted(names)})
+    order = [s.metric for s in specs()]
+    full["rows"].sort(key=lambda r: (order.index(r["metric"]) if r["metric"] in order else len(order), r["n"],
+                                     r["scenario"] != "null"))
+    full.update(alpha=ALPHA, resamples=RESAMPLES)
+    RESULT.write_text(json.dumps(full, indent=2) + "\n")
+    print(markdown(full["rows"]))
 
 
 if __name__ == "__main__":

@@ -297,6 +297,81 @@ def load_labelled(
     return LabelledData(out, p, attribute_column, pos, label_set, n_dropped, warnings)
 
 
+_TRUE_WORDS, _FALSE_WORDS = {"1", "true", "yes"}, {"0", "false", "no"}
+#: options that only mean something when a model scores texts
+MODEL_OPTIONS = ("text_column", "label_column", "prompt", "label_words", "label_map", "max_batch_tokens")
+
+
+def _decisions(col: pd.Series, column: str, positive_label: Any, p: Path, where: str, rows: np.ndarray) -> np.ndarray:
+    """A y_true / y_pred column as booleans: 0/1, true/false, yes/no — or, with
+    ``positive_label``, the rows whose label equals it."""
+    vals = _as_label_strings(col)
+    empty = np.flatnonzero((vals == "").to_numpy())
+    if len(empty):
+        raise ProbeError(f"{p}: {where} {rows[int(empty[0])]}: empty {column!r}")
+    if positive_label is not None:
+        return (vals == str(positive_label).strip()).to_numpy()
+    low = vals.str.lower()
+    bad = np.flatnonzero(~low.isin(_TRUE_WORDS | _FALSE_WORDS).to_numpy())
+    if len(bad):
+        i = int(bad[0])
+        raise ProbeError(f"{p}: {where} {rows[i]}: {column!r} is {vals.iloc[i]!r}; use 0/1 or true/false (or set "
+                         "the option positive_label to the label that counts as positive)")
+    return low.isin(_TRUE_WORDS).to_numpy()
+
+
+def load_predictions(
+    path: str | Path, *, attribute_column: str = "gender", positive_label: Any = None,
+    extra_columns: tuple[str, ...] | list[str] = (),
+) -> tuple[pd.DataFrame, int, list[str]]:
+    """Read a predictions file (CSV/TSV/Parquet) of a classifier's logged decisions — the way
+    fairlearn and Aequitas users audit: columns ``y_true`` and ``y_pred`` (0/1, true/false, or
+    labels with ``positive_label``), optional ``y_score`` (the positive-class score, any finite
+    number; without it the AUC metrics are not computed) and the attribute column. Returns
+    (items with row, y_true, y_pred, y_score (NaN without scores), the attribute and extras;
+    rows left out for an empty attribute; warnings). Errors name the file and the row or column."""
+    p = Path(path)
+    df = read_table(p, what="classifier_fairness predictions file", extra_columns=extra_columns,
+                    options={"attribute_column": attribute_column})
+    for col in ("y_true", "y_pred"):
+        if col not in df.columns:
+            raise ProbeError(f"{p}: a predictions file needs the column {col!r} (with y_pred, optional y_score and "
+                             f"the attribute); found columns {list(df.columns)}")
+    where = str(df.index.name)
+    rows = df.index.to_numpy()
+    df = df.reset_index(drop=True)
+    out = pd.DataFrame({"row": rows,
+                        "y_true": _decisions(df["y_true"], "y_true", positive_label, p, where, rows),
+                        "y_pred": _decisions(df["y_pred"], "y_pred", positive_label, p, where, rows),
+                        attribute_column: _as_label_strings(df[attribute_column])})
+    if "y_score" in df.columns:
+        score = pd.to_numeric(df["y_score"].replace("", np.nan), errors="coerce").to_numpy(dtype=np.float64)
+        bad = np.flatnonzero(~np.isfinite(score))
+        if len(bad):
+            raise ProbeError(f"{p}: {where} {rows[int(bad[0])]}: 'y_score' is {df['y_score'].iloc[int(bad[0])]!r}, "
+                             "not a finite number")
+        out["y_score"] = score
+    else:
+        out["y_score"] = np.nan
+    for col in extra_columns:
+        if col != attribute_column:
+            out[col] = _as_label_strings(df[col])
+    keep = (out[attribute_column] != "").to_numpy()
+    out = out[keep].reset_index(drop=True)
+    warnings = [f"{int((~keep).sum())} row(s) of {p.name} have no {attribute_column!r} value and were left out"] \
+        if not keep.all() else []
+    groups = sorted(out[attribute_column].unique())
+    if len(groups) < 2:
+        raise ProbeError(f"{p}: the attribute column {attribute_column!r} has {len(groups)} group(s) "
+                         f"({groups}); group fairness needs at least two")
+    if out["y_true"].all() or not out["y_true"].any():
+        raise ProbeError(f"{p}: column 'y_true' has a single value; the metrics need both classes")
+    if "y_score" not in df.columns:
+        warnings.append(f"{p.name} has no 'y_score' column: the AUC metrics (auc, subgroup / BPSN / BNSP) are "
+                        "not computed")
+    return out, int((~keep).sum()), warnings
+
+
 # --------------------------------------------------------------------------------------------
 # metrics from arrays (no model)
 # --------------------------------------------------------------------------------------------
@@ -750,6 +825,62 @@ class ClassifierFairness(ItemProbe):
             default=None, description="keep a seeded random sample of that many rows (file order kept)")
         n_resamples: PositiveInt = 1000
         n_permutations: PositiveInt = 1000
+
+    def run(self, handle: ModelHandle | None, data: str | Path | None = None, *, seed: int = 0,
+            progress: bool = True, **options: Any) -> ProbeResult:
+        """Score every row with the model and compute the group metrics. Without a model
+        (``handle=None``), ``data`` is a predictions file of logged decisions
+        (:func:`load_predictions`) and the same metrics, intervals and tests come from it."""
+        if handle is None:
+            opts = self.parse_options(options, data)
+            used = sorted(set(opts.given()) & set(MODEL_OPTIONS))
+            if used:
+                raise ProbeError(f"classifier_fairness without a model reads a predictions file; the option(s) "
+                                 f"{used} need a model (allowed: attribute_column, positive_label, breakdown_by, "
+                                 "max_items, n_resamples, n_permutations)")
+            o = opts.values()
+            return self.run_predictions(data, seed=seed, attribute_column=o["attribute_column"],
+                                        positive_label=o["positive_label"], breakdown_by=o["breakdown_by"],
+                                        max_items=o["max_items"], n_resamples=o["n_resamples"],
+                                        n_permutations=o["n_permutations"])
+        return super().run(handle, data, seed=seed, progress=progress, **options)
+
+    def run_predictions(
+        self, data: str | Path | None, *, seed: int = 0, attribute_column: str = "gender", positive_label: Any = None,
+        breakdown_by: list[str] | None = None, max_items: int | None = None, n_resamples: int = 1000,
+        n_permutations: int = 1000,
+    ) -> ProbeResult:
+        """Metrics of a classifier's logged decisions (no model): :func:`load_predictions`, then
+        the summary, intervals, tests and breakdown of a model run."""
+        if data is None:
+            raise ProbeError("classifier_fairness without a model needs data= a predictions file with columns "
+                             "y_true, y_pred (optional y_score) and the attribute column")
+        extra = [c for c in (breakdown_by or []) if c != attribute_column]
+        items, n_dropped, warnings = load_predictions(data, attribute_column=attribute_column,
+                                                      positive_label=positive_label, extra_columns=extra)
+        if max_items is not None and int(max_items) < len(items):
+            items = items.sample(n=int(max_items), random_state=seed).sort_index().reset_index(drop=True)
+        has_score = bool(np.isfinite(items["y_score"]).all())
+        score = items["y_score"].to_numpy() if has_score else items["y_pred"].to_numpy(dtype=np.float64)
+        groups = items[attribute_column].astype(str).to_numpy()
+        summary, warn = fairness_summary(items["y_true"].to_numpy(), items["y_pred"].to_numpy(), score, groups,
+                                         seed=seed, n_resamples=n_resamples, n_permutations=n_permutations)
+        scored = items.assign(y_score=score)
+        breakdown = fairness_breakdown(scored, [attribute_column, *extra], seed=seed, n_resamples=n_resamples)
+        if not has_score:  # no scores, no AUCs: a hard decision's "AUC" is not the metric
+            for name in ("auc", *(f"min_{k}" for k in AUC_KINDS)):
+                summary[name] = MetricValue.from_info(METRICS[name], float("nan"), n=len(items),
+                                                      warning="needs a y_score column")
+            if len(breakdown):
+                breakdown = breakdown[~breakdown["metric"].isin(AUC_KINDS)].reset_index(drop=True)
+        items = items.assign(correct=items["y_true"] == items["y_pred"])
+        if has_score:
+            items["score_error"] = items["y_score"] - items["y_true"].astype(float)
+        info: dict[str, Any] = {"mode": "predictions file (no model)", "data": str(data), "attribute": attribute_column,
+                                "positive_label": positive_label, "n_dropped_no_attribute": n_dropped,
+                                "has_score": has_score, "item_effect": "score_error" if has_score else None,
+                                "item_text": []}
+        return ProbeResult("classifier_fairness", summary, items, breakdown, warnings=warnings + warn, info=info)
 
     def finite_columns(self, items: pd.DataFrame) -> list[str]:
         return ["y_score", *(c for c in items.columns if c.startswith("score_") and c != "score_error")]

@@ -336,3 +336,63 @@ def test_chunked_scoring_gives_the_same_numbers(fixture: str, request: pytest.Fi
         assert (a.value, a.ci_low, a.ci_high, a.p_value) == pytest.approx((b.value, b.ci_low, b.ci_high, b.p_value),
                                                                           abs=1e-6, nan_ok=True), k
     assert parts.info == whole.info
+
+
+# --------------------------------------------------------------------------------------------
+# predictions-file mode (no model)
+# --------------------------------------------------------------------------------------------
+
+
+def test_predictions_file_gives_the_model_runs_numbers(bert_classifier, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A model run's logged decisions, read back as a predictions file without the model: the
+    same values, intervals, tests and breakdown."""
+    probe = get_probe("classifier_fairness")
+    res = probe.run(bert_classifier, _csv(tmp_path, _rows(32)), progress=False, n_resamples=100, n_permutations=100)
+    pred = tmp_path / "pred.csv"
+    res.items[["y_true", "y_pred", "y_score", "gender"]].to_csv(pred, index=False)
+    got = probe.run(None, pred, n_resamples=100, n_permutations=100)
+    for k, v in res.summary.items():
+        g = got.summary[k]
+        assert (g.value, g.ci_low, g.ci_high, g.p_value) == pytest.approx((v.value, v.ci_low, v.ci_high, v.p_value),
+                                                                         nan_ok=True), k
+    cols = ["group", "metric", "value", "ci_low", "ci_high", "n", "p_value"]
+    pd.testing.assert_frame_equal(got.breakdown[cols], res.breakdown[cols])
+    assert got.info["mode"] == "predictions file (no model)" and got.info["has_score"] is True
+
+
+def test_predictions_file_without_scores_and_with_labels(tmp_path: Path) -> None:
+    rows = [{"y_true": "pos" if y else "neg", "y_pred": "pos" if p else "neg", "group": g}
+            for y, p, g in zip(Y, P, G, strict=True)]
+    got = get_probe("classifier_fairness").run(None, _csv(tmp_path, rows), attribute_column="group",
+                                               positive_label="pos", n_resamples=50, n_permutations=50)
+    ref = cf.summary_from_arrays(Y, P, S, G)
+    for k in ("demographic_parity_difference", "equalized_odds_difference", "accuracy_difference"):
+        assert got.summary[k].value == pytest.approx(ref[k]), k
+    for k in ("auc", "min_subgroup_auc", "min_bpsn_auc", "min_bnsp_auc"):
+        assert np.isnan(got.summary[k].value) and got.summary[k].warning == "needs a y_score column"
+    assert not set(got.breakdown["metric"]) & set(cf.AUC_KINDS)
+    assert any("no 'y_score' column" in w for w in got.warnings)
+
+
+@pytest.mark.parametrize(("rows", "opts", "match"), [
+    ([{"y_pred": 1, "gender": "f"}], {}, r"d\.csv: a predictions file needs the column 'y_true'"),
+    ([{"y_true": 1, "y_pred": "maybe", "gender": "f"}, {"y_true": 0, "y_pred": 0, "gender": "m"}], {},
+     r"d\.csv: line 2: 'y_pred' is 'maybe'; use 0/1 or true/false"),
+    ([{"y_true": 1, "y_pred": 1, "y_score": "high", "gender": "f"},
+      {"y_true": 0, "y_pred": 0, "y_score": 0.1, "gender": "m"}], {}, r"d\.csv: line 2: 'y_score' is 'high'"),
+    ([{"y_true": 1, "y_pred": 1, "gender": "f"}, {"y_true": 0, "y_pred": 0, "gender": "f"}], {},
+     r"attribute column 'gender' has 1 group"),
+    ([{"y_true": 1, "y_pred": 1, "gender": "f"}, {"y_true": 1, "y_pred": 0, "gender": "m"}], {},
+     r"column 'y_true' has a single value"),
+    ([{"y_true": 1, "y_pred": 1, "race": "f"}], {}, r"missing the attribute_column 'gender'"),
+    ([{"y_true": 1, "y_pred": 1, "gender": "f"}], {"prompt": "{text}"}, r"option\(s\) \['prompt'\] need a model"),
+])
+def test_predictions_file_errors(tmp_path: Path, rows: list[dict[str, object]], opts: dict[str, object],
+                                 match: str) -> None:
+    with pytest.raises(ProbeError, match=match):
+        get_probe("classifier_fairness").run(None, _csv(tmp_path, rows), **opts)
+
+
+def test_predictions_mode_needs_data() -> None:
+    with pytest.raises(ProbeError, match="needs data= a predictions file"):
+        get_probe("classifier_fairness").run(None)
