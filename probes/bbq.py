@@ -445,7 +445,7 @@ def bias_metric(items: pd.DataFrame, which: str, *, seed: int = 0, n_resamples: 
                             columns=_SCORE_COLS, clusters="cluster", seed=seed, n_resamples=n_resamples)
     nu = sub["non_unknown"].to_numpy(bool)
     p, test = cluster_proportion_test(sub["biased"].to_numpy(bool)[nu], clusters[nu], 0.5)
-    warn = small_n_warning(len(np.unique(clusters)), "templates")
+    warn = small_n_warning(len(np.unique(clusters)), "templates", method="cluster bootstrap")
     if not nu.any():
         warn = (warn + "; " if warn else "") + "no non-unknown answers: the score is 0 by definition"
     return MetricValue.from_info(

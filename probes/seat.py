@@ -557,5 +557,5 @@ def _mean_abs_metric(d: np.ndarray, *, seed: int) -> MetricValue:
     ci = bootstrap_ci(np.abs(d), seed=seed)
     return MetricValue.from_info(
         info, float(np.abs(d).mean()), ci_low=ci.low, ci_high=ci.high, n=int(d.size), ci_method=ci.method,
-        warning=small_n_warning(int(d.size), "tests"),
+        warning=small_n_warning(int(d.size), "tests", method="bootstrap"),
     )

@@ -213,3 +213,16 @@ def test_cluster_proportion_test_is_exact_binomial_without_clusters() -> None:
     from scipy.stats import binomtest
 
     assert p == pytest.approx(binomtest(8, 10).pvalue) and "exact binomial" in test
+
+
+def test_small_n_warnings_quote_the_measured_coverage() -> None:
+    """Where an interval cannot be calibrated at small n, the warning says how far off it was."""
+    from audit.stats import MEASURED_COVERAGE_AT_10, cluster_mean_metric, mean_metric
+    from probes.counterfactual import METRICS as CF
+
+    x = np.random.default_rng(0).normal(size=10)
+    w = mean_metric(CF["mean_delta_ll_context"], x).warning
+    assert "n = 10 is below 30" in w and MEASURED_COVERAGE_AT_10["bootstrap"] in w
+    w = cluster_mean_metric(CF["mean_delta_ll_context"], np.r_[x, x], np.r_[np.arange(10), np.arange(10)]).warning
+    assert MEASURED_COVERAGE_AT_10["cluster bootstrap"] in w
+    assert mean_metric(CF["mean_delta_ll_context"], np.r_[x, x, x]).warning == ""
