@@ -304,17 +304,24 @@ def test_second_run_on_the_same_run_directory_is_refused_at_once(tmp_path: Path,
 
 
 def test_lock_is_released_when_its_holder_is_killed(tmp_path: Path) -> None:
+    import json
     import signal
 
     from audit.runlock import RunDirBusy, RunLock
 
+    (tmp_path / "manifest.json").write_text(json.dumps({"history": [{"status": "interrupted", "pid": 1},
+                                                                    {"status": "running", "pid": 4242, "host": "h1",
+                                                                     "started_at": "t0"}]}))
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from audit.runlock import RunLock; "
-                               f"lock = RunLock({str(tmp_path)!r}); lock.acquire(); print('held', flush=True); time.sleep(600)"],
+                               f"lock = RunLock({str(tmp_path)!r}); lock.acquire(); print('held', flush=True); "
+                               "time.sleep(600)"],
                               env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, text=True)
     assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-    with pytest.raises(RunDirBusy, match=f"in use by pid {holder.pid} on "):
+    with pytest.raises(RunDirBusy, match="in use by pid 4242 on h1 [(]since t0[)]"):  # the manifest's running attempt
         RunLock(tmp_path).acquire()
     os.kill(holder.pid, signal.SIGKILL)
     holder.wait(timeout=60)
-    with RunLock(tmp_path) as lock:  # stale-lock safe: no cleanup needed after SIGKILL
-        assert lock.holder()["pid"] == os.getpid()
+    with RunLock(tmp_path):  # stale-lock safe: no cleanup needed after SIGKILL
+        with pytest.raises(RunDirBusy):  # and held again while this block runs
+            RunLock(tmp_path).acquire()
+    assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]  # the lock adds no file
