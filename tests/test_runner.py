@@ -203,5 +203,5 @@ def test_crows_pairs_full_file_on_smollm2(tmp_path: Path) -> None:
     rd = RunDir(tmp_path / "runs" / "cp")
     items = rd.probe_items("crows_pairs")
     assert len(items) == 1508
-    m = rd.probe_metrics("crows_pairs")["metric"]
+    m = rd.probe_metrics("crows_pairs")["pct_stereotype"]
     assert m.n == 1508 and 30 < m.value < 80 and m.ci_low < m.value < m.ci_high

@@ -543,7 +543,7 @@ def patching_explainer(handle: ModelHandle, preps: list[Prepared], opts: dict[st
             with intervene(handle, read=[("resid", lay) for lay in range(L)]) as acts:
                 final_hidden(handle, p.ids[None], torch.ones_like(p.ids)[None])
             lens = [float(_contrast(handle, acts[("resid", lay)], [pos], a, b, head=lens_head)[0]) for lay in range(L)]
-        outs.append({"scores": eff.reshape(L, H), "token_scores": None,
+        outs.append({"scores": eff.reshape(L, H), "token_scores": None,  # nosec B105 (no password: no per-token scores)
                      "info": {"corrupt": bad, "patching_mode": mode, "clean_log_odds": float(m_clean),
                               "corrupt_log_odds": float(m_bad), "logit_lens": lens,
                               "patched_forwards": run.n_forwards}})
