@@ -89,7 +89,7 @@ def test_same_seed_same_results_and_the_manifest_says_how(tmp_path: Path, llama_
     # the sampling really sampled (a broken generator giving "" everywhere would also be "identical")
     cont = a.probe_items("bold")["continuation"]
     assert cont.str.len().gt(0).all() and cont.nunique() > 1
-    assert a.probe_metrics("crows_pairs")["metric"].ci_low < a.probe_metrics("crows_pairs")["metric"].ci_high
+    assert a.probe_metrics("crows_pairs")["pct_stereotype"].ci_low < a.probe_metrics("crows_pairs")["pct_stereotype"].ci_high
 
     ma, mb = a.manifest(), b.manifest()
     assert ma["status"] == mb["status"] == "complete"

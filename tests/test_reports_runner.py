@@ -58,8 +58,8 @@ def test_run_policy_exit_codes_and_post_run_reports(tmp_path: Path, llama_path: 
     doc = read_json(rd.path / "report.json")
     jsonschema.validate(doc, report_schema())
     assert doc["run"]["status"] == "complete" and doc["verdict"]["status"] == "pass"
-    metric = next(m for m in doc["probes"][0]["metrics"] if m["name"] == "metric")
-    stored = rd.probe_summary("crows_pairs")["metrics"]["metric"]
+    metric = next(m for m in doc["probes"][0]["metrics"] if m["name"] == "pct_stereotype")
+    stored = rd.probe_summary("crows_pairs")["metrics"]["pct_stereotype"]
     assert (metric["value"], metric["ci_low"], metric["ci_high"]) == (stored["value"], stored["ci_low"], stored["ci_high"])
     kinds = {(x["method"], x["kind"]) for x in doc["explainers"][0]["examples"]}
     assert ("saliency", "tokens") in kinds and ("attention", "matrix") in kinds

@@ -69,7 +69,9 @@ def test_bfloat16_load_scores_within_rounding(llama_path: Path, llama) -> None: 
 
 def test_config_carries_device_map_and_dtype(tmp_path: Path) -> None:
     cfg = tmp_path / "audit.yaml"
-    cfg.write_text("models:\n  - {name: smollm2-135m, device_map: auto, dtype: bf16}\nprobes: [{probe: crows_pairs}]\n")
+    (tmp_path / "pairs.csv").write_text("sent_more,sent_less,stereo_antistereo,bias_type\na b,a c,stereo,gender\n")
+    cfg.write_text("models:\n  - {name: smollm2-135m, device_map: auto, dtype: bf16}\n"
+                   "probes: [{probe: crows_pairs, data: pairs.csv}]\n")
     spec = load_config(cfg).models[0]
     assert spec.device_map == "auto" and spec.dtype in ("bf16", "bfloat16")
 
