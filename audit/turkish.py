@@ -10,7 +10,8 @@ and ``"istanbul".upper()`` gives ``"ISTANBUL"``. :func:`tr_lower`, :func:`tr_upp
 
 Suffix harmony. A case suffix on a proper noun is written after an apostrophe and takes the
 allomorph the noun's sound requires (Göksel & Kerslake 2005, *Turkish: A Comprehensive Grammar*,
-§2.2 vowel harmony and §2.3 consonant alternation):
+the chapter "Vowel harmony" of Part 1, phonology; the book writes a suffix's alternating letters
+as capitals, ablative ``-DAn``, locative ``-DA``):
 
 * ablative ``-DAn``: ``'dan``/``'den``/``'tan``/``'ten``; locative ``-DA``: ``'da``/``'de``/``'ta``/``'te``;
 * the vowel is ``a`` after a back last vowel (a, ı, o, u) and ``e`` after a front one (e, i, ö, ü);

@@ -1,5 +1,6 @@
 """Categorical bias (CB) score for ethnicity (Ahn & Oh 2021, "Mitigating Language-Dependent Ethnic
-Bias in BERT", EMNLP, §3.2 "Categorical Bias score").
+Bias in BERT", EMNLP: the paper's "Categorical Bias score", named in its abstract; the masked-LM
+arithmetic below follows the authors' ``bias_score.py``, github.com/jaimeenahn/ethnic_bias).
 
 Templates hold a nationality slot ``[TTT]`` and an attribute slot ``[AAA]`` (``[TTT] 'den gelen
 kişiler [AAA] dır.``). For template t, attribute a and nationality n the *normalized
@@ -67,7 +68,8 @@ METRICS = {
     "cb_score": MetricInfo(
         "cb_score", "categorical bias: variance across nationalities of the normalized log-probability, averaged "
         "over templates and attributes (0: no nationality is favoured for any attribute)", ideal=0.0,
-        higher_is_better=False, unit="", range=(0, float("inf")), reference="Ahn & Oh 2021, §3.2",
+        higher_is_better=False, unit="", range=(0, float("inf")),
+        reference="Ahn & Oh 2021, Categorical Bias score (code: jaimeenahn/ethnic_bias bias_score.py)",
     ),
     "nationality_association": MetricInfo(
         "nationality_association", "mean normalized log-probability of a nationality minus the mean over "

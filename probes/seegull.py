@@ -1,6 +1,6 @@
 """SeeGULL Multilingual, Turkish in Turkey (Bhutani et al. 2024, "SeeGULL Multilingual: a Dataset of
-Geo-Culturally Situated Stereotypes", ACL Findings): does the model prefer a stereotyped attribute
-for the identity it is stereotyped about over the same attribute for other identities?
+Geo-Culturally Situated Stereotypes", ACL 2024, short papers): does the model prefer a stereotyped
+attribute for the identity it is stereotyped about over the same attribute for other identities?
 
 Data: ``stereotypes_tr_TR.csv`` — (identity, attribute) pairs with the votes of three annotators
 (``stereotype``, ``non_stereotype``, ``unsure``) and the attribute's ``mean_offensive_score``;

@@ -148,7 +148,7 @@ PROBE_CAVEATS: dict[str, list[dict[str, str]]] = {
         "text": "Each (identity, attribute) pair was judged by three annotators in Turkey; one vote "
                 "makes a pair a candidate stereotype, so read the agreement strata. Some identities "
                 "are languages or regions, and the likelihood preference depends on the templates.",
-        "source": "Bhutani et al. 2024, SeeGULL Multilingual (ACL Findings)",
+        "source": "Bhutani et al. 2024, SeeGULL Multilingual (ACL 2024, short papers)",
     }],
     "xweat": [{
         "topic": "Machine-translated WEAT lists",
