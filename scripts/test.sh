@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false MPLBACKEND=Agg
 # a justified finding carries `# nosec BXXX  # reason` on its line)
 .venv/bin/python -m bandit -c pyproject.toml -r audit probes reports dashboard -q
 set +e
-.venv/bin/python -m pytest -p no:cacheprovider --timeout=1200 -ra "$@"
+.venv/bin/python -m pytest -p no:cacheprovider --timeout=1200 -ra --durations=25 "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then
