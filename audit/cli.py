@@ -194,7 +194,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    print(f"ok: {len(cfg.models)} model(s), {len(cfg.probes)} probe(s), {len(cfg.explain)} explain step(s)")
+    models = f"{len(cfg.models)} model(s)" if cfg.models else "no model (logged predictions)"
+    print(f"ok: {models}, {len(cfg.probes)} probe(s), {len(cfg.explain)} explain step(s)")
     return EXIT_OK
 
 

@@ -148,7 +148,9 @@ class AuditConfig(BaseModel):
 
     seed: int = 0
     output: str = "runs"
-    models: list[ModelSpec] = Field(min_length=1)
+    #: empty: a model-free audit of logged outputs (every probe must have a ``without_model`` mode;
+    #: :func:`check_names` says which does not)
+    models: list[ModelSpec]
     probes: list[ProbeSpec] = Field(default_factory=list)
     explain: list[dict[str, Any]] = Field(default_factory=list)
     policy: str | list[Any] | dict[str, Any] | None = None
@@ -314,6 +316,11 @@ def check_names(cfg: AuditConfig, source: str) -> None:
 
     found: list[tuple[str, str]] = []
     names = {m.name for m in cfg.models}
+    need_model: list[str] = []  # probes without a model-free mode, when 'models' is empty
+
+    def where(i: int, loc: str) -> str:
+        return f"probes.{i}.data" if loc == "data" else f"probes.{i}.options.{loc}".rstrip(".")
+
     for i, p in enumerate(cfg.probes):
         try:
             cls = PROBES.get(p.probe)
@@ -323,8 +330,12 @@ def check_names(cfg: AuditConfig, source: str) -> None:
         try:
             p.options = cls.parse_options(p.options, p.data).given()
         except OptionsError as exc:
-            found += [(f"probes.{i}.data" if loc == "data" else f"probes.{i}.options.{loc}".rstrip("."), msg)
-                      for loc, msg in exc.problems]
+            found += [(where(i, loc), msg) for loc, msg in exc.problems]
+        if not cfg.models:  # a model-free audit: the probe reads logged outputs, or it cannot run
+            if cls.without_model is None:
+                need_model.append(p.probe)
+            else:
+                found += [(where(i, loc), msg) for loc, msg in cls.without_model.problems(p.options, p.data)]
         found += [(f"probes.{i}.models", f"{m!r} is not a model in 'models'") for m in p.models or [] if m not in names]
     seen: set[str] = set()  # an unnamed entry is "explain<i>", as the runner names its folder
     for i, spec in enumerate(cfg.explain):
@@ -343,5 +354,13 @@ def check_names(cfg: AuditConfig, source: str) -> None:
         if isinstance(nm, str) and nm in seen:
             found.append((f"explain.{i}.name", f"{nm!r} is used twice"))
         seen.add(str(nm))
+    if not cfg.models:
+        missing = list(dict.fromkeys(need_model))
+        why = (f"{', '.join(missing)} need{'s' if len(missing) == 1 else ''} one" if missing
+               else "" if cfg.probes else "the config lists no probes")
+        if why:
+            found.insert(0, ("models", f"an empty list needs probes that run without a model; {why}"))
+        if cfg.explain:
+            found.append(("explain", "explain steps need a model; 'models' is empty"))
     if found:
         raise ConfigError(f"invalid audit config {source}:\n" + "\n".join(f"  {x}" for x in located("", found)))

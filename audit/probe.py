@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -180,6 +181,25 @@ def score_rows_fitting(score: Callable[[np.ndarray], np.ndarray], n: int) -> tup
     return out, refused
 
 
+@dataclass(frozen=True)
+class WithoutModel:
+    """A probe's model-free mode: it reads a model's logged outputs from ``data`` instead of
+    scoring a model (``taudit run`` with ``models: []``, ``run_probe(name, None, data=...)``) —
+    the way fairlearn and Aequitas audit a classifier's recorded decisions."""
+
+    #: what ``data`` must hold, as a phrase ("a predictions file with columns …")
+    data: str
+    #: options that only mean something when a model scores texts (refused without one)
+    model_options: tuple[str, ...] = ()
+
+    def problems(self, options: Mapping[str, Any], data: str | Path | None) -> list[tuple[str, str]]:
+        """Why ``options``/``data`` cannot run without a model, as ``(field, message)``: no data,
+        or an option that needs a model ([] when they can)."""
+        found = [] if data is not None else [("data", f"needs data= {self.data} when there is no model")]
+        return found + [(k, f"needs a model; without one the probe reads {self.data}")
+                        for k in options if k in self.model_options]
+
+
 class Probe:
     """Base class for bias probes.
 
@@ -203,10 +223,15 @@ class Probe:
     needs_mask_token: ClassVar[bool] = False
     #: the probe's options (types, defaults, ranges, choices; see :mod:`audit.options`)
     Options: ClassVar[type[ProbeOptions]] = ProbeOptions
+    #: the probe's model-free mode (:meth:`run_without_model`); ``None``: it needs a model
+    without_model: ClassVar[WithoutModel | None] = None
 
-    def check_kind(self, handle: ModelHandle) -> None:
+    def check_kind(self, handle: ModelHandle | None) -> None:
         """Refuse a model of the wrong kind, or a tokenizer that lacks a token the probe needs
         (a clear :class:`ProbeError`, not a crash deep in scoring); see :func:`check_tokenizer`."""
+        if handle is None:
+            raise ProbeError(f"probe {self.name!r} needs a model (handle is None)"
+                             + ("; to read logged outputs instead use run_without_model" if self.without_model else ""))
         if handle.kind not in self.kinds:
             raise ProbeError(
                 f"probe {self.name!r} cannot run on a {handle.kind} model ({handle.name}); "
@@ -259,6 +284,23 @@ class Probe:
               progress: bool) -> ProbeResult:
         """The probe's work on a checked model, with validated options (an instance of the
         probe's :attr:`Options`)."""
+        raise NotImplementedError
+
+    def run_without_model(self, data: str | Path | None, *, seed: int = 0, progress: bool = True,
+                          **options: Any) -> ProbeResult:
+        """Run on a model's logged outputs in ``data`` (:attr:`without_model`); the options are
+        validated by :attr:`Options` and :meth:`WithoutModel.problems` first."""
+        if self.without_model is None:
+            raise ProbeError(f"probe {self.name!r} needs a model; it has no model-free mode")
+        opts = self.parse_options(options, data)
+        problems = self.without_model.problems(opts.given(), data)
+        if problems:
+            raise ProbeOptionsError(f"probe {self.name!r} without a model", problems)
+        return self.score_without_model(data, opts, seed=seed, progress=progress)
+
+    def score_without_model(self, data: str | Path | None, opts: Any, *, seed: int, progress: bool) -> ProbeResult:
+        """The model-free work on checked ``data`` and validated options (a probe with a
+        :attr:`without_model` mode implements it)."""
         raise NotImplementedError
 
 

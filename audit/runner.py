@@ -6,6 +6,11 @@ rerun on the same directory skips what is complete (resume after a crash). A fai
 recorded with its error and the others still run. At the end the policy (if any) is evaluated
 into ``verdict.json`` and post-run hooks (reports) run.
 
+A config with ``models: []`` audits logged predictions without a model: one run directory
+(``<output>/<run-id>``, else ``<output>/<time>-predictions``) whose manifest has ``"model": null``;
+every probe runs through :meth:`audit.probe.Probe.run_without_model` (the config check refuses a
+probe without that mode). It runs in one process: under ``torchrun`` it is refused.
+
 Besides the fields listed in the design (config as run, seed, model and dataset identity,
 environment, timings, status, errors) the manifest keeps:
 
@@ -55,7 +60,7 @@ import traceback
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -74,6 +79,9 @@ from audit.precision import dtype_warning
 from audit.probe import PROBES, ItemProbe, ProbeError
 from audit.runlock import RunLock
 from audit.store import RunDir, StorageError, environment, now_iso, write_json
+
+if TYPE_CHECKING:
+    from audit.models import ModelHandle
 
 logger = logging.getLogger(__name__)
 
@@ -154,15 +162,17 @@ def _history(previous: dict[str, Any]) -> list[dict[str, Any]]:
     return hist
 
 
-def run_dir_for(cfg: AuditConfig, model: ModelSpec, out: Path, run_id: str | None) -> Path:
-    if run_id and len(cfg.models) == 1:
+def run_dir_for(cfg: AuditConfig, model: ModelSpec | None, out: Path, run_id: str | None) -> Path:
+    """``<out>/<run-id>`` for a config with one model (or none: an audit of logged predictions),
+    else ``<out>/<run-id or time>-<model>``; ``<time>-predictions`` without a model or a run id."""
+    if run_id and len(cfg.models) <= 1:
         return out / run_id
     rid = run_id or _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return out / f"{rid}-{model.slug}"
+    return out / f"{rid}-{model.slug if model is not None else 'predictions'}"
 
 
-def _probe_applies(spec: ProbeSpec, model: ModelSpec) -> bool:
-    return spec.models is None or model.name in spec.models
+def _probe_applies(spec: ProbeSpec, model: ModelSpec | None) -> bool:
+    return spec.models is None or (model is not None and model.name in spec.models)
 
 
 def _load_policy(cfg: AuditConfig, policy: str | Path | dict[str, Any] | list[Any] | None) -> Any:
@@ -199,14 +209,15 @@ def _post_run_hooks(rd: RunDir, cfg: AuditConfig) -> list[str]:
 
 def run_model(
     cfg: AuditConfig,
-    model: ModelSpec,
+    model: ModelSpec | None,
     rd: RunDir,
     *,
     policy: Any = None,
     progress: bool = True,
     dist: Dist | None = None,
 ) -> RunOutcome:
-    """Run every applicable probe and explain step of ``cfg`` on one model into ``rd``.
+    """Run every applicable probe and explain step of ``cfg`` on one model into ``rd``
+    (``model=None``: the probes read logged outputs, :attr:`audit.probe.Probe.without_model`).
 
     Under ``torch.distributed`` every rank calls this: item probes are sharded over the ranks,
     everything else (whole-dataset probes, explain steps, manifest, verdict, reports) runs on
@@ -224,7 +235,7 @@ def run_model(
         lock.release()
 
 
-def _run_locked(cfg: AuditConfig, model: ModelSpec, rd: RunDir, *, policy: Any, progress: bool,
+def _run_locked(cfg: AuditConfig, model: ModelSpec | None, rd: RunDir, *, policy: Any, progress: bool,
                 dist: Dist) -> RunOutcome:
     main = dist.is_main
     lost = describe_lost_ranks(rd.path / ".ranks") if main and dist.enabled else []
@@ -255,7 +266,7 @@ def _run_locked(cfg: AuditConfig, model: ModelSpec, rd: RunDir, *, policy: Any, 
         "finished_at": None,
         "seed": cfg.seed,
         "config": cfg.as_dict(),
-        "model": previous.get("model", {"name": model.name}),
+        "model": previous.get("model", {"name": model.name} if model is not None else None),  # null: no model
         "datasets": previous.get("datasets", {}),
         "probes": previous.get("probes", {}),
         "explain": previous.get("explain", {}),
@@ -303,7 +314,7 @@ def _run_locked(cfg: AuditConfig, model: ModelSpec, rd: RunDir, *, policy: Any, 
 
 def _run_model(
     cfg: AuditConfig,
-    model: ModelSpec,
+    model: ModelSpec | None,
     rd: RunDir,
     manifest: dict[str, Any],
     attempt: dict[str, Any],
@@ -320,22 +331,24 @@ def _run_model(
     save = rd.write_manifest if main else (lambda m: None)
     save(manifest)
     seed_everything(cfg.seed)
-    try:
-        handle = dist.together("load the model", lambda: load_model(
-            model.name, kind=model.kind, device=dist.device(model.device), dtype=model.dtype,
-            revision=model.revision, device_map=model.device_map, allow_pickle=model.allow_pickle,
-            trust_remote_code=model.trust_remote_code,
-        ))
-    except (ModelLoadError, OSError, ValueError, RankError) as exc:
-        msg = f"model {model.name}: {type(exc).__name__}: {exc}"
-        errors.append(msg)
-        manifest.update(status="failed", errors=errors, finished_at=now_iso())
-        attempt.update(status="failed", finished_at=manifest["finished_at"], error=msg)
+    handle: ModelHandle | None = None  # None: no model, the probes read logged outputs
+    if model is not None:
+        try:
+            handle = dist.together("load the model", lambda: load_model(
+                model.name, kind=model.kind, device=dist.device(model.device), dtype=model.dtype,
+                revision=model.revision, device_map=model.device_map, allow_pickle=model.allow_pickle,
+                trust_remote_code=model.trust_remote_code,
+            ))
+        except (ModelLoadError, OSError, ValueError, RankError) as exc:
+            msg = f"model {model.name}: {type(exc).__name__}: {exc}"
+            errors.append(msg)
+            manifest.update(status="failed", errors=errors, finished_at=now_iso())
+            attempt.update(status="failed", finished_at=manifest["finished_at"], error=msg)
+            save(manifest)
+            return RunOutcome(rd, "failed", errors)
+        manifest["model"] = {**handle.identity(), "files_sha256": _model_files_sha(handle.source)}
+        manifest["timings"]["load_model_s"] = handle.load_seconds
         save(manifest)
-        return RunOutcome(rd, "failed", errors)
-    manifest["model"] = {**handle.identity(), "files_sha256": _model_files_sha(handle.source)}
-    manifest["timings"]["load_model_s"] = handle.load_seconds
-    save(manifest)
 
     resumed = attempt["resumed"]
     abort: StorageError | None = None  # rank 0 cannot write the run directory: every rank stops
@@ -384,6 +397,8 @@ def _run_model(
 
     for i, spec_d in enumerate(cfg.explain):
         ename = spec_d.get("name") or f"explain{i}"
+        if model is None or handle is None:
+            break  # explain steps need a model (a config without one cannot list them)
         if spec_d.get("models") is not None and model.name not in spec_d["models"]:
             continue
         spec_d = {k: v for k, v in spec_d.items() if k != "models"}
@@ -431,19 +446,22 @@ def _run_model(
 def _probe_step(
     handle: Any, spec: ProbeSpec, cfg: AuditConfig, rd: RunDir, progress: bool, dist: Dist
 ) -> tuple[dict[str, Any] | None, str | None]:
-    """Run one probe; returns (manifest entry, error) on rank 0 and (None, None) elsewhere."""
+    """Run one probe; returns (manifest entry, error) on rank 0 and (None, None) elsewhere.
+    Without a model (``handle`` None) the probe reads logged outputs from its data."""
     name = spec.instance
     probe = PROBES.get(spec.probe)()
-    if handle.kind not in probe.kinds:
+    if handle is not None and handle.kind not in probe.kinds:
         reason = f"{spec.probe} does not run on {handle.kind} models (supports {', '.join(probe.kinds)})"
         logger.info("skipping %s on %s: %s", name, handle.name, reason)
         return ({"probe": spec.probe, "status": "skipped", "reason": reason} if dist.is_main else None), None
     data = cfg.resolve_data(spec.data)
     t0 = time.perf_counter()
-    logger.info("probe %s on %s", name, handle.name)
+    logger.info("probe %s on %s", name, handle.name if handle is not None else f"logged outputs in {data}")
     result = None
     try:
-        if isinstance(probe, ItemProbe):
+        if handle is None:
+            result = probe.run_without_model(data, seed=cfg.seed, progress=progress, **spec.options)
+        elif isinstance(probe, ItemProbe):
             # chunked: checkpoints under probes/<name>/partial, sharded over the ranks
             result = probe.execute(handle, data, seed=cfg.seed, progress=progress and dist.is_main,
                                    opts=dict(spec.options), workdir=rd.probe_dir(name) / "partial", dist=dist,
@@ -470,7 +488,7 @@ def _probe_step(
     dt = time.perf_counter() - t0
     datasets = _sha_files(probe.data_files(data, dict(spec.options)), rows=probe.data_rows)
     # a reduced dtype not measured to keep this probe's numbers within tolerance (audit/precision.py)
-    warn = dtype_warning(spec.probe, handle.dtype, kind=handle.kind)
+    warn = dtype_warning(spec.probe, handle.dtype, kind=handle.kind) if handle is not None else None
     if warn:
         result.warnings.append(warn)
         logger.warning(warn)
@@ -496,6 +514,15 @@ def run_audit(
     """
     out_dir = Path(out) if out is not None else Path(cfg.resolve(cfg.output) or "runs")
     pol = _load_policy(cfg, policy)
+    if not cfg.models:  # an audit of logged outputs: one run directory, one process
+        world = os.environ.get("WORLD_SIZE", "1")
+        if world not in ("", "1"):
+            raise ValueError(f"models: an empty list (an audit of logged predictions, no model) does not run under "
+                             f"torchrun (WORLD_SIZE={world}): there is no model to shard; run it with plain "
+                             "`taudit run`")
+        logged = RunDir(run_dir_for(cfg, None, out_dir, run_id))
+        logger.info("no model: logged predictions → %s", logged.path)
+        return [run_model(cfg, None, logged, policy=pol, progress=progress)]
     dist = from_env(cfg.distributed.backend)
     rd: RunDir | None = None
     try:

@@ -204,6 +204,10 @@ def load_run_info(rr: RunsRoot, run_id: str) -> RunInfo:
     cfg_models = as_dict(manifest.get("config")).get("models")
     first = as_dict(cfg_models[0]) if isinstance(cfg_models, list) and cfg_models else {}
     info.model = str(model.get("name") or first.get("name") or "")
+    if "model" in manifest and manifest["model"] is None:  # models: [] — logged predictions, no model
+        files = [Path(str(as_dict(f).get("path") or "")).name for fs in as_dict(manifest.get("datasets")).values()
+                 if isinstance(fs, list) for f in fs]
+        info.model = f"no model (logged predictions: {', '.join(dict.fromkeys(files)) or 'no file recorded'})"
     info.kind = str(model.get("kind") or "")
     info.source = str(model.get("source") or "")
     info.probes = {str(k): str(as_dict(v).get("status", "unknown")) for k, v in as_dict(manifest.get("probes")).items()}

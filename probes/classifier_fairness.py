@@ -92,7 +92,7 @@ from sklearn.metrics import accuracy_score, roc_auc_score
 from audit import scoring
 from audit.datafiles import read_table
 from audit.options import BatchingOptions, GroupedDataOptions
-from audit.probe import ItemProbe, ProbeError, register_probe
+from audit.probe import ItemProbe, ProbeError, WithoutModel, register_probe
 from audit.results import MetricInfo, MetricValue, ProbeResult
 from audit.stats import (
     MIN_N,
@@ -826,24 +826,26 @@ class ClassifierFairness(ItemProbe):
         n_resamples: PositiveInt = 1000
         n_permutations: PositiveInt = 1000
 
+    #: logged decisions instead of a model (``taudit run`` with ``models: []``)
+    without_model = WithoutModel(
+        data="a predictions file with columns y_true, y_pred (optional y_score) and the attribute column",
+        model_options=MODEL_OPTIONS)
+
     def run(self, handle: ModelHandle | None, data: str | Path | None = None, *, seed: int = 0,
             progress: bool = True, **options: Any) -> ProbeResult:
         """Score every row with the model and compute the group metrics. Without a model
         (``handle=None``), ``data`` is a predictions file of logged decisions
         (:func:`load_predictions`) and the same metrics, intervals and tests come from it."""
         if handle is None:
-            opts = self.parse_options(options, data)
-            used = sorted(set(opts.given()) & set(MODEL_OPTIONS))
-            if used:
-                raise ProbeError(f"classifier_fairness without a model reads a predictions file; the option(s) "
-                                 f"{used} need a model (allowed: attribute_column, positive_label, breakdown_by, "
-                                 "max_items, n_resamples, n_permutations)")
-            o = opts.values()
-            return self.run_predictions(data, seed=seed, attribute_column=o["attribute_column"],
-                                        positive_label=o["positive_label"], breakdown_by=o["breakdown_by"],
-                                        max_items=o["max_items"], n_resamples=o["n_resamples"],
-                                        n_permutations=o["n_permutations"])
+            return self.run_without_model(data, seed=seed, progress=progress, **options)
         return super().run(handle, data, seed=seed, progress=progress, **options)
+
+    def score_without_model(self, data: str | Path | None, opts: Any, *, seed: int, progress: bool) -> ProbeResult:
+        o = opts.values()
+        return self.run_predictions(data, seed=seed, attribute_column=o["attribute_column"],
+                                    positive_label=o["positive_label"], breakdown_by=o["breakdown_by"],
+                                    max_items=o["max_items"], n_resamples=o["n_resamples"],
+                                    n_permutations=o["n_permutations"])
 
     def run_predictions(
         self, data: str | Path | None, *, seed: int = 0, attribute_column: str = "gender", positive_label: Any = None,

@@ -408,6 +408,8 @@ def _model(manifest: Mapping[str, Any]) -> dict[str, Any]:
     out["weights_sha256"] = [{"file": str(f), "sha256": str(h)} for f, h in hashes.items()] if isinstance(hashes, Mapping) else []
     out["other"] = {str(k): _clip(_text(py(v)), 500) if v is not None else None
                     for k, v in m.items() if k not in _MODEL_KEYS and k != "weights_sha256"}
+    # "model": null — a run on logged predictions without a model (``models: []``)
+    out["model_free"] = "model" in manifest and manifest["model"] is None
     return out
 
 

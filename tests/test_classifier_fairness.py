@@ -385,7 +385,7 @@ def test_predictions_file_without_scores_and_with_labels(tmp_path: Path) -> None
     ([{"y_true": 1, "y_pred": 1, "gender": "f"}, {"y_true": 1, "y_pred": 0, "gender": "m"}], {},
      r"column 'y_true' has a single value"),
     ([{"y_true": 1, "y_pred": 1, "race": "f"}], {}, r"missing the attribute_column 'gender'"),
-    ([{"y_true": 1, "y_pred": 1, "gender": "f"}], {"prompt": "{text}"}, r"option\(s\) \['prompt'\] need a model"),
+    ([{"y_true": 1, "y_pred": 1, "gender": "f"}], {"prompt": "{text}"}, r"prompt: needs a model"),
 ])
 def test_predictions_file_errors(tmp_path: Path, rows: list[dict[str, object]], opts: dict[str, object],
                                  match: str) -> None:
