@@ -878,7 +878,8 @@ class ClassifierFairness(ItemProbe):
         items = items.assign(correct=items["y_true"] == items["y_pred"])
         if has_score:
             items["score_error"] = items["y_score"] - items["y_true"].astype(float)
-        info: dict[str, Any] = {"mode": "predictions file (no model)", "data": str(data), "attribute": attribute_column,
+        info: dict[str, Any] = {"mode": "predictions file (no model)", "primary_metric": self.primary_metric,
+                                "data": str(data), "attribute": attribute_column,
                                 "positive_label": positive_label, "n_dropped_no_attribute": n_dropped,
                                 "has_score": has_score, "item_effect": "score_error" if has_score else None,
                                 "item_text": []}
@@ -970,7 +971,8 @@ class ClassifierFairness(ItemProbe):
         (``opts``: as :meth:`prepare` returns them)."""
         assert opts is not None  # execute passes the options prepare returned
         attribute, ds = opts["attribute_column"], opts["dataset"]
-        info: dict[str, Any] = {"item_effect": "score_error", "item_text": ["text"], "attribute": attribute,
+        info: dict[str, Any] = {"primary_metric": self.primary_metric, "item_effect": "score_error",
+                                "item_text": ["text"], "attribute": attribute,
                                 "positive_label": ds.positive_label, "labels": ds.labels,
                                 "n_dropped_no_attribute": ds.n_dropped, "data": str(opts["path"])}
         if kind == "causal-lm":

@@ -109,6 +109,8 @@ def test_reports_say_there_is_no_model(run: RunDir) -> None:
     doc = collect_report(run)
     jsonschema.validate(json.loads(json.dumps(doc)), report_schema())
     assert doc["model"]["model_free"] is True and doc["probes"][0]["name"] == "classifier_fairness"
+    # the headline is the probe's declared primary metric (reports and the console table read info)
+    assert doc["probes"][0]["primary_metric"] == "equalized_odds_difference"
     assert json.loads((run.path / "report.json").read_text(encoding="utf-8"))["model"]["model_free"] is True
 
 
