@@ -23,7 +23,10 @@ Example::
     report:
       formats: [html, md, json]
 
-An invalid config raises :class:`ConfigError` naming the field and the problem.
+``models: []`` audits a model's logged predictions without the model (every probe must declare a
+model-free mode, :attr:`audit.probe.Probe.without_model`; today ``classifier_fairness`` with
+``data:`` a predictions file). An invalid config raises :class:`ConfigError` naming the field and
+the problem.
 """
 
 from __future__ import annotations
