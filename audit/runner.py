@@ -48,6 +48,7 @@ error; everything written before it (complete probes, chunk checkpoints) is kept
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import logging
 import os
@@ -75,6 +76,7 @@ from audit.distributed import (
     pid_alive,
     stopped_by_launcher,
 )
+from audit.metering import FLOPS_METHOD, Meter, compute_file, run_matmul_rate
 from audit.precision import dtype_warning
 from audit.probe import PROBES, ItemProbe, ProbeError
 from audit.runlock import RunLock
@@ -332,6 +334,7 @@ def _run_model(
     save(manifest)
     seed_everything(cfg.seed)
     handle: ModelHandle | None = None  # None: no model, the probes read logged outputs
+    meter: dict[str, Any] | None = None  # the matmul rate this rank's probe figures are divided by
     if model is not None:
         try:
             handle = dist.together("load the model", lambda: load_model(
@@ -348,6 +351,11 @@ def _run_model(
             return RunOutcome(rd, "failed", errors)
         manifest["model"] = {**handle.identity(), "files_sha256": _model_files_sha(handle.source)}
         manifest["timings"]["load_model_s"] = handle.load_seconds
+        # the audit's own cost: this rank's matmul rate, the denominator of every probe's MFU
+        meter = {**run_matmul_rate(handle.model, handle.config, handle.dtype, handle.device),
+                 "attempt": attempt["attempt"], "rank": dist.rank}
+        manifest["compute"] = {**{k: v for k, v in meter.items() if k not in ("attempt", "rank")},
+                               "flops_method": FLOPS_METHOD, "per_probe": "probes/<name>/compute-rank<rank>.json"}
         save(manifest)
 
     resumed = attempt["resumed"]
@@ -371,7 +379,7 @@ def _run_model(
         save(manifest)
         seed_everything(cfg.seed)
         try:
-            entry, err = _probe_step(handle, spec, cfg, rd, progress, dist)
+            entry, err = _probe_step(handle, spec, cfg, rd, progress, dist, meter)
         except StorageError as exc:  # rank 0 only; the others learn of it at the next exchange
             abort = exc
             continue
@@ -443,11 +451,33 @@ def _run_model(
     return outcome
 
 
+def _write_compute(rd: RunDir, name: str, m: Meter, meter: dict[str, Any], status: str, probe: Any,
+                   dist: Dist) -> None:
+    """This rank's compute for one probe, in ``probes/<name>/compute-rank<k>.json`` (summed over
+    the ranks by :func:`audit.metering.read_probe_compute`; no collective needed). The figures cover
+    this attempt only: chunks reused from an earlier attempt are named, not counted."""
+    resumed = getattr(probe, "resumed", None) or {}
+    reused, total = resumed.get("chunks_reused"), resumed.get("chunks_total")
+    covers = (f"this attempt only: {reused} of {total} chunks were reused from an earlier attempt and are not counted"
+              if reused else "the whole probe")
+    rec = {"probe": name, "rank": dist.rank, "attempt": meter["attempt"], "status": status, "covers": covers,
+           "chunks_reused": reused, "chunks_total": total, **m.figures(meter["matmul_flops_per_s"]),
+           "matmul_flops_per_s": meter["matmul_flops_per_s"], "flops_method": FLOPS_METHOD}
+    try:
+        write_json(compute_file(rd.probe_dir(name), dist.rank), rec)
+    except StorageError as exc:
+        if dist.is_main:
+            raise
+        logger.error("rank %d: %s", dist.rank, exc)
+
+
 def _probe_step(
-    handle: Any, spec: ProbeSpec, cfg: AuditConfig, rd: RunDir, progress: bool, dist: Dist
+    handle: Any, spec: ProbeSpec, cfg: AuditConfig, rd: RunDir, progress: bool, dist: Dist,
+    meter: dict[str, Any] | None,
 ) -> tuple[dict[str, Any] | None, str | None]:
     """Run one probe; returns (manifest entry, error) on rank 0 and (None, None) elsewhere.
-    Without a model (``handle`` None) the probe reads logged outputs from its data."""
+    Without a model (``handle`` None) the probe reads logged outputs from its data. With one, every
+    rank records what it computed (:func:`_write_compute`)."""
     name = spec.instance
     probe = PROBES.get(spec.probe)()
     if handle is not None and handle.kind not in probe.kinds:
@@ -458,17 +488,21 @@ def _probe_step(
     t0 = time.perf_counter()
     logger.info("probe %s on %s", name, handle.name if handle is not None else f"logged outputs in {data}")
     result = None
+    m = Meter(handle.model, handle.config) if handle is not None and meter is not None else None
     try:
-        if handle is None:
-            result = probe.run_without_model(data, seed=cfg.seed, progress=progress, **spec.options)
-        elif isinstance(probe, ItemProbe):
-            # chunked: checkpoints under probes/<name>/partial, sharded over the ranks
-            result = probe.execute(handle, data, seed=cfg.seed, progress=progress and dist.is_main,
-                                   opts=dict(spec.options), workdir=rd.probe_dir(name) / "partial", dist=dist,
-                                   chunk_size=spec.chunk_size)
-        elif dist.is_main:
-            result = probe.run(handle, data, seed=cfg.seed, progress=progress, **spec.options)
+        with m if m is not None else contextlib.nullcontext():
+            if handle is None:
+                result = probe.run_without_model(data, seed=cfg.seed, progress=progress, **spec.options)
+            elif isinstance(probe, ItemProbe):
+                # chunked: checkpoints under probes/<name>/partial, sharded over the ranks
+                result = probe.execute(handle, data, seed=cfg.seed, progress=progress and dist.is_main,
+                                       opts=dict(spec.options), workdir=rd.probe_dir(name) / "partial", dist=dist,
+                                       chunk_size=spec.chunk_size)
+            elif dist.is_main:
+                result = probe.run(handle, data, seed=cfg.seed, progress=progress, **spec.options)
     except Exception as exc:
+        if m is not None and meter is not None and not isinstance(exc, (RankLost, StorageError)):
+            _write_compute(rd, name, m, meter, "failed", probe, dist)  # the run directory can be written
         dt = time.perf_counter() - t0
         if isinstance(exc, StorageError) and dist.is_main:
             raise  # the run directory cannot be written: nothing else can be recorded either
@@ -483,6 +517,8 @@ def _probe_step(
             logger.debug("%s", traceback.format_exc())
         rd.write_probe_failure(name, spec.probe, msg, duration_s=dt)
         return {"probe": spec.probe, "status": "failed", "error": msg, "duration_s": dt}, msg
+    if m is not None and meter is not None and (dist.is_main or isinstance(probe, ItemProbe)):  # else: rank 0 only
+        _write_compute(rd, name, m, meter, "complete", probe, dist)
     if not dist.is_main or result is None:
         return None, None
     dt = time.perf_counter() - t0

@@ -7,6 +7,7 @@
     <run>/probes/<name>/summary.json     {"probe", "metrics": {metric: MetricValue}, "breakdown": [...],
                                          "warnings", "options", "data", "duration_s", "status"}
     <run>/probes/<name>/items.parquet    one row per item
+    <run>/probes/<name>/compute-rank<k>.json   what the probe cost rank k (audit/metering.py)
     <run>/explain/<name>/attributions.parquet, metrics.parquet (+ summary.json)
     <run>/verdict.json, report.*
 

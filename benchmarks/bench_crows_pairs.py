@@ -27,10 +27,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from audit import scoring  # noqa: E402
+from audit.metering import matmul_flops  # noqa: E402
 from audit.models import ModelHandle, load_model  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     SHARED_DATA,
-    matmul_flops,
     non_embedding_params,
     save,
     table,

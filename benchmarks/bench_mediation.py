@@ -28,12 +28,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from audit.metering import TokenCounter, matmul_flops  # noqa: E402
 from audit.models import load_model  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     SHARED_DATA,
-    TokenCounter,
     loadavg,
-    matmul_flops,
     non_embedding_params,
     save,
     table,

@@ -7,7 +7,7 @@ the pairs as ``share_prefix``, as the probe did then); "after" is the current mo
 probe that scores causal continuations, the probe's own ``score_items`` runs over its items chunk
 by chunk (the ItemProbe path): before, after, before, after, keeping each side's faster run.
 Reported per probe: items/s before and after and their ratio; real tokens the model body forwarded
-(:class:`benchmarks.common.TokenCounter`: padding excluded) and positions the LM head read; MFU =
+(:class:`benchmarks.metering.TokenCounter`: padding excluded) and positions the LM head read; MFU =
 (2 × non-embedding params × forwarded tokens + 2 × head params × head positions) / time ÷ the
 fp32 matmul rate measured in the same run; the largest difference between the two scorers'
 float item columns.
@@ -40,7 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from audit import scoring  # noqa: E402
+from audit import metering, scoring  # noqa: E402
 from audit.models import ModelHandle, load_model  # noqa: E402
 from audit.probe import ItemProbe, get_probe  # noqa: E402
 from benchmarks import common  # noqa: E402
@@ -125,7 +125,7 @@ def time_case(h: ModelHandle, probe_name: str, data: Any, opts: dict[str, Any], 
                 lambda _m, a, _o, rows=head_rows: rows.append(a[0].numel() // a[0].shape[-1]))
             module.scoring = mod  # type: ignore[attr-defined]
             try:
-                with common.TokenCounter(h.model.base_model) as c:
+                with metering.TokenCounter(h.model.base_model) as c:
                     outs[side] = score_all(probe, h, items, opts)
             finally:
                 module.scoring = scoring  # type: ignore[attr-defined]
@@ -207,14 +207,14 @@ def main() -> None:
     old = scorer_before(args.before)
     h = load_model("smollm2-135m", device="cpu")
     load0 = common.loadavg()
-    peak = common.matmul_flops()
+    peak = metering.matmul_flops()
     rows = []
     for label, probe, data, opts in cases(args):
         r = {"case": label, **time_case(h, probe, data, opts, old, peak, args.reps)}
         print(f"{label}: {r['before_items_per_s']:.2f} → {r['after_items_per_s']:.2f} items/s "
               f"(×{r['speedup']:.2f}), max |Δ| {r['max_abs_score_diff']:.2g}", flush=True)
         rows.append(r)
-    peak_end = common.matmul_flops()
+    peak_end = metering.matmul_flops()
     payload: dict[str, Any] = {"before": args.before, "threads": args.threads, "matmul_flops": [peak, peak_end],
                                "loadavg": [load0, common.loadavg()], "rows": rows}
     print(common.table(rows, ["case", "items", "before_items_per_s", "after_items_per_s", "speedup",

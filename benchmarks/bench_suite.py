@@ -17,9 +17,9 @@ What the columns mean:
 * **s, items/s** — wall time of the probe's ``run`` (statistics included) or of one
   ``explain`` call, with torch limited to ``--threads`` threads.
 * **MFU** — useful FLOP/s ÷ the fp32 matmul rate measured in this script
-  (:func:`benchmarks.common.matmul_flops`, re-measured before every row, the highest reading
+  (:func:`audit.metering.matmul_flops`, re-measured before every row, the highest reading
   kept for all rows). Useful FLOPs = 2 × non-embedding parameters × real (non-padding) tokens through the
-  model body, counted by :class:`benchmarks.common.TokenCounter` (a hook on the body that reads the
+  model body, counted by :class:`audit.metering.TokenCounter` (a hook on the body that reads the
   attention mask); a backward counts twice its forward. The LM head, attention score FLOPs and
   work outside the model (sampling, VADER, scikit-learn, bootstraps) are not counted.
 * **MFU (CPU time)** — the same FLOPs per CPU second of this process ÷ the matmul FLOPs per CPU
@@ -67,13 +67,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from audit.explain import explain  # noqa: E402
+from audit.metering import TokenCounter, matmul_flops  # noqa: E402
 from audit.models import ModelHandle, load_model  # noqa: E402
 from benchmarks.bench_crows_pairs import build_random  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     SHARED_DATA,
-    TokenCounter,
     loadavg,
-    matmul_flops,
     non_embedding_params,
     save,
     table,

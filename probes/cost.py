@@ -45,6 +45,7 @@ import torch
 from pydantic import Field, PositiveInt
 from scipy import stats as st
 
+from audit.metering import architecture, linear_weights, matmul_flops
 from audit.options import ProbeOptions
 from audit.probe import Probe, ProbeError, register_probe
 from audit.results import MetricInfo, MetricValue, ProbeResult
@@ -127,15 +128,10 @@ def weight_bytes(model: torch.nn.Module) -> dict[str, int]:
 
 def _arch(cfg: Any) -> dict[str, int]:
     """n_layer, d_model, d_attn (query heads × head dim) and vocabulary from a config."""
-    d = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
-    n_layer = getattr(d, "num_hidden_layers", None) or getattr(d, "n_layer", None)
-    d_model = getattr(d, "hidden_size", None) or getattr(d, "n_embd", None)
-    heads = getattr(d, "num_attention_heads", None) or getattr(d, "n_head", None)
-    if not (n_layer and d_model and heads):
-        raise ProbeError(f"cost: the config ({type(d).__name__}) does not name its layers, width and heads")
-    head_dim = getattr(d, "head_dim", None) or d_model // heads
-    return {"n_layer": int(n_layer), "d_model": int(d_model), "d_attn": int(heads * head_dim),
-            "vocab": int(getattr(d, "vocab_size", 0))}
+    try:
+        return architecture(cfg)
+    except ValueError as exc:
+        raise ProbeError(f"cost: {exc}") from exc
 
 
 def analytic_flops_per_token(handle: ModelHandle, length: int) -> float:
@@ -143,12 +139,7 @@ def analytic_flops_per_token(handle: ModelHandle, length: int) -> float:
     layer (``nn.Linear`` and GPT-2's ``Conv1D``) that the forward runs, the output projection
     counted even when tied to the input embedding."""
     a = _arch(handle.config)
-    n = 0
-    for m in handle.model.modules():
-        w = getattr(m, "weight", None)
-        if isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D":
-            n += int(w.numel()) if w is not None else 0
-    return 2.0 * n + 4.0 * a["n_layer"] * length * a["d_attn"]
+    return 2.0 * linear_weights(handle.model) + 4.0 * a["n_layer"] * length * a["d_attn"]
 
 
 def measured_flops_per_token(handle: ModelHandle, length: int) -> float:
@@ -245,18 +236,7 @@ def matmul_rate(handle: ModelHandle, seconds: float = 1.0) -> float:
     """FLOP/s of a dense GEMM (512 rows × d_model → 4·d_model) in the model's dtype, repeated for
     ``seconds`` after a warm-up."""
     d = _arch(handle.config)["d_model"]
-    a = torch.randn(512, d, dtype=handle.dtype, device=handle.device)
-    b = torch.randn(d, 4 * d, dtype=handle.dtype, device=handle.device)
-    with torch.inference_mode():
-        a @ b
-        _sync(handle)
-        reps, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
-            a @ b
-            reps += 1
-        _sync(handle)
-        dt = time.perf_counter() - t0
-    return 2.0 * 512 * d * 4 * d * reps / dt
+    return matmul_flops(512, d, 4 * d, seconds=seconds, dtype=handle.dtype, device=handle.device)
 
 
 def peak_memory_mb(handle: ModelHandle) -> tuple[float, str]:

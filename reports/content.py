@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from audit.metering import read_probe_compute
 from audit.policy import STATUSES as VERDICT_STATUSES
 from audit.store import RunDir, now_iso, read_json
 from reports import knowledge, mechanism
@@ -480,6 +481,22 @@ def _package_version() -> str:
         return "unknown"
 
 
+def _audit_compute(rd: RunDir, limitations: list[dict[str, str]]) -> dict[str, Any]:
+    """Each probe's own compute (``probes/<name>/compute-rank*.json`` summed over the ranks); an
+    unreadable record becomes a limitation instead of stopping the report."""
+    out: dict[str, Any] = {}
+    for name in rd.probe_names():
+        try:
+            figures = read_probe_compute(rd.probe_dir(name))
+        except ValueError as exc:
+            limitations.append({"topic": f"Compute record ({name})", "text": _clip(str(exc), 2000),
+                                "source": "run directory"})
+            continue
+        if figures is not None:
+            out[name] = py(figures)
+    return out
+
+
 def _duration(manifest: Mapping[str, Any]) -> float | None:
     return _num((manifest.get("timings") or {}).get("total_s"))
 
@@ -585,6 +602,7 @@ def collect_report(run_dir: RunDir | str | Path, verdict_file: str | Path | None
         "duration_s": _duration(manifest),
         "timings": py(manifest.get("timings") or {}),
         "durations": {p["name"]: p["duration_s"] for p in probes} | {f"explain/{e['name']}": e["duration_s"] for e in explainers},
+        "audit_compute": {"run": py(manifest.get("compute")), "probes": _audit_compute(rd, limitations)},
         "config": py(config),
         "config_yaml": yaml.safe_dump(py(config), sort_keys=False, allow_unicode=True) if config else "",
         "versions": {str(k): py(v) for k, v in (env.get("versions") or {}).items()},
