@@ -432,20 +432,16 @@ class PrefixTree:
             p, it, a, b = top
             room = row_tokens - (int(depth[p]) + 1 if p >= 0 else 0)
             c = next(it, None)
-            if c is not None and end[c] - c <= room:
-                if a >= 0 and end[c] - a <= room and b - a < RUN_PER_TRUNK * (row_tokens - room):
-                    top[3] = int(end[c])
-                else:
-                    if a >= 0:
-                        units.append((p, a, b))
-                    top[2], top[3] = c, int(end[c])
+            fits = c is not None and end[c] - c <= room
+            if fits and a >= 0 and end[c] - a <= room and b - a < RUN_PER_TRUNK * (row_tokens - room):
+                top[3] = int(end[c])  # c joins the open run
                 continue
             if a >= 0:
                 units.append((p, a, b))
-                top[2] = top[3] = -1
+            top[2:] = [c, int(end[c])] if fits else [-1, -1]  # c opens a run, or none is open
             if c is None:
                 stack.pop()
-            else:
+            elif not fits:
                 stack.append([c, kids(c), -1, -1])
         return units
 
@@ -459,9 +455,8 @@ class PrefixTree:
         home = np.full(len(self.token), -1, dtype=np.int64)
         for u, (anchor, a, b) in enumerate(units):
             home[a:b] = u
-            for v in self.trunk(anchor):
-                if home[v] < 0:
-                    home[v] = u
+            trunk = np.asarray(self.trunk(anchor), dtype=np.int64)
+            home[trunk[home[trunk] < 0]] = u
         return home
 
 
@@ -494,11 +489,11 @@ def prefix_tree_plan(
 def _tree_layout(
     tree: PrefixTree, units: Sequence[tuple[int, int, int]], home: np.ndarray, rows: list[list[int]], pad_id: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]:
-    """Token ids, position ids (depths) and the tree mask of a batch of rows of units, with the
-    flat (row·R + column) index of each scored node's parent, the scored tokens and their nodes.
+    """Token ids, position ids (depths) and subtree ends (columns) of a batch of rows of units, with
+    the flat (row·R + column) index of each scored node's parent, the scored tokens and their nodes.
 
-    Laid out in preorder, a node's descendants are the columns up to its subtree's end, so the mask
-    is ``key ≤ query < end[key]``: every token sees its ancestors and itself, nothing else."""
+    Laid out in preorder, a node's descendants are the columns up to its subtree's end, so the tree
+    mask is ``key ≤ query < end[key]``: every token sees its ancestors and itself, nothing else."""
     parts = []
     for r, row in enumerate(rows):
         off = 0
@@ -510,7 +505,7 @@ def _tree_layout(
             nodes = np.concatenate([trunk, span])
             ends = np.concatenate([np.full(t, t + b - a), t + tree.end[span] - a])
             pcol = np.concatenate([np.arange(-1, t - 1), np.where(par >= a, t + par - a, t - 1)])
-            scored = tree.need[nodes] & (home[nodes] == u) & (pcol >= 0)
+            scored = tree.need[nodes] & (home[nodes] == u)  # a needed node has a parent
             parts.append((r, off, nodes, ends, pcol, scored))
             off += len(nodes)
     B, R = len(rows), max(off + len(nodes) for _, off, nodes, *_ in parts)
@@ -518,23 +513,21 @@ def _tree_layout(
     pos = np.zeros((B, R), dtype=np.int64)
     end = np.tile(np.arange(1, R + 1), (B, 1))  # padding sees itself only
     for r, off, nodes, ends, _, _ in parts:
-        ids[r, off : off + len(nodes)] = tree.token[nodes]
-        pos[r, off : off + len(nodes)] = tree.depth[nodes]
-        end[r, off : off + len(nodes)] = off + ends
-    q = np.arange(R)
-    allow = (q[None, None, :] <= q[None, :, None]) & (q[None, :, None] < end[:, None, :])
+        cols = slice(off, off + len(nodes))
+        ids[r, cols], pos[r, cols], end[r, cols] = tree.token[nodes], tree.depth[nodes], off + ends
     pred = np.concatenate([r * R + off + pcol[s] for r, off, _, _, pcol, s in parts])
     scored_nodes = np.concatenate([nodes[s] for _, _, nodes, _, _, s in parts])
-    return (torch.from_numpy(ids), torch.from_numpy(pos), torch.from_numpy(allow), torch.from_numpy(pred),
+    return (torch.from_numpy(ids), torch.from_numpy(pos), torch.from_numpy(end), torch.from_numpy(pred),
             torch.from_numpy(tree.token[scored_nodes]), scored_nodes)
 
 
 def _score_tree(
     handle: ModelHandle, tree: PrefixTree, units: Sequence[tuple[int, int, int]], batches: list[list[list[int]]],
-    *, head_chunk: int, progress: bool, desc: str,
+    *, tree_mask: bool, head_chunk: int, progress: bool,
 ) -> np.ndarray:
-    """log P(token[v] | ancestors) at every needed node of ``tree`` (NaN at the others), each
-    node computed in one unit; an out-of-memory batch is split in two (:func:`run_batches`)."""
+    """log P(token[v] | ancestors) at every needed node of ``tree`` (NaN at the others), each node
+    computed in one unit, under the tree mask with depths as position ids or, with ``tree_mask=False``
+    (one path per row), a 2-D mask; an out-of-memory batch is split in two (:func:`run_batches`)."""
     node_lp = np.full(len(tree.token), np.nan)
     home = tree.home(units)
     pad_id = _pad_id(handle)
@@ -544,22 +537,46 @@ def _score_tree(
     dev = handle.device
 
     def step(rows: list[list[int]]) -> None:
-        ids, pos, allow, pred, tgt, nodes = _tree_layout(tree, units, home, rows, pad_id)
-        mask = torch.zeros(allow.shape, dtype=dtype).masked_fill_(~allow, torch.finfo(dtype).min)[:, None]
+        ids, pos, end, pred, tgt, nodes = _tree_layout(tree, units, home, rows, pad_id)
+        q = torch.arange(ids.shape[1])
+        if tree_mask:
+            allow = (q[None, None, :] <= q[None, :, None]) & (q[None, :, None] < end[:, None, :])
+            mask = torch.zeros(allow.shape, dtype=dtype).masked_fill_(~allow, torch.finfo(dtype).min)[:, None]
+            kw = {"attention_mask": mask, "position_ids": pos}
+        else:  # the path's tokens: the columns its first token's subtree spans
+            kw = {"attention_mask": (q[None, :] < end[:, :1]).long()}
         with torch.inference_mode():
-            hidden = base(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
-                          use_cache=False).last_hidden_state
+            hidden = base(input_ids=ids.to(dev), use_cache=False, **{k: v.to(dev) for k, v in kw.items()}).last_hidden_state
             sel = hidden.reshape(-1, hidden.shape[-1])[pred.to(dev)]
             node_lp[nodes] = _gather_logprobs(head, sel, tgt.to(dev), head_chunk)
 
-    run_batches(batches, step, desc=desc, progress=progress, total=len(units),
+    run_batches(batches, step, desc="causal LM", progress=progress, total=len(units),
                 size=lambda rows: sum(len(r) for r in rows))
     return node_lp
 
 
+def _tree_logprobs(
+    handle: ModelHandle, token_ids: Sequence[Sequence[int]], starts: Sequence[int], *, max_batch_tokens: int,
+    row_tokens: int, tree_mask: bool, head_chunk: int, progress: bool,
+) -> list[np.ndarray]:
+    """:func:`causal_logprobs` of resolved arguments: tree units packed into rows, or with
+    ``tree_mask=False`` each distinct path a unit of its own in length-sorted, right-padded rows."""
+    res: list[np.ndarray] = [np.empty(0)] * len(token_ids)
+    for tree, units in prefix_tree_plan(token_ids, starts, row_tokens):
+        if tree_mask:
+            plan = pack_rows(tree.sizes(units), max_batch_tokens)
+        else:
+            units = list(dict.fromkeys((int(p[-1]), 0, 0) for p in tree.paths if len(p)))
+            plan = [[[u] for u in idx] for idx in length_sorted_batches(tree.sizes(units), max_batch_tokens)]
+        lp = _score_tree(handle, tree, units, plan, tree_mask=tree_mask, head_chunk=head_chunk, progress=progress)
+        for m, path in zip(tree.members, tree.paths, strict=True):
+            res[m] = lp[path[max(starts[m], 1) :]]
+    return res
+
+
 def _packing_supported(handle: ModelHandle) -> bool:
     """Whether this model honours 4-D attention masks with position ids — checked once per model by
-    scoring two short sequences with a shared prefix as one tree in one row and separately (an
+    scoring two short sequences with a shared prefix as one tree in one row and as padded rows (an
     architecture that ignores either, e.g. one that derives ALiBi biases from a 2-D mask, fails
     the check and is scored with padded rows instead)."""
     model = handle.model
@@ -570,11 +587,10 @@ def _packing_supported(handle: ModelHandle) -> bool:
     seqs = [a, a[:2] + [(11 * i + 5) % vocab for i in range(4)]]
     ok = False
     try:
-        tree, units = next(prefix_tree_plan(seqs, [1, 1], 16))
-        lp = _score_tree(handle, tree, units, [[list(range(len(units)))]], head_chunk=64, progress=False, desc="")
-        ref = _padded_causal_logprobs(handle, seqs, [1, 1], max_batch_tokens=1, head_chunk=64, progress=False)
+        tree, padded = (_tree_logprobs(handle, seqs, [1, 1], max_batch_tokens=16, row_tokens=16, tree_mask=m,
+                                       head_chunk=64, progress=False) for m in (True, False))
         tol = 1e-3 if handle.dtype == torch.float32 else 5e-2
-        ok = all(np.allclose(lp[p[1:]], ref[m], atol=tol) for m, p in zip(tree.members, tree.paths, strict=True))
+        ok = all(np.allclose(t, p, atol=tol) for t, p in zip(tree, padded, strict=True))
     except (TypeError, ValueError, RuntimeError) as exc:
         logger.info("packed scoring unavailable for %s: %s", handle.name, exc)
     if not ok:
@@ -584,7 +600,6 @@ def _packing_supported(handle: ModelHandle) -> bool:
 
 
 _PACKING_CHECKED: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
-
 
 
 def causal_logprobs(
@@ -601,15 +616,12 @@ def causal_logprobs(
     """log P(tᵢ | t<ᵢ) for i = score_from[s] … len(s)-1 of each sequence s (default from 1).
 
     Pass sequences from :func:`causal_tokenize` (prefix token first) so that the first real
-    token is scored too. The sequences form a prefix tree (:func:`prefix_tree_plan`) and every
-    tree node — every distinct prefix — is computed once: subtrees are cut into units of at most
-    ``max(row_tokens, longest)`` tokens, a subtree that does not fit split with its ancestor path
-    repeated as the unit's trunk, and units are packed into rows (:func:`pack_rows`, batches of
-    ``max_batch_tokens``) with a tree attention mask (each token sees its ancestors) and position
-    ids equal to depths. A model that does not honour such masks (checked once per model) gets
-    length-sorted padded batches instead (``pack=False`` forces that). The LM head runs only at
-    scored nodes, in row chunks, so a large vocabulary never materialises a (batch × length ×
-    vocab) tensor.
+    token is scored too. Every distinct prefix is computed once: the sequences form prefix trees
+    (:func:`prefix_tree_plan`) cut into units of at most ``max(row_tokens, longest)`` tokens
+    (:meth:`PrefixTree.units`), packed into rows in batches of ``max_batch_tokens`` (:func:`pack_rows`)
+    under a tree attention mask (each token sees its ancestors) with depths as position ids. A model
+    that does not honour such masks (checked once per model) gets length-sorted padded rows instead
+    (``pack=False`` forces that). The LM head runs only at scored nodes, in row chunks.
 
     The numbers are those of scoring each sequence alone; only repeated prefix work is saved. A
     NaN/inf spreads to the row's other sequences through attention (0 × NaN = NaN), so a sequence
@@ -622,20 +634,12 @@ def causal_logprobs(
     longest = max(len(s) for s in token_ids)
     check_length(handle, longest, "a causal-LM sequence")
     budget = max_batch_tokens or default_batch_tokens(handle)
-    if not pack or not _packing_supported(handle):
-        return _padded_causal_logprobs(handle, token_ids, starts, max_batch_tokens=budget, head_chunk=head_chunk,
-                                       progress=progress)
-    res: list[np.ndarray] = [np.empty(0)] * n
-    row = max(min(row_tokens, budget), longest)
-    for tree, units in prefix_tree_plan(token_ids, starts, row):
-        plan = pack_rows(tree.sizes(units), budget)
-        lp = _score_tree(handle, tree, units, plan, head_chunk=head_chunk, progress=progress, desc="causal LM")
-        for m, path in zip(tree.members, tree.paths, strict=True):
-            res[m] = lp[path[max(starts[m], 1) :]]
+    res = _tree_logprobs(handle, token_ids, starts, max_batch_tokens=budget, row_tokens=max(min(row_tokens, budget), longest),
+                         tree_mask=pack and _packing_supported(handle), head_chunk=head_chunk, progress=progress)
     if n > 1:
         for i in [i for i in range(n) if not np.isfinite(res[i]).all()]:
             res[i] = causal_logprobs(handle, [token_ids[i]], score_from=[starts[i]], max_batch_tokens=budget,
-                                     head_chunk=head_chunk, row_tokens=row_tokens)[0]
+                                     head_chunk=head_chunk, pack=pack, row_tokens=row_tokens)[0]
     return res
 
 
@@ -683,40 +687,6 @@ def pack_rows(
             rows.append(row)
         batches.append(rows)
     return batches
-
-
-def _padded_causal_logprobs(
-    handle: ModelHandle, token_ids: Sequence[Sequence[int]], starts: Sequence[int], *,
-    max_batch_tokens: int | None, head_chunk: int, progress: bool,
-) -> list[np.ndarray]:
-    """One sequence per row, right-padded, length-sorted batches (≤ 25 % padding per row)."""
-    res: list[np.ndarray] = [np.empty(0)] * len(token_ids)
-    lengths = [len(s) for s in token_ids]
-    budget = max_batch_tokens or default_batch_tokens(handle)
-    pad_id = _pad_id(handle)
-    head = _causal_head(handle)
-    base = handle.model.base_model
-
-    def step(idx: np.ndarray) -> None:
-        ids, att = _pad([token_ids[i] for i in idx], pad_id, handle.device)
-        T = ids.shape[1]
-        s0 = np.maximum(np.asarray([starts[i] for i in idx], dtype=np.int64), 1)
-        L = np.asarray([lengths[i] for i in idx], dtype=np.int64)
-        cnt = np.maximum(L - s0, 0)
-        r = np.repeat(np.arange(len(idx)), cnt)
-        c = np.arange(int(cnt.sum())) - np.repeat(np.cumsum(cnt) - cnt, cnt) + np.repeat(s0 - 1, cnt)
-        flat = torch.from_numpy(r * T + c).to(handle.device)
-        with torch.inference_mode():
-            hidden = base(input_ids=ids, attention_mask=att).last_hidden_state
-            sel = hidden.reshape(-1, hidden.shape[-1])[flat]
-            lp = _gather_logprobs(head, sel, ids.reshape(-1)[flat + 1], head_chunk)
-        k = 0
-        for i, m in zip(idx, cnt.tolist(), strict=True):
-            res[i] = lp[k : k + m]
-            k += m
-
-    run_batches(length_sorted_batches(lengths, budget), step, desc="causal LM", progress=progress)
-    return res
 
 
 def naive_causal_logprobs(

@@ -380,13 +380,10 @@ def score_items(
         items["preference"] = items["log_p_target_a"] - items["log_p_target_b"]
         items["effect"] = items["score_a"] - items["score_b"]
     else:
-        uniq = pd.unique(np.asarray([*items["sentence_a"], *items["sentence_b"]], dtype=object))
-        texts = [str(u) for u in uniq]
-        # a NaN of one sentence can spread to those packed with it: ItemProbe rescores such items alone
-        ll = scoring.sentence_logprob(handle, texts, max_batch_tokens=max_batch_tokens, progress=progress)
-        lut = dict(zip(uniq, ll, strict=True))
-        items["score_a"] = items["sentence_a"].map(lut).astype(float)
-        items["score_b"] = items["sentence_b"].map(lut).astype(float)
+        # a sentence repeated across items is one path of the prefix tree: computed once
+        ll = scoring.sentence_logprob(handle, [*items["sentence_a"], *items["sentence_b"]],
+                                      max_batch_tokens=max_batch_tokens, progress=progress)
+        items["score_a"], items["score_b"] = ll[:n], ll[n:]
         items["preference"] = items["score_a"] - items["score_b"]
     if "effect" in items:
         items["aligned_effect"] = items["effect"] * items["sign"]

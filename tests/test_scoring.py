@@ -192,11 +192,14 @@ def test_causal_packing_is_used_and_equals_naive(request: pytest.FixtureRequest,
 
 def test_model_without_packed_masks_falls_back_to_padding(gpt2, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """A model that ignores 4-D masks and position ids fails the one-time check and is scored
-    with padded rows, still exactly."""
+    with padded rows — a 2-D mask, no position ids — still exactly, also where sequences share a
+    prefix or repeat."""
     base = gpt2.model.base_model
     real = base.forward
+    seen: list[tuple[int, bool]] = []
 
     def ignore_packing(*a, attention_mask=None, position_ids=None, **kw):  # type: ignore[no-untyped-def]
+        seen.append((getattr(attention_mask, "ndim", 0), position_ids is not None))
         if attention_mask is not None and attention_mask.dim() == 4:
             attention_mask = None
         return real(*a, attention_mask=attention_mask, **kw)
@@ -204,8 +207,11 @@ def test_model_without_packed_masks_falls_back_to_padding(gpt2, monkeypatch) -> 
     monkeypatch.setattr(base, "forward", ignore_packing)
     monkeypatch.setattr(scoring, "_PACKING_CHECKED", scoring.weakref.WeakKeyDictionary())
     assert not scoring._packing_supported(gpt2)
-    seqs = scoring.causal_tokenize(gpt2, SENTS)
-    for g, r in zip(scoring.causal_logprobs(gpt2, seqs), scoring.naive_causal_logprobs(gpt2, seqs), strict=True):
+    seen.clear()
+    seqs = scoring.causal_tokenize(gpt2, [*SENTS, SENTS[0], SENTS[1] + " again"])
+    got = scoring.causal_logprobs(gpt2, seqs)
+    assert seen and set(seen) == {(2, False)}
+    for g, r in zip(got, scoring.naive_causal_logprobs(gpt2, seqs), strict=True):
         np.testing.assert_allclose(g, r, atol=1e-5, rtol=0)
 
 
