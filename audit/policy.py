@@ -11,7 +11,9 @@ config::
       - {check: "stereoset.icat >= 70", severity: warn}
 
 ``<probe>`` is the probe's name in the run (the registry name unless the config renamed it);
-``<metric>`` is a key of that probe's summary metrics. Operators: ``<=``, ``<``, ``>=``, ``>``
+``<metric>`` is a key of that probe's summary metrics, or one of ``AUDIT_COST_METRICS``
+(``audit_wall_s``, ``audit_tokens_forwarded``, ``audit_flops``, ``audit_mfu``: what the probe
+itself cost this run, recorded by the runner for every probe, e.g. ``crows_pairs.audit_wall_s <= 600``). Operators: ``<=``, ``<``, ``>=``, ``>``
 and ``within LOW..HIGH`` (inclusive). With ``on: ci`` an upper bound (``<=``, ``<``) is judged
 on ``ci_high``, a lower bound on ``ci_low``, and ``within`` needs both bounds inside — the
 check passes only when the whole interval satisfies it (a conservative gate, in the spirit of
@@ -63,6 +65,12 @@ STATUSES = ("pass", "warn", "fail", "missing", "skipped")
 RECOMMENDED = "recommended"
 #: metric names that mean the same result (old name ↔ new name)
 METRIC_ALIASES = {"metric": "pct_stereotype", "pct_stereotype": "metric"}
+
+
+#: the audit's own cost of each probe (``probes/<name>/compute-rank*.json``, summed over the ranks by
+#: :func:`audit.metering.read_probe_compute`), checkable on any probe: policy name → record field
+AUDIT_COST_METRICS = {"audit_wall_s": "wall_s", "audit_tokens_forwarded": "tokens_forwarded",
+                      "audit_flops": "flops", "audit_mfu": "mfu"}
 
 
 def metric_key(metric: str, available: Iterable[str]) -> str | None:
@@ -297,7 +305,7 @@ def validate_policy(policy: Policy, known: Mapping[str, Iterable[str]]) -> None:
             problems.append(f"check {i} ({c.check!r}): unknown probe {cond.probe!r}; known probes: {names}")
             continue
         metrics = set(known[cond.probe])
-        if metric_key(cond.metric, metrics) is None:
+        if metric_key(cond.metric, metrics) is None and cond.metric not in AUDIT_COST_METRICS:
             names = ", ".join(sorted(metrics)) or "(none)"
             problems.append(f"check {i} ({c.check!r}): unknown metric {cond.metric!r} for probe "
                             f"{cond.probe!r}; its metrics: {names}")
@@ -437,6 +445,15 @@ def _evaluate_check(c: Check, run_dir: RunDir, manifest: Mapping[str, Any]) -> C
         res.reason = f"probe {name!r} {status}" + (f": {err}" if err else "") + "; no results to judge"
         return res
     metrics = summary.get("metrics") or {}
+    if cond.metric in AUDIT_COST_METRICS and cond.metric not in metrics:
+        from audit.metering import read_probe_compute
+
+        try:
+            figures = read_probe_compute(run_dir.probe_dir(name)) or {}
+        except ValueError as exc:
+            res.reason = str(exc)
+            return res
+        metrics = {cond.metric: {"value": figures.get(AUDIT_COST_METRICS[cond.metric])}}
     key = metric_key(cond.metric, metrics)
     if key is None:
         res.reason = (f"metric {cond.metric!r} is not in probe {name!r} results "

@@ -17,6 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from audit.config import load_config
 from audit.metering import Meter, compute_file, read_probe_compute
+from audit.policy import evaluate_policy, known_metrics, load_policy, validate_policy
 from audit.runner import run_audit
 from audit.store import write_json
 from probes.cost import analytic_flops_per_token
@@ -91,6 +92,11 @@ def test_run_records_each_probe(tmp_path: Path, bert_mlm_path: Path, bert_mlm) -
     assert rec["covers"] == "the whole probe" and rec["status"] == "complete" and rec["attempt"] == 1
     total = read_probe_compute(o.run_dir.probe_dir("cp"))
     assert total is not None and total["tokens_forwarded"] == TOKENS and total["ranks"] == 1
+    # policies gate on it like on a probe metric
+    pol = load_policy([f"cp.audit_tokens_forwarded <= {TOKENS}", f"cp.audit_tokens_forwarded < {TOKENS}",
+                       "cp.audit_mfu > 0", f"cp.audit_flops within {rec['flops'] - 1}..{rec['flops'] + 1}"])
+    validate_policy(pol, known_metrics({"cp": "crows_pairs"}))
+    assert [r.status for r in evaluate_policy(pol, o.run_dir).checks] == ["pass", "fail", "pass", "pass"]
 
 
 def test_resumed_probe_counts_this_attempt_only(tmp_path: Path, bert_mlm_path: Path,
