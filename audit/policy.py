@@ -39,7 +39,6 @@ The runner calls :func:`load_policy`, :func:`validate_policy` (with :func:`known
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -59,6 +58,7 @@ from pydantic import (
 from audit.config import read_yaml_file
 from audit.datafiles import brief
 from audit.store import SCHEMA_VERSION, RunDir, now_iso, read_json, write_json
+from audit.views import finite
 
 Op = Literal["<=", "<", ">=", ">", "within"]
 STATUSES = ("pass", "warn", "fail", "missing", "skipped")
@@ -381,15 +381,6 @@ class Verdict:
                     "counts as failed when its severity is 'fail'.",
             "checks": [c.to_dict() for c in self.checks],
         }
-
-
-def finite(x: Any) -> float | None:
-    """``x`` as a float, or ``None`` when it is missing, not a number, NaN or infinite."""
-    try:
-        f = float(x)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) or math.isinf(f) else f
 
 
 def _resolve(run_dir: RunDir, manifest: Mapping[str, Any], probe: str) -> tuple[str | None, str]:

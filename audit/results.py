@@ -15,6 +15,8 @@ from typing import Any
 
 import pandas as pd
 
+from audit import views
+
 
 @dataclass(frozen=True)
 class MetricInfo:
@@ -123,29 +125,12 @@ class ProbeResult:
         return f"ProbeResult({self.probe}: {parts}; {len(self.items)} items)"
 
     def _repr_html_(self) -> str:
-        """Jupyter's rich display: the metrics table of the report (value, 95 % CI, n, p, ideal,
-        meaning, warning), the warnings, and the size of the item and breakdown tables. Every
-        string is escaped (Jinja2 autoescape)."""
-        from jinja2 import Environment
-
-        def num(x: Any) -> str:
-            f = _clean(x)
-            return "—" if f is None else (f"{f:.4g}" if isinstance(f, float) else str(f))
-
-        rows = [{"name": k, "value": num(m.value) + (f" {m.unit}" if m.unit else ""),
-                 "ci": f"[{num(m.ci_low)}, {num(m.ci_high)}]" if m.ci_low is not None and m.ci_high is not None else "—",
-                 "n": num(m.n), "p": num(m.p_value), "ideal": num(m.ideal), "description": m.description,
-                 "warning": m.warning} for k, m in self.summary.items()]
-        return Environment(autoescape=True).from_string(_PROBE_HTML).render(
-            probe=self.probe, rows=rows, warnings=self.warnings, n_items=len(self.items),
-            n_breakdown=len(self.breakdown), primary=self.info.get("primary_metric"))
-
-
-_PROBE_HTML = """<div class="taudit-probe-result">
-<strong>{{ probe }}</strong> — {{ n_items }} items, {{ n_breakdown }} breakdown rows
-<table><thead><tr><th>metric</th><th>value</th><th>95% CI</th><th>n</th><th>p</th><th>ideal</th><th>meaning</th></tr></thead>
-<tbody>{% for r in rows %}<tr><td>{% if r.name == primary %}<strong>{{ r.name }}</strong>{% else %}{{ r.name }}{% endif %}</td>
-<td>{{ r.value }}</td><td>{{ r.ci }}</td><td>{{ r.n }}</td><td>{{ r.p }}</td><td>{{ r.ideal }}</td>
-<td>{{ r.description }}{% if r.warning %}<br>⚠ {{ r.warning }}{% endif %}</td></tr>{% endfor %}</tbody></table>
-{% for w in warnings %}<p>⚠ {{ w }}</p>{% endfor %}
-</div>"""
+        """Jupyter's rich display through the report's own fragments (audit/templates): the
+        metrics table (value, 95 % CI, n, p, ideal, reading, meaning, warning), the warnings and
+        the per-category breakdown, as in ``report.html``. Every string is escaped (autoescape)."""
+        metrics = [views.metric_entry(k, m.to_dict()) for k, m in self.summary.items()]
+        breakdown, note = views.breakdown_rows(self.breakdown.to_dict(orient="records"))
+        return views.environment().get_template("probe_result.html.j2").render(
+            probe=self.probe, n_items=len(self.items), metrics=metrics, breakdown=breakdown,
+            top_items=views.top_items(self.items, self.info),
+            breakdown_note=note, warnings=views.probe_warnings(self.warnings, metrics))

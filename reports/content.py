@@ -9,7 +9,6 @@ it, so every number in the HTML is also in the JSON. Nothing here runs a model: 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -21,6 +20,9 @@ import yaml
 from audit.metering import read_probe_compute
 from audit.policy import STATUSES as VERDICT_STATUSES
 from audit.store import RunDir, now_iso, read_json
+from audit.views import breakdown_row, breakdown_rows, metric_entry, probe_warnings, py, top_items
+from audit.views import clip as _clip
+from audit.views import finite as _num
 from reports import knowledge, mechanism
 from reports.compute import compute_section
 from reports.findings import key_findings
@@ -28,78 +30,13 @@ from reports.findings import key_findings
 logger = logging.getLogger(__name__)
 
 REPORT_SCHEMA_VERSION = "1.0"
-TOP_ITEMS = 10
-MAX_BREAKDOWN_ROWS = 300
 MAX_EXAMPLES = 6
 MAX_TOKENS = 96
 MAX_MATRIX = 48
-MAX_TEXT = 400
-
-_METRIC_FIELDS = ("value", "ci_low", "ci_high", "n", "p_value", "ideal", "higher_is_better", "test",
-                  "ci_method", "description", "unit", "warning")
-_BREAKDOWN_FIELDS = ("group_by", "group", "metric", "value", "ci_low", "ci_high", "n", "p_value", "p_adjusted")
 
 
 class ReportError(ValueError):
     """The path is not a run directory, or a requested format cannot be produced."""
-
-
-def py(x: Any) -> Any:
-    """A JSON-safe Python value: numpy scalars unwrapped, NaN/inf → None, containers recursed."""
-    if isinstance(x, Mapping):
-        return {str(k): py(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple, set)):
-        return [py(v) for v in x]
-    if hasattr(x, "tolist") and not isinstance(x, (str, bytes)):
-        return py(x.tolist())
-    if isinstance(x, bool) or x is None or isinstance(x, str):
-        return x
-    if isinstance(x, int):
-        return int(x)
-    if isinstance(x, float):
-        return None if math.isnan(x) or math.isinf(x) else float(x)
-    if x is pd.NA or x is pd.NaT:
-        return None
-    return str(x)
-
-
-def _num(x: Any) -> float | None:
-    try:
-        f = float(x)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) or math.isinf(f) else f
-
-
-def _clip(s: Any, n: int = MAX_TEXT) -> str:
-    t = "" if s is None else str(s)
-    return t if len(t) <= n else t[: n - 1] + "…"
-
-
-def direction_text(ideal: float | None, hib: bool | None) -> str:
-    """How to read a metric, from its stored ``ideal`` and ``higher_is_better``."""
-    if hib is True:
-        return "higher is better"
-    if hib is False:
-        return "lower is better"
-    if ideal is not None:
-        return f"closer to {ideal:g} is better"
-    return "no ideal declared"
-
-
-def metric_entry(name: str, d: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored MetricValue dict as a report row (with its reading direction spelled out)."""
-    m = {k: py(d.get(k)) for k in _METRIC_FIELDS}
-    m["name"] = name
-    for k in ("value", "ci_low", "ci_high", "p_value", "ideal"):
-        m[k] = _num(m[k])
-    m["n"] = int(m["n"]) if _num(m["n"]) is not None else None
-    hib = m["higher_is_better"]
-    m["higher_is_better"] = hib if isinstance(hib, bool) else None
-    for k in ("test", "ci_method", "description", "unit", "warning"):
-        m[k] = "" if m[k] is None else str(m[k])
-    m["direction"] = direction_text(m["ideal"], m["higher_is_better"])
-    return m
 
 
 def _safe_json(path: Path) -> tuple[dict[str, Any] | None, str]:
@@ -123,17 +60,6 @@ def _read_table(path: Path) -> tuple[pd.DataFrame | None, str]:
 
 # -- probes ------------------------------------------------------------------------------------
 
-def breakdown_row(r: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored breakdown row (parquet or summary.json) with numbers as floats/ints and labels as text."""
-    row = {k: py(r.get(k)) for k in _BREAKDOWN_FIELDS}
-    for k in ("value", "ci_low", "ci_high", "p_value", "p_adjusted"):
-        row[k] = _num(row[k])
-    row["n"] = int(row["n"]) if _num(row["n"]) is not None else None
-    for k in ("group_by", "group", "metric"):
-        row[k] = "" if row[k] is None else str(row[k])
-    return row
-
-
 def _breakdown(rd: RunDir, name: str, summary: Mapping[str, Any]) -> tuple[list[dict[str, Any]], str]:
     df, err = _read_table(rd.probe_dir(name) / "breakdown.parquet")
     records: list[Mapping[str, Any]]
@@ -141,59 +67,12 @@ def _breakdown(rd: RunDir, name: str, summary: Mapping[str, Any]) -> tuple[list[
         records = df.to_dict(orient="records")
     else:
         records = summary.get("breakdown") or []
-    rows = [breakdown_row(r) for r in records]
-    note = err
-    if len(rows) > MAX_BREAKDOWN_ROWS:
-        note = f"{len(rows)} breakdown rows; the first {MAX_BREAKDOWN_ROWS} are shown"
-        rows = rows[:MAX_BREAKDOWN_ROWS]
-    return rows, note
-
-
-def _category_columns(items: pd.DataFrame, exclude: set[str]) -> list[str]:
-    """Short categorical string columns (e.g. bias_type) worth showing beside an item."""
-    cols = []
-    for c in items.columns:
-        if c in exclude or not (items[c].dtype == object or pd.api.types.is_string_dtype(items[c])):
-            continue
-        s = items[c].dropna()
-        if len(s) and all(isinstance(v, str) for v in s) and s.nunique() <= 20 and s.str.len().max() <= 40:
-            cols.append(str(c))
-    return cols[:2]
+    return breakdown_rows(records, err)
 
 
 def _top_items(rd: RunDir, name: str, info: Mapping[str, Any]) -> dict[str, Any]:
-    effect = info.get("item_effect")
-    raw_text = info.get("item_text") or []
-    text_cols = [raw_text] if isinstance(raw_text, str) else [str(c) for c in raw_text]
-    out: dict[str, Any] = {"effect_column": effect, "text_columns": text_cols, "category_columns": [],
-                           "rows": [], "n_items": None, "note": ""}
     items, err = _read_table(rd.probe_dir(name) / "items.parquet")
-    if items is None:
-        out["note"] = err or "no items.parquet in the probe folder"
-        return out
-    out["n_items"] = int(len(items))
-    if not effect:
-        out["note"] = "the probe names no item effect column (info['item_effect']), so items are not ranked"
-        return out
-    if effect not in items.columns:
-        out["note"] = f"item effect column {effect!r} is not in items.parquet"
-        return out
-    text_cols = [c for c in text_cols if c in items.columns]
-    out["text_columns"] = text_cols
-    cats = _category_columns(items, {effect, *text_cols})
-    out["category_columns"] = cats
-    eff = pd.to_numeric(items[effect], errors="coerce")
-    order = eff.abs().sort_values(ascending=False, na_position="last").index[:TOP_ITEMS]
-    for rank, idx in enumerate(order, 1):
-        row = items.loc[idx]
-        out["rows"].append({
-            "rank": rank,
-            "index": py(idx),
-            "effect": _num(eff.loc[idx]),
-            "texts": {c: _clip(row[c]) for c in text_cols},
-            "categories": {c: _clip(row[c], 60) for c in cats},
-        })
-    return out
+    return top_items(items, info, err or "no items.parquet in the probe folder")
 
 
 def _probe_entry(rd: RunDir, name: str, manifest: Mapping[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
@@ -224,9 +103,7 @@ def _probe_entry(rd: RunDir, name: str, manifest: Mapping[str, Any]) -> tuple[di
     if primary not in {m["name"] for m in metrics}:
         primary = metrics[0]["name"] if metrics else None
     breakdown, bnote = _breakdown(rd, name, summary)
-    warnings = [str(w) for w in summary.get("warnings") or []]
-    warnings += [f"{m['name']}: {m['warning']}" for m in metrics if m["warning"]]
-    warnings = list(dict.fromkeys(warnings))
+    warnings = probe_warnings(summary.get("warnings") or [], metrics)
     data = summary.get("data")
     return {
         "name": name,

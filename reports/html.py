@@ -8,13 +8,13 @@ in a dataset can neither run nor make WeasyPrint reach the network or the file s
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, PackageLoader, StrictUndefined
+from jinja2 import Environment, PackageLoader
 
+from audit import views
 from reports import plots
 from reports.content import ReportError
 from reports.findings import slug
@@ -22,33 +22,6 @@ from reports.findings import slug
 logger = logging.getLogger(__name__)
 
 MAX_BREAKDOWN_PLOTS = 3
-
-
-def _num(x: Any) -> str:
-    if x is None or isinstance(x, str):
-        return "—" if x in (None, "") else x
-    if isinstance(x, bool):
-        return str(x)
-    if isinstance(x, int):
-        return f"{x:,}"
-    if isinstance(x, float):
-        if math.isnan(x):
-            return "—"
-        return f"{x:.4g}"
-    return str(x)
-
-
-def _pval(x: Any) -> str:
-    if x is None:
-        return "—"
-    return "< 0.001" if x < 0.001 else f"{x:.3g}"
-
-
-def _ci(d: Mapping[str, Any]) -> str:
-    lo, hi = d.get("ci_low"), d.get("ci_high")
-    if lo is None or hi is None:
-        return "—"
-    return f"[{lo:.4g}, {hi:.4g}]"
 
 
 def _css(s: Any) -> str:
@@ -64,16 +37,10 @@ def _short(x: Any, n: int = 160) -> str:
     return s if len(s) <= n else s[: n - 1] + "…"
 
 
-def _absmax(xs: list[float | None]) -> float:
-    vals = [abs(v) for v in xs if v is not None]
-    return max(vals) if vals else 0.0
-
-
 def environment() -> Environment:
-    env = Environment(loader=PackageLoader("reports", "templates"), autoescape=True,
-                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(num=_num, pval=_pval, ci=_ci, slug=slug, css=_css, short=_short, absmax=_absmax)
-    env.globals["token_style"] = plots.token_colour
+    """The report templates, then the fragments shared with the notebook views (audit/templates)."""
+    env = views.environment(PackageLoader("reports", "templates"))
+    env.filters.update(slug=slug, css=_css, short=_short)
     return env
 
 

@@ -15,8 +15,10 @@ from typing import Any
 import yaml
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from audit.views import fmt_ci as _ci
+from audit.views import fmt_num as _num
+from audit.views import fmt_pval as _pval
 from reports import knowledge
-from reports.html import _ci, _num, _pval
 
 _SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|~&!])")
 _LEADING = re.compile(r"^(\s*)(\d+)([.)])(?=\s|$)|^(\s*)([-+])(?=\s|$)")

@@ -158,13 +158,3 @@ def matrix_plot(example: dict[str, Any]) -> str | None:
         ax.set_title(_short(title, 70), loc="left")
         fig.tight_layout()
         return _png(fig)
-
-
-def token_colour(score: float | None, scale: float) -> str:
-    """CSS background for one token: vermillion for positive, blue for negative attribution."""
-    if score is None or scale <= 0:
-        return "background-color: transparent"
-    a = min(abs(score) / scale, 1.0) * 0.85
-    rgb = (213, 94, 0) if score > 0 else (0, 114, 178)
-    fg = "#ffffff" if a > 0.55 else "#000000"
-    return f"background-color: rgba({rgb[0]}, {rgb[1]}, {rgb[2]}, {a:.3f}); color: {fg}"

@@ -1,12 +1,14 @@
 """``taudit data list`` / ``taudit data fetch`` (audit/catalogue.py) against a local HTTP server on
 127.0.0.1 serving ../shared/data, pinned sha256 checks, ``data: NAME`` in configs, and the
-README's example config validating as written after a fetch."""
+README's example config validating, then running, as written after a fetch."""
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import re
+import shlex
 import shutil
 import threading
 from collections.abc import Iterator
@@ -16,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from audit.catalogue import catalogue, resolve_data
+from audit.config import load_config
+from audit.probe import PROBES
 from tests.conftest import shared_file
 from tests.test_cli_errors import taudit, write
 
@@ -106,10 +110,29 @@ def test_data_name_in_a_config(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert code == 0, err
 
 
-def _readme_config() -> str:
+def _readme_block(lang: str) -> str:
+    """The first ```lang block of the README's "The audit config" section, as written."""
     text = (REPO / "README.md").read_text(encoding="utf-8")
     section = text[text.index("## The audit config"):]
-    return section[section.index("```yaml\n") + 8:section.index("\n```", section.index("```yaml\n"))]
+    start = section.index(f"```{lang}\n") + len(lang) + 4
+    return section[start:section.index("\n```", start)]
+
+
+def _readme_config() -> str:
+    return _readme_block("yaml")
+
+
+def _readme_commands() -> list[list[str]]:
+    """The ``taudit`` commands of the README's bash block after the config, comments dropped and
+    ``a && b`` split, each as argv without the leading ``taudit``."""
+    cmds = []
+    for line in _readme_block("bash").splitlines():
+        for part in line.split("#", 1)[0].split("&&"):
+            argv = shlex.split(part)
+            if argv:
+                assert argv[0] == "taudit", line
+                cmds.append(argv[1:])
+    return cmds
 
 
 def test_readme_example_config_validates_as_written_after_fetch(
@@ -124,3 +147,43 @@ def test_readme_example_config_validates_as_written_after_fetch(
     code, out, err = taudit(capsys, "validate", str(cfg))
     assert code == 0 and out.startswith("ok: 2 model(s), 3 probe(s), 1 explain step(s)"), err
     shutil.rmtree(tmp_path / "data")
+
+
+@pytest.mark.slow
+def test_readme_example_config_runs_as_written_after_fetch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], serve: object, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 21: the README's config and commands, followed step by step on the demo models, with
+    the datasets fetched from the local server instead of GitHub (``$TAUDIT_DATA_MIRROR``)."""
+    monkeypatch.setenv("TAUDIT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("TAUDIT_DATA_MIRROR", serve(_shared()))  # type: ignore[operator]
+    monkeypatch.chdir(tmp_path)
+    cfg = write(tmp_path / "audit.yaml", _readme_config())
+    commands = _readme_commands()
+    fetched = {a for c in commands if c[:2] == ["data", "fetch"] for a in c[2:]}
+    config = load_config(cfg)
+    named = {p.data for p in config.probes if isinstance(p.data, str) and p.data in catalogue()}
+    assert named and fetched == named  # the README fetches exactly the datasets its config names
+    codes = {}
+    for argv in commands:
+        code, _, err = taudit(capsys, *argv)
+        codes[argv[0]] = code
+        assert code in ((0, 1) if argv[0] == "run" else (0,)), f"taudit {shlex.join(argv)}: {err}"
+    assert set(codes) >= {"data", "validate", "run"}
+    runs = sorted((tmp_path / "runs").iterdir())
+    assert len(runs) == len(config.models)
+    scored: dict[str, set[str]] = {}
+    for run in runs:
+        manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
+        kind = manifest["model"]["kind"]
+        for p in config.probes:
+            entry = manifest["probes"][p.instance]
+            if kind not in PROBES.get(p.probe).kinds:  # e.g. CrowS-Pairs on a sentence encoder
+                assert entry["status"] == "skipped" and kind in entry["reason"], (run.name, p.instance, entry)
+                continue
+            summary = json.loads((run / "probes" / p.instance / "summary.json").read_text(encoding="utf-8"))
+            assert summary["probe"] == p.probe and summary["status"] == "complete", (run.name, p.instance)
+            assert summary["metrics"] and all(m["value"] is not None for m in summary["metrics"].values())
+            scored.setdefault(p.instance, set()).add(run.name)
+        assert (run / "report.html").is_file() and (run / "verdict.json").is_file()
+    assert set(scored) == {p.instance for p in config.probes}  # every probe of the config ran somewhere

@@ -765,7 +765,7 @@ def test_explain_html_escapes_hostile_tokens_texts_and_names() -> None:
     assert a.problems == [], a.problems[:10]
     assert html.count("<style>") == 1 and "<script" not in html and "<!--" not in html
     for attr in re.findall(r'\sstyle="([^"]*)"', html):  # only the page's own colours in style attributes
-        assert re.fullmatch(r"background:(transparent|rgba\([\d.,]+\))", attr), attr
+        assert re.fullmatch(r"background-color: (transparent|rgba\([\d., ]+\); color: #[0-9a-f]{6})", attr), attr
     for attr in re.findall(r'\stitle="([^"]*)"', html):  # tooltips: positions and numbers only
         assert re.fullmatch(r"\d+: ([+-][\d.e+-]+|not visible)|layer \d+ head \d+", attr), attr
     text = a.visible()

@@ -1,6 +1,7 @@
 """Human-readable views of :class:`~audit.explain.attributions.Attributions`: a terminal token
 table (token, score, bar) and a small self-contained HTML heat map (Jinja2 with autoescape, no
-scripts, no external resources) with its colour legend, per-token values and completeness."""
+scripts, no external resources; ``audit/templates/attributions.html.j2``, whose token rows are the
+report's own heat-map fragment) with its colour legend, per-token values and completeness."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from jinja2 import Environment
 
+from audit import views
 from audit.metrics.faithfulness import GAP_WARNING
 
 if TYPE_CHECKING:
@@ -72,56 +73,6 @@ def _heads_table(e: ExampleAttribution) -> list[str]:
     return lines
 
 
-_TEMPLATE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
-<style>
-body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}
-.tok{display:inline-block;padding:.15em .25em;margin:.1em;border-radius:.25em;white-space:pre}
-.tok.fixed{outline:1px dashed #888}
-.meta{color:#555;font-size:.9em}
-.incomplete{color:#b00;font-weight:bold;border:1px solid #b00;border-radius:.25em;padding:0 .3em}
-.legend{display:inline-block;width:12em;height:.9em;vertical-align:middle;border:1px solid #ccc;
-background:linear-gradient(to right,rgba(38,139,210,.85),rgba(38,139,210,0) 50%,rgba(220,50,47,0) 50%,rgba(220,50,47,.85))}
-table.m{border-collapse:collapse;font-size:.85em}
-table.m td,table.m th{padding:.2em .35em;border:1px solid #eee;white-space:pre}
-details{margin:.3em 0 1em}
-</style></head><body>
-<h1>{{ title }}</h1>
-{% for block in blocks %}
-<h2>{{ block.method }}</h2>
-<p class="meta">model {{ block.model }} ({{ block.kind }}){% if block.warnings %} — {{ block.warnings|join("; ") }}{% endif %}</p>
-{% for ex in block.examples %}
-<h3>example {{ ex.index }}: {{ ex.text }}</h3>
-{% if ex.baseline %}<p class="meta">baseline token: {{ ex.baseline }}{% if ex.has_fixed %} · dashed tokens are held fixed (special tokens, the position predicted, the prefix token): not attributed and left out of the colour scale{% endif %}</p>{% endif %}
-{% for t in ex.targets %}
-<p class="meta">target: {{ t.name }}{% if t.gap %} — completeness gap {{ t.gap }}{% endif %}{% if t.steps %} at {{ t.steps }} steps{% endif %}{% if t.incomplete %} <span class="incomplete">incomplete: gap over {{ t.tolerance }}</span>{% endif %}</p>
-<p class="meta">colour scale: <span>{{ t.low }}</span> <span class="legend"></span> <span>{{ t.high }}</span> (blue negative, red positive; hover a token for its value)</p>
-<div>{% for tok in t.tokens %}<span class="tok{% if tok.fixed %} fixed{% endif %}" style="background:{{ tok.color }}" title="{{ tok.title }}">{{ tok.text }}</span>{% endfor %}</div>
-{% endfor %}
-{% if ex.targets %}
-<details><summary>values per token</summary>
-<table class="m"><tr><th>#</th><th>token</th>{% for t in ex.targets %}<th>{{ t.name }}</th>{% endfor %}</tr>
-{% for row in ex.table %}<tr><td>{{ row.index }}</td><td>{{ row.token }}</td>{% for v in row.cells %}<td>{{ v }}</td>{% endfor %}</tr>{% endfor %}
-</table></details>
-{% endif %}
-{% if ex.heads %}
-<table class="m"><tr><th>layer</th>{% for h in ex.heads[0] %}<th>head {{ loop.index0 }}</th>{% endfor %}</tr>
-{% for row in ex.heads %}<tr><th>{{ loop.index0 }}</th>{% for c in row %}<td style="background:{{ c.color }}" title="{{ c.title }}">{{ c.text }}</td>{% endfor %}</tr>{% endfor %}
-</table>
-{% endif %}
-{% endfor %}
-{% endfor %}
-</body></html>
-"""
-
-
-def _color(score: float, scale: float) -> str:
-    if not math.isfinite(score) or scale <= 0:
-        return "transparent"
-    a = min(1.0, abs(score) / scale) * 0.85
-    return f"rgba(220,50,47,{a:.3f})" if score >= 0 else f"rgba(38,139,210,{a:.3f})"
-
-
 def _target_view(e: ExampleAttribution, k: int, row: np.ndarray) -> dict[str, Any]:
     """One target's heat map: the colour scale over the attributed tokens only (a fixed BOS or
     special token that holds most of the mass, as in attention rollout, would wash out the rest),
@@ -136,10 +87,8 @@ def _target_view(e: ExampleAttribution, k: int, row: np.ndarray) -> dict[str, An
     steps = (c.get("steps") or [c.get("n_steps")] * (k + 1))[k] if c else None
     return {"name": e.target_names[k], "gap": f"{g:.2%}" if g is not None and math.isfinite(g) else "",
             "steps": steps or "", "incomplete": incomplete, "tolerance": f"{tol:.0%}",
-            "low": f"{-sc:+.3g}", "high": f"{sc:+.3g}",
-            "tokens": [{"text": tok, "color": _color(float(s), sc), "fixed": bool(fixed[i]),
-                        "title": f"{i}: {s:+.4g}" if math.isfinite(s) else f"{i}: not visible"}
-                       for i, (tok, s) in enumerate(zip(e.tokens, row, strict=True))]}
+            "low": f"{-sc:+.3g}", "high": f"{sc:+.3g}", "scale": sc,
+            "scores": [float(v) if math.isfinite(v) else None for v in row]}
 
 
 def html_report(attrs: list[Attributions], title: str = "Token attributions") -> str:
@@ -152,19 +101,17 @@ def html_report(attrs: list[Attributions], title: str = "Token attributions") ->
         for e in a.examples:
             targets, heads, rows = [], None, []
             if a.layout == "heads":
-                s = np.asarray(e.scores)
-                sc = _scale(s)
-                heads = [[{"text": f"{v:.3f}", "color": _color(float(v), sc), "title": f"layer {li} head {hi}"}
-                          for hi, v in enumerate(row)] for li, row in enumerate(s)]
+                s = np.asarray(e.scores, dtype=np.float64)
+                heads = {"scores": s.tolist(), "scale": _scale(s)}
             elif e.token_scores is not None:
                 targets = [_target_view(e, k, e.token_scores[k]) for k in range(len(e.target_names))]
                 rows = [{"index": i, "token": tok, "cells": [f"{v:+.4g}" if math.isfinite(v) else "" for v in
                                                               e.token_scores[:, i]]}
                         for i, tok in enumerate(e.tokens)]
-            exs.append({"index": e.index, "text": e.text, "targets": targets, "heads": heads, "table": rows,
-                        "baseline": e.info.get("baseline_token", ""),
-                        "has_fixed": not np.asarray(e.attributable, dtype=bool).all()})
+            fixed = ~np.asarray(e.attributable, dtype=bool)
+            exs.append({"index": e.index, "text": e.text, "tokens": e.tokens, "fixed": fixed.tolist(),
+                        "targets": targets, "heads": heads, "table": rows,
+                        "baseline": e.info.get("baseline_token", ""), "has_fixed": bool(fixed.any())})
         blocks.append({"method": a.method, "model": a.model, "kind": a.kind, "warnings": a.warnings,
                        "examples": exs})
-    env = Environment(autoescape=True)
-    return env.from_string(_TEMPLATE).render(title=title, blocks=blocks)
+    return views.environment().get_template("attributions.html.j2").render(title=title, blocks=blocks)

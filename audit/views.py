@@ -1,0 +1,220 @@
+"""HTML fragments shared by the reports and the notebook views (Jinja2, autoescaped).
+
+One probe's metrics table (value, 95 % CI, n, p, ideal, reading, meaning and warning), its
+warnings, its per-category breakdown table and a token heat map are macros in
+``audit/templates/fragments.html.j2``. ``reports`` renders its probe and explanation sections
+through them, and :meth:`audit.results.ProbeResult._repr_html_` and
+:meth:`audit.explain.attributions.Attributions._repr_html_` render through the same macros, so a
+number reads the same in a notebook as in ``report.html``. This module holds the row builders
+(stored ``MetricValue`` / breakdown records → display rows) and the filters the macros use; it
+lives in ``audit`` because ``audit`` may not import ``reports``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pandas as pd
+from jinja2 import BaseLoader, ChoiceLoader, Environment, PackageLoader, StrictUndefined
+
+MAX_BREAKDOWN_ROWS = 300
+TOP_ITEMS = 10
+MAX_TEXT = 400
+
+_METRIC_FIELDS = ("value", "ci_low", "ci_high", "n", "p_value", "ideal", "higher_is_better", "test",
+                  "ci_method", "description", "unit", "warning")
+_BREAKDOWN_FIELDS = ("group_by", "group", "metric", "value", "ci_low", "ci_high", "n", "p_value", "p_adjusted")
+
+
+# -- values ------------------------------------------------------------------------------------
+
+def py(x: Any) -> Any:
+    """A JSON-safe Python value: numpy scalars unwrapped, NaN/inf → None, containers recursed."""
+    if isinstance(x, Mapping):
+        return {str(k): py(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple, set)):
+        return [py(v) for v in x]
+    if hasattr(x, "tolist") and not isinstance(x, (str, bytes)):
+        return py(x.tolist())
+    if isinstance(x, bool) or x is None or isinstance(x, str):
+        return x
+    if isinstance(x, int):
+        return int(x)
+    if isinstance(x, float):
+        return None if math.isnan(x) or math.isinf(x) else float(x)
+    if x is pd.NA or x is pd.NaT:
+        return None
+    return str(x)
+
+
+def finite(x: Any) -> float | None:
+    """``x`` as a float, or ``None`` when it is missing, not a number, NaN or infinite."""
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) or math.isinf(f) else f
+
+
+def clip(s: Any, n: int = MAX_TEXT) -> str:
+    """``s`` as text of at most ``n`` characters (an ellipsis marks a cut)."""
+    t = "" if s is None else str(s)
+    return t if len(t) <= n else t[: n - 1] + "…"
+
+
+def direction_text(ideal: float | None, hib: bool | None) -> str:
+    """How to read a metric, from its stored ``ideal`` and ``higher_is_better``."""
+    if hib is True:
+        return "higher is better"
+    if hib is False:
+        return "lower is better"
+    if ideal is not None:
+        return f"closer to {ideal:g} is better"
+    return "no ideal declared"
+
+
+def metric_entry(name: str, d: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored MetricValue dict as a display row (with its reading direction spelled out)."""
+    m = {k: py(d.get(k)) for k in _METRIC_FIELDS}
+    m["name"] = name
+    for k in ("value", "ci_low", "ci_high", "p_value", "ideal"):
+        m[k] = finite(m[k])
+    m["n"] = int(m["n"]) if finite(m["n"]) is not None else None
+    hib = m["higher_is_better"]
+    m["higher_is_better"] = hib if isinstance(hib, bool) else None
+    for k in ("test", "ci_method", "description", "unit", "warning"):
+        m[k] = "" if m[k] is None else str(m[k])
+    m["direction"] = direction_text(m["ideal"], m["higher_is_better"])
+    return m
+
+
+def breakdown_row(r: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored breakdown row (parquet or summary.json) with numbers as floats/ints and labels as text."""
+    row = {k: py(r.get(k)) for k in _BREAKDOWN_FIELDS}
+    for k in ("value", "ci_low", "ci_high", "p_value", "p_adjusted"):
+        row[k] = finite(row[k])
+    row["n"] = int(row["n"]) if finite(row["n"]) is not None else None
+    for k in ("group_by", "group", "metric"):
+        row[k] = "" if row[k] is None else str(row[k])
+    return row
+
+
+def breakdown_rows(records: Iterable[Mapping[str, Any]], note: str = "") -> tuple[list[dict[str, Any]], str]:
+    """Display rows of a breakdown, at most :data:`MAX_BREAKDOWN_ROWS`, and the note that says so."""
+    rows = [breakdown_row(r) for r in records]
+    if len(rows) > MAX_BREAKDOWN_ROWS:
+        note = f"{len(rows)} breakdown rows; the first {MAX_BREAKDOWN_ROWS} are shown"
+        rows = rows[:MAX_BREAKDOWN_ROWS]
+    return rows, note
+
+
+def probe_warnings(warnings: Iterable[Any], metrics: Iterable[Mapping[str, Any]]) -> list[str]:
+    """A probe's warnings, then each metric's own warning as ``name: warning``, without repeats."""
+    out = [str(w) for w in warnings] + [f"{m['name']}: {m['warning']}" for m in metrics if m["warning"]]
+    return list(dict.fromkeys(out))
+
+
+def category_columns(items: pd.DataFrame, exclude: set[str]) -> list[str]:
+    """Short categorical string columns (e.g. bias_type) worth showing beside an item."""
+    cols = []
+    for c in items.columns:
+        if c in exclude or not (items[c].dtype == object or pd.api.types.is_string_dtype(items[c])):
+            continue
+        s = items[c].dropna()
+        if len(s) and all(isinstance(v, str) for v in s) and s.nunique() <= 20 and s.str.len().max() <= 40:
+            cols.append(str(c))
+    return cols[:2]
+
+
+def top_items(items: pd.DataFrame | None, info: Mapping[str, Any], missing: str = "no item table") -> dict[str, Any]:
+    """The :data:`TOP_ITEMS` items with the largest |effect| (``info["item_effect"]``), with their
+    texts (``info["item_text"]``) and up to two category columns; ``missing`` is the note when
+    ``items`` is None."""
+    effect = info.get("item_effect")
+    raw_text = info.get("item_text") or []
+    text_cols = [raw_text] if isinstance(raw_text, str) else [str(c) for c in raw_text]
+    out: dict[str, Any] = {"effect_column": effect, "text_columns": text_cols, "category_columns": [],
+                           "rows": [], "n_items": None, "note": ""}
+    if items is None:
+        out["note"] = missing
+        return out
+    out["n_items"] = int(len(items))
+    if not effect:
+        out["note"] = "the probe names no item effect column (info['item_effect']), so items are not ranked"
+        return out
+    if effect not in items.columns:
+        out["note"] = f"item effect column {effect!r} is not in items.parquet"
+        return out
+    text_cols = [c for c in text_cols if c in items.columns]
+    out["text_columns"] = text_cols
+    cats = category_columns(items, {effect, *text_cols})
+    out["category_columns"] = cats
+    eff = pd.to_numeric(items[effect], errors="coerce")
+    order = eff.abs().sort_values(ascending=False, na_position="last").index[:TOP_ITEMS]
+    for rank, idx in enumerate(order, 1):
+        row = items.loc[idx]
+        out["rows"].append({
+            "rank": rank,
+            "index": py(idx),
+            "effect": finite(eff.loc[idx]),
+            "texts": {c: clip(row[c]) for c in text_cols},
+            "categories": {c: clip(row[c], 60) for c in cats},
+        })
+    return out
+
+
+# -- filters -----------------------------------------------------------------------------------
+
+def fmt_num(x: Any) -> str:
+    if x is None or isinstance(x, str):
+        return "—" if x in (None, "") else x
+    if isinstance(x, bool):
+        return str(x)
+    if isinstance(x, int):
+        return f"{x:,}"
+    if isinstance(x, float):
+        if math.isnan(x):
+            return "—"
+        return f"{x:.4g}"
+    return str(x)
+
+
+def fmt_pval(x: Any) -> str:
+    if x is None:
+        return "—"
+    return "< 0.001" if x < 0.001 else f"{x:.3g}"
+
+
+def fmt_ci(d: Mapping[str, Any]) -> str:
+    lo, hi = d.get("ci_low"), d.get("ci_high")
+    if lo is None or hi is None:
+        return "—"
+    return f"[{lo:.4g}, {hi:.4g}]"
+
+
+def absmax(xs: Iterable[float | None]) -> float:
+    vals = [abs(v) for v in xs if v is not None and math.isfinite(v)]
+    return max(vals) if vals else 0.0
+
+
+def token_colour(score: float | None, scale: float) -> str:
+    """CSS background for one token: vermillion for positive, blue for negative attribution
+    (Okabe–Ito colours, readable with colour-vision deficiency); transparent without a score."""
+    if score is None or not math.isfinite(score) or scale <= 0:
+        return "background-color: transparent"
+    a = min(abs(score) / scale, 1.0) * 0.85
+    rgb = (213, 94, 0) if score > 0 else (0, 114, 178)
+    fg = "#ffffff" if a > 0.55 else "#000000"
+    return f"background-color: rgba({rgb[0]}, {rgb[1]}, {rgb[2]}, {a:.3f}); color: {fg}"
+
+
+def environment(*loaders: BaseLoader) -> Environment:
+    """An autoescaping environment that finds ``loaders``' templates first, then
+    ``audit/templates`` (the shared fragments), with the filters the fragments use."""
+    env = Environment(loader=ChoiceLoader([*loaders, PackageLoader("audit", "templates")]), autoescape=True,
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(num=fmt_num, pval=fmt_pval, ci=fmt_ci, absmax=absmax)
+    env.globals["token_style"] = token_colour
+    return env
