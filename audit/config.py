@@ -310,6 +310,25 @@ def check_paths(cfg: AuditConfig, source: str) -> None:
         raise ConfigError(f"invalid audit config {source}:\n  " + "\n  ".join(problems))
 
 
+def _encoder_pairs(i: int, spec: dict[str, Any], models: list[ModelSpec]) -> list[tuple[str, str]]:
+    """A sentence encoder's explain target is the cosine similarity of a text with a second one:
+    single ``texts`` without ``target: {pair: ...}`` cannot run on a model declared (``kind``) or
+    known (a demo alias) to be an encoder."""
+    from audit.models import DEMO_MODELS
+
+    texts, target, only = spec.get("texts"), spec.get("target"), spec.get("models")
+    if not isinstance(texts, list) or (isinstance(target, dict) and target.get("pair")):
+        return []
+    single = [n for n, t in enumerate(texts) if isinstance(t, str)]
+    encoders = [m.name for m in models if (not isinstance(only, list) or m.name in only)
+                and (m.kind or getattr(DEMO_MODELS.get(m.name), "kind", None)) == "encoder"]
+    if not single or not encoders:
+        return []
+    return [(f"explain.{i}.texts", f"texts {single} have no second text, but the target of sentence encoder(s) "
+             f"{encoders} is the similarity with one; give [text, pair] items or target: {{pair: ...}}, or "
+             "name the other models under 'models'")]
+
+
 def check_names(cfg: AuditConfig, source: str) -> None:
     """Probe names, probe options (each probe's ``Options``, which become ``p.options`` as
     validated) and explain specs checked against what is registered; every problem is listed."""
@@ -353,6 +372,7 @@ def check_names(cfg: AuditConfig, source: str) -> None:
             found += [(".".join(x for x in (f"explain.{i}", loc) if x), msg) for loc, msg in exc.problems]
         except ValueError as exc:
             found.append((f"explain.{i}", str(exc)))
+        found += _encoder_pairs(i, spec, cfg.models)
         nm = spec.get("name") or f"explain{i}"
         if isinstance(nm, str) and nm in seen:
             found.append((f"explain.{i}.name", f"{nm!r} is used twice"))

@@ -209,6 +209,19 @@ def test_explain_models_must_be_a_list_of_names(tmp_path: Path) -> None:
     assert load_config(_config(tmp_path, base % "[tiny]")).explain[0]["models"] == ["tiny"]
 
 
+def test_explain_on_a_sentence_encoder_needs_pairs(tmp_path: Path) -> None:
+    """Issue 21: the README's explain step passed `taudit validate` and failed in `taudit run` on
+    MiniLM (a demo alias known to be an encoder) or any model declared `kind: encoder`."""
+    base = "models: [smollm2-135m, {name: ./enc, kind: encoder}, minilm-l6]\nexplain:\n  - {name: why, methods: [ig], %s}\n"
+    err = _config_error(tmp_path, base % "texts: [a, [b, c]]")
+    assert "explain.0.texts: texts [0] have no second text, but the target of sentence encoder(s) ['./enc', 'minilm-l6']" in err
+    assert "target: {pair: ...}" in err
+    err = _config_error(tmp_path, base % "texts: [a], models: [smollm2-135m, minilm-l6]")
+    assert "sentence encoder(s) ['minilm-l6']" in err
+    for ok in ("texts: [[a, b]]", "texts: [a], target: {pair: b}", "texts: [a], models: [smollm2-135m]"):
+        assert load_config(_config(tmp_path, base % ok)).explain[0]["texts"], ok
+
+
 # ---------------------------------------------------------------------------------- policy
 
 
