@@ -4,6 +4,7 @@ report's own template fragments (audit/templates/fragments.html.j2); strings esc
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +90,10 @@ def test_attributions_repr_html_and_show(bert_classifier, capsys: pytest.Capture
     fixed = (~np.asarray(e.attributable, dtype=bool)).tolist()
     heat = _heat(e.tokens, row["scores"], row["scale"], fixed)
     assert heat.count('<span class="tok') == len(e.tokens) and heat in html  # the report's heat-map fragment
+    # a block for a notebook cell: no page of its own, and its CSS cannot restyle the notebook
+    assert html.startswith('<div class="taudit-attributions">') and "<body" not in html
+    css = html[html.index("<style>") + 7:html.index("</style>")]
+    assert all(rule.strip().startswith(".taudit-attributions") for rule in re.findall(r"(?:^|})([^{}]+){", css))
     a.show()  # no notebook kernel here: the terminal table
     out = capsys.readouterr().out
     assert out.startswith("method: saliency") and "target:" in out

@@ -115,10 +115,11 @@ class Attributions:
 
     # -- notebook and terminal views (inseq's ``show``) ---------------------------------------
     def _repr_html_(self) -> str:
-        """Jupyter's rich display: the escaped heat map of :func:`audit.explain.render.html_report`."""
+        """Jupyter's rich display: the escaped heat map of :func:`audit.explain.render.html_report`,
+        as a block whose CSS stays inside it."""
         from audit.explain.render import html_report
 
-        return html_report([self], title=f"{self.method} attributions")
+        return html_report([self], title=f"{self.method} attributions", page=False)
 
     def show(self) -> None:
         """Show the heat map in a notebook (IPython), else print the token table to the terminal."""

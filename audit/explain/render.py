@@ -91,10 +91,11 @@ def _target_view(e: ExampleAttribution, k: int, row: np.ndarray) -> dict[str, An
             "scores": [float(v) if math.isfinite(v) else None for v in row]}
 
 
-def html_report(attrs: list[Attributions], title: str = "Token attributions") -> str:
+def html_report(attrs: list[Attributions], title: str = "Token attributions", page: bool = True) -> str:
     """A self-contained HTML page (inseq-style heat map with a colour legend, each token's value on
     hover and in a table, the baseline token, and each target's gap, steps and incomplete mark);
-    every model or dataset string is escaped by Jinja2."""
+    every model or dataset string is escaped by Jinja2. ``page=False``: the same as one ``<div>``
+    whose CSS applies inside it only (for a notebook cell)."""
     blocks = []
     for a in attrs:
         exs = []
@@ -114,4 +115,4 @@ def html_report(attrs: list[Attributions], title: str = "Token attributions") ->
                         "baseline": e.info.get("baseline_token", ""), "has_fixed": bool(fixed.any())})
         blocks.append({"method": a.method, "model": a.model, "kind": a.kind, "warnings": a.warnings,
                        "examples": exs})
-    return views.environment().get_template("attributions.html.j2").render(title=title, blocks=blocks)
+    return views.environment().get_template("attributions.html.j2").render(title=title, blocks=blocks, page=page)
