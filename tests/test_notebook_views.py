@@ -19,6 +19,13 @@ from reports.html import render_html
 from tests.fixture_runs import HOSTILE, crows_result, make_run
 
 
+def _css_scoped_to(html: str, scope: str) -> bool:
+    """Every selector of the view's one ``<style>`` starts with ``scope``."""
+    css = html[html.index("<style>") + 7:html.index("</style>")]
+    selectors = [sel.strip() for rule in re.findall(r"(?:^|})([^{}]+){", css) for sel in rule.split(",")]
+    return bool(selectors) and all(sel.startswith(scope + " ") for sel in selectors)
+
+
 def _between(html: str, start: str, end: str) -> str:
     """The first ``start … end`` span of ``html`` (both included)."""
     i = html.index(start)
@@ -47,6 +54,7 @@ def test_probe_result_html_is_the_reports_probe_section(tmp_path: Path) -> None:
     breakdown = appendix[appendix.index('<div class="table-wrap">'):]
     assert "<td>bias_type</td>" in breakdown and breakdown in note
     assert "<strong>crows_pairs</strong> — 6 items" in note
+    assert _css_scoped_to(note, ".taudit-probe-result")  # the notebook keeps its own styles
 
 
 def test_probe_result_html_escapes_hostile_strings() -> None:
@@ -92,8 +100,7 @@ def test_attributions_repr_html_and_show(bert_classifier, capsys: pytest.Capture
     assert heat.count('<span class="tok') == len(e.tokens) and heat in html  # the report's heat-map fragment
     # a block for a notebook cell: no page of its own, and its CSS cannot restyle the notebook
     assert html.startswith('<div class="taudit-attributions">') and "<body" not in html
-    css = html[html.index("<style>") + 7:html.index("</style>")]
-    assert all(rule.strip().startswith(".taudit-attributions") for rule in re.findall(r"(?:^|})([^{}]+){", css))
+    assert _css_scoped_to(html, ".taudit-attributions")
     a.show()  # no notebook kernel here: the terminal table
     out = capsys.readouterr().out
     assert out.startswith("method: saliency") and "target:" in out
