@@ -419,11 +419,13 @@ def _run_model(
         manifest["explain"][ename] = {"status": "running"}
         save(manifest)
         seed_everything(cfg.seed)
+        m = Meter(handle.model, handle.config)
         try:
             spec_r = dict(spec_d)
             if spec_r.get("data"):
                 spec_r["data"] = cfg.resolve(spec_r["data"])
-            run_explain_step(handle, spec_r, rd, ename, seed=cfg.seed, progress=progress)
+            with m:
+                run_explain_step(handle, spec_r, rd, ename, seed=cfg.seed, progress=progress)
             manifest["explain"][ename] = {"status": "complete", "duration_s": time.perf_counter() - t0}
         except StorageError:
             raise
@@ -432,6 +434,8 @@ def _run_model(
             logger.error("explain %s failed: %s", ename, msg)
             manifest["explain"][ename] = {"status": "failed", "error": msg, "duration_s": time.perf_counter() - t0}
             errors.append(f"explain {ename}: {msg}")
+        if meter is not None and rd.explain_dir(ename).is_dir():  # a step that failed early wrote no folder
+            _write_compute(rd.explain_dir(ename), ename, m, meter, manifest["explain"][ename]["status"], None, dist)
         save(manifest)
 
     outcome = RunOutcome(rd, "failed" if errors else "complete", errors)
@@ -451,11 +455,11 @@ def _run_model(
     return outcome
 
 
-def _write_compute(rd: RunDir, name: str, m: Meter, meter: dict[str, Any], status: str, probe: Any,
+def _write_compute(folder: Path, name: str, m: Meter, meter: dict[str, Any], status: str, probe: Any,
                    dist: Dist) -> None:
-    """This rank's compute for one probe, in ``probes/<name>/compute-rank<k>.json`` (summed over
-    the ranks by :func:`audit.metering.read_probe_compute`; no collective needed). The figures cover
-    this attempt only: chunks reused from an earlier attempt are named, not counted."""
+    """This rank's compute for one probe (or explain step), in ``<folder>/compute-rank<k>.json``
+    (summed over the ranks by :func:`audit.metering.read_probe_compute`; no collective needed). The
+    figures cover this attempt only: chunks reused from an earlier attempt are named, not counted."""
     resumed = getattr(probe, "resumed", None) or {}
     reused, total = resumed.get("chunks_reused"), resumed.get("chunks_total")
     covers = (f"this attempt only: {reused} of {total} chunks were reused from an earlier attempt and are not counted"
@@ -464,7 +468,7 @@ def _write_compute(rd: RunDir, name: str, m: Meter, meter: dict[str, Any], statu
            "chunks_reused": reused, "chunks_total": total, **m.figures(meter["matmul_flops_per_s"]),
            "matmul_flops_per_s": meter["matmul_flops_per_s"], "flops_method": FLOPS_METHOD}
     try:
-        write_json(compute_file(rd.probe_dir(name), dist.rank), rec)
+        write_json(compute_file(folder, dist.rank), rec)
     except StorageError as exc:
         if dist.is_main:
             raise
@@ -502,7 +506,7 @@ def _probe_step(
                 result = probe.run(handle, data, seed=cfg.seed, progress=progress, **spec.options)
     except Exception as exc:
         if m is not None and meter is not None and not isinstance(exc, (RankLost, StorageError)):
-            _write_compute(rd, name, m, meter, "failed", probe, dist)  # the run directory can be written
+            _write_compute(rd.probe_dir(name), name, m, meter, "failed", probe, dist)  # the run directory can be written
         dt = time.perf_counter() - t0
         if isinstance(exc, StorageError) and dist.is_main:
             raise  # the run directory cannot be written: nothing else can be recorded either
@@ -518,7 +522,7 @@ def _probe_step(
         rd.write_probe_failure(name, spec.probe, msg, duration_s=dt)
         return {"probe": spec.probe, "status": "failed", "error": msg, "duration_s": dt}, msg
     if m is not None and meter is not None and (dist.is_main or isinstance(probe, ItemProbe)):  # else: rank 0 only
-        _write_compute(rd, name, m, meter, "complete", probe, dist)
+        _write_compute(rd.probe_dir(name), name, m, meter, "complete", probe, dist)
     if not dist.is_main or result is None:
         return None, None
     dt = time.perf_counter() - t0

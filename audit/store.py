@@ -8,7 +8,7 @@
                                          "warnings", "options", "data", "duration_s", "status"}
     <run>/probes/<name>/items.parquet    one row per item
     <run>/probes/<name>/compute-rank<k>.json   what the probe cost rank k (audit/metering.py)
-    <run>/explain/<name>/attributions.parquet, metrics.parquet (+ summary.json)
+    <run>/explain/<name>/attributions.parquet, metrics.parquet (+ summary.json, compute-rank0.json)
     <run>/verdict.json, report.*
 
 Every write goes to a temporary file in the same folder and is renamed into place, so a reader

@@ -359,12 +359,15 @@ def _package_version() -> str:
 
 
 def _audit_compute(rd: RunDir, limitations: list[dict[str, str]]) -> dict[str, Any]:
-    """Each probe's own compute (``probes/<name>/compute-rank*.json`` summed over the ranks); an
-    unreadable record becomes a limitation instead of stopping the report."""
+    """Each probe's and explain step's own compute (``compute-rank*.json`` in its folder, summed over
+    the ranks), explain steps keyed ``explain/<name>`` as in ``durations``; an unreadable record
+    becomes a limitation instead of stopping the report."""
     out: dict[str, Any] = {}
-    for name in rd.probe_names():
+    steps = [(n, rd.probe_dir(n)) for n in rd.probe_names()]
+    steps += [(f"explain/{n}", rd.explain_dir(n)) for n in rd.explain_names()]
+    for name, folder in steps:
         try:
-            figures = read_probe_compute(rd.probe_dir(name))
+            figures = read_probe_compute(folder)
         except ValueError as exc:
             limitations.append({"topic": f"Compute record ({name})", "text": _clip(str(exc), 2000),
                                 "source": "run directory"})

@@ -35,13 +35,14 @@ HEAD_ROWS = len(PAIRS) * 2 * SCORED  # 18 positions through the output projectio
 HOSTILE = "<img src=x onerror=alert(1)>"
 
 
-def _config(tmp_path: Path, model: Path, name: str = "cp", **spec: object) -> Path:
+def _config(tmp_path: Path, model: Path, name: str = "cp", explain: list[dict[str, object]] | None = None,
+            **spec: object) -> Path:
     df = pd.DataFrame([(a, b, "stereo", "gender") for a, b in PAIRS],
                       columns=["sent_more", "sent_less", "stereo_antistereo", "bias_type"])
     df.to_csv(tmp_path / "pairs.csv")
     cfg = {"seed": 1, "output": str(tmp_path / "runs"), "models": [str(model)],
            "probes": [{"probe": "crows_pairs", "name": name, "data": "pairs.csv", **spec}],
-           "report": {"enabled": False}}
+           "explain": explain or [], "report": {"enabled": False}}
     p = tmp_path / "audit.yaml"
     p.write_text(yaml.safe_dump(cfg))
     return p
@@ -138,15 +139,24 @@ def test_ranks_summed_from_their_files(tmp_path: Path) -> None:
 
 
 def test_report_table_escapes_probe_name(tmp_path: Path, bert_mlm_path: Path) -> None:
-    [o] = run_audit(load_config(_config(tmp_path, bert_mlm_path, name=HOSTILE)), run_id="r", progress=False)
+    """The report's per-step table (a probe with a hostile name, an explain step whose Integrated
+    Gradients back-propagate) in HTML and in the model card."""
+    ig = {"name": "ig", "methods": ["ig"], "texts": ["the man is [MASK]"], "target": {"token": "kind"},
+          "options": {"n_steps": 4}, "metrics": ["completeness_gap"]}
+    [o] = run_audit(load_config(_config(tmp_path, bert_mlm_path, name=HOSTILE, explain=[ig])), run_id="r",
+                    progress=False)
     doc = collect_report(o.run_dir)
     [row] = [r for r in doc["compute"]["audit_cost"] if r["name"] == HOSTILE]
-    assert row["tokens_forwarded"] == TOKENS and doc["compute"]["audit_total"]["tokens_forwarded"] == TOKENS
+    [step] = [r for r in doc["compute"]["audit_cost"] if r["name"] == "explain/ig"]
+    assert row["tokens_forwarded"] == TOKENS and step["tokens_forwarded"] > 0
+    explain = read_probe_compute(o.run_dir.explain_dir("ig"))
+    assert explain is not None and explain["tokens_backward"] > 0  # the gradients were counted
+    assert doc["compute"]["audit_total"]["tokens_forwarded"] == TOKENS + step["tokens_forwarded"]
     out = build_reports(o.run_dir, ["html", "md"])
     page = out["html"].read_text()
     table = page[page.index('<table id="audit-cost">'):]
     table = table[: table.index("</table>")]
-    assert html.escape(HOSTILE, quote=False) in table and f"{TOKENS:,}" in table
+    assert html.escape(HOSTILE, quote=False) in table and f"{TOKENS:,}" in table and "explain/ig" in table
     assert HOSTILE not in page
     card = out["md"].read_text()
     section = card[card.index("#### The audit's own cost"):]
