@@ -135,7 +135,8 @@ class TokenCounter:
     each backward that reaches the output adds that forward's tokens to ``backward_tokens`` and
     ``backward_key_tokens`` (several backwards through one forward — one per explained target —
     each count). ``model_s`` is the wall time spent inside the body's forwards (CUDA synchronised
-    at both ends); backward time is outside it. ``wall_s`` and ``cpu_s`` (process CPU time) span
+    at both ends; ``sync=False`` skips those two synchronisations per forward, and ``model_s`` then
+    times only the kernel launches on CUDA); backward time is outside it. ``wall_s`` and ``cpu_s`` (process CPU time) span
     the whole ``with`` block.
 
     :meth:`flops` counts 2 × ``params`` FLOPs per forward token and twice that per backward token
@@ -145,8 +146,9 @@ class TokenCounter:
     bound, up to 1.5× too high.
     """
 
-    def __init__(self, module: torch.nn.Module) -> None:
+    def __init__(self, module: torch.nn.Module, sync: bool = True) -> None:
         self.module = module
+        self.sync = sync
         self.forward_tokens = 0
         self.backward_tokens = 0
         self.key_tokens = 0
@@ -161,7 +163,7 @@ class TokenCounter:
         self._handles: list[Any] = []
 
     def _sync(self, x: torch.Tensor | None) -> None:
-        if x is not None and x.is_cuda:
+        if self.sync and x is not None and x.is_cuda:
             torch.cuda.synchronize(x.device)
 
     def _pre(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -232,7 +234,7 @@ class Meter:
 
     def __init__(self, model: torch.nn.Module, config: Any) -> None:
         body = getattr(model, "base_model", model)
-        self.counter = TokenCounter(body)
+        self.counter = TokenCounter(body, sync=False)  # no per-forward CUDA synchronisation in a real run
         get_head: Callable[[], Any] | None = getattr(model, "get_output_embeddings", None)
         head = get_head() if get_head is not None else None
         self._head: torch.nn.Module | None = head if isinstance(getattr(head, "weight", None), torch.Tensor) else None
@@ -276,7 +278,7 @@ class Meter:
         """The stored record (see the class docstring)."""
         c, flops = self.counter, self.flops()
         mfu = flops / (c.wall_s * matmul_rate) if flops is not None and matmul_rate and c.wall_s > 0 else None
-        return {"wall_s": c.wall_s, "cpu_s": c.cpu_s, "model_s": c.model_s, "forwards": c.forwards,
+        return {"wall_s": c.wall_s, "cpu_s": c.cpu_s, "forwards": c.forwards,
                 "tokens_forwarded": c.forward_tokens, "tokens_backward": c.backward_tokens,
                 "head_positions": self.head_rows, "flops": flops, "mfu": mfu}
 

@@ -162,3 +162,20 @@ def test_report_table_escapes_probe_name(tmp_path: Path, bert_mlm_path: Path) ->
     section = card[card.index("#### The audit's own cost"):]
     section = section[: section.index("\n#")]
     assert md_escape(HOSTILE) in section and HOSTILE not in section and f"{TOKENS:,}" in section
+
+
+@pytest.mark.slow
+def test_meter_on_smollm2_agrees_with_flop_counter() -> None:
+    """On a real model (SmolLM2, tied LM head, grouped-query attention) the runner's estimate is
+    tokens × the cost probe's per-token estimate exactly, and within 10 % of FlopCounterMode."""
+    from audit.models import load_model
+
+    h = load_model("smollm2-135m", device="cpu")
+    ids = torch.randint(100, 5000, (1, 256))
+    with Meter(h.model, h.config) as m, h.attentions(), torch.inference_mode():
+        counter = FlopCounterMode(display=False)
+        with counter:
+            h.model(input_ids=ids, attention_mask=torch.ones_like(ids))
+    assert m.counter.forward_tokens == 256 and m.head_rows == 256
+    assert m.flops() == 256 * analytic_flops_per_token(h, 256)
+    assert abs(m.flops() / counter.get_total_flops() - 1) < 0.10
