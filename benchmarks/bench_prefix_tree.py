@@ -7,7 +7,7 @@ the pairs as ``share_prefix``, as the probe did then); "after" is the current mo
 probe that scores causal continuations, the probe's own ``score_items`` runs over its items chunk
 by chunk (the ItemProbe path): before, after, before, after, keeping each side's faster run.
 Reported per probe: items/s before and after and their ratio; real tokens the model body forwarded
-(:class:`benchmarks.metering.TokenCounter`: padding excluded) and positions the LM head read; MFU =
+(:class:`audit.metering.TokenCounter`: padding excluded) and positions the LM head read; MFU =
 (2 × non-embedding params × forwarded tokens + 2 × head params × head positions) / time ÷ the
 fp32 matmul rate measured in the same run; the largest difference between the two scorers'
 float item columns.
