@@ -101,7 +101,7 @@ from audit.probe import (
 )
 from audit.results import MetricInfo, ProbeResult
 from audit.stats import cluster_mean_metric, group_breakdown
-from probes.counterfactual import capitalize_first
+from probes.morphology_tr import capitalize_first
 
 if TYPE_CHECKING:
     from audit.models import ModelHandle

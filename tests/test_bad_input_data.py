@@ -33,9 +33,11 @@ from probes import (
     classifier_fairness,
     counterfactual,
     crows_pairs,
+    morphology_tr,
     representation,
     seat,
     stereoset,
+    swaps,
     templates,
 )
 
@@ -132,7 +134,7 @@ LOADERS = [
     Loader("representation", ".csv", REPRESENTATION, representation.load_attribute_texts,
            lambda t: t.replace("The man ran.", HUGE), line_fields=("row",)),
     Loader("templates", ".json", _json(TEMPLATE), templates.load_template_sets, lambda t: t.replace("engineer", HUGE)),
-    Loader("swap_list", ".csv", SWAPS, counterfactual.load_swap_rules, lambda t: t.replace("woman", HUGE),
+    Loader("swap_list", ".csv", SWAPS, swaps.load_swap_rules, lambda t: t.replace("woman", HUGE),
            line_fields=("where",)),
     Loader("counterfactual_texts", ".csv", TEXTS, lambda p: counterfactual.load_texts(p, "both"),
            lambda t: t.replace("The man left.", HUGE), line_fields=("line",)),
@@ -587,15 +589,15 @@ SEPARATORS = [" ", "  ", ", ", ". ", "! ", "\n", " (", ") ", "'s ", " - "]
 
 
 @pytest.fixture(scope="module")
-def symmetric_swapper(tmp_path_factory: pytest.TempPathFactory) -> counterfactual.Swapper:
+def symmetric_swapper(tmp_path_factory: pytest.TempPathFactory) -> swaps.Swapper:
     p = tmp_path_factory.mktemp("swaps") / "symmetric.csv"
     p.write_text(SYMMETRIC, encoding="utf-8")
-    return counterfactual.Swapper(counterfactual.load_swap_rules(p), "en")
+    return swaps.Swapper(swaps.load_swap_rules(p), "en")
 
 
 @pytest.fixture(scope="module")
-def default_rules() -> list[counterfactual.SwapRule]:
-    return counterfactual.load_swap_rules()
+def default_rules() -> list[swaps.SwapRule]:
+    return swaps.load_swap_rules()
 
 
 def _cased(word: str, how: str) -> str:
@@ -611,7 +613,7 @@ SENTENCES = st.lists(st.tuples(TOKENS, st.sampled_from(SEPARATORS)), min_size=1,
     lambda parts: "".join(w + s for w, s in parts))
 
 
-def _check_spans(text: str, res: counterfactual.SwapResult) -> None:
+def _check_spans(text: str, res: swaps.SwapResult) -> None:
     """Every swap's spans point at what it replaced and what replaced it; the rest is untouched."""
     old_pos = new_pos = 0
     for s in res.swaps:
@@ -623,7 +625,7 @@ def _check_spans(text: str, res: counterfactual.SwapResult) -> None:
 
 @settings(max_examples=100, deadline=None)
 @given(SENTENCES)
-def test_swapping_twice_with_a_symmetric_list_restores_the_text(symmetric_swapper: counterfactual.Swapper,
+def test_swapping_twice_with_a_symmetric_list_restores_the_text(symmetric_swapper: swaps.Swapper,
                                                                   text: str) -> None:
     once = symmetric_swapper.swap(text)
     _check_spans(text, once)
@@ -633,7 +635,7 @@ def test_swapping_twice_with_a_symmetric_list_restores_the_text(symmetric_swappe
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(TERMS), st.sampled_from(["lower", "upper", "title", "first"])),
                 min_size=1, max_size=5))
-def test_each_swap_keeps_the_case_of_what_it_replaced(symmetric_swapper: counterfactual.Swapper,
+def test_each_swap_keeps_the_case_of_what_it_replaced(symmetric_swapper: swaps.Swapper,
                                                       words: list[tuple[str, str]]) -> None:
     """lower → lower, UPPER → UPPER, Title Case → Title Case, a capital first letter → the same
     (a term written as in the list, "John", gets the list's spelling of its counterpart)."""
@@ -642,9 +644,9 @@ def test_each_swap_keeps_the_case_of_what_it_replaced(symmetric_swapper: counter
     assert [s.replacement for s in res.swaps] == [_cased(COUNTERPART[w], how) for w, how in words]
 
 
-def _has_term(text: str, rules: list[counterfactual.SwapRule], language: str) -> bool:
-    low = counterfactual.lower(text, language)
-    words = {counterfactual.lower(w, language) for r in rules if r.language == language
+def _has_term(text: str, rules: list[swaps.SwapRule], language: str) -> bool:
+    low = morphology_tr.lower(text, language)
+    words = {morphology_tr.lower(w, language) for r in rules if r.language == language
              for w in (r.source, r.source_stem) if w}
     return any(w.split()[0] in low for w in words)
 
@@ -652,9 +654,9 @@ def _has_term(text: str, rules: list[counterfactual.SwapRule], language: str) ->
 @pytest.mark.parametrize("language", ["en", "tr"])
 @settings(max_examples=80, deadline=None)
 @given(text=st.text(max_size=60))
-def test_a_text_without_any_listed_term_is_unchanged(default_rules: list[counterfactual.SwapRule], language: str,
+def test_a_text_without_any_listed_term_is_unchanged(default_rules: list[swaps.SwapRule], language: str,
                                                      text: str) -> None:
-    swapper = counterfactual.Swapper(default_rules, language)
+    swapper = swaps.Swapper(default_rules, language)
     res = swapper.swap(text)
     _check_spans(text, res)
     if not _has_term(text, default_rules, language):
@@ -664,6 +666,6 @@ def test_a_text_without_any_listed_term_is_unchanged(default_rules: list[counter
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.sampled_from(["o", "O", "onu", "ona", "onlar", "bir", "gün", "eve", "geldi", "ve", "çok", "mutlu"]),
                 min_size=1, max_size=8))
-def test_turkish_o_is_never_swapped(default_rules: list[counterfactual.SwapRule], words: list[str]) -> None:
+def test_turkish_o_is_never_swapped(default_rules: list[swaps.SwapRule], words: list[str]) -> None:
     text = " ".join(words) + "."
-    assert counterfactual.Swapper(default_rules, "tr").swap(text).text == text
+    assert swaps.Swapper(default_rules, "tr").swap(text).text == text

@@ -13,20 +13,9 @@ import torch
 from audit import scoring
 from audit.probe import ProbeError
 from probes import run_probe
-from probes.counterfactual import (
-    DEFAULT_SWAPS,
-    DEFAULT_TEXTS,
-    Counterfactual,
-    Swapper,
-    case_pattern,
-    load_swap_rules,
-    load_texts,
-    lower,
-    make_counterfactuals,
-    parse_suffix,
-    regenerate,
-    upper,
-)
+from probes.counterfactual import DEFAULT_TEXTS, Counterfactual, load_texts
+from probes.morphology_tr import case_pattern, lower, parse_suffix, regenerate, upper
+from probes.swaps import DEFAULT_SWAPS, Swapper, load_swap_rules, make_counterfactuals
 
 torch.set_num_threads(1)
 

@@ -174,7 +174,8 @@ def test_probes_count_their_own_json_formats(tmp_path: Path) -> None:
 
 def test_data_files_follow_the_options(tmp_path: Path) -> None:
     """A user's own swap list is part of the counterfactual probe's data identity."""
-    from probes.counterfactual import DEFAULT_SWAPS, DEFAULT_TEXTS
+    from probes.counterfactual import DEFAULT_TEXTS
+    from probes.swaps import DEFAULT_SWAPS
 
     cf = get_probe("counterfactual")
     assert cf.data_files(None) == [*DEFAULT_TEXTS, *DEFAULT_SWAPS]
