@@ -210,6 +210,17 @@ def token_colour(score: float | None, scale: float) -> str:
     return f"background-color: rgba({rgb[0]}, {rgb[1]}, {rgb[2]}, {a:.3f}); color: {fg}"
 
 
+def token_heat_html(tokens: Iterable[Any], scores: Iterable[float | None], label: str = "") -> str:
+    """One labelled token heat map (the dashboard's stored attributions): the report's
+    ``token_heat`` fragment with its colour legend and numeric range, scaled by max |score|; its
+    CSS applies inside the block only, and every token and the label are escaped."""
+    vals = [finite(v) for v in scores]
+    scale = absmax(vals)
+    return environment().get_template("token_heat.html.j2").render(
+        tokens=[str(t) for t in tokens], scores=vals, scale=scale, label=label,
+        low=f"{-scale:+.3g}", high=f"{scale:+.3g}")
+
+
 def environment(*loaders: BaseLoader) -> Environment:
     """An autoescaping environment that finds ``loaders``' templates first, then
     ``audit/templates`` (the shared fragments), with the filters the fragments use."""

@@ -13,13 +13,13 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from audit.views import token_heat_html
 from dashboard.data import matrix, method_parts, token_scores
 from dashboard.render import (
     attention_grid_chart,
     heatmap_chart,
     matrix_long,
     md_escape,
-    token_heatmap_html,
 )
 
 GRID_MAX_MAPS = 48
@@ -40,7 +40,7 @@ def show_tokens(method: str, rows: pd.DataFrame, key: str) -> None:
     ts = token_scores(rows)
     targets = _targets(rows)
     label = f"{method}" + (f" — target: {targets}" if targets else "")
-    st.html(token_heatmap_html(list(ts["token"]), list(ts["score"]), label))
+    st.html(token_heat_html(list(ts["token"]), list(ts["score"]), label))
     with st.expander(f"Scores of {md_escape(method)}"):
         st.dataframe(ts, hide_index=True, width="stretch", key=f"{key}:scores")
 

@@ -1,14 +1,14 @@
-"""Charts and escaped HTML for the dashboard pages (no Streamlit calls here, so it is testable).
+"""Charts and escaped Markdown for the dashboard pages (no Streamlit calls here, so it is testable).
 
 Colours come from each metric's own metadata (``ideal``, ``higher_is_better`` — ferret style), never
 from a per-probe table. Palettes are colour-blind safe (Okabe–Ito for categories; blue–orange
 diverging scale for signed attributions, Wong 2011). Every string that came from a model or a
-dataset goes through :func:`html.escape` (HTML) or :func:`md_escape` (Markdown).
+dataset goes through :func:`md_escape` (Markdown); token heat maps are the report's own fragment
+(:func:`audit.views.token_heat_html`, autoescaped by Jinja2).
 """
 
 from __future__ import annotations
 
-import html
 import math
 import re
 from typing import Any, cast
@@ -24,8 +24,6 @@ BLUE = "#0072B2"
 ORANGE = "#E69F00"
 VERMILION = "#D55E00"
 GREY = "#666666"
-POS_RGB = (213, 94, 0)  # vermilion: pushes the prediction up
-NEG_RGB = (0, 114, 178)  # blue: pushes it down
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:=&\"'])")
 
@@ -158,38 +156,6 @@ def breakdown_chart(bd: pd.DataFrame, ideal: float | None, title: str) -> alt.La
     if ideal is not None:
         layers.append(alt.Chart(pd.DataFrame({"ideal": [ideal]})).mark_rule(strokeDash=[4, 3], color="black").encode(x="ideal:Q"))
     return cast(alt.LayerChart, alt.layer(*layers).properties(height=alt.Step(26), width="container"))
-
-
-def _rgba(score: float, scale: float) -> str:
-    if scale <= 0 or math.isnan(score):
-        return "rgba(0,0,0,0)"
-    a = min(1.0, abs(score) / scale)
-    r, g, b = POS_RGB if score >= 0 else NEG_RGB
-    return f"rgba({r},{g},{b},{a * 0.85:.3f})"
-
-
-def token_heatmap_html(tokens: list[Any], scores: list[float], label: str = "") -> str:
-    """Tokens as inline spans shaded by score (vermilion positive, blue negative, scaled by max |score|).
-
-    Every token, the label and the tooltip are passed through :func:`html.escape`.
-    """
-    vals = [float(s) if s is not None else float("nan") for s in scores]
-    finite = [abs(v) for v in vals if not math.isnan(v)]
-    scale = max(finite) if finite else 0.0
-    spans = []
-    for t, v in zip(tokens, vals, strict=True):
-        tip = html.escape(f"{t}: {v:.4g}", quote=True)
-        spans.append(
-            f'<span class="taudit-tok" title="{tip}" style="background:{_rgba(v, scale)};'
-            'padding:2px 3px;margin:1px;border-radius:3px;display:inline-block;'
-            f'font-family:monospace;white-space:pre">{html.escape(str(t))}</span>'
-        )
-    head = f'<div style="font-size:0.85em;color:#444">{html.escape(label)}</div>' if label else ""
-    legend = ('<div style="font-size:0.75em;color:#555;margin-top:2px">'
-              f'<span style="background:rgba({POS_RGB[0]},{POS_RGB[1]},{POS_RGB[2]},0.7);padding:0 6px">&nbsp;</span> raises the target '
-              f'<span style="background:rgba({NEG_RGB[0]},{NEG_RGB[1]},{NEG_RGB[2]},0.7);padding:0 6px;margin-left:8px">&nbsp;</span> lowers it '
-              f'(scaled by max |score| = {scale:.3g})</div>')
-    return f'<div class="taudit-heatmap" style="line-height:2">{head}{"".join(spans)}{legend}</div>'
 
 
 def _tick_labels(tokens: dict[int, str]) -> dict[int, str]:

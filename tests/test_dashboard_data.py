@@ -12,6 +12,7 @@ import pytest
 
 from audit import compare
 from audit.results import MetricValue
+from audit.views import token_heat_html
 from dashboard import render
 from dashboard.cli import main as cli_main
 from dashboard.cli import register, streamlit_args
@@ -201,12 +202,14 @@ def test_closer_to_ideal_uses_metadata() -> None:
 # -- rendering -----------------------------------------------------------------------------------
 
 
-def test_token_heatmap_escapes_and_scales() -> None:
-    h = render.token_heatmap_html(["<b>x</b>", "ok", '"q"'], [2.0, -1.0, 0.0], "label <i>")
+def test_token_heatmap_is_the_reports_fragment_escaped_and_scaled() -> None:
+    h = token_heat_html(["<b>x</b>", "ok", '"q"'], [2.0, -1.0, 0.0], "label <i>")
     assert "<b>" not in h and "&lt;b&gt;x&lt;/b&gt;" in h and "label &lt;i&gt;" in h
-    assert "rgba(213,94,0,0.850)" in h  # the largest |score| gets the full shade
-    assert "rgba(0,114,178,0.425)" in h  # half of it, negative: blue
-    assert 'title="&quot;q&quot;: 0"' in h
+    assert "rgba(213, 94, 0, 0.850)" in h  # the largest |score| gets the full shade
+    assert "rgba(0, 114, 178, 0.425)" in h  # half of it, negative: blue
+    assert 'title="2: +0"' in h and "&#34;q&#34;" in h
+    assert "<span>-2</span>" in h and "<span>+2</span>" in h  # the legend's numeric range
+    assert h.count('<span class="tok') == 3 and h.startswith('<div class="taudit-attributions taudit-heatmap">')
 
 
 def test_md_escape_neutralises_markdown() -> None:

@@ -66,7 +66,7 @@ def test_live_masked_lm_target_token_and_errors(
     at.button(key="live_explain").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     heat = [h.value for h in at.get("html") if "taudit-heatmap" in h.value]
-    assert len(heat) == 1 and "occlusion — target: " in heat[0] and "&#x27;the&#x27;" in heat[0]
+    assert len(heat) == 1 and "occlusion — target: " in heat[0] and "&#39;the&#39;" in heat[0]
     # a text without a mask is a message, not a traceback
     at.text_area(key="live_text").input("no mask here")
     at.button(key="live_explain").click().run()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from audit import views
-from audit.explain.render import _target_view
+from audit.explain.render import target_view
 from audit.results import MetricValue
 from audit.store import RunDir
 from reports.content import collect_report
@@ -94,7 +94,7 @@ def test_attributions_repr_html_and_show(bert_classifier, capsys: pytest.Capture
     html = a._repr_html_()
     assert "saliency" in html and "&lt;b&gt;" in html and "<b>she" not in html
     e = a[0]
-    row = _target_view(e, 0, e.token_scores[0])
+    row = target_view(e, 0, e.token_scores[0])
     fixed = (~np.asarray(e.attributable, dtype=bool)).tolist()
     heat = _heat(e.tokens, row["scores"], row["scale"], fixed)
     assert heat.count('<span class="tok') == len(e.tokens) and heat in html  # the report's heat-map fragment

@@ -73,7 +73,7 @@ def _heads_table(e: ExampleAttribution) -> list[str]:
     return lines
 
 
-def _target_view(e: ExampleAttribution, k: int, row: np.ndarray) -> dict[str, Any]:
+def target_view(e: ExampleAttribution, k: int, row: np.ndarray) -> dict[str, Any]:
     """One target's heat map: the colour scale over the attributed tokens only (a fixed BOS or
     special token that holds most of the mass, as in attention rollout, would wash out the rest),
     its completeness gap and steps, and whether it is incomplete."""
@@ -105,7 +105,7 @@ def html_report(attrs: list[Attributions], title: str = "Token attributions", pa
                 s = np.asarray(e.scores, dtype=np.float64)
                 heads = {"scores": s.tolist(), "scale": _scale(s)}
             elif e.token_scores is not None:
-                targets = [_target_view(e, k, e.token_scores[k]) for k in range(len(e.target_names))]
+                targets = [target_view(e, k, e.token_scores[k]) for k in range(len(e.target_names))]
                 rows = [{"index": i, "token": tok, "cells": [f"{v:+.4g}" if math.isfinite(v) else "" for v in
                                                               e.token_scores[:, i]]}
                         for i, tok in enumerate(e.tokens)]

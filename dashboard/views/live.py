@@ -139,8 +139,8 @@ def live_metrics(res: dict[str, Any]) -> None:
         st.metric("IG completeness gap", fmt(100 * worst, "%"),
                   help="|Σ attributions − (f(x) − f(baseline))| / |f(x) − f(baseline)| (Sundararajan et al. 2017)")
         if worst > GAP_WARNING and not any("completeness gap" in w for w in res["warnings"]):
-            st.warning(f"The completeness gap exceeds {100 * GAP_WARNING:.0f}%: add steps (n_steps) or use the "
-                       "adaptive mode before trusting these scores.")
+            st.warning(f"The completeness gap exceeds {100 * GAP_WARNING:.0f}%: raise max_steps (or n_steps with "
+                       "adaptive off) before trusting these scores.")
     for w in res["warnings"]:
         st.warning(md_escape(w))
 
