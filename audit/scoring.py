@@ -166,11 +166,14 @@ MLM_HEAD_ATTR: dict[str, str] = {
 }
 
 
-def _mlm_head(handle: ModelHandle) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    attr = MLM_HEAD_ATTR.get(type(handle.model).__name__)
-    if not attr:
-        return None
-    return getattr(handle.model, attr, None)
+def output_head(handle: ModelHandle) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """Final hidden states → vocabulary logits: a causal LM's unembedding (:func:`_causal_head`), a
+    masked LM's head from :data:`MLM_HEAD_ATTR`; None where no head is known on its own (other masked
+    LMs, classifiers, encoders): read the model's full logits instead."""
+    if handle.kind == "causal-lm":
+        return _causal_head(handle)
+    attr = MLM_HEAD_ATTR.get(type(handle.model).__name__) if handle.kind == "masked-lm" else None
+    return getattr(handle.model, attr, None) if attr else None
 
 
 def masked_token_logprobs(
@@ -209,7 +212,7 @@ def _masked_queries(
     q_len = lengths[row_of]
     check_length(handle, int(q_len.max()), "a masked-LM query")
     budget = max_batch_tokens or default_batch_tokens(handle)
-    head = _mlm_head(handle)
+    head = output_head(handle)
     base = handle.model.base_model
     model = handle.model
     mask_id = handle.tokenizer.mask_token_id

@@ -41,6 +41,7 @@ from audit.explain.arch import (
     blocks,
     n_heads,
 )
+from audit.scoring import output_head
 
 if TYPE_CHECKING:
     from audit.models import ModelHandle
@@ -180,19 +181,12 @@ def readout(handle: ModelHandle) -> Callable[[torch.Tensor], torch.Tensor]:
     final norm and unembedding (with Gemma's logit soft-capping) for causal LMs, the MLM head
     (transform + decoder) for masked LMs. Applied to a middle layer's residual this is the logit
     lens (nostalgebraist 2020, "interpreting GPT: the logit lens")."""
-    from audit.scoring import _causal_head, _mlm_head
-
     spec = mech_spec(handle)
-    if handle.kind == "masked-lm":
-        head = _mlm_head(handle)
-        if head is None:
-            raise ArchitectureNotSupportedError(f"{handle.name}: no known MLM head on {type(handle.model).__name__}")
+    head = _head(handle)
+    if handle.kind == "masked-lm" or spec.final_norm is None:
         return head
-    causal = _causal_head(handle)
-    if spec.final_norm is None:
-        return causal
     norm = _get(handle.model.base_model, spec.final_norm)
-    return lambda x: causal(norm(x))
+    return lambda x: head(norm(x))
 
 
 def final_hidden(handle: ModelHandle, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -204,12 +198,15 @@ def final_hidden(handle: ModelHandle, input_ids: torch.Tensor, attention_mask: t
 
 def head_logits(handle: ModelHandle, hidden: torch.Tensor) -> torch.Tensor:
     """Logits from :func:`final_hidden` vectors ``(N, d)`` (the norm is already applied)."""
-    from audit.scoring import _causal_head, _mlm_head
+    return _head(handle)(hidden)
 
-    head = _mlm_head(handle) if handle.kind == "masked-lm" else _causal_head(handle)
+
+def _head(handle: ModelHandle) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The LM's output head (:func:`audit.scoring.output_head`), or a clear error when none is known."""
+    head = output_head(handle)
     if head is None:
         raise ArchitectureNotSupportedError(f"{handle.name}: no known MLM head on {type(handle.model).__name__}")
-    return head(hidden)
+    return head
 
 
 __all__ = ["KINDS", "MECH_SPECS", "ArchitectureNotSupportedError", "Edit", "MechSpec", "Site", "check_sites",

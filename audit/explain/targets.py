@@ -25,21 +25,22 @@ same token IG starts its path from (``baseline="auto"``: pad, or unk for causal 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from audit.explain.arch import is_causal
 from audit.explain.errors import ExplainError, TargetError
+from audit.registry import DuplicateNameError
 from audit.scoring import (
     POOLINGS,
     InputTooLongError,
-    _causal_head,
-    _mlm_head,
     _pool,
     length_sorted_batches,
+    output_head,
     prefix_token_id,
 )
 
@@ -47,25 +48,10 @@ if TYPE_CHECKING:
     from audit.models import ModelHandle
 
 OUTPUTS = ("prob", "logprob", "logit")
-MODES: dict[str, tuple[str, ...]] = {
-    "masked-lm": ("mask", "pll"),
-    "causal-lm": ("next", "generate", "sentence"),
-    "classifier": ("class",),
-    "encoder": ("cosine",),
-}
-TARGET_KEYS: dict[str, frozenset[str]] = {
-    "masked-lm": frozenset({"mode", "mask_index", "token", "contrast", "output"}),
-    "causal-lm": frozenset({"mode", "token", "contrast", "output", "max_new_tokens", "continuation",
-                            "attribute_generated"}),
-    "classifier": frozenset({"mode", "class", "output"}),
-    "encoder": frozenset({"mode", "pair", "pooling"}),
-}
+TARGETS: dict[tuple[str, str], type[Target]] = {}  # (kind, mode) → its class (:func:`register_target`)
+MODES: dict[str, tuple[str, ...]] = {}  # kind → its modes, the default (first registered) first
+TARGET_KEYS: dict[str, frozenset[str]] = {}  # kind → every ``target=`` key one of its modes reads
 _MASK_PLACEHOLDERS = ("[MASK]", "<mask>")
-
-
-# --------------------------------------------------------------------------------------------
-# target functions: word embeddings (B, T, H) + attention mask (+ row-aligned aux) -> (B, K)
-# --------------------------------------------------------------------------------------------
 
 
 def _up(x: torch.Tensor) -> torch.Tensor:
@@ -89,144 +75,6 @@ def _pick(y: torch.Tensor, tok: torch.Tensor, contrast: torch.Tensor) -> torch.T
     return v - torch.where(contrast >= 0, c, torch.zeros_like(c))
 
 
-class TargetFn:
-    """The scalar function a target stands for; subclasses implement ``__call__``."""
-
-    mode: str = ""
-    output: str = ""
-
-    def __init__(self, handle: ModelHandle, output: str = "prob") -> None:
-        self.handle = handle
-        self.model = handle.model
-        self.base = handle.model.base_model
-        self.output = output
-
-    def hidden(self, embeds: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-        return self.base(inputs_embeds=embeds, attention_mask=attn).last_hidden_state
-
-    def __call__(self, embeds: torch.Tensor, attn: torch.Tensor, *aux: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-
-class MaskedTokenFn(TargetFn):
-    mode = "mask"
-
-    def __init__(self, handle: ModelHandle, output: str = "prob") -> None:
-        super().__init__(handle, output)
-        self.head = _mlm_head(handle)
-
-    def __call__(self, embeds: torch.Tensor, attn: torch.Tensor, *aux: torch.Tensor) -> torch.Tensor:
-        pos, tok, contrast = aux
-        rows = torch.arange(embeds.shape[0], device=embeds.device)
-        if self.head is not None:
-            logits = self.head(self.hidden(embeds, attn)[rows, pos])
-        else:
-            logits = self.model(inputs_embeds=embeds, attention_mask=attn).logits[rows, pos]
-        return _pick(_transform(logits, self.output), tok, contrast)[:, None]
-
-
-class PLLFn(TargetFn):
-    """Σₚ log P(xₚ | x with only p masked) — the masked copies are built after the embedding layer,
-    so a gradient through them reaches every token's embedding."""
-
-    mode = "pll"
-
-    def __init__(self, handle: ModelHandle) -> None:
-        super().__init__(handle, "logprob")
-        self.head = _mlm_head(handle)
-        mask_id = torch.tensor([handle.tokenizer.mask_token_id], device=handle.device)
-        with torch.no_grad():
-            self.mask_emb = handle.input_embeddings()(mask_id)[0].detach()
-
-    def __call__(self, embeds: torch.Tensor, attn: torch.Tensor, *aux: torch.Tensor) -> torch.Tensor:
-        score, labels = aux
-        rows, pos = score.nonzero(as_tuple=True)
-        n = rows.shape[0]
-        onehot = torch.zeros(n, embeds.shape[1], 1, dtype=torch.bool, device=embeds.device)
-        onehot[torch.arange(n, device=embeds.device), pos] = True
-        copies = torch.where(onehot, self.mask_emb.to(embeds.dtype), embeds[rows])
-        ar = torch.arange(n, device=embeds.device)
-        if self.head is not None:
-            logits = self.head(self.hidden(copies, attn[rows])[ar, pos])
-        else:
-            logits = self.model(inputs_embeds=copies, attention_mask=attn[rows]).logits[ar, pos]
-        lp = torch.log_softmax(_up(logits), -1).gather(1, labels[rows, pos][:, None])[:, 0]
-        out = torch.zeros(embeds.shape[0], device=embeds.device, dtype=lp.dtype)
-        return out.index_add(0, rows, lp)[:, None]
-
-
-class NextTokenFn(TargetFn):
-    mode = "next"
-
-    def __init__(self, handle: ModelHandle, output: str = "prob") -> None:
-        super().__init__(handle, output)
-        self.head = _causal_head(handle)
-
-    def __call__(self, embeds: torch.Tensor, attn: torch.Tensor, *aux: torch.Tensor) -> torch.Tensor:
-        pos, tok, contrast = aux
-        rows = torch.arange(embeds.shape[0], device=embeds.device)
-        logits = self.head(self.hidden(embeds, attn)[rows, pos])
-        return _pick(_transform(logits, self.output), tok, contrast)[:, None]
-
-
-class GenerationFn(TargetFn):
-    """Output k is P(token_k | tokens before position_k): one column per generated token."""
-
-    mode = "generate"
-
-    def __init__(self, handle: ModelHandle, output: str = "prob") -> None:
-        super().__init__(handle, output)
-        self.head = _causal_head(handle)
-
-    def __call__(self, embeds: torch.Tensor, attn: torch.Tensor, *aux: torch.Tensor) -> torch.Tensor:
-        positions, toks = aux
-        rows = torch.arange(embeds.shape[0], device=embeds.device)[:, None]
-        h = self.hidden(embeds, attn)[rows, positions - 1]  # (B, K, H)
-        y = _transform(self.head(h), self.output)
-        return y.gather(-1, toks.unsqueeze(-1)).squeeze(-1)
-
-
-class SentenceFn(TargetFn):
-    """Σᵢ log P(tᵢ | t<ᵢ); ``labels[j]`` is the token position j predicts (−100: none)."""
-
-    mode = "sentence"
-
-    def __init__(self, handle: ModelHandle) -> None:
-        super().__init__(handle, "logprob")
-        self.head = _causal_head(handle)
-
-    def __call__(self, embeds: torch.Tensor, attn: torch.Tensor, *aux: torch.Tensor) -> torch.Tensor:
-        (labels,) = aux
-        lp = torch.log_softmax(_up(self.head(self.hidden(embeds, attn))), -1)
-        picked = lp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        return torch.where(labels >= 0, picked, torch.zeros_like(picked)).sum(1, keepdim=True)
-
-
-class ClassFn(TargetFn):
-    mode = "class"
-
-    def __call__(self, embeds: torch.Tensor, attn: torch.Tensor, *aux: torch.Tensor) -> torch.Tensor:
-        (cls,) = aux
-        logits = self.model(inputs_embeds=embeds, attention_mask=attn).logits
-        return _transform(logits, self.output).gather(1, cls[:, None])
-
-
-class CosineFn(TargetFn):
-    mode = "cosine"
-
-    def __init__(self, handle: ModelHandle, pooling: str = "mean") -> None:
-        super().__init__(handle, "cosine")
-        self.pooling = pooling
-
-    def pooled(self, embeds: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-        o = self.base(inputs_embeds=embeds, attention_mask=attn)
-        return _up(_pool(o.last_hidden_state, attn, self.pooling, getattr(o, "pooler_output", None)))
-
-    def __call__(self, embeds: torch.Tensor, attn: torch.Tensor, *aux: torch.Tensor) -> torch.Tensor:
-        (pair,) = aux
-        return torch.nn.functional.cosine_similarity(self.pooled(embeds, attn), _up(pair), dim=-1)[:, None]
-
-
 # --------------------------------------------------------------------------------------------
 # prepared examples
 # --------------------------------------------------------------------------------------------
@@ -242,7 +90,7 @@ class Prepared:
     tokens: list[str]
     attributable: torch.Tensor  # (T,) bool: positions an attribution / perturbation may touch
     baseline_ids: torch.Tensor  # (T,) ids with attributable positions set to the baseline token
-    fn: TargetFn
+    fn: Target
     aux: tuple[torch.Tensor, ...]  # row-aligned extra inputs of fn, batch dimension 1
     aux_pad: tuple[Any, ...]  # per aux: padding value when it is token-aligned, else None
     target_names: list[str]
@@ -448,22 +296,6 @@ def _normalise_inputs(kind: str, inputs: Any) -> list[tuple[str, str | None]]:
     return out
 
 
-def _argmax_tokens(fn: MaskedTokenFn | NextTokenFn, preps: list[Prepared], slot: int) -> None:
-    """Fill the default target token (the model's top prediction) into ``aux[slot]``."""
-    with torch.no_grad():
-        for p in preps:
-            if int(p.aux[slot][0]) >= 0:
-                continue
-            pos = int(p.aux[0][0])
-            emb = embed_ids(fn.handle, p.ids[None])
-            if fn.head is not None:
-                logits = fn.head(fn.hidden(emb, p.attn()[None])[:, pos])[0]
-            else:
-                logits = fn.model(inputs_embeds=emb, attention_mask=p.attn()[None]).logits[0, pos]
-            best = torch.tensor([int(logits.argmax())], device=p.ids.device)
-            p.aux = tuple(best if j == slot else a for j, a in enumerate(p.aux))
-
-
 def prepare(
     handle: ModelHandle, inputs: Any, target: dict[str, Any] | None = None, *, baseline: Any = "auto"
 ) -> list[Prepared]:
@@ -474,9 +306,7 @@ def prepare(
     mode = target_mode(kind, target)
     examples = _normalise_inputs(kind, inputs)
     base_id = baseline_token_id(handle, baseline)
-    builder = {"masked-lm": _prepare_mlm, "causal-lm": _prepare_causal, "classifier": _prepare_classifier,
-               "encoder": _prepare_encoder}[kind]
-    preps = builder(handle, examples, target, mode)
+    preps = TARGETS[kind, mode](handle, target).prepare(examples)
     for p in preps:
         p.baseline_ids = torch.where(p.attributable, torch.full_like(p.ids, base_id), p.ids)
         p.info.setdefault("baseline_token", handle.tokenizer.decode([base_id]))
@@ -484,209 +314,379 @@ def prepare(
     return preps
 
 
-def _new(handle: ModelHandle, i: int, text: str, ids: list[int], attributable: torch.Tensor, fn: TargetFn,
-         aux: tuple[torch.Tensor, ...], aux_pad: tuple[Any, ...], names: list[str], **kw: Any) -> Prepared:
-    dev = handle.device
-    t = torch.tensor(ids, dtype=torch.long, device=dev)
-    return Prepared(index=i, text=text, ids=t, tokens=display_tokens(handle, ids),
-                    attributable=attributable.to(dev), baseline_ids=t.clone(), fn=fn,
-                    aux=tuple(a.to(dev) for a in aux), aux_pad=aux_pad, target_names=names, **kw)
+# --------------------------------------------------------------------------------------------
+# target classes: one per (kind, mode)
+# --------------------------------------------------------------------------------------------
+
+def register_target(cls: type[Target]) -> type[Target]:
+    """Class decorator: ``cls`` is the target of (``cls.kind``, ``cls.mode``). Its mode joins the
+    kind's :data:`MODES` (the first registered mode of a kind is its default) and its keys the
+    kind's :data:`TARGET_KEYS`; registering a (kind, mode) twice raises."""
+    key = (cls.kind, cls.mode)
+    if key in TARGETS:
+        raise DuplicateNameError(f"target mode {cls.mode!r} of {cls.kind} models is registered twice: by "
+                                 f"{TARGETS[key].__qualname__} and by {cls.__qualname__}")
+    TARGETS[key] = cls
+    MODES[cls.kind] = (*MODES.get(cls.kind, ()), cls.mode)
+    TARGET_KEYS[cls.kind] = TARGET_KEYS.get(cls.kind, frozenset({"mode"})) | cls.keys
+    return cls
 
 
-def _prepare_mlm(handle: ModelHandle, examples: list[tuple[str, str | None]], target: dict[str, Any],
-                 mode: str) -> list[Prepared]:
-    tok = handle.tokenizer
-    mask_id = tok.mask_token_id
+class Target(ABC):
+    """The target of one (model kind, mode): the ``target=`` keys it reads (besides ``mode``),
+    :meth:`prepare`, which turns texts into :class:`Prepared` inputs, and the forward pass
+    ``__call__``: word embeddings (B, T, H) + attention mask (+ row-aligned aux) → (B, K)."""
+
+    kind: ClassVar[str]
+    mode: ClassVar[str]
+    keys: ClassVar[frozenset[str]] = frozenset()
+    output = "prob"  # what of the logits is explained; read from the target when "output" is a key
+
+    def __init__(self, handle: ModelHandle, target: dict[str, Any]) -> None:
+        self.handle = handle
+        self.base = handle.model.base_model
+        self.head = output_head(handle)
+        self.target = target
+        if "output" in self.keys:
+            self.output = _output(target)
+
+    def hidden(self, embeds: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        return self.base(inputs_embeds=embeds, attention_mask=attn).last_hidden_state
+
+    def logits_at(self, embeds: torch.Tensor, attn: torch.Tensor, *at: Any) -> torch.Tensor:
+        """The logits at ``[at]`` (an index into the batch and position dimensions; none: all): the
+        output head applied to those hidden states only, else the model's full logits indexed so."""
+        if self.head is None:
+            return self.handle.model(inputs_embeds=embeds, attention_mask=attn).logits[at]
+        return self.head(self.hidden(embeds, attn)[at])
+
+    def prepare(self, examples: list[tuple[str, str | None]]) -> list[Prepared]:
+        """One :class:`Prepared` per (text, pair) example; errors name the field or the example."""
+        return [self.example(i, text, pair) for i, (text, pair) in enumerate(examples)]
+
+    @abstractmethod
+    def example(self, i: int, text: str, pair: str | None) -> Prepared:
+        """Example ``i`` prepared."""
+
+    @abstractmethod
+    def __call__(self, embeds: torch.Tensor, attn: torch.Tensor, *aux: torch.Tensor) -> torch.Tensor: ...
+
+    def _new(self, i: int, text: str, ids: list[int], attributable: torch.Tensor, aux: tuple[torch.Tensor, ...],
+             aux_pad: tuple[Any, ...], names: list[str], **kw: Any) -> Prepared:
+        dev = self.handle.device
+        t = torch.tensor(ids, dtype=torch.long, device=dev)
+        return Prepared(index=i, text=text, ids=t, tokens=display_tokens(self.handle, ids),
+                        attributable=attributable.to(dev), baseline_ids=t.clone(), fn=self,
+                        aux=tuple(a.to(dev) for a in aux), aux_pad=aux_pad, target_names=names, **kw)
+
+
+def _mask_token_id(handle: ModelHandle) -> int:
+    mask_id = handle.tokenizer.mask_token_id
     if mask_id is None:
         raise TargetError(f"{handle.name} has no mask token; a masked-LM target needs one")
-    preps: list[Prepared] = []
-    if mode == "pll":
-        fn_pll = PLLFn(handle)
-        for i, (text, _) in enumerate(examples):
-            ids = tok(text)["input_ids"]
-            _check_len(handle, i, len(ids))
-            special = _special_mask(handle, ids)
-            labels = torch.tensor(ids)[None]
-            preps.append(_new(handle, i, text, ids, ~special, fn_pll, ((~special)[None], labels), (False, -100),
-                              ["pseudo-log-likelihood"]))
+    return int(mask_id)
+
+
+def _causal_source(handle: ModelHandle, text: str) -> list[int]:
+    """A causal LM's ids of ``text``: the prefix token (BOS, else EOS) and no other special token."""
+    pre = prefix_token_id(handle)
+    return ([pre] if pre is not None else []) + list(handle.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _causal_attributable(handle: ModelHandle, ids: list[int]) -> torch.Tensor:
+    a = ~_special_mask(handle, ids)
+    if prefix_token_id(handle) is not None:
+        a[0] = False
+    return a
+
+
+class TokenTarget(Target):
+    """``output`` of ``token`` (default: the model's top prediction) at one position, minus that of
+    ``contrast``; aux: (position, token, contrast), −1 for none."""
+
+    keys = frozenset({"token", "contrast", "output"})
+    #: the target name, formatted with output, token, contrast (the " − …" part) and t (the target)
+    name_format: ClassVar[str]
+
+    @abstractmethod
+    def locate(self, i: int, text: str) -> tuple[str, list[int], torch.Tensor, int, dict[str, Any]]:
+        """Example ``i`` as (text, ids, attributable positions, target position, info)."""
+
+    def example(self, i: int, text: str, pair: str | None) -> Prepared:
+        text, ids, attributable, pos, info = self.locate(i, text)
+        aux = (torch.tensor([pos]), torch.tensor([self.tok_id]), torch.tensor([self.con_id]))
+        return self._new(i, text, ids, attributable, aux, (None, None, None), [""], query_rows=[pos], info=info)
+
+    def prepare(self, examples: list[tuple[str, str | None]]) -> list[Prepared]:
+        tok, t = self.handle.tokenizer, self.target
+        self.tok_id = resolve_token(self.handle, t["token"]) if t.get("token") is not None else -1
+        self.con_id = resolve_token(self.handle, t["contrast"], "contrast") if t.get("contrast") is not None else -1
+        preps = super().prepare(examples)
+        c = f" − {self.output}({tok.decode([self.con_id])!r})" if self.con_id >= 0 else ""
+        with torch.no_grad():
+            for p in preps:
+                if int(p.aux[1][0]) < 0:  # the model's top prediction at the position
+                    logits = self.logits_at(embed_ids(self.handle, p.ids[None]), p.attn()[None], slice(None),
+                                            int(p.aux[0][0]))[0]
+                    p.aux = (p.aux[0], torch.tensor([int(logits.argmax())], device=p.ids.device), p.aux[2])
+                t_str = tok.decode([int(p.aux[1][0])])
+                p.target_names = [self.name_format.format(output=self.output, token=t_str, contrast=c, t=self)]
+                p.info["target_token"] = t_str
         return preps
-    output = _output(target)
-    fn = MaskedTokenFn(handle, output)
-    mi = target.get("mask_index", 0)
-    if not isinstance(mi, int) or isinstance(mi, bool):
-        raise TargetError(f"target mask_index must be an integer, got {mi!r}")
-    tok_id = resolve_token(handle, target["token"]) if target.get("token") is not None else -1
-    con_id = resolve_token(handle, target["contrast"], "contrast") if target.get("contrast") is not None else -1
-    for i, (text, _) in enumerate(examples):
+
+    def __call__(self, embeds: torch.Tensor, attn: torch.Tensor, *aux: torch.Tensor) -> torch.Tensor:
+        pos, tok, contrast = aux
+        rows = torch.arange(embeds.shape[0], device=embeds.device)
+        return _pick(_transform(self.logits_at(embeds, attn, rows, pos), self.output), tok, contrast)[:, None]
+
+
+@register_target
+class MaskedToken(TokenTarget):
+    """A masked LM's token at one ``[MASK]`` (``mask_index``)."""
+
+    kind = "masked-lm"
+    mode = "mask"
+    keys = TokenTarget.keys | {"mask_index"}
+    name_format = "{output}({token!r} at {t.handle.tokenizer.mask_token} #{t.mask_index}){contrast}"
+
+    def __init__(self, handle: ModelHandle, target: dict[str, Any]) -> None:
+        self.mask_id = _mask_token_id(handle)
+        super().__init__(handle, target)
+        self.mask_index = target.get("mask_index", 0)
+        if not isinstance(self.mask_index, int) or isinstance(self.mask_index, bool):
+            raise TargetError(f"target mask_index must be an integer, got {self.mask_index!r}")
+
+    def locate(self, i: int, text: str) -> tuple[str, list[int], torch.Tensor, int, dict[str, Any]]:
+        tok, mi = self.handle.tokenizer, self.mask_index
         for ph in _MASK_PLACEHOLDERS:
             text = text.replace(ph, tok.mask_token)
         ids = tok(text)["input_ids"]
-        _check_len(handle, i, len(ids))
-        masks = [j for j, t in enumerate(ids) if t == mask_id]
+        _check_len(self.handle, i, len(ids))
+        masks = [j for j, t in enumerate(ids) if t == self.mask_id]
         if not masks:
             raise TargetError(f"example {i} ({text[:60]!r}) has no {tok.mask_token} token; a masked-LM "
                               "target needs one (or use target mode 'pll')")
         if not -len(masks) <= mi < len(masks):
             raise TargetError(f"target mask_index {mi} out of range: example {i} has {len(masks)} "
                               f"{tok.mask_token} token(s)")
-        pos = masks[mi]
-        attributable = ~_special_mask(handle, ids)
-        aux = (torch.tensor([pos]), torch.tensor([tok_id]), torch.tensor([con_id]))
-        preps.append(_new(handle, i, text, ids, attributable, fn, aux, (None, None, None), [""],
-                          query_rows=[pos], info={"mask_position": pos}))
-    _argmax_tokens(fn, preps, 1)
-    for p in preps:
-        t_str = tok.decode([int(p.aux[1][0])])
-        c = f" − {output}({tok.decode([con_id])!r})" if con_id >= 0 else ""
-        p.target_names = [f"{output}({t_str!r} at {tok.mask_token} #{mi}){c}"]
-        p.info["target_token"] = t_str
-    return preps
+        return text, ids, ~_special_mask(self.handle, ids), masks[mi], {"mask_position": masks[mi]}
 
 
-def _greedy(handle: ModelHandle, ids: list[int], n: int) -> list[int]:
-    eos = handle.tokenizer.eos_token_id
-    x = torch.tensor([ids], device=handle.device)
-    out: list[int] = []
-    head = _causal_head(handle)
-    with torch.no_grad():
-        for _ in range(n):
-            h = handle.model.base_model(input_ids=x).last_hidden_state[0, -1]
-            nxt = int(head(h[None])[0].argmax())
-            out.append(nxt)
-            if nxt == eos:
-                break
-            x = torch.cat([x, torch.tensor([[nxt]], device=handle.device)], 1)
-    return out
+@register_target
+class PseudoLogLikelihood(Target):
+    """Σₚ log P(xₚ | x with only p masked) — the masked copies are built after the embedding layer,
+    so a gradient through them reaches every token's embedding."""
+
+    kind = "masked-lm"
+    mode = "pll"
+    output = "logprob"
+
+    def __init__(self, handle: ModelHandle, target: dict[str, Any]) -> None:
+        mask_id = torch.tensor([_mask_token_id(handle)], device=handle.device)
+        super().__init__(handle, target)
+        with torch.no_grad():
+            self.mask_emb = handle.input_embeddings()(mask_id)[0].detach()
+
+    def example(self, i: int, text: str, pair: str | None) -> Prepared:
+        ids = self.handle.tokenizer(text)["input_ids"]
+        _check_len(self.handle, i, len(ids))
+        special = _special_mask(self.handle, ids)
+        labels = torch.tensor(ids)[None]
+        return self._new(i, text, ids, ~special, ((~special)[None], labels), (False, -100), ["pseudo-log-likelihood"])
+
+    def __call__(self, embeds: torch.Tensor, attn: torch.Tensor, *aux: torch.Tensor) -> torch.Tensor:
+        score, labels = aux
+        rows, pos = score.nonzero(as_tuple=True)
+        n = rows.shape[0]
+        onehot = torch.zeros(n, embeds.shape[1], 1, dtype=torch.bool, device=embeds.device)
+        onehot[torch.arange(n, device=embeds.device), pos] = True
+        copies = torch.where(onehot, self.mask_emb.to(embeds.dtype), embeds[rows])
+        logits = self.logits_at(copies, attn[rows], torch.arange(n, device=embeds.device), pos)
+        lp = torch.log_softmax(_up(logits), -1).gather(1, labels[rows, pos][:, None])[:, 0]
+        out = torch.zeros(embeds.shape[0], device=embeds.device, dtype=lp.dtype)
+        return out.index_add(0, rows, lp)[:, None]
 
 
-def _prepare_causal(handle: ModelHandle, examples: list[tuple[str, str | None]], target: dict[str, Any],
-                    mode: str) -> list[Prepared]:
-    tok = handle.tokenizer
-    pre = prefix_token_id(handle)
-    preps: list[Prepared] = []
+@register_target
+class NextToken(TokenTarget):
+    """A causal LM's next token after the text."""
 
-    def source(text: str) -> list[int]:
-        return ([pre] if pre is not None else []) + list(tok(text, add_special_tokens=False)["input_ids"])
+    kind = "causal-lm"
+    mode = "next"
+    name_format = "{output}(next = {token!r}){contrast}"
 
-    def attributable_of(ids: list[int]) -> torch.Tensor:
-        a = ~_special_mask(handle, ids)
-        if pre is not None:
-            a[0] = False
-        return a
+    def locate(self, i: int, text: str) -> tuple[str, list[int], torch.Tensor, int, dict[str, Any]]:
+        ids = _causal_source(self.handle, text)
+        _check_len(self.handle, i, len(ids))
+        return text, ids, _causal_attributable(self.handle, ids), len(ids) - 1, {}
 
-    if mode == "sentence":
-        fn_s = SentenceFn(handle)
-        for i, (text, _) in enumerate(examples):
-            ids = source(text)
-            _check_len(handle, i, len(ids))
-            if len(ids) < 2:
-                raise TargetError(f"example {i} has no token to score")
-            labels = torch.tensor(ids[1:] + [-100])[None]
-            preps.append(_new(handle, i, text, ids, attributable_of(ids), fn_s, (labels,), (-100,),
-                              ["sentence log-likelihood"]))
-        return preps
-    output = _output(target)
-    if mode == "next":
-        fn = NextTokenFn(handle, output)
-        tok_id = resolve_token(handle, target["token"]) if target.get("token") is not None else -1
-        con_id = resolve_token(handle, target["contrast"], "contrast") if target.get("contrast") is not None else -1
-        for i, (text, _) in enumerate(examples):
-            ids = source(text)
-            _check_len(handle, i, len(ids))
-            aux = (torch.tensor([len(ids) - 1]), torch.tensor([tok_id]), torch.tensor([con_id]))
-            preps.append(_new(handle, i, text, ids, attributable_of(ids), fn, aux, (None, None, None), [""],
-                              query_rows=[len(ids) - 1]))
-        _argmax_tokens(fn, preps, 1)
-        for p in preps:
-            t_str = tok.decode([int(p.aux[1][0])])
-            c = f" − {output}({tok.decode([con_id])!r})" if con_id >= 0 else ""
-            p.target_names = [f"{output}(next = {t_str!r}){c}"]
-            p.info["target_token"] = t_str
-        return preps
-    # generate
-    n_new = target.get("max_new_tokens", 8)
-    if not isinstance(n_new, int) or isinstance(n_new, bool) or n_new < 1:
-        raise TargetError(f"target max_new_tokens must be a positive integer, got {n_new!r}")
-    cont = target.get("continuation")
-    fixed_gen = target.get("attribute_generated", True) is False
-    fn_g = GenerationFn(handle, output)
-    for i, (text, _) in enumerate(examples):
-        src = source(text)
-        _check_len(handle, i, len(src))
-        if cont is not None:
-            gen = list(tok(cont, add_special_tokens=False)["input_ids"])
+
+@register_target
+class Generation(Target):
+    """Output k is ``output`` of token_k given the tokens before it: one column per token of a greedy
+    continuation (``max_new_tokens``) or of a given ``continuation``; ``attribute_generated=False``
+    holds the generated tokens fixed."""
+
+    kind = "causal-lm"
+    mode = "generate"
+    keys = frozenset({"output", "max_new_tokens", "continuation", "attribute_generated"})
+
+    def __init__(self, handle: ModelHandle, target: dict[str, Any]) -> None:
+        super().__init__(handle, target)
+        self.n_new = target.get("max_new_tokens", 8)
+        if not isinstance(self.n_new, int) or isinstance(self.n_new, bool) or self.n_new < 1:
+            raise TargetError(f"target max_new_tokens must be a positive integer, got {self.n_new!r}")
+        self.continuation = target.get("continuation")
+        if self.continuation is not None and not isinstance(self.continuation, str):
+            raise TargetError(f"target continuation must be a text, got {self.continuation!r}")
+        self.attribute_generated = target.get("attribute_generated", True)
+        if not isinstance(self.attribute_generated, bool):
+            raise TargetError(f"target attribute_generated must be true or false, got {self.attribute_generated!r}")
+
+    def _greedy(self, ids: list[int]) -> list[int]:
+        eos = self.handle.tokenizer.eos_token_id
+        x = torch.tensor([ids], device=self.handle.device)
+        out: list[int] = []
+        assert self.head is not None  # a causal LM always has its unembedding
+        with torch.no_grad():
+            for _ in range(self.n_new):
+                h = self.base(input_ids=x).last_hidden_state[0, -1]
+                nxt = int(self.head(h[None])[0].argmax())
+                out.append(nxt)
+                if nxt == eos:
+                    break
+                x = torch.cat([x, torch.tensor([[nxt]], device=self.handle.device)], 1)
+        return out
+
+    def example(self, i: int, text: str, pair: str | None) -> Prepared:
+        tok, n_new = self.handle.tokenizer, self.n_new
+        src = _causal_source(self.handle, text)
+        _check_len(self.handle, i, len(src))
+        if self.continuation is not None:
+            gen = list(tok(self.continuation, add_special_tokens=False)["input_ids"])
         else:
-            _check_len(handle, i, len(src) + n_new, f" plus {n_new} new tokens")
-            gen = _greedy(handle, src, n_new)
+            _check_len(self.handle, i, len(src) + n_new, f" plus {n_new} new tokens")
+            gen = self._greedy(src)
         if not gen:
             raise TargetError(f"example {i}: the continuation has no tokens")
         ids = src + gen
-        _check_len(handle, i, len(ids), " with its continuation")
+        _check_len(self.handle, i, len(ids), " with its continuation")
         positions = list(range(len(src), len(ids)))
-        attributable = attributable_of(ids)
-        if fixed_gen:
+        attributable = _causal_attributable(self.handle, ids)
+        if not self.attribute_generated:
             attributable[len(src):] = False
-        names = [f"{output}({tok.decode([g])!r} @ {pos})" for g, pos in zip(gen, positions, strict=True)]
-        preps.append(_new(handle, i, text, ids, attributable, fn_g, (torch.tensor([positions]), torch.tensor([gen])),
-                          (None, None), names,
-                          target_positions=positions, query_rows=[q - 1 for q in positions],
-                          info={"source_length": len(src), "continuation": tok.decode(gen)}))
-    return preps
+        names = [f"{self.output}({tok.decode([g])!r} @ {pos})" for g, pos in zip(gen, positions, strict=True)]
+        return self._new(i, text, ids, attributable, (torch.tensor([positions]), torch.tensor([gen])), (None, None),
+                         names, target_positions=positions, query_rows=[q - 1 for q in positions],
+                         info={"source_length": len(src), "continuation": tok.decode(gen)})
+
+    def __call__(self, embeds: torch.Tensor, attn: torch.Tensor, *aux: torch.Tensor) -> torch.Tensor:
+        positions, toks = aux
+        rows = torch.arange(embeds.shape[0], device=embeds.device)[:, None]
+        y = _transform(self.logits_at(embeds, attn, rows, positions - 1), self.output)  # (B, K, V)
+        return y.gather(-1, toks.unsqueeze(-1)).squeeze(-1)
 
 
-def _prepare_classifier(handle: ModelHandle, examples: list[tuple[str, str | None]], target: dict[str, Any],
-                        mode: str) -> list[Prepared]:
-    tok = handle.tokenizer
-    output = _output(target)
-    fn = ClassFn(handle, output)
-    n_cls = int(handle.model.config.num_labels)
-    id2label = {int(k): v for k, v in (getattr(handle.model.config, "id2label", None) or {}).items()}
-    label2id = {v: k for k, v in id2label.items()}
-    cls = target.get("class")
-    if isinstance(cls, str):
-        if cls not in label2id:
-            raise TargetError(f"target class {cls!r} unknown; labels: {', '.join(map(str, label2id))}")
-        cls = label2id[cls]
-    if cls is not None and (not isinstance(cls, int) or isinstance(cls, bool) or not 0 <= cls < n_cls):
-        raise TargetError(f"target class {cls!r} out of range: the classifier has {n_cls} classes (0..{n_cls - 1})")
-    causal = is_causal(handle)
-    preps: list[Prepared] = []
-    for i, (text, _) in enumerate(examples):
-        ids = tok(text)["input_ids"]
-        _check_len(handle, i, len(ids))
-        c = cls
+@register_target
+class Sentence(Target):
+    """Σᵢ log P(tᵢ | t<ᵢ); ``labels[j]`` is the token position j predicts (−100: none)."""
+
+    kind = "causal-lm"
+    mode = "sentence"
+    output = "logprob"
+
+    def example(self, i: int, text: str, pair: str | None) -> Prepared:
+        ids = _causal_source(self.handle, text)
+        _check_len(self.handle, i, len(ids))
+        if len(ids) < 2:
+            raise TargetError(f"example {i} has no token to score")
+        labels = torch.tensor(ids[1:] + [-100])[None]
+        return self._new(i, text, ids, _causal_attributable(self.handle, ids), (labels,), (-100,),
+                         ["sentence log-likelihood"])
+
+    def __call__(self, embeds: torch.Tensor, attn: torch.Tensor, *aux: torch.Tensor) -> torch.Tensor:
+        (labels,) = aux
+        lp = torch.log_softmax(_up(self.logits_at(embeds, attn)), -1)
+        picked = lp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        return torch.where(labels >= 0, picked, torch.zeros_like(picked)).sum(1, keepdim=True)
+
+
+@register_target
+class ClassLabel(Target):
+    """A classifier's ``class`` (index or label name; default: the predicted class)."""
+
+    kind = "classifier"
+    mode = "class"
+    keys = frozenset({"class", "output"})
+
+    def __init__(self, handle: ModelHandle, target: dict[str, Any]) -> None:
+        super().__init__(handle, target)
+        n_cls = int(handle.model.config.num_labels)
+        self.id2label = {int(k): v for k, v in (getattr(handle.model.config, "id2label", None) or {}).items()}
+        label2id = {v: k for k, v in self.id2label.items()}
+        cls = target.get("class")
+        if isinstance(cls, str):
+            if cls not in label2id:
+                raise TargetError(f"target class {cls!r} unknown; labels: {', '.join(map(str, label2id))}")
+            cls = label2id[cls]
+        if cls is not None and (not isinstance(cls, int) or isinstance(cls, bool) or not 0 <= cls < n_cls):
+            raise TargetError(f"target class {cls!r} out of range: the classifier has {n_cls} classes (0..{n_cls - 1})")
+        self.cls: int | None = cls
+
+    def example(self, i: int, text: str, pair: str | None) -> Prepared:
+        ids = self.handle.tokenizer(text)["input_ids"]
+        _check_len(self.handle, i, len(ids))
+        c = self.cls
         if c is None:
             with torch.no_grad():
-                x = torch.tensor([ids], device=handle.device)
-                c = int(handle.model(input_ids=x).logits[0].argmax())
-        q = len(ids) - 1 if causal else 0
-        preps.append(_new(handle, i, text, ids, ~_special_mask(handle, ids), fn, (torch.tensor([c]),), (None,),
-                          [f"{output}(class {c} {id2label.get(c, '')!r})"], query_rows=[q],
-                          info={"class": c, "label": id2label.get(c, str(c))}))
-    return preps
+                x = torch.tensor([ids], device=self.handle.device)
+                c = int(self.handle.model(input_ids=x).logits[0].argmax())
+        q = len(ids) - 1 if is_causal(self.handle) else 0
+        return self._new(i, text, ids, ~_special_mask(self.handle, ids), (torch.tensor([c]),), (None,),
+                         [f"{self.output}(class {c} {self.id2label.get(c, '')!r})"], query_rows=[q],
+                         info={"class": c, "label": self.id2label.get(c, str(c))})
+
+    def __call__(self, embeds: torch.Tensor, attn: torch.Tensor, *aux: torch.Tensor) -> torch.Tensor:
+        (cls,) = aux
+        return _transform(self.logits_at(embeds, attn), self.output).gather(1, cls[:, None])
 
 
-def _prepare_encoder(handle: ModelHandle, examples: list[tuple[str, str | None]], target: dict[str, Any],
-                     mode: str) -> list[Prepared]:
-    tok = handle.tokenizer
-    pooling = target.get("pooling", "mean")
-    if pooling not in POOLINGS:
-        raise TargetError(f"target pooling {pooling!r} unknown; use one of {', '.join(POOLINGS)}")
-    fn = CosineFn(handle, pooling)
-    preps: list[Prepared] = []
-    for i, (text, pair) in enumerate(examples):
-        pair = pair if pair is not None else target.get("pair")
+@register_target
+class Cosine(Target):
+    """A sentence encoder's cosine similarity of the ``pooling`` embedding with a second text (``pair``)."""
+
+    kind = "encoder"
+    mode = "cosine"
+    keys = frozenset({"pair", "pooling"})
+    output = "cosine"
+
+    def __init__(self, handle: ModelHandle, target: dict[str, Any]) -> None:
+        super().__init__(handle, target)
+        self.pooling = target.get("pooling", "mean")
+        if self.pooling not in POOLINGS:
+            raise TargetError(f"target pooling {self.pooling!r} unknown; use one of {', '.join(POOLINGS)}")
+
+    def pooled(self, embeds: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        o = self.base(inputs_embeds=embeds, attention_mask=attn)
+        return _up(_pool(o.last_hidden_state, attn, self.pooling, getattr(o, "pooler_output", None)))
+
+    def example(self, i: int, text: str, pair: str | None) -> Prepared:
+        tok = self.handle.tokenizer
+        pair = pair if pair is not None else self.target.get("pair")
         if not isinstance(pair, str) or not pair.strip():
             raise TargetError(f"example {i}: a sentence-encoder target is the cosine similarity with a second "
                               "text; give target={'pair': '...'} or (text, pair) inputs")
         ids = tok(text)["input_ids"]
         pids = tok(pair)["input_ids"]
-        _check_len(handle, i, len(ids))
-        _check_len(handle, i, len(pids), " in its pair text")
+        _check_len(self.handle, i, len(ids))
+        _check_len(self.handle, i, len(pids), " in its pair text")
         with torch.no_grad():
-            pt = torch.tensor([pids], device=handle.device)
-            pvec = fn.pooled(embed_ids(handle, pt), torch.ones_like(pt))
-        q: int | None = {"cls": 0, "pooler": 0, "last": len(ids) - 1}.get(pooling)
-        preps.append(_new(handle, i, text, ids, ~_special_mask(handle, ids), fn, (pvec,), (None,),
-                          [f"cos(x, {pair[:40]!r})"], query_rows=[q], pair=pair, info={"pooling": pooling}))
-    return preps
+            pt = torch.tensor([pids], device=self.handle.device)
+            pvec = self.pooled(embed_ids(self.handle, pt), torch.ones_like(pt))
+        q: int | None = {"cls": 0, "pooler": 0, "last": len(ids) - 1}.get(self.pooling)
+        return self._new(i, text, ids, ~_special_mask(self.handle, ids), (pvec,), (None,), [f"cos(x, {pair[:40]!r})"],
+                         query_rows=[q], pair=pair, info={"pooling": self.pooling})
+
+    def __call__(self, embeds: torch.Tensor, attn: torch.Tensor, *aux: torch.Tensor) -> torch.Tensor:
+        (pair,) = aux
+        return torch.nn.functional.cosine_similarity(self.pooled(embeds, attn), _up(pair), dim=-1)[:, None]
