@@ -66,13 +66,9 @@ def _print_outcome(o: Any) -> None:
             print(f"policy {o.verdict.policy_name or o.verdict.policy_source}: {len(bad)} check(s) did not pass")
             for b in bad:
                 print(f"  {b}")
-    try:
-        from audit.store import read_json
+    from audit.rundir_view import RunView
 
-        findings = read_json(o.run_dir.path / "report.json").get("key_findings", {}).get("findings") or []
-    except (FileNotFoundError, ValueError):
-        findings = []
-    for f in findings[:3]:
+    for f in (RunView(o.run_dir.path).report_findings() or [])[:3]:
         print(f"  • {f['text']}")
     shown = [o.run_dir.path / n for n in ("report.html", "model_card.md", "report.pdf")]
     for path in shown:
@@ -202,11 +198,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     """Each metric of the probes two runs share: A, B, B − A and the test (:mod:`audit.compare`)."""
     from audit.compare import compare_runs
-    from audit.store import RunDir
+    from audit.rundir_view import RunView
 
-    runs = [RunDir(p) for p in (args.run_a, args.run_b)]
+    runs = [RunView(p) for p in (args.run_a, args.run_b)]
     for rd in runs:
-        if not rd.manifest_path.is_file():
+        if not rd.file("manifest.json").is_file():
             print(f"error: {rd.path} is not a run directory (no manifest.json)", file=sys.stderr)
             return EXIT_ERROR
     df = compare_runs(*runs)

@@ -27,6 +27,7 @@ import pandas as pd
 from scipy import stats
 
 from audit.results import MetricValue
+from audit.rundir_view import RunView
 from audit.stats import benjamini_hochberg, binomial_test, wilcoxon_test
 from audit.store import RunDir
 
@@ -206,29 +207,20 @@ def finish_table(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def compare_runs(run_a: RunDir, run_b: RunDir) -> pd.DataFrame:
+def compare_runs(run_a: RunDir | RunView, run_b: RunDir | RunView) -> pd.DataFrame:
     """Every metric of every probe complete in both runs, with the test :func:`compare_metric`
     picks and Benjamini–Hochberg-adjusted p-values across the table (``taudit compare``).
     Items pair up by the probe's ``info["item_text"]`` columns when both runs name the same."""
+    va, vb = (rd if isinstance(rd, RunView) else RunView(rd.path) for rd in (run_a, run_b))
     frames = []
-    for name in [p for p in run_a.probe_names() if p in run_b.probe_names()]:
-        if not (run_a.probe_complete(name) and run_b.probe_complete(name)):
+    for name in sorted(set(va.probe_names()) & set(vb.probe_names())):
+        a, b = va.probe(name), vb.probe(name)
+        if not (a.complete and b.complete):
             continue
-        info_a = run_a.probe_summary(name).get("info") or {}
-        info_b = run_b.probe_summary(name).get("info") or {}
-        keys_a, keys_b = list(info_a.get("item_text") or []), list(info_b.get("item_text") or [])
-        items_a, items_b = (_items(rd, name) for rd in (run_a, run_b))
-        table, _ = compare_probe(run_a.probe_metrics(name), run_b.probe_metrics(name), items_a, items_b,
-                                 keys_a if keys_a == keys_b else [])
+        keys_a, keys_b = list(a.info.get("item_text") or []), list(b.info.get("item_text") or [])
+        table, _ = compare_probe(a.metrics, b.metrics, a.items()[0], b.items()[0], keys_a if keys_a == keys_b else [])
         frames.append(table.assign(probe=name))
     if not frames:
         return pd.DataFrame()
     df = pd.concat(frames, ignore_index=True)
     return finish_table(df[["probe", *[c for c in df.columns if c != "probe"]]])
-
-
-def _items(rd: RunDir, name: str) -> pd.DataFrame | None:
-    try:
-        return rd.probe_items(name)
-    except FileNotFoundError:
-        return None

@@ -23,7 +23,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from audit.policy import finite
-from audit.store import RunDir, now_iso, read_json
+from audit.rundir_view import RunView
+from audit.store import RunDir, now_iso
 
 _RANK = {"fail": 4, "missing": 3, "warn": 2, "pass": 1, "skipped": 0}  # nosec B105  # statuses, not passwords
 
@@ -57,33 +58,22 @@ def headline_rows(rd: RunDir, verdict: Any = None) -> list[list[str]]:
         key = (c.probe, c.metric)
         if _RANK.get(c.status, 0) >= _RANK.get(checks.get(key, "skipped"), 0):
             checks[key] = c.status
-    manifest = rd.manifest()
-    names = list(manifest.get("probes") or {}) + [n for n in rd.probe_names() if n not in (manifest.get("probes") or {})]
+    view = RunView(rd.path)
     rows = []
-    for name in names:
-        entry = (manifest.get("probes") or {}).get(name) or {}
-        try:
-            summary = read_json(rd.probe_dir(name) / "summary.json")
-        except (FileNotFoundError, ValueError):
-            summary = {}
-        if summary.get("status") != "complete":
-            status = str(summary.get("status") or entry.get("status") or "not run")
-            rows.append([name, "—", status, "—", "fail" if status == "failed" else "—"])
+    for rec in map(view.probe, view.probe_names()):
+        if not rec.complete:
+            rows.append([rec.name, "—", rec.status, "—", "fail" if rec.status == "failed" else "—"])
             continue
-        metrics = summary.get("metrics") or {}
-        primary = summary.get("primary_metric") or (summary.get("info") or {}).get("primary_metric")
-        if primary not in metrics:
-            primary = next(iter(metrics), None)
+        primary = rec.primary_metric
         if primary is None:
-            rows.append([name, "—", "no metrics", "—", "—"])
+            rows.append([rec.name, "—", "no metrics", "—", "—"])
             continue
-        m = metrics[primary] or {}
+        name, m = rec.name, rec.metrics[primary]
         judged = [s for (p, met), s in checks.items() if p == name and (met == primary or
                   {met, primary} == {"metric", "pct_stereotype"})]
         probe_checks = [s for (p, _), s in checks.items() if p == name]
         status = max(judged or probe_checks or ["—"], key=lambda s: _RANK.get(s, -1))
-        rows.append([name, primary, value_ci(m.get("value"), m.get("ci_low"), m.get("ci_high"), str(m.get("unit") or "")),
-                     fmt(m.get("ideal")), status])
+        rows.append([name, primary, value_ci(m.value, m.ci_low, m.ci_high, str(m.unit or "")), fmt(m.ideal), status])
     return rows
 
 

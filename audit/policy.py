@@ -57,7 +57,9 @@ from pydantic import (
 
 from audit.config import read_yaml_file
 from audit.datafiles import brief
-from audit.store import SCHEMA_VERSION, RunDir, now_iso, read_json, write_json
+from audit.results import MetricValue
+from audit.rundir_view import RunView
+from audit.store import SCHEMA_VERSION, RunDir, now_iso, write_json
 from audit.views import finite
 
 Op = Literal["<=", "<", ">=", ">", "within"]
@@ -383,12 +385,12 @@ class Verdict:
         }
 
 
-def _resolve(run_dir: RunDir, manifest: Mapping[str, Any], probe: str) -> tuple[str | None, str]:
+def _resolve(rd: RunView, probe: str) -> tuple[str | None, str]:
     """The run's name for ``probe`` (a run name, or the registry name of exactly one run probe)."""
-    entries = manifest.get("probes") or {}
-    if probe in entries or run_dir.probe_dir(probe).is_dir():
+    entries = rd.manifest().probes
+    if probe in entries or rd.file("probes", probe).is_dir():
         return probe, ""
-    aliases = sorted(n for n, e in entries.items() if isinstance(e, Mapping) and e.get("probe") == probe)
+    aliases = sorted(n for n, e in entries.items() if e.get("probe") == probe)
     if len(aliases) == 1:
         return aliases[0], ""
     if len(aliases) > 1:
@@ -406,45 +408,32 @@ def _judge(op: str, vals: list[float], cond: Condition) -> bool:
     return {"<=": v <= t, "<": v < t, ">=": v >= t, ">": v > t}[op]
 
 
-def _evaluate_check(c: Check, run_dir: RunDir, manifest: Mapping[str, Any]) -> CheckResult:
+def _evaluate_check(c: Check, rd: RunView) -> CheckResult:
     cond = c.condition
     res = CheckResult(check=c.check, probe=cond.probe, metric=cond.metric, op=cond.op,
                       threshold=cond.threshold_text(), severity=c.severity, on=c.on, status="missing",
                       description=c.description, source=c.source)
-    name, why = _resolve(run_dir, manifest, cond.probe)
+    name, why = _resolve(rd, cond.probe)
     if name is None:
         res.reason = why
         if not c.required:
             res.status, res.reason = "skipped", why + " (not required)"
         return res
-    summary_path = run_dir.probe_dir(name) / "summary.json"
-    entry = (manifest.get("probes") or {}).get(name) or {}
-    summary: Mapping[str, Any] = {}
-    if summary_path.is_file():
-        try:
-            summary = read_json(summary_path)
-        except (OSError, ValueError) as exc:
-            res.reason = f"probe {name!r}: {summary_path} cannot be read ({exc})"
-            return res
-    status = summary.get("status") or entry.get("status") or "not run"
-    if status == "skipped" and not c.required:
+    rec = rd.probe(name)
+    if rec.status == "skipped" and not c.required:
         res.status = "skipped"
-        res.reason = f"probe {name!r} skipped: {entry.get('reason') or 'it does not apply to this model'}"
+        res.reason = f"probe {name!r} skipped: {rec.entry.get('reason') or 'it does not apply to this model'}"
         return res
-    if status != "complete":
-        err = summary.get("error") or entry.get("error") or entry.get("reason") or ""
-        res.reason = f"probe {name!r} {status}" + (f": {err}" if err else "") + "; no results to judge"
+    if not rec.complete:
+        res.reason = f"probe {name!r} {rec.status}" + (f": {rec.reason}" if rec.reason else "") + "; no results to judge"
         return res
-    metrics = summary.get("metrics") or {}
+    metrics = rec.metrics
     if cond.metric in AUDIT_COST_METRICS and cond.metric not in metrics:
-        from audit.metering import read_probe_compute
-
-        try:
-            figures = read_probe_compute(run_dir.probe_dir(name)) or {}
-        except ValueError as exc:
-            res.reason = str(exc)
+        figures, err = rec.compute()
+        if err:
+            res.reason = err
             return res
-        metrics = {cond.metric: {"value": figures.get(AUDIT_COST_METRICS[cond.metric])}}
+        metrics = {cond.metric: MetricValue.from_dict({"value": (figures or {}).get(AUDIT_COST_METRICS[cond.metric])})}
     key = metric_key(cond.metric, metrics)
     if key is None:
         res.reason = (f"metric {cond.metric!r} is not in probe {name!r} results "
@@ -453,9 +442,9 @@ def _evaluate_check(c: Check, run_dir: RunDir, manifest: Mapping[str, Any]) -> C
             res.status = "skipped"
             res.reason += "; not reported for this model (not required)"
         return res
-    mv = metrics[key] or {}
-    res.value, res.ci_low, res.ci_high = finite(mv.get("value")), finite(mv.get("ci_low")), finite(mv.get("ci_high"))
-    res.unit, res.ideal = str(mv.get("unit") or ""), finite(mv.get("ideal"))
+    mv = metrics[key]
+    res.value, res.ci_low, res.ci_high = finite(mv.value), finite(mv.ci_low), finite(mv.ci_high)
+    res.unit, res.ideal = str(mv.unit or ""), finite(mv.ideal)
     if c.on == "value":
         if res.value is None:
             res.reason = f"metric {cond.ref} has no finite value"
@@ -484,11 +473,11 @@ def _evaluate_check(c: Check, run_dir: RunDir, manifest: Mapping[str, Any]) -> C
 
 def evaluate_policy(policy: Policy, run_dir: RunDir | str | Path) -> Verdict:
     """Judge every check of ``policy`` against the results stored in ``run_dir``."""
-    rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    rd = RunView(run_dir.path if isinstance(run_dir, RunDir) else run_dir)
     manifest = rd.manifest()
-    checks = [_evaluate_check(c, rd, manifest) for c in policy.checks]
-    return Verdict(checks=checks, run_id=str(manifest.get("run_id") or rd.path.name),
-                   run_status=str(manifest.get("status") or ""), policy_source=policy.source,
+    checks = [_evaluate_check(c, rd) for c in policy.checks]
+    return Verdict(checks=checks, run_id=manifest.run_id,
+                   run_status=str(manifest.raw.get("status") or ""), policy_source=policy.source,
                    policy_name=policy.name)
 
 

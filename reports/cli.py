@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from audit.rundir_view import RunView
 from audit.store import RunDir
 from reports.builder import FORMATS, build_reports, parse_formats
 from reports.content import ReportError
@@ -44,16 +45,12 @@ def _apply_policy(rd: RunDir, spec: str, out: Path) -> Any:
         write_verdict,
     )
 
-    manifest = rd.manifest()
-    entries = manifest.get("probes") or {}
-    run_names = {n: str(e.get("probe") or n) for n, e in entries.items() if isinstance(e, Mapping)}
+    view = RunView(rd.path)
+    run_names = {n: str(e.get("probe") or n) for n, e in view.manifest().probes.items()}
     policy = recommended_policy(run_names) if is_recommended(spec) else load_policy(spec)
     known = known_metrics(run_names)
-    for name in rd.probe_names():  # probes whose package is not installed here still count
-        if rd.probe_complete(name):
-            known.setdefault(name, set()).update(rd.probe_summary(name).get("metrics") or {})
-    for name in entries:
-        known.setdefault(name, set())
+    for rec in map(view.probe, view.probe_names()):  # probes whose package is not installed here still count
+        known.setdefault(rec.name, set()).update(rec.metrics)
     validate_policy(policy, known)
     verdict = evaluate_policy(policy, rd)
     out.mkdir(parents=True, exist_ok=True)

@@ -17,9 +17,9 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from audit.metering import read_probe_compute
 from audit.policy import STATUSES as VERDICT_STATUSES
-from audit.store import RunDir, now_iso, read_json
+from audit.rundir_view import RunView, StepRecord, VerdictRecord
+from audit.store import RunDir, now_iso
 from audit.views import breakdown_row, breakdown_rows, metric_entry, probe_warnings, py, top_items
 from audit.views import clip as _clip
 from audit.views import finite as _num
@@ -39,87 +39,33 @@ class ReportError(ValueError):
     """The path is not a run directory, or a requested format cannot be produced."""
 
 
-def _safe_json(path: Path) -> tuple[dict[str, Any] | None, str]:
-    try:
-        data = read_json(path)
-    except FileNotFoundError:
-        return None, ""
-    except (OSError, ValueError) as exc:
-        return None, f"{path.name} cannot be read: {exc}"
-    return (data if isinstance(data, dict) else None), ("" if isinstance(data, dict) else f"{path.name} is not an object")
-
-
-def _read_table(path: Path) -> tuple[pd.DataFrame | None, str]:
-    if not path.is_file():
-        return None, ""
-    try:
-        return pd.read_parquet(path), ""
-    except Exception as exc:  # a corrupt table must not stop the report
-        return None, f"{path.name} cannot be read: {exc}"
-
-
-# -- probes ------------------------------------------------------------------------------------
-
-def _breakdown(rd: RunDir, name: str, summary: Mapping[str, Any]) -> tuple[list[dict[str, Any]], str]:
-    df, err = _read_table(rd.probe_dir(name) / "breakdown.parquet")
-    records: list[Mapping[str, Any]]
-    if df is not None:
-        records = df.to_dict(orient="records")
-    else:
-        records = summary.get("breakdown") or []
-    return breakdown_rows(records, err)
-
-
-def _top_items(rd: RunDir, name: str, info: Mapping[str, Any]) -> dict[str, Any]:
-    items, err = _read_table(rd.probe_dir(name) / "items.parquet")
-    return top_items(items, info, err or "no items.parquet in the probe folder")
-
-
-def _probe_entry(rd: RunDir, name: str, manifest: Mapping[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+def _probe_entry(rd: RunView, name: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """(complete probe entry, None) or (None, missing entry)."""
-    entry = (manifest.get("probes") or {}).get(name) or {}
-    reg = str(entry.get("probe") or name)
-    d = rd.probe_dir(name)
-    summary, err = _safe_json(d / "summary.json")
-    if summary is None:
-        status = str(entry.get("status") or ("running" if (d / "partial").is_dir() else "not started"))
-        if status == "complete":  # the manifest says complete but the files are gone
-            status = "incomplete"
-        reason = err or entry.get("error") or entry.get("reason") or {
-            "running": "still running: only partial results exist",
-            "pending": "not started yet",
-            "not started": "no results were written",
-            "incomplete": "the manifest marks it complete but summary.json is missing",
-        }.get(status, "no results were written")
-        return None, {"name": name, "probe": reg, "status": status, "reason": _clip(reason, 2000)}
-    reg = str(summary.get("probe") or reg)
-    status = str(summary.get("status") or "unknown")
-    if status != "complete":
-        reason = summary.get("error") or entry.get("error") or entry.get("reason") or f"status {status}"
-        return None, {"name": name, "probe": reg, "status": status, "reason": _clip(reason, 2000)}
-    info = summary.get("info") or {}
-    metrics = [metric_entry(k, v or {}) for k, v in (summary.get("metrics") or {}).items()]
-    primary = summary.get("primary_metric") or info.get("primary_metric")
-    if primary not in {m["name"] for m in metrics}:
-        primary = metrics[0]["name"] if metrics else None
-    breakdown, bnote = _breakdown(rd, name, summary)
-    warnings = probe_warnings(summary.get("warnings") or [], metrics)
+    rec = rd.probe(name)
+    if not rec.complete:
+        return None, {"name": name, "probe": rec.probe, "status": rec.status,
+                      "reason": _clip(rec.reason or f"status {rec.status}", 2000)}
+    summary = rec.summary
+    metrics = [metric_entry(k, v.to_dict()) for k, v in rec.metrics.items()]
+    bd, bnote = rec.breakdown()
+    breakdown, bnote = breakdown_rows(bd.to_dict(orient="records"), bnote or "")
+    items, inote = rec.items()
     data = summary.get("data")
     return {
         "name": name,
-        "probe": reg,
+        "probe": rec.probe,
         "status": "complete",
-        "duration_s": _num(summary.get("duration_s", entry.get("duration_s"))),
+        "duration_s": _num(summary.get("duration_s", rec.entry.get("duration_s"))),
         "finished_at": summary.get("finished_at"),
         "n_items": py(summary.get("n_items")),
         "data": py(data) if data is not None else None,
         "options": py(summary.get("options") or {}),
-        "primary_metric": primary,
+        "primary_metric": rec.primary_metric,
         "metrics": metrics,
         "breakdown": breakdown,
         "breakdown_note": bnote,
-        "top_items": _top_items(rd, name, info),
-        "warnings": warnings,
+        "top_items": top_items(items, rec.info, inote or ""),
+        "warnings": probe_warnings([*rec.warnings, *rec.problems], metrics),
     }, None
 
 
@@ -198,22 +144,20 @@ def _views(rows: pd.DataFrame) -> list[tuple[str, dict[str, Any]]]:
     return [(str(t), _token_row(g)) for t, g in rows.groupby(targets, sort=False)]
 
 
-def _explainer_entry(rd: RunDir, name: str, manifest: Mapping[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    d = rd.explain_dir(name)
-    entry = (manifest.get("explain") or {}).get(name) or {}
-    summary, err = _safe_json(d / "summary.json")
-    if summary is None or summary.get("status") != "complete":
-        status = str((summary or {}).get("status") or entry.get("status") or "not started")
-        reason = (summary or {}).get("error") or entry.get("error") or err or "no complete results were written"
-        return None, {"name": name, "probe": "explain", "status": status, "reason": _clip(reason, 2000)}
-    attr, aerr = _read_table(d / "attributions.parquet")
-    mets, merr = _read_table(d / "metrics.parquet")
-    warnings = [str(w) for w in summary.get("warnings") or []] + [e for e in (aerr, merr) if e]
+def _explainer_entry(rd: RunView, name: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    rec = rd.explain(name)
+    if not rec.complete:
+        return None, {"name": name, "probe": "explain", "status": rec.status,
+                      "reason": _clip(rec.reason or "no complete results were written", 2000)}
+    summary = rec.summary
+    attr, aerr = rec.table("attributions.parquet")
+    mets, merr = rec.table("metrics.parquet")
+    warnings = rec.warnings + [e for e in (aerr, merr, *rec.problems) if e and not e.endswith("does not exist")]
 
     method_metrics: list[dict[str, Any]] = []
-    for method, md in (summary.get("metrics") or {}).items():
-        for metric, mv in (md or {}).items():
-            row = metric_entry(metric, mv or {})
+    for method, md in rec.method_metrics.items():
+        for metric, mv in md.items():
+            row = metric_entry(metric, mv.to_dict())
             row.update(method=str(method), metric=str(metric), source="summary")
             method_metrics.append(row)
     point = None
@@ -254,7 +198,7 @@ def _explainer_entry(rd: RunDir, name: str, manifest: Mapping[str, Any]) -> tupl
         "status": "complete",
         "methods": methods,
         "target": py(summary.get("target")),
-        "duration_s": _num(entry.get("duration_s", summary.get("duration_s"))),
+        "duration_s": _num(rec.entry.get("duration_s", summary.get("duration_s"))),
         "method_metrics": method_metrics,
         "examples": examples,
         "warnings": warnings,
@@ -316,16 +260,14 @@ def _datasets(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
 _CHECK_TEXT = ("check", "probe", "metric", "threshold", "reason", "description", "unit", "source")
 
 
-def _verdict(path: Path) -> tuple[dict[str, Any] | None, str]:
+def _verdict(rec: VerdictRecord) -> tuple[dict[str, Any] | None, str]:
     """A ``verdict.json`` (written by the runner or ``taudit report --policy``), if any, with every
     field the report shows present (a hand-edited or older file must not break it)."""
-    data, err = _safe_json(path)
+    data, err = rec.raw, rec.problem or ""
     if data is None:
         return None, err
     checks = []
-    for c in data.get("checks") or []:
-        if not isinstance(c, Mapping):
-            continue
+    for c in rec.checks:
         row: dict[str, str | float | None] = {k: str(c.get(k) or "") for k in _CHECK_TEXT}
         row["op"] = str(c.get("op") or "")
         row["severity"] = "warn" if c.get("severity") == "warn" else "fail"
@@ -358,21 +300,18 @@ def _package_version() -> str:
         return "unknown"
 
 
-def _audit_compute(rd: RunDir, limitations: list[dict[str, str]]) -> dict[str, Any]:
+def _audit_compute(rd: RunView, limitations: list[dict[str, str]]) -> dict[str, Any]:
     """Each probe's and explain step's own compute (``compute-rank*.json`` in its folder, summed over
     the ranks), explain steps keyed ``explain/<name>`` as in ``durations``; an unreadable record
     becomes a limitation instead of stopping the report."""
     out: dict[str, Any] = {}
-    steps = [(n, rd.probe_dir(n)) for n in rd.probe_names()]
-    steps += [(f"explain/{n}", rd.explain_dir(n)) for n in rd.explain_names()]
-    for name, folder in steps:
-        try:
-            figures = read_probe_compute(folder)
-        except ValueError as exc:
-            limitations.append({"topic": f"Compute record ({name})", "text": _clip(str(exc), 2000),
-                                "source": "run directory"})
-            continue
-        if figures is not None:
+    steps: list[tuple[str, StepRecord]] = [(n, rd.probe(n)) for n in sorted(rd.probe_names())]
+    steps += [(f"explain/{n}", rd.explain(n)) for n in sorted(rd.explain_names())]
+    for name, rec in steps:
+        figures, err = rec.compute()
+        if err:
+            limitations.append({"topic": f"Compute record ({name})", "text": _clip(err, 2000), "source": "run directory"})
+        elif figures is not None:
             out[name] = py(figures)
     return out
 
@@ -381,54 +320,44 @@ def _duration(manifest: Mapping[str, Any]) -> float | None:
     return _num((manifest.get("timings") or {}).get("total_s"))
 
 
-def quick_findings(run_dir: RunDir | str | Path) -> dict[str, Any]:
+def quick_findings(run_dir: RunView | RunDir | str | Path) -> dict[str, Any]:
     """The key findings of a run from its ``summary.json`` files alone (no parquet, no plots):
     what the dashboard's Runs page shows for runs whose report.json is missing."""
-    rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    rd = _view(run_dir)
     probes = []
-    for name in rd.probe_names():
-        summary, _ = _safe_json(rd.probe_dir(name) / "summary.json")
-        if not summary or summary.get("status") != "complete":
-            continue
-        metrics = [metric_entry(k, v or {}) for k, v in (summary.get("metrics") or {}).items()]
-        primary = summary.get("primary_metric") or (summary.get("info") or {}).get("primary_metric")
-        if primary not in {m["name"] for m in metrics}:
-            primary = metrics[0]["name"] if metrics else None
-        rows = [breakdown_row(r) for r in summary.get("breakdown") or []]
-        probes.append({"name": name, "metrics": metrics, "primary_metric": primary, "breakdown": rows})
+    for rec in (rd.probe(n) for n in sorted(rd.probe_names())):
+        if rec.complete:
+            probes.append({"name": rec.name, "metrics": [metric_entry(k, v.to_dict()) for k, v in rec.metrics.items()],
+                           "primary_metric": rec.primary_metric,
+                           "breakdown": [breakdown_row(r) for r in rec.summary.get("breakdown") or []]})
     return key_findings({"probes": probes, "missing": [], "limitations": [], "verdict": None})
 
 
-def collect_report(run_dir: RunDir | str | Path, verdict_file: str | Path | None = None) -> dict[str, Any]:
+def _view(run_dir: RunView | RunDir | str | Path) -> RunView:
+    return run_dir if isinstance(run_dir, RunView) else RunView(run_dir.path if isinstance(run_dir, RunDir) else run_dir)
+
+
+def collect_report(run_dir: RunView | RunDir | str | Path, verdict_file: str | Path | None = None) -> dict[str, Any]:
     """Build the report document (the content of ``report.json``) from a run directory;
     ``verdict_file`` replaces the run's own ``verdict.json`` (``taudit report --policy --out``)."""
-    rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-    if not rd.exists():
-        raise ReportError(f"{rd.path} is not a run directory (no manifest.json)")
-    manifest, err = _safe_json(rd.manifest_path)
-    if manifest is None:
-        raise ReportError(f"{rd.path}: {err or 'manifest.json is not an object'}")
-    status = str(manifest.get("status") or "unknown")
-
-    names = list(manifest.get("probes") or {})
-    names += [n for n in rd.probe_names() if n not in names]
-    for p in (manifest.get("config") or {}).get("probes") or []:
-        n = (p.get("name") or p.get("probe")) if isinstance(p, Mapping) else (p if isinstance(p, str) else None)
-        if n and n not in names:
-            names.append(str(n))
+    rd = _view(run_dir)
+    man = rd.manifest()
+    if not man.readable:
+        if not rd.file("manifest.json").is_file():
+            raise ReportError(f"{rd.path} is not a run directory (no manifest.json)")
+        raise ReportError(f"{rd.path}: {man.problem}")
+    manifest, status = man.raw, man.status
     probes, missing = [], []
-    for n in names:
-        entry, miss = _probe_entry(rd, n, manifest)
+    for n in rd.probe_names(configured=True):
+        entry, miss = _probe_entry(rd, n)
         if entry is not None:
             probes.append(entry)
         if miss is not None:
             missing.append(miss)
 
-    ex_names = list(manifest.get("explain") or {})
-    ex_names += [n for n in rd.explain_names() if n not in ex_names]
     explainers = []
-    for n in ex_names:
-        entry, miss = _explainer_entry(rd, n, manifest)
+    for n in rd.explain_names():
+        entry, miss = _explainer_entry(rd, n)
         if entry is not None:
             explainers.append(entry)
         if miss is not None:
@@ -449,7 +378,7 @@ def collect_report(run_dir: RunDir | str | Path, verdict_file: str | Path | None
     if missing and status == "complete":
         notice = "Some results are missing from this run (listed under Limitations)."
 
-    verdict, verr = _verdict(Path(verdict_file) if verdict_file is not None else rd.path / "verdict.json")
+    verdict, verr = _verdict(rd.verdict(verdict_file))
     model = _model(manifest)
     limitations: list[dict[str, str]] = []
     quant = _quantization(model)

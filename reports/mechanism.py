@@ -8,7 +8,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from audit.store import RunDir
+from audit.rundir_view import RunView
 
 #: what a reader must keep in mind, printed with the section
 CAVEATS = [
@@ -64,25 +64,17 @@ def ablation_rows(info: Mapping[str, Any]) -> dict[str, Any] | None:
     return {"heads": heads, "rows": rows, "note": str(ab.get("note") or "")}
 
 
-def collect(rd: RunDir, probes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def collect(rd: RunView, probes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One entry per completed mediation probe of the run (empty when there is none)."""
-    import json
-
     out = []
-    for p in probes:
-        if p.get("probe") != "mediation":
+    for rec in (rd.probe(p["name"]) for p in probes if p.get("probe") == "mediation"):
+        if not rec.complete:
             continue
-        try:
-            summary = json.loads((rd.probe_dir(p["name"]) / "summary.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        info = summary.get("info") or {}
-        if not isinstance(info, Mapping):
-            continue
+        info = rec.info
         top = [{"head": f"L{t.get('layer')}.H{t.get('head')}", "nie": _num(t.get("nie")),
                 "ci_low": _num(t.get("ci_low")), "ci_high": _num(t.get("ci_high"))}
                for t in info.get("top_heads") or [] if isinstance(t, Mapping)]
         layers = {k: [_num(v) for v in info.get(f"{k}_by_layer") or []] for k in ("attn", "mlp")}
-        out.append({"name": p["name"], "heat": _heat(info), "top_heads": top, "layers": layers,
+        out.append({"name": rec.name, "heat": _heat(info), "top_heads": top, "layers": layers,
                     "n_scored": info.get("n_scored"), "ablation": ablation_rows(info), "caveats": list(CAVEATS)})
     return out
