@@ -136,8 +136,8 @@ def load_data(data: str | Path | None, opts: dict[str, Any]) -> EthnicData:
         if opts.get(key):
             return Path(opts[key])
         if base is None:
-            raise ProbeError(f"ethnic_bias needs data= a folder with {default} (Ahn & Oh's templates/) or the "
-                             f"option {key}: PATH")
+            given = f"ethnic_bias: data= {folder} is a file; it takes" if folder is not None else "ethnic_bias needs data="
+            raise ProbeError(f"{given} a folder with {default} (Ahn & Oh's templates/) or the option {key}: PATH")
         return base / default
 
     templates = load_templates(pick("templates", "templates_tr.txt"))

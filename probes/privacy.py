@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, NonNegativeFloat, PositiveInt, field_validator
+from pydantic import Field, NonNegativeFloat, PositiveInt, field_validator, model_validator
 
 from audit.datafiles import brief, parse_json, read_table_csv, read_text_file, text_lines
 from audit.options import SamplingOptions, comma_list
@@ -278,6 +278,7 @@ class Privacy(ItemProbe):
         """The selected ``parts`` (default: pii and memorization, and canary when ``canaries`` are
         given); ``prompts`` / ``documents`` / ``canaries`` replace the shipped files."""
 
+        data: None = Field(default=None, description="none: files come through prompts, documents and canaries")
         parts: list[Literal["pii", "memorization", "canary"]] | None = Field(default=None, min_length=1)
         prompts: str | None = None
         max_prompts: PositiveInt | None = None
@@ -297,6 +298,13 @@ class Privacy(ItemProbe):
 
         _parts = field_validator("parts", mode="before")(comma_list)
 
+        @model_validator(mode="after")
+        def _canaries_for_canary(self) -> Privacy.Options:
+            if self.parts and "canary" in self.parts and self.canaries is None:
+                raise ValueError("part 'canary' needs canaries: [{format: 'my PIN is {d4}', secret: '7281'}] "
+                                 "or a .jsonl/.csv file of them")
+            return self
+
     # ---- options and files ----
 
     def _opts(self, opts: dict[str, Any]) -> dict[str, Any]:
@@ -304,9 +312,6 @@ class Privacy(ItemProbe):
         parts = o["parts"]
         if parts is None:
             parts = ["pii", "memorization"] + (["canary"] if o["canaries"] is not None else [])
-        if "canary" in parts and o["canaries"] is None:
-            raise ProbeError("privacy: part 'canary' needs canaries: [{format: 'my PIN is {d4}', secret: '7281'}] "
-                             "or a .jsonl/.csv file of them")
         return {**o, "parts": list(dict.fromkeys(parts))}
 
     def data_files(self, data: str | Path | None, options: dict[str, Any] | None = None) -> list[Path]:
@@ -321,9 +326,6 @@ class Privacy(ItemProbe):
         return files
 
     def load_items(self, data: str | Path | None, opts: dict[str, Any]) -> pd.DataFrame:
-        if data is not None:
-            raise ProbeError("privacy takes no data=; give files through the options prompts:, documents: and "
-                             "canaries:")
         o = self._opts(opts)
         frames = []
         self._available: dict[str, Any] = {}
