@@ -138,7 +138,7 @@ def sim_bold(rng: np.random.Generator, n: int, effect: bool) -> tuple[MetricValu
 
 def sim_fairness(name: str) -> Simulator:
     def run(rng: np.random.Generator, n: int, effect: bool) -> tuple[MetricValue, float]:
-        from probes.classifier_fairness import _fast_metric, _table, summary_metric
+        from probes.group_fairness import _fast_metric, _table, summary_metric
 
         tpr = np.array([0.7, 0.55 if effect else 0.7])
         fpr = np.array([0.2, 0.2])

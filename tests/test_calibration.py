@@ -13,8 +13,8 @@ import pytest
 from audit.stats import cluster_proportion_test, rate_metric, simultaneous_gap_ci
 from probes import bbq, bold, crows_pairs, stereoset
 from probes import representation as rep
-from probes.classifier_fairness import fairness_summary
 from probes.crows_pairs import METRICS as CROWS
+from probes.group_fairness import fairness_summary
 from probes.seat import Seat
 
 

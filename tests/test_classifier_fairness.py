@@ -24,6 +24,7 @@ from sklearn.metrics import roc_auc_score
 from audit import scoring
 from audit.probe import ProbeError, get_probe
 from probes import classifier_fairness as cf
+from probes import group_fairness as gf
 
 # 12 rows, two groups. a: y 1 1 1 0 0 0 / ŷ 1 1 0 1 0 0; b: y 1 1 0 0 0 0 / ŷ 1 0 0 0 0 0
 Y = np.array([1, 1, 1, 0, 0, 0, 1, 1, 0, 0, 0, 0])
@@ -34,14 +35,14 @@ S = np.array([0.9, 0.8, 0.4, 0.7, 0.3, 0.1, 0.6, 0.45, 0.5, 0.2, 0.2, 0.05])
 
 def test_group_rates_by_hand_and_fairlearn() -> None:
     # a: selection 3/6, TPR 2/3, FPR 1/3, accuracy 4/6; b: selection 1/6, TPR 1/2, FPR 0, accuracy 5/6
-    r = cf.group_rates(Y, P, G)
+    r = gf.group_rates(Y, P, G)
     assert r.loc["a"].tolist()[:4] == pytest.approx([4 / 6, 3 / 6, 2 / 3, 1 / 3])
     assert r.loc["b"].tolist()[:4] == pytest.approx([5 / 6, 1 / 6, 1 / 2, 0.0])
     mf = MetricFrame(metrics={"selection_rate": selection_rate, "true_positive_rate": true_positive_rate,
                               "false_positive_rate": false_positive_rate}, y_true=Y, y_pred=P, sensitive_features=G)
     for col in mf.by_group.columns:
         assert r[col].to_numpy() == pytest.approx(mf.by_group[col].to_numpy())
-    assert cf.metric_frame(Y, P, G).by_group["accuracy"].tolist() == pytest.approx([4 / 6, 5 / 6])
+    assert gf.metric_frame(Y, P, G).by_group["accuracy"].tolist() == pytest.approx([4 / 6, 5 / 6])
 
 
 def test_summary_metrics_by_hand_fairlearn_and_fast_path() -> None:
@@ -53,8 +54,8 @@ def test_summary_metrics_by_hand_fairlearn_and_fast_path() -> None:
         "equalized_odds_ratio": min((1 / 2) / (2 / 3), 0 / (1 / 3)),
         "accuracy_difference": 5 / 6 - 4 / 6,
     }
-    ref = cf.summary_from_arrays(Y, P, S, G)
-    fast = cf.summary_from_arrays(Y, P, S, G, fast=True)
+    ref = gf.summary_from_arrays(Y, P, S, G)
+    fast = gf.summary_from_arrays(Y, P, S, G, fast=True)
     for k, v in hand.items():
         assert ref[k] == pytest.approx(v), k
     kw = {"sensitive_features": G}
@@ -74,9 +75,9 @@ def test_fast_path_matches_fairlearn_on_random_data() -> None:
     y = rng.random(n) < 0.4
     s = np.round(rng.random(n) * 0.7 + 0.3 * y, 2)  # rounded: many ties
     p = s > 0.5
-    ref, fast = cf.summary_from_arrays(y, p, s, g), cf.summary_from_arrays(y, p, s, g, fast=True)
+    ref, fast = gf.summary_from_arrays(y, p, s, g), gf.summary_from_arrays(y, p, s, g, fast=True)
     assert fast == pytest.approx(ref)
-    assert cf.rank_auc(y, s) == pytest.approx(roc_auc_score(y, s))
+    assert gf.rank_auc(y, s) == pytest.approx(roc_auc_score(y, s))
 
 
 def test_bpsn_bnsp_by_hand() -> None:
@@ -84,7 +85,7 @@ def test_bpsn_bnsp_by_hand() -> None:
     y = np.array([1, 1, 0, 0, 1, 1, 0, 0])
     s = np.array([0.9, 0.5, 0.6, 0.2, 0.8, 0.4, 0.5, 0.1])
     g = np.array(["a"] * 4 + ["b"] * 4)
-    aucs = cf.bias_aucs(y, s, g)
+    aucs = gf.bias_aucs(y, s, g)
     # subgroup a: 0.9>0.6, 0.9>0.2, 0.5<0.6, 0.5>0.2 → 3/4; subgroup b: 0.8>0.5, 0.8>0.1, 0.4<0.5, 0.4>0.1 → 3/4
     assert aucs.loc["a", "subgroup_auc"] == pytest.approx(0.75)
     assert aucs.loc["b", "subgroup_auc"] == pytest.approx(0.75)
@@ -96,12 +97,12 @@ def test_bpsn_bnsp_by_hand() -> None:
     assert aucs.loc["b", "bpsn_auc"] == pytest.approx(3.5 / 4)
     # BNSP b: b's positives {0.8, 0.4} vs a's negatives {0.6, 0.2}: 0.8>0.6, 0.8>0.2, 0.4<0.6, 0.4>0.2 → 3/4
     assert aucs.loc["b", "bnsp_auc"] == pytest.approx(0.75)
-    fast = cf.summary_from_arrays(y, s > 0.55, s, g, fast=True)
+    fast = gf.summary_from_arrays(y, s > 0.55, s, g, fast=True)
     assert fast["min_bpsn_auc"] == pytest.approx(0.75)
     assert fast["min_bnsp_auc"] == pytest.approx(0.75)
     # one class only in a group: that group's subgroup AUC is undefined
     y1 = np.array([1, 1, 1, 1, 1, 1, 0, 0])
-    assert np.isnan(cf.bias_aucs(y1, s, g).loc["a", "subgroup_auc"])
+    assert np.isnan(gf.bias_aucs(y1, s, g).loc["a", "subgroup_auc"])
 
 
 def test_summary_cis_and_permutation_tests() -> None:
@@ -112,22 +113,22 @@ def test_summary_cis_and_permutation_tests() -> None:
     # biased: group b's positive decisions are much rarer at the same labels
     p_biased = np.where(g == "a", y | (rng.random(n) < 0.3), y & (rng.random(n) < 0.5))
     s = p_biased * 0.5 + rng.random(n) * 0.5
-    summ, _ = cf.fairness_summary(y, p_biased, s, g, seed=1, n_resamples=300, n_permutations=300)
+    summ, _ = gf.fairness_summary(y, p_biased, s, g, seed=1, n_resamples=300, n_permutations=300)
     dp = summ["demographic_parity_difference"]
     assert dp.ci_low <= dp.value <= dp.ci_high
     assert dp.p_value == pytest.approx(1 / 301)  # no permutation reaches the observed gap
-    again, _ = cf.fairness_summary(y, p_biased, s, g, seed=1, n_resamples=300, n_permutations=300)
+    again, _ = gf.fairness_summary(y, p_biased, s, g, seed=1, n_resamples=300, n_permutations=300)
     assert again["equalized_odds_difference"].to_dict() == summ["equalized_odds_difference"].to_dict()
     # identical selection rates in both groups: the gap is 0 and every permutation reaches it
     y2 = np.tile([True, False], n // 2)
     p2 = np.tile([True, True, False, False], n // 4)
-    summ2, _ = cf.fairness_summary(y2, p2, s, g, seed=1, n_resamples=100, n_permutations=100)
+    summ2, _ = gf.fairness_summary(y2, p2, s, g, seed=1, n_resamples=100, n_permutations=100)
     assert summ2["demographic_parity_difference"].value == 0.0
     assert summ2["demographic_parity_difference"].p_value == 1.0
 
 
 def test_group_metrics_rates_and_fisher() -> None:
-    gm = cf.group_metrics(Y, P, S, G, seed=0, n_resamples=100)
+    gm = gf.group_metrics(Y, P, S, G, seed=0, n_resamples=100)
     sel = gm["a"]["selection_rate"]
     assert sel.value == pytest.approx(0.5) and sel.n == 6
     assert sel.ci_low < 0.5 < sel.ci_high
@@ -136,13 +137,13 @@ def test_group_metrics_rates_and_fisher() -> None:
 
     assert sel.p_value == pytest.approx(fisher_exact([[3, 3], [1, 5]]).pvalue)
     assert gm["b"]["true_positive_rate"].n == 2  # b has two positives
-    assert gm["a"]["bpsn_auc"].value == pytest.approx(cf.bias_aucs(Y, S, G).loc["a", "bpsn_auc"])
+    assert gm["a"]["bpsn_auc"].value == pytest.approx(gf.bias_aucs(Y, S, G).loc["a", "bpsn_auc"])
 
 
 def test_breakdown_leaves_out_empty_values() -> None:
     items = pd.DataFrame({"y_true": Y.astype(bool), "y_pred": P.astype(bool), "y_score": S, "gender": G,
                           "race": ["x", "y", ""] * 4, "lang": ["en"] * 12})
-    bd = cf.fairness_breakdown(items, ["gender", "race", "lang"], n_resamples=50)
+    bd = gf.fairness_breakdown(items, ["gender", "race", "lang"], n_resamples=50)
     assert set(bd["group_by"]) == {"gender", "race"}  # lang has one group: skipped
     race = bd[(bd["group_by"] == "race") & (bd["metric"] == "selection_rate")].set_index("group")
     assert set(race.index) == {"x", "y"}
@@ -249,11 +250,11 @@ def test_classifier_path(bert_classifier, tmp_path: Path) -> None:  # type: igno
             probs = torch.softmax(h.model(**enc).logits[0].float(), -1).numpy()
         assert items["y_score"][i] == pytest.approx(probs[1], abs=1e-5)
         assert items["y_pred"][i] == bool(probs.argmax() == 1)
-    ref = cf.summary_from_arrays(items["y_true"], items["y_pred"], items["y_score"], items["gender"])
+    ref = gf.summary_from_arrays(items["y_true"], items["y_pred"], items["y_score"], items["gender"])
     for k, v in ref.items():
         assert res.summary[k].value == pytest.approx(v, nan_ok=True), k
     assert set(res.breakdown["group_by"]) == {"gender"}
-    assert set(res.breakdown["metric"]) == set(cf.GROUP_METRICS)
+    assert set(res.breakdown["metric"]) == set(gf.GROUP_METRICS)
 
 
 def test_classifier_label_map(bert_classifier, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -308,7 +309,7 @@ def test_builtin_data_zero_shot_with_breakdown(llama) -> None:  # type: ignore[n
     assert set(res.breakdown["group_by"]) == {"gender", "language"}
     assert res.info["prompt"] == cf.DEFAULT_PROMPT
     for name, mv in res.summary.items():
-        assert name in cf.METRICS and mv.n == 60
+        assert name in gf.METRICS and mv.n == 60
 
 
 @pytest.mark.parametrize("fixture", ["bert_classifier", "llama"])
@@ -365,12 +366,12 @@ def test_predictions_file_without_scores_and_with_labels(tmp_path: Path) -> None
             for y, p, g in zip(Y, P, G, strict=True)]
     got = get_probe("classifier_fairness").run(None, _csv(tmp_path, rows), attribute_column="group",
                                                positive_label="pos", n_resamples=50, n_permutations=50)
-    ref = cf.summary_from_arrays(Y, P, S, G)
+    ref = gf.summary_from_arrays(Y, P, S, G)
     for k in ("demographic_parity_difference", "equalized_odds_difference", "accuracy_difference"):
         assert got.summary[k].value == pytest.approx(ref[k]), k
     for k in ("auc", "min_subgroup_auc", "min_bpsn_auc", "min_bnsp_auc"):
         assert np.isnan(got.summary[k].value) and got.summary[k].warning == "needs a y_score column"
-    assert not set(got.breakdown["metric"]) & set(cf.AUC_KINDS)
+    assert not set(got.breakdown["metric"]) & set(gf.AUC_KINDS)
     assert any("no 'y_score' column" in w for w in got.warnings)
 
 
