@@ -167,9 +167,8 @@ MLM_HEAD_ATTR: dict[str, str] = {
 
 
 def output_head(handle: ModelHandle) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """Final hidden states → vocabulary logits: a causal LM's unembedding (:func:`_causal_head`), a
-    masked LM's head from :data:`MLM_HEAD_ATTR`; None where no head is known on its own (other masked
-    LMs, classifiers, encoders): read the model's full logits instead."""
+    """Final hidden states → vocabulary logits: a causal LM's unembedding, a masked LM's head from
+    :data:`MLM_HEAD_ATTR`; None where none is known on its own (classifiers, encoders): use full logits."""
     if handle.kind == "causal-lm":
         return _causal_head(handle)
     attr = MLM_HEAD_ATTR.get(type(handle.model).__name__) if handle.kind == "masked-lm" else None

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from audit.explain.base import ExplainOptions, SeededOptions, batch_tokens, register_explainer
 from audit.explain.errors import OptionError
-from audit.explain.targets import Prepared, embed_ids
+from audit.explain.targets import Prepared, embed_ids, forward_rows
 
 if TYPE_CHECKING:
     from audit.models import ModelHandle
@@ -41,7 +41,7 @@ class Ablator:
         if removal not in REMOVALS:
             raise OptionError(f"unknown removal {removal!r}; use one of {', '.join(REMOVALS)}")
         self.handle, self.p, self.removal = handle, p, removal
-        expand = max(1, int(p.aux[0].sum())) if p.fn.mode == "pll" else 1
+        expand = forward_rows(p)  # a PLL row is one forward row per token
         budget = max_batch_tokens or batch_tokens(handle, {}, grad=False)
         self.rows = max(1, budget // (p.length * expand))
         self.fixed = ~p.attributable

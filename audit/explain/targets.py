@@ -2,7 +2,8 @@
 
 A target turns input *word embeddings* ``(B, T, H)`` plus an attention mask into outputs
 ``(B, K)``; every explainer differentiates or perturbs that one function, so all methods explain
-the same number. Kind-specific targets (``target=`` dict keys in brackets):
+the same number. Each (kind, mode) is one :class:`Target` class, registered with
+:func:`register_target`, which derives :data:`MODES` and :data:`TARGET_KEYS` (keys in brackets):
 
 * masked LM, ``mode="mask"`` — probability of a token at a ``[MASK]`` (``mask_index``, ``token``
   [default: the model's top prediction], ``contrast`` [p(token) − p(contrast)], ``output``);
