@@ -130,13 +130,13 @@ def _padded_matrix(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarr
     return out, lengths
 
 
-def _pad(seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_tensors(seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     ids, lengths = _padded_matrix(seqs, pad_id)
     att = (np.arange(ids.shape[1])[None, :] < lengths[:, None]).astype(np.int64)
     return torch.from_numpy(ids).to(device), torch.from_numpy(att).to(device)
 
 
-def _pad_id(handle: ModelHandle) -> int:
+def pad_token_id(handle: ModelHandle) -> int:
     """The padding id (EOS, else 0, for a tokenizer without one: padded positions are masked)."""
     tok = handle.tokenizer
     return int(tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0))
@@ -193,7 +193,7 @@ def masked_token_logprobs(
     """
     if len(sequences) == 0:
         return np.empty(0, dtype=np.float64)
-    rows, lengths = _padded_matrix(sequences, _pad_id(handle))
+    rows, lengths = _padded_matrix(sequences, pad_token_id(handle))
     return _masked_queries(handle, rows, lengths, np.arange(len(sequences)), np.asarray(positions, dtype=np.int64),
                            np.asarray(targets, dtype=np.int64), max_batch_tokens=max_batch_tokens,
                            progress=progress, desc=desc)
@@ -269,7 +269,7 @@ def pseudo_log_likelihood(
     counts = np.fromiter((len(ps) for ps in score_positions), dtype=np.int64, count=len(score_positions))
     if len(token_ids) == 0 or counts.sum() == 0:
         return [np.empty(0, dtype=np.float64) for _ in score_positions]
-    rows, lengths = _padded_matrix(token_ids, _pad_id(handle))
+    rows, lengths = _padded_matrix(token_ids, pad_token_id(handle))
     pos = np.fromiter((p for ps in score_positions for p in ps), dtype=np.int64, count=int(counts.sum()))
     owner = np.repeat(np.arange(len(token_ids)), counts)
     if np.any(pos < 0) or np.any(pos >= lengths[owner]):
@@ -532,7 +532,7 @@ def _score_tree(
     (one path per row), a 2-D mask; an out-of-memory batch is split in two (:func:`run_batches`)."""
     node_lp = np.full(len(tree.token), np.nan)
     home = tree.home(units)
-    pad_id = _pad_id(handle)
+    pad_id = pad_token_id(handle)
     head = _causal_head(handle)
     base = handle.model.base_model
     dtype = next(handle.model.parameters()).dtype
@@ -781,7 +781,7 @@ def _encoder_batches(
         check_length(handle, max(lengths), "a text to embed")
     budget = max_batch_tokens or default_batch_tokens(handle)
     for idx in length_sorted_batches(lengths, budget):
-        ids, att = _pad([enc[i] for i in idx], _pad_id(handle), handle.device)
+        ids, att = pad_tensors([enc[i] for i in idx], pad_token_id(handle), handle.device)
         yield idx, {"input_ids": ids, "attention_mask": att}
 
 

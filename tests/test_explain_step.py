@@ -16,7 +16,7 @@ from audit.explain import (
     run_explain_step,
     validate_explain_spec,
 )
-from audit.metrics import evaluate
+from audit.explain.evaluate import evaluate
 from audit.store import RunDir, read_json
 from tests.fixture_runs import SCRIPT_ROW, make_run
 

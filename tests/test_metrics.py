@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from audit.explain.evaluate import summarize
 from audit.metrics import (
     METRICS,
     aopc,
@@ -25,7 +26,6 @@ from audit.metrics import (
     rank_agreement,
     rationale_mask,
     sufficiency,
-    summarize,
     tau_loo,
 )
 from audit.metrics.faithfulness import n_top, ranking

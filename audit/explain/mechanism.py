@@ -25,6 +25,7 @@ a pair that does not raises :class:`~audit.explain.errors.TargetError` naming it
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -41,6 +42,15 @@ from audit.explain.arch import blocks, n_heads
 from audit.explain.base import ExplainOptions, register_explainer
 from audit.explain.errors import TargetError
 from audit.explain.intervene import Site, final_hidden, head_logits, intervene, mech_spec, readout
+from audit.explain.targets import prepare as prepare_inputs
+from audit.scoring import (
+    causal_tokenize,
+    check_length,
+    default_batch_tokens,
+    length_sorted_batches,
+    pad_tensors,
+    pad_token_id,
+)
 
 if TYPE_CHECKING:
     from audit.explain.targets import Prepared
@@ -63,8 +73,6 @@ def encode_prompts(handle: ModelHandle, texts: Sequence[str]) -> tuple[list[list
     Causal LMs: BOS (else EOS) + the prompt's tokens (:func:`audit.scoring.causal_tokenize`); the
     prediction is the next token, read at the last position. Masked LMs: the prompt must contain
     ``[MASK]`` (or the tokenizer's own mask token) exactly once; the prediction is read there."""
-    from audit.scoring import causal_tokenize, check_length
-
     mech_spec(handle)
     if handle.kind == "causal-lm":
         ids = causal_tokenize(handle, list(texts))
@@ -111,26 +119,14 @@ def _ids(handle: ModelHandle, words: str | Sequence[str], n: int, what: str) -> 
 
 
 def _pad_batch(handle: ModelHandle, seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    from audit.scoring import _pad
-
-    return _pad(seqs, _pad_id(handle), handle.device)
-
-
-def _pad_id(handle: ModelHandle) -> int:
-    from audit.scoring import _pad_id as pid
-
-    return pid(handle)
+    return pad_tensors(seqs, pad_token_id(handle), handle.device)
 
 
 def _budget(handle: ModelHandle, max_batch_tokens: int | None) -> int:
-    from audit.scoring import default_batch_tokens
-
     return int(max_batch_tokens or default_batch_tokens(handle))
 
 
 def _batches(lengths: Sequence[int], budget: int) -> list[np.ndarray]:
-    from audit.scoring import length_sorted_batches
-
     return [np.asarray(b) for b in length_sorted_batches([int(x) for x in lengths], budget)]
 
 
@@ -429,8 +425,6 @@ def mean_head_outputs(
 ) -> dict[tuple[int, int], torch.Tensor]:
     """Each head's output averaged over every token of ``texts`` (as the model sees them: BOS
     prepended for causal LMs, special tokens for masked LMs), padding excluded."""
-    from audit.scoring import causal_tokenize
-
     if handle.kind == "causal-lm":
         seqs = causal_tokenize(handle, list(texts))
     else:
@@ -482,8 +476,6 @@ def ablate_heads(handle: ModelHandle, means: dict[tuple[int, int], torch.Tensor]
 def _corrupted_text(text: str, corrupt: Any, index: int) -> str:
     """The corrupted twin of input ``index``: ``corrupt`` is a list of texts (one per input) or a
     ``{word: replacement}`` mapping applied to whole words."""
-    import re
-
     if isinstance(corrupt, dict) and corrupt:
         out = text
         for w, r in corrupt.items():
@@ -515,8 +507,6 @@ def patching_explainer(handle: ModelHandle, preps: list[Prepared], opts: dict[st
     """Per-head patching of each input (clean) against its corrupted twin; the metric is the
     target's ``token`` − ``contrast`` logit difference (a contrast is required). The info holds
     both runs' log-odds and the logit lens of the clean input (per layer)."""
-    from audit.explain.targets import prepare as prepare_inputs
-
     mode = opts["mode"]
     L, H = len(blocks(handle)), n_heads(handle)
     patches = [Patch("heads", lay, head=h) for lay in range(L) for h in range(H)]

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+import torch
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -36,6 +37,7 @@ from audit.errors import OptionsError
 from audit.explain.base import check_valid as _check_valid
 from audit.explain.base import explain_prepared, get_explainer, list_explainers, resolve_options
 from audit.explain.errors import ExplainError, MethodNotValidError
+from audit.explain.evaluate import DEFAULT_METRICS, check_metrics, evaluate, summarize
 from audit.explain.perturbation import Removal
 from audit.explain.targets import prepare, target_mode
 from audit.options import Options, problems
@@ -105,8 +107,6 @@ class ExplainSpec(BaseModel):
     @field_validator("metrics")
     @classmethod
     def _known_metrics(cls, v: list[str] | None) -> list[str] | None:
-        from audit.metrics import check_metrics
-
         return None if v is None else check_metrics(v)
 
     @model_validator(mode="after")
@@ -249,10 +249,6 @@ def completeness_table(attrs: list[Attributions]) -> list[dict[str, Any]]:
 def run_explain_step(handle: ModelHandle, spec: dict[str, Any], run_dir: RunDir, name: str, seed: int = 0,
                      progress: bool = True) -> dict[str, Any]:
     """Run one ``explain:`` entry and write ``explain/<name>/`` (summary.json last)."""
-    import torch
-
-    from audit.metrics import DEFAULT_METRICS, evaluate, summarize
-
     t0 = time.perf_counter()
     spec = validate_explain_spec({**spec, "name": spec.get("name", name)})
     out_dir = run_dir.explain_dir(name)
@@ -310,8 +306,6 @@ def explain_bias_items(handle: ModelHandle, run_dir: RunDir | str | Path, probe_
     pseudo-log-likelihood for masked LMs (a proxy: every token is scored, not only the shared
     ones). Writes ``explain/<probe>-items/`` with the extra columns ``item`` and ``side``.
     """
-    from audit.metrics import evaluate, summarize
-
     t0 = time.perf_counter()
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     if not rd.probe_complete(probe_name):

@@ -21,6 +21,12 @@ import torch
 from scipy import stats
 from tqdm.auto import tqdm
 
+from audit.explain.arch import ArchitectureNotSupportedError, is_causal
+from audit.explain.attention import AttentionOptions, raw_attention
+from audit.explain.base import get_explainer
+from audit.explain.gradient import explain_embeddings
+from audit.explain.perturbation import Ablator
+from audit.explain.targets import embed_ids
 from audit.metrics.agreement import rank_agreement
 from audit.metrics.attention import attention_entropy
 from audit.metrics.faithfulness import (
@@ -120,9 +126,6 @@ def evaluate(
     progress: bool = False,
 ) -> pd.DataFrame:
     """Every requested metric for every (example, method, target); a long DataFrame."""
-    from audit.explain.base import get_explainer
-    from audit.explain.perturbation import Ablator
-
     metrics = check_metrics(metrics)
     want = set(metrics)
     rows: list[dict[str, Any]] = []
@@ -229,8 +232,6 @@ def _perturbation_rows(p: Prepared, k: int, vis: np.ndarray, scores: dict[str, n
 
 def _infidelity_rows(handle: ModelHandle, p: Prepared, k: int, vis: np.ndarray, scores: dict[str, np.ndarray],
                      n: int, noise: float, seed: int, rows: int | None) -> list[dict[str, Any]]:
-    from audit.explain.targets import embed_ids
-
     with torch.no_grad():
         e = embed_ids(handle, p.ids[None])
         e0 = embed_ids(handle, p.baseline_ids[None])
@@ -247,9 +248,6 @@ def _infidelity_rows(handle: ModelHandle, p: Prepared, k: int, vis: np.ndarray, 
 
 def _sensitivity(handle: ModelHandle, p: Prepared, k: int, method: str, opts: dict[str, Any], vis: np.ndarray,
                  n: int, radius: float, seed: int) -> float:
-    from audit.explain.gradient import explain_embeddings
-    from audit.explain.targets import embed_ids
-
     with torch.no_grad():
         e = embed_ids(handle, p.ids[None])
     return sensitivity_tokens(lambda x: explain_embeddings(handle, p, k, method, x, opts), e, vis, radius=radius,
@@ -258,9 +256,6 @@ def _sensitivity(handle: ModelHandle, p: Prepared, k: int, method: str, opts: di
 
 def _entropy_rows(handle: ModelHandle, preps: Sequence[Prepared], attn: Attributions | None, progress: bool
                   ) -> list[dict[str, Any]]:
-    from audit.explain.arch import ArchitectureNotSupportedError
-    from audit.explain.attention import AttentionOptions, raw_attention
-
     if attn is not None:
         weights = [e.scores for e in attn.examples]
         layers, heads = attn.layers, attn.heads
@@ -272,8 +267,6 @@ def _entropy_rows(handle: ModelHandle, preps: Sequence[Prepared], attn: Attribut
             return []
         weights = [o["scores"] for o in outs]
         layers, heads = outs[0]["layers"], outs[0]["heads"]
-    from audit.explain.arch import is_causal
-
     causal = is_causal(handle)
     rows = []
     for p, w in zip(preps, weights, strict=True):
