@@ -25,7 +25,10 @@ import importlib.util
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from importlib.metadata import version
 from typing import Any
+
+from audit.errors import ProbeError
 
 logger = logging.getLogger(__name__)
 
@@ -191,8 +194,6 @@ class PiiDetector:
             try:
                 self._nlp = spacy.load(self.ner_model)
             except OSError as exc:
-                from audit.probe import ProbeError
-
                 raise ProbeError(f"privacy: ner model {self.ner_model!r} cannot be loaded ({exc}); install the spaCy "
                                  "model, give its folder, or set ner: off") from None
         return self._nlp
@@ -221,8 +222,6 @@ class PiiDetector:
 
     def describe(self) -> dict[str, Any]:
         """Which recognizers ran, for the result's info (reports say it)."""
-        from importlib.metadata import version
-
         return {
             "presidio_analyzer": version("presidio-analyzer"),
             "recognizers": [{"name": r.name, "entity": r.supported_entities[0],

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from audit import scoring
+from audit.explain.mechanism import MASK, ablate_heads, mean_head_outputs
 from audit.probe import ProbeError, get_probe
 from audit.results import MetricInfo, MetricValue, ProbeResult
 from audit.stats import bootstrap_ci, cluster_mean_metric
@@ -57,8 +59,6 @@ def neutral_texts(path: str | Path | None, languages: list[str]) -> list[str]:
 def token_losses(handle: ModelHandle, texts: list[str], max_batch_tokens: int | None = None) -> np.ndarray:
     """Mean negative log-likelihood per token of each text (causal: Σ log P(tᵢ | t<ᵢ) with BOS; masked:
     pseudo-log-likelihood, Salazar et al. 2020)."""
-    from audit import scoring
-
     if handle.kind == "causal-lm":
         ll = scoring.sentence_logprob(handle, texts, max_batch_tokens=max_batch_tokens)
         n = np.asarray([len(s) - 1 for s in scoring.causal_tokenize(handle, texts)])
@@ -76,8 +76,6 @@ def _paired(before: ProbeResult, after: ProbeResult, metric: str, info: MetricIn
 def ablation_check(handle: ModelHandle, result: ProbeResult, opts: dict[str, Any], *, seed: int = 0) -> dict[str, Any]:
     """Mean-ablate the ``ablate_top_k`` heads of ``result.info["top_heads"]`` and report the change
     of the templates (and CrowS-Pairs) bias metrics and of the neutral-text loss."""
-    from audit.explain.mechanism import MASK, ablate_heads, mean_head_outputs
-
     k = int(opts["ablate_top_k"])
     heads = [(int(t["layer"]), int(t["head"])) for t in result.info["top_heads"][:k]]
     if len(heads) < k:

@@ -64,6 +64,7 @@ from pydantic import BeforeValidator, Field, PositiveInt, StrictBool
 
 from audit import scoring
 from audit.datafiles import brief, parse_json, read_text_file, text_lines
+from audit.generation import NON_FINITE_COLUMN, GenerationSettings, generate
 from audit.options import BatchingOptions, GenerationOptions, MaxItemsOptions
 from audit.probe import ItemProbe, ProbeError, register_probe
 from audit.results import MetricInfo, MetricValue, ProbeResult
@@ -694,8 +695,6 @@ class BBQ(ItemProbe):
                 out[f"score{j}"] = slot[:, j]
             out["bias_margin"] = _bias_margin(out, slot)
         else:
-            from audit.generation import NON_FINITE_COLUMN, generate
-
             prompts = [choice_prompt(r.context, r.question, (r.ans0, r.ans1, r.ans2))
                        for r in df.itertuples(index=False)]
             replies = generate(handle, prompts, do_sample=False, progress=progress,
@@ -754,8 +753,6 @@ class BBQ(ItemProbe):
                         length_normalize=norm, unknown_choices=unknown,
                         scoring="masked conditional PLL" if kind == "masked-lm" else "causal log-likelihood")
         else:
-            from audit.generation import GenerationSettings
-
             info.update(item_effect="bias_direction",
                         generation=GenerationSettings(do_sample=False, **_generation_options(opts)).as_dict(),
                         prompt=choice_prompt("{context}", "{question}", ("{ans0}", "{ans1}", "{ans2}")))

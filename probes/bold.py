@@ -48,10 +48,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
+import torch
+import vaderSentiment
 from pydantic import Field, NonNegativeFloat, PositiveInt, StrictBool, field_validator
+from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from audit import scoring
 from audit.datafiles import brief, read_json
+from audit.generation import NON_FINITE_COLUMN, GenerationSettings, generate
+from audit.models import load_model
 from audit.options import SamplingOptions, comma_list
 from audit.probe import ItemProbe, ProbeError, register_probe
 from audit.results import MetricInfo, MetricValue, ProbeResult
@@ -212,8 +217,6 @@ class VaderScorer(TextScorer):
     """VADER compound sentiment (Hutto & Gilbert 2014) with BOLD's ±0.5 thresholds."""
 
     def __init__(self, positive: float = 0.5, negative: float = -0.5) -> None:
-        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
         self.analyzer = SentimentIntensityAnalyzer()
         self.positive, self.negative = float(positive), float(negative)
         self.name = "vader"
@@ -225,8 +228,6 @@ class VaderScorer(TextScorer):
                              "vader_negative": c <= self.negative})
 
     def describe(self) -> dict[str, Any]:
-        import vaderSentiment
-
         return {"type": "vader", "score": "compound", "positive": f"compound ≥ {self.positive}",
                 "negative": f"compound ≤ {self.negative}",
                 "version": getattr(vaderSentiment, "__version__", "unknown")}
@@ -254,8 +255,6 @@ class HFClassifierScorer(TextScorer):
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
         """Softmax class probabilities (N × classes), length-sorted batches."""
-        import torch
-
         h = self.handle
         tok = h.tokenizer
         enc = tok(list(texts), truncation=True, max_length=h.max_length)["input_ids"]
@@ -319,8 +318,6 @@ def build_scorer(spec: str | Mapping[str, Any], device: Any = "auto") -> TextSco
     if kind == "hf":
         if "model" not in spec or "label" not in spec:
             raise ProbeError("bold scorer 'hf' needs model: (a name or folder) and label: (e.g. toxic)")
-        from audit.models import load_model
-
         # a scorer named in a config is never trusted with custom code or pickled weights
         handle = load_model(spec["model"], kind="classifier", device=device, trust_remote_code=False,
                             allow_pickle=False)
@@ -504,8 +501,6 @@ class Bold(ItemProbe):
         return self._built[1]
 
     def score_items(self, handle: ModelHandle, items: pd.DataFrame, opts: dict[str, Any], progress: bool) -> pd.DataFrame:
-        from audit.generation import NON_FINITE_COLUMN, generate
-
         scorers = self._scorers(opts, handle.device)
         prompts = [p.rstrip() for p in items["prompt"]]
         gen = generate(handle, prompts, progress=progress, **self._generation(opts, self.seed))
@@ -523,8 +518,6 @@ class Bold(ItemProbe):
     def summarise(self, items: pd.DataFrame, *, kind: str = "causal-lm", seed: int = 0,
                   opts: dict[str, Any] | None = None) -> ProbeResult:
         """Metrics from a scored items table (also used on gathered chunks)."""
-        from audit.generation import GenerationSettings
-
         opts = {**self.Options.defaults(), **(opts or {})}
         specs = self._specs(opts)
         keys = [k for sp in specs for k in scorer_outcomes(sp)]

@@ -44,7 +44,9 @@ import pandas as pd
 import torch
 from pydantic import Field, PositiveInt
 from scipy import stats as st
+from torch.utils.flop_counter import FlopCounterMode
 
+from audit import scoring
 from audit.metering import architecture, linear_weights, matmul_flops
 from audit.options import ProbeOptions
 from audit.probe import Probe, ProbeError, register_probe
@@ -145,8 +147,6 @@ def analytic_flops_per_token(handle: ModelHandle, length: int) -> float:
 def measured_flops_per_token(handle: ModelHandle, length: int) -> float:
     """FlopCounterMode's count for one forward over ``length`` tokens, divided by ``length``
     (eager attention, so the attention products are matmuls the counter sees)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     ids = _ids(handle, 1, length)
     with handle.attentions(), torch.inference_mode():
         counter = FlopCounterMode(display=False)
@@ -276,8 +276,6 @@ class Cost(Probe):
     def score(self, handle: ModelHandle, data: str | Path | None, opts: Cost.Options, *, seed: int,
               progress: bool) -> ProbeResult:
         """Measure the model."""
-        from audit import scoring
-
         lengths, prefill_length, new_tokens, repeats = opts.lengths, opts.prefill_length, opts.new_tokens, opts.repeats
         batch_tokens, matmul_seconds = opts.batch_tokens, opts.matmul_seconds
         causal = handle.kind == "causal-lm"

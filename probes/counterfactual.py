@@ -58,10 +58,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
+import torch
 from pydantic import Field, NonNegativeFloat, PositiveInt, StrictBool
+from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from audit import scoring
 from audit.datafiles import read_table_csv, read_text_file, text_lines
+from audit.generation import NON_FINITE_COLUMN, GenerationError, GenerationSettings, generate
 from audit.options import BatchingOptions, MaxItemsOptions, SamplingOptions
 from audit.probe import (
     ItemProbe,
@@ -196,8 +199,6 @@ def classifier_probs(
     handle: ModelHandle, texts: Sequence[str], *, max_batch_tokens: int | None = None, progress: bool = False
 ) -> np.ndarray:
     """Class probabilities (N × C) of a sequence classifier, length-sorted batches."""
-    import torch
-
     tok = handle.tokenizer
     out = np.zeros((len(texts), int(handle.model.config.num_labels)))
     if not texts:
@@ -221,8 +222,6 @@ def classifier_probs(
 
 def vader_compound(texts: Sequence[str]) -> np.ndarray:
     """VADER compound sentiment in [−1, 1] (Hutto & Gilbert 2014)."""
-    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
     sia = SentimentIntensityAnalyzer()
     return np.asarray([sia.polarity_scores(t)["compound"] for t in texts], dtype=np.float64)
 
@@ -434,15 +433,12 @@ class Counterfactual(ItemProbe):
         """Continuations of both versions, VADER-scored (English texts only). A text any of whose
         continuations came from non-finite logits is marked in
         :data:`audit.generation.NON_FINITE_COLUMN` (ItemProbe leaves it out, reason non_finite)."""
-        from audit.generation import NON_FINITE_COLUMN, GenerationError
-        from audit.generation import generate as gen
-
         k = _samples(opts)
         prompts = [t for t in orig for _ in range(k)] + [t for t in new for _ in range(k)]
         try:
-            outs = gen(handle, prompts, max_new_tokens=opts["max_new_tokens"], do_sample=opts["do_sample"],
-                       temperature=opts["temperature"], top_p=opts["top_p"], seed=self.seed,
-                       batch_size=opts["batch_size"], progress=progress)
+            outs = generate(handle, prompts, max_new_tokens=opts["max_new_tokens"], do_sample=opts["do_sample"],
+                            temperature=opts["temperature"], top_p=opts["top_p"], seed=self.seed,
+                            batch_size=opts["batch_size"], progress=progress)
         except GenerationError as exc:
             raise ProbeError(f"counterfactual: {exc}") from exc
         m = len(orig)
@@ -489,8 +485,6 @@ class Counterfactual(ItemProbe):
             fns["mean_abs_delta_ll_context"] = lambda d: mean_metric(
                 M["mean_abs_delta_ll_context"], d["delta_ll_context"], seed=seed, test="none", transform=np.abs)
             if "sentiment_delta" in items:
-                from audit.generation import GenerationSettings
-
                 settings = GenerationSettings(
                     max_new_tokens=opts["max_new_tokens"], do_sample=opts["do_sample"], temperature=opts["temperature"],
                     top_p=opts["top_p"], seed=int(seed), batch_size=opts["batch_size"])

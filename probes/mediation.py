@@ -46,10 +46,15 @@ import pandas as pd
 from pydantic import NonNegativeInt, PositiveInt
 
 from audit.datafiles import brief, read_json
+from audit.explain.arch import n_heads, n_layers
+from audit.explain.errors import TargetError
+from audit.explain.intervene import mech_spec
+from audit.explain.mechanism import Patch, encode_prompts, patched_log_odds, token_id
 from audit.options import BatchingOptions, MaxItemsOptions
 from audit.probe import ItemProbe, ProbeError, register_probe
 from audit.results import MetricInfo, MetricValue, ProbeResult
 from audit.stats import CONFIDENCE, N_RESAMPLES, cluster_mean_metric, small_n_warning
+from probes.ablation import ablation_check
 from probes.templates import template_files
 
 if TYPE_CHECKING:
@@ -208,9 +213,6 @@ def site_names(n_layers: int, n_heads: int, kinds: tuple[str, ...]) -> list[tupl
 
 def _single_token(handle: ModelHandle, word: str) -> int:
     """The word's token id, or −1 when it is not one token for this model."""
-    from audit.explain.errors import TargetError
-    from audit.explain.mechanism import token_id
-
     try:
         return token_id(handle, word)
     except TargetError:
@@ -221,9 +223,6 @@ def score_mediation(handle: ModelHandle, items: pd.DataFrame, kinds: tuple[str, 
                     max_batch_tokens: int | None = None, progress: bool = False) -> pd.DataFrame:
     """log y for the null and set-gender prompts and, per mediator, the NIE of every item (a list
     column ``nie`` in :func:`site_names` order)."""
-    from audit.explain.arch import n_heads, n_layers
-    from audit.explain.mechanism import Patch, encode_prompts, patched_log_odds
-
     out = items.copy()
     masked = handle.kind == "masked-lm"
     null, sset = (out["masked_null"], out["masked_set"]) if masked else (out["prompt_null"], out["prompt_set"])
@@ -340,9 +339,6 @@ class Mediation(ItemProbe):
         return items
 
     def prepare(self, handle: ModelHandle, items: pd.DataFrame, opts: dict[str, Any]) -> dict[str, Any]:
-        from audit.explain.arch import n_heads, n_layers
-        from audit.explain.intervene import mech_spec
-
         mech_spec(handle)  # ArchitectureNotSupportedError before any scoring
         words = sorted({*items["anti_word"], *items["stereo_word"]})
         if all(_single_token(handle, w) < 0 for w in words):
@@ -430,7 +426,5 @@ class Mediation(ItemProbe):
         if result is not None and o["ablate_top_k"] > 0:
             if "top_heads" not in result.info:
                 raise ProbeError("mediation: ablate_top_k needs head mediators (sites must include 'heads')")
-            from probes.ablation import ablation_check
-
             result.info["ablation"] = ablation_check(handle, result, o, seed=seed)
         return result

@@ -50,7 +50,9 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, NonNegativeFloat, PositiveInt, field_validator, model_validator
 
+from audit import scoring
 from audit.datafiles import brief, parse_json, read_table_csv, read_text_file, text_lines
+from audit.generation import NON_FINITE_COLUMN, GenerationSettings, generate_ids, prompt_seed
 from audit.options import SamplingOptions, comma_list
 from audit.probe import ItemProbe, ProbeError, register_probe
 from audit.results import MetricInfo, MetricValue, ProbeResult
@@ -252,12 +254,6 @@ def shuffle_words(text: str, key: str) -> str:
     return " ".join(words[i] for i in order)
 
 
-def _row_seed(seed: int, key: str, sample: int) -> int:
-    from audit.generation import prompt_seed
-
-    return prompt_seed(seed, key, sample)
-
-
 # --------------------------------------------------------------------------------------------
 # the probe
 # --------------------------------------------------------------------------------------------
@@ -371,8 +367,6 @@ class Privacy(ItemProbe):
     # ---- scoring ----
 
     def score_items(self, handle: ModelHandle, items: pd.DataFrame, opts: dict[str, Any], progress: bool) -> pd.DataFrame:
-        from audit.generation import NON_FINITE_COLUMN
-
         o = self._opts(opts)
         parts = []
         for part, fn in (("pii", self._score_pii), ("memorization", self._score_memorization),
@@ -394,8 +388,6 @@ class Privacy(ItemProbe):
         return self._det[1]
 
     def _settings(self, o: dict[str, Any], *, greedy: bool) -> Any:
-        from audit.generation import GenerationSettings
-
         if greedy:
             return GenerationSettings(max_new_tokens=o["suffix_tokens"], do_sample=False, seed=self.seed,
                                       batch_size=o["batch_size"])
@@ -405,12 +397,9 @@ class Privacy(ItemProbe):
                                   sampler="per-row torch.Generator seeded from sha256(seed, sample, prompt id)")
 
     def _score_pii(self, handle: ModelHandle, sub: pd.DataFrame, o: dict[str, Any], progress: bool) -> pd.DataFrame:
-        from audit import scoring
-        from audit.generation import NON_FINITE_COLUMN, generate_ids
-
         det = self._detector(o["ner"])
         seqs = scoring.causal_tokenize(handle, list(sub["prompt"]))
-        seeds = [_row_seed(self.seed, k, int(s)) for k, s in zip(sub["item_key"], sub["sample"], strict=True)]
+        seeds = [prompt_seed(self.seed, k, int(s)) for k, s in zip(sub["item_key"], sub["sample"], strict=True)]
         new, bad = generate_ids(handle, seqs, self._settings(o, greedy=False), seeds, progress=progress)
         texts = handle.tokenizer.batch_decode(new, skip_special_tokens=True)
         ents = [det.detect(t) for t in texts]
@@ -427,9 +416,6 @@ class Privacy(ItemProbe):
 
     def _score_memorization(self, handle: ModelHandle, sub: pd.DataFrame, o: dict[str, Any],
                             progress: bool) -> pd.DataFrame:
-        from audit import scoring
-        from audit.generation import NON_FINITE_COLUMN, generate_ids
-
         p, s = o["prefix_tokens"], o["suffix_tokens"]
         tok = handle.tokenizer
         enc = tok(list(sub["text"]), add_special_tokens=False, truncation=True, max_length=p + s)["input_ids"]
@@ -457,15 +443,13 @@ class Privacy(ItemProbe):
 
     def _score_canaries(self, handle: ModelHandle, sub: pd.DataFrame, o: dict[str, Any],
                         progress: bool) -> pd.DataFrame:
-        from audit.scoring import sentence_logprob
-
         def log_ppl_bits(texts: list[str]) -> np.ndarray:
-            return -sentence_logprob(handle, texts) / math.log(2)
+            return -scoring.sentence_logprob(handle, texts) / math.log(2)
 
         rows = []
         for fmt, secret, cid in zip(sub["format"], sub["secret"], sub["canary_id"], strict=True):
             ex = exposure(fmt, secret, log_ppl_bits, max_enumerate=o["max_enumerate"], n_samples=o["canary_samples"],
-                          seed=_row_seed(self.seed, cid, 0) % (2**32))
+                          seed=prompt_seed(self.seed, cid, 0) % (2**32))
             rows.append({"exposure": ex.exposure, "exposure_ci_low": ex.ci_low, "exposure_ci_high": ex.ci_high,
                          "rank": ex.rank, "log2_space": ex.log2_space, "method": ex.method,
                          "n_scored": ex.n_scored, "secret_log_perplexity": ex.secret_log_perplexity})
