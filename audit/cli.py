@@ -68,7 +68,7 @@ def _print_outcome(o: Any) -> None:
                 print(f"  {b}")
     from audit.rundir_view import RunView
 
-    for f in (RunView(o.run_dir.path).report_findings() or [])[:3]:
+    for f in (RunView(o.run_dir).report_findings() or [])[:3]:
         print(f"  • {f['text']}")
     shown = [o.run_dir.path / n for n in ("report.html", "model_card.md", "report.pdf")]
     for path in shown:
@@ -202,7 +202,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     runs = [RunView(p) for p in (args.run_a, args.run_b)]
     for rd in runs:
-        if not rd.file("manifest.json").is_file():
+        if not rd.exists():
             print(f"error: {rd.path} is not a run directory (no manifest.json)", file=sys.stderr)
             return EXIT_ERROR
     df = compare_runs(*runs)

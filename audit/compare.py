@@ -211,7 +211,7 @@ def compare_runs(run_a: RunDir | RunView, run_b: RunDir | RunView) -> pd.DataFra
     """Every metric of every probe complete in both runs, with the test :func:`compare_metric`
     picks and Benjamini–Hochberg-adjusted p-values across the table (``taudit compare``).
     Items pair up by the probe's ``info["item_text"]`` columns when both runs name the same."""
-    va, vb = (rd if isinstance(rd, RunView) else RunView(rd.path) for rd in (run_a, run_b))
+    va, vb = (rd if isinstance(rd, RunView) else RunView(rd) for rd in (run_a, run_b))
     frames = []
     for name in sorted(set(va.probe_names()) & set(vb.probe_names())):
         a, b = va.probe(name), vb.probe(name)

@@ -58,7 +58,7 @@ def headline_rows(rd: RunDir, verdict: Any = None) -> list[list[str]]:
         key = (c.probe, c.metric)
         if _RANK.get(c.status, 0) >= _RANK.get(checks.get(key, "skipped"), 0):
             checks[key] = c.status
-    view = RunView(rd.path)
+    view = RunView(rd)
     rows = []
     for rec in map(view.probe, view.probe_names()):
         if not rec.complete:

@@ -473,7 +473,7 @@ def _evaluate_check(c: Check, rd: RunView) -> CheckResult:
 
 def evaluate_policy(policy: Policy, run_dir: RunDir | str | Path) -> Verdict:
     """Judge every check of ``policy`` against the results stored in ``run_dir``."""
-    rd = RunView(run_dir.path if isinstance(run_dir, RunDir) else run_dir)
+    rd = RunView(run_dir)
     manifest = rd.manifest()
     checks = [_evaluate_check(c, rd) for c in policy.checks]
     return Verdict(checks=checks, run_id=manifest.run_id,

@@ -95,10 +95,6 @@ class RunManifest:
         return as_dict(self.raw.get("datasets"))
 
     @property
-    def timings(self) -> dict[str, Any]:
-        return as_dict(self.raw.get("timings"))
-
-    @property
     def errors(self) -> list[str]:
         errs = self.raw.get("errors")
         return [str(e) for e in errs] if isinstance(errs, list) else []
@@ -208,19 +204,21 @@ class VerdictRecord:
 class RunView:
     """Read one run directory without raising. With ``root``, every path is resolved (symlinks
     followed) and refused unless it lies inside ``root``; ``manifest`` spares a second read of a
-    manifest the caller already holds."""
+    manifest the caller already holds. ``path`` may be a folder or a :class:`audit.store.RunDir`."""
 
-    def __init__(self, path: str | Path, root: str | Path | None = None,
-                 manifest: Mapping[str, Any] | None = None) -> None:
-        self.path = Path(path)
+    def __init__(self, path: Any, root: str | Path | None = None, manifest: Mapping[str, Any] | None = None) -> None:
+        self.path = Path(getattr(path, "path", path))
         self.root = Path(root).resolve() if root is not None else None
-        self._manifest = (RunManifest(str(manifest.get("run_id") or self.path.name), str(manifest.get("status") or "unknown"),
-                                      dict(manifest)) if manifest is not None else None)
-
-    def __repr__(self) -> str:
-        return f"RunView({str(self.path)!r})"
+        self._manifest = self._manifest_record(dict(manifest)) if manifest is not None else None
 
     # -- files ----------------------------------------------------------------------------
+    def exists(self) -> bool:
+        """Whether this is a run directory (it holds a ``manifest.json``)."""
+        try:
+            return self.file("manifest.json").is_file()
+        except OutsideRootError:
+            return False
+
     def file(self, *parts: str) -> Path:
         """``path/parts``; with a root, resolved and :class:`OutsideRootError` unless inside it."""
         p = self.path.joinpath(*parts)
@@ -232,7 +230,8 @@ class RunView:
         return resolved
 
     def _where(self, parts: tuple[str, ...]) -> str:
-        return "/".join((self.path.name, *parts))
+        """How a message names the file: ``<run folder>/<parts>``, or an absolute path as given."""
+        return parts[0] if Path(parts[0]).is_absolute() else "/".join((self.path.name, *parts))
 
     def _open(self, parts: tuple[str, ...]) -> tuple[Path | None, str | None]:
         try:
@@ -241,26 +240,22 @@ class RunView:
             return None, f"{self._where(parts)}: refused — {exc}"
         return (path, None) if path.is_file() else (None, f"{self._where(parts)} does not exist")
 
-    def json(self, *parts: str) -> tuple[Any, str | None]:
-        """(object, None) or (None, message naming the file); a message for a file that is not
-        there ends with ``does not exist``."""
+    def object(self, *parts: str) -> tuple[dict[str, Any] | None, str | None]:
+        """A JSON object as (object, None), or (None, message naming the file) for a file that is
+        refused, not there (the message then ends with ``does not exist``), not valid JSON or not
+        an object."""
         path, msg = self._open(parts)
         if path is None:
             return None, msg
+        where = self._where(parts)
         try:
             with open(path, encoding="utf-8") as f:
-                return json.load(f), None
+                data = json.load(f)
         except json.JSONDecodeError as exc:
-            return None, f"{self._where(parts)} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+            return None, f"{where} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
         except (OSError, UnicodeDecodeError) as exc:
-            return None, f"{self._where(parts)} cannot be read: {exc}"
-
-    def object(self, *parts: str) -> tuple[dict[str, Any] | None, str | None]:
-        """Like :meth:`json`, but a value that is not a JSON object is a problem too."""
-        data, msg = self.json(*parts)
-        if msg is None and not isinstance(data, dict):
-            return None, f"{self._where(parts)} is not a JSON object"
-        return data, msg
+            return None, f"{where} cannot be read: {exc}"
+        return (data, None) if isinstance(data, dict) else (None, f"{where} is not a JSON object")
 
     def table(self, *parts: str) -> tuple[pd.DataFrame | None, str | None]:
         """A Parquet file as (table, None) or (None, message naming the file)."""
@@ -284,13 +279,13 @@ class RunView:
         """The manifest (read once); status ``unreadable`` with a ``problem`` naming the file."""
         if self._manifest is None:
             raw, msg = self.object("manifest.json")
-            if raw is None:
-                self._manifest = RunManifest(self.path.name, "unreadable", {}, msg)
-            else:
-                st = raw.get("status")
-                self._manifest = RunManifest(str(raw.get("run_id") or self.path.name),
-                                             st if isinstance(st, str) else "unknown", raw)
+            self._manifest = self._manifest_record(raw) if raw is not None else RunManifest(
+                self.path.name, "unreadable", {}, msg)
         return self._manifest
+
+    def _manifest_record(self, raw: dict[str, Any]) -> RunManifest:
+        st = raw.get("status")
+        return RunManifest(str(raw.get("run_id") or self.path.name), st if isinstance(st, str) else "unknown", raw)
 
     def probe_names(self, configured: bool = False) -> list[str]:
         """Probes named in the manifest, then probe folders it does not name, then (``configured``)
@@ -354,17 +349,5 @@ class RunView:
     def verdict(self, path: str | Path | None = None) -> VerdictRecord:
         """``verdict.json`` of the run, or the one at ``path`` (``taudit report --out``); a file
         that does not exist is no problem."""
-        if path is not None:
-            try:
-                with open(path, encoding="utf-8") as f:
-                    raw: Any = json.load(f)
-            except FileNotFoundError:
-                return VerdictRecord(None)
-            except (OSError, ValueError) as exc:
-                return VerdictRecord(None, f"{path} cannot be read: {exc}")
-            msg = None if isinstance(raw, dict) else f"{path} is not a JSON object"
-        else:
-            raw, msg = self.object("verdict.json")
-        if msg is not None:
-            return VerdictRecord(None, None if msg.endswith("does not exist") else msg)
-        return VerdictRecord(raw)
+        raw, msg = self.object(str(Path(path).absolute()) if path is not None else "verdict.json")
+        return VerdictRecord(raw, None if msg is None or msg.endswith("does not exist") else msg)

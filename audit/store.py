@@ -42,6 +42,7 @@ from typing import Any
 import pandas as pd
 
 from audit.results import MetricValue, ProbeResult
+from audit.rundir_view import RunView
 
 SCHEMA_VERSION = "1.0"
 STATUSES = ("running", "complete", "failed", "interrupted")
@@ -171,10 +172,6 @@ def write_parquet(path: str | Path, df: pd.DataFrame) -> None:
                     continue
                 df[c] = df[c].map(lambda v: v if v is None or isinstance(v, str) else json.dumps(v, default=str))
     atomic_write(Path(path), lambda t: df.to_parquet(t, index=False))
-
-
-def read_parquet(path: str | Path) -> pd.DataFrame:
-    return pd.read_parquet(path)
 
 
 #: packages whose version can change a number in a run directory
@@ -332,13 +329,8 @@ class RunDir:
 
     # -- probes ---------------------------------------------------------------------------
     def probe_complete(self, name: str) -> bool:
-        p = self.probe_dir(name) / "summary.json"
-        if not p.is_file():
-            return False
-        try:
-            return read_json(p).get("status") == "complete"
-        except (OSError, ValueError):
-            return False
+        """Whether the probe's ``summary.json`` says ``complete`` (:class:`audit.rundir_view.RunView`)."""
+        return RunView(self).probe(name).complete
 
     def write_probe(self, name: str, result: ProbeResult, **extra: Any) -> None:
         """Write items, then summary (the completion marker) atomically."""
@@ -380,19 +372,11 @@ class RunDir:
         return {k: MetricValue.from_dict(v) for k, v in (s.get("metrics") or {}).items()}
 
     def probe_items(self, name: str) -> pd.DataFrame:
-        return read_parquet(self.probe_dir(name) / "items.parquet")
+        return pd.read_parquet(self.probe_dir(name) / "items.parquet")
 
     # -- explainers -----------------------------------------------------------------------
-    def explain_names(self) -> list[str]:
-        root = self.path / "explain"
-        return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-
     def explain_complete(self, name: str) -> bool:
-        p = self.explain_dir(name) / "summary.json"
-        try:
-            return p.is_file() and read_json(p).get("status") == "complete"
-        except (OSError, ValueError):
-            return False
+        return RunView(self).explain(name).complete
 
 
 def list_runs(root: str | Path) -> list[RunDir]:

@@ -8,7 +8,6 @@ a ``message`` that names the file and what is wrong with it, for the page to sho
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -18,22 +17,14 @@ from typing import Any
 import pandas as pd
 
 from audit.results import MetricValue
-from audit.store import RunDir, list_runs, read_json
+from audit.rundir_view import OutsideRootError, RunView, as_dict
+from audit.store import RunDir, list_runs
 
 logger = logging.getLogger(__name__)
 
 VERDICT_ORDER = ("pass", "warn", "fail")
 CHECK_OUTCOMES = (*VERDICT_ORDER, "missing")  # audit.policy: a check whose metric is absent
 ATTRIBUTION_COLUMNS = ("example", "method", "token_index", "token", "score")
-
-
-class OutsideRootError(ValueError):
-    """A path that resolves outside the runs root (e.g. through a symlink)."""
-
-
-def as_dict(x: Any) -> dict[str, Any]:
-    """``x`` when it is a JSON object, else an empty one (for fields of hand-edited JSON)."""
-    return x if isinstance(x, dict) else {}
 
 
 class RunsRoot:
@@ -51,10 +42,7 @@ class RunsRoot:
 
     def inside(self, path: str | os.PathLike[str]) -> Path:
         """``path`` resolved; :class:`OutsideRootError` unless it lies inside the root."""
-        resolved = Path(path).resolve()
-        if resolved != self.root and not resolved.is_relative_to(self.root):
-            raise OutsideRootError(f"{path} resolves to {resolved}, outside the runs root {self.root}")
-        return resolved
+        return RunView(path, root=self.root).file()
 
     def run_ids(self) -> list[str]:
         """Names of the run directories (folders with a manifest.json) directly under the root."""
@@ -66,10 +54,14 @@ class RunsRoot:
             raise OutsideRootError(f"{run_id!r} is not a run directory name")
         return RunDir(self.inside(self.root / run_id))
 
+    def view(self, run_id: str, manifest: dict[str, Any] | None = None) -> RunView:
+        """The reader of run ``run_id``, confined to the root (``manifest``: one already read)."""
+        self.run_dir(run_id)
+        return RunView(self.root / run_id, root=self.root, manifest=manifest)
+
     def file(self, run_id: str, *parts: str) -> Path:
         """A file inside run ``run_id``, resolved and checked to lie inside the root."""
-        rd = self.run_dir(run_id)
-        return self.inside(rd.path.joinpath(*parts))
+        return self.view(run_id).file(*parts)
 
     def stamp(self, run_id: str, *parts: str) -> tuple[Any, ...]:
         """Modification stamp of a run's files (for cache keys): changes whenever one is rewritten."""
@@ -88,37 +80,6 @@ class RunsRoot:
                 st = p.stat()
                 out.append((str(p.relative_to(base)), st.st_mtime_ns, st.st_size))
         return tuple(out)
-
-
-def _read_json_file(rr: RunsRoot, run_id: str, *parts: str) -> tuple[Any, str | None]:
-    """(object, None) or (None, message naming the file)."""
-    rel = "/".join(parts)
-    try:
-        path = rr.file(run_id, *parts)
-    except OutsideRootError as exc:
-        return None, f"{run_id}/{rel}: refused — {exc}"
-    if not path.is_file():
-        return None, f"{run_id}/{rel} does not exist"
-    try:
-        return read_json(path), None
-    except json.JSONDecodeError as exc:
-        return None, f"{run_id}/{rel} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
-    except (OSError, UnicodeDecodeError) as exc:
-        return None, f"{run_id}/{rel} cannot be read: {exc}"
-
-
-def _read_parquet_file(rr: RunsRoot, run_id: str, *parts: str) -> tuple[pd.DataFrame | None, str | None]:
-    rel = "/".join(parts)
-    try:
-        path = rr.file(run_id, *parts)
-    except OutsideRootError as exc:
-        return None, f"{run_id}/{rel}: refused — {exc}"
-    if not path.is_file():
-        return None, f"{run_id}/{rel} does not exist"
-    try:
-        return pd.read_parquet(path), None
-    except Exception as exc:  # pyarrow raises several unrelated types for a damaged file
-        return None, f"{run_id}/{rel} is not a readable Parquet file ({type(exc).__name__}: {exc})"
 
 
 # --------------------------------------------------------------------------------------------
@@ -188,58 +149,53 @@ def parse_verdict(obj: Any) -> tuple[str | None, dict[str, int], str | None]:
 def load_run_info(rr: RunsRoot, run_id: str) -> RunInfo:
     info = RunInfo(run_id=run_id)
     try:
-        rr.run_dir(run_id)
+        view = rr.view(run_id)
     except OutsideRootError as exc:
         info.status, info.message = "refused", f"run {run_id}: {exc}"
         return info
-    manifest, msg = _read_json_file(rr, run_id, "manifest.json")
-    if msg is not None or not isinstance(manifest, dict):
-        info.status = "unreadable"
-        info.message = msg or f"{run_id}/manifest.json is not a JSON object"
+    m = view.manifest()
+    if not m.readable:
+        info.status, info.message = m.status, m.problem
         return info
-    info.manifest = manifest
-    st = manifest.get("status")
-    info.status = st if isinstance(st, str) else "unknown"
-    model = as_dict(manifest.get("model"))
-    cfg_models = as_dict(manifest.get("config")).get("models")
+    manifest = info.manifest = m.raw
+    info.status = m.status
+    model = m.model
+    cfg_models = m.config.get("models")
     first = as_dict(cfg_models[0]) if isinstance(cfg_models, list) and cfg_models else {}
     info.model = str(model.get("name") or first.get("name") or "")
     if "model" in manifest and manifest["model"] is None:  # models: [] — logged predictions, no model
-        files = [Path(str(as_dict(f).get("path") or "")).name for fs in as_dict(manifest.get("datasets")).values()
+        files = [Path(str(as_dict(f).get("path") or "")).name for fs in m.datasets.values()
                  if isinstance(fs, list) for f in fs]
         info.model = f"no model (logged predictions: {', '.join(dict.fromkeys(files)) or 'no file recorded'})"
     info.kind = str(model.get("kind") or "")
     info.source = str(model.get("source") or "")
-    info.probes = {str(k): str(as_dict(v).get("status", "unknown")) for k, v in as_dict(manifest.get("probes")).items()}
-    info.explain = {str(k): str(as_dict(v).get("status", "unknown")) for k, v in as_dict(manifest.get("explain")).items()}
+    info.probes = {k: str(v.get("status", "unknown")) for k, v in m.probes.items()}
+    info.explain = {k: str(v.get("status", "unknown")) for k, v in m.explain.items()}
     info.created_at = manifest.get("created_at")
     info.finished_at = manifest.get("finished_at")
-    errs = manifest.get("errors")
-    info.errors = [str(e) for e in errs] if isinstance(errs, list) else []
-    verdict, vmsg = _read_json_file(rr, run_id, "verdict.json")
-    if vmsg is None:
-        info.verdict, info.verdict_counts, problem = parse_verdict(verdict)
-        checks = verdict.get("checks") if isinstance(verdict, dict) else None
-        info.verdict_checks = [c for c in checks if isinstance(c, dict)] if isinstance(checks, list) else []
+    info.errors = m.errors
+    verdict = view.verdict()
+    if verdict.raw is not None:
+        info.verdict, info.verdict_counts, problem = parse_verdict(verdict.raw)
+        info.verdict_checks = verdict.checks
         if problem:
             info.errors.append(f"{run_id}/{problem}")
-    elif "does not exist" not in vmsg:
-        info.errors.append(vmsg)
-    info.top_finding = _top_finding(rr, run_id)
+    elif verdict.problem:
+        info.errors.append(verdict.problem)
+    info.top_finding = _top_finding(view)
     return info
 
 
-def _top_finding(rr: RunsRoot, run_id: str) -> str:
+def _top_finding(view: RunView) -> str:
     """The first key finding of the run: from its report.json, else from its summary.json files."""
-    report, msg = _read_json_file(rr, run_id, "report.json")
-    findings = as_dict(as_dict(report).get("key_findings")).get("findings") if msg is None else None
-    if not isinstance(findings, list):
+    findings = view.report_findings()
+    if findings is None:
         from reports.content import quick_findings
 
         try:
-            findings = quick_findings(rr.run_dir(run_id))["findings"]
+            findings = quick_findings(view)["findings"]
         except (OSError, ValueError) as exc:
-            logger.debug("no findings for %s: %s", run_id, exc)
+            logger.debug("no findings for %s: %s", view.path.name, exc)
             return ""
     first = as_dict(findings[0]) if findings else {}
     return str(first.get("text") or "")
@@ -286,7 +242,7 @@ class ProbeData:
     """What the Bias page shows for one probe of one run."""
 
     name: str
-    status: str  # complete | failed | running | pending | missing | unreadable | ...
+    status: str  # the vocabulary of :mod:`audit.rundir_view`: complete | failed | running | not started | ...
     message: str | None = None
     probe: str = ""
     metrics: dict[str, MetricValue] = field(default_factory=dict)
@@ -314,79 +270,17 @@ class ProbeData:
         return [c for c in cols if isinstance(c, str) and c in self.items.columns]
 
 
-def probe_names(rr: RunsRoot, run_id: str, manifest: dict[str, Any] | None = None) -> list[str]:
-    """Probes named in the manifest, then probe folders the manifest does not name."""
-    names: list[str] = []
-    if manifest and isinstance(manifest.get("probes"), dict):
-        names.extend(str(k) for k in manifest["probes"])
-    try:
-        folder = rr.file(run_id, "probes")
-    except OutsideRootError:
-        return names
-    if folder.is_dir():
-        for p in sorted(folder.iterdir()):
-            if p.is_dir() and p.name not in names:
-                names.append(p.name)
-    return names
-
-
-def _metric_values(raw: Any, where: str) -> tuple[dict[str, MetricValue], list[str]]:
-    out: dict[str, MetricValue] = {}
-    problems: list[str] = []
-    if not isinstance(raw, dict):
-        return out, [f"{where}: 'metrics' is not an object"]
-    for k, v in raw.items():
-        try:
-            if not isinstance(v, dict):
-                raise TypeError("not an object")
-            out[str(k)] = MetricValue.from_dict(v)
-        except (TypeError, ValueError) as exc:
-            problems.append(f"{where}: metric {k!r} cannot be read ({exc})")
-    return out, problems
-
-
 def load_probe(rr: RunsRoot, run_id: str, name: str, manifest: dict[str, Any] | None = None) -> ProbeData:
-    entry = {}
-    if manifest and isinstance(manifest.get("probes"), dict) and isinstance(manifest["probes"].get(name), dict):
-        entry = manifest["probes"][name]
-    summary, msg = _read_json_file(rr, run_id, "probes", name, "summary.json")
-    if msg is not None:
-        if "does not exist" in msg:
-            st = str(entry.get("status") or "missing")
-            if st == "complete":  # the manifest says complete but the result is gone
-                return ProbeData(name, "missing", f"{msg}, although the manifest says the probe completed")
-            why = entry.get("error") or entry.get("reason")
-            text = {"running": "still running — no results written yet",
-                    "pending": "not started yet",
-                    "failed": "failed",
-                    "skipped": "skipped"}.get(st, "has no results")
-            return ProbeData(name, st, f"Probe {name} {text}" + (f": {why}" if why else ""))
-        return ProbeData(name, "unreadable", msg)
-    if not isinstance(summary, dict):
-        return ProbeData(name, "unreadable", f"{run_id}/probes/{name}/summary.json is not a JSON object")
-    st = str(summary.get("status") or "unknown")
-    pd_ = ProbeData(name, st, probe=str(summary.get("probe") or name))
-    if st != "complete":
-        err = summary.get("error") or entry.get("error")
-        pd_.message = f"Probe {name} {st}" + (f": {err}" if err else "")
+    """Probe ``name`` of run ``run_id`` (:meth:`audit.rundir_view.RunView.probe`), items loaded."""
+    rec = rr.view(run_id, manifest).probe(name)
+    pd_ = ProbeData(name, rec.status, probe=rec.probe)
+    if not rec.complete:
+        pd_.message = rec.message
         return pd_
-    where = f"{run_id}/probes/{name}/summary.json"
-    pd_.metrics, problems = _metric_values(summary.get("metrics") or {}, where)
-    pd_.warnings = [str(w) for w in (summary.get("warnings") or []) if w]
-    pd_.info = as_dict(summary.get("info"))
-    n = summary.get("n_items")
-    pd_.n_items = int(n) if isinstance(n, (int, float)) else None
-    bd, bmsg = _read_parquet_file(rr, run_id, "probes", name, "breakdown.parquet")
-    if bd is None:
-        raw = summary.get("breakdown")
-        if isinstance(raw, list) and raw:
-            bd = pd.DataFrame(raw)
-        elif bmsg and "does not exist" not in bmsg:
-            problems.append(bmsg)
-    pd_.breakdown = bd if bd is not None else pd.DataFrame()
-    pd_.items, pd_.items_message = _read_parquet_file(rr, run_id, "probes", name, "items.parquet")
-    if problems:
-        pd_.message = "; ".join(problems)
+    pd_.metrics, pd_.warnings, pd_.info, pd_.n_items = rec.metrics, rec.warnings, rec.info, rec.n_items
+    pd_.breakdown, bmsg = rec.breakdown()
+    pd_.items, pd_.items_message = rec.items()
+    pd_.message = "; ".join([*rec.problems, *([bmsg] if bmsg else [])]) or None
     return pd_
 
 
@@ -470,7 +364,6 @@ class ExplainData:
     message: str | None = None
     attributions: pd.DataFrame | None = None
     metrics: pd.DataFrame | None = None
-    summary: dict[str, Any] = field(default_factory=dict)
     method_metrics: dict[str, dict[str, MetricValue]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -479,49 +372,17 @@ class ExplainData:
         return self.status == "complete"
 
 
-def explain_names(rr: RunsRoot, run_id: str, manifest: dict[str, Any] | None = None) -> list[str]:
-    names: list[str] = []
-    if manifest and isinstance(manifest.get("explain"), dict):
-        names.extend(str(k) for k in manifest["explain"])
-    try:
-        folder = rr.file(run_id, "explain")
-    except OutsideRootError:
-        return names
-    if folder.is_dir():
-        for p in sorted(folder.iterdir()):
-            if p.is_dir() and p.name not in names:
-                names.append(p.name)
-    return names
-
-
 def load_explain(rr: RunsRoot, run_id: str, name: str, manifest: dict[str, Any] | None = None) -> ExplainData:
-    entry = {}
-    if manifest and isinstance(manifest.get("explain"), dict) and isinstance(manifest["explain"].get(name), dict):
-        entry = manifest["explain"][name]
-    summary, msg = _read_json_file(rr, run_id, "explain", name, "summary.json")
-    if msg is not None:
-        if "does not exist" in msg:
-            st = str(entry.get("status") or "missing")
-            err = entry.get("error")
-            return ExplainData(name, st, f"Explanation {name} is {st} — no summary.json yet" + (f": {err}" if err else ""))
-        return ExplainData(name, "unreadable", msg)
-    if not isinstance(summary, dict):
-        return ExplainData(name, "unreadable", f"{run_id}/explain/{name}/summary.json is not a JSON object")
-    st = str(summary.get("status") or "unknown")
-    ed = ExplainData(name, st, summary=summary)
-    if st != "complete":
-        err = summary.get("error") or entry.get("error")
-        ed.message = f"Explanation {name} {st}" + (f": {err}" if err else "")
+    """Explain step ``name`` of run ``run_id`` (:meth:`audit.rundir_view.RunView.explain`), with its
+    attributions and per-example metrics checked for the columns the page needs."""
+    rec = rr.view(run_id, manifest).explain(name)
+    ed = ExplainData(name, rec.status)
+    if not rec.complete:
+        ed.message = rec.message
         return ed
-    ed.warnings = [str(w) for w in (summary.get("warnings") or []) if w]
-    problems: list[str] = []
-    raw = summary.get("metrics")
-    if isinstance(raw, dict):
-        for method, mm in raw.items():
-            vals, probs = _metric_values(mm, f"{run_id}/explain/{name}/summary.json [{method}]")
-            ed.method_metrics[str(method)] = vals
-            problems.extend(probs)
-    attr, amsg = _read_parquet_file(rr, run_id, "explain", name, "attributions.parquet")
+    ed.warnings, ed.method_metrics = rec.warnings, rec.method_metrics
+    problems = list(rec.problems)
+    attr, amsg = rec.table("attributions.parquet")
     if amsg:
         problems.append(amsg)
     elif attr is not None:
@@ -530,7 +391,7 @@ def load_explain(rr: RunsRoot, run_id: str, name: str, manifest: dict[str, Any] 
             problems.append(f"{run_id}/explain/{name}/attributions.parquet lacks column(s) {', '.join(missing)}")
         else:
             ed.attributions = attr
-    met, mmsg = _read_parquet_file(rr, run_id, "explain", name, "metrics.parquet")
+    met, mmsg = rec.table("metrics.parquet")
     if mmsg and "does not exist" not in mmsg:
         problems.append(mmsg)
     elif met is not None:

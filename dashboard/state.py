@@ -55,14 +55,12 @@ def _run_info(root: str, run_id: str, stamp: tuple[Any, ...]) -> RunInfo:
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def _probe(root: str, run_id: str, name: str, stamp: tuple[Any, ...]) -> ProbeData:
-    rr = RunsRoot(root)
-    return load_probe(rr, run_id, name, load_run_info(rr, run_id).manifest)
+    return load_probe(RunsRoot(root), run_id, name)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _explain(root: str, run_id: str, name: str, stamp: tuple[Any, ...]) -> ExplainData:
-    rr = RunsRoot(root)
-    return load_explain(rr, run_id, name, load_run_info(rr, run_id).manifest)
+    return load_explain(RunsRoot(root), run_id, name)
 
 
 def run_infos(rr: RunsRoot) -> list[RunInfo]:

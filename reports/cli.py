@@ -45,7 +45,7 @@ def _apply_policy(rd: RunDir, spec: str, out: Path) -> Any:
         write_verdict,
     )
 
-    view = RunView(rd.path)
+    view = RunView(rd)
     run_names = {n: str(e.get("probe") or n) for n, e in view.manifest().probes.items()}
     policy = recommended_policy(run_names) if is_recommended(spec) else load_policy(spec)
     known = known_metrics(run_names)

@@ -323,7 +323,7 @@ def _duration(manifest: Mapping[str, Any]) -> float | None:
 def quick_findings(run_dir: RunView | RunDir | str | Path) -> dict[str, Any]:
     """The key findings of a run from its ``summary.json`` files alone (no parquet, no plots):
     what the dashboard's Runs page shows for runs whose report.json is missing."""
-    rd = _view(run_dir)
+    rd = run_dir if isinstance(run_dir, RunView) else RunView(run_dir)
     probes = []
     for rec in (rd.probe(n) for n in sorted(rd.probe_names())):
         if rec.complete:
@@ -333,17 +333,13 @@ def quick_findings(run_dir: RunView | RunDir | str | Path) -> dict[str, Any]:
     return key_findings({"probes": probes, "missing": [], "limitations": [], "verdict": None})
 
 
-def _view(run_dir: RunView | RunDir | str | Path) -> RunView:
-    return run_dir if isinstance(run_dir, RunView) else RunView(run_dir.path if isinstance(run_dir, RunDir) else run_dir)
-
-
 def collect_report(run_dir: RunView | RunDir | str | Path, verdict_file: str | Path | None = None) -> dict[str, Any]:
     """Build the report document (the content of ``report.json``) from a run directory;
     ``verdict_file`` replaces the run's own ``verdict.json`` (``taudit report --policy --out``)."""
-    rd = _view(run_dir)
+    rd = run_dir if isinstance(run_dir, RunView) else RunView(run_dir)
     man = rd.manifest()
     if not man.readable:
-        if not rd.file("manifest.json").is_file():
+        if not rd.exists():
             raise ReportError(f"{rd.path} is not a run directory (no manifest.json)")
         raise ReportError(f"{rd.path}: {man.problem}")
     manifest, status = man.raw, man.status

@@ -4,11 +4,11 @@ check (Vig et al. 2020; :mod:`probes.mediation`). Read from ``probes/<name>/summ
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
 from audit.rundir_view import RunView
+from audit.views import finite as _num
 
 #: what a reader must keep in mind, printed with the section
 CAVEATS = [
@@ -20,14 +20,6 @@ CAVEATS = [
     "The ablation check is a diagnostic, not a debiasing method: it shows whether the named heads also carry "
     "what the other probes measure, and what removing them costs in language modelling.",
 ]
-
-
-def _num(x: Any) -> float | None:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
 
 
 def _heat(info: Mapping[str, Any]) -> dict[str, Any] | None:

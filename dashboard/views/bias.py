@@ -13,7 +13,6 @@ from dashboard.data import (
     filter_items,
     item_table,
     metrics_frame,
-    probe_names,
     probe_notices,
 )
 from dashboard.render import (
@@ -121,7 +120,7 @@ if info is None:
     no_runs(rr)
     st.stop()
 show_run_state(info)
-names = probe_names(rr, info.run_id, info.manifest)
+names = rr.view(info.run_id, info.manifest).probe_names()
 if not names:
     st.info("This run has no probe results yet.")
     st.stop()

@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from audit.compare import ALPHA, compare_probe, finish_table, wilcoxon_items
-from dashboard.data import RunInfo, as_dict, probe_names
+from dashboard.data import RunInfo, as_dict
 from dashboard.render import fmt, fmt_p, md_escape
 from dashboard.state import get_root, no_runs, pick_run, probe, run_infos, show_run_state
 
@@ -54,8 +54,8 @@ if a.model != b.model:
 ident = pd.DataFrame({"A": identity(a), "B": identity(b)})
 st.dataframe(ident, width="stretch", height=36 * (len(ident) + 1) + 3)
 
-names_a = probe_names(rr, a.run_id, a.manifest)
-names_b = probe_names(rr, b.run_id, b.manifest)
+names_a = rr.view(a.run_id, a.manifest).probe_names()
+names_b = rr.view(b.run_id, b.manifest).probe_names()
 tables: list[pd.DataFrame] = []
 item_tests: dict[str, str] = {}
 problems: list[str] = []

@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from audit.metrics.info import METRICS
-from dashboard.data import ExplainData, example_texts, explain_names
+from dashboard.data import ExplainData, example_texts
 from dashboard.explain_view import show_method
 from dashboard.render import curve_chart, fmt, md_escape
 from dashboard.state import explanation, get_root, no_runs, pick_run, run_infos, show_run_state
@@ -73,14 +73,14 @@ if info is None:
     no_runs(rr)
     st.stop()
 show_run_state(info)
-names = explain_names(rr, info.run_id, info.manifest)
+names = rr.view(info.run_id, info.manifest).explain_names()
 if not names:
     st.info("This run stored no explanations (add an `explain:` section to the audit config).")
     st.stop()
 name = st.selectbox("Explanation", names, key=f"{info.run_id}:explain_name")
 ed = explanation(rr, info.run_id, name)
 if not ed.complete:
-    (st.info if ed.status in ("running", "pending", "missing") else st.warning)(md_escape(ed.message or ed.status))
+    (st.info if ed.status in ("running", "pending", "not started") else st.warning)(md_escape(ed.message or ed.status))
     st.stop()
 if ed.message:
     st.warning(md_escape(ed.message))

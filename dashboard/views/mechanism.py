@@ -9,7 +9,6 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from dashboard.data import probe_names
 from dashboard.render import fmt, md_escape
 from dashboard.state import get_root, no_runs, pick_run, probe, run_infos, show_run_state
 from reports.mechanism import CAVEATS, ablation_rows
@@ -36,7 +35,7 @@ if info is None:
     no_runs(rr)
     st.stop()
 show_run_state(info)
-names = [n for n in probe_names(rr, info.run_id, info.manifest) if probe(rr, info.run_id, n).probe == "mediation"]
+names = [n for n in rr.view(info.run_id, info.manifest).probe_names() if probe(rr, info.run_id, n).probe == "mediation"]
 if not names:
     st.info("This run has no completed mediation probe (add `- probe: mediation` to the config).")
     st.stop()
