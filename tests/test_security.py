@@ -30,6 +30,7 @@ from streamlit.testing.v1 import AppTest
 from audit.config import ConfigError, ModelSpec, parse_config
 from audit.models import PickleRefusedError, RemoteCodeRefusedError, load_model
 from audit.store import RunDir, write_json, write_parquet
+from audit.views import environment
 from dashboard import RUNS_ENV
 from dashboard.data import OutsideRootError, RunsRoot
 from tests.fixture_runs import (
@@ -453,6 +454,17 @@ def _walk(node: Any) -> Any:
             yield from _walk(c)
 
 
+#: the one <style> block the dashboard may draw: the token heat map's own CSS (audit/templates)
+OWN_CSS = "<style>\n" + environment().from_string(
+    '{% from "fragments.html.j2" import heat_css %}{{ heat_css() }}').render() + "\n</style>"
+
+
+def without_own_css(html: str) -> str:
+    """``html`` without the heat map's own ``<style>`` block (character for character); any other
+    ``<style>`` is left for :func:`audit_html` to report."""
+    return html.replace(OWN_CSS, "")
+
+
 def page_problems(at: AppTest) -> tuple[list[str], str]:
     """(live constructs in every Markdown-rendered string of the page, all its text incl. tables)."""
     problems: list[str] = []
@@ -473,8 +485,9 @@ def page_problems(at: AppTest) -> tuple[list[str], str]:
             problems += [f"{kind}: {p}" for p in markdown_problems(s, inline=kind not in ("Markdown",))]
         seen += strings
         if getattr(node, "type", None) == "html":
-            problems += [f"html: {p}" for p in audit_html(str(node.value)).problems]
-            seen.append(audit_html(str(node.value)).visible())
+            html = without_own_css(str(node.value))
+            problems += [f"html: {p}" for p in audit_html(html).problems]
+            seen.append(audit_html(html).visible())
         if kind == "Dataframe":
             seen.append(node.value.to_csv())
         if kind in ("Text", "Code", "Selectbox", "Multiselect"):
