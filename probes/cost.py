@@ -350,7 +350,7 @@ class Cost(Probe):
         summary["peak_memory_mb"] = MetricValue.from_info(METRICS["peak_memory_mb"], mem, test=how)
         a = _arch(handle.config)
         info = {
-            "device": str(handle.device), "dtype": str(handle.dtype).replace("torch.", ""),
+            "primary_metric": self.primary_metric, "device": str(handle.device), "dtype": str(handle.dtype).replace("torch.", ""),
             "torch_threads": torch.get_num_threads(), "quantization": handle.quantization,
             "weight_bytes_by_dtype": wb, "architecture": a, "flop_lengths": [short, long_],
             "flops": {"measured": {str(k): v for k, v in measured.items()},

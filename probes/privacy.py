@@ -466,7 +466,8 @@ class Privacy(ItemProbe):
         o = self._opts(dict(opts or {}))
         summary: dict[str, MetricValue] = {}
         breakdowns = []
-        info: dict[str, Any] = {"parts": o["parts"], **getattr(self, "_available", {})}
+        info: dict[str, Any] = {"primary_metric": self.primary_metric, "parts": o["parts"],
+                                **getattr(self, "_available", {})}
         if "pii" in o["parts"]:
             pii = items[items["part"] == "pii"]
             det = self._detector(o["ner"])

@@ -14,6 +14,9 @@ from typing import Any
 
 import pytest
 
+import probes  # noqa: F401  (registers the built-in probes)
+from audit.probe import PROBES
+from audit.rundir_view import RunView
 from audit.store import RunDir, read_json
 from dashboard.screenshots import CHROMIUM, browser
 
@@ -46,6 +49,11 @@ def test_taudit_run_without_arguments_ends_with_a_verdict(default_run: Any) -> N
         assert (rd.path / "report.pdf").read_bytes()[:5] == b"%PDF-"  # the default run writes the PDF
         assert str(shown / "report.html") in proc.stdout and str(shown / "model_card.md") in proc.stdout
     assert "taudit dashboard runs" in proc.stdout
+    for rd in runs.values():  # every probe's headline is its primary metric (privacy, cost included), not the first
+        view = RunView(rd.path)
+        for rec in map(view.probe, view.probe_names()):
+            expected = rec.info.get("primary_metric") or PROBES.get(rec.probe).primary_metric  # per kind: counterfactual
+            assert expected not in rec.metrics or rec.primary_metric == expected, (rec.name, rec.primary_metric)
     failed = any(read_json(rd.path / "verdict.json")["failed"] for rd in runs.values())
     assert proc.returncode == (1 if failed else 0)
     if failed:
