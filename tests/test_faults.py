@@ -518,7 +518,7 @@ def test_bold_hf_scorer_counts_the_texts_it_truncates(bert_classifier_path: Path
         h.model.config.max_position_embeddings = 16  # a classifier that accepts 16 tokens
         return h
 
-    monkeypatch.setattr(audit.models, "load_model", small_classifier)
+    monkeypatch.setattr(bold, "load_model", small_classifier)  # the loader bold imported from audit.models
     scorer = bold.build_scorer({"type": "hf", "model": str(bert_classifier_path), "label": "LABEL_1"}, device="cpu")
     assert calls[-1]["trust_remote_code"] is False and calls[-1]["allow_pickle"] is False  # passed explicitly
     assert scorer.handle.max_length == 16
