@@ -199,10 +199,12 @@ def test_shared_dashboard_in_chromium_needs_the_token_and_live_refuses_unlisted(
                 assert "run-a" not in body and "Runs root" not in body
             page.goto(f"http://127.0.0.1:{port}/live?token={TOKEN}")
             wait_rendered(page, "Live")
+            page.get_by_text("Load model").first.wait_for(timeout=60_000)  # drawn after the title on a busy machine
             body = page.inner_text("body")
             assert "Load model" in body and "Local model folder" not in body  # no path can be typed
             # the model choice offers the listed folder only
             page.locator('[data-testid="stSelectbox"]').first.click()
+            page.get_by_role("option").first.wait_for(timeout=30_000)  # the list opens after the click
             options = page.get_by_role("option").all_inner_texts()
             assert options == [str(bert_mlm_path)], options
     finally:
