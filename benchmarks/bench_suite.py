@@ -139,7 +139,7 @@ PROBES: dict[str, ProbeCase] = {
 METHOD_N: dict[str, tuple[int, int]] = {
     "ig": (2, 1), "saliency": (32, 32), "input_x_gradient": (32, 32), "gradient_shap": (2, 1), "occlusion": (8, 4),
     "lime": (1, 1), "kernel_shap": (1, 1), "attention": (12, 6), "rollout": (12, 6), "attention_flow": (2, 1),
-    "grad_rollout": (32, 16), "head_importance": (32, 32),
+    "grad_rollout": (32, 32), "head_importance": (32, 32),
 }
 SUBJECTS = ["nurse", "doctor", "engineer", "teacher", "lawyer", "cleaner", "pilot", "secretary", "farmer", "chef",
             "manager", "dancer", "driver", "banker", "writer", "singer", "builder", "clerk", "judge", "baker"]

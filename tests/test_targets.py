@@ -104,3 +104,27 @@ def test_logits_at_reads_the_models_logits(kind: str, request: pytest.FixtureReq
             pos = torch.tensor([p.query_rows[0]])  # type: ignore[index]
             torch.testing.assert_close(fn.logits_at(emb, p.attn()[None], torch.tensor([0]), pos), full[0, pos])
             torch.testing.assert_close(fn.logits_at(emb, p.attn()[None]), full)
+
+
+@pytest.mark.parametrize("kind", ["masked-lm", "causal-lm"])
+def test_top_prediction_targets_share_one_forward(kind: str, request: pytest.FixtureRequest) -> None:
+    """The default token target (the model's top prediction) of texts of different lengths comes
+    from one padded forward, and is each text's own argmax of the model's logits."""
+    handle = _handle(kind, request)
+    texts = [TEXT, "the nurse said that [MASK] was very late", "a pilot said that [MASK] was late",
+             "the teacher told us that [MASK] was quite late"]
+    if kind == "causal-lm":
+        texts = [t.replace(" [MASK]", "") for t in texts]
+    calls: list[int] = []
+    hook = handle.model.base_model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        preps = prepare(handle, texts)
+    finally:
+        hook.remove()
+    assert max(p.length for p in preps) > min(p.length for p in preps)  # padding is exercised
+    assert len(calls) == 1
+    for p in preps:
+        with torch.no_grad():
+            logits = handle.model(input_ids=p.ids[None]).logits[0, p.query_rows[0]]  # type: ignore[index]
+        assert int(p.aux[1][0]) == int(logits.argmax())
+        assert p.info["target_token"] == handle.tokenizer.decode([int(logits.argmax())])

@@ -40,6 +40,7 @@ from audit.scoring import (
     POOLINGS,
     InputTooLongError,
     _pool,
+    default_batch_tokens,
     length_sorted_batches,
     output_head,
     prefix_token_id,
@@ -424,15 +425,17 @@ class TokenTarget(Target):
         self.con_id = resolve_token(self.handle, t["contrast"], "contrast") if t.get("contrast") is not None else -1
         preps = super().prepare(examples)
         c = f" − {self.output}({tok.decode([self.con_id])!r})" if self.con_id >= 0 else ""
+        top = [p for p in preps if int(p.aux[1][0]) < 0]  # targets the model's top prediction
         with torch.no_grad():
-            for p in preps:
-                if int(p.aux[1][0]) < 0:  # the model's top prediction at the position
-                    logits = self.logits_at(embed_ids(self.handle, p.ids[None]), p.attn()[None], slice(None),
-                                            int(p.aux[0][0]))[0]
-                    p.aux = (p.aux[0], torch.tensor([int(logits.argmax())], device=p.ids.device), p.aux[2])
-                t_str = tok.decode([int(p.aux[1][0])])
-                p.target_names = [self.name_format.format(output=self.output, token=t_str, contrast=c, t=self)]
-                p.info["target_token"] = t_str
+            for batch, ids, _, attn, aux in row_batches(top, default_batch_tokens(self.handle)):
+                rows = torch.arange(len(batch), device=ids.device)
+                best = self.logits_at(embed_ids(self.handle, ids), attn, rows, aux[0]).argmax(-1)
+                for r, j in enumerate(batch):
+                    top[j].aux = (top[j].aux[0], best[r:r + 1], top[j].aux[2])
+        for p in preps:
+            t_str = tok.decode([int(p.aux[1][0])])
+            p.target_names = [self.name_format.format(output=self.output, token=t_str, contrast=c, t=self)]
+            p.info["target_token"] = t_str
         return preps
 
     def __call__(self, embeds: torch.Tensor, attn: torch.Tensor, *aux: torch.Tensor) -> torch.Tensor:
