@@ -33,11 +33,20 @@ PROBE_SIDE = {"probes/crows_pairs.py": ["causal_pair_scores"], "probes/templates
 
 
 def source(rev: str | None, file: str) -> str:
-    """``file`` at git revision ``rev``, or in the working tree for None."""
-    if rev is None:
-        return (ROOT / file).read_text(encoding="utf-8")
-    return subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:{file}"], capture_output=True, text=True,
-                          check=True).stdout
+    """``file`` at git revision ``rev``, or in the working tree for None. Since the split of
+    ``audit/scoring.py`` into a package, its causal LM section is ``audit/scoring/causal.py``
+    (returned between the two section headers)."""
+    def read(f: str) -> str:
+        if rev is None:
+            return (ROOT / f).read_text(encoding="utf-8")
+        return subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:{f}"], capture_output=True, text=True,
+                              check=True).stdout
+    try:
+        return read(file)
+    except (FileNotFoundError, subprocess.CalledProcessError):
+        if file != "audit/scoring.py":
+            raise
+        return "# causal LM\n" + read("audit/scoring/causal.py") + "\n# embeddings\n"
 
 
 def definitions(src: str, names: list[str] | None = None) -> dict[str, tuple[str, int, int]]:
@@ -61,7 +70,8 @@ def definitions(src: str, names: list[str] | None = None) -> dict[str, tuple[str
     tree = ast.parse(src)
     nodes = [(f"{c.name}.", m) for c in tree.body if isinstance(c, ast.ClassDef) for m in c.body] if names else []
     for prefix, node in [("", n) for n in tree.body] + nodes:
-        if names is None and not first < node.lineno < last or names and prefix + getattr(node, "name", "") not in names:
+        if names is None and not first < node.lineno < last or names and prefix + getattr(node, "name", "") not in names \
+                or isinstance(node, (ast.Import, ast.ImportFrom, ast.If, ast.Expr)):  # a module's imports and docstring
             continue
         start = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))])
         stop = node.end_lineno or node.lineno

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from audit import scoring
+from audit.scoring import causal as causal_scoring
 
 SENTS = [
     "the man is good at work",
@@ -172,7 +173,7 @@ def test_causal_packing_is_used_and_equals_naive(request: pytest.FixtureRequest,
     """Several sequences share a row (block-diagonal causal mask, restarted positions), with
     scoring starting mid-sequence for some: equal to one unpadded forward per sequence."""
     h = request.getfixturevalue(fixture)
-    assert scoring._packing_supported(h)
+    assert causal_scoring._packing_supported(h)
     seqs = scoring.causal_tokenize(h, SENTS * 3)
     starts = [1 + (i % 4) for i in range(len(seqs))]
     calls: list[tuple[int, ...]] = []
@@ -205,8 +206,8 @@ def test_model_without_packed_masks_falls_back_to_padding(gpt2, monkeypatch) -> 
         return real(*a, attention_mask=attention_mask, **kw)
 
     monkeypatch.setattr(base, "forward", ignore_packing)
-    monkeypatch.setattr(scoring, "_PACKING_CHECKED", scoring.weakref.WeakKeyDictionary())
-    assert not scoring._packing_supported(gpt2)
+    monkeypatch.setattr(causal_scoring, "_PACKING_CHECKED", causal_scoring.weakref.WeakKeyDictionary())
+    assert not causal_scoring._packing_supported(gpt2)
     seen.clear()
     seqs = scoring.causal_tokenize(gpt2, [*SENTS, SENTS[0], SENTS[1] + " again"])
     got = scoring.causal_logprobs(gpt2, seqs)
@@ -255,7 +256,7 @@ def test_packed_batch_out_of_memory_is_split_and_retried(gpt2, monkeypatch) -> N
 
     rng = np.random.default_rng(0)  # 40 distinct sequences of 10 tokens: rows of 64, 4 a batch
     seqs = [[0, *rng.integers(1, 300, size=9).tolist()] for _ in range(40)]
-    assert scoring._packing_supported(gpt2)  # checked before the forward is patched
+    assert causal_scoring._packing_supported(gpt2)  # checked before the forward is patched
     monkeypatch.setattr(base, "forward", small_only)
     got = scoring.causal_logprobs(gpt2, seqs, max_batch_tokens=256)
     monkeypatch.undo()

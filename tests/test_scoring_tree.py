@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from audit import scoring
 from audit.probe import chunk_bounds
+from audit.scoring import causal as causal_scoring
 from probes import run_probe
 from tests.test_bbq import SPEC, _row, write_jsonl
 from tests.test_classifier_fairness import _csv, _rows
@@ -95,7 +96,7 @@ def test_random_prefix_sets_equal_scoring_each_alone(alphabets: dict[str, Any], 
     budget = data.draw(st.sampled_from([11, 32, 100, 4096]))
     max_nodes = data.draw(st.sampled_from([8, 1 << 20]))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(scoring, "prefix_tree_plan", functools.partial(scoring.prefix_tree_plan, max_nodes=max_nodes))
+        mp.setattr(causal_scoring, "prefix_tree_plan", functools.partial(scoring.prefix_tree_plan, max_nodes=max_nodes))
         got = scoring.causal_logprobs(h, seqs, score_from=starts, max_batch_tokens=budget, row_tokens=row)
     ref = scoring.naive_causal_logprobs(h, seqs, score_from=starts)
     for g, r in zip(got, ref, strict=True):
@@ -115,8 +116,8 @@ def test_each_prefix_is_forwarded_once(request: pytest.FixtureRequest, fixture: 
              "the doctor", "the doctor seems angry", "the man is good at work"]
     seqs = scoring.causal_tokenize(h, texts)
     starts = [1, 3, 1, 2, 2, 1, 4]
-    assert scoring._packing_supported(h)  # the one-time check forwards a tree of its own
-    real = scoring._tree_layout
+    assert causal_scoring._packing_supported(h)  # the one-time check forwards a tree of its own
+    real = causal_scoring._tree_layout
     forwarded: list[int] = []
 
     def counting(tree, units, home, rows, pad_id):  # type: ignore[no-untyped-def]
@@ -125,7 +126,7 @@ def test_each_prefix_is_forwarded_once(request: pytest.FixtureRequest, fixture: 
         return real(tree, units, home, rows, pad_id)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(scoring, "_tree_layout", counting)
+        mp.setattr(causal_scoring, "_tree_layout", counting)
         got = scoring.causal_logprobs(h, seqs, score_from=starts, max_batch_tokens=4096)
     ref = scoring.naive_causal_logprobs(h, seqs, score_from=starts)
     for g, r in zip(got, ref, strict=True):
@@ -143,17 +144,17 @@ def _probe_runs(handle: Any, probe: str, data: Any, **opts: Any) -> tuple[pd.Dat
     """The probe's items scored by the prefix tree and by padded rows, and how many tree
     forwards ran."""
     calls: list[int] = []
-    real = scoring._score_tree
+    real = causal_scoring._score_tree
 
     def counting(*a, **kw):  # type: ignore[no-untyped-def]
         calls.append(1)
         return real(*a, **kw)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(scoring, "_score_tree", counting)
+        mp.setattr(causal_scoring, "_score_tree", counting)
         tree = run_probe(probe, handle, data, progress=False, **opts).items
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(scoring, "_packing_supported", lambda _h: False)
+        mp.setattr(causal_scoring, "_packing_supported", lambda _h: False)
         padded = run_probe(probe, handle, data, progress=False, **opts).items
     return tree, padded, len(calls)
 

@@ -39,10 +39,10 @@ from audit.registry import DuplicateNameError
 from audit.scoring import (
     POOLINGS,
     InputTooLongError,
-    _pool,
     default_batch_tokens,
     length_sorted_batches,
     output_head,
+    pool,
     prefix_token_id,
 )
 
@@ -672,7 +672,7 @@ class Cosine(Target):
 
     def pooled(self, embeds: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
         o = self.base(inputs_embeds=embeds, attention_mask=attn)
-        return _up(_pool(o.last_hidden_state, attn, self.pooling, getattr(o, "pooler_output", None)))
+        return _up(pool(o.last_hidden_state, attn, self.pooling, getattr(o, "pooler_output", None)))
 
     def example(self, i: int, text: str, pair: str | None) -> Prepared:
         tok = self.handle.tokenizer

@@ -1,23 +1,10 @@
-"""Batched scoring primitives every probe stands on.
-
-* :func:`masked_token_logprobs` / :func:`pseudo_log_likelihood` — masked-LM pseudo-log-likelihood
-  (Salazar et al. 2020; the CrowS-Pairs reference scorer of Nangia et al. 2020): one masked
-  copy per scored token, copies of many sentences packed into length-sorted batches bounded by
-  tokens, the LM head applied only at the masked positions.
-* :func:`causal_logprobs` — log P(tᵢ | t<ᵢ) per token with the tokenizer's BOS prepended when it
-  has one (lm-evaluation-harness convention: BOS, else EOS, as the empty context). The sequences
-  form a prefix tree (:class:`PrefixTree`) scored with tree attention masks, so every prefix they
-  share — a context, a question, a template's opening words — is computed once.
-* :func:`embed` / :func:`hidden_states` — pooled sentence representations.
-
-All functions run under ``torch.inference_mode``. The batch size is chosen from a token budget;
-on CUDA out-of-memory a batch is halved and retried, and the budget shrinks for the rest of the
-call. ``naive_*`` functions are the one-forward-per-item reference the tests and benchmarks
-compare against.
-"""
+"""Causal-LM scoring: log P(tᵢ | t<ᵢ) per token, the sequences laid out as prefix trees scored
+under tree attention masks (every shared prefix computed once), packed into rows; continuation
+and sentence log-probabilities on top."""
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import weakref
@@ -27,285 +14,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+
+from audit.scoring.batching import (
+    check_length,
+    default_batch_tokens,
+    length_sorted_batches,
+    pad_token_id,
+    run_batches,
+)
+from audit.scoring.heads import causal_head
 
 if TYPE_CHECKING:
     from audit.models import ModelHandle
 
 logger = logging.getLogger(__name__)
-
-
-class InputTooLongError(ValueError):
-    """An input longer than the model accepts."""
-
-
-# --------------------------------------------------------------------------------------------
-# batching
-# --------------------------------------------------------------------------------------------
-
-
-def default_batch_tokens(handle: ModelHandle) -> int:
-    """Token budget per forward: large on accelerators (OOM back-off trims it), moderate on CPU,
-    where a batch's activations should stay near the cache (measured on 2 cores with bert-base /
-    GPT-2-base sizes: 2048 tokens was as fast as or faster than 4096 for packed causal scoring and
-    masked PLL; benchmarks/RESULTS.md)."""
-    if handle.device.type == "cuda":
-        return 131072
-    if handle.device.type == "mps":
-        return 16384
-    return 2048
-
-
-def length_sorted_batches(
-    lengths: Sequence[int], max_tokens: int, max_rows: int | None = None, max_pad_ratio: float = 1.25
-) -> list[np.ndarray]:
-    """Index batches, longest first, each with ``rows × longest ≤ max_tokens`` (padded size).
-
-    A batch is also closed when the next item is shorter than ``longest / max_pad_ratio``, so no
-    row is more than ~20 % padding: padded positions cost as much as real ones.
-    """
-    lengths_arr = np.asarray(lengths, dtype=np.int64)
-    if lengths_arr.size == 0:
-        return []
-    order = np.argsort(-lengths_arr, kind="stable")
-    batches: list[np.ndarray] = []
-    start = 0
-    n = len(order)
-    while start < n:
-        longest = max(int(lengths_arr[order[start]]), 1)
-        rows = max(1, max_tokens // longest)
-        if max_rows is not None:
-            rows = min(rows, max_rows)
-        end = min(n, start + rows)
-        # stop early where the lengths fall below longest / max_pad_ratio
-        short = np.nonzero(lengths_arr[order[start:end]] * max_pad_ratio < longest)[0]
-        if short.size:
-            end = start + max(1, int(short[0]))
-        batches.append(order[start:end])
-        start = end
-    return batches
-
-
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
-
-
-def run_batches(
-    batches: Sequence[Any],
-    fn: Callable[[Any], None],
-    *,
-    desc: str = "",
-    progress: bool = False,
-    total: int | None = None,
-    size: Callable[[Any], int] = len,
-) -> None:
-    """Call ``fn`` on each batch (an index array, or a packed batch's list of rows); on
-    out-of-memory, halve the batch and retry. ``size`` counts a batch's items for the progress bar."""
-    bar = tqdm(total=total or sum(size(b) for b in batches), desc=desc, disable=not progress, unit="it")
-    queue = list(reversed(batches))
-    while queue:
-        b = queue.pop()
-        try:
-            fn(b)
-            bar.update(size(b))
-        except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
-            if not _is_oom(exc) or len(b) == 1:
-                raise
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            half = len(b) // 2
-            logger.warning("out of memory on a batch of %d; retrying as two halves", len(b))
-            queue.append(b[half:])
-            queue.append(b[:half])
-    bar.close()
-
-
-def _padded_matrix(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Right-padded ``(n × longest)`` id matrix and the lengths, built without a per-row loop."""
-    lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
-    flat = np.fromiter((t for s in seqs for t in s), dtype=np.int64, count=int(lengths.sum()))
-    out = np.full((len(seqs), int(lengths.max(initial=0))), pad_id, dtype=np.int64)
-    rows = np.repeat(np.arange(len(seqs)), lengths)
-    out[rows, np.arange(flat.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)] = flat
-    return out, lengths
-
-
-def pad_tensors(seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    ids, lengths = _padded_matrix(seqs, pad_id)
-    att = (np.arange(ids.shape[1])[None, :] < lengths[:, None]).astype(np.int64)
-    return torch.from_numpy(ids).to(device), torch.from_numpy(att).to(device)
-
-
-def pad_token_id(handle: ModelHandle) -> int:
-    """The padding id (EOS, else 0, for a tokenizer without one: padded positions are masked)."""
-    tok = handle.tokenizer
-    return int(tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0))
-
-
-def check_length(handle: ModelHandle, n_tokens: int, what: str = "input") -> None:
-    if n_tokens > handle.max_length:
-        raise InputTooLongError(
-            f"{what} has {n_tokens} tokens; {handle.name} accepts at most {handle.max_length}"
-        )
-
-
-# --------------------------------------------------------------------------------------------
-# masked LM
-# --------------------------------------------------------------------------------------------
-
-# The module that maps final hidden states to vocabulary logits, per architecture (data, not
-# name tests). Architectures not listed fall back to full logits (correct, slower).
-MLM_HEAD_ATTR: dict[str, str] = {
-    "BertForMaskedLM": "cls",
-    "RobertaForMaskedLM": "lm_head",
-    "XLMRobertaForMaskedLM": "lm_head",
-    "CamembertForMaskedLM": "lm_head",
-    "AlbertForMaskedLM": "predictions",
-    "DebertaV2ForMaskedLM": "cls",
-    "ElectraForMaskedLM": "",  # two modules; full logits
-}
-
-
-def output_head(handle: ModelHandle) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """Final hidden states → vocabulary logits: a causal LM's unembedding, a masked LM's head from
-    :data:`MLM_HEAD_ATTR`; None where none is known on its own (classifiers, encoders): use full logits."""
-    if handle.kind == "causal-lm":
-        return _causal_head(handle)
-    attr = MLM_HEAD_ATTR.get(type(handle.model).__name__) if handle.kind == "masked-lm" else None
-    return getattr(handle.model, attr, None) if attr else None
-
-
-def masked_token_logprobs(
-    handle: ModelHandle,
-    sequences: Sequence[Sequence[int]],
-    positions: Sequence[int],
-    targets: Sequence[int],
-    *,
-    max_batch_tokens: int | None = None,
-    progress: bool = False,
-    desc: str = "masked LM",
-) -> np.ndarray:
-    """log P(targets[i] at positions[i] | sequences[i]) for each query, batched.
-
-    Each query is a full token-id sequence (with special tokens) that already has the mask
-    token at ``positions[i]``. Queries are sorted by length, packed into batches bounded by
-    ``max_batch_tokens`` padded tokens, and the LM head is applied at the masked positions only.
-    """
-    if len(sequences) == 0:
-        return np.empty(0, dtype=np.float64)
-    rows, lengths = _padded_matrix(sequences, pad_token_id(handle))
-    return _masked_queries(handle, rows, lengths, np.arange(len(sequences)), np.asarray(positions, dtype=np.int64),
-                           np.asarray(targets, dtype=np.int64), max_batch_tokens=max_batch_tokens,
-                           progress=progress, desc=desc)
-
-
-def _masked_queries(
-    handle: ModelHandle, rows: np.ndarray, lengths: np.ndarray, row_of: np.ndarray, positions: np.ndarray,
-    targets: np.ndarray | None, *, max_batch_tokens: int | None, progress: bool, desc: str,
-) -> np.ndarray:
-    """The batched masked-LM core: query q reads sentence ``rows[row_of[q]]`` and is scored at
-    ``positions[q]``. With ``targets`` None the query masks that position itself and its target is
-    the token that was there (pseudo-log-likelihood); otherwise the row already holds the mask."""
-    n = len(row_of)
-    out = np.empty(n, dtype=np.float64)
-    q_len = lengths[row_of]
-    check_length(handle, int(q_len.max()), "a masked-LM query")
-    budget = max_batch_tokens or default_batch_tokens(handle)
-    head = output_head(handle)
-    base = handle.model.base_model
-    model = handle.model
-    mask_id = handle.tokenizer.mask_token_id
-    dev = handle.device
-
-    def step(idx: np.ndarray) -> None:
-        o = row_of[idx]
-        T = int(q_len[idx].max())
-        ids = rows[o, :T].copy()
-        r = np.arange(len(idx))
-        pos = positions[idx]
-        if targets is None:
-            tgt = ids[r, pos].copy()
-            ids[r, pos] = mask_id
-        else:
-            tgt = targets[idx]
-        att = (np.arange(T)[None, :] < q_len[idx][:, None]).astype(np.int64)
-        ids_t, att_t = torch.from_numpy(ids).to(dev), torch.from_numpy(att).to(dev)
-        rows_t, pos_t, tgt_t = (torch.from_numpy(x).to(dev) for x in (r, pos, tgt))
-        with torch.inference_mode():
-            if head is not None:
-                hidden = base(input_ids=ids_t, attention_mask=att_t).last_hidden_state
-                logits = head(hidden[rows_t, pos_t])
-            else:
-                logits = model(input_ids=ids_t, attention_mask=att_t).logits[rows_t, pos_t]
-            logits = logits.float()
-            lp = logits.gather(1, tgt_t[:, None])[:, 0] - torch.logsumexp(logits, -1)
-        out[idx] = lp.double().cpu().numpy()
-
-    run_batches(length_sorted_batches(q_len, budget), step, desc=desc, progress=progress)
-    return out
-
-
-def pseudo_log_likelihood(
-    handle: ModelHandle,
-    token_ids: Sequence[Sequence[int]],
-    score_positions: Sequence[Sequence[int]] | None = None,
-    *,
-    max_batch_tokens: int | None = None,
-    progress: bool = False,
-) -> list[np.ndarray]:
-    """Per-position masked log-probabilities: for sentence s and each p in score_positions[s],
-    log P(s[p] | s with only position p masked).
-
-    ``score_positions`` defaults to every position except the first and last (CLS/SEP).
-    Returns one array per sentence, aligned with its positions. The masked copies are never
-    materialised: each batch gathers its sentences from one padded matrix and masks one position
-    per row.
-    """
-    mask_id = handle.tokenizer.mask_token_id
-    if mask_id is None:
-        raise ValueError(f"{handle.name} has no mask token; masked pseudo-log-likelihood needs a masked LM")
-    if score_positions is None:
-        score_positions = [list(range(1, len(s) - 1)) for s in token_ids]
-    counts = np.fromiter((len(ps) for ps in score_positions), dtype=np.int64, count=len(score_positions))
-    if len(token_ids) == 0 or counts.sum() == 0:
-        return [np.empty(0, dtype=np.float64) for _ in score_positions]
-    rows, lengths = _padded_matrix(token_ids, pad_token_id(handle))
-    pos = np.fromiter((p for ps in score_positions for p in ps), dtype=np.int64, count=int(counts.sum()))
-    owner = np.repeat(np.arange(len(token_ids)), counts)
-    if np.any(pos < 0) or np.any(pos >= lengths[owner]):
-        bad = int(owner[(pos < 0) | (pos >= lengths[owner])][0])
-        raise ValueError(f"score position out of range for sequence {bad} (length {int(lengths[bad])})")
-    flat = _masked_queries(handle, rows, lengths, owner, pos, None, max_batch_tokens=max_batch_tokens,
-                           progress=progress, desc="masked PLL")
-    return np.split(flat, np.cumsum(counts)[:-1])
-
-
-def naive_pseudo_log_likelihood(
-    handle: ModelHandle,
-    token_ids: Sequence[Sequence[int]],
-    score_positions: Sequence[Sequence[int]] | None = None,
-) -> list[np.ndarray]:
-    """Reference: one forward pass per masked copy, full logits (the original metric.py loop)."""
-    mask_id = handle.tokenizer.mask_token_id
-    if score_positions is None:
-        score_positions = [list(range(1, len(s) - 1)) for s in token_ids]
-    res = []
-    for ids, ps in zip(token_ids, score_positions, strict=True):
-        vals = []
-        for p in ps:
-            copy = torch.as_tensor([list(ids)], device=handle.device)
-            target = int(copy[0, p])
-            copy[0, p] = mask_id
-            with torch.inference_mode():
-                logits = handle.model(input_ids=copy).logits[0, p]
-            vals.append(float(torch.log_softmax(logits.float(), -1)[target]))
-        res.append(np.asarray(vals, dtype=np.float64))
-    return res
-
-
-# --------------------------------------------------------------------------------------------
-# causal LM
-# --------------------------------------------------------------------------------------------
 
 
 def prefix_token_id(handle: ModelHandle) -> int | None:
@@ -324,13 +46,6 @@ def causal_tokenize(handle: ModelHandle, texts: Sequence[str], add_prefix: bool 
     pre = prefix_token_id(handle) if add_prefix else None
     return [([pre] if pre is not None else []) + list(e) for e in enc]
 
-
-def _causal_head(handle: ModelHandle) -> Callable[[torch.Tensor], torch.Tensor]:
-    lm_head = handle.model.get_output_embeddings()
-    cap = getattr(handle.model.config, "final_logit_softcapping", None)
-    if cap:
-        return lambda h: torch.tanh(lm_head(h) / cap) * cap
-    return lm_head
 
 
 def _gather_logprobs(
@@ -533,7 +248,7 @@ def _score_tree(
     node_lp = np.full(len(tree.token), np.nan)
     home = tree.home(units)
     pad_id = pad_token_id(handle)
-    head = _causal_head(handle)
+    head = causal_head(handle)
     base = handle.model.base_model
     dtype = next(handle.model.parameters()).dtype
     dev = handle.device
@@ -657,8 +372,6 @@ def pack_rows(
     filled best-fit (the longest remaining item that still fits), so short items fill the gaps that
     long ones leave. The plan is O(n log d) for n items of d distinct lengths.
     """
-    import bisect
-
     stacks: dict[int, list[int]] = {}
     for i in np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")[::-1]:
         stacks.setdefault(max(int(lengths[i]), 1), []).append(int(i))
@@ -745,99 +458,3 @@ def shared_context_logprobs(
     question): the prefix tree of :func:`causal_logprobs` runs each distinct context, and every
     prefix shared beyond it, once — k answers cost ``len(context) + Σ len(answer)`` tokens."""
     return continuation_logprobs(handle, contexts, continuations, **kw)
-
-
-# --------------------------------------------------------------------------------------------
-# embeddings
-# --------------------------------------------------------------------------------------------
-
-POOLINGS = ("mean", "cls", "pooler", "last")
-
-
-def _pool(
-    hidden: torch.Tensor, att: torch.Tensor, pooling: str, pooler_output: torch.Tensor | None = None
-) -> torch.Tensor:
-    if pooling == "mean":
-        m = att.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
-    if pooling == "cls":
-        return hidden[:, 0]
-    if pooling == "last":
-        last = att.sum(1) - 1
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-    if pooling == "pooler":
-        if pooler_output is None:
-            raise ValueError("this model has no pooler output; use pooling='mean' or 'cls'")
-        return pooler_output
-    raise ValueError(f"unknown pooling {pooling!r}; use one of {POOLINGS}")
-
-
-def _encoder_batches(
-    handle: ModelHandle, texts: Sequence[str], max_batch_tokens: int | None
-) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
-    enc = handle.tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
-    lengths = [len(e) for e in enc]
-    if lengths:
-        check_length(handle, max(lengths), "a text to embed")
-    budget = max_batch_tokens or default_batch_tokens(handle)
-    for idx in length_sorted_batches(lengths, budget):
-        ids, att = pad_tensors([enc[i] for i in idx], pad_token_id(handle), handle.device)
-        yield idx, {"input_ids": ids, "attention_mask": att}
-
-
-def embed(
-    handle: ModelHandle,
-    texts: Sequence[str],
-    *,
-    pooling: str = "mean",
-    layer: int = -1,
-    normalize: bool = True,
-    max_batch_tokens: int | None = None,
-    progress: bool = False,
-) -> np.ndarray:
-    """Pooled sentence embeddings (N × H), L2-normalised by default (SEAT, May et al. 2019).
-
-    For causal LMs use ``pooling="last"`` or ``"mean"``; padding is masked either way.
-    """
-    if pooling not in POOLINGS:
-        raise ValueError(f"unknown pooling {pooling!r}; use one of {POOLINGS}")
-    out: np.ndarray | None = None
-    base = handle.model.base_model
-    for idx, batch in tqdm(
-        list(_encoder_batches(handle, texts, max_batch_tokens)), desc="embed", disable=not progress
-    ):
-        with torch.inference_mode():
-            o = base(**batch, output_hidden_states=layer != -1)
-            hidden = o.last_hidden_state if layer == -1 else o.hidden_states[layer]
-            pooled = _pool(hidden, batch["attention_mask"], pooling, getattr(o, "pooler_output", None))
-            if normalize:
-                pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
-        arr = pooled.float().cpu().numpy()
-        if out is None:
-            out = np.empty((len(texts), arr.shape[1]), dtype=np.float32)
-        out[idx] = arr
-    return out if out is not None else np.empty((0, 0), dtype=np.float32)
-
-
-def hidden_states(
-    handle: ModelHandle,
-    texts: Sequence[str],
-    *,
-    pooling: str = "mean",
-    max_batch_tokens: int | None = None,
-    progress: bool = False,
-) -> np.ndarray:
-    """Pooled hidden states of every layer: array (n_layers + 1, N, H), embeddings first."""
-    out: np.ndarray | None = None
-    base = handle.model.base_model
-    for idx, batch in tqdm(
-        list(_encoder_batches(handle, texts, max_batch_tokens)), desc="hidden states", disable=not progress
-    ):
-        with torch.inference_mode():
-            o = base(**batch, output_hidden_states=True)
-            pooled = torch.stack([_pool(h, batch["attention_mask"], pooling) for h in o.hidden_states])
-        arr = pooled.float().cpu().numpy()
-        if out is None:
-            out = np.empty((arr.shape[0], len(texts), arr.shape[2]), dtype=np.float32)
-        out[:, idx] = arr
-    return out if out is not None else np.empty((0, 0, 0), dtype=np.float32)
