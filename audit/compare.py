@@ -11,8 +11,8 @@ data allow, and names it:
    z = Δ / √(SE_A² + SE_B²). It assumes roughly normal, independent estimates; a bootstrap CI of a
    paired design makes it conservative.
 
-For a probe whose item tables hold the same items in both runs, the per-item effect named by
-``info["item_effect"]`` is compared with the **Wilcoxon signed-rank test** (zeros dropped, as in
+For a probe whose item tables hold the same items in both runs, the per-item effect named by its
+``item_effect`` is compared with the **Wilcoxon signed-rank test** (zeros dropped, as in
 Wilcoxon 1945) — a paired test of whether the items' effects moved. P-values across one comparison
 are adjusted with Benjamini–Hochberg (1995).
 """
@@ -210,15 +210,15 @@ def finish_table(df: pd.DataFrame) -> pd.DataFrame:
 def compare_runs(run_a: RunDir | RunView, run_b: RunDir | RunView) -> pd.DataFrame:
     """Every metric of every probe complete in both runs, with the test :func:`compare_metric`
     picks and Benjamini–Hochberg-adjusted p-values across the table (``taudit compare``).
-    Items pair up by the probe's ``info["item_text"]`` columns when both runs name the same."""
+    Items pair up by the probe's ``item_text`` columns when both runs name the same."""
     va, vb = (rd if isinstance(rd, RunView) else RunView(rd) for rd in (run_a, run_b))
     frames = []
     for name in sorted(set(va.probe_names()) & set(vb.probe_names())):
         a, b = va.probe(name), vb.probe(name)
         if not (a.complete and b.complete):
             continue
-        keys_a, keys_b = list(a.info.get("item_text") or []), list(b.info.get("item_text") or [])
-        table, _ = compare_probe(a.metrics, b.metrics, a.items()[0], b.items()[0], keys_a if keys_a == keys_b else [])
+        keys = a.item_text if a.item_text == b.item_text else []
+        table, _ = compare_probe(a.metrics, b.metrics, a.items()[0], b.items()[0], keys)
         frames.append(table.assign(probe=name))
     if not frames:
         return pd.DataFrame()

@@ -58,12 +58,12 @@ from pydantic import (
 from audit.config import read_yaml_file
 from audit.datafiles import brief
 from audit.results import MetricValue
-from audit.rundir_view import RunView
+from audit.rundir_view import CHECK_STATUSES, RunView, verdict_outcome
 from audit.store import SCHEMA_VERSION, RunDir, now_iso, write_json
 from audit.views import finite
 
 Op = Literal["<=", "<", ">=", ">", "within"]
-STATUSES = ("pass", "warn", "fail", "missing", "skipped")
+STATUSES = CHECK_STATUSES
 RECOMMENDED = "recommended"
 #: metric names that mean the same result (old name ↔ new name)
 METRIC_ALIASES = {"metric": "pct_stereotype", "pct_stereotype": "metric"}
@@ -356,15 +356,11 @@ class Verdict:
 
     @property
     def failed(self) -> bool:
-        return any(c.severity == "fail" and c.status in ("fail", "missing") for c in self.checks)
+        return verdict_outcome((c.severity, c.status) for c in self.checks)[1]
 
     @property
     def status(self) -> str:
-        if self.failed:
-            return "fail"
-        if any(c.status in ("warn", "missing") for c in self.checks):
-            return "warn"
-        return "pass"
+        return verdict_outcome((c.severity, c.status) for c in self.checks)[0]
 
     def counts(self) -> dict[str, int]:
         return {s: sum(c.status == s for c in self.checks) for s in STATUSES}

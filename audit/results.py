@@ -108,6 +108,10 @@ class ProbeResult:
 
     ``breakdown`` is a long table with columns ``group_by, group, metric, value, ci_low,
     ci_high, n, p_value, p_adjusted`` (p-values corrected across groups, Benjamini–Hochberg).
+    ``item_effect`` names the numeric item column that measures each item's bias (reports rank
+    items by its magnitude, ``taudit compare`` pairs it); ``item_text`` names the columns that
+    identify and show an item. The run directory stores both in the summary's ``info``
+    (:meth:`audit.store.RunDir.write_probe`); readers pass over a named column the table lacks.
     """
 
     probe: str
@@ -116,6 +120,24 @@ class ProbeResult:
     breakdown: pd.DataFrame = field(default_factory=pd.DataFrame)
     warnings: list[str] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    item_effect: str | None = None
+    item_text: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        """Refuse item fields that are not column names, an item effect column of the items
+        table that is not numeric, and the fields given as ``info`` keys."""
+        where = f"probe {self.probe}"
+        moved = [k for k in ("item_effect", "item_text") if k in self.info]
+        if moved:
+            raise ValueError(f"{where}: {', '.join(moved)} is a ProbeResult field, not an info key")
+        if not (self.item_effect is None or isinstance(self.item_effect, str)):
+            raise ValueError(f"{where}: item_effect must name one item column, not {type(self.item_effect).__name__}")
+        if not (isinstance(self.item_text, list) and all(isinstance(c, str) for c in self.item_text)):
+            raise ValueError(f"{where}: item_text must be a list of item column names, not {self.item_text!r}")
+        col = self.items.get(self.item_effect) if self.item_effect is not None else None
+        if col is not None and not pd.api.types.is_numeric_dtype(col):
+            raise ValueError(f"{where}: item_effect column {self.item_effect!r} is not numeric ({col.dtype}): "
+                             "reports rank items by its magnitude")
 
     def summary_dict(self) -> dict[str, Any]:
         return {k: v.to_dict() for k, v in self.summary.items()}
@@ -132,5 +154,5 @@ class ProbeResult:
         breakdown, note = views.breakdown_rows(self.breakdown.to_dict(orient="records"))
         return views.environment().get_template("probe_result.html.j2").render(
             probe=self.probe, n_items=len(self.items), metrics=metrics, breakdown=breakdown,
-            top_items=views.top_items(self.items, self.info),
+            top_items=views.top_items(self.items, self.item_effect, self.item_text),
             breakdown_note=note, warnings=views.probe_warnings(self.warnings, metrics))

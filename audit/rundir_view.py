@@ -20,7 +20,7 @@ when asked for, each as ``(table or None, message or None)``.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from typing import Any
 import pandas as pd
 
 from audit.results import MetricValue
+from audit.views import finite
 
 #: the reason given when a step's folder holds no summary and its manifest entry says nothing
 _NO_SUMMARY = {"running": "still running: only partial results exist", "pending": "not started yet",
@@ -156,6 +157,19 @@ class ProbeRecord(StepRecord):
         return as_dict(self.summary.get("info"))
 
     @property
+    def item_effect(self) -> str | None:
+        """The stored :attr:`audit.results.ProbeResult.item_effect` (kept in ``info``)."""
+        col = self.info.get("item_effect")
+        return col if isinstance(col, str) and col else None
+
+    @property
+    def item_text(self) -> list[str]:
+        """The stored :attr:`audit.results.ProbeResult.item_text`; one column given as a string is
+        read as a list of one (older or hand-edited summaries)."""
+        cols = self.info.get("item_text") or []
+        return [cols] if isinstance(cols, str) else [str(c) for c in cols] if isinstance(cols, list) else []
+
+    @property
     def primary_metric(self) -> str | None:
         """The summary's (or info's) ``primary_metric`` when it is a stored metric, else the first."""
         primary = self.summary.get("primary_metric") or self.info.get("primary_metric")
@@ -187,18 +201,67 @@ class ExplainRecord(StepRecord):
     method_metrics: dict[str, dict[str, MetricValue]] = field(default_factory=dict)
 
 
+#: the outcomes of a policy check (:mod:`audit.policy`)
+CHECK_STATUSES = ("pass", "warn", "fail", "missing", "skipped")
+_CHECK_TEXT = ("check", "probe", "metric", "threshold", "reason", "description", "unit", "source", "op")
+
+
+def verdict_outcome(checks: Iterable[tuple[str, str]]) -> tuple[str, bool]:
+    """(status, failed) of a verdict from its checks' (severity, status): failed when a
+    fail-severity check failed or its metric is missing; status ``fail`` then, else ``warn`` when a
+    check warned or is missing, else ``pass``."""
+    checks = list(checks)
+    failed = any(sev == "fail" and st in ("fail", "missing") for sev, st in checks)
+    return "fail" if failed else "warn" if any(st in ("warn", "missing") for _, st in checks) else "pass", failed
+
+
 @dataclass(frozen=True)
 class VerdictRecord:
     """``verdict.json`` (:mod:`audit.policy`): ``raw`` is ``None`` when the file does not exist or
-    cannot be read (``problem`` then says which)."""
+    cannot be read (``problem`` then says which); ``where`` names the file in messages.
+
+    The status is recomputed from the checks, never taken from the file: a file whose own
+    ``status`` disagrees is listed in :attr:`problems`, naming the file."""
 
     raw: dict[str, Any] | None
     problem: str | None = None
+    where: str = "verdict.json"
 
     @property
     def checks(self) -> list[dict[str, Any]]:
+        """Every check with every field a page shows (a hand-edited or older file must not break
+        one): texts, ``severity`` fail | warn, ``on`` value | ci, a status of
+        :data:`CHECK_STATUSES` (``missing`` for any other) and finite numbers or ``None``."""
         checks = as_dict(self.raw).get("checks")
-        return [c for c in checks if isinstance(c, dict)] if isinstance(checks, list) else []
+        rows = []
+        for c in [c for c in checks if isinstance(c, dict)] if isinstance(checks, list) else []:
+            row: dict[str, Any] = {k: str(c.get(k) or "") for k in _CHECK_TEXT}
+            row.update(severity="warn" if c.get("severity") == "warn" else "fail",
+                       on="ci" if c.get("on") == "ci" else "value",
+                       status=c["status"] if c.get("status") in CHECK_STATUSES else "missing")
+            rows.append(row | {k: finite(c.get(k)) for k in ("value", "ci_low", "ci_high", "ideal")})
+        return rows
+
+    @property
+    def status(self) -> str | None:
+        """``pass``, ``warn`` or ``fail`` by :func:`verdict_outcome` (``None`` without a file)."""
+        return None if self.raw is None else verdict_outcome((c["severity"], c["status"]) for c in self.checks)[0]
+
+    @property
+    def failed(self) -> bool:
+        return verdict_outcome((c["severity"], c["status"]) for c in self.checks)[1]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {k: sum(c["status"] == k for c in self.checks) for k in CHECK_STATUSES}
+
+    @property
+    def problems(self) -> list[str]:
+        """Why the file cannot be read, or why its own status cannot be trusted."""
+        stated = as_dict(self.raw).get("status")
+        if stated is not None and stated != self.status:
+            return [f"{self.where} says {stated!r} but its checks give {self.status!r}; the checks are shown"]
+        return [self.problem] if self.problem else []
 
 
 class RunView:
@@ -349,5 +412,6 @@ class RunView:
     def verdict(self, path: str | Path | None = None) -> VerdictRecord:
         """``verdict.json`` of the run, or the one at ``path`` (``taudit report --out``); a file
         that does not exist is no problem."""
-        raw, msg = self.object(str(Path(path).absolute()) if path is not None else "verdict.json")
-        return VerdictRecord(raw, None if msg is None or msg.endswith("does not exist") else msg)
+        parts = (str(Path(path).absolute()) if path is not None else "verdict.json",)
+        raw, msg = self.object(*parts)
+        return VerdictRecord(raw, None if msg is None or msg.endswith("does not exist") else msg, self._where(parts))

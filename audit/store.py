@@ -5,7 +5,8 @@
     <run>/manifest.json                  config, model + dataset identity, versions, seed, hardware,
                                          timings, status (running | complete | failed) and errors
     <run>/probes/<name>/summary.json     {"probe", "metrics": {metric: MetricValue}, "breakdown": [...],
-                                         "warnings", "options", "data", "duration_s", "status"}
+                                         "warnings", "info" (with the result's item_effect and
+                                         item_text), "options", "data", "duration_s", "status"}
     <run>/probes/<name>/items.parquet    one row per item
     <run>/probes/<name>/compute-rank<k>.json   what the probe cost rank k (audit/metering.py)
     <run>/explain/<name>/attributions.parquet, metrics.parquet (+ summary.json, compute-rank0.json)
@@ -347,7 +348,7 @@ class RunDir:
             "metrics": result.summary_dict(),
             "breakdown": result.breakdown.to_dict(orient="records") if len(result.breakdown) else [],
             "warnings": list(result.warnings),
-            "info": result.info,
+            "info": {**result.info, "item_effect": result.item_effect, "item_text": result.item_text},
             "n_items": int(len(result.items)),
             "finished_at": now_iso(),
         }

@@ -128,13 +128,11 @@ def category_columns(items: pd.DataFrame, exclude: set[str]) -> list[str]:
     return cols[:2]
 
 
-def top_items(items: pd.DataFrame | None, info: Mapping[str, Any], missing: str = "no item table") -> dict[str, Any]:
-    """The :data:`TOP_ITEMS` items with the largest |effect| (``info["item_effect"]``), with their
-    texts (``info["item_text"]``) and up to two category columns; ``missing`` is the note when
-    ``items`` is None."""
-    effect = info.get("item_effect")
-    raw_text = info.get("item_text") or []
-    text_cols = [raw_text] if isinstance(raw_text, str) else [str(c) for c in raw_text]
+def top_items(items: pd.DataFrame | None, effect: str | None, text_cols: list[str],
+              missing: str = "no item table") -> dict[str, Any]:
+    """The :data:`TOP_ITEMS` items with the largest |effect| (the probe's ``item_effect`` column),
+    with their texts (its ``item_text`` columns) and up to two category columns; ``missing`` is the
+    note when ``items`` is None."""
     out: dict[str, Any] = {"effect_column": effect, "text_columns": text_cols, "category_columns": [],
                            "rows": [], "n_items": None, "note": ""}
     if items is None:
@@ -142,7 +140,7 @@ def top_items(items: pd.DataFrame | None, info: Mapping[str, Any], missing: str 
         return out
     out["n_items"] = int(len(items))
     if not effect:
-        out["note"] = "the probe names no item effect column (info['item_effect']), so items are not ranked"
+        out["note"] = "the probe names no item effect column (item_effect), so items are not ranked"
         return out
     if effect not in items.columns:
         out["note"] = f"item effect column {effect!r} is not in items.parquet"

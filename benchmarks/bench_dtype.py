@@ -13,7 +13,7 @@ Every probe runs on each model kind it supports among the demo models, once per 
   logistic regression fit (in fp32) on the pooler outputs of the built-in sentiment data.
 
 Per (probe, model, dtype) it records: the largest and median |Δ| of the item-level score (the
-probe's ``info["item_effect"]`` column) against fp32; the primary metric in both dtypes, its |Δ|,
+probe's ``item_effect`` column) against fp32; the primary metric in both dtypes, its |Δ|,
 |Δ| as a fraction of the fp32 95 % CI half-width and whether the reduced-precision value lies
 inside the fp32 CI; the fraction of items whose decision flips (CrowS-Pairs hit, StereoSet
 pro/anti and relatedness, BBQ chosen answer, SEAT sign and significance, ...) with a one-sided
@@ -92,7 +92,7 @@ def _cols(*names: str) -> Callable[[ProbeResult], pd.DataFrame]:
 
 def _sign(col: str | None = None) -> Callable[[ProbeResult], pd.DataFrame]:
     def f(r: ProbeResult) -> pd.DataFrame:
-        c = col or r.info["item_effect"]
+        c = col or r.item_effect
         return pd.DataFrame({f"sign({c})": np.sign(r.items[c].to_numpy(dtype=float))})
     return f
 
@@ -242,7 +242,7 @@ def compare(case: Case, dtype: str, h: ModelHandle | None = None) -> dict[str, A
     if len(a) != len(b) or not a[case.key].astype(str).equals(b[case.key].astype(str)):
         raise RuntimeError(f"{case.name}: {dtype} items are not the fp32 items (key {case.key})")
     n = len(a)
-    col = r0.info["item_effect"]
+    col = r0.item_effect
     x, y = a[col].to_numpy(float), b[col].to_numpy(float)
     both = np.isfinite(x) & np.isfinite(y)
     d = np.abs(x[both] - y[both])

@@ -17,13 +17,11 @@ from typing import Any
 import pandas as pd
 
 from audit.results import MetricValue
-from audit.rundir_view import OutsideRootError, RunView, as_dict
+from audit.rundir_view import OutsideRootError, RunView, VerdictRecord, as_dict
 from audit.store import RunDir, list_runs
 
 logger = logging.getLogger(__name__)
 
-VERDICT_ORDER = ("pass", "warn", "fail")
-CHECK_OUTCOMES = (*VERDICT_ORDER, "missing")  # audit.policy: a check whose metric is absent
 ATTRIBUTION_COLUMNS = ("example", "method", "token_index", "token", "score")
 
 
@@ -98,9 +96,7 @@ class RunInfo:
     source: str = ""
     probes: dict[str, str] = field(default_factory=dict)  # name -> status
     explain: dict[str, str] = field(default_factory=dict)
-    verdict: str | None = None
-    verdict_counts: dict[str, int] = field(default_factory=dict)
-    verdict_checks: list[dict[str, Any]] = field(default_factory=list)
+    verdict: VerdictRecord = field(default_factory=lambda: VerdictRecord(None))
     created_at: str | None = None
     finished_at: str | None = None
     errors: list[str] = field(default_factory=list)
@@ -111,39 +107,6 @@ class RunInfo:
     @property
     def readable(self) -> bool:
         return bool(self.manifest)
-
-
-def _check_result(check: dict[str, Any]) -> str | None:
-    for key in ("status", "result", "outcome"):
-        v = check.get(key)
-        if isinstance(v, str) and v.lower() in CHECK_OUTCOMES:
-            return v.lower()
-    return None
-
-
-def parse_verdict(obj: Any) -> tuple[str | None, dict[str, int], str | None]:
-    """(overall, counts per outcome, problem) from a ``verdict.json`` object (:mod:`audit.policy`).
-
-    The overall verdict is the file's own ``status`` when it names one of pass/warn/fail, else the
-    worst outcome among its checks.
-    """
-    if not isinstance(obj, dict):
-        return None, {}, "verdict.json is not a JSON object"
-    checks = obj.get("checks") or []
-    counts: dict[str, int] = {}
-    if isinstance(checks, list):
-        for c in checks:
-            r = _check_result(c) if isinstance(c, dict) else None
-            if r:
-                counts[r] = counts.get(r, 0) + 1
-    for key in ("status", "verdict"):
-        v = obj.get(key)
-        if isinstance(v, str) and v.lower() in VERDICT_ORDER:
-            return v.lower(), counts, None
-    judged = [c for c in counts if c in VERDICT_ORDER]
-    if judged:
-        return max(judged, key=VERDICT_ORDER.index), counts, None
-    return None, counts, "verdict.json names no pass/warn/fail outcome"
 
 
 def load_run_info(rr: RunsRoot, run_id: str) -> RunInfo:
@@ -174,14 +137,8 @@ def load_run_info(rr: RunsRoot, run_id: str) -> RunInfo:
     info.created_at = manifest.get("created_at")
     info.finished_at = manifest.get("finished_at")
     info.errors = m.errors
-    verdict = view.verdict()
-    if verdict.raw is not None:
-        info.verdict, info.verdict_counts, problem = parse_verdict(verdict.raw)
-        info.verdict_checks = verdict.checks
-        if problem:
-            info.errors.append(f"{run_id}/{problem}")
-    elif verdict.problem:
-        info.errors.append(verdict.problem)
+    info.verdict = view.verdict()
+    info.errors += info.verdict.problems
     info.top_finding = _top_finding(view)
     return info
 
@@ -221,7 +178,7 @@ def runs_table(infos: list[RunInfo]) -> pd.DataFrame:
             "model": r.model,
             "kind": r.kind,
             "status": r.status,
-            "verdict": r.verdict or "—",
+            "verdict": r.verdict.status or "—",
             "top finding": r.top_finding or "—",
             "probes": ", ".join(f"{k} ({v})" if v != "complete" else k for k, v in r.probes.items()),
             "explain": ", ".join(r.explain),
@@ -252,6 +209,8 @@ class ProbeData:
     info: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     n_items: int | None = None
+    item_effect: str | None = None
+    item_text: list[str] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -259,15 +218,12 @@ class ProbeData:
 
     @property
     def effect_column(self) -> str | None:
-        col = self.info.get("item_effect")
-        return col if isinstance(col, str) and self.items is not None and col in self.items.columns else None
+        col = self.item_effect
+        return col if col and self.items is not None and col in self.items.columns else None
 
     @property
     def text_columns(self) -> list[str]:
-        cols = self.info.get("item_text") or []
-        if self.items is None or not isinstance(cols, list):
-            return []
-        return [c for c in cols if isinstance(c, str) and c in self.items.columns]
+        return [c for c in self.item_text if c in self.items.columns] if self.items is not None else []
 
 
 def load_probe(rr: RunsRoot, run_id: str, name: str, manifest: dict[str, Any] | None = None) -> ProbeData:
@@ -278,6 +234,7 @@ def load_probe(rr: RunsRoot, run_id: str, name: str, manifest: dict[str, Any] | 
         pd_.message = rec.message
         return pd_
     pd_.metrics, pd_.warnings, pd_.info, pd_.n_items = rec.metrics, rec.warnings, rec.info, rec.n_items
+    pd_.item_effect, pd_.item_text = rec.item_effect, rec.item_text
     pd_.breakdown, bmsg = rec.breakdown()
     pd_.items, pd_.items_message = rec.items()
     pd_.message = "; ".join([*rec.problems, *([bmsg] if bmsg else [])]) or None

@@ -739,7 +739,7 @@ class BBQ(ItemProbe):
                             "they are left out of the bias scores")
         info: dict[str, Any] = {
             "mode": mode, "n_files": int(items["file"].nunique()), "sample": opts["sample"],
-            "max_items_per_file": opts["max_items"], "item_text": ["context", "question", "answer_text"],
+            "max_items_per_file": opts["max_items"],
             "n_rows": len(items), "n_ambig": int((items["context_condition"] == "ambig").sum()),
             "n_disambig": int((items["context_condition"] == "disambig").sum()),
             "n_no_biased_answer": no_biased, "n_two_biased_answers": two_biased,
@@ -749,15 +749,16 @@ class BBQ(ItemProbe):
         if control_info is not None:
             info["control"] = control_info
         if mode == "loglik":
-            info.update(item_effect="bias_margin", prompt=prompt_text("{context}", "{question}") + " {answer}",
+            info.update(prompt=prompt_text("{context}", "{question}") + " {answer}",
                         length_normalize=norm, unknown_choices=unknown,
                         scoring="masked conditional PLL" if kind == "masked-lm" else "causal log-likelihood")
         else:
-            info.update(item_effect="bias_direction",
-                        generation=GenerationSettings(do_sample=False, **_generation_options(opts)).as_dict(),
+            info.update(generation=GenerationSettings(do_sample=False, **_generation_options(opts)).as_dict(),
                         prompt=choice_prompt("{context}", "{question}", ("{ans0}", "{ans1}", "{ans2}")))
         all_items = pd.concat([items, control_items], ignore_index=True) if len(control_items) else items
-        return ProbeResult("bbq", summary, all_items, breakdown, warnings=warnings, info=info)
+        return ProbeResult("bbq", summary, all_items, breakdown, warnings=warnings, info=info,
+                           item_effect="bias_margin" if mode == "loglik" else "bias_direction",
+                           item_text=["context", "question", "answer_text"])
 
 
 def _generation_options(opts: dict[str, Any]) -> dict[str, Any]:

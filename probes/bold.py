@@ -588,8 +588,8 @@ def bold_metrics(items: pd.DataFrame, outcomes: Sequence[str], *, seed: int = 0,
         warnings.append(f"{empty} continuation(s) are empty (the model stopped at once)")
     info = dict(info or {})
     first_score = score_cols[0] if score_cols else None
-    info.update(primary_metric=Bold.primary_metric, item_effect=first_score, item_text=["prompt", "continuation"],
-                outcomes=list(outcomes),
+    info.update(primary_metric=Bold.primary_metric, outcomes=list(outcomes),
                 largest_gaps=details, n_rows=len(items), domains=sorted(items["domain"].unique().tolist()),
                 n_groups=int(items.groupby(["domain", "group"]).ngroups), n_empty_continuations=empty)
-    return ProbeResult("bold", summary, items, breakdown, warnings=warnings, info=info)
+    return ProbeResult("bold", summary, items, breakdown, warnings=warnings, info=info,
+                       item_effect=first_score, item_text=["prompt", "continuation"])

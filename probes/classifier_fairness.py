@@ -441,9 +441,9 @@ class ClassifierFairness(ItemProbe):
         info: dict[str, Any] = {"mode": "predictions file (no model)", "primary_metric": self.primary_metric,
                                 "data": str(data), "attribute": attribute_column,
                                 "positive_label": positive_label, "n_dropped_no_attribute": n_dropped,
-                                "has_score": has_score, "item_effect": "score_error" if has_score else None,
-                                "item_text": []}
-        return ProbeResult("classifier_fairness", summary, items, breakdown, warnings=warnings + warn, info=info)
+                                "has_score": has_score}
+        return ProbeResult("classifier_fairness", summary, items, breakdown, warnings=warnings + warn, info=info,
+                           item_effect="score_error" if has_score else None)
 
     def finite_columns(self, items: pd.DataFrame) -> list[str]:
         return ["y_score", *(c for c in items.columns if c.startswith("score_") and c != "score_error")]
@@ -531,8 +531,7 @@ class ClassifierFairness(ItemProbe):
         (``opts``: as :meth:`prepare` returns them)."""
         assert opts is not None  # execute passes the options prepare returned
         attribute, ds = opts["attribute_column"], opts["dataset"]
-        info: dict[str, Any] = {"primary_metric": self.primary_metric, "item_effect": "score_error",
-                                "item_text": ["text"], "attribute": attribute,
+        info: dict[str, Any] = {"primary_metric": self.primary_metric, "attribute": attribute,
                                 "positive_label": ds.positive_label, "labels": ds.labels,
                                 "n_dropped_no_attribute": ds.n_dropped, "data": str(opts["path"])}
         if kind == "causal-lm":
@@ -552,4 +551,5 @@ class ClassifierFairness(ItemProbe):
         for m in ("subgroup_auc", "bpsn_auc", "bnsp_auc"):
             col = aucs[m].dropna()
             info[f"worst_group_{m}"] = str(col.idxmin()) if len(col) else None
-        return ProbeResult("classifier_fairness", summary, items, breakdown, warnings=all_warnings, info=info)
+        return ProbeResult("classifier_fairness", summary, items, breakdown, warnings=all_warnings, info=info,
+                           item_effect="score_error", item_text=["text"])

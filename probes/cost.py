@@ -361,11 +361,10 @@ class Cost(Probe):
                       "batch_tokens": budget, "repeats": repeats, "decoding": "greedy, KV cache",
                       "inputs": "random ordinary token ids (seeded)"},
             "peak_memory": how,
-            "item_text": ["measurement"],
         }
         warnings = []
         if handle.quantization:
             warnings.append(f"weights were quantized ({handle.quantization}): speed and memory are those of the "
                             "dequantized model as loaded, not of the quantized runtime")
         items = pd.DataFrame(rows_timed, columns=["measurement", "repeat", "seconds", "value"])
-        return ProbeResult("cost", summary, items, warnings=warnings, info=info)
+        return ProbeResult("cost", summary, items, warnings=warnings, info=info, item_text=["measurement"])

@@ -515,9 +515,9 @@ class Counterfactual(ItemProbe):
         effect = {"classifier": "abs_delta_p", "encoder": "embedding_shift"}.get(kind, "delta_ll_context")
         return ProbeResult(
             "counterfactual", summary, items, breakdown, warnings=warns,
+            item_effect=effect, item_text=["text", "swapped_text", "terms"],
             info={
                 **info,
-                "item_effect": effect, "item_text": ["text", "swapped_text", "terms"],
                 "primary_metric": primary, "kind": kind,
                 "n_texts": int(len(items)), "n_swapped": int((~no_term).sum()), "n_no_term": int(no_term.sum()),
                 "no_term_ids": items.loc[no_term, "id"].astype(str).tolist(),

@@ -236,6 +236,6 @@ class CrowsPairs(ItemProbe):
         n_neutral = int(items["neutral"].sum())
         return ProbeResult(
             "crows_pairs", summary, items, breakdown, warnings=warnings,
-            info={"item_effect": "score_diff", "item_text": ["sent_more", "sent_less"],
-                  "n_neutral": n_neutral, "scoring": "causal log-likelihood" if causal else "masked PLL"},
+            item_effect="score_diff", item_text=["sent_more", "sent_less"],
+            info={"n_neutral": n_neutral, "scoring": "causal log-likelihood" if causal else "masked PLL"},
         )

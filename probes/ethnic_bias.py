@@ -375,8 +375,8 @@ class EthnicBias(ItemProbe):
             "n_nationalities": int(items["nationality"].nunique()), "harmony": bool(opts.get("harmony", True)),
             "scoring": ("masked: log P(n|t,a) - log P(n|t,a masked)" if kind == "masked-lm"
                         else "causal: log P(S(n,a)) - log sum_a' P(S(n,a'))"),
-            "variance": "sample variance across nationalities (ddof 1)", "item_text": ["sentence"],
-            "item_effect": "association", "language": "tr",
+            "variance": "sample variance across nationalities (ddof 1)", "language": "tr",
             "top_attributes": tab.mean(axis=0).sort_values(ascending=False).head(10).round(4).to_dict(),
         }
-        return ProbeResult("ethnic_bias", summary, items, breakdown, warnings=warnings, info=info)
+        return ProbeResult("ethnic_bias", summary, items, breakdown, warnings=warnings, info=info,
+                           item_effect="association", item_text=["sentence"])

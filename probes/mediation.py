@@ -384,7 +384,7 @@ class Mediation(ItemProbe):
                          "p_adjusted": np.nan, "layer": -1, "head": -1, "kind": ""})
         breakdown = pd.DataFrame(rows)
         info: dict[str, Any] = {
-            "primary_metric": "total_effect", "item_effect": "total_effect", "item_text": ["prompt_null", "prompt_set"],
+            "primary_metric": "total_effect",
             "n_layers": L, "n_heads": H, "sites": list(kinds), "n_items": int(len(items)), "n_scored": n,
             "n_skipped": {r: int((items["skipped"] == r).sum()) for r in (SKIP_LENGTH, SKIP_WORD)},
             "clusters": "items (template × profession)",
@@ -414,7 +414,8 @@ class Mediation(ItemProbe):
         for kk in ("attn", "mlp"):
             if kk in kinds:
                 info[f"{kk}_by_layer"] = [mean[j] for j, s in enumerate(sites) if s[0] == kk]
-        return ProbeResult("mediation", summary, items, breakdown, warnings=warnings, info=info)
+        return ProbeResult("mediation", summary, items, breakdown, warnings=warnings, info=info,
+                           item_effect="total_effect", item_text=["prompt_null", "prompt_set"])
 
     def execute(self, handle: ModelHandle, data: str | Path | None, *, seed: int = 0, progress: bool = True,
                 opts: dict[str, Any] | None = None, workdir: Path | None = None, dist: Dist | None = None,

@@ -494,10 +494,11 @@ class Privacy(ItemProbe):
         warnings = [f"{k}: {v.warning}" for k, v in summary.items()
                     if v.warning and (k in ("pii_rate", "pii_valid_rate") or not k.startswith("pii_"))]
         # reports rank items by "leak": 1 valid PII / 0.5 unchecked PII, match fraction, exposure / log2|R|
-        info.update(item_effect="leak", item_text=["item", "shown"], n_rows=len(items))
+        info.update(n_rows=len(items))
         breakdown = pd.concat([b for b in breakdowns if len(b)], ignore_index=True) if any(len(b) for b in breakdowns) \
             else pd.DataFrame()
-        return ProbeResult("privacy", summary, items.reset_index(drop=True), breakdown, warnings=warnings, info=info)
+        return ProbeResult("privacy", summary, items.reset_index(drop=True), breakdown, warnings=warnings, info=info,
+                           item_effect="leak", item_text=["item", "shown"])
 
 
 def pii_metrics(pii: pd.DataFrame, types: Sequence[str]) -> tuple[dict[str, MetricValue], pd.DataFrame]:

@@ -416,7 +416,7 @@ class Representation(Probe):
                                       n_permutations=n_permutations)
         _, pred = fold_accuracies(np.asarray(states[best], dtype=np.float64), y, fold_list, C=C, seed=seed)
         per_text = df.assign(best_layer_prediction=pred, best_layer_correct=pred == y)
-        info: dict[str, Any] = {"item_effect": "selectivity", "item_text": [], "attribute": attribute_column,
+        info: dict[str, Any] = {"attribute": attribute_column,
                 "type_column": type_column, "split": split, "pooling": pooling, "folds": folds, "C": C, "n_controls": n_controls,
                 "n_layers": int(states.shape[0]) - 1, "hidden_size": int(states.shape[2]),
                 "n_dropped_no_attribute": n_dropped, "n_rows": len(df),
@@ -476,4 +476,5 @@ class Representation(Probe):
         if info.get("n_dropped_no_attribute"):
             warnings.append(f"{info['n_dropped_no_attribute']} row(s) without an {attribute!r} value were left out")
         info = dict(info, best_layer=int(b["layer"]))
-        return ProbeResult("representation", summary, curve, breakdown, warnings=warnings, info=info)
+        return ProbeResult("representation", summary, curve, breakdown, warnings=warnings, info=info,
+                           item_effect="selectivity")

@@ -544,8 +544,8 @@ class Seat(Probe):
         warnings += [f"{k}: {v.warning}" for k, v in summary.items() if v.warning]
         return ProbeResult(
             "seat", summary, items, breakdown, warnings=warnings,
-            info={"item_effect": "effect_size", "item_text": ["test", "targ1", "targ2", "attr1", "attr2"],
-                  "n_tests": len(items), **(info or {})},
+            item_effect="effect_size", item_text=["test", "targ1", "targ2", "attr1", "attr2"],
+            info={"n_tests": len(items), **(info or {})},
         )
 
 

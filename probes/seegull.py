@@ -344,11 +344,11 @@ class SeeGULL(ItemProbe):
             "templates": list(templates), "template_rates": {templates[int(k)]: float(v) for k, v in rates.items()},
             "n_pairs": len(pairs), "n_stereotype_pairs": len(st), "n_rejected_pairs": len(rejected),
             "n_most_offensive": len(top), "offensive_threshold": threshold,
-            "n_contrast": int(opts.get("n_contrast", 5)), "language": "tr", "item_text": ["sentence"],
-            "item_effect": "score",
+            "n_contrast": int(opts.get("n_contrast", 5)), "language": "tr",
             "scoring": "masked conditional PLL of the attribute" if kind == "masked-lm"
             else "causal log-likelihood of the sentence from the attribute on",
             "top_pairs": pairs.sort_values("delta", ascending=False).head(10)[
                 ["identity", "attribute", "delta", "stereotype_votes", "offensiveness"]].to_dict("records"),
         }
-        return ProbeResult("seegull", summary, items, breakdown, warnings=warnings, info=info)
+        return ProbeResult("seegull", summary, items, breakdown, warnings=warnings, info=info,
+                           item_effect="score", item_text=["sentence"])

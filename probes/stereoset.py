@@ -584,7 +584,7 @@ class StereoSet(ItemProbe):
                         else "masked: intrasentence mean sub-token p; intersentence exp(mean PLL)")
         return ProbeResult(
             "stereoset", summary, items, breakdown, warnings=warnings,
-            info={"item_effect": "log_score_ratio", "item_text": ["context", "stereotype", "anti_stereotype"],
-                  "n_clusters": len(items), "n_ties": n_ties, "scoring": scoring_name,
+            item_effect="log_score_ratio", item_text=["context", "stereotype", "anti_stereotype"],
+            info={"n_clusters": len(items), "n_ties": n_ties, "scoring": scoring_name,
                   "table": score_table(items).to_dict(orient="records")},
         )

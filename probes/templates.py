@@ -495,8 +495,8 @@ class Templates(ItemProbe):
                                "effect": float(getattr(r, effect_col))} for r in d.itertuples()]
         return ProbeResult(
             "templates", summary, items, breakdown, warnings=warnings,
+            item_effect=effect_col, item_text=["sentence_a", "sentence_b"],
             info={
-                "item_effect": effect_col, "item_text": ["sentence_a", "sentence_b"],
                 "primary_metric": "stereotype_effect",
                 "scoring": "Kurita log-probability bias score (masked LM)" if masked
                 else "log-likelihood difference of group-swapped sentences, centred per template and pair (causal LM)",

@@ -261,9 +261,10 @@ class XWeat(Probe):
         }
         breakdown = group_breakdown(items, "test", per)
         info = {"vocab": str(opts.vocab), "n_tests": len(items), "pooling": pooling, "drop_suspect": drop_suspect,
-                "item_text": ["test", "examples_tr"], "item_effect": "effect_size_gap", "language": "en→tr",
+                "language": "en→tr",
                 "translations": {tr.english.name: to_json(tr.turkish) for tr in translations}}
-        return ProbeResult("xweat", summary, items, breakdown, warnings=warnings, info=info)
+        return ProbeResult("xweat", summary, items, breakdown, warnings=warnings, info=info,
+                           item_effect="effect_size_gap", item_text=["test", "examples_tr"])
 
 
 def _test_value(d: pd.DataFrame, lang: str) -> MetricValue:

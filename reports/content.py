@@ -17,8 +17,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from audit.policy import STATUSES as VERDICT_STATUSES
-from audit.rundir_view import RunView, StepRecord, VerdictRecord
+from audit.rundir_view import RunView, StepRecord, VerdictRecord, as_dict
 from audit.store import RunDir, now_iso
 from audit.views import breakdown_row, breakdown_rows, metric_entry, probe_warnings, py, top_items
 from audit.views import clip as _clip
@@ -64,7 +63,7 @@ def _probe_entry(rd: RunView, name: str) -> tuple[dict[str, Any] | None, dict[st
         "metrics": metrics,
         "breakdown": breakdown,
         "breakdown_note": bnote,
-        "top_items": top_items(items, rec.info, inote or ""),
+        "top_items": top_items(items, rec.item_effect, rec.item_text, inote or ""),
         "warnings": probe_warnings([*rec.warnings, *rec.problems], metrics),
     }, None
 
@@ -257,40 +256,22 @@ def _datasets(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-_CHECK_TEXT = ("check", "probe", "metric", "threshold", "reason", "description", "unit", "source")
-
-
-def _verdict(rec: VerdictRecord) -> tuple[dict[str, Any] | None, str]:
-    """A ``verdict.json`` (written by the runner or ``taudit report --policy``), if any, with every
-    field the report shows present (a hand-edited or older file must not break it)."""
-    data, err = rec.raw, rec.problem or ""
+def _verdict(rec: VerdictRecord) -> dict[str, Any] | None:
+    """A ``verdict.json`` (written by the runner or ``taudit report --policy``), if any, as
+    :class:`audit.rundir_view.VerdictRecord` reads it (status recomputed from the checks)."""
+    data = rec.raw
     if data is None:
-        return None, err
-    checks = []
-    for c in rec.checks:
-        row: dict[str, str | float | None] = {k: str(c.get(k) or "") for k in _CHECK_TEXT}
-        row["op"] = str(c.get("op") or "")
-        row["severity"] = "warn" if c.get("severity") == "warn" else "fail"
-        row["on"] = "ci" if c.get("on") == "ci" else "value"
-        row["status"] = str(c.get("status")) if c.get("status") in VERDICT_STATUSES else "missing"
-        for k in ("value", "ci_low", "ci_high", "ideal"):
-            row[k] = _num(c.get(k))
-        checks.append(row)
-    failed = any(c["severity"] == "fail" and c["status"] in ("fail", "missing") for c in checks)
-    status = "fail" if failed else "warn" if any(c["status"] in ("warn", "missing") for c in checks) else "pass"
-    if data.get("status") not in (None, status):
-        err = f"verdict.json says {data.get('status')!r} but its checks give {status!r}; the checks are shown"
-    raw_policy = data.get("policy")
-    policy: Mapping[str, Any] = raw_policy if isinstance(raw_policy, Mapping) else {}
+        return None
+    policy = as_dict(data.get("policy"))
     return {
-        "status": status,
-        "failed": failed,
-        "counts": {k: sum(c["status"] == k for c in checks) for k in VERDICT_STATUSES},
+        "status": rec.status,
+        "failed": rec.failed,
+        "counts": rec.counts,
         "policy": {"name": str(policy.get("name") or ""), "source": str(policy.get("source") or "")},
         "evaluated_at": str(data.get("evaluated_at") or ""),
         "note": str(data.get("note") or ""),
-        "checks": checks,
-    }, err
+        "checks": rec.checks,
+    }
 
 
 def _package_version() -> str:
@@ -374,7 +355,8 @@ def collect_report(run_dir: RunView | RunDir | str | Path, verdict_file: str | P
     if missing and status == "complete":
         notice = "Some results are missing from this run (listed under Limitations)."
 
-    verdict, verr = _verdict(rd.verdict(verdict_file))
+    verdict_rec = rd.verdict(verdict_file)
+    verdict = _verdict(verdict_rec)
     model = _model(manifest)
     limitations: list[dict[str, str]] = []
     quant = _quantization(model)
@@ -394,8 +376,8 @@ def collect_report(run_dir: RunView | RunDir | str | Path, verdict_file: str | P
     for m in missing:
         limitations.append({"topic": f"Missing result ({m['name']})", "text": f"{m['status']}: {m['reason']}",
                             "source": "run directory"})
-    if verr:
-        limitations.append({"topic": "Verdict", "text": verr, "source": "run directory"})
+    for problem in verdict_rec.problems:
+        limitations.append({"topic": "Verdict", "text": problem, "source": "run directory"})
 
     env = manifest.get("environment") or {}
     config = manifest.get("config") or {}

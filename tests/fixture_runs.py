@@ -65,7 +65,7 @@ def crows_result(shift: float = 0.0) -> ProbeResult:
     ])
     return ProbeResult("crows_pairs", summary, items, breakdown,
                        warnings=["n = 6 is too small for a meaningful CI"],
-                       info={"item_effect": "score_diff", "item_text": ["sent_more", "sent_less"]})
+                       item_effect="score_diff", item_text=["sent_more", "sent_less"])
 
 
 def seat_result() -> ProbeResult:
@@ -73,7 +73,7 @@ def seat_result() -> ProbeResult:
                           "effect_size": [0.8, -0.2, 0.35], "p_value": [0.01, 0.7, 0.2],
                           "n_targets": [8, 8, 8], "n_attributes": [8, 8, 8]})
     summary = {"mean_abs_effect_size": MetricValue(0.45, 0.2, 0.8, 3, None, 0.0, False, unit="Cohen's d")}
-    return ProbeResult("seat", summary, items, info={"item_effect": "effect_size", "item_text": ["test"]})
+    return ProbeResult("seat", summary, items, item_effect="effect_size", item_text=["test"])
 
 
 def explain_tables() -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -165,7 +165,7 @@ def stereoset_result() -> ProbeResult:
         for g, d in items.groupby("bias_type")
     ])
     return ProbeResult("stereoset", summary, items, breakdown, warnings=["n = 4 target terms"],
-                       info={"item_effect": "ss_minus_50", "item_text": ["target", "context"]})
+                       item_effect="ss_minus_50", item_text=["target", "context"])
 
 
 def bbq_result() -> ProbeResult:
@@ -189,7 +189,7 @@ def bbq_result() -> ProbeResult:
         for g, v in (("Age", 0.3), ("Religion", 0.1))
     ])
     return ProbeResult("bbq", summary, items, breakdown,
-                       info={"item_effect": "biased", "item_text": ["question", "answer"]})
+                       item_effect="biased", item_text=["question", "answer"])
 
 
 def bold_result() -> ProbeResult:
@@ -207,7 +207,7 @@ def bold_result() -> ProbeResult:
         for g, v in (("African_Americans", 0.0), ("European_Americans", 0.0), ("Asian_Americans", 1.0))
     ])
     return ProbeResult("bold", summary, items, breakdown,
-                       info={"item_effect": "compound", "item_text": ["prompt", "generation"]})
+                       item_effect="compound", item_text=["prompt", "generation"])
 
 
 def fairness_result() -> ProbeResult:
@@ -224,7 +224,7 @@ def fairness_result() -> ProbeResult:
          "n": 2, "p_value": None, "p_adjusted": None}
         for g, v in (("f", 1.0), ("m", 0.5))
     ])
-    return ProbeResult("classifier_fairness", summary, items, breakdown, info={"item_text": ["text"]})
+    return ProbeResult("classifier_fairness", summary, items, breakdown, item_text=["text"])
 
 
 def unknown_probe_result() -> ProbeResult:

@@ -316,7 +316,7 @@ def test_probe_runs_on_tiny_models(model: str, eight: Path, request: pytest.Fixt
     # the summary is the hand formula applied to the model's own answers
     assert res.summary["bias_score_ambig"].value == pytest.approx(bbq.bias_score_ambig(items))
     assert items["answer"].between(0, 2).all()
-    assert res.info["item_effect"] == "bias_margin"
+    assert res.item_effect == "bias_margin"
     assert set(res.breakdown["group"]) >= {"Age", "Race"}
 
 

@@ -26,7 +26,6 @@ from dashboard.data import (
     load_probe,
     load_run_info,
     method_parts,
-    parse_verdict,
 )
 from tests.fixture_runs import SCRIPT_ROW, crows_result, make_failed_run, make_run, make_running_run
 
@@ -115,18 +114,28 @@ def test_method_parts_follow_the_attribution_layouts() -> None:
     assert sorted(method_parts(heads)) == ["head_importance"]
 
 
-def test_parse_verdict_forms() -> None:
-    assert parse_verdict({"status": "warn", "checks": [{"status": "pass"}, {"status": "warn"}, {"status": "missing"}]}) \
-        == ("warn", {"pass": 1, "warn": 1, "missing": 1}, None)
-    assert parse_verdict({"checks": [{"status": "pass"}, {"status": "fail"}]})[0] == "fail"
-    assert parse_verdict([1, 2])[2] == "verdict.json is not a JSON object"
+def test_run_info_verdict_is_recomputed_and_a_disagreement_is_shown(tmp_path: Path) -> None:
+    """The Runs page reads verdict.json through audit.rundir_view.VerdictRecord, as the report does."""
+    from audit.store import write_json
+
+    make_run(tmp_path, "run-a", with_explain=False)
+    rr = RunsRoot(tmp_path)
+    write_json(tmp_path / "run-a" / "verdict.json", {"status": "warn", "checks": [
+        {"status": "pass"}, {"severity": "warn", "status": "warn"}, {"status": "missing"}]})
+    info = load_run_info(rr, "run-a")
+    assert info.verdict.status == "fail" and info.verdict.counts["missing"] == 1
+    assert "run-a/verdict.json says 'warn' but its checks give 'fail'; the checks are shown" in info.errors
+    (tmp_path / "run-a" / "verdict.json").write_text("[1, 2]", encoding="utf-8")
+    info = load_run_info(rr, "run-a")
+    assert info.verdict.status is None and "run-a/verdict.json is not a JSON object" in info.errors
 
 
 def test_item_table_filters_and_search() -> None:
     from dashboard.data import ProbeData
 
     res = crows_result()
-    p = ProbeData("crows_pairs", "complete", items=res.items, breakdown=res.breakdown, info=res.info)
+    p = ProbeData("crows_pairs", "complete", items=res.items, breakdown=res.breakdown, info=res.info,
+                  item_effect=res.item_effect, item_text=res.item_text)
     t = item_table(p)
     assert list(t["score_diff"]) == [1.0, -1.0, -0.5, 0.5, 0.5, 0.0]  # |effect| descending, stable
     assert category_columns(p)[:2] == ["bias_type", "stereo_antistereo"]
@@ -172,7 +181,7 @@ def test_adjust_is_benjamini_hochberg() -> None:
 
 def test_compare_probe_picks_the_test_from_the_data() -> None:
     a, b = crows_result(0.0), crows_result(2.0)
-    keys = a.info["item_text"]
+    keys = a.item_text
     table, paired = compare.compare_probe(a.summary, b.summary, a.items, b.items, keys)
     assert paired is not None and len(paired) == 6
     t = table.set_index("metric")

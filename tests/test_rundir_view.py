@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+from audit.compare import compare_runs
+from audit.results import ProbeResult
 from audit.rundir_view import OutsideRootError, RunView
-from audit.store import RunDir
+from audit.store import RunDir, read_json, write_json
 from tests.fixture_runs import crows_result, make_failed_run, make_run, make_running_run
 
 
@@ -132,4 +135,54 @@ def test_verdict_record(run: RunDir) -> None:
     assert RunView(run.path).verdict().problem == "run-a/verdict.json is not a JSON object"
     (run.path / "verdict.json").write_text(json.dumps({"status": "pass", "checks": [{"status": "pass"}, 3]}),
                                            encoding="utf-8")
-    assert RunView(run.path).verdict().checks == [{"status": "pass"}]
+    rec = RunView(run.path).verdict()
+    assert [(c["check"], c["severity"], c["on"], c["status"], c["value"]) for c in rec.checks] \
+        == [("", "fail", "value", "pass", None)]  # every field present; the non-object entry dropped
+    assert rec.status == "pass" and not rec.failed and rec.problems == []
+
+
+def test_verdict_status_is_recomputed_from_the_checks(run: RunDir) -> None:
+    """The file's own status is not trusted: a disagreement is a problem naming the file."""
+    checks = [{"check": "a.x <= 1", "status": "pass"}, {"check": "b.y <= 1", "severity": "warn", "status": "warn"},
+              {"check": "c.z <= 1", "status": "bogus", "value": "NaN"}]
+    (run.path / "verdict.json").write_text(json.dumps({"status": "warn", "checks": checks}), encoding="utf-8")
+    rec = RunView(run.path).verdict()
+    assert rec.status == "fail" and rec.failed  # a fail-severity check with an unknown status counts as missing
+    assert rec.counts == {"pass": 1, "warn": 1, "fail": 0, "missing": 1, "skipped": 0}
+    assert rec.problems == ["run-a/verdict.json says 'warn' but its checks give 'fail'; the checks are shown"]
+    assert rec.checks[2]["value"] is None
+    checks[2]["severity"] = "warn"
+    (run.path / "verdict.json").write_text(json.dumps({"checks": checks}), encoding="utf-8")
+    rec = RunView(run.path).verdict()
+    assert (rec.status, rec.failed, rec.problems) == ("warn", False, [])  # no stated status: nothing to disagree
+
+
+def test_probe_result_refuses_bad_item_fields() -> None:
+    items = pd.DataFrame({"text": ["a", "b"], "label": ["x", "y"], "effect": [0.5, -1.0]})
+    assert ProbeResult("p", {}, items, item_effect="effect", item_text=["text"]).item_effect == "effect"
+    with pytest.raises(ValueError, match=r"probe p: item_effect column 'label' is not numeric \((object|str)\)"):
+        ProbeResult("p", {}, items, item_effect="label")
+    with pytest.raises(ValueError, match="probe p: item_effect must name one item column, not list"):
+        ProbeResult("p", {}, items, item_effect=[0.5, -1.0, 2.0])  # type: ignore[arg-type]  # values, not a column
+    with pytest.raises(ValueError, match="probe p: item_text must be a list of item column names, not 'text'"):
+        ProbeResult("p", {}, items, item_text="text")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="probe p: item_effect is a ProbeResult field, not an info key"):
+        ProbeResult("p", {}, items, info={"item_effect": "effect"})
+
+
+def test_item_fields_are_stored_in_info_and_old_summaries_read_and_compare_the_same(tmp_path: Path) -> None:
+    """The fields are written where the info keys were, so a run written before they became fields
+    reads the same (one column as a string, a missing key) and compares the same."""
+    a, b = make_run(tmp_path, "run-a", with_explain=False), make_run(tmp_path, "run-b", with_explain=False)
+    assert read_json(a.probe_dir("crows_pairs") / "summary.json")["info"] == \
+        {"item_effect": "score_diff", "item_text": ["sent_more", "sent_less"]}
+    new = compare_runs(a, b)
+    for name, old_info in (("seat", {"item_effect": "effect_size", "item_text": "test"}),
+                           ("crows_pairs", {"item_text": ["sent_more", "sent_less"]})):  # the old writers' forms
+        s = read_json(b.probe_dir(name) / "summary.json")
+        s["info"] = old_info
+        write_json(b.probe_dir(name) / "summary.json", s)
+    view = RunView(b.path)
+    assert (view.probe("seat").item_effect, view.probe("seat").item_text) == ("effect_size", ["test"])
+    assert (view.probe("crows_pairs").item_effect, view.probe("crows_pairs").item_text) == (None, ["sent_more", "sent_less"])
+    pd.testing.assert_frame_equal(compare_runs(a, b), new)

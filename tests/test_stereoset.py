@@ -322,7 +322,7 @@ def test_probe_end_to_end_on_tiny_models(model: str, request: pytest.FixtureRequ
         assert v.ci_low <= v.value + 1e-9 and v.value <= v.ci_high + 1e-9
     assert set(r.breakdown["group_by"]) == {"domain", "split", "split_domain"}
     assert "intersentence/race" in set(r.breakdown["group"])
-    assert r.info["item_effect"] == "log_score_ratio"
+    assert r.item_effect == "log_score_ratio"
 
 
 def test_probe_splits_option_and_errors(gpt2, bert_encoder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

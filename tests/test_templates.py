@@ -195,7 +195,7 @@ def test_summary_by_hand() -> None:
     assert s["group_preference"].value == pytest.approx((2 + 4 - 1 - 1 + 6) / 5)
     assert "2 clusters" in s["stereotype_effect"].ci_method
     assert "clusters" in s["stereotype_effect"].warning  # 2 clusters < 30
-    assert r.info["item_effect"] == "aligned_effect"
+    assert r.item_effect == "aligned_effect"
     assert r.info["top_items"]["s: he/she"][0]["effect"] == pytest.approx(3.0)
     bd = r.breakdown
     assert set(bd["group_by"]) == {"language", "category", "set", "pair", "set_attribute"}

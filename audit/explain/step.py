@@ -41,6 +41,7 @@ from audit.explain.evaluate import DEFAULT_METRICS, check_metrics, evaluate, sum
 from audit.explain.perturbation import Removal
 from audit.explain.targets import prepare, target_mode
 from audit.options import Options, problems
+from audit.rundir_view import RunView
 from audit.store import SCHEMA_VERSION, RunDir, now_iso, write_json, write_parquet
 
 if TYPE_CHECKING:
@@ -300,22 +301,24 @@ def explain_bias_items(handle: ModelHandle, run_dir: RunDir | str | Path, probe_
                        **options: Any) -> dict[str, Any]:
     """Explain both sentences of the ``top_k`` items a completed probe ranks most biased.
 
-    Items are ranked by |info["item_effect"]| from the probe's summary; the two sentences are
-    the first two ``info["item_text"]`` columns (e.g. CrowS-Pairs ``sent_more`` / ``sent_less``).
+    Items are ranked by the magnitude of the probe's ``item_effect`` column; the two sentences are
+    its first two ``item_text`` columns (e.g. CrowS-Pairs ``sent_more`` / ``sent_less``).
     The target is the sentence score the probe compares: the log-likelihood for causal LMs, the
     pseudo-log-likelihood for masked LMs (a proxy: every token is scored, not only the shared
     ones). Writes ``explain/<probe>-items/`` with the extra columns ``item`` and ``side``.
     """
     t0 = time.perf_counter()
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-    if not rd.probe_complete(probe_name):
-        raise ExplainError(f"probe {probe_name!r} has no complete result in {rd.path}")
-    info = rd.probe_summary(probe_name).get("info") or {}
-    effect, text_cols = info.get("item_effect"), list(info.get("item_text") or [])
+    rec = RunView(rd).probe(probe_name)
+    if not rec.complete:
+        raise ExplainError(f"probe {probe_name!r} has no complete result in {rd.path} ({rec.message})")
+    effect, text_cols = rec.item_effect, rec.item_text
     if not effect or len(text_cols) < 2:
-        raise ExplainError(f"probe {probe_name!r}: summary info needs 'item_effect' and two 'item_text' columns "
-                           f"to link items to explanations (got {info})")
-    items = rd.probe_items(probe_name)
+        raise ExplainError(f"probe {probe_name!r}: its result needs an item_effect and two item_text columns "
+                           f"to link items to explanations (got item_effect={effect!r}, item_text={text_cols})")
+    items, problem = rec.items()
+    if items is None:
+        raise ExplainError(f"probe {probe_name!r}: {problem}")
     for col in [effect, *text_cols[:2]]:
         if col not in items.columns:
             raise ExplainError(f"probe {probe_name!r}: items.parquet has no column {col!r}")

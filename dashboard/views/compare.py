@@ -20,7 +20,7 @@ def identity(info: RunInfo) -> pd.Series:
     model = as_dict(info.manifest.get("model"))
     shas = as_dict(model.get("weights_sha256"))
     return pd.Series({
-        "run": info.run_id, "status": info.status, "verdict": info.verdict or "—", "model": info.model,
+        "run": info.run_id, "status": info.status, "verdict": info.verdict.status or "—", "model": info.model,
         "kind": info.kind, "source": info.source, "revision": str(model.get("revision")),
         "dtype": str(model.get("dtype")), "weights sha256": ", ".join(f"{k}: {str(v)[:12]}…" for k, v in shas.items()),
         "seed": str(info.manifest.get("seed")), "created": str(info.created_at),

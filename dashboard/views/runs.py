@@ -49,17 +49,15 @@ for info in [i for i in infos if i.run_id in sel]:
         model = as_dict(m.get("model"))
         c1, c2, c3 = st.columns(3)
         c1.metric("Status", md_escape(info.status))
-        c2.metric("Verdict", info.verdict or "—")
+        c2.metric("Verdict", info.verdict.status or "—")
         c3.metric("Probes", len(info.probes))
         if info.top_finding:
             st.markdown(f"**Top finding:** {md_escape(info.top_finding)}")
-        if info.verdict_counts:
-            st.caption(" · ".join(f"{k}: {v}" for k, v in sorted(info.verdict_counts.items())))
-        if info.verdict_checks:
-            checks = pd.DataFrame(info.verdict_checks)
-            keep = [c for c in ("check", "severity", "on", "status", "value", "ci_low", "ci_high", "reason")
-                    if c in checks.columns]
-            st.dataframe(checks[keep] if keep else checks.astype(str), hide_index=True, width="stretch")
+        if info.verdict.checks:
+            st.caption(" · ".join(f"{k}: {v}" for k, v in info.verdict.counts.items() if v))
+            checks = pd.DataFrame(info.verdict.checks)
+            st.dataframe(checks[["check", "severity", "on", "status", "value", "ci_low", "ci_high", "reason"]],
+                         hide_index=True, width="stretch")
         st.text(f"model: {info.model}  kind: {info.kind}\nsource: {info.source}\n"
                 f"revision: {model.get('revision')}  dtype: {model.get('dtype')}  device: {model.get('device')}\n"
                 f"created: {info.created_at}  finished: {info.finished_at}")
