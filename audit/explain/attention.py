@@ -151,12 +151,9 @@ class HeadImportanceOptions(ExplainOptions):
     normalize: Literal["none", "layer"] = Field(default="none", description="layer: scale each layer's scores")
 
 
-@register_explainer(
-    "attention", layout="attention", needs_attention=True, modes=QUERY_MODES,
-    description="Raw attention weights of the requested layers and heads",
-    reference="Vaswani et al. 2017; Clark et al. 2019, What Does BERT Look At?",
-    options=AttentionOptions,
-)
+@register_explainer("attention", layout="attention", needs_attention=True, modes=QUERY_MODES, options=AttentionOptions,
+                    description="Raw attention weights of the requested layers and heads",
+                    reference="Vaswani et al. 2017; Clark et al. 2019, What Does BERT Look At?")
 def raw_attention(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], progress: bool
                   ) -> list[dict[str, Any]]:
     layers = resolve_selection(opts["layers"], n_layers(handle), "layer")
@@ -194,12 +191,9 @@ def _layer_means(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any
     return [x for x in res if x is not None]
 
 
-@register_explainer(
-    "rollout", layout="matrix", needs_attention=True, modes=QUERY_MODES,
-    description="Attention rollout: product over layers of rownorm(head-mean attention + I)",
-    reference="Abnar & Zuidema 2020, Quantifying Attention Flow in Transformers",
-    options=RolloutOptions,
-)
+@register_explainer("rollout", layout="matrix", needs_attention=True, modes=QUERY_MODES, options=RolloutOptions,
+                    description="Attention rollout: product over layers of rownorm(head-mean attention + I)",
+                    reference="Abnar & Zuidema 2020, Quantifying Attention Flow in Transformers")
 def rollout(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], progress: bool
             ) -> list[dict[str, Any]]:
     outs = []
@@ -209,12 +203,9 @@ def rollout(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], pr
     return outs
 
 
-@register_explainer(
-    "attention_flow", needs_attention=True, modes=QUERY_MODES,
-    description="Attention flow: max-flow through the layer graph of residual-augmented attention",
-    reference="Abnar & Zuidema 2020, Quantifying Attention Flow in Transformers",
-    options=FlowOptions,
-)
+@register_explainer("attention_flow", needs_attention=True, modes=QUERY_MODES, options=FlowOptions,
+                    description="Attention flow: max-flow through the layer graph of residual-augmented attention",
+                    reference="Abnar & Zuidema 2020, Quantifying Attention Flow in Transformers")
 def flow(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], progress: bool) -> list[dict[str, Any]]:
     limit = int(opts["max_tokens"])
     for p in preps:
@@ -234,12 +225,10 @@ def flow(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], progr
     return outs
 
 
-@register_explainer(
-    "grad_rollout", needs_attention=True, modes=QUERY_MODES,
-    description="Gradient-weighted attention rollout: R ← R + mean_h((∂y/∂A ⊙ A)⁺)·R",
-    reference="Chefer, Gur & Wolf 2021, Generic Attention-model Explainability for Interpreting Bi-Modal "
-              "and Encoder-Decoder Transformers",
-)
+@register_explainer("grad_rollout", needs_attention=True, modes=QUERY_MODES,
+                    description="Gradient-weighted attention rollout: R ← R + mean_h((∂y/∂A ⊙ A)⁺)·R",
+                    reference="Chefer, Gur & Wolf 2021, Generic Attention-model Explainability for Interpreting "
+                              "Bi-Modal and Encoder-Decoder Transformers")
 def grad_rollout(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], progress: bool
                  ) -> list[dict[str, Any]]:
     layers = list(range(n_layers(handle)))
@@ -273,12 +262,9 @@ def target_loss(y: torch.Tensor, fn_output: str) -> torch.Tensor:
     return -y.sum()
 
 
-@register_explainer(
-    "head_importance", layout="heads",
-    description="Head importance |∂L/∂ξ_h| for a gate on each head's output",
-    reference="Michel, Levy & Neubig 2019, Are Sixteen Heads Really Better than One?",
-    options=HeadImportanceOptions,
-)
+@register_explainer("head_importance", layout="heads", options=HeadImportanceOptions,
+                    description="Head importance |∂L/∂ξ_h| for a gate on each head's output",
+                    reference="Michel, Levy & Neubig 2019, Are Sixteen Heads Really Better than One?")
 def head_importance(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], progress: bool
                     ) -> list[dict[str, Any]]:
     norm = opts["normalize"]

@@ -219,12 +219,9 @@ class GradientShapOptions(SeededOptions):
     stdevs: NonNegativeFloat = Field(default=0.01, description="std of the Gaussian input noise")
 
 
-@register_explainer(
-    "ig", gradient=True,
-    description="Integrated Gradients on the word embeddings, refined per target until complete",
-    reference="Sundararajan, Taly & Yan 2017, Axiomatic Attribution for Deep Networks",
-    options=IGOptions,
-)
+@register_explainer("ig", gradient=True, options=IGOptions,
+                    description="Integrated Gradients on the word embeddings, refined per target until complete",
+                    reference="Sundararajan, Taly & Yan 2017, Axiomatic Attribution for Deep Networks")
 def integrated_gradients(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], progress: bool
                          ) -> list[dict[str, Any]]:
     """IG of every target of every example. With ``adaptive`` (the default) each target whose
@@ -324,24 +321,20 @@ def _input_x_gradient(g: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
     return (g * e).sum(-1)
 
 
-@register_explainer(
-    "saliency", gradient=True,
-    description="L2 norm of the gradient w.r.t. each word embedding",
-    reference="Simonyan, Vedaldi & Zisserman 2014, Deep Inside Convolutional Networks",
-)
-def saliency(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], progress: bool
-             ) -> list[dict[str, Any]]:
-    return _one_gradient(handle, preps, opts, "saliency", progress, _saliency)
+def _register_one_gradient(name: str, score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], description: str,
+                           reference: str) -> None:
+    """Register ``name``: :func:`_one_gradient` with ``score(gradient, embeddings)``."""
+
+    @register_explainer(name, gradient=True, description=description, reference=reference)
+    def explain(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], progress: bool
+                ) -> list[dict[str, Any]]:
+        return _one_gradient(handle, preps, opts, name, progress, score)
 
 
-@register_explainer(
-    "input_x_gradient", gradient=True,
-    description="Embedding × gradient, summed over the hidden dimension",
-    reference="Shrikumar et al. 2016, Not Just a Black Box",
-)
-def input_x_gradient(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], progress: bool
-                     ) -> list[dict[str, Any]]:
-    return _one_gradient(handle, preps, opts, "input_x_gradient", progress, _input_x_gradient)
+_register_one_gradient("saliency", _saliency, "L2 norm of the gradient w.r.t. each word embedding",
+                       "Simonyan, Vedaldi & Zisserman 2014, Deep Inside Convolutional Networks")
+_register_one_gradient("input_x_gradient", _input_x_gradient, "Embedding × gradient, summed over the hidden dimension",
+                       "Shrikumar et al. 2016, Not Just a Black Box")
 
 
 def _shap_draws(p: Prepared, k: int, n_samples: int, stdevs: float, seed: int, shape: torch.Size
@@ -382,12 +375,9 @@ def shap_values(units: list[tuple[Prepared, int, torch.Tensor, torch.Tensor]], o
     return [x / n for x in total]
 
 
-@register_explainer(
-    "gradient_shap", gradient=True,
-    description="GradientSHAP from the baseline embeddings with input noise (expected gradients)",
-    reference="Lundberg & Lee 2017, A Unified Approach to Interpreting Model Predictions",
-    options=GradientShapOptions,
-)
+@register_explainer("gradient_shap", gradient=True, options=GradientShapOptions,
+                    description="GradientSHAP from the baseline embeddings with input noise (expected gradients)",
+                    reference="Lundberg & Lee 2017, A Unified Approach to Interpreting Model Predictions")
 def gradient_shap(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], progress: bool
                   ) -> list[dict[str, Any]]:
     with torch.no_grad():

@@ -495,13 +495,11 @@ class PatchingOptions(ExplainOptions):
     mode: Literal["denoising", "noising"] = "denoising"
 
 
-@register_explainer(
-    "patching", layout="heads", kinds=("masked-lm", "causal-lm"), modes=("mask", "next"),
-    description="Activation patching per head: share of the clean − corrupted logit difference restored "
-                "(denoising) or destroyed (noising) by one head's output",
-    reference="Meng et al. 2022 (causal tracing); Heimersheim & Nanda 2024, How to use and interpret activation patching",
-    options=PatchingOptions,
-)
+@register_explainer("patching", layout="heads", kinds=("masked-lm", "causal-lm"), modes=("mask", "next"),
+                    description="Activation patching per head: share of the clean − corrupted logit difference "
+                                "restored (denoising) or destroyed (noising) by one head's output",
+                    reference="Meng et al. 2022 (causal tracing); Heimersheim & Nanda 2024, How to use and "
+                              "interpret activation patching", options=PatchingOptions)
 def patching_explainer(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], progress: bool
                        ) -> list[dict[str, Any]]:
     """Per-head patching of each input (clean) against its corrupted twin; the metric is the

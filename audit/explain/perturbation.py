@@ -89,12 +89,9 @@ class LimeOptions(SurrogateOptions):
     alpha: NonNegativeFloat = Field(default=1.0, description="ridge penalty of the surrogate")
 
 
-@register_explainer(
-    "occlusion",
-    description="Feature ablation per token: f(x) − f(x with the token removed), copies batched",
-    reference="Zeiler & Fergus 2014; Captum FeatureAblation",
-    options=OcclusionOptions,
-)
+@register_explainer("occlusion", options=OcclusionOptions,
+                    description="Feature ablation per token: f(x) − f(x with the token removed), copies batched",
+                    reference="Zeiler & Fergus 2014; Captum FeatureAblation")
 def occlusion(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], progress: bool
               ) -> list[dict[str, Any]]:
     removal = opts["removal"]
@@ -156,12 +153,9 @@ def _surrogate(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any],
     return outs
 
 
-@register_explainer(
-    "lime",
-    description="LIME over token presence (Captum Lime, LIME text kernel, ridge surrogate)",
-    reference="Ribeiro, Singh & Guestrin 2016, \"Why Should I Trust You?\"",
-    options=LimeOptions,
-)
+@register_explainer("lime", options=LimeOptions,
+                    description="LIME over token presence (Captum Lime, LIME text kernel, ridge surrogate)",
+                    reference="Ribeiro, Singh & Guestrin 2016, \"Why Should I Trust You?\"")
 def lime(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], progress: bool) -> list[dict[str, Any]]:
     from captum._utils.models.linear_model import SkLearnRidge
     from captum.attr import Lime
@@ -173,12 +167,9 @@ def lime(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], progr
     return _surrogate(handle, preps, opts, progress, "lime", make)
 
 
-@register_explainer(
-    "kernel_shap",
-    description="Kernel SHAP over token presence (Captum KernelShap)",
-    reference="Lundberg & Lee 2017, A Unified Approach to Interpreting Model Predictions",
-    options=SurrogateOptions,
-)
+@register_explainer("kernel_shap", options=SurrogateOptions,
+                    description="Kernel SHAP over token presence (Captum KernelShap)",
+                    reference="Lundberg & Lee 2017, A Unified Approach to Interpreting Model Predictions")
 def kernel_shap(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], progress: bool
                 ) -> list[dict[str, Any]]:
     from captum.attr import KernelShap
