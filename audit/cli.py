@@ -290,11 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
     li = sub.add_parser("list", help="list probes, explainers and demo models")
     li.set_defaults(func=_cmd_list)
 
-    v = sub.add_parser(
-        "validate", help="validate an audit config (and its policy) without running it",
-        description="Check an audit config without loading a model: its fields, probe names and options, "
-                    "that every data file and local model folder it names exists (naming the field), and "
-                    "its policy. Exit codes: 0 valid; 2 invalid (the message names the field).")
+    v = sub.add_parser("validate", help="validate an audit config (and its policy) without running it",
+                       description="Check an audit config without loading a model: its fields, probe names and "
+                                   "options, that every data file and local model folder it names exists (naming "
+                                   "the field), and its policy. Exit codes: 0 valid; 2 invalid (the message names "
+                                   "the field).")
     v.add_argument("config", help="audit YAML to check")
     v.set_defaults(func=_cmd_validate)
 

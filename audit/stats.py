@@ -58,6 +58,21 @@ def small_n_warning(n: int, what: str = "", min_n: int = MIN_N, method: str | No
     return ""
 
 
+def _percentile_bootstrap(seed: int, n: int, n_resamples: int, confidence: float,
+                          stat: Callable[[np.ndarray], np.ndarray]) -> tuple[float, float]:
+    """Percentile interval of ``stat(idx)`` over resamples of n indices with replacement: ``idx``
+    is a (resamples × n) block, drawn in blocks of about 2M indices so memory stays bounded."""
+    rng = np.random.default_rng(seed)
+    vals = np.empty(n_resamples)
+    chunk = max(1, 2_000_000 // n)
+    for s in range(0, n_resamples, chunk):
+        e = min(n_resamples, s + chunk)
+        vals[s:e] = stat(rng.integers(0, n, size=(e - s, n)))
+    a = (1 - confidence) / 2
+    lo, hi = np.quantile(vals, [a, 1 - a])
+    return float(lo), float(hi)
+
+
 def bootstrap_ci(
     data: Sequence[float] | np.ndarray,
     statistic: Callable[[np.ndarray], float] | str = "mean",
@@ -83,16 +98,8 @@ def bootstrap_ci(
         if n < 2 or np.all(x == x[0]):
             return Interval(point * scale, point * scale, "degenerate (all items equal)")
         if method == "percentile":
-            rng = np.random.default_rng(seed)
-            stats_ = np.empty(n_resamples)
-            chunk = max(1, 2_000_000 // n)
-            for s in range(0, n_resamples, chunk):
-                e = min(n_resamples, s + chunk)
-                idx = rng.integers(0, n, size=(e - s, n))
-                stats_[s:e] = x[idx].mean(axis=1)
-            a = (1 - confidence) / 2
-            lo, hi = np.quantile(stats_, [a, 1 - a])
-            return Interval(float(lo) * scale, float(hi) * scale, "bootstrap percentile")
+            lo, hi = _percentile_bootstrap(seed, n, n_resamples, confidence, lambda idx: x[idx].mean(axis=1))
+            return Interval(lo * scale, hi * scale, "bootstrap percentile")
         fn: Callable[[np.ndarray], float] = np.mean
     else:
         fn = statistic  # type: ignore[assignment]
@@ -540,16 +547,9 @@ def cluster_bootstrap_ci(
     point = float(x.mean())
     if k < 2 or np.all(x == x[0]):
         return Interval(point * scale, point * scale, f"degenerate ({k} cluster(s) or all items equal)")
-    rng = np.random.default_rng(seed)
-    stats_ = np.empty(n_resamples)
-    chunk = max(1, 2_000_000 // k)
-    for s in range(0, n_resamples, chunk):
-        e = min(n_resamples, s + chunk)
-        idx = rng.integers(0, k, size=(e - s, k))
-        stats_[s:e] = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
-    a = (1 - confidence) / 2
-    lo, hi = np.quantile(stats_, [a, 1 - a])
-    return Interval(float(lo) * scale, float(hi) * scale, f"cluster bootstrap percentile ({k} clusters)")
+    lo, hi = _percentile_bootstrap(seed, k, n_resamples, confidence,
+                                   lambda idx: sums[idx].sum(axis=1) / counts[idx].sum(axis=1))
+    return Interval(lo * scale, hi * scale, f"cluster bootstrap percentile ({k} clusters)")
 
 
 def cluster_mean_metric(

@@ -109,29 +109,30 @@ def curve_steps(n: int, max_points: int | None = None) -> np.ndarray:
     return np.unique(np.round(np.linspace(0, n, max_points)).astype(int))
 
 
+def _top_masks(scores: np.ndarray, attributable: np.ndarray | None, max_points: int | None
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Masks of the 0, 1, … n most important tokens (one row per curve point), and those counts as
+    fractions of the n attributable tokens."""
+    order = ranking(scores, attributable)
+    rank = np.full(len(scores), len(scores) + 1)
+    rank[order] = np.arange(len(order))
+    steps = curve_steps(len(order), max_points)
+    return rank[None, :] < steps[:, None], steps / max(1, len(order))
+
+
 def deletion_masks(scores: np.ndarray, attributable: np.ndarray | None, max_points: int | None = None
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Keep-masks removing the 0, 1, … n most important tokens, and the removed fractions."""
-    order = ranking(scores, attributable)
-    t = len(scores)
-    rank = np.full(t, t + 1)
-    rank[order] = np.arange(len(order))
-    steps = curve_steps(len(order), max_points)
-    keep = ~(rank[None, :] < steps[:, None])
-    return keep, steps / max(1, len(order))
+    top, fractions = _top_masks(scores, attributable, max_points)
+    return ~top, fractions
 
 
 def insertion_masks(scores: np.ndarray, attributable: np.ndarray | None, max_points: int | None = None
                     ) -> tuple[np.ndarray, np.ndarray]:
     """Keep-masks holding only the 0, 1, … n most important tokens (fixed positions always kept)."""
-    order = ranking(scores, attributable)
-    t = len(scores)
-    rank = np.full(t, t + 1)
-    rank[order] = np.arange(len(order))
-    steps = curve_steps(len(order), max_points)
+    top, fractions = _top_masks(scores, attributable, max_points)
     fixed = ~_attributable(np.asarray(scores, dtype=np.float64), attributable)
-    keep = (rank[None, :] < steps[:, None]) | fixed[None]
-    return keep, steps / max(1, len(order))
+    return top | fixed[None], fractions
 
 
 def curve_auc(fractions: np.ndarray, values: np.ndarray) -> float:
