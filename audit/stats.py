@@ -430,16 +430,6 @@ def simultaneous_gap_ci(
                     f"simultaneous Tukey–Kramer/Agresti–Caffo pairwise intervals ({sum(sizes)} groups)")
 
 
-def cohens_d_paired(diffs: Sequence[float]) -> float:
-    """Standardised mean of paired differences (mean / sd, ddof 1)."""
-    d = np.asarray(diffs, dtype=np.float64)
-    d = d[~np.isnan(d)]
-    if len(d) < 2:
-        return float("nan")
-    sd = d.std(ddof=1)
-    return float(d.mean() / sd) if sd > 0 else float("nan")
-
-
 # --------------------------------------------------------------------------------------------
 # metric builders: one way to turn item scores into a MetricValue
 # --------------------------------------------------------------------------------------------

@@ -122,15 +122,23 @@ def rows_for(p: Prepared, matrix: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def _forward_batches(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], desc: str, progress: bool
-                     ) -> Any:
-    """Yield (batch indices, ids, attn) over length-sorted batches of the examples."""
-    budget = batch_tokens(handle, opts, grad=False)
-    batches = length_sorted_batches([p.length for p in preps], budget)
-    for idx in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
-        batch = [preps[i] for i in idx]
-        ids, _, attn, _ = collate(batch)
-        yield idx, ids, attn
+def _attention_maps(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], layers: list[int],
+                    heads: list[int] | None, reduce: str | None, desc: str, progress: bool) -> list[np.ndarray]:
+    """The attention of ``layers`` for each example, cut to its length, in float64: (L', H', T, T)
+    of ``heads``, or with ``reduce`` the heads fused (L', T, T); over length-sorted batches."""
+    res: list[np.ndarray | None] = [None] * len(preps)
+    batches = length_sorted_batches([p.length for p in preps], batch_tokens(handle, opts, grad=False))
+    with handle.attentions(), capture_attention(handle, layers, heads, reduce=reduce) as store:
+        for idx in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
+            ids, _, attn, _ = collate([preps[i] for i in idx])
+            with torch.no_grad():
+                handle.model.base_model(inputs_embeds=embed_ids(handle, ids), attention_mask=attn)
+            stacked = torch.stack([store[layer] for layer in layers], 1).double().cpu().numpy()
+            for r, i in enumerate(idx):
+                t = preps[i].length
+                res[i] = stacked[r, ..., :t, :t]
+            store.clear()
+    return [x for x in res if x is not None]
 
 
 class AttentionOptions(ExplainOptions):
@@ -158,37 +166,16 @@ def raw_attention(handle: ModelHandle, preps: list[Prepared], opts: dict[str, An
                   ) -> list[dict[str, Any]]:
     layers = resolve_selection(opts["layers"], n_layers(handle), "layer")
     heads = resolve_selection(opts["heads"], n_heads(handle), "head")
-    outs: list[dict[str, Any] | None] = [None] * len(preps)
-    with handle.attentions(), capture_attention(handle, layers, heads) as store:
-        for idx, ids, attn in _forward_batches(handle, preps, opts, "attention", progress):
-            with torch.no_grad():
-                handle.model.base_model(inputs_embeds=embed_ids(handle, ids), attention_mask=attn)
-            stacked = torch.stack([store[layer] for layer in layers], 1).cpu().numpy()  # (B, L', H', T, T)
-            for r, i in enumerate(idx):
-                t = preps[i].length
-                w = stacked[r, :, :, :t, :t].astype(np.float64)
-                outs[i] = {"scores": w, "token_scores": rows_for(preps[i], w.mean((0, 1))),
-                           "layers": layers, "heads": heads}
-            store.clear()
-    return [o for o in outs if o is not None]
+    maps = _attention_maps(handle, preps, opts, layers, heads, None, "attention", progress)
+    return [{"scores": w, "token_scores": rows_for(p, w.mean((0, 1))), "layers": layers, "heads": heads}
+            for p, w in zip(preps, maps, strict=True)]
 
 
 def _layer_means(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], desc: str, progress: bool
                  ) -> list[np.ndarray]:
     """Head-fused attention (L, T, T) of every layer for each example."""
-    fusion = opts["head_fusion"]
     layers = list(range(n_layers(handle)))
-    res: list[np.ndarray | None] = [None] * len(preps)
-    with handle.attentions(), capture_attention(handle, layers, None, reduce=fusion) as store:
-        for idx, ids, attn in _forward_batches(handle, preps, opts, desc, progress):
-            with torch.no_grad():
-                handle.model.base_model(inputs_embeds=embed_ids(handle, ids), attention_mask=attn)
-            stacked = torch.stack([store[layer] for layer in layers], 1).double().cpu().numpy()
-            for r, i in enumerate(idx):
-                t = preps[i].length
-                res[i] = stacked[r, :, :t, :t]
-            store.clear()
-    return [x for x in res if x is not None]
+    return _attention_maps(handle, preps, opts, layers, None, opts["head_fusion"], desc, progress)
 
 
 @register_explainer("rollout", layout="matrix", needs_attention=True, modes=QUERY_MODES, options=RolloutOptions,
