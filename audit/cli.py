@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import sys
 from importlib.metadata import PackageNotFoundError, entry_points, version
@@ -199,22 +198,19 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     """Each metric of the probes two runs share: A, B, B − A and the test (:mod:`audit.compare`)."""
     from audit.compare import compare_runs
     from audit.rundir_view import RunView
+    from audit.views import fmt_num, fmt_pval
 
     runs = [RunView(p) for p in (args.run_a, args.run_b)]
     for rd in runs:
         if not rd.exists():
             print(f"error: {rd.path} is not a run directory (no manifest.json)", file=sys.stderr)
             return EXIT_ERROR
-    df = compare_runs(*runs)
+    df = compare_runs(*runs).table
     if df.empty:
         print(f"no probe is complete in both {runs[0].path} and {runs[1].path}")
         return EXIT_OK
-
-    def num(x: Any) -> str:
-        return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4g}"
-
-    rows = [[r["probe"], r["metric"], num(r["A"]), num(r["B"]), num(r["delta (B−A)"]), r["test"] or "—",
-             num(r["p_value"]), num(r["p_adjusted"]), r["significant"]] for _, r in df.iterrows()]
+    rows = [[r["probe"], r["metric"], fmt_num(r["A"]), fmt_num(r["B"]), fmt_num(r["delta (B−A)"]), r["test"] or "—",
+             fmt_pval(r["p_value"]), fmt_pval(r["p_adjusted"]), r["significant"]] for _, r in df.iterrows()]
     header = ["probe", "metric", "A", "B", "B − A", "test", "p", "p (BH)", "significant"]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
     for row in [header, *rows]:

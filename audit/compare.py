@@ -20,7 +20,7 @@ are adjusted with Benjamini–Hochberg (1995).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -30,6 +30,7 @@ from audit.results import MetricValue
 from audit.rundir_view import RunView
 from audit.stats import benjamini_hochberg, binomial_test, wilcoxon_test
 from audit.store import RunDir
+from audit.views import fmt_interval, fmt_pval
 
 Z95 = stats.norm.ppf(0.975)
 ALPHA = 0.05
@@ -183,17 +184,12 @@ def compare_probe(metrics_a: dict[str, MetricValue], metrics_b: dict[str, Metric
         a, b = metrics_a[k], metrics_b[k]
         r = compare_metric(a, b, items_a, items_b, paired)
         rows.append({
-            "metric": k, "A": a.value, "A CI": _ci(a), "B": b.value, "B CI": _ci(b),
+            "metric": k, "A": a.value, "A CI": fmt_interval(a.ci_low, a.ci_high), "B": b.value,
+            "B CI": fmt_interval(b.ci_low, b.ci_high),
             "delta (B−A)": b.value - a.value, "ideal": a.ideal, "better": closer_to_ideal(a, b),
             "test": r.test, "p_value": r.p_value, "detail": r.detail,
         })
     return pd.DataFrame(rows), paired
-
-
-def _ci(m: MetricValue) -> str:
-    if m.ci_low is None or m.ci_high is None:
-        return "—"
-    return f"[{m.ci_low:.4g}, {m.ci_high:.4g}]"
 
 
 def finish_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -207,20 +203,46 @@ def finish_table(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def compare_runs(run_a: RunDir | RunView, run_b: RunDir | RunView) -> pd.DataFrame:
-    """Every metric of every probe complete in both runs, with the test :func:`compare_metric`
-    picks and Benjamini–Hochberg-adjusted p-values across the table (``taudit compare``).
-    Items pair up by the probe's ``item_text`` columns when both runs name the same."""
+@dataclass
+class Comparison:
+    """What :func:`compare_runs` found: the metric ``table`` (empty when no probe compares), the
+    paired item test of each probe as one line, the probes not compared and why, and the probes
+    that only one run has (name → ``"A"`` or ``"B"``)."""
+
+    table: pd.DataFrame
+    item_tests: dict[str, str] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    only: dict[str, str] = field(default_factory=dict)
+
+
+def compare_runs(run_a: RunDir | RunView, run_b: RunDir | RunView) -> Comparison:
+    """Every metric of every probe complete in both runs (in run A's order), with the test
+    :func:`compare_metric` picks and Benjamini–Hochberg-adjusted p-values across the table, and
+    the Wilcoxon test of the probe's ``item_effect`` over paired items (``taudit compare``, the
+    dashboard's Compare page). Items pair up by the probe's ``item_text`` columns when both runs
+    name the same."""
     va, vb = (rd if isinstance(rd, RunView) else RunView(rd) for rd in (run_a, run_b))
+    names_a, names_b = va.probe_names(), vb.probe_names()
+    out = Comparison(pd.DataFrame(), only={n: "A" if n in names_a else "B" for n in sorted(set(names_a) ^ set(names_b))})
     frames = []
-    for name in sorted(set(va.probe_names()) & set(vb.probe_names())):
+    for name in [n for n in names_a if n in names_b]:
         a, b = va.probe(name), vb.probe(name)
         if not (a.complete and b.complete):
+            out.problems.append(f"{name}: A is {a.status}, B is {b.status} — not compared")
             continue
+        items_a, items_b = a.items()[0], b.items()[0]
         keys = a.item_text if a.item_text == b.item_text else []
-        table, _ = compare_probe(a.metrics, b.metrics, a.items()[0], b.items()[0], keys)
+        table, paired = compare_probe(a.metrics, b.metrics, items_a, items_b, keys)
+        if table.empty:
+            out.problems.append(f"{name}: no metric in common")
+            continue
         frames.append(table.assign(probe=name))
-    if not frames:
-        return pd.DataFrame()
-    df = pd.concat(frames, ignore_index=True)
-    return finish_table(df[["probe", *[c for c in df.columns if c != "probe"]]])
+        if paired is not None and a.item_effect and a.item_effect == b.item_effect:
+            r = wilcoxon_items(paired, a.item_effect)
+            out.item_tests[name] = f"{r.test}: p = {fmt_pval(r.p_value)} ({r.detail})"
+        elif items_a is not None and items_b is not None and paired is None:
+            out.item_tests[name] = "The runs scored different items: no paired item test."
+    if frames:
+        df = pd.concat(frames, ignore_index=True)
+        out.table = finish_table(df[["probe", *[c for c in df.columns if c != "probe"]]])
+    return out

@@ -22,24 +22,18 @@ import xml.etree.ElementTree as ET  # nosec B405  # builds XML only; nothing her
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from audit.policy import finite
 from audit.rundir_view import RunView
 from audit.store import RunDir, now_iso
+from audit.views import finite, fmt_interval, fmt_num
 
 _RANK = {"fail": 4, "missing": 3, "warn": 2, "pass": 1, "skipped": 0}  # nosec B105  # statuses, not passwords
 
 
-def fmt(x: Any) -> str:
-    f = finite(x)
-    return "—" if f is None else f"{f:.4g}"
-
-
 def value_ci(value: Any, lo: Any, hi: Any, unit: str = "") -> str:
-    """``0.881 nats [0.694, 1.06]`` (the interval only when both bounds exist)."""
-    u = f" {unit}" if unit and unit != "%" else unit
-    text = fmt(value) + (u if finite(value) is not None else "")
+    """``0.881 nats [0.694, 1.06]`` (the interval only when both bounds are finite)."""
+    text = fmt_num(finite(value), unit)
     if finite(lo) is not None and finite(hi) is not None:
-        text += f" [{fmt(lo)}, {fmt(hi)}]"
+        text += f" {fmt_interval(lo, hi)}"
     return text
 
 
@@ -73,7 +67,7 @@ def headline_rows(rd: RunDir, verdict: Any = None) -> list[list[str]]:
                   {met, primary} == {"metric", "pct_stereotype"})]
         probe_checks = [s for (p, _), s in checks.items() if p == name]
         status = max(judged or probe_checks or ["—"], key=lambda s: _RANK.get(s, -1))
-        rows.append([name, primary, value_ci(m.value, m.ci_low, m.ci_high, str(m.unit or "")), fmt(m.ideal), status])
+        rows.append([name, primary, value_ci(m.value, m.ci_low, m.ci_high, str(m.unit or "")), fmt_num(m.ideal), status])
     return rows
 
 

@@ -13,6 +13,7 @@ lives in ``audit`` because ``audit`` may not import ``reports``.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -163,33 +164,45 @@ def top_items(items: pd.DataFrame | None, effect: str | None, text_cols: list[st
     return out
 
 
-# -- filters -----------------------------------------------------------------------------------
+# -- numbers: the one formatter of reports, dashboard, console and ``taudit compare`` -----------
 
-def fmt_num(x: Any) -> str:
+def fmt_num(x: Any, unit: str = "") -> str:
+    """A number as every output prints it: 4 significant digits, integers with thousands
+    separators, ``—`` when missing or NaN, then ``unit`` (``%`` without a space); text as it is."""
     if x is None or isinstance(x, str):
-        return "—" if x in (None, "") else x
+        return x or "—"
     if isinstance(x, bool):
         return str(x)
-    if isinstance(x, int):
-        return f"{x:,}"
-    if isinstance(x, float):
-        if math.isnan(x):
+    if isinstance(x, numbers.Integral):
+        s = f"{x:,}"
+    else:
+        try:
+            f = float(x)
+        except (TypeError, ValueError):
+            return str(x)
+        if math.isnan(f):
             return "—"
-        return f"{x:.4g}"
-    return str(x)
+        s = f"{f:.4g}"
+    return s + (unit if unit in ("", "%") else f" {unit}")
 
 
 def fmt_pval(x: Any) -> str:
-    if x is None:
-        return "—"
-    return "< 0.001" if x < 0.001 else f"{x:.3g}"
+    """A p-value: ``< 0.001`` below that, else 3 significant digits (``—`` when missing or NaN)."""
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return "—" if x is None else str(x)
+    return "—" if math.isnan(f) else "< 0.001" if f < 0.001 else f"{f:.3g}"
+
+
+def fmt_interval(lo: Any, hi: Any) -> str:
+    """``[lo, hi]`` by :func:`fmt_num` (``—`` when a bound is missing)."""
+    return "—" if lo is None or hi is None else f"[{fmt_num(lo)}, {fmt_num(hi)}]"
 
 
 def fmt_ci(d: Mapping[str, Any]) -> str:
-    lo, hi = d.get("ci_low"), d.get("ci_high")
-    if lo is None or hi is None:
-        return "—"
-    return f"[{lo:.4g}, {hi:.4g}]"
+    """The 95 % interval of a metric or breakdown row (its ``ci_low`` and ``ci_high``)."""
+    return fmt_interval(d.get("ci_low"), d.get("ci_high"))
 
 
 def absmax(xs: Iterable[float | None]) -> float:

@@ -18,6 +18,9 @@ import numpy as np
 import pandas as pd
 
 from audit.results import MetricValue
+from audit.views import fmt_interval
+from audit.views import fmt_num as fmt
+from audit.views import fmt_pval as fmt_p
 
 # Okabe–Ito
 BLUE = "#0072B2"
@@ -37,34 +40,6 @@ def md_escape(text: Any) -> str:
     return _MD_SPECIAL.sub(r"\\\1", s)
 
 
-def fmt(x: Any, unit: str = "") -> str:
-    """A number with 4 significant digits (``—`` for missing)."""
-    if x is None:
-        return "—"
-    try:
-        f = float(x)
-    except (TypeError, ValueError):
-        return str(x)
-    if math.isnan(f):
-        return "—"
-    s = f"{f:.4g}"
-    if unit:
-        s += unit if unit == "%" else f" {unit}"
-    return s
-
-
-def fmt_p(p: Any) -> str:
-    if p is None:
-        return "—"
-    try:
-        f = float(p)
-    except (TypeError, ValueError):
-        return str(p)
-    if math.isnan(f):
-        return "—"
-    return "< 0.001" if f < 0.001 else f"{f:.3g}"
-
-
 def ci_excludes_ideal(m: MetricValue) -> bool | None:
     """True when the 95 % CI lies wholly on one side of the ideal (None when either is unknown)."""
     if m.ideal is None or m.ci_low is None or m.ci_high is None:
@@ -76,7 +51,7 @@ def metric_caption(m: MetricValue) -> str:
     """One plain-text line: CI, ideal and direction, n, p and the test."""
     parts = []
     if m.ci_low is not None and m.ci_high is not None:
-        parts.append(f"95% CI [{fmt(m.ci_low)}, {fmt(m.ci_high)}]" + (f" ({m.ci_method})" if m.ci_method else ""))
+        parts.append(f"95% CI {fmt_interval(m.ci_low, m.ci_high)}" + (f" ({m.ci_method})" if m.ci_method else ""))
     if m.ideal is not None:
         parts.append(f"ideal {fmt(m.ideal)}")
     if m.higher_is_better is True:

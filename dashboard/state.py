@@ -135,6 +135,21 @@ def pick_run(label: str, infos: list[RunInfo], slot: int, key: str) -> RunInfo |
     return by_id[choice]
 
 
+def page_run(title: str, key: str, caption: str = "") -> tuple[RunsRoot, RunInfo]:
+    """A one-run page's title, caption and run picker (selectbox ``key``, slot 0) with the run's
+    state banner; stops the page when there is no readable run."""
+    st.title(title)
+    if caption:
+        st.caption(caption)
+    rr = get_root()
+    info = pick_run("Run", run_infos(rr), 0, key)
+    if info is None:
+        no_runs(rr)
+        st.stop()
+    show_run_state(info)
+    return rr, info
+
+
 def show_run_state(info: RunInfo) -> None:
     """A banner for a run that is still running or failed."""
     if info.status == "running":

@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from audit.stats import benjamini_hochberg
+from audit.views import fmt_interval, fmt_num
 
 ALPHA = 0.05
 MIN_FINDINGS = 3
@@ -37,13 +38,6 @@ MAX_LIMITATIONS = 3
 def slug(s: Any) -> str:
     """The anchor form of a name (same rule as the HTML template's ``slug`` filter)."""
     return re.sub(r"[^A-Za-z0-9_-]+", "-", str(s)).strip("-") or "x"
-
-
-def fmt(x: float | None) -> str:
-    """A number as reports print it (4 significant digits)."""
-    if x is None:
-        return "—"
-    return f"{x:.4g}"
 
 
 def p_text(p: float | None) -> str:
@@ -137,9 +131,9 @@ def _judge(c: dict[str, Any], p_adj: float | None, m_tests: int) -> None:
 def _sentence(c: Mapping[str, Any], m_tests: int) -> str:
     u = _unit(c["unit"])
     sign = "+" if c["ideal"] == 0 and c["value"] > 0 else ""
-    num = f"{sign}{fmt(c['value'])}{u} [{fmt(c['ci_low'])}, {fmt(c['ci_high'])}]"
+    num = f"{sign}{fmt_num(c['value'])}{u} {fmt_interval(c['ci_low'], c['ci_high'])}"
     n = f", n = {c['n']:,}" if c["n"] is not None else ""
-    ideal = fmt(c["ideal"]) + u
+    ideal = fmt_num(c["ideal"]) + u
     if c["significant"]:
         why = f": {c['positive_means']}" if c["direction"] == "above" and c["positive_means"] else ""
         compare = f"{c['direction']} the ideal {ideal}{why}"

@@ -19,6 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import LinearSegmentedColormap  # noqa: E402
 
+from audit.views import fmt_interval, fmt_num  # noqa: E402
+
 #: Okabe & Ito (2008) colour-blind-safe palette
 OKABE_ITO = {
     "orange": "#E69F00", "sky": "#56B4E9", "green": "#009E73", "yellow": "#F0E442",
@@ -79,10 +81,10 @@ def metric_plot(metrics: list[dict[str, Any]]) -> str | None:
             ax.set_yticks([])
             ax.set_ylim(-1, 1)
             ax.set_xlabel(_axis_label(m["name"], m["unit"]))
-            ci = f", 95% CI [{lo:.4g}, {hi:.4g}]" if lo is not None and hi is not None else ", no CI"
+            ci = f", 95% CI {fmt_interval(lo, hi)}" if lo is not None and hi is not None else ", no CI"
             reading = f"; ideal {ideal:g}" if ideal is not None else ""
             reading += f" ({m['direction']})"
-            ax.set_title(f"{_short(m['name'])} = {v:.4g}{ci}{reading}", loc="left")
+            ax.set_title(f"{_short(m['name'])} = {fmt_num(v)}{ci}{reading}", loc="left")
             ax.grid(axis="x", color="#ddd", lw=0.6)
             for side in ("top", "right", "left"):
                 ax.spines[side].set_visible(False)

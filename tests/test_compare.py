@@ -15,7 +15,7 @@ from tests.fixture_runs import make_failed_run, make_run
 
 def test_compare_runs_tests_every_shared_metric(tmp_path: Path) -> None:
     a, b = make_run(tmp_path, "a"), make_run(tmp_path, "b", shift=1.0)
-    df = compare_runs(a, b)
+    df = compare_runs(a, b).table
     assert set(df["probe"]) == {"crows_pairs", "seat"}
     crows = df[df["probe"] == "crows_pairs"].set_index("metric")
     ma, mb = a.probe_metrics("crows_pairs"), b.probe_metrics("crows_pairs")
@@ -46,3 +46,15 @@ def test_taudit_compare_only_complete_probes_and_bad_paths(tmp_path: Path, capsy
     assert "crows_pairs" in out and "stereoset" not in out and "seat" not in out
     assert cli.main(["compare", str(a.path), str(tmp_path / "nope")]) == 2
     assert "is not a run directory" in capsys.readouterr().err
+
+
+def test_compare_runs_walks_the_probes_once_for_page_and_cli(tmp_path: Path) -> None:
+    """The Compare page renders this result: the paired item test, the probes not compared and
+    the probes of one run only come from the same walk as the metric table."""
+    a, b = make_run(tmp_path, "a"), make_run(tmp_path, "b", shift=1.0)
+    c = compare_runs(a, b)
+    assert list(dict.fromkeys(c.table["probe"])) == ["crows_pairs", "seat"]  # run A's order
+    assert c.item_tests["crows_pairs"].startswith("Wilcoxon signed-rank on paired per-item score_diff: p = ")
+    assert c.problems == [] and c.only == {}
+    c = compare_runs(a, make_failed_run(tmp_path))
+    assert set(c.table["probe"]) == {"crows_pairs"} and c.only == {"seat": "A", "stereoset": "B"}

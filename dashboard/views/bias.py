@@ -23,7 +23,7 @@ from dashboard.render import (
     metric_chart,
     metric_delta,
 )
-from dashboard.state import get_root, no_runs, pick_run, probe, run_infos, show_run_state
+from dashboard.state import page_run, probe
 
 
 def show_metrics(p: ProbeData) -> None:
@@ -112,14 +112,7 @@ def show_probe(rr: RunsRoot, run_id: str, name: str) -> None:
     show_items(p, key)
 
 
-st.title("Bias")
-rr = get_root()
-infos = run_infos(rr)
-info = pick_run("Run", infos, 0, "bias_run")
-if info is None:
-    no_runs(rr)
-    st.stop()
-show_run_state(info)
+rr, info = page_run("Bias", "bias_run")
 names = rr.view(info.run_id, info.manifest).probe_names()
 if not names:
     st.info("This run has no probe results yet.")

@@ -10,10 +10,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from audit.compare import ALPHA, compare_probe, finish_table, wilcoxon_items
+from audit.compare import ALPHA, compare_runs
 from dashboard.data import RunInfo, as_dict
 from dashboard.render import fmt, fmt_p, md_escape
-from dashboard.state import get_root, no_runs, pick_run, probe, run_infos, show_run_state
+from dashboard.state import get_root, no_runs, pick_run, run_infos, show_run_state
 
 
 def identity(info: RunInfo) -> pd.Series:
@@ -54,40 +54,15 @@ if a.model != b.model:
 ident = pd.DataFrame({"A": identity(a), "B": identity(b)})
 st.dataframe(ident, width="stretch", height=36 * (len(ident) + 1) + 3)
 
-names_a = rr.view(a.run_id, a.manifest).probe_names()
-names_b = rr.view(b.run_id, b.manifest).probe_names()
-tables: list[pd.DataFrame] = []
-item_tests: dict[str, str] = {}
-problems: list[str] = []
-for name in [n for n in names_a if n in names_b]:
-    pa, pb = probe(rr, a.run_id, name), probe(rr, b.run_id, name)
-    if not (pa.complete and pb.complete):
-        problems.append(f"{name}: A is {pa.status}, B is {pb.status} — not compared")
-        continue
-    keys = pa.text_columns if pa.text_columns == pb.text_columns else []
-    table, paired = compare_probe(pa.metrics, pb.metrics, pa.items, pb.items, keys)
-    if table.empty:
-        problems.append(f"{name}: no metric in common")
-        continue
-    table.insert(0, "probe", name)
-    tables.append(table)
-    eff = pa.effect_column
-    if paired is not None and eff and eff == pb.effect_column:
-        r = wilcoxon_items(paired, eff)
-        item_tests[name] = f"{r.test}: p = {fmt_p(r.p_value)} ({r.detail})"
-    elif pa.items is not None and pb.items is not None:
-        item_tests[name] = "The runs scored different items: no paired item test."
-
-only = sorted(set(names_a) ^ set(names_b))
-if only:
-    st.caption("In one run only: " + ", ".join(md_escape(n) + (" (A)" if n in names_a else " (B)") for n in only))
-for p in problems:
+comparison = compare_runs(rr.view(a.run_id, a.manifest), rr.view(b.run_id, b.manifest))
+if comparison.only:
+    st.caption("In one run only: " + ", ".join(f"{md_escape(n)} ({ab})" for n, ab in comparison.only.items()))
+for p in comparison.problems:
     st.warning(md_escape(p))
-if not tables:
+full = comparison.table
+if full.empty:
     st.info("The two runs have no completed probe in common.")
     st.stop()
-
-full = finish_table(pd.concat(tables, ignore_index=True))
 n_sig = int((full["significant"] == "yes").sum())
 c1, c2, c3 = st.columns(3)
 c1.metric("Metrics compared", len(full))
@@ -105,7 +80,7 @@ for name, t in full.groupby("probe", sort=False):
         show[col] = show[col].map(fmt_p)
     st.dataframe(show, hide_index=True, width="stretch", column_config={
         "detail": st.column_config.TextColumn("detail", width="large")})
-    if name in item_tests:
-        st.caption(md_escape(item_tests[str(name)]))
+    if name in comparison.item_tests:
+        st.caption(md_escape(comparison.item_tests[str(name)]))
 st.download_button("Download comparison as CSV", full.to_csv(index=False).encode("utf-8"),
                    file_name=f"compare_{a.run_id}_vs_{b.run_id}.csv", mime="text/csv")

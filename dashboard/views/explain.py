@@ -12,8 +12,8 @@ import streamlit as st
 from audit.metrics.info import METRICS
 from dashboard.data import ExplainData, example_texts
 from dashboard.explain_view import show_method
-from dashboard.render import curve_chart, fmt, md_escape
-from dashboard.state import explanation, get_root, no_runs, pick_run, run_infos, show_run_state
+from dashboard.render import curve_chart, fmt, fmt_interval, md_escape
+from dashboard.state import explanation, page_run
 
 
 def direction(metric: str) -> str:
@@ -53,7 +53,7 @@ def show_method_metrics(ed: ExplainData, example: int, method: str) -> None:
     if agg:
         st.markdown("**All examples** (mean and 95% CI)")
         table = pd.DataFrame([{
-            "metric": name, "value": fmt(m.value, m.unit), "95% CI": f"[{fmt(m.ci_low)}, {fmt(m.ci_high)}]",
+            "metric": name, "value": fmt(m.value, m.unit), "95% CI": fmt_interval(m.ci_low, m.ci_high),
             "n": m.n, "better": direction(name) or ("higher is better" if m.higher_is_better else
                                                     "lower is better" if m.higher_is_better is False else ""),
             "warning": m.warning,
@@ -65,14 +65,7 @@ def show_method_metrics(ed: ExplainData, example: int, method: str) -> None:
         st.caption("No faithfulness metrics stored for this method.")
 
 
-st.title("Explain")
-rr = get_root()
-infos = run_infos(rr)
-info = pick_run("Run", infos, 0, "explain_run")
-if info is None:
-    no_runs(rr)
-    st.stop()
-show_run_state(info)
+rr, info = page_run("Explain", "explain_run")
 names = rr.view(info.run_id, info.manifest).explain_names()
 if not names:
     st.info("This run stored no explanations (add an `explain:` section to the audit config).")

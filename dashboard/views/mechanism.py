@@ -9,8 +9,8 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from dashboard.render import fmt, md_escape
-from dashboard.state import get_root, no_runs, pick_run, probe, run_infos, show_run_state
+from dashboard.render import fmt, fmt_interval, md_escape
+from dashboard.state import page_run, probe
 from reports.mechanism import CAVEATS, ablation_rows
 
 
@@ -24,17 +24,10 @@ def heat_chart(values: list[list[float]]) -> alt.Chart:
     ).properties(title="Natural indirect effect per layer and head", width=alt.Step(22), height=alt.Step(14))
 
 
-st.title("Mechanism")
-st.caption("Causal mediation analysis (Vig et al. 2020): each head, attention layer and MLP is set, one at a "
-           "time, to its value when the profession is swapped for a gendered word; its natural indirect effect "
-           "(NIE) is how much that alone moves p(anti-stereotypical) / p(stereotypical pronoun).")
-rr = get_root()
-infos = run_infos(rr)
-info = pick_run("Run", infos, 0, "mechanism_run")
-if info is None:
-    no_runs(rr)
-    st.stop()
-show_run_state(info)
+rr, info = page_run("Mechanism", "mechanism_run", caption=(
+    "Causal mediation analysis (Vig et al. 2020): each head, attention layer and MLP is set, one at a time, to its "
+    "value when the profession is swapped for a gendered word; its natural indirect effect (NIE) is how much that "
+    "alone moves p(anti-stereotypical) / p(stereotypical pronoun)."))
 names = [n for n in rr.view(info.run_id, info.manifest).probe_names() if probe(rr, info.run_id, n).probe == "mediation"]
 if not names:
     st.info("This run has no completed mediation probe (add `- probe: mediation` to the config).")
@@ -51,7 +44,7 @@ for name in names:
     if top:
         st.markdown("**Top mediating heads** (95% bootstrap CI over items)")
         st.dataframe(pd.DataFrame([{"head": f"L{t['layer']}.H{t['head']}", "NIE": fmt(t["nie"]),
-                                    "95% CI": f"[{fmt(t['ci_low'])}, {fmt(t['ci_high'])}]"} for t in top]),
+                                    "95% CI": fmt_interval(t["ci_low"], t["ci_high"])} for t in top]),
                      hide_index=True)
     per_layer = {k: p.info.get(f"{k}_by_layer") for k in ("attn", "mlp") if p.info.get(f"{k}_by_layer")}
     if per_layer:
@@ -62,7 +55,7 @@ for name in names:
         st.markdown(f"**Ablation check (diagnostic)** — heads mean-ablated: {md_escape(ab['heads'])}")
         st.caption(md_escape(ab["note"]))
         st.dataframe(pd.DataFrame([{"measure": r["what"], "before": fmt(r["before"]), "after": fmt(r["after"]),
-                                    "change": fmt(r["change"]), "95% CI": f"[{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]",
+                                    "change": fmt(r["change"]), "95% CI": fmt_interval(r["ci_low"], r["ci_high"]),
                                     "n": r["n"]} for r in ab["rows"]]), hide_index=True)
     for c in CAVEATS:
         st.caption(md_escape(c))
