@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -21,6 +23,7 @@ from audit.explain import (
 from audit.explain.attention import attention_flow, attention_rollout, gradient_rollout
 from audit.explain.gradient import clenshaw_curtis, ig_embeddings, quadrature
 from audit.explain.perturbation import Ablator
+from audit.explain.targets import embed_ids, position_groups
 
 ALL = ["attention", "attention_flow", "grad_rollout", "gradient_shap", "head_importance", "ig", "input_x_gradient",
        "kernel_shap", "lime", "occlusion", "patching", "rollout", "saliency"]
@@ -148,6 +151,43 @@ def test_generation_ig_matches_captum_llm_attribution(gpt2) -> None:  # type: ig
     # the generation matrix: target k sees the source and the generated tokens before it
     assert e.token_scores.shape == (3, n_src + 3)
     assert np.isnan(e.token_scores[0, n_src:]).all() and np.isnan(e.token_scores[1, n_src + 1:]).all()
+
+
+def test_generation_ig_rows_cut_to_their_targets_prefix(gpt2) -> None:  # type: ignore[no-untyped-def]
+    """Generation targets go in groups by position (a row cut after the longest prefix its group
+    reads): the attributions equal the full-length, all-targets-per-row reference within 1e-6."""
+    p = prepare(gpt2, "the", {"mode": "generate", "max_new_tokens": 8})[0]
+    assert len(position_groups(p, range(p.n_targets))) > 1  # the groups and the cut are exercised
+    a = explain(gpt2, "the", "ig", {"mode": "generate", "max_new_tokens": 8}, n_steps=8,
+                adaptive=False)
+    with torch.no_grad():
+        e, e0 = embed_ids(gpt2, p.ids[None]), embed_ids(gpt2, p.baseline_ids[None])
+    ref = ig_embeddings(p, e, e0, 8, rows=8).numpy()
+    got = a[0].token_scores
+    assert np.nan_to_num(got) == pytest.approx(np.where(np.isnan(got), 0, ref), abs=1e-6)
+
+
+def test_position_groups_minimise_prefix_cost(gpt2) -> None:  # type: ignore[no-untyped-def]
+    """A group costs its longest prefix × (1 + its targets); the chosen contiguous groups cost the
+    least of all 2^(K−1) splits (worked by hand for prefixes 7..14: 14 × 9 = 126 as one group, 120
+    at best, e.g. 10 × 5 + 14 × 5); one group for a non-generation target."""
+    p = prepare(gpt2, "the nurse said that", {"mode": "generate", "max_new_tokens": 8})[0]
+
+    def cost(groups: list[list[int]], pos: list[int]) -> int:
+        return sum(max(pos[k] for k in g) * (1 + len(g)) for g in groups)
+
+    for pos in ([7, 8, 9, 10, 11, 12, 13, 14], [3, 4, 30, 31, 32, 60], [16, 17, 18, 19, 20, 21, 22, 23]):
+        q = replace(p, target_positions=pos)
+        got = position_groups(q, range(len(pos)))
+        assert sorted(k for g in got for k in g) == list(range(len(pos)))
+        splits = [[list(g) for g in np.split(np.arange(len(pos)), [i + 1 for i in range(len(pos) - 1) if m >> i & 1])]
+                  for m in range(2 ** (len(pos) - 1))]
+        assert cost(got, pos) == min(cost(g, pos) for g in splits)
+    assert cost(position_groups(replace(p, target_positions=list(range(7, 15))), range(8)), list(range(7, 15))) == 120
+    assert position_groups(prepare(gpt2, "the nurse said that")[0], [0]) == [[0]]
+    q = replace(p, target_positions=list(range(7, 15)))
+    cut = q.subset([0, 1], trim=True)
+    assert cut.length == 8 and cut.ids.tolist() == p.ids[:8].tolist() and cut.n_targets == 2
 
 
 def test_adaptive_ig_and_gap_warning(gpt2) -> None:  # type: ignore[no-untyped-def]

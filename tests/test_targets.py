@@ -128,3 +128,16 @@ def test_top_prediction_targets_share_one_forward(kind: str, request: pytest.Fix
             logits = handle.model(input_ids=p.ids[None]).logits[0, p.query_rows[0]]  # type: ignore[index]
         assert int(p.aux[1][0]) == int(logits.argmax())
         assert p.info["target_token"] == handle.tokenizer.decode([int(logits.argmax())])
+
+
+def test_generation_target_is_the_greedy_continuation(gpt2) -> None:  # type: ignore[no-untyped-def]
+    """The generated tokens are the argmax chain of full forwards (the KV-cached ``generate`` the
+    target uses must not change them), with one target per new token at its position."""
+    p = prepare(gpt2, ["the doctor said that"], {"mode": "generate", "max_new_tokens": 5})[0]
+    src = p.info["source_length"]
+    x = p.ids[None, :src]
+    with torch.no_grad():
+        while x.shape[1] < p.length:
+            x = torch.cat([x, gpt2.model(input_ids=x).logits[:, -1].argmax(-1, keepdim=True)], 1)
+    assert x[0].tolist() == p.ids.tolist()
+    assert p.target_positions == list(range(src, p.length)) and p.n_targets == p.length - src

@@ -36,7 +36,7 @@ from audit.explain.base import (
     register_explainer,
 )
 from audit.explain.errors import OptionError
-from audit.explain.targets import Prepared, embed_ids, forward_rows, row_batches
+from audit.explain.targets import Prepared, embed_ids, forward_rows, position_groups, row_batches
 from audit.metrics.faithfulness import completeness_gap
 
 if TYPE_CHECKING:
@@ -172,22 +172,26 @@ def _gradients(preps: list[Prepared], emb: list[tuple[torch.Tensor, torch.Tensor
                requests: dict[tuple[int, float], list[int]], budget: int, max_rows: int | None, bar: Any
                ) -> dict[tuple[int, int, float], np.ndarray]:
     """Gradient × (e − e0) per token at every requested (example, alpha) for its targets: one row
-    per point, so a point needed by several targets of an example is one forward."""
-    keys = list(requests)
+    per point and group of targets (:func:`position_groups`: generation targets read prefixes of
+    different lengths, so a row is cut after the longest its group reads), so a point needed by
+    several targets of an example shares its forward."""
+    keys = [(i, a, ks) for (i, a), want in requests.items() for ks in position_groups(preps[i], want)]
+    rows = [preps[i].subset(ks, trim=True) for i, _, ks in keys]
+    bar.total += len(rows)
+    bar.refresh()
 
     def make_x(j: int) -> torch.Tensor:
-        i, a = keys[j]
-        e, e0 = emb[i]
+        i, a, _ = keys[j]
+        e, e0 = (t[: rows[j].length] for t in emb[i])
         return e0 + torch.tensor(a, dtype=torch.float32).to(e.dtype) * (e - e0)
 
     out: dict[tuple[int, int, float], np.ndarray] = {}
-    rows = [preps[i].subset(requests[(i, a)]) for i, a in keys]
     for batch, g in batched_gradients(rows, make_x, budget, max_rows):
         for r, j in enumerate(batch):
-            (i, a), (e, e0) = keys[j], emb[keys[j][0]]
-            t = e.shape[0]
-            v = (g[:, r, :t] * (e - e0).float()).sum(-1).double().cpu().numpy()
-            for slot, k in enumerate(requests[(i, a)]):
+            (i, a, ks), (e, e0), n = keys[j], emb[keys[j][0]], rows[j].length
+            v = np.zeros((len(ks), e.shape[0]))
+            v[:, :n] = (g[:, r, :n] * (e[:n] - e0[:n]).float()).sum(-1).double().cpu().numpy()
+            for slot, k in enumerate(ks):
                 out[(i, k, a)] = v[slot]
         bar.update(len(batch))
     return out
@@ -245,8 +249,6 @@ def integrated_gradients(handle: ModelHandle, preps: list[Prepared], opts: dict[
             for a in quadrature(integration, q.n)[0]:
                 if float(a) not in q.evals:
                     requests.setdefault((q.i, float(a)), []).append(q.k)
-        bar.total += len(requests)
-        bar.refresh()
         for (i, k, a), v in _gradients(preps, emb, requests, budget, opts["internal_batch_size"], bar).items():
             paths[first[i] + k].evals[a] = v
         for q in todo:

@@ -35,6 +35,7 @@ import torch
 
 from audit.explain.arch import is_causal
 from audit.explain.errors import ExplainError, TargetError
+from audit.generation import GenerationSettings, generate_ids
 from audit.registry import DuplicateNameError
 from audit.scoring import (
     POOLINGS,
@@ -119,17 +120,45 @@ class Prepared:
     def attn(self) -> torch.Tensor:
         return torch.ones_like(self.ids)
 
-    def subset(self, ks: Sequence[int]) -> Prepared:
+    def subset(self, ks: Sequence[int], trim: bool = False) -> Prepared:
         """The same input explaining only targets ``ks``: a generation target keeps those columns of
-        its (1, K) aux tensors; every other target has K = 1 and ``ks`` must be ``[0]``."""
+        its (1, K) aux tensors; every other target has K = 1 and ``ks`` must be ``[0]``. ``trim``
+        (generation): the row also ends before the last of those targets' tokens, the last one any of
+        them reads (a causal model's outputs there do not depend on what follows)."""
         ks = list(ks)
-        if ks == list(range(self.n_targets)):
-            return self
-        if self.target_positions is None or not all(0 <= k < self.n_targets for k in ks):
+        if ks != list(range(self.n_targets)) and (
+                self.target_positions is None or not all(0 <= k < self.n_targets for k in ks)):
             raise ValueError(f"targets {ks} not among the {self.n_targets} of example {self.index}")
-        return replace(self, aux=tuple(a[:, ks] for a in self.aux), target_names=[self.target_names[k] for k in ks],
-                       target_positions=[self.target_positions[k] for k in ks],
-                       query_rows=[self.query_rows[k] for k in ks] if self.query_rows else None)
+        sub = self if ks == list(range(self.n_targets)) else replace(
+            self, aux=tuple(a[:, ks] for a in self.aux), target_names=[self.target_names[k] for k in ks],
+            target_positions=[self.target_positions[k] for k in ks],  # type: ignore[index]
+            query_rows=[self.query_rows[k] for k in ks] if self.query_rows else None)
+        if not trim or sub.target_positions is None or (n := max(sub.target_positions)) >= sub.length:
+            return sub
+        return replace(sub, ids=sub.ids[:n], baseline_ids=sub.baseline_ids[:n], attributable=sub.attributable[:n],
+                       tokens=sub.tokens[:n])
+
+
+def position_groups(p: Prepared, ks: Sequence[int]) -> list[list[int]]:
+    """Targets ``ks`` of ``p`` in groups whose rows can be cut short (:meth:`Prepared.subset` with
+    ``trim``): a generation target k reads only the tokens before ``target_positions[k]``, so a
+    group costs about its longest prefix × (1 forward + one backward per target). Contiguous
+    groups by position, chosen by dynamic programming to minimise that sum; one group for every
+    other target."""
+    if p.target_positions is None or len(ks) < 2:
+        return [list(ks)]
+    order = sorted(ks, key=lambda k: p.target_positions[k])  # type: ignore[index]
+    need = [p.target_positions[k] for k in order]  # type: ignore[index]
+    best, cut = [0.0], [0]  # best[j]: cost of the first j targets; cut[j]: where its last group starts
+    for j in range(1, len(order) + 1):
+        c, i = min((best[i] + need[j - 1] * (1 + j - i), i) for i in range(j))
+        best.append(c)
+        cut.append(i)
+    groups, j = [], len(order)
+    while j:
+        groups.append(order[cut[j]:j])
+        j = cut[j]
+    return groups[::-1]
 
 
 def collate(
@@ -548,19 +577,11 @@ class Generation(Target):
             raise TargetError(f"target attribute_generated must be true or false, got {self.attribute_generated!r}")
 
     def _greedy(self, ids: list[int]) -> list[int]:
+        """The greedy continuation of ``ids`` through :func:`audit.generation.generate_ids` (the
+        model's own ``generate``, KV cache included), up to and including the first EOS."""
+        (new,), _ = generate_ids(self.handle, [ids], GenerationSettings(max_new_tokens=self.n_new, batch_size=1))
         eos = self.handle.tokenizer.eos_token_id
-        x = torch.tensor([ids], device=self.handle.device)
-        out: list[int] = []
-        assert self.head is not None  # a causal LM always has its unembedding
-        with torch.no_grad():
-            for _ in range(self.n_new):
-                h = self.base(input_ids=x).last_hidden_state[0, -1]
-                nxt = int(self.head(h[None])[0].argmax())
-                out.append(nxt)
-                if nxt == eos:
-                    break
-                x = torch.cat([x, torch.tensor([[nxt]], device=self.handle.device)], 1)
-        return out
+        return new[: new.index(eos) + 1] if eos in new else new
 
     def example(self, i: int, text: str, pair: str | None) -> Prepared:
         tok, n_new = self.handle.tokenizer, self.n_new
