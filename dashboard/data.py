@@ -158,17 +158,6 @@ def _top_finding(view: RunView) -> str:
     return str(first.get("text") or "")
 
 
-def probe_notices(p: ProbeData) -> list[str]:
-    """The probe's warnings and its metrics' warnings, each once: a metric warning that a probe
-    warning already states (``"metric: n < 30 …"``) is not repeated."""
-    out = list(dict.fromkeys(w.strip() for w in p.warnings if w and w.strip()))
-    for name, m in p.metrics.items():
-        w = (m.warning or "").strip()
-        if w and not any(w in x for x in out):
-            out.append(f"{name}: {w}")
-    return out
-
-
 def runs_table(infos: list[RunInfo]) -> pd.DataFrame:
     """The Runs page table (plain values only; strings are shown as text by the data grid)."""
     rows = []

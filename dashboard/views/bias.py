@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from audit.views import probe_warnings
 from dashboard.data import (
     ProbeData,
     RunsRoot,
@@ -13,7 +14,6 @@ from dashboard.data import (
     filter_items,
     item_table,
     metrics_frame,
-    probe_notices,
 )
 from dashboard.render import (
     breakdown_chart,
@@ -99,7 +99,7 @@ def show_probe(rr: RunsRoot, run_id: str, name: str) -> None:
         return
     if p.message:
         st.warning(md_escape(p.message))
-    notes = probe_notices(p)
+    notes = probe_warnings(p.warnings, [{"name": k, "warning": m.warning} for k, m in p.metrics.items()])
     if notes:  # one compact notice per probe, not one banner per warning and again per metric
         st.warning(f"**{len(notes)} caveat(s) for {md_escape(name)}** (small samples make intervals rough): "
                    + " · ".join(md_escape(w) for w in notes))

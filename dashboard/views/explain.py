@@ -10,22 +10,20 @@ import pandas as pd
 import streamlit as st
 
 from audit.metrics.info import METRICS
+from audit.results import MetricValue
+from audit.views import direction_text
 from dashboard.data import ExplainData, example_texts
 from dashboard.explain_view import show_method
 from dashboard.render import curve_chart, fmt, fmt_interval, md_escape
 from dashboard.state import explanation, page_run
 
 
-def direction(metric: str) -> str:
-    """'higher' / 'lower' / 'closer to X' from the metric's own declaration (audit.metrics.info)."""
-    info = METRICS.get(metric.split(":")[0])
-    if info is None:
-        return ""
-    if info.higher_is_better is True:
-        return "higher is better"
-    if info.higher_is_better is False:
-        return "lower is better"
-    return f"closer to {fmt(info.ideal)} is better" if info.ideal is not None else ""
+def direction(metric: str, stored: MetricValue | None = None) -> str:
+    """'higher' / 'lower' / 'closer to X' from the metric's own declaration (audit.metrics.info),
+    else from the ``stored`` value's; "" when neither says."""
+    info = METRICS.get(metric.split(":")[0]) or stored
+    text = direction_text(info.ideal, info.higher_is_better) if info is not None else ""
+    return "" if text == direction_text(None, None) else text
 
 
 def show_method_metrics(ed: ExplainData, example: int, method: str) -> None:
@@ -54,8 +52,7 @@ def show_method_metrics(ed: ExplainData, example: int, method: str) -> None:
         st.markdown("**All examples** (mean and 95% CI)")
         table = pd.DataFrame([{
             "metric": name, "value": fmt(m.value, m.unit), "95% CI": fmt_interval(m.ci_low, m.ci_high),
-            "n": m.n, "better": direction(name) or ("higher is better" if m.higher_is_better else
-                                                    "lower is better" if m.higher_is_better is False else ""),
+            "n": m.n, "better": direction(name, m),
             "warning": m.warning,
         } for name, m in agg.items()])
         st.dataframe(table.loc[:, (table != "").any()], hide_index=True, width="stretch",
