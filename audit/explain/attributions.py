@@ -183,11 +183,7 @@ class Attributions:
         if not parts:
             return pd.DataFrame({c: pd.Series(dtype=object) for c in FRAME_COLUMNS})
         df = pd.concat(parts, ignore_index=True)[FRAME_COLUMNS]
-        for c in _INT_COLUMNS:
-            df[c] = df[c].astype("Int64")
-        df["example"] = df["example"].astype("int64")
-        df["score"] = df["score"].astype("float64")
-        return df
+        return df.astype({**dict.fromkeys(_INT_COLUMNS, "Int64"), "example": "int64", "score": "float64"})
 
     # -- persistence --------------------------------------------------------------------------
     def _meta(self) -> dict[str, Any]:

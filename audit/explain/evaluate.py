@@ -171,14 +171,8 @@ def evaluate(
 
     if "attention_entropy" in want:
         rows += _entropy_rows(handle, preps, by_method.get("attention"), progress)
-    df = pd.DataFrame(rows, columns=COLUMNS)
-    for c in ("example",):
-        df[c] = df[c].astype("int64")
-    for c in ("target_index", "layer", "head"):
-        df[c] = df[c].astype("Int64")
-    df["k"] = df["k"].astype("float64")
-    df["value"] = df["value"].astype("float64")
-    return df
+    return pd.DataFrame(rows, columns=COLUMNS).astype({"example": "int64", "target_index": "Int64", "layer": "Int64",
+                                                       "head": "Int64", "k": "float64", "value": "float64"})
 
 
 def _perturbation_rows(p: Prepared, k: int, vis: np.ndarray, scores: dict[str, np.ndarray], abl: Any,
