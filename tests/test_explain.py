@@ -255,7 +255,11 @@ def test_every_method_on_every_kind(request: pytest.FixtureRequest, fixture: str
             assert e.scores.shape == (2, 4) and np.all(e.scores >= 0) and e.scores.sum() > 0
         else:
             assert e.token_scores.shape == (k, len(e.tokens))
-            assert np.isfinite(e.token_scores[0][: (e.target_positions or [len(e.tokens)])[0]]).all()
+            first = e.token_scores[0][: (e.target_positions or [len(e.tokens)])[0]]
+            if method == "rollout":  # special tokens are NaN, the words' shares sum to 1
+                assert np.isfinite(first).any() and np.nansum(first) == pytest.approx(1.0)
+            else:
+                assert np.isfinite(first).all()
         frame = a.to_frame()
         assert {"example", "text", "method", "target", "token_index", "token", "score", "layer", "head",
                 "source_index", "target_index"} <= set(frame.columns)
@@ -277,7 +281,11 @@ def test_attention_keeps_only_requested_layers_and_heads(bert_mlm) -> None:  # t
     ro = explain(bert_mlm, MLM_TEXT, "rollout")[0]
     assert ro.scores == pytest.approx(attention_rollout(full), abs=1e-6)
     mask_pos = ro.info["mask_position"]
-    assert ro.token_scores[0] == pytest.approx(ro.scores[mask_pos])
+    # its token scores: the [MASK] row over the words, renormalised; the special tokens apart, with their share
+    row, special = ro.scores[mask_pos], np.isnan(ro.token_scores[0])
+    assert [ro.tokens[i] for i in np.flatnonzero(special)] == ["[CLS]", "[MASK]", "[SEP]"]
+    assert ro.info["special_token_share"][0] == pytest.approx(row[special].sum())
+    assert ro.token_scores[0][~special] == pytest.approx(row[~special] / row[~special].sum())
 
 
 def test_occlusion_equals_captum_feature_ablation(bert_classifier) -> None:  # type: ignore[no-untyped-def]

@@ -117,6 +117,19 @@ def rows_for(p: Prepared, matrix: np.ndarray) -> np.ndarray:
     return out
 
 
+def share_of_attributable(p: Prepared, rows: np.ndarray) -> tuple[np.ndarray, list[float]]:
+    """Rollout rows (K, T) that sum to 1, renormalised over the positions that may be
+    attributed: special tokens (a causal LM's BOS/prefix token, [CLS], [SEP], the target's [MASK]) are NaN, and their
+    share of each row is returned apart. Rollout puts almost all of a causal LM's mass on
+    its first token (the attention sink, Xiao et al. 2024, "Efficient Streaming Language Models with
+    Attention Sinks"), which leaves nothing to read on the words; the share says how much that was."""
+    keep = p.attributable.cpu().numpy()
+    kept = rows[:, keep].sum(1)
+    out = np.full_like(rows, np.nan)
+    out[:, keep] = rows[:, keep] / np.where(kept > 0, kept, 1.0)[:, None]
+    return out, [float(x) for x in 1.0 - kept]
+
+
 # --------------------------------------------------------------------------------------------
 # explainers
 # --------------------------------------------------------------------------------------------
@@ -186,7 +199,8 @@ def rollout(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], pr
     outs = []
     for p, a in zip(preps, _layer_means(handle, preps, opts, "rollout", progress), strict=True):
         r = attention_rollout(a, residual=bool(opts["residual"]))
-        outs.append({"scores": r, "token_scores": rows_for(p, r)})
+        tokens, special = share_of_attributable(p, rows_for(p, r))
+        outs.append({"scores": r, "token_scores": tokens, "info": {"special_token_share": special}})
     return outs
 
 
