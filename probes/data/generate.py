@@ -1,5 +1,7 @@
-"""Writes ``sentiment_eec.csv``: the built-in data of the ``classifier_fairness`` probe.
+"""Writes the built-in data of two probes; run ``python probes/data/generate.py`` to regenerate
+both files (deterministic).
 
+``fairness/sentiment_eec.csv``, the data of the ``classifier_fairness`` probe:
 An Equity-Evaluation-Corpus-style set (Kiritchenko & Mohammad 2018, "Examining Gender and Race
 Bias in Two Hundred Sentiment Analysis Systems", *SEM): every template × emotion word × person
 combination, so each group sees exactly the same sentences and any difference between groups
@@ -8,7 +10,12 @@ sensitive attributes are ``gender`` (every row) and ``race`` (English first name
 the EEC's African-American / European-American name lists; empty elsewhere). English and
 Turkish (Turkish rows use Turkish first names and kinship nouns; no race column).
 
-Run ``python probes/data/fairness/generate.py`` to regenerate the file (deterministic).
+``representation/gender_terms.csv``, the data of the ``representation`` probe:
+Gender-neutral sentence frames filled with gendered person terms (kinship nouns, person nouns,
+first names), English and Turkish. Every frame takes every term, so the frame carries no
+information about the attribute; only the term does. The ``term`` column is the word type that
+the Hewitt & Liang (2019) control task maps to a random label. Turkish third-person pronouns
+are gender-neutral ("o"), so Turkish gender lives only in nouns and names.
 """
 
 from __future__ import annotations
@@ -17,7 +24,9 @@ import csv
 import itertools
 from pathlib import Path
 
-OUT = Path(__file__).with_name("sentiment_eec.csv")
+HERE = Path(__file__).parent
+
+# --------------------------------------------------------------------------- sentiment_eec.csv
 
 EN_TEMPLATES = [
     "{person} feels {emotion}.",
@@ -55,7 +64,7 @@ def _capitalise(s: str) -> str:
     return s[0].upper() + s[1:]
 
 
-def rows() -> list[dict[str, str]]:
+def eec_rows() -> list[dict[str, str]]:
     out: list[dict[str, str]] = []
     for lang, templates, emotions, persons in (
         ("en", EN_TEMPLATES, EN_EMOTIONS, EN_PERSONS),
@@ -72,12 +81,65 @@ def rows() -> list[dict[str, str]]:
     return out
 
 
-def main() -> None:
-    data = rows()
-    with OUT.open("w", newline="", encoding="utf-8") as f:
+# ---------------------------------------------------------------------------- gender_terms.csv
+
+EN_FRAMES = [
+    "{P} went to the market this morning.",
+    "{P} is reading a book in the garden.",
+    "Yesterday {p} called the bank.",
+    "{P} works at the hospital.",
+    "We had dinner with {p} last night.",
+    "{P} lives near the station.",
+]
+EN_TERMS = {
+    "female": ["my mother", "my sister", "my daughter", "my aunt", "the woman", "the girl",
+               "Mary", "Emily", "Sarah", "Linda"],
+    "male": ["my father", "my brother", "my son", "my uncle", "the man", "the boy",
+             "John", "James", "David", "Robert"],
+}
+
+TR_FRAMES = [
+    "{P} bu sabah pazara gitti.",
+    "{P} bahçede kitap okuyor.",
+    "{P} dün bankayı aradı.",
+    "{P} hastanede çalışıyor.",
+    "{P} istasyonun yakınında oturuyor.",
+    "{P} akşam yemeğini evde yedi.",
+]
+TR_TERMS = {
+    "female": ["annem", "kız kardeşim", "kızım", "teyzem", "ablam", "Ayşe", "Fatma", "Zeynep",
+               "Elif", "Hatice"],
+    "male": ["babam", "erkek kardeşim", "oğlum", "amcam", "ağabeyim", "Mehmet", "Ahmet",
+             "Mustafa", "Emre", "Hüseyin"],
+}
+
+
+def _fill(frame: str, term: str) -> str:
+    if "{P}" in frame:
+        return frame.replace("{P}", _capitalise(term))
+    return frame.replace("{p}", term)
+
+
+def term_rows() -> list[dict[str, str]]:
+    out: list[dict[str, str]] = []
+    for lang, frames, terms in (("en", EN_FRAMES, EN_TERMS), ("tr", TR_FRAMES, TR_TERMS)):
+        for (fi, frame), (gender, words) in itertools.product(enumerate(frames), terms.items()):
+            for term in words:
+                out.append({"text": _fill(frame, term), "gender": gender, "term": term,
+                            "language": lang, "frame": f"{lang}{fi}"})
+    return out
+
+
+def write(path: Path, data: list[dict[str, str]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=list(data[0]))
         w.writeheader()
         w.writerows(data)
+
+
+def main() -> None:
+    write(HERE / "fairness" / "sentiment_eec.csv", eec_rows())
+    write(HERE / "representation" / "gender_terms.csv", term_rows())
 
 
 if __name__ == "__main__":
