@@ -76,47 +76,27 @@ REF_FAIRLEARN = "fairlearn MetricFrame (Weerts et al. 2023)"
 REF_HARDT = "Hardt et al. 2016"
 REF_BORKAN = "Borkan et al. 2019"
 
-METRICS = {
-    "accuracy": MetricInfo(
-        "accuracy", "share of rows whose positive/negative decision is correct (all groups)", ideal=1.0,
-        higher_is_better=True, range=(0, 1),
-    ),
-    "auc": MetricInfo(
-        "auc", "ROC AUC of the positive-class score (all groups)", ideal=1.0, higher_is_better=True, range=(0, 1),
-    ),
-    "demographic_parity_difference": MetricInfo(
-        "demographic_parity_difference", "largest − smallest group selection rate P(ŷ=1 | group)", ideal=0.0,
-        higher_is_better=False, range=(0, 1), reference=REF_FAIRLEARN,
-    ),
-    "demographic_parity_ratio": MetricInfo(
-        "demographic_parity_ratio", "smallest / largest group selection rate", ideal=1.0, higher_is_better=True,
-        range=(0, 1), reference=REF_FAIRLEARN,
-    ),
-    "equalized_odds_difference": MetricInfo(
-        "equalized_odds_difference", "larger of the between-group TPR and FPR differences", ideal=0.0,
-        higher_is_better=False, range=(0, 1), reference=REF_HARDT,
-    ),
-    "equalized_odds_ratio": MetricInfo(
-        "equalized_odds_ratio", "smaller of the between-group TPR and FPR ratios", ideal=1.0,
-        higher_is_better=True, range=(0, 1), reference=REF_HARDT,
-    ),
-    "accuracy_difference": MetricInfo(
-        "accuracy_difference", "largest − smallest group accuracy", ideal=0.0, higher_is_better=False,
-        range=(0, 1), reference=REF_FAIRLEARN,
-    ),
-    "min_subgroup_auc": MetricInfo(
-        "min_subgroup_auc", "worst group's AUC on its own rows", ideal=1.0, higher_is_better=True,
-        range=(0, 1), reference=REF_BORKAN,
-    ),
-    "min_bpsn_auc": MetricInfo(
-        "min_bpsn_auc", "worst group's BPSN AUC (group negatives vs background positives; low: false-positive bias)",
-        ideal=1.0, higher_is_better=True, range=(0, 1), reference=REF_BORKAN,
-    ),
-    "min_bnsp_auc": MetricInfo(
-        "min_bnsp_auc", "worst group's BNSP AUC (group positives vs background negatives; low: false-negative bias)",
-        ideal=1.0, higher_is_better=True, range=(0, 1), reference=REF_BORKAN,
-    ),
-}
+
+def _unit_metric(name: str, description: str, ideal: float, reference: str = "") -> MetricInfo:
+    """A metric on [0, 1] whose best value is ``ideal`` (1.0: higher is better, 0.0: lower)."""
+    return MetricInfo(name, description, ideal=ideal, higher_is_better=ideal == 1.0, range=(0, 1), reference=reference)
+
+
+METRICS = {m.name: m for m in (
+    _unit_metric("accuracy", "share of rows whose positive/negative decision is correct (all groups)", 1.0),
+    _unit_metric("auc", "ROC AUC of the positive-class score (all groups)", 1.0),
+    _unit_metric("demographic_parity_difference", "largest − smallest group selection rate P(ŷ=1 | group)", 0.0,
+                 REF_FAIRLEARN),
+    _unit_metric("demographic_parity_ratio", "smallest / largest group selection rate", 1.0, REF_FAIRLEARN),
+    _unit_metric("equalized_odds_difference", "larger of the between-group TPR and FPR differences", 0.0, REF_HARDT),
+    _unit_metric("equalized_odds_ratio", "smaller of the between-group TPR and FPR ratios", 1.0, REF_HARDT),
+    _unit_metric("accuracy_difference", "largest − smallest group accuracy", 0.0, REF_FAIRLEARN),
+    _unit_metric("min_subgroup_auc", "worst group's AUC on its own rows", 1.0, REF_BORKAN),
+    _unit_metric("min_bpsn_auc", "worst group's BPSN AUC (group negatives vs background positives; low: "
+                 "false-positive bias)", 1.0, REF_BORKAN),
+    _unit_metric("min_bnsp_auc", "worst group's BNSP AUC (group positives vs background negatives; low: "
+                 "false-negative bias)", 1.0, REF_BORKAN),
+)}
 
 GROUP_METRICS = {
     "accuracy": "share of correct decisions in the group",
