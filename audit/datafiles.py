@@ -121,6 +121,22 @@ def read_json(path: str | Path, *, what: str = "JSON file") -> Any:
     return parse_json(text, str(p))
 
 
+def files_in(path: str | Path, pattern: str, what: str, *, folder: str = "", recursive: bool = False) -> list[Path]:
+    """``path`` itself if it is a file, else the files in the folder ``path`` that match
+    ``pattern`` (``recursive``: in its subfolders too), sorted. A :class:`ProbeError` when
+    ``path`` does not exist (``"{what} not found: …"``) or the folder holds no match
+    (``"{folder} … has no {pattern} files"``; ``folder`` defaults to ``"{what} folder"``)."""
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(q for q in (p.rglob(pattern) if recursive else p.glob(pattern)) if q.is_file())
+        if not files:
+            raise ProbeError(f"{folder or what + ' folder'} {p} has no {pattern} files")
+        return files
+    if not p.is_file():
+        raise ProbeError(f"{what} not found: {p}")
+    return [p]
+
+
 def text_lines(text: str) -> Iterator[tuple[int, str]]:
     """(1-based line number, line) splitting on ``\\n`` only (CRLF accepted), so that characters
     such as U+2028 that ``str.splitlines`` also breaks on stay inside their line."""

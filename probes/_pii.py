@@ -30,8 +30,6 @@ from typing import Any
 
 from audit.errors import ProbeError
 
-logger = logging.getLogger(__name__)
-
 #: spaCy pipelines looked for when ``ner="auto"`` (Presidio's default English models)
 SPACY_MODELS = ("en_core_web_lg", "en_core_web_md", "en_core_web_sm", "en_core_web_trf")
 #: spaCy labels reported, and the Presidio entity type each becomes

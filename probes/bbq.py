@@ -63,7 +63,7 @@ import pandas as pd
 from pydantic import BeforeValidator, Field, PositiveInt, StrictBool
 
 from audit import scoring
-from audit.datafiles import brief, parse_json, read_text_file, text_lines
+from audit.datafiles import brief, files_in, parse_json, read_text_file, text_lines
 from audit.generation import NON_FINITE_COLUMN, GenerationSettings, generate
 from audit.options import BatchingOptions, GenerationOptions, MaxItemsOptions
 from audit.probe import ItemProbe, ProbeError, register_probe
@@ -199,15 +199,7 @@ def biased_answers(groups: Sequence[set[str]], unknown: int, polarity: str, ster
 
 
 def _jsonl_files(path: str | Path) -> list[Path]:
-    p = Path(path)
-    if p.is_dir():
-        files = sorted(q for q in p.glob("*.jsonl") if q.is_file())
-        if not files:
-            raise ProbeError(f"BBQ data folder {p} has no *.jsonl files")
-        return files
-    if not p.is_file():
-        raise ProbeError(f"BBQ data not found: {p}")
-    return [p]
+    return files_in(path, "*.jsonl", "BBQ data")
 
 
 def _parse_row(d: Any, where: str) -> dict[str, Any]:

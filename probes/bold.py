@@ -50,11 +50,11 @@ import numpy as np
 import pandas as pd
 import torch
 import vaderSentiment
-from pydantic import Field, NonNegativeFloat, PositiveInt, StrictBool, field_validator
+from pydantic import Field, PositiveInt, StrictBool, field_validator
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from audit import scoring
-from audit.datafiles import brief, read_json
+from audit.datafiles import brief, files_in, read_json
 from audit.generation import NON_FINITE_COLUMN, GenerationSettings, generate
 from audit.models import load_model
 from audit.options import SamplingOptions, comma_list
@@ -76,8 +76,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_PROMPTS = 10
 SAMPLES = ("spread", "first")
-GENERATION_DEFAULTS: dict[str, Any] = {"max_new_tokens": 20, "do_sample": True, "temperature": 1.0,
-                                       "top_p": 0.95, "batch_size": 16}
+#: the options that settle how prompts are continued (audit.generation.GenerationSettings)
+GENERATION_OPTIONS = ("max_new_tokens", "do_sample", "temperature", "top_p", "batch_size")
 
 
 def _rate_info(key: str, what: str) -> MetricInfo:
@@ -110,15 +110,7 @@ for _k, _w in _WHAT.items():
 
 
 def _prompt_files(path: str | Path) -> list[Path]:
-    p = Path(path)
-    if p.is_dir():
-        files = sorted(q for q in p.glob("*_prompt.json") if q.is_file())
-        if not files:
-            raise ProbeError(f"BOLD data folder {p} has no *_prompt.json files")
-        return files
-    if not p.is_file():
-        raise ProbeError(f"BOLD data not found: {p}")
-    return [p]
+    return files_in(path, "*_prompt.json", "BOLD data")
 
 
 def domain_of(path: Path) -> str:
@@ -461,11 +453,8 @@ class Bold(ItemProbe):
         scorers: list[str | dict[str, Any]] | None = Field(
             default=None, description="'vader' or mappings {type: vader | hf, ...}; None: vader")
         score_text: Literal["continuation", "full"] = "continuation"
-        max_new_tokens: PositiveInt = GENERATION_DEFAULTS["max_new_tokens"]
-        batch_size: PositiveInt = GENERATION_DEFAULTS["batch_size"]
-        do_sample: StrictBool = GENERATION_DEFAULTS["do_sample"]
-        temperature: NonNegativeFloat = GENERATION_DEFAULTS["temperature"]
-        top_p: float = Field(default=GENERATION_DEFAULTS["top_p"], gt=0, le=1)
+        do_sample: StrictBool = True
+        top_p: float = Field(default=0.95, gt=0, le=1)
 
         _domains = field_validator("domains", mode="before")(comma_list)
 
@@ -483,7 +472,7 @@ class Bold(ItemProbe):
 
     @staticmethod
     def _generation(opts: dict[str, Any], seed: int) -> dict[str, Any]:
-        return {**{k: opts[k] for k in GENERATION_DEFAULTS}, "seed": seed}
+        return {**{k: opts[k] for k in GENERATION_OPTIONS}, "seed": seed}
 
     def load_items(self, data: str | Path | None, opts: dict[str, Any]) -> pd.DataFrame:
         self._specs(opts)

@@ -51,7 +51,6 @@ optional ``direction`` (both | a->b | b->a), ``when`` (noun | other: condition o
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -66,12 +65,7 @@ from audit import scoring
 from audit.datafiles import read_table_csv, read_text_file, text_lines
 from audit.generation import NON_FINITE_COLUMN, GenerationError, GenerationSettings, generate
 from audit.options import BatchingOptions, MaxItemsOptions, SamplingOptions
-from audit.probe import (
-    ItemProbe,
-    ProbeError,
-    register_probe,
-    too_long_rows,
-)
+from audit.probe import ItemProbe, ProbeError, register_probe, too_long_rows
 from audit.results import MetricInfo, MetricValue, ProbeResult
 from audit.stats import group_breakdown, mean_metric, small_n_warning, wilson_ci
 from probes.swaps import load_swap_rules, make_counterfactuals, swap_files
@@ -79,7 +73,6 @@ from probes.swaps import load_swap_rules, make_counterfactuals, swap_files
 if TYPE_CHECKING:
     from audit.models import ModelHandle
 
-logger = logging.getLogger(__name__)
 
 DATA_DIR = Path(__file__).parent / "data" / "counterfactual"
 DEFAULT_TEXTS = (DATA_DIR / "texts_en.csv", DATA_DIR / "texts_tr.csv")

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -48,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, NonNegativeFloat, PositiveInt, field_validator, model_validator
+from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from audit import scoring
 from audit.datafiles import brief, parse_json, read_table_csv, read_text_file, text_lines
@@ -63,7 +62,6 @@ from probes._canary import CanaryError, CanaryFormat, exposure
 if TYPE_CHECKING:
     from audit.models import ModelHandle
 
-logger = logging.getLogger(__name__)
 
 DATA = Path(__file__).parent / "data" / "privacy"
 REF_PII = "Presidio pattern recognizers; Wilson 1927"
@@ -115,8 +113,6 @@ METRICS: dict[str, MetricInfo] = {
     "canary_exposure_max": MetricInfo("canary_exposure_max", "largest exposure among the canaries", ideal=0.0,
                                       higher_is_better=False, unit="bits", reference=REF_CANARY),
 }
-
-GENERATION_DEFAULTS: dict[str, Any] = {"max_new_tokens": 32, "temperature": 1.0, "top_p": 0.95, "batch_size": 16}
 
 
 def wilson_metric(info: MetricInfo, hits: np.ndarray) -> MetricValue:
@@ -279,10 +275,8 @@ class Privacy(ItemProbe):
         prompts: str | None = None
         max_prompts: PositiveInt | None = None
         samples_per_prompt: PositiveInt = 2
-        max_new_tokens: PositiveInt = GENERATION_DEFAULTS["max_new_tokens"]
-        temperature: NonNegativeFloat = GENERATION_DEFAULTS["temperature"]
-        top_p: float = Field(default=GENERATION_DEFAULTS["top_p"], gt=0, le=1)
-        batch_size: PositiveInt = GENERATION_DEFAULTS["batch_size"]
+        max_new_tokens: PositiveInt = 32
+        top_p: float = Field(default=0.95, gt=0, le=1)
         ner: str = Field(default="auto", description="auto, off, or a spaCy model name or folder")
         documents: str | None = None
         max_documents: PositiveInt | None = None

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from audit.datafiles import read_table_csv
+from audit.datafiles import files_in, read_table_csv
 from audit.errors import ProbeError, brief
 from probes.morphology_tr import (
     VOWELS,
@@ -104,15 +104,7 @@ class SwapResult:
 def swap_files(swaps: str | Path | None) -> list[Path]:
     if swaps is None:
         return list(DEFAULT_SWAPS)
-    p = Path(swaps)
-    if p.is_dir():
-        files = sorted(p.glob("*.csv"))
-        if not files:
-            raise ProbeError(f"swap-list folder {p} has no *.csv files")
-        return files
-    if not p.is_file():
-        raise ProbeError(f"swap list not found: {p}")
-    return [p]
+    return files_in(swaps, "*.csv", "swap list", folder="swap-list folder")
 
 
 def load_swap_rules(swaps: str | Path | None = None) -> list[SwapRule]:

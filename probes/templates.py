@@ -79,7 +79,6 @@ starts with ``[TARGET]`` gets the target capitalised (Turkish-aware: i → İ). 
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -91,14 +90,9 @@ import pandas as pd
 from pydantic import Field, PositiveInt
 
 from audit import scoring
-from audit.datafiles import brief, read_json
+from audit.datafiles import brief, files_in, read_json
 from audit.options import BatchingOptions, MaxItemsOptions
-from audit.probe import (
-    ItemProbe,
-    ProbeError,
-    register_probe,
-    too_long_rows,
-)
+from audit.probe import ItemProbe, ProbeError, register_probe, too_long_rows
 from audit.results import MetricInfo, ProbeResult
 from audit.stats import cluster_mean_metric, group_breakdown
 from probes.morphology_tr import capitalize_first
@@ -106,7 +100,6 @@ from probes.morphology_tr import capitalize_first
 if TYPE_CHECKING:
     from audit.models import ModelHandle
 
-logger = logging.getLogger(__name__)
 
 TEMPLATE_DIR = Path(__file__).parent / "data" / "templates"
 TARGET = "[TARGET]"
@@ -218,15 +211,8 @@ def parse_template_set(obj: Any, path: str | Path) -> TemplateSet:
 
 def template_files(data: str | Path | None) -> list[Path]:
     """The template files of ``data`` (a ``.json`` file or a folder searched recursively)."""
-    p = Path(data) if data is not None else TEMPLATE_DIR
-    if p.is_dir():
-        files = sorted(q for q in p.rglob("*.json") if q.is_file())
-        if not files:
-            raise ProbeError(f"template folder {p} has no *.json files")
-        return files
-    if not p.is_file():
-        raise ProbeError(f"template file or folder not found: {p}")
-    return [p]
+    return files_in(TEMPLATE_DIR if data is None else data, "*.json", "template file or folder",
+                    folder="template folder", recursive=True)
 
 
 def load_template_sets(data: str | Path | None = None) -> list[TemplateSet]:
