@@ -38,12 +38,12 @@ class ReportError(ValueError):
     """The path is not a run directory, or a requested format cannot be produced."""
 
 
-def _probe_entry(rd: RunView, name: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """(complete probe entry, None) or (None, missing entry)."""
+def _probe_entry(rd: RunView, name: str) -> dict[str, Any]:
+    """The probe's entry, or its missing entry (``status`` other than complete, and a reason)."""
     rec = rd.probe(name)
     if not rec.complete:
-        return None, {"name": name, "probe": rec.probe, "status": rec.status,
-                      "reason": _clip(rec.reason or f"status {rec.status}", 2000)}
+        return {"name": name, "probe": rec.probe, "status": rec.status,
+                "reason": _clip(rec.reason or f"status {rec.status}", 2000)}
     summary = rec.summary
     metrics = [metric_entry(k, v.to_dict()) for k, v in rec.metrics.items()]
     bd, bnote = rec.breakdown()
@@ -65,7 +65,7 @@ def _probe_entry(rd: RunView, name: str) -> tuple[dict[str, Any] | None, dict[st
         "breakdown_note": bnote,
         "top_items": top_items(items, rec.item_effect, rec.item_text, inote or ""),
         "warnings": probe_warnings([*rec.warnings, *rec.problems], metrics),
-    }, None
+    }
 
 
 # -- explainers --------------------------------------------------------------------------------
@@ -143,11 +143,12 @@ def _views(rows: pd.DataFrame) -> list[tuple[str, dict[str, Any]]]:
     return [(str(t), _token_row(g)) for t, g in rows.groupby(targets, sort=False)]
 
 
-def _explainer_entry(rd: RunView, name: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+def _explainer_entry(rd: RunView, name: str) -> dict[str, Any]:
+    """The explain step's entry, or its missing entry (named ``explain/<name>``)."""
     rec = rd.explain(name)
     if not rec.complete:
-        return None, {"name": name, "probe": "explain", "status": rec.status,
-                      "reason": _clip(rec.reason or "no complete results were written", 2000)}
+        return {"name": f"explain/{name}", "probe": "explain", "status": rec.status,
+                "reason": _clip(rec.reason or "no complete results were written", 2000)}
     summary = rec.summary
     attr, aerr = rec.table("attributions.parquet")
     mets, merr = rec.table("metrics.parquet")
@@ -201,7 +202,7 @@ def _explainer_entry(rd: RunView, name: str) -> tuple[dict[str, Any] | None, dic
         "method_metrics": method_metrics,
         "examples": examples,
         "warnings": warnings,
-    }, None
+    }
 
 
 # -- identity, limitations, reproducibility ----------------------------------------------------
@@ -324,22 +325,11 @@ def collect_report(run_dir: RunView | RunDir | str | Path, verdict_file: str | P
             raise ReportError(f"{rd.path} is not a run directory (no manifest.json)")
         raise ReportError(f"{rd.path}: {man.problem}")
     manifest, status = man.raw, man.status
-    probes, missing = [], []
-    for n in rd.probe_names(configured=True):
-        entry, miss = _probe_entry(rd, n)
-        if entry is not None:
-            probes.append(entry)
-        if miss is not None:
-            missing.append(miss)
-
-    explainers = []
-    for n in rd.explain_names():
-        entry, miss = _explainer_entry(rd, n)
-        if entry is not None:
-            explainers.append(entry)
-        if miss is not None:
-            miss["name"] = f"explain/{n}"
-            missing.append(miss)
+    probes = [_probe_entry(rd, n) for n in rd.probe_names(configured=True)]
+    explainers = [_explainer_entry(rd, n) for n in rd.explain_names()]
+    missing = [e for e in probes + explainers if e["status"] != "complete"]
+    probes = [e for e in probes if e["status"] == "complete"]
+    explainers = [e for e in explainers if e["status"] == "complete"]
 
     notice = ""
     if status == "running":
