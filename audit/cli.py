@@ -195,7 +195,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    """Each metric of the probes two runs share: A, B, B − A and the test (:mod:`audit.compare`)."""
+    """Each metric of the probes two runs share: A, B, B − A and the test, then each probe's paired
+    item test (:mod:`audit.compare`)."""
     from audit.compare import compare_runs
     from audit.rundir_view import RunView
     from audit.views import fmt_num, fmt_pval
@@ -205,7 +206,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         if not rd.exists():
             print(f"error: {rd.path} is not a run directory (no manifest.json)", file=sys.stderr)
             return EXIT_ERROR
-    df = compare_runs(*runs).table
+    comparison = compare_runs(*runs)
+    df = comparison.table
     if df.empty:
         print(f"no probe is complete in both {runs[0].path} and {runs[1].path}")
         return EXIT_OK
@@ -215,6 +217,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
     for row in [header, *rows]:
         print("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)).rstrip())
+    for name, line in comparison.item_tests.items():
+        print(f"{name} items: {line}")
     return EXIT_OK
 
 

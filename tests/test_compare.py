@@ -37,6 +37,7 @@ def test_taudit_compare_prints_each_metric(tmp_path: Path, capsys: pytest.Captur
     assert out[0].split()[:5] == ["probe", "metric", "A", "B", "B"]
     body = [line.split()[:2] for line in out[1:]]
     assert ["crows_pairs", "metric"] in body and any(p == "seat" for p, _ in body)
+    assert any(line.startswith("crows_pairs items: Wilcoxon signed-rank on paired per-item score_diff") for line in out)
 
 
 def test_taudit_compare_only_complete_probes_and_bad_paths(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
