@@ -22,6 +22,7 @@ import urllib.request
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 CHUNK = 1 << 20
 TIMEOUT_S = 60
@@ -66,8 +67,6 @@ def is_fetched(name: str, root: Path | None = None) -> bool:
 
 def _url(f: dict[str, Any], mirror: str | None) -> str:
     if mirror:
-        from urllib.parse import quote
-
         return mirror.rstrip("/") + "/" + quote(f["path"])
     return str(f["url"])
 

@@ -16,6 +16,8 @@ import json
 import logging
 import os
 import pickle  # nosec B403  # only for its UnpicklingError; nothing is unpickled here
+import shutil
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -205,8 +207,6 @@ def _convert_gguf(gguf_path: Path, kind: str, out: Path) -> None:
     fresh.tie_weights()
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
-        import shutil
-
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     fresh.save_pretrained(tmp, safe_serialization=True)
@@ -474,8 +474,6 @@ def load_model(
             ``<cache>/offload/<sha of the source>`` (inputs go to the first layer's device).
         local_files_only: defaults to true for local folders and under ``HF_HUB_OFFLINE``.
     """
-    import time
-
     from transformers import AutoConfig, AutoTokenizer
 
     t0 = time.perf_counter()
