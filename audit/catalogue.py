@@ -67,6 +67,7 @@ def is_fetched(name: str, root: Path | None = None) -> bool:
 
 def _url(f: dict[str, Any], mirror: str | None) -> str:
     if mirror:
+
         return mirror.rstrip("/") + "/" + quote(f["path"])
     return str(f["url"])
 

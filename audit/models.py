@@ -25,6 +25,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import transformers as tf
+import transformers.utils.logging as tlog
+from platformdirs import user_cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +90,6 @@ def _kind_compatible(stored: str, wanted: str) -> bool:
 
 
 def _auto_class(kind: str) -> Any:
-    import transformers as tf
 
     return {
         "masked-lm": tf.AutoModelForMaskedLM,
@@ -148,8 +150,6 @@ DEMO_MODELS: dict[str, DemoModel] = {d.alias: d for d in (
 def quiet_loading() -> None:
     """Silence the progress bars of weight loading and GGUF conversion (transformers' and the
     hub's tqdm bars) for ``taudit run -q``; warnings and errors still print."""
-    import transformers.utils.logging as tlog
-
     tlog.disable_progress_bar()
     try:
         from huggingface_hub.utils import disable_progress_bars
@@ -163,8 +163,6 @@ def cache_root() -> Path:
     env = os.environ.get("TAUDIT_CACHE")
     if env:
         return Path(env)
-    from platformdirs import user_cache_dir
-
     return Path(user_cache_dir("transformer-audit"))
 
 

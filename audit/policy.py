@@ -42,6 +42,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
@@ -257,7 +258,6 @@ def recommended_policy(probes: Mapping[str, str] | None = None) -> Policy:
     ``probes`` maps the run's probe names to registry names; each gets the checks written for its
     registry name, renamed to the run's name. ``None``: every check, under the registry names.
     """
-    from importlib.resources import files
 
     raw = yaml.safe_load(files("audit").joinpath("recommended_policy.yaml").read_text(encoding="utf-8"))
     table: Mapping[str, list[Any]] = raw["checks"]

@@ -37,6 +37,7 @@ import socket
 import sys
 import tempfile
 from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -193,7 +194,6 @@ def environment() -> dict[str, Any]:
     """What a rerun needs to reproduce the numbers: package versions (and the source commit of this
     package when it runs from a git checkout), hardware, torch's determinism settings and thread
     counts, the environment variables that change them, and the command line."""
-    from importlib.metadata import PackageNotFoundError, version
 
     vers: dict[str, str | None] = {"python": platform.python_version()}
     for pkg in VERSIONED_PACKAGES:

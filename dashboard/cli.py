@@ -15,6 +15,7 @@ same settings are passed as flags so they hold whatever config a user has elsewh
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import subprocess  # nosec B404  # starts Streamlit from a fixed argv, no shell
@@ -33,7 +34,6 @@ MIN_TOKEN = 16
 
 def is_loopback(host: str) -> bool:
     """Whether ``host`` only accepts connections from this machine."""
-    import ipaddress
 
     if host == "localhost":
         return True

@@ -18,6 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import LinearSegmentedColormap  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 from audit.views import fmt_interval, fmt_num  # noqa: E402
 
@@ -95,7 +96,6 @@ def metric_plot(metrics: list[dict[str, Any]]) -> str | None:
 
 def _legend(fig: Any, ideal: bool) -> None:
     """One legend for the figure: value with CI (blue, point + bar), ideal (vermillion, dashed)."""
-    from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color=VALUE_COLOR, marker="o", lw=2, label="value with 95% CI")]
     if ideal:
