@@ -42,9 +42,6 @@ from audit.metrics.faithfulness import completeness_gap
 if TYPE_CHECKING:
     from audit.models import ModelHandle
 
-#: quadrature rules on [0, 1]; Captum's names keep Captum's nodes and weights
-INTEGRATION_METHODS = ("gausslegendre", "clenshaw_curtis", "trapezoid", "riemann_trapezoid", "riemann_left",
-                       "riemann_right", "riemann_middle")
 #: rules whose n nodes are among their 2n − 1 nodes: refining reuses every gradient already taken
 NESTED = ("clenshaw_curtis", "trapezoid")
 #: ``integration: auto``: the rule adaptive IG reaches the tolerance with at the least cost on SmolLM2
