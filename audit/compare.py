@@ -30,7 +30,7 @@ from audit.results import MetricValue
 from audit.rundir_view import RunView
 from audit.stats import benjamini_hochberg, binomial_test, wilcoxon_test
 from audit.store import RunDir
-from audit.views import fmt_interval, fmt_pval
+from audit.views import fmt_interval, fmt_num, fmt_pval
 
 Z95 = stats.norm.ppf(0.975)
 ALPHA = 0.05
@@ -138,7 +138,7 @@ def wilcoxon_items(paired: pd.DataFrame, effect: str) -> TestResult:
         return TestResult(name, None, detail=f"column {effect} missing")
     d = (pd.to_numeric(paired[cb], errors="coerce") - pd.to_numeric(paired[ca], errors="coerce")).dropna()
     nz = d[d != 0]
-    detail = f"{len(d)} paired items, {len(nz)} changed; median Δ = {float(d.median()) if len(d) else float('nan'):.4g}"
+    detail = f"{len(d)} paired items, {len(nz)} changed; median Δ = {fmt_num(d.median() if len(d) else None)}"
     if len(d) == 0:
         return TestResult(name, None, detail="no paired values")
     return TestResult(name, wilcoxon_test(d.to_numpy()), None, detail)

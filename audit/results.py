@@ -143,7 +143,7 @@ class ProbeResult:
         return {k: v.to_dict() for k, v in self.summary.items()}
 
     def __repr__(self) -> str:  # pragma: no cover - convenience only
-        parts = ", ".join(f"{k}={v.value:.4g}" for k, v in self.summary.items())
+        parts = ", ".join(f"{k}={views.fmt_num(v.value)}" for k, v in self.summary.items())
         return f"ProbeResult({self.probe}: {parts}; {len(self.items)} items)"
 
     def _repr_html_(self) -> str:

@@ -100,7 +100,7 @@ def front_matter(doc: Mapping[str, Any]) -> dict[str, Any]:
         sha = (files.get(p["name"]) or {}).get("sha256")
         if sha:
             dataset["revision"] = f"sha256:{sha}"
-        ci = f" [{_num(m['ci_low'])}, {_num(m['ci_high'])}]" if m["ci_low"] is not None and m["ci_high"] is not None else ""
+        ci = f" {_ci(m)}" if m["ci_low"] is not None and m["ci_high"] is not None else ""
         results.append({
             "task": {"type": knowledge.KIND_TASKS.get(str(kind), "other"), "name": "Bias audit"},
             "dataset": dataset,
