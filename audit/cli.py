@@ -18,9 +18,11 @@ import argparse
 import logging
 import os
 import sys
-from importlib.metadata import PackageNotFoundError, entry_points, version
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
+
+from audit.store import package_version
 
 EXIT_OK, EXIT_POLICY, EXIT_ERROR = 0, 1, 2
 
@@ -247,16 +249,9 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _version() -> str:
-    try:
-        return version("transformer-audit")
-    except PackageNotFoundError:  # pragma: no cover - running from a checkout without install
-        return "unknown"
-
-
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="taudit", description="Bias and interpretability audits of Transformers.")
-    ap.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    ap.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     ap.add_argument("--debug", action="store_true",
                     help="show the Python traceback of an error (also TAUDIT_DEBUG=1; accepted anywhere on the line)")

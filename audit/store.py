@@ -50,6 +50,14 @@ SCHEMA_VERSION = "1.0"
 STATUSES = ("running", "complete", "failed", "interrupted")
 
 
+def package_version() -> str:
+    """This package's installed version (``unknown`` in a checkout that was never installed)."""
+    try:
+        return version("transformer-audit")
+    except PackageNotFoundError:  # pragma: no cover - running from a checkout without install
+        return "unknown"
+
+
 def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import pandas as pd
 import yaml
 
 from audit.rundir_view import RunView, StepRecord, VerdictRecord, as_dict
-from audit.store import RunDir, now_iso
+from audit.store import RunDir, now_iso, package_version
 from audit.views import breakdown_row, breakdown_rows, metric_entry, probe_warnings, py, top_items
 from audit.views import clip as _clip
 from audit.views import finite as _num
@@ -275,13 +274,6 @@ def _verdict(rec: VerdictRecord) -> dict[str, Any] | None:
     }
 
 
-def _package_version() -> str:
-    try:
-        return version("transformer-audit")
-    except PackageNotFoundError:  # pragma: no cover - running from a checkout without install
-        return "unknown"
-
-
 def _audit_compute(rd: RunView, limitations: list[dict[str, str]]) -> dict[str, Any]:
     """Each probe's and explain step's own compute (``compute-rank*.json`` in its folder, summed over
     the ranks), explain steps keyed ``explain/<name>`` as in ``durations``; an unreadable record
@@ -389,7 +381,7 @@ def collect_report(run_dir: RunView | RunDir | str | Path, verdict_file: str | P
     }
     doc: dict[str, Any] = {
         "schema_version": REPORT_SCHEMA_VERSION,
-        "generator": {"name": "transformer-audit", "version": _package_version()},
+        "generator": {"name": "transformer-audit", "version": package_version()},
         "generated_at": now_iso(),
         "run": {"run_id": repro["run_id"], "status": status, "created_at": repro["created_at"],
                 "finished_at": repro["finished_at"], "notice": notice,
