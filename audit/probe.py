@@ -225,6 +225,9 @@ class Probe:
     Options: ClassVar[type[ProbeOptions]] = ProbeOptions
     #: the probe's model-free mode (:meth:`run_without_model`); ``None``: it needs a model
     without_model: ClassVar[WithoutModel | None] = None
+    #: whether every rank of a distributed run works on the probe (:class:`ItemProbe`: its
+    #: chunks are sharded); else rank 0 runs it alone
+    sharded: ClassVar[bool] = False
 
     def check_kind(self, handle: ModelHandle | None) -> None:
         """Refuse a model of the wrong kind, or a tokenizer that lacks a token the probe needs
@@ -279,6 +282,19 @@ class Probe:
         opts = self.parse_options(options, data)
         self.check_kind(handle)
         return self.score(handle, data, opts, seed=seed, progress=progress)
+
+    def execute(self, handle: ModelHandle | None, data: str | Path | None, *, seed: int = 0, progress: bool = True,
+                opts: dict[str, Any] | None = None, workdir: Path | None = None, dist: Dist | None = None,
+                chunk_size: int | None = None) -> ProbeResult | None:
+        """The one entry point of the runner, on every rank. A probe that is not :attr:`sharded`
+        runs as one unit on rank 0 (``workdir`` and ``chunk_size`` are for :class:`ItemProbe`) and
+        returns ``None`` on the other ranks; without a model (``handle`` None) it reads logged
+        outputs (:meth:`run_without_model`)."""
+        if dist is not None and not dist.is_main:
+            return None
+        if handle is None:
+            return self.run_without_model(data, seed=seed, progress=progress, **(opts or {}))
+        return self.run(handle, data, seed=seed, progress=progress, **(opts or {}))
 
     def score(self, handle: ModelHandle, data: str | Path | None, opts: Any, *, seed: int,
               progress: bool) -> ProbeResult:
@@ -371,6 +387,7 @@ class ItemProbe(Probe):
     """
 
     chunk_size: ClassVar[int] = 512
+    sharded = True
     #: item columns that must hold a non-empty text (else the item is excluded, reason "empty")
     text_columns: ClassVar[tuple[str, ...]] = ()
     #: scored columns that must be finite (else the item is excluded, reason "non_finite")
@@ -440,20 +457,14 @@ class ItemProbe(Probe):
         assert result is not None
         return result
 
-    def execute(
-        self,
-        handle: ModelHandle,
-        data: str | Path | None,
-        *,
-        seed: int = 0,
-        progress: bool = True,
-        opts: dict[str, Any] | None = None,
-        workdir: Path | None = None,
-        dist: Dist | None = None,
-        chunk_size: int | None = None,
-    ) -> ProbeResult | None:
+    def execute(self, handle: ModelHandle | None, data: str | Path | None, *, seed: int = 0, progress: bool = True,
+                opts: dict[str, Any] | None = None, workdir: Path | None = None, dist: Dist | None = None,
+                chunk_size: int | None = None) -> ProbeResult | None:
         """Score the items (chunked, checkpointed in ``workdir``, sharded over ``dist``) and
-        summarise them. Returns ``None`` on ranks other than 0."""
+        summarise them. Returns ``None`` on ranks other than 0. Without a model: as
+        :meth:`Probe.execute`."""
+        if handle is None:
+            return super().execute(handle, data, seed=seed, progress=progress, opts=opts, dist=dist)
         dist = dist or Dist()
         validated = self.parse_options(opts or {}, data)
         self.check_kind(handle)
@@ -521,9 +532,9 @@ class ItemProbe(Probe):
         try:
             dist.together(f"{self.name}: scoring", score_mine)
         except RankError as exc:
-            kept = f"the finished chunks are kept in {workdir}; rerun to complete the rest" if workdir else "nothing was kept"
+            saved = f"the finished chunks are kept in {workdir}; rerun to complete the rest" if workdir else "nothing was kept"
             ranks = "; ".join(f"rank {r}: {m}" for r, m in sorted(exc.failures.items()))
-            raise ProbeError(f"scoring failed on {ranks} ({kept})") from exc
+            raise ProbeError(f"scoring failed on {ranks} ({saved})") from exc
         if rank != 0:
             return None
         if workdir is not None:

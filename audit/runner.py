@@ -78,7 +78,7 @@ from audit.distributed import (
 )
 from audit.metering import FLOPS_METHOD, Meter, compute_file, run_matmul_rate
 from audit.precision import dtype_warning
-from audit.probe import PROBES, ItemProbe, ProbeError
+from audit.probe import PROBES, ProbeError
 from audit.runlock import RunLock
 from audit.store import RunDir, StorageError, environment, now_iso, write_json
 
@@ -491,19 +491,13 @@ def _probe_step(
     data = cfg.resolve_data(spec.data)
     t0 = time.perf_counter()
     logger.info("probe %s on %s", name, handle.name if handle is not None else f"logged outputs in {data}")
-    result = None
     m = Meter(handle.model, handle.config) if handle is not None and meter is not None else None
     try:
         with m if m is not None else contextlib.nullcontext():
-            if handle is None:
-                result = probe.run_without_model(data, seed=cfg.seed, progress=progress, **spec.options)
-            elif isinstance(probe, ItemProbe):
-                # chunked: checkpoints under probes/<name>/partial, sharded over the ranks
-                result = probe.execute(handle, data, seed=cfg.seed, progress=progress and dist.is_main,
-                                       opts=dict(spec.options), workdir=rd.probe_dir(name) / "partial", dist=dist,
-                                       chunk_size=spec.chunk_size)
-            elif dist.is_main:
-                result = probe.run(handle, data, seed=cfg.seed, progress=progress, **spec.options)
+            # item probes: checkpoints under probes/<name>/partial, sharded over the ranks
+            result = probe.execute(handle, data, seed=cfg.seed, progress=progress and dist.is_main,
+                                   opts=dict(spec.options), workdir=rd.probe_dir(name) / "partial", dist=dist,
+                                   chunk_size=spec.chunk_size)
     except Exception as exc:
         if m is not None and meter is not None and not isinstance(exc, (RankLost, StorageError)):
             _write_compute(rd.probe_dir(name), name, m, meter, "failed", probe, dist)  # the run directory can be written
@@ -521,7 +515,7 @@ def _probe_step(
             logger.debug("%s", traceback.format_exc())
         rd.write_probe_failure(name, spec.probe, msg, duration_s=dt)
         return {"probe": spec.probe, "status": "failed", "error": msg, "duration_s": dt}, msg
-    if m is not None and meter is not None and (dist.is_main or isinstance(probe, ItemProbe)):  # else: rank 0 only
+    if m is not None and meter is not None and (dist.is_main or probe.sharded):  # else: rank 0 only
         _write_compute(rd.probe_dir(name), name, m, meter, "complete", probe, dist)
     if not dist.is_main or result is None:
         return None, None
@@ -532,7 +526,8 @@ def _probe_step(
     if warn:
         result.warnings.append(warn)
         logger.warning(warn)
-    rd.write_probe(name, result, duration_s=dt, options=spec.options, data=datasets, world_size=dist.world)
+    rd.write_probe(name, result, duration_s=dt, options=spec.options, data=datasets, world_size=dist.world,
+                   primary_metric=result.info.get("primary_metric") or probe.primary_metric)
     shutil.rmtree(rd.probe_dir(name) / "partial", ignore_errors=True)
     logger.info("probe %s done in %.1f s", name, dt)
     return {"probe": spec.probe, "status": "complete", "duration_s": dt, "datasets": datasets,
