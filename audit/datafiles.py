@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from audit.errors import ProbeError, brief  # noqa: F401  (brief: re-exported for the loaders)
@@ -245,6 +246,59 @@ def read_table(
     if len(df) == 0:
         raise ProbeError(f"{p}: no rows")
     return df
+
+
+def label_strings(col: pd.Series) -> pd.Series:
+    """Cells as labels: stripped strings, a missing value (None, NaN) empty, an integral float (a
+    Parquet column with NaN) without its '.0'."""
+    def conv(v: Any) -> str:
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            return ""
+        if isinstance(v, (float, np.floating)) and float(v).is_integer():
+            return str(int(v))
+        return str(v).strip()
+
+    return col.map(conv)
+
+
+def read_grouped_texts(path: str | Path, *, what: str, text_column: str, attribute_column: str,
+                       columns: Mapping[str, str | None] | None = None, extra_columns: Sequence[str] = (),
+                       needs: str = "a probe") -> tuple[pd.DataFrame, int]:
+    """A table of texts with a protected attribute (:func:`read_table`; ``classifier_fairness``,
+    ``representation``) and how many rows were left out for an empty attribute. Columns: ``row``
+    (the line for CSV/TSV, the 0-based row for Parquet), ``text``, one for each of ``columns``
+    (option → column, named after the option less ``_column``: ``{"label_column": "y"}`` gives
+    ``label``), the attribute, the ``extra_columns``; all but the text as :func:`label_strings`.
+    Errors name the file, row and column: an empty or non-text text, an empty cell of one of
+    ``columns``, fewer than two attribute values (``needs`` says what needs two)."""
+    p = Path(path)
+    columns = {k: v for k, v in (columns or {}).items() if v is not None}
+    df = read_table(p, what=what, extra_columns=extra_columns,
+                    options={"text_column": text_column, "attribute_column": attribute_column, **columns})
+    where = str(df.index.name)
+    rows = df.index.to_numpy()
+    df = df.reset_index(drop=True)
+    for i, t in enumerate(df[text_column]):
+        if not isinstance(t, str) or not t.strip():
+            raise ProbeError(f"{p}: {where} {rows[i]}: empty or non-text {text_column!r} ({t!r:.80})")
+    out = pd.DataFrame({"row": rows, "text": df[text_column]})
+    for option, col in columns.items():
+        values = label_strings(df[col])
+        empty = np.flatnonzero((values == "").to_numpy())
+        if len(empty):
+            raise ProbeError(f"{p}: {where} {rows[int(empty[0])]}: empty {col!r}")
+        out[option.removesuffix("_column")] = values
+    out[attribute_column] = label_strings(df[attribute_column])
+    for col in extra_columns:
+        if col not in out.columns:
+            out[col] = label_strings(df[col])
+    keep = (out[attribute_column] != "").to_numpy()
+    out = out[keep].reset_index(drop=True)
+    groups = sorted(out[attribute_column].unique())
+    if len(groups) < 2:
+        raise ProbeError(f"{p}: the attribute column {attribute_column!r} has only one value, so only one group "
+                         f"({groups[0] if groups else 'none'!r}); {needs} needs at least two")
+    return out, int((~keep).sum())
 
 
 def count_rows(path: Path) -> int | None:

@@ -463,11 +463,12 @@ class ItemProbe(Probe):
         """Score the items (chunked, checkpointed in ``workdir``, sharded over ``dist``) and
         summarise them. Returns ``None`` on ranks other than 0. Without a model: as
         :meth:`Probe.execute`."""
-        if handle is None:
+        if handle is None and self.without_model is not None:
             return super().execute(handle, data, seed=seed, progress=progress, opts=opts, dist=dist)
         dist = dist or Dist()
         validated = self.parse_options(opts or {}, data)
         self.check_kind(handle)
+        assert handle is not None  # check_kind refuses None
         configured, values = validated.given(), validated.values()
         self.seed = seed
         rank, world = dist.rank, dist.world

@@ -41,6 +41,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from audit.results import MetricValue, ProbeResult
@@ -172,13 +173,14 @@ def read_json(path: str | Path) -> Any:
 
 
 def write_parquet(path: str | Path, df: pd.DataFrame) -> None:
-    """Write a DataFrame atomically as Parquet (object columns of mixed type become strings)."""
+    """Write a DataFrame atomically as Parquet (object columns of mixed type become strings; lists
+    and 1-D arrays are kept as Parquet lists)."""
     df = df.copy()
     for c in df.columns:
         if df[c].dtype == object:
             sample = df[c].dropna()
             if len(sample) and not all(isinstance(v, str) for v in sample):
-                if all(isinstance(v, (list, tuple)) for v in sample):
+                if all(isinstance(v, (list, tuple, np.ndarray)) for v in sample):
                     continue
                 df[c] = df[c].map(lambda v: v if v is None or isinstance(v, str) else json.dumps(v, default=str))
     atomic_write(Path(path), lambda t: df.to_parquet(t, index=False))

@@ -41,7 +41,7 @@ import torch
 from pydantic import Field, PositiveInt
 
 from audit import scoring
-from audit.datafiles import read_table
+from audit.datafiles import label_strings, read_grouped_texts, read_table
 from audit.options import BatchingOptions, GroupedDataOptions
 from audit.probe import ItemProbe, ProbeError, WithoutModel, register_probe
 from audit.results import MetricValue, ProbeResult
@@ -82,18 +82,6 @@ class LabelledData:
     warnings: list[str] = field(default_factory=list)
 
 
-def _as_label_strings(col: pd.Series) -> pd.Series:
-    """Labels as strings; integral floats (a Parquet column with NaN) lose their '.0'."""
-    def conv(v: Any) -> str:
-        if v is None or (isinstance(v, float) and np.isnan(v)):
-            return ""
-        if isinstance(v, (float, np.floating)) and float(v).is_integer():
-            return str(int(v))
-        return str(v).strip()
-
-    return col.map(conv)
-
-
 def _match_label(value: Any, labels: list[str]) -> str | None:
     key = str(value).strip().lower()
     for lab in labels:
@@ -120,44 +108,16 @@ def load_labelled(
     positive_label: Any = None,
     extra_columns: tuple[str, ...] | list[str] = (),
 ) -> LabelledData:
-    """Read a labelled CSV/TSV/Parquet file; every error names the file and the column or row.
-
-    ``row`` is the file's line number for CSV/TSV (:func:`audit.datafiles.read_table_csv`) and
-    the 0-based row for Parquet."""
+    """Read a labelled CSV/TSV/Parquet file (:func:`audit.datafiles.read_grouped_texts`); every
+    error names the file and the column or row (``row``: the file's line number for CSV/TSV, the
+    0-based row for Parquet)."""
     p = Path(path)
-    df = read_table(p, what="classifier_fairness data file", extra_columns=extra_columns,
-                    options={"text_column": text_column, "label_column": label_column,
-                             "attribute_column": attribute_column})
-    where = str(df.index.name)
-    rows = df.index.to_numpy()
-    df = df.reset_index(drop=True)
-    texts = df[text_column]
-    for i, t in enumerate(texts):
-        if not isinstance(t, str) or not t.strip():
-            raise ProbeError(f"{p}: {where} {rows[i]}: empty or non-text {text_column!r} ({t!r:.80})")
-    labels = _as_label_strings(df[label_column])
-    empty = np.flatnonzero((labels == "").to_numpy())
-    if len(empty):
-        raise ProbeError(f"{p}: {where} {rows[int(empty[0])]}: empty {label_column!r}")
-    attr = _as_label_strings(df[attribute_column])
-    out = pd.DataFrame({"row": rows, "text": texts.astype(str), "label": labels,
-                        attribute_column: attr})
-    for col in extra_columns:
-        if col != attribute_column:
-            out[col] = _as_label_strings(df[col])
-    keep = (attr != "").to_numpy()
-    n_dropped = int((~keep).sum())
-    out = out[keep].reset_index(drop=True)
+    out, n_dropped = read_grouped_texts(p, what="classifier_fairness data file", text_column=text_column,
+                                        attribute_column=attribute_column, columns={"label_column": label_column},
+                                        extra_columns=extra_columns, needs="group fairness")
     warnings: list[str] = []
     if n_dropped:
         warnings.append(f"{n_dropped} row(s) of {p.name} have no {attribute_column!r} value and were left out")
-    groups = sorted(out[attribute_column].unique())
-    if len(groups) < 2:
-        found = groups[0] if groups else "none"
-        raise ProbeError(
-            f"{p}: the attribute column {attribute_column!r} has only one group ({found!r}); group fairness "
-            "needs at least two"
-        )
     label_set = sorted(out["label"].unique())
     if len(label_set) < 2:
         raise ProbeError(f"{p}: the label column {label_column!r} has a single value ({label_set[0]!r})")
@@ -187,7 +147,7 @@ MODEL_OPTIONS = ("text_column", "label_column", "prompt", "label_words", "label_
 def _decisions(col: pd.Series, column: str, positive_label: Any, p: Path, where: str, rows: np.ndarray) -> np.ndarray:
     """A y_true / y_pred column as booleans: 0/1, true/false, yes/no — or, with
     ``positive_label``, the rows whose label equals it."""
-    vals = _as_label_strings(col)
+    vals = label_strings(col)
     empty = np.flatnonzero((vals == "").to_numpy())
     if len(empty):
         raise ProbeError(f"{p}: {where} {rows[int(empty[0])]}: empty {column!r}")
@@ -225,7 +185,7 @@ def load_predictions(
     out = pd.DataFrame({"row": rows,
                         "y_true": _decisions(df["y_true"], "y_true", positive_label, p, where, rows),
                         "y_pred": _decisions(df["y_pred"], "y_pred", positive_label, p, where, rows),
-                        attribute_column: _as_label_strings(df[attribute_column])})
+                        attribute_column: label_strings(df[attribute_column])})
     if "y_score" in df.columns:
         score = pd.to_numeric(df["y_score"].replace("", np.nan), errors="coerce").to_numpy(dtype=np.float64)
         bad = np.flatnonzero(~np.isfinite(score))
@@ -237,7 +197,7 @@ def load_predictions(
         out["y_score"] = np.nan
     for col in extra_columns:
         if col != attribute_column:
-            out[col] = _as_label_strings(df[col])
+            out[col] = label_strings(df[col])
     keep = (out[attribute_column] != "").to_numpy()
     out = out[keep].reset_index(drop=True)
     warnings = [f"{int((~keep).sum())} row(s) of {p.name} have no {attribute_column!r} value and were left out"] \

@@ -51,12 +51,13 @@ than one attribute value, a binomial test against its majority share.
 The fold interval treats the k fold accuracies as independent, which they are not (training sets
 overlap; Bengio & Grandvalet 2004): read it as a rough indication of spread.
 
-Distributed runs (``torchrun``): the probe runs on rank 0 only; the other ranks go on to the next
-probe. The probes of every layer need all texts' hidden states at once, and the model work is one
-batched pass over the texts — measured on 2 shared CPU cores with one thread, the built-in 240 texts
-take 1.1 s with ``minilm-l6`` (of 7.5 s for the whole probe) and 9.9 s with ``smollm2-135m`` (of
-31.4 s): most of the time is the scikit-learn probes, which sharding the texts would not shorten.
-See :mod:`audit.distributed`.
+Chunks (:class:`audit.probe.ItemProbe`): the model work — every layer's pooled hidden state of
+each text — is done in chunks, checkpointed under ``probes/<name>/partial`` and sharded over
+``torchrun`` ranks; the probes of every layer, the control tasks and the permutation test need
+all texts at once and run once, on rank 0, over the gathered states (:meth:`Representation.summarise`).
+Measured on 2 shared CPU cores with one thread, the built-in 240 texts take 1.1 s with
+``minilm-l6`` (of 7.5 s for the whole probe) and 9.9 s with ``smollm2-135m`` (of 31.4 s): most of
+the time is the scikit-learn probes, which sharding does not shorten.
 """
 
 from __future__ import annotations
@@ -76,17 +77,9 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from audit import scoring
-from audit.datafiles import read_table
+from audit.datafiles import read_grouped_texts
 from audit.options import BatchingOptions, GroupedDataOptions
-from audit.probe import (
-    NON_FINITE,
-    TOO_LONG,
-    Exclusions,
-    Probe,
-    ProbeError,
-    input_lengths,
-    register_probe,
-)
+from audit.probe import ItemProbe, ProbeError, register_probe, too_long_rows
 from audit.results import MetricInfo, MetricValue, ProbeResult
 from audit.stats import CONFIDENCE, binomial_test, group_breakdown, small_n_warning, wilson_ci
 
@@ -139,35 +132,17 @@ def load_attribute_texts(
     type_column: str | None = "term",
     extra_columns: tuple[str, ...] | list[str] = (),
 ) -> tuple[pd.DataFrame, int]:
-    """Read a CSV (or Parquet) of texts with an attribute column. Returns the frame (columns row,
-    text, the attribute, ``type``, extras) and the number of rows left out for an empty attribute.
-    Errors name the file and the column or line (:func:`audit.datafiles.read_table`); ``row`` is
-    the line number for CSV/TSV, the 0-based row for Parquet. ``type_column: null`` uses none."""
-    p = Path(path)
-    df = read_table(p, what="representation data file", extra_columns=extra_columns,
-                    options={"text_column": text_column, "attribute_column": attribute_column,
-                             "type_column": type_column})
-    where = str(df.index.name)
-    rows = df.index.to_numpy()
-    df = df.reset_index(drop=True)
-    if where == "row":  # Parquet: typed columns as text, missing values empty
-        df = df.astype(str).replace({"None": "", "nan": "", "<NA>": ""})
-    for i, t in enumerate(df[text_column]):
-        if not str(t).strip():
-            raise ProbeError(f"{p}: {where} {rows[i]}: empty {text_column!r}")
-    out = pd.DataFrame({"row": rows, "text": df[text_column].astype(str),
-                        attribute_column: df[attribute_column].astype(str).str.strip()})
-    out["type"] = df[type_column].astype(str) if type_column is not None else out["text"]
-    for col in extra_columns:
-        if col not in out.columns:
-            out[col] = df[col].astype(str)
-    keep = (out[attribute_column] != "").to_numpy()
-    out = out[keep].reset_index(drop=True)
-    groups = sorted(out[attribute_column].unique())
-    if len(groups) < 2:
-        raise ProbeError(f"{p}: the attribute column {attribute_column!r} has only one value "
-                         f"({groups[0] if groups else 'none'!r}); a probe needs at least two")
-    return out, int((~keep).sum())
+    """Read a CSV/TSV (or Parquet) of texts with an attribute column
+    (:func:`audit.datafiles.read_grouped_texts`). Returns the frame (columns row, text, ``type``,
+    the attribute, extras) and the number of rows left out for an empty attribute. Errors
+    name the file and the column or line; ``row`` is the line number for CSV/TSV, the 0-based row
+    for Parquet. ``type_column: null`` uses none (each text is its own type)."""
+    out, n_dropped = read_grouped_texts(path, what="representation data file", text_column=text_column,
+                                        attribute_column=attribute_column, columns={"type_column": type_column},
+                                        extra_columns=extra_columns)
+    if type_column is None:
+        out["type"] = out["text"]
+    return out, n_dropped
 
 
 # --------------------------------------------------------------------------------------------
@@ -352,11 +327,18 @@ def simultaneous_max_interval(curve: pd.DataFrame, confidence: float = CONFIDENC
 
 
 @register_probe("representation")
-class Representation(Probe):
+class Representation(ItemProbe):
     kinds = ("masked-lm", "causal-lm", "encoder", "classifier")
     metrics = METRICS
     primary_metric = "max_selectivity"
     description = "per-layer linear probes for a protected attribute, with a control task (Hewitt & Liang 2019)"
+    #: faults (audit.probe.ItemProbe): an empty text is refused by the loader (line named); a text
+    #: longer than the model's maximum, or whose hidden states come out NaN/inf, is left out of the
+    #: probes and counted (``info["excluded_items"]``, a warning)
+    text_columns = ("text",)
+    score_columns = ("hidden_states",)
+    item_id = "row"
+    item_unit = "texts"
 
     def data_files(self, data: str | Path | None, options: dict[str, Any] | None = None) -> list[Path]:
         return super().data_files(DEFAULT_DATA if data is None else data)
@@ -372,44 +354,54 @@ class Representation(Probe):
         n_permutations: PositiveInt = 100
         max_items: PositiveInt | None = Field(default=None, description="keep a seeded random sample of that many texts")
 
-    def score(self, handle: ModelHandle, data: str | Path | None, opts: Representation.Options, *, seed: int,
-              progress: bool) -> ProbeResult:
-        """Probe every layer.
-
-        Faults: an empty text is refused by the loader (line named); a text longer than the
-        model's maximum, or whose hidden states come out NaN/inf, is left out of the probes and
-        counted (``info["excluded_items"]``, a warning)."""
-        text_column, attribute_column, type_column = opts.text_column, opts.attribute_column, opts.type_column
-        breakdown_by, max_items, folds, C = opts.breakdown_by, opts.max_items, opts.folds, opts.C
-        pooling, n_controls, n_permutations = opts.pooling, opts.n_controls, opts.n_permutations
-        split = opts.split or ("type" if type_column is not None else "random")
+    def load_items(self, data: str | Path | None, opts: dict[str, Any]) -> pd.DataFrame:
+        """The texts (``max_items``: a sample seeded by the run's seed); where they came from and
+        the rows without an attribute are kept for :meth:`prepare`."""
         builtin = data is None
         path = DEFAULT_DATA if builtin else Path(data)  # type: ignore[arg-type]
-        extra = list(breakdown_by) if breakdown_by is not None else (list(DEFAULT_BREAKDOWN) if builtin else [])
-        extra = [c for c in extra if c != attribute_column]
-        df, n_dropped = load_attribute_texts(path, text_column=text_column, attribute_column=attribute_column,
-                                             type_column=type_column, extra_columns=extra)
-        if max_items is not None and int(max_items) < len(df):
-            df = df.sample(n=int(max_items), random_state=seed).sort_index().reset_index(drop=True)
-        excluded = Exclusions()
-        n_loaded = len(df)
-        lengths = input_lengths(handle, df["text"].tolist())
-        long_ = lengths > handle.max_length
-        for r, n in zip(df.loc[long_, "row"], lengths[long_], strict=True):
-            excluded.add(f"row {r}", TOO_LONG, f"{n} tokens; {handle.name} accepts at most {handle.max_length}")
-        df = df[~long_].reset_index(drop=True)
-        states = scoring.hidden_states(handle, df["text"].tolist(), pooling=pooling,
-                                       max_batch_tokens=opts.max_batch_tokens, progress=progress)
-        finite = np.isfinite(states).all(axis=(0, 2)) if len(df) else np.zeros(0, dtype=bool)
-        for r in df.loc[~finite, "row"]:
-            excluded.add(f"row {r}", NON_FINITE, "non-finite hidden states")
-        if not finite.all():
-            df, states = df[finite].reset_index(drop=True), states[:, finite]
-        if len(df) < 2 or df[attribute_column].nunique() < 2:
-            raise ProbeError(f"representation: too few texts left to probe — {excluded.describe(n_loaded, 'texts')}")
+        extra = list(opts["breakdown_by"]) if opts["breakdown_by"] is not None else (
+            list(DEFAULT_BREAKDOWN) if builtin else [])
+        extra = [c for c in extra if c != opts["attribute_column"]]
+        df, n_dropped = load_attribute_texts(path, text_column=opts["text_column"],
+                                             attribute_column=opts["attribute_column"],
+                                             type_column=opts["type_column"], extra_columns=extra)
+        if opts["max_items"] is not None and int(opts["max_items"]) < len(df):
+            df = df.sample(n=int(opts["max_items"]), random_state=self.seed).sort_index().reset_index(drop=True)
+        self.loaded = {"path": path, "breakdown_columns": extra, "n_dropped": n_dropped}
+        return df
+
+    def prepare(self, handle: ModelHandle, items: pd.DataFrame, opts: dict[str, Any]) -> dict[str, Any]:
+        """Every option, what the loader found, and the split (``type`` with a type column)."""
+        split = opts["split"] or ("type" if opts["type_column"] is not None else "random")
+        return {**opts, **self.loaded, "split": split}
+
+    def too_long(self, handle: ModelHandle, items: pd.DataFrame, opts: dict[str, Any]) -> dict[int, str]:
+        return too_long_rows(handle, [items["text"].tolist()])
+
+    def score_items(self, handle: ModelHandle, items: pd.DataFrame, opts: dict[str, Any], progress: bool) -> pd.DataFrame:
+        """Each text's pooled hidden state at every layer, flattened (layers × hidden size) into
+        ``hidden_states`` (float32, as :func:`audit.scoring.hidden_states` returns it)."""
+        states = scoring.hidden_states(handle, items["text"].tolist(), pooling=opts["pooling"],
+                                       max_batch_tokens=opts["max_batch_tokens"], progress=progress)
+        per_text = states.transpose(1, 0, 2).reshape(len(items), -1)
+        return items.assign(n_layers=states.shape[0], hidden_states=list(per_text))
+
+    def non_finite_items(self, items: pd.DataFrame) -> np.ndarray:
+        return np.asarray([not np.isfinite(s).all() for s in items["hidden_states"]], dtype=bool)
+
+    def summarise(self, items: pd.DataFrame, *, kind: str, seed: int, opts: dict[str, Any]) -> ProbeResult:
+        """Probe every layer on all texts' states (L × N × H) and test the largest selectivity."""
+        attribute_column, type_column, split = opts["attribute_column"], opts["type_column"], opts["split"]
+        folds, C, n_controls, n_permutations = opts["folds"], opts["C"], opts["n_controls"], opts["n_permutations"]
+        if len(items) < 2 or items[attribute_column].nunique() < 2:
+            raise ProbeError(f"representation: too few texts left to probe after the exclusions: {len(items)}, with "
+                             f"the attribute values {sorted(items[attribute_column].unique())}")
+        states = np.stack(items["hidden_states"].to_numpy()).reshape(len(items), int(items["n_layers"].iloc[0]), -1)
+        states = states.transpose(1, 0, 2)
+        df = items.drop(columns=["hidden_states", "n_layers"])
         y = df[attribute_column].to_numpy().astype(str)
         curve, fold_list = probe_layers(states, y, df["type"].to_numpy(), n_folds=folds, split=split, C=C,
-                                        seed=seed, n_controls=n_controls, progress=progress, where=str(path))
+                                        seed=seed, n_controls=n_controls, where=str(opts["path"]))
         best = int(curve.loc[curve["selectivity"].idxmax(), "layer"])
         pval, null = permutation_test(states, y, df["type"].to_numpy(), fold_list,
                                       curve["control_accuracy"].to_numpy(), C=C, seed=seed,
@@ -417,17 +409,16 @@ class Representation(Probe):
         _, pred = fold_accuracies(np.asarray(states[best], dtype=np.float64), y, fold_list, C=C, seed=seed)
         per_text = df.assign(best_layer_prediction=pred, best_layer_correct=pred == y)
         info: dict[str, Any] = {"attribute": attribute_column,
-                "type_column": type_column, "split": split, "pooling": pooling, "folds": folds, "C": C, "n_controls": n_controls,
+                "type_column": type_column, "split": split, "pooling": opts["pooling"], "folds": folds, "C": C, "n_controls": n_controls,
                 "n_layers": int(states.shape[0]) - 1, "hidden_size": int(states.shape[2]),
-                "n_dropped_no_attribute": n_dropped, "n_rows": len(df),
-                "null_max_selectivity_mean": float(null.mean()), "null_max_selectivity_q95": float(np.quantile(null, 0.95)), "data": str(path), "n_types": int(df["type"].nunique()),
+                "n_dropped_no_attribute": opts["n_dropped"], "n_rows": len(df),
+                "null_max_selectivity_mean": float(null.mean()), "null_max_selectivity_q95": float(np.quantile(null, 0.95)), "data": str(opts["path"]), "n_types": int(df["type"].nunique()),
                 "control": "Hewitt & Liang 2019 type-level random labels" if type_column else
                            "per-text random labels (no type column)"}
-        result = self.summarise(curve, per_text, attribute=attribute_column, breakdown_by=extra, p_value=pval,
-                                n_permutations=n_permutations, info=info)
-        return excluded.report(result, n_total=n_loaded, unit="texts")
+        return self.result(curve, per_text, attribute=attribute_column, breakdown_by=opts["breakdown_columns"],
+                           p_value=pval, n_permutations=n_permutations, info=info)
 
-    def summarise(
+    def result(
         self, curve: pd.DataFrame, per_text: pd.DataFrame, *, attribute: str, breakdown_by: list[str],
         p_value: float, n_permutations: int, info: dict[str, Any],
     ) -> ProbeResult:

@@ -183,3 +183,33 @@ def test_errors(tmp_path: Path, bert_encoder) -> None:  # type: ignore[no-untype
     res = probe.run(bert_encoder, p, attribute_column="sex", type_column=None, folds=3, n_permutations=9,
                     progress=False)
     assert res.info["control"].startswith("per-text") and len(res.items) == 3
+
+
+def test_interrupted_then_resumed_run_equals_an_uninterrupted_one(
+    bert_encoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+) -> None:
+    """The hidden states are checkpointed chunk by chunk (audit.probe.ItemProbe): a run that fails
+    after two chunks keeps them, the rerun scores only the rest, and its result (per-layer curve,
+    metrics, breakdown, info) equals a run in one go with the same chunks, to the bit."""
+    kw = {"max_items": 100, "folds": 3, "n_permutations": 9}
+    probe = get_probe("representation")
+    whole = probe.execute(bert_encoder, None, seed=2, progress=False, opts=kw, chunk_size=16)
+    assert whole is not None
+    work = tmp_path / "partial"
+    monkeypatch.setenv("TAUDIT_FAIL_RANK", "0")
+    monkeypatch.setenv("TAUDIT_FAIL_AFTER_CHUNKS", "2")
+    monkeypatch.setenv("TAUDIT_FAIL_MODE", "raise")
+    with pytest.raises(RuntimeError, match="injected fault on rank 0 after 2 chunk"):
+        probe.execute(bert_encoder, None, seed=2, progress=False, opts=kw, chunk_size=16, workdir=work)
+    assert sorted(p.name for p in work.glob("chunk-*.parquet")) == ["chunk-00000.parquet", "chunk-00001.parquet"]
+    monkeypatch.delenv("TAUDIT_FAIL_RANK")
+    resumed = probe.execute(bert_encoder, None, seed=2, progress=False, opts=kw, chunk_size=16, workdir=work)
+    assert resumed is not None and probe.resumed == {"chunks_total": 7, "chunks_reused": 2}  # type: ignore[attr-defined]
+    assert len(list(work.glob("chunk-*.parquet"))) == 7
+    pd.testing.assert_frame_equal(resumed.items, whole.items, check_exact=True)
+    pd.testing.assert_frame_equal(resumed.breakdown, whole.breakdown, check_exact=True)
+    assert resumed.summary_dict() == whole.summary_dict()
+    assert resumed.info == whole.info and resumed.warnings == whole.warnings
+    # and the chunks do not move a number here: a single-call run of the same texts agrees
+    one = probe.run(bert_encoder, seed=2, progress=False, **kw)
+    pd.testing.assert_frame_equal(one.items, whole.items, check_exact=False, atol=1e-9, rtol=0)
