@@ -155,14 +155,6 @@ def wilcoxon_test(diffs: Sequence[float] | np.ndarray) -> float:
     return float(st.wilcoxon(d, zero_method="wilcox").pvalue)
 
 
-def mann_whitney(a: Sequence[float], b: Sequence[float]) -> float:
-    """Two-sided Mann–Whitney U test."""
-    a_, b_ = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if len(a_) == 0 or len(b_) == 0:
-        return float("nan")
-    return float(st.mannwhitneyu(a_, b_, alternative="two-sided").pvalue)
-
-
 def one_sample_t(x: Sequence[float] | np.ndarray) -> float:
     """Two-sided one-sample t-test of the mean against 0."""
     a = np.asarray(x, dtype=np.float64)
