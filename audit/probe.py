@@ -451,8 +451,9 @@ class ItemProbe(Probe):
     def summarise(self, items: pd.DataFrame, *, kind: str, seed: int, opts: dict[str, Any]) -> ProbeResult:
         raise NotImplementedError
 
-    def run(self, handle: ModelHandle, data: str | Path | None = None, *, seed: int = 0, progress: bool = True,
-            **options: Any) -> ProbeResult:
+    def run(self, handle: ModelHandle | None, data: str | Path | None = None, *, seed: int = 0,
+            progress: bool = True, **options: Any) -> ProbeResult:
+        """:meth:`execute` in this process (no checkpoints); without a model, see :attr:`without_model`."""
         result = self.execute(handle, data, seed=seed, progress=progress, opts=options)
         assert result is not None
         return result

@@ -346,19 +346,11 @@ class ClassifierFairness(ItemProbe):
         n_resamples: PositiveInt = 1000
         n_permutations: PositiveInt = 1000
 
-    #: logged decisions instead of a model (``taudit run`` with ``models: []``)
+    #: logged decisions instead of a model (``taudit run`` with ``models: []``, or ``run(None, data)``):
+    #: the same metrics, intervals and tests from a predictions file (:func:`load_predictions`)
     without_model = WithoutModel(
         data="a predictions file with columns y_true, y_pred (optional y_score) and the attribute column",
         model_options=MODEL_OPTIONS)
-
-    def run(self, handle: ModelHandle | None, data: str | Path | None = None, *, seed: int = 0,
-            progress: bool = True, **options: Any) -> ProbeResult:
-        """Score every row with the model and compute the group metrics. Without a model
-        (``handle=None``), ``data`` is a predictions file of logged decisions
-        (:func:`load_predictions`) and the same metrics, intervals and tests come from it."""
-        if handle is None:
-            return self.run_without_model(data, seed=seed, progress=progress, **options)
-        return super().run(handle, data, seed=seed, progress=progress, **options)
 
     def score_without_model(self, data: str | Path | None, opts: Any, *, seed: int, progress: bool) -> ProbeResult:
         o = opts.values()
