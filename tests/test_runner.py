@@ -12,6 +12,8 @@ import yaml
 
 from audit import cli
 from audit.config import ConfigError, load_config, parse_config
+from audit.distributed import Dist
+from audit.probe import PROBES
 from audit.runner import run_audit
 from audit.store import RunDir, list_runs, read_json, write_json
 from probes.crows_pairs import CrowsPairs
@@ -122,6 +124,26 @@ def test_unsupported_kind_is_skipped(tmp_path: Path, bert_encoder_path: Path) ->
     m = o.run_dir.manifest()
     assert m["probes"]["cp_a"]["status"] == "skipped" and "encoder" in m["probes"]["cp_a"]["reason"]
     assert o.status == "complete"
+
+
+def test_one_lifecycle_for_every_probe(tmp_path: Path, bert_encoder_path: Path) -> None:
+    """The runner calls one entry point, ``Probe.execute``, for a chunked item probe
+    (representation, checkpointed under probes/<name>/partial) and a whole-dataset probe (seat)
+    alike; every summary names its probe's primary metric; a probe that is not sharded leaves the
+    ranks other than 0 idle."""
+    cfg = {"seed": 1, "output": str(tmp_path / "runs"), "models": [{"name": str(bert_encoder_path)}],
+           "probes": [{"probe": "representation", "chunk_size": 16,
+                       "options": {"max_items": 40, "folds": 2, "n_controls": 1, "n_permutations": 5}},
+                      {"probe": "seat"}],
+           "report": {"enabled": False}}
+    [o] = run_audit(parse_config(cfg), run_id="one", progress=False)
+    assert o.status == "complete", o.errors
+    for name in ("representation", "seat"):
+        assert o.run_dir.probe_summary(name)["primary_metric"] == PROBES.get(name).primary_metric
+        assert not (o.run_dir.probe_dir(name) / "partial").exists()
+    assert len(o.run_dir.probe_items("representation")) == 3  # one row per layer (tiny encoder: 2 + embeddings)
+    assert PROBES.get("representation").sharded and not PROBES.get("seat").sharded
+    assert PROBES.get("seat")().execute(None, None, dist=Dist(rank=1, world=2)) is None
 
 
 def test_config_errors_name_the_field(tmp_path: Path) -> None:
