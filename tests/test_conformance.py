@@ -212,7 +212,7 @@ CASES: dict[str, Case] = {
 }
 #: probes that read no data file (nothing hostile to give them)
 NO_DATA = {"cost"}
-#: probes whose items are not per text (a layer curve, one row per test): no payload to keep
+#: probes whose items are not per text (representation: one row per layer): no payload to keep
 NO_ITEM_TEXT = {"representation"}
 
 
@@ -242,7 +242,7 @@ def _same(a: ProbeResult, b: ProbeResult) -> None:
 
 
 def test_resume_covers_every_item_probe() -> None:
-    assert {"bbq", "bold", "crows_pairs", "stereoset", "templates", "counterfactual"} <= set(ITEM_PROBES)
+    assert {"bbq", "bold", "crows_pairs", "stereoset", "templates", "counterfactual", "representation"} <= set(ITEM_PROBES)
 
 
 @pytest.mark.parametrize("name", ITEM_PROBES)
