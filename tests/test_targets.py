@@ -141,3 +141,13 @@ def test_generation_target_is_the_greedy_continuation(gpt2) -> None:  # type: ig
             x = torch.cat([x, gpt2.model(input_ids=x).logits[:, -1].argmax(-1, keepdim=True)], 1)
     assert x[0].tolist() == p.ids.tolist()
     assert p.target_positions == list(range(src, p.length)) and p.n_targets == p.length - src
+
+
+def test_a_key_of_another_mode_is_refused_naming_the_mode_that_reads_it(gpt2) -> None:  # type: ignore[no-untyped-def]
+    """``max_new_tokens`` is a causal-LM key, but only generation reads it: on a next-token target it
+    would be ignored, so it is refused, naming the mode that reads it."""
+    with pytest.raises(TargetError, match=r"\['max_new_tokens'\] do nothing for mode 'next'.*'generate'"):
+        prepare(gpt2, "the doctor", {"mode": "next", "max_new_tokens": 4})
+    with pytest.raises(TargetError, match=r"\['token'\] do nothing for mode 'generate'.*'next'"):
+        prepare(gpt2, "the doctor", {"mode": "generate", "token": " a"})
+    assert prepare(gpt2, "the doctor", {"mode": "next", "token": " a", "output": "logprob"})[0].n_targets == 1

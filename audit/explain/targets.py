@@ -265,11 +265,21 @@ def baseline_token_id(handle: ModelHandle, baseline: Any) -> int:
 
 
 def _check_keys(kind: str, target: dict[str, Any]) -> None:
+    """Every key is read by some mode of the kind, and by the mode asked for (a ``max_new_tokens``
+    on a next-token target would otherwise be ignored without a word)."""
     unknown = set(target) - TARGET_KEYS[kind]
     if unknown:
         raise TargetError(
             f"unknown target field(s) {sorted(unknown)} for a {kind} model; allowed: "
             f"{', '.join(sorted(TARGET_KEYS[kind]))}"
+        )
+    mode = target_mode(kind, target)
+    other = set(target) - TARGETS[kind, mode].keys - {"mode"}
+    if other:
+        users = sorted({m for (k, m), cls in TARGETS.items() if k == kind and other & cls.keys})
+        raise TargetError(
+            f"target field(s) {sorted(other)} do nothing for mode {mode!r} of a {kind} model (they are read by "
+            f"mode {', '.join(map(repr, users))}); mode {mode!r} reads: {', '.join(sorted(TARGETS[kind, mode].keys))}"
         )
 
 
