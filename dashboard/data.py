@@ -17,7 +17,14 @@ from typing import Any
 import pandas as pd
 
 from audit.results import MetricValue
-from audit.rundir_view import OutsideRootError, RunView, VerdictRecord, as_dict
+from audit.rundir_view import (
+    ExplainRecord,
+    OutsideRootError,
+    ProbeRecord,
+    RunView,
+    VerdictRecord,
+    as_dict,
+)
 from audit.store import RunDir, list_runs
 
 logger = logging.getLogger(__name__)
@@ -185,49 +192,34 @@ def runs_table(infos: list[RunInfo]) -> pd.DataFrame:
 
 @dataclass
 class ProbeData:
-    """What the Bias page shows for one probe of one run."""
+    """What the Bias page shows for one probe of one run: its record (:meth:`RunView.probe`) and,
+    when it is complete, its breakdown and items read; ``message`` says what could not be read."""
 
-    name: str
-    status: str  # the vocabulary of :mod:`audit.rundir_view`: complete | failed | running | not started | ...
+    record: ProbeRecord
     message: str | None = None
-    probe: str = ""
-    metrics: dict[str, MetricValue] = field(default_factory=dict)
     breakdown: pd.DataFrame = field(default_factory=pd.DataFrame)
     items: pd.DataFrame | None = None
     items_message: str | None = None
-    info: dict[str, Any] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    n_items: int | None = None
-    item_effect: str | None = None
-    item_text: list[str] = field(default_factory=list)
-
-    @property
-    def complete(self) -> bool:
-        return self.status == "complete"
 
     @property
     def effect_column(self) -> str | None:
-        col = self.item_effect
+        col = self.record.item_effect
         return col if col and self.items is not None and col in self.items.columns else None
 
     @property
     def text_columns(self) -> list[str]:
-        return [c for c in self.item_text if c in self.items.columns] if self.items is not None else []
+        return [c for c in self.record.item_text if c in self.items.columns] if self.items is not None else []
 
 
 def load_probe(rr: RunsRoot, run_id: str, name: str, manifest: dict[str, Any] | None = None) -> ProbeData:
     """Probe ``name`` of run ``run_id`` (:meth:`audit.rundir_view.RunView.probe`), items loaded."""
     rec = rr.view(run_id, manifest).probe(name)
-    pd_ = ProbeData(name, rec.status, probe=rec.probe)
     if not rec.complete:
-        pd_.message = rec.message
-        return pd_
-    pd_.metrics, pd_.warnings, pd_.info, pd_.n_items = rec.metrics, rec.warnings, rec.info, rec.n_items
-    pd_.item_effect, pd_.item_text = rec.item_effect, rec.item_text
-    pd_.breakdown, bmsg = rec.breakdown()
-    pd_.items, pd_.items_message = rec.items()
-    pd_.message = "; ".join([*rec.problems, *([bmsg] if bmsg else [])]) or None
-    return pd_
+        return ProbeData(rec, rec.message)
+    breakdown, bmsg = rec.breakdown()
+    items, items_message = rec.items()
+    return ProbeData(rec, "; ".join([*rec.problems, *([bmsg] if bmsg else [])]) or None, breakdown, items,
+                     items_message)
 
 
 def metrics_frame(metrics: dict[str, MetricValue]) -> pd.DataFrame:
@@ -303,30 +295,23 @@ def filter_items(df: pd.DataFrame, filters: dict[str, list[Any]] | None = None, 
 
 @dataclass
 class ExplainData:
-    """What the Explain page shows for one explain/<name> folder."""
+    """What the Explain page shows for one explain/<name> folder: its record
+    (:meth:`RunView.explain`) and, when it is complete, its attributions and per-example metrics
+    when they hold the columns the page needs; ``message`` says what could not be read."""
 
-    name: str
-    status: str
+    record: ExplainRecord
     message: str | None = None
     attributions: pd.DataFrame | None = None
     metrics: pd.DataFrame | None = None
-    method_metrics: dict[str, dict[str, MetricValue]] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def complete(self) -> bool:
-        return self.status == "complete"
 
 
 def load_explain(rr: RunsRoot, run_id: str, name: str, manifest: dict[str, Any] | None = None) -> ExplainData:
     """Explain step ``name`` of run ``run_id`` (:meth:`audit.rundir_view.RunView.explain`), with its
     attributions and per-example metrics checked for the columns the page needs."""
     rec = rr.view(run_id, manifest).explain(name)
-    ed = ExplainData(name, rec.status)
     if not rec.complete:
-        ed.message = rec.message
-        return ed
-    ed.warnings, ed.method_metrics = rec.warnings, rec.method_metrics
+        return ExplainData(rec, rec.message)
+    ed = ExplainData(rec)
     problems = list(rec.problems)
     attr, amsg = rec.table("attributions.parquet")
     if amsg:

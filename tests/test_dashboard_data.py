@@ -54,17 +54,17 @@ def test_load_probe_complete_failed_running(tmp_path: Path) -> None:
     make_running_run(tmp_path)
     rr = RunsRoot(tmp_path)
     p = load_probe(rr, "run-a", "crows_pairs")
-    assert p.complete and p.message is None
-    assert p.metrics["metric"].value == pytest.approx(100 / 3)
-    assert p.metrics["metric"].ideal == 50.0 and p.metrics["metric"].higher_is_better is None
+    assert p.record.complete and p.message is None
+    assert p.record.metrics["metric"].value == pytest.approx(100 / 3)
+    assert p.record.metrics["metric"].ideal == 50.0 and p.record.metrics["metric"].higher_is_better is None
     assert p.effect_column == "score_diff" and p.text_columns == ["sent_more", "sent_less"]
     assert set(p.breakdown["group"]) == {"socioeconomic", "race-color", "gender", "age", "sexual-orientation"}
     failed = RunsRoot(tmp_path)
     m = load_run_info(failed, "run-failed").manifest
     s = load_probe(failed, "run-failed", "stereoset", m)
-    assert s.status == "failed" and "dev.json row 12" in (s.message or "")
+    assert s.record.status == "failed" and "dev.json row 12" in (s.message or "")
     r = load_probe(rr, "run-running", "crows_pairs", load_run_info(rr, "run-running").manifest)
-    assert r.status == "running" and "still running" in (r.message or "")
+    assert r.record.status == "running" and "still running" in (r.message or "")
 
 
 def test_load_probe_names_the_damaged_file(tmp_path: Path) -> None:
@@ -73,10 +73,10 @@ def test_load_probe_names_the_damaged_file(tmp_path: Path) -> None:
     (rd.probe_dir("crows_pairs") / "items.parquet").write_bytes(b"nope")
     rr = RunsRoot(tmp_path)
     seat = load_probe(rr, "run-a", "seat")
-    assert seat.status == "unreadable"
+    assert seat.record.status == "unreadable"
     assert "run-a/probes/seat/summary.json is not valid JSON (line 1" in (seat.message or "")
     crows = load_probe(rr, "run-a", "crows_pairs")
-    assert crows.complete and crows.items is None and crows.metrics
+    assert crows.record.complete and crows.items is None and crows.record.metrics
     assert "run-a/probes/crows_pairs/items.parquet is not a readable Parquet file" in (crows.items_message or "")
 
 
@@ -84,7 +84,7 @@ def test_load_explain_checks_columns(tmp_path: Path) -> None:
     rd = make_run(tmp_path, "run-a")
     rr = RunsRoot(tmp_path)
     ed = load_explain(rr, "run-a", "demo")
-    assert ed.complete and ed.message is None and ed.attributions is not None
+    assert ed.record.complete and ed.message is None and ed.attributions is not None
     parts = {m: sorted(method_parts(g)) for m, g in ed.attributions.groupby("method")}
     assert parts == {"ig": ["tokens"], "saliency": ["tokens"], "attention": ["attention"]}
     pd.DataFrame({"example": [0], "token": ["a"]}).to_parquet(rd.explain_dir("demo") / "attributions.parquet")
@@ -130,12 +130,9 @@ def test_run_info_verdict_is_recomputed_and_a_disagreement_is_shown(tmp_path: Pa
     assert info.verdict.status is None and "run-a/verdict.json is not a JSON object" in info.errors
 
 
-def test_item_table_filters_and_search() -> None:
-    from dashboard.data import ProbeData
-
-    res = crows_result()
-    p = ProbeData("crows_pairs", "complete", items=res.items, breakdown=res.breakdown, info=res.info,
-                  item_effect=res.item_effect, item_text=res.item_text)
+def test_item_table_filters_and_search(tmp_path: Path) -> None:
+    make_run(tmp_path, "run-a", with_explain=False)
+    p = load_probe(RunsRoot(tmp_path), "run-a", "crows_pairs")
     t = item_table(p)
     assert list(t["score_diff"]) == [1.0, -1.0, -0.5, 0.5, 0.5, 0.0]  # |effect| descending, stable
     assert category_columns(p)[:2] == ["bias_type", "stereo_antistereo"]

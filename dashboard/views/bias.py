@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from audit.results import MetricValue
 from audit.views import probe_warnings
 from dashboard.data import (
     ProbeData,
@@ -26,21 +27,21 @@ from dashboard.render import (
 from dashboard.state import page_run, probe
 
 
-def show_metrics(p: ProbeData) -> None:
-    cols = st.columns(min(4, max(1, len(p.metrics))))
-    for i, (name, m) in enumerate(p.metrics.items()):
+def show_metrics(metrics: dict[str, MetricValue]) -> None:
+    cols = st.columns(min(4, max(1, len(metrics))))
+    for i, (name, m) in enumerate(metrics.items()):
         with cols[i % len(cols)]:
             # label and value are Markdown in Streamlit (images and links included): the unit is data
             st.metric(md_escape(name), md_escape(fmt(m.value, m.unit)), delta=metric_delta(m), delta_color="off",
                       help=md_escape(m.description) if m.description else None)
             st.caption(md_escape(metric_caption(m)))
-    chart = metric_chart(p.metrics)
+    chart = metric_chart(metrics)
     if chart is not None:
         st.altair_chart(chart, width="stretch")
         st.caption("Dot: value; bar: 95% CI; dashed line: the metric's declared ideal. Orange when the CI "
                    "excludes the ideal, blue when it covers it.")
     with st.expander("All metric fields"):
-        st.dataframe(metrics_frame(p.metrics), hide_index=True, width="stretch")
+        st.dataframe(metrics_frame(metrics), hide_index=True, width="stretch")
 
 
 def show_breakdown(p: ProbeData, key: str) -> None:
@@ -55,7 +56,7 @@ def show_breakdown(p: ProbeData, key: str) -> None:
     if "group_by" in sub.columns and sub["group_by"].nunique() > 1:
         gb = st.selectbox("Grouped by", [str(g) for g in sub["group_by"].dropna().unique()], key=f"{key}:bd_by")
         sub = sub[sub["group_by"].astype(str) == gb]
-    ideal = p.metrics[metric].ideal if metric in p.metrics else None
+    ideal = p.record.metrics[metric].ideal if metric in p.record.metrics else None
     st.altair_chart(breakdown_chart(sub, ideal, metric), width="stretch")
     st.dataframe(sub, hide_index=True, width="stretch")
 
@@ -89,23 +90,24 @@ def show_items(p: ProbeData, key: str) -> None:
     st.caption(f"{len(view)} of {len(df)} items shown")
     st.dataframe(view, hide_index=True, width="stretch")
     st.download_button("Download items as CSV", view.to_csv(index=False).encode("utf-8"),
-                       file_name=f"{p.name}_items.csv", mime="text/csv", key=f"{key}:csv")
+                       file_name=f"{p.record.name}_items.csv", mime="text/csv", key=f"{key}:csv")
 
 
 def show_probe(rr: RunsRoot, run_id: str, name: str) -> None:
     p = probe(rr, run_id, name)
-    if not p.complete:
-        (st.info if p.status in ("running", "pending") else st.warning)(md_escape(p.message or p.status))
+    rec = p.record
+    if not rec.complete:
+        (st.info if rec.status in ("running", "pending") else st.warning)(md_escape(p.message or rec.status))
         return
     if p.message:
         st.warning(md_escape(p.message))
-    notes = probe_warnings(p.warnings, [{"name": k, "warning": m.warning} for k, m in p.metrics.items()])
+    notes = probe_warnings(rec.warnings, [{"name": k, "warning": m.warning} for k, m in rec.metrics.items()])
     if notes:  # one compact notice per probe, not one banner per warning and again per metric
         st.warning(f"**{len(notes)} caveat(s) for {md_escape(name)}** (small samples make intervals rough): "
                    + " · ".join(md_escape(w) for w in notes))
     key = f"{run_id}:{name}"
-    if p.metrics:
-        show_metrics(p)
+    if rec.metrics:
+        show_metrics(rec.metrics)
     else:
         st.info("This probe stored no summary metrics.")
     show_breakdown(p, key)
@@ -117,7 +119,7 @@ names = rr.view(info.run_id, info.manifest).probe_names()
 if not names:
     st.info("This run has no probe results yet.")
     st.stop()
-status = pd.Series({n: probe(rr, info.run_id, n).status for n in names})
+status = pd.Series({n: probe(rr, info.run_id, n).record.status for n in names})
 tabs = st.tabs([md_escape(f"{n} ({s})" if s != "complete" else n) for n, s in status.items()])
 for tab, name in zip(tabs, names, strict=True):
     with tab:

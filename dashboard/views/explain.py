@@ -47,7 +47,7 @@ def show_method_metrics(ed: ExplainData, example: int, method: str) -> None:
                     st.altair_chart(curve_chart(df.sort_values("k"), f"{metric} ({direction(str(metric))})"),
                                     width="stretch")
             shown = True
-    agg = ed.method_metrics.get(method) or {}
+    agg = ed.record.method_metrics.get(method) or {}
     if agg:
         st.markdown("**All examples** (mean and 95% CI)")
         table = pd.DataFrame([{
@@ -69,12 +69,13 @@ if not names:
     st.stop()
 name = st.selectbox("Explanation", names, key=f"{info.run_id}:explain_name")
 ed = explanation(rr, info.run_id, name)
-if not ed.complete:
-    (st.info if ed.status in ("running", "pending", "not started") else st.warning)(md_escape(ed.message or ed.status))
+rec = ed.record
+if not rec.complete:
+    (st.info if rec.status in ("running", "pending", "not started") else st.warning)(md_escape(ed.message or rec.status))
     st.stop()
 if ed.message:
     st.warning(md_escape(ed.message))
-for w in ed.warnings:
+for w in rec.warnings:
     st.warning(md_escape(w))
 if ed.attributions is None or ed.attributions.empty:
     st.info("No attributions stored in this explanation.")

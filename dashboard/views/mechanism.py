@@ -28,12 +28,12 @@ rr, info = page_run("Mechanism", "mechanism_run", caption=(
     "Causal mediation analysis (Vig et al. 2020): each head, attention layer and MLP is set, one at a time, to its "
     "value when the profession is swapped for a gendered word; its natural indirect effect (NIE) is how much that "
     "alone moves p(anti-stereotypical) / p(stereotypical pronoun)."))
-names = [n for n in rr.view(info.run_id, info.manifest).probe_names() if probe(rr, info.run_id, n).probe == "mediation"]
+names = [n for n in rr.view(info.run_id, info.manifest).probe_names() if probe(rr, info.run_id, n).record.probe == "mediation"]
 if not names:
     st.info("This run has no completed mediation probe (add `- probe: mediation` to the config).")
     st.stop()
 for name in names:
-    p = probe(rr, info.run_id, name)
+    p = probe(rr, info.run_id, name).record
     st.subheader(md_escape(name))
     for w in p.warnings:
         st.warning(md_escape(w))
