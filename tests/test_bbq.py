@@ -11,6 +11,7 @@ from scipy import stats
 
 from audit import scoring
 from audit.probe import ProbeError, get_probe
+from audit.rundir_view import RunView
 from probes import bbq
 from tests.conftest import shared_file
 
@@ -390,6 +391,6 @@ def test_runs_from_an_audit_config(tmp_path: Path, eight: Path, llama_path: Path
     })
     [o] = run_audit(cfg, run_id="r", progress=False)
     assert o.status == "complete"
-    s = o.run_dir.probe_summary("bbq")
+    s = RunView(o.run_dir).probe("bbq").summary
     assert s["status"] == "complete" and "bias_score_ambig" in s["metrics"]
-    assert len(o.run_dir.probe_items("bbq")) == 4
+    assert len(RunView(o.run_dir).probe("bbq").items()[0]) == 4

@@ -12,6 +12,7 @@ import torch
 
 from audit.models import ModelLoadError
 from audit.probe import ProbeError, get_probe
+from audit.rundir_view import RunView
 from audit.stats import bootstrap_table_ci, permutation_table_test
 from probes import bold
 from tests.conftest import shared_file
@@ -253,7 +254,7 @@ def test_runs_from_an_audit_config_in_chunks(tmp_path: Path, prompts: Path, gpt2
     })
     [o] = run_audit(cfg, run_id="r", progress=False)
     assert o.status == "complete"
-    items = o.run_dir.probe_items("bold")
+    items = RunView(o.run_dir).probe("bold").items()[0]
     assert len(items) == 8
     # chunking does not change a prompt's continuation (per-prompt seeds from the run seed)
     from audit.models import load_model

@@ -10,6 +10,7 @@ import pytest
 
 from audit import cli
 from audit.compare import compare_runs, mcnemar_exact
+from audit.rundir_view import RunView
 from tests.fixture_runs import make_failed_run, make_run
 
 
@@ -18,11 +19,11 @@ def test_compare_runs_tests_every_shared_metric(tmp_path: Path) -> None:
     df = compare_runs(a, b).table
     assert set(df["probe"]) == {"crows_pairs", "seat"}
     crows = df[df["probe"] == "crows_pairs"].set_index("metric")
-    ma, mb = a.probe_metrics("crows_pairs"), b.probe_metrics("crows_pairs")
+    ma, mb = RunView(a).probe("crows_pairs").metrics, RunView(b).probe("crows_pairs").metrics
     for m in crows.index:
         assert crows.loc[m, "delta (B−A)"] == pytest.approx(mb[m].value - ma[m].value, nan_ok=True)
     # the same items in both runs: the stereotype rate is compared pair by pair (McNemar)
-    items_a, items_b = a.probe_items("crows_pairs"), b.probe_items("crows_pairs")
+    items_a, items_b = RunView(a).probe("crows_pairs").items()[0], RunView(b).probe("crows_pairs").items()[0]
     assert crows.loc["metric", "test"] == "McNemar exact test (paired items)"
     assert crows.loc["metric", "p_value"] == pytest.approx(
         mcnemar_exact(items_a["stereo_preferred"], items_b["stereo_preferred"]).p_value)

@@ -30,6 +30,7 @@ import pytest
 import probes  # noqa: F401  (registers the built-in probes)
 from audit.probe import PROBES, ItemProbe
 from audit.results import ProbeResult
+from audit.rundir_view import RunView
 from tests.test_security import audit_html
 
 #: the payloads: script, event handler, template syntax (Jinja/Angular), Markdown link and image
@@ -320,7 +321,7 @@ def test_hostile_strings_in_data_stay_text_in_the_report(
     [outcome] = run_audit(load_config(cfg_path), out=tmp_path / "runs", run_id="r", progress=False)
     assert outcome.status == "complete", outcome
     rd = outcome.run_dir
-    items = rd.probe_items(name) if (rd.probe_dir(name) / "items.parquet").is_file() else pd.DataFrame()
+    items = RunView(rd).probe(name).items()[0] if (rd.probe_dir(name) / "items.parquet").is_file() else pd.DataFrame()
     stored = _stored(items)
     html = build_reports(rd, ["html"], out_dir=tmp_path / "report")["html"].read_text(encoding="utf-8")
     page = audit_html(html, allowed_tags=frozenset({"style"}))

@@ -62,7 +62,7 @@ def test_taudit_run_without_arguments_ends_with_a_verdict(default_run: Any) -> N
 
 def _cited(rd: RunDir, probe: str, value: float, lo: float, hi: float) -> bool:
     """Whether (value, lo, hi) is a metric or a breakdown row of ``probe`` in its summary.json."""
-    s = rd.probe_summary(probe)
+    s = RunView(rd).probe(probe).summary
     rows = list((s.get("metrics") or {}).values()) + list(s.get("breakdown") or [])
     return any(r.get("value") == pytest.approx(value) and r.get("ci_low") == pytest.approx(lo)
                and r.get("ci_high") == pytest.approx(hi) for r in rows)

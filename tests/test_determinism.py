@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from audit.models import file_sha256
+from audit.rundir_view import RunView
 from audit.store import RunDir
 from tests.test_bold import GENDER, RELIGION
 from tests.test_distributed import REPO, pairs_csv
@@ -80,16 +81,16 @@ def test_same_seed_same_results_and_the_manifest_says_how(tmp_path: Path, llama_
     names = ["bold", "counterfactual", "crows_pairs", "seat", "stereoset"]
     assert a.probe_names() == b.probe_names() == names
     for name in names:
-        ia, ib = a.probe_items(name), b.probe_items(name)
+        ia, ib = RunView(a).probe(name).items()[0], RunView(b).probe(name).items()[0]
         assert len(ia) > 0
         pd.testing.assert_frame_equal(ia, ib, check_exact=True)
-        sa, sb = a.probe_summary(name), b.probe_summary(name)
+        sa, sb = RunView(a).probe(name).summary, RunView(b).probe(name).summary
         assert sa["status"] == "complete"
         assert {k: v for k, v in sa.items() if k not in VOLATILE} == {k: v for k, v in sb.items() if k not in VOLATILE}
     # the sampling really sampled (a broken generator giving "" everywhere would also be "identical")
-    cont = a.probe_items("bold")["continuation"]
+    cont = RunView(a).probe("bold").items()[0]["continuation"]
     assert cont.str.len().gt(0).all() and cont.nunique() > 1
-    assert a.probe_metrics("crows_pairs")["pct_stereotype"].ci_low < a.probe_metrics("crows_pairs")["pct_stereotype"].ci_high
+    assert RunView(a).probe("crows_pairs").metrics["pct_stereotype"].ci_low < RunView(a).probe("crows_pairs").metrics["pct_stereotype"].ci_high
 
     ma, mb = a.manifest(), b.manifest()
     assert ma["status"] == mb["status"] == "complete"

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from audit.rundir_view import RunView
 from audit.store import RunDir
 from tests.tiny_models import corpus
 
@@ -61,9 +62,9 @@ def taudit(cfg: Path, out: Path, run_id: str, nproc: int = 1, **env: str) -> sub
 
 def assert_same_run(a: RunDir, b: RunDir) -> None:
     for name in a.probe_names():
-        pd.testing.assert_frame_equal(a.probe_items(name), b.probe_items(name))
-        assert a.probe_summary(name)["metrics"] == b.probe_summary(name)["metrics"]
-        assert a.probe_summary(name)["breakdown"] == b.probe_summary(name)["breakdown"]
+        pd.testing.assert_frame_equal(RunView(a).probe(name).items()[0], RunView(b).probe(name).items()[0])
+        assert RunView(a).probe(name).summary["metrics"] == RunView(b).probe(name).summary["metrics"]
+        assert RunView(a).probe(name).summary["breakdown"] == RunView(b).probe(name).summary["breakdown"]
 
 
 @pytest.mark.slow
@@ -77,7 +78,7 @@ def test_two_process_gloo_run_equals_single_process(tmp_path: Path, llama_path: 
         a, b = RunDir(tmp_path / "runs" / f"one-{label}"), RunDir(tmp_path / "runs" / f"two-{label}")
         assert a.manifest()["status"] == b.manifest()["status"] == "complete"
         assert b.manifest()["distributed"]["world_size"] == 2
-        assert len(b.probe_items("crows_pairs")) == 23
+        assert len(RunView(b).probe("crows_pairs").items()[0]) == 23
         assert b.probe_names() == ["crows_pairs", "stereoset"]
         assert_same_run(a, b)
         assert not (b.probe_dir("crows_pairs") / "partial").exists()
@@ -104,7 +105,7 @@ def crash_and_rerun(cfg: Path, runs: Path, probe: str) -> tuple[RunDir, RunDir]:
 @pytest.mark.slow
 def test_killed_rank_rerun_completes_without_loss(tmp_path: Path, llama_path: Path) -> None:
     ref, rd = crash_and_rerun(write_config(tmp_path, {"llama": llama_path}), tmp_path / "runs", "crows_pairs")
-    items = rd.probe_items("crows_pairs")
+    items = RunView(rd).probe("crows_pairs").items()[0]
     assert items["row"].tolist() == [str(i) for i in range(23)]  # nothing lost or duplicated
     assert_same_run(ref, rd)
 
@@ -164,7 +165,7 @@ def assert_same_items(a: RunDir, b: RunDir) -> None:
     assert a.probe_names() == b.probe_names()
     assert_same_run(a, b)
     for name in a.probe_names():
-        sa, sb = a.probe_summary(name), b.probe_summary(name)
+        sa, sb = RunView(a).probe(name).summary, RunView(b).probe(name).summary
         assert sa["info"] == sb["info"], name
         assert sa["warnings"] == sb["warnings"], name
 
@@ -188,22 +189,22 @@ def test_two_process_run_of_templates_counterfactual_fairness_equals_single_proc
         assert_same_items(a, b)
         assert not any((b.probe_dir(n) / "partial").exists() for n in names)
     llama = RunDir(tmp_path / "runs" / "two-llama")
-    assert len(llama.probe_items("templates")) == 24 and len(llama.probe_items("fairness_zero_shot")) == 30
-    cf = llama.probe_items("counterfactual")
+    assert len(RunView(llama).probe("templates").items()[0]) == 24 and len(RunView(llama).probe("fairness_zero_shot").items()[0]) == 30
+    cf = RunView(llama).probe("counterfactual").items()[0]
     assert cf["id"].tolist() == [f"t{i}" for i in range(len(CF_TEXTS))]  # chunk order kept, unswapped texts too
     assert (~cf["swapped"]).sum() == 2
     # the causal template effect is centred over every chunk's items of a template and target pair
-    tpl = llama.probe_items("templates")
+    tpl = RunView(llama).probe("templates").items()[0]
     for _, g in tpl.groupby(["template_id", "pair"]):
         np.testing.assert_allclose(g["effect"], g["preference"] - g["preference"].mean(), atol=1e-9)
-    assert llama.probe_items("counterfactual_gen")["continuation_original"].notna().sum() == len(CF_TEXTS) - 2
+    assert RunView(llama).probe("counterfactual_gen").items()[0]["continuation_original"].notna().sum() == len(CF_TEXTS) - 2
 
 
 @pytest.mark.slow
 def test_killed_rank_in_counterfactual_rerun_completes_without_loss(tmp_path: Path, llama_path: Path) -> None:
     cfg = item_probe_config(tmp_path, {"llama": llama_path}, first="counterfactual")
     ref, rd = crash_and_rerun(cfg, tmp_path / "runs", "counterfactual")
-    items = rd.probe_items("counterfactual")
+    items = RunView(rd).probe("counterfactual").items()[0]
     assert items["id"].tolist() == [f"t{i}" for i in range(len(CF_TEXTS))]  # nothing lost or duplicated
     assert_same_items(ref, rd)
 

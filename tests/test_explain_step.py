@@ -17,6 +17,7 @@ from audit.explain import (
     validate_explain_spec,
 )
 from audit.explain.evaluate import evaluate
+from audit.rundir_view import RunView
 from audit.store import RunDir, read_json
 from tests.fixture_runs import SCRIPT_ROW, make_run
 
@@ -177,7 +178,7 @@ def test_explain_bias_items_ranks_by_effect(tmp_path: Path, gpt2) -> None:  # ty
     assert status["status"] == "complete" and status["n_items"] == 2
     d = rd.explain_dir("crows_pairs-items")
     assert rd.explain_complete("crows_pairs-items")
-    items = rd.probe_items("crows_pairs")
+    items = RunView(rd).probe("crows_pairs").items()[0]
     top = items["score_diff"].abs().sort_values(ascending=False, kind="stable").index[:2].tolist()
     attr = pd.read_parquet(d / "attributions.parquet")
     assert sorted(set(attr["item"])) == sorted(top) and set(attr["side"]) == {"sent_more", "sent_less"}

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from audit.rundir_view import RunView
 from audit.stats import benjamini_hochberg
 from audit.store import RunDir
 from reports.builder import build_reports
@@ -133,7 +134,7 @@ def test_findings_cite_values_in_summary(tmp_path: Path) -> None:
     rd = make_run(tmp_path)
     doc = collect_report(rd)
     for f in doc["key_findings"]["findings"]:
-        summary = rd.probe_summary(f["probe"])
+        summary = RunView(rd).probe(f["probe"]).summary
         if f["group"]:
             rows = [r for r in summary["breakdown"] if r["group"] == f["group"] and r["metric"] == f["metric"]]
             src = rows[0]

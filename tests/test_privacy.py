@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from audit.probe import ProbeError
+from audit.rundir_view import RunView
 from probes import _canary, _pii, run_probe
 from probes.privacy import Privacy, load_canaries, load_documents, load_prompts
 from tests import tiny_models
@@ -301,11 +302,11 @@ def test_runs_through_the_runner_with_its_files_in_the_manifest(tmp_path: Path, 
     (tmp_path / "a.yaml").write_text(yaml.safe_dump(cfg))
     [o] = run_audit(load_config(tmp_path / "a.yaml"), run_id="r", progress=False)
     assert o.status == "complete", o.errors
-    items = o.run_dir.probe_items("privacy")
+    items = RunView(o.run_dir).probe("privacy").items()[0]
     assert list(items["part"].value_counts().sort_index()) == [1, 4, 4]  # canary, memorization (2 × 2), pii
     names = [Path(d["path"]).name for d in o.run_dir.manifest()["datasets"]["privacy"]]
     assert names == ["prompts.jsonl", "licenses.jsonl"]
-    m = o.run_dir.probe_metrics("privacy")
+    m = RunView(o.run_dir).probe("privacy").metrics
     assert {"pii_rate", "extractable_gap", "canary_exposure"} <= set(m)
     assert m["pii_rate"].ci_high is not None
 

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from audit import cli
+from audit.rundir_view import RunView
 from audit.store import RunDir, read_json
 from reports import report_schema
 from tests.test_crows_pairs import PAIRS, write_csv
@@ -59,7 +60,7 @@ def test_run_policy_exit_codes_and_post_run_reports(tmp_path: Path, llama_path: 
     jsonschema.validate(doc, report_schema())
     assert doc["run"]["status"] == "complete" and doc["verdict"]["status"] == "pass"
     metric = next(m for m in doc["probes"][0]["metrics"] if m["name"] == "pct_stereotype")
-    stored = rd.probe_summary("crows_pairs")["metrics"]["pct_stereotype"]
+    stored = RunView(rd).probe("crows_pairs").summary["metrics"]["pct_stereotype"]
     assert (metric["value"], metric["ci_low"], metric["ci_high"]) == (stored["value"], stored["ci_low"], stored["ci_high"])
     kinds = {(x["method"], x["kind"]) for x in doc["explainers"][0]["examples"]}
     assert ("saliency", "tokens") in kinds and ("attention", "matrix") in kinds

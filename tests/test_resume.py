@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from audit import cli, store
+from audit.rundir_view import RunView
 from audit.store import RunDir
 from tests.test_distributed import REPO, assert_same_run
 from tests.tiny_models import corpus
@@ -113,7 +114,7 @@ def test_sigkill_mid_probe_then_rerun(tmp_path: Path, llama_path: Path) -> None:
     assert reused == kept
     assert scored == [k for k in range(n_chunks) if k not in kept]
     # nothing lost or duplicated, and the numbers of an uninterrupted run, item for item
-    items = rd.probe_items("cp_big")
+    items = RunView(rd).probe("cp_big").items()[0]
     assert items["row"].tolist() == [str(i) for i in range(N_BIG)]
     assert_same_run(uninterrupted(cfg, out), rd)
     assert not (rd.probe_dir("cp_big") / "partial").exists() and not list(rd.path.rglob(".*.tmp"))
@@ -214,7 +215,7 @@ def test_disk_full_mid_run_is_one_clear_line_then_a_rerun_completes(
     assert [h["status"] for h in m["history"]] == ["failed", "complete"]
     assert m["history"][1]["resumed"]["probes_complete"] == ["cp_small"]
     assert m["history"][1]["resumed"]["chunks_reused"] == {"cp_big": {"reused": 5, "of": 5}}
-    assert len(rd.probe_items("cp_big")) == 20
+    assert len(RunView(rd).probe("cp_big").items()[0]) == 20
 
 
 def test_disk_full_on_a_chunk_checkpoint(tmp_path: Path, llama_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -14,6 +14,7 @@ from audit import cli
 from audit.config import ConfigError, load_config, parse_config
 from audit.distributed import Dist
 from audit.probe import PROBES
+from audit.rundir_view import RunView
 from audit.runner import run_audit
 from audit.store import RunDir, list_runs, read_json, write_json
 from probes.crows_pairs import CrowsPairs
@@ -51,11 +52,11 @@ def test_complete_run_directory(tmp_path: Path, llama_path: Path) -> None:
     ds = m["datasets"]["cp_a"][0]
     assert len(ds["sha256"]) == 64 and ds["rows"] == 4 and ds["path"].endswith("pairs.csv")
     assert m["probes"]["cp_b"]["status"] == "complete"
-    s = rd.probe_summary("cp_a")
+    s = RunView(rd).probe("cp_a").summary
     assert s["status"] == "complete" and set(s["metrics"]["pct_stereotype"]) >= {
         "value", "ci_low", "ci_high", "n", "p_value", "ideal", "higher_is_better"
     }
-    assert len(rd.probe_items("cp_a")) == 4 and len(rd.probe_items("cp_b")) == 2
+    assert len(RunView(rd).probe("cp_a").items()[0]) == 4 and len(RunView(rd).probe("cp_b").items()[0]) == 2
     # no temp files left behind by the atomic writes
     assert not [p for p in rd.path.rglob("*.tmp")]
 
@@ -82,7 +83,7 @@ def test_resume_after_crash_skips_completed(tmp_path: Path, llama_path: Path, mo
     assert rd.probe_complete("cp_a") and not rd.probe_complete("cp_b")
     assert sorted(p.name for p in (rd.probe_dir("cp_b") / "partial").glob("chunk-*")) == ["chunk-00000.parquet"]
     first = (rd.probe_dir("cp_a") / "summary.json").read_bytes()
-    items_a = rd.probe_items("cp_a")
+    items_a = RunView(rd).probe("cp_a").items()[0]
 
     monkeypatch.setattr(CrowsPairs, "score_items", real_score)
     calls: list[int] = []
@@ -96,8 +97,8 @@ def test_resume_after_crash_skips_completed(tmp_path: Path, llama_path: Path, mo
     assert o.status == "complete"
     assert calls == [1]  # only cp_b's unfinished chunk was scored again
     assert (rd.probe_dir("cp_a") / "summary.json").read_bytes() == first  # not recomputed
-    pd.testing.assert_frame_equal(rd.probe_items("cp_a"), items_a)
-    items_b = rd.probe_items("cp_b")
+    pd.testing.assert_frame_equal(RunView(rd).probe("cp_a").items()[0], items_a)
+    items_b = RunView(rd).probe("cp_b").items()[0]
     assert items_b["row"].tolist() == ["0", "1"]  # nothing lost, nothing duplicated, file order
     # the resumed chunks give exactly the numbers of an uninterrupted run
     pd.testing.assert_frame_equal(items_b, items_a.iloc[:2].reset_index(drop=True))
@@ -116,7 +117,7 @@ def test_failing_probe_is_recorded_and_others_run(tmp_path: Path, llama_path: Pa
     m = o.run_dir.manifest()
     assert m["probes"]["cp_a"]["status"] == "failed" and "not found" in m["probes"]["cp_a"]["error"]
     assert m["probes"]["cp_b"]["status"] == "complete"
-    assert o.run_dir.probe_summary("cp_a")["status"] == "failed"
+    assert RunView(o.run_dir).probe("cp_a").summary["status"] == "failed"
 
 
 def test_unsupported_kind_is_skipped(tmp_path: Path, bert_encoder_path: Path) -> None:
@@ -139,9 +140,9 @@ def test_one_lifecycle_for_every_probe(tmp_path: Path, bert_encoder_path: Path) 
     [o] = run_audit(parse_config(cfg), run_id="one", progress=False)
     assert o.status == "complete", o.errors
     for name in ("representation", "seat"):
-        assert o.run_dir.probe_summary(name)["primary_metric"] == PROBES.get(name).primary_metric
+        assert RunView(o.run_dir).probe(name).summary["primary_metric"] == PROBES.get(name).primary_metric
         assert not (o.run_dir.probe_dir(name) / "partial").exists()
-    assert len(o.run_dir.probe_items("representation")) == 3  # one row per layer (tiny encoder: 2 + embeddings)
+    assert len(RunView(o.run_dir).probe("representation").items()[0]) == 3  # one row per layer (tiny encoder: 2 + embeddings)
     assert PROBES.get("representation").sharded and not PROBES.get("seat").sharded
     assert PROBES.get("seat")().execute(None, None, dist=Dist(rank=1, world=2)) is None
 
@@ -223,7 +224,7 @@ def test_crows_pairs_full_file_on_smollm2(tmp_path: Path) -> None:
                                    "report": {"enabled": False}}))
     assert cli.main(["run", str(cfg), "--out", str(tmp_path / "runs"), "--run-id", "cp", "-q"]) == 0
     rd = RunDir(tmp_path / "runs" / "cp")
-    items = rd.probe_items("crows_pairs")
+    items = RunView(rd).probe("crows_pairs").items()[0]
     assert len(items) == 1508
-    m = rd.probe_metrics("crows_pairs")["pct_stereotype"]
+    m = RunView(rd).probe("crows_pairs").metrics["pct_stereotype"]
     assert m.n == 1508 and 30 < m.value < 80 and m.ci_low < m.value < m.ci_high

@@ -12,6 +12,7 @@ import torch
 from audit import scoring
 from audit.config import load_config
 from audit.models import load_model
+from audit.rundir_view import RunView
 
 TEXTS = ["the man is good at work", "She was kind today", "the doctor seems angry in the city"]
 
@@ -89,7 +90,7 @@ def test_run_in_reduced_precision_warns_where_not_measured_safe(
     cfg.models[0].dtype = dtype  # type: ignore[assignment]
     [o] = run_audit(cfg, run_id="r", progress=False)
     assert o.status == "complete"
-    warnings = o.run_dir.probe_summary("cp_a").get("warnings", [])
+    warnings = RunView(o.run_dir).probe("cp_a").summary.get("warnings", [])
     assert any("crows_pairs ran in bfloat16" in w for w in warnings) is warned
 
 
