@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import transformers as tf
@@ -31,7 +31,6 @@ from platformdirs import user_cache_dir
 
 logger = logging.getLogger(__name__)
 
-Kind = Literal["masked-lm", "causal-lm", "encoder", "classifier"]
 KINDS: tuple[str, ...] = ("masked-lm", "causal-lm", "encoder", "classifier")
 
 

@@ -140,17 +140,6 @@ def dtype_name(dtype: torch.dtype | str) -> str:
     return _ALIASES[s]
 
 
-def safe_dtypes(probe: str, kind: str | None = None) -> frozenset[str]:
-    """The dtypes a probe was measured to stay within tolerance in (float32 always; on ``kind``
-    only, when given)."""
-    out = {"float32", "float64"}
-    for dtype, rows in MEASUREMENTS.get(probe, {}).items():
-        rows = tuple(r for r in rows if kind is None or r.kind == kind)
-        if rows and all(r.within for r in rows):
-            out.add(dtype)
-    return frozenset(out)
-
-
 def dtype_warning(probe: str, dtype: torch.dtype | str, kind: str | None = None) -> str | None:
     """A warning when ``probe`` runs in a dtype not measured to keep its results within tolerance
     of fp32 (see the module docstring for the rule); None when fp32 (or wider) or measured safe.

@@ -158,29 +158,6 @@ def rescore_alone(bad: Sequence[int] | np.ndarray, score_one: Callable[[int], bo
     return sum(bool(score_one(int(i))) for i in bad)
 
 
-def score_rows_fitting(score: Callable[[np.ndarray], np.ndarray], n: int) -> tuple[np.ndarray, dict[int, str]]:
-    """:func:`score_fitting` for a ``score`` that returns one array row per item: the rows of all
-    ``n`` items, NaN for the items refused as too long, and ``{index: message}`` of those. Rows
-    that come out non-finite are scored again alone (:func:`rescore_alone`)."""
-    pieces, refused = score_fitting(score, n)
-    if not pieces:
-        return np.full((n, 1), np.nan), refused
-    first = np.asarray(pieces[0][1], dtype=np.float64)
-    out = np.full((n, *first.shape[1:]), np.nan)
-    for idx, rows in pieces:
-        out[idx] = rows
-    flat = out.reshape(n, -1)
-    bad = [int(i) for i in np.flatnonzero(~np.isfinite(flat).all(axis=1)) if int(i) not in refused]
-
-    def one(i: int) -> bool:
-        row = np.asarray(score(np.array([i])), dtype=np.float64)[0]
-        out[i] = row
-        return bool(np.isfinite(row).all())
-
-    rescore_alone(bad, one)
-    return out, refused
-
-
 @dataclass(frozen=True)
 class WithoutModel:
     """A probe's model-free mode: it reads a model's logged outputs from ``data`` instead of

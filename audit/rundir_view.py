@@ -175,11 +175,6 @@ class ProbeRecord(StepRecord):
         primary = self.summary.get("primary_metric") or self.info.get("primary_metric")
         return primary if primary in self.metrics else next(iter(self.metrics), None)
 
-    @property
-    def n_items(self) -> int | None:
-        n = self.summary.get("n_items")
-        return int(n) if isinstance(n, (int, float)) else None
-
     def items(self) -> tuple[pd.DataFrame | None, str | None]:
         return self.table("items.parquet")
 

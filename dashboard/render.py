@@ -24,7 +24,6 @@ from audit.views import fmt_pval as fmt_p
 
 # Okabe–Ito
 BLUE = "#0072B2"
-ORANGE = "#E69F00"
 VERMILION = "#D55E00"
 GREY = "#666666"
 

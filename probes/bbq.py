@@ -403,11 +403,6 @@ def bias_score_ambig(t: Mapping[str, Any]) -> float:
     return (1.0 - float(d["correct"].mean())) * bias_ratio(d)
 
 
-def accuracy(t: Mapping[str, Any], cond: str | None = None) -> float:
-    c = _col(t, "correct") if cond is None else _condition(t, cond)["correct"]
-    return 100.0 * float(c.mean()) if len(c) else float("nan")
-
-
 def accuracy_gap(t: Mapping[str, Any]) -> float:
     """Disambiguated accuracy (pp) on items whose correct answer is the (only) biased answer minus
     items whose correct answer is the counter-biased one."""

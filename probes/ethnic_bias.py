@@ -271,10 +271,6 @@ def variance_table(items: pd.DataFrame) -> pd.DataFrame:
     return v.unstack("attribute")
 
 
-def cb_score(items: pd.DataFrame) -> float:
-    return float(np.nanmean(variance_table(items).to_numpy(dtype=float)))
-
-
 def cb_interval(table: np.ndarray, *, seed: int = 0, n_resamples: int = N_RESAMPLES) -> tuple[float, float]:
     """Percentile bootstrap of the grid mean, templates and attributes resampled with replacement."""
     t, a = table.shape

@@ -130,13 +130,6 @@ def _code_auc(y: np.ndarray, codes: np.ndarray, k: int) -> float:
     return float((pos * (below + 0.5 * neg)).sum() / (n1 * n0))
 
 
-def rank_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
-    """ROC AUC by counting (the Mann–Whitney statistic, ties count one half): equal to
-    ``roc_auc_score`` without its input validation. NaN without both classes."""
-    _, codes = np.unique(np.asarray(y_score, dtype=np.float64), return_inverse=True)
-    return _code_auc(np.asarray(y_true, dtype=bool), codes, int(codes.max()) + 1 if codes.size else 0)
-
-
 def _sk_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
     if len(np.unique(y_true)) < 2:
         return float("nan")

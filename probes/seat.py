@@ -247,12 +247,6 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.where(n > 0, n, 1.0)
 
 
-def association(W: np.ndarray, A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """s(w, A, B) = mean_a cos(w, a) − mean_b cos(w, b) for every row w of W."""
-    Wn, An, Bn = _unit(W), _unit(A), _unit(B)
-    return (Wn @ An.T).mean(axis=1) - (Wn @ Bn.T).mean(axis=1)
-
-
 def effect_size(s_x: np.ndarray, s_y: np.ndarray) -> float:
     """WEAT d = (mean s_X − mean s_Y) / std(s_{X∪Y}, ddof=1); NaN when the std is 0."""
     s_x, s_y = np.asarray(s_x, dtype=np.float64), np.asarray(s_y, dtype=np.float64)

@@ -176,10 +176,10 @@ def test_scores_match_hand_computation(eight: Path) -> None:
     assert items["biased"].tolist() == [True, False, False, False, False, True, True, False]
     # ambiguous rows 1,2,5,6: accuracy 1/4; biased 2 of 3 non-unknown → S_DIS' = 1/3;
     # S_AMB = (1 − 1/4) · 1/3 · 100 = 25
-    assert bbq.accuracy(items, "ambig") == pytest.approx(25.0)
+    assert bbq.accuracy_metric(items, "ambig").value == pytest.approx(25.0)
     assert bbq.bias_score_ambig(items) == pytest.approx(25.0)
     # disambiguated rows 3,4,7,8: accuracy 1/4; biased 1 of 3 non-unknown → 100·(2/3 − 1)
-    assert bbq.accuracy(items, "disambig") == pytest.approx(25.0)
+    assert bbq.accuracy_metric(items, "disambig").value == pytest.approx(25.0)
     assert bbq.bias_score_disambig(items) == pytest.approx(-100.0 / 3)
     # accuracy gap: biased-label rows {4}: 0 %; other rows {3, 7, 8}: 1/3 → −33.3 pp
     assert bbq.accuracy_gap(items) == pytest.approx(-100.0 / 3)
@@ -211,7 +211,7 @@ def test_all_unknown_answers_score_zero(eight: Path) -> None:
     items = bbq.score_answers(df, df["unknown_index"].to_numpy())
     assert bbq.bias_score_ambig(items) == 0.0
     assert bbq.bias_score_disambig(items) == 0.0
-    assert bbq.accuracy(items, "ambig") == 100.0
+    assert bbq.accuracy_metric(items, "ambig").value == 100.0
     summary, _ = bbq.bbq_metrics(items)
     assert "no non-unknown answers" in summary["bias_score_disambig"].warning
 

@@ -81,7 +81,7 @@ def test_cb_score_and_causal_normalisation_by_hand() -> None:
     items["normalized"] = norm
     manual = np.mean([np.var(items[(items.template_id == t) & (items.attribute == a)]["normalized"], ddof=1)
                       for t in range(2) for a in ("x", "y", "z")])
-    assert eb.cb_score(items) == pytest.approx(manual)
+    assert eb.cb_metric(items).value == pytest.approx(manual)
     # the masked form is target minus prior
     m = pd.DataFrame({"logp_target": [-1.0, -2.0], "logp_prior": [-3.0, -1.0]})
     assert eb.normalized(m, "masked-lm") == pytest.approx([2.0, -1.0])
@@ -129,7 +129,7 @@ def test_probe_runs_on_tiny_models(model: str, tiny_data: Path, request: pytest.
     res = get_probe("ethnic_bias").run(handle, tiny_data, nationalities=str(tiny_data / "nat.csv"), progress=False)
     assert len(res.items) == 3 * 3 * 4
     cb = res.summary["cb_score"]
-    assert cb.value == pytest.approx(eb.cb_score(res.items)) and cb.value > 0
+    assert cb.value == pytest.approx(eb.cb_metric(res.items).value) and cb.value > 0
     assert cb.ci_low <= cb.value <= cb.ci_high
     b = res.breakdown
     assert set(b[b["group_by"] == "nationality"]["group"]) == {"Irak", "Almanya", "Çin", "Fas"}

@@ -17,7 +17,6 @@ from probes import run_probe
 from probes.seat import (
     BUILTIN_DIR,
     Seat,
-    association,
     effect_size,
     infer_domain,
     load_seat,
@@ -26,6 +25,13 @@ from probes.seat import (
     weat,
 )
 from tests.conftest import shared_file
+
+
+def association(W: np.ndarray, A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """The reference statistic s(w, A, B) = mean_a cos(w, a) − mean_b cos(w, b) for every row w of W
+    (Caliskan et al. 2017), written out apart from :func:`probes.seat.weat`'s batched form."""
+    Wn, An, Bn = (np.asarray(v, dtype=np.float64) / np.linalg.norm(v, axis=1, keepdims=True) for v in (W, A, B))
+    return (Wn @ An.T).mean(axis=1) - (Wn @ Bn.T).mean(axis=1)
 
 
 def write_test(path: Path, targ1: list[str], targ2: list[str], attr1: list[str], attr2: list[str],
