@@ -45,19 +45,16 @@ class RunsRoot:
     def exists(self) -> bool:
         return self.root.is_dir()
 
-    def inside(self, path: str | os.PathLike[str]) -> Path:
-        """``path`` resolved; :class:`OutsideRootError` unless it lies inside the root."""
-        return RunView(path, root=self.root).file()
-
     def run_ids(self) -> list[str]:
         """Names of the run directories (folders with a manifest.json) directly under the root."""
         return [rd.path.name for rd in list_runs(self.root)]
 
     def run_dir(self, run_id: str) -> RunDir:
-        """The run directory ``run_id``; refuses names that are not a plain folder name in the root."""
+        """The run directory ``run_id``; refuses names that are not a plain folder name in the root,
+        and a folder that resolves (symlinks followed) outside it."""
         if not run_id or run_id in {".", ".."} or "/" in run_id or "\\" in run_id or "\0" in run_id:
             raise OutsideRootError(f"{run_id!r} is not a run directory name")
-        return RunDir(self.inside(self.root / run_id))
+        return RunDir(RunView(self.root / run_id, root=self.root).file())
 
     def view(self, run_id: str, manifest: dict[str, Any] | None = None) -> RunView:
         """The reader of run ``run_id``, confined to the root (``manifest``: one already read)."""
@@ -117,37 +114,27 @@ class RunInfo:
 
 
 def load_run_info(rr: RunsRoot, run_id: str) -> RunInfo:
-    info = RunInfo(run_id=run_id)
     try:
         view = rr.view(run_id)
     except OutsideRootError as exc:
-        info.status, info.message = "refused", f"run {run_id}: {exc}"
-        return info
+        return RunInfo(run_id, "refused", message=f"run {run_id}: {exc}")
     m = view.manifest()
     if not m.readable:
-        info.status, info.message = m.status, m.problem
-        return info
-    manifest = info.manifest = m.raw
-    info.status = m.status
-    model = m.model
+        return RunInfo(run_id, m.status, message=m.problem)
+    manifest, model = m.raw, m.model
     cfg_models = m.config.get("models")
     first = as_dict(cfg_models[0]) if isinstance(cfg_models, list) and cfg_models else {}
-    info.model = str(model.get("name") or first.get("name") or "")
+    name = str(model.get("name") or first.get("name") or "")
     if "model" in manifest and manifest["model"] is None:  # models: [] — logged predictions, no model
         files = [Path(str(as_dict(f).get("path") or "")).name for fs in m.datasets.values()
                  if isinstance(fs, list) for f in fs]
-        info.model = f"no model (logged predictions: {', '.join(dict.fromkeys(files)) or 'no file recorded'})"
-    info.kind = str(model.get("kind") or "")
-    info.source = str(model.get("source") or "")
-    info.probes = {k: str(v.get("status", "unknown")) for k, v in m.probes.items()}
-    info.explain = {k: str(v.get("status", "unknown")) for k, v in m.explain.items()}
-    info.created_at = manifest.get("created_at")
-    info.finished_at = manifest.get("finished_at")
-    info.errors = m.errors
-    info.verdict = view.verdict()
-    info.errors += info.verdict.problems
-    info.top_finding = _top_finding(view)
-    return info
+        name = f"no model (logged predictions: {', '.join(dict.fromkeys(files)) or 'no file recorded'})"
+    verdict = view.verdict()
+    return RunInfo(run_id, m.status, name, str(model.get("kind") or ""), str(model.get("source") or ""),
+                   probes={k: str(v.get("status", "unknown")) for k, v in m.probes.items()},
+                   explain={k: str(v.get("status", "unknown")) for k, v in m.explain.items()}, verdict=verdict,
+                   created_at=manifest.get("created_at"), finished_at=manifest.get("finished_at"),
+                   errors=m.errors + verdict.problems, manifest=manifest, top_finding=_top_finding(view))
 
 
 def _top_finding(view: RunView) -> str:

@@ -290,10 +290,6 @@ def _audit_compute(rd: RunView, limitations: list[dict[str, str]]) -> dict[str, 
     return out
 
 
-def _duration(manifest: Mapping[str, Any]) -> float | None:
-    return _num((manifest.get("timings") or {}).get("total_s"))
-
-
 def quick_findings(run_dir: RunView | RunDir | str | Path) -> dict[str, Any]:
     """The key findings of a run from its ``summary.json`` files alone (no parquet, no plots):
     what the dashboard's Runs page shows for runs whose report.json is missing."""
@@ -323,22 +319,16 @@ def collect_report(run_dir: RunView | RunDir | str | Path, verdict_file: str | P
     probes = [e for e in probes if e["status"] == "complete"]
     explainers = [e for e in explainers if e["status"] == "complete"]
 
-    notice = ""
-    if status == "running":
-        notice = ("This run is still running: the results below are partial and will change. "
-                  "Rebuild the report when the run is complete.")
-    elif status == "failed":
-        notice = "This run failed before it finished: some results are missing (listed under Limitations)."
-    elif status == "interrupted":
-        notice = ("This run was interrupted (Ctrl-C) before it finished: the results below are partial. "
-                  "Rerun the same command to resume it.")
-    elif status != "complete":
-        notice = f"This run's status is {status!r}: results may be incomplete."
-    if missing and status == "complete":
-        notice = "Some results are missing from this run (listed under Limitations)."
+    notice = {
+        "complete": "Some results are missing from this run (listed under Limitations)." if missing else "",
+        "running": ("This run is still running: the results below are partial and will change. "
+                    "Rebuild the report when the run is complete."),
+        "failed": "This run failed before it finished: some results are missing (listed under Limitations).",
+        "interrupted": ("This run was interrupted (Ctrl-C) before it finished: the results below are partial. "
+                        "Rerun the same command to resume it."),
+    }.get(status, f"This run's status is {status!r}: results may be incomplete.")
 
     verdict_rec = rd.verdict(verdict_file)
-    verdict = _verdict(verdict_rec)
     model = _model(manifest)
     limitations: list[dict[str, str]] = []
     quant = _quantization(model)
@@ -368,7 +358,7 @@ def collect_report(run_dir: RunView | RunDir | str | Path, verdict_file: str | P
         "seed": py(manifest.get("seed", config.get("seed") if isinstance(config, Mapping) else None)),
         "created_at": py(manifest.get("created_at")),
         "finished_at": py(manifest.get("finished_at")),
-        "duration_s": _duration(manifest),
+        "duration_s": _num((manifest.get("timings") or {}).get("total_s")),
         "timings": py(manifest.get("timings") or {}),
         "durations": {p["name"]: p["duration_s"] for p in probes} | {f"explain/{e['name']}": e["duration_s"] for e in explainers},
         "audit_compute": {"run": py(manifest.get("compute")), "probes": _audit_compute(rd, limitations)},
@@ -386,7 +376,7 @@ def collect_report(run_dir: RunView | RunDir | str | Path, verdict_file: str | P
         "run": {"run_id": repro["run_id"], "status": status, "created_at": repro["created_at"],
                 "finished_at": repro["finished_at"], "notice": notice,
                 "manifest_schema_version": py(manifest.get("schema_version"))},
-        "verdict": verdict,
+        "verdict": _verdict(verdict_rec),
         "model": model,
         "datasets": _datasets(manifest),
         "probes": probes,
