@@ -53,12 +53,6 @@ def _unit(u: str) -> str:
     return "" if not u else (u if u in ("%",) else f" {u}")
 
 
-def _half_width(lo: float | None, hi: float | None) -> float | None:
-    if lo is None or hi is None or hi < lo:
-        return None
-    return (hi - lo) / 2
-
-
 def _score(value: float, ideal: float, lo: float, hi: float) -> float:
     """|value − ideal| in half-widths of the CI (inf for a zero-width interval off the ideal)."""
     hw = (hi - lo) / 2
@@ -101,7 +95,7 @@ def _candidates(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
             if r["metric"] != primary or r["p_value"] is None:
                 continue
             out.append(_candidate(p, pm, r, f"breakdown-{slug(p['name'])}", r["group_by"], r["group"]))
-    return [c for c in out if c is not None]
+    return out
 
 
 def _candidate(p: Mapping[str, Any], metric: Mapping[str, Any], row: Mapping[str, Any], section: str,
@@ -186,8 +180,8 @@ def _top_limitations(doc: Mapping[str, Any]) -> list[dict[str, str]]:
 def key_findings(doc: Mapping[str, Any]) -> dict[str, Any]:
     """The ``key_findings`` section of a report document: ranked findings, null probes, top
     limitations and the verdict badge (see the module docstring for the rules)."""
-    cands = [c for c in _candidates(doc)
-             if c["value"] is not None and c["ideal"] is not None and _half_width(c["ci_low"], c["ci_high"]) is not None]
+    cands = [c for c in _candidates(doc) if c["value"] is not None and c["ideal"] is not None
+             and c["ci_low"] is not None and c["ci_high"] is not None and c["ci_low"] <= c["ci_high"]]
     pvals = [c["p_value"] if c["p_value"] is not None else math.nan for c in cands]
     adj = list(benjamini_hochberg(pvals)) if cands else []
     m_tests = sum(c["p_value"] is not None for c in cands)

@@ -117,10 +117,6 @@ def front_matter(doc: Mapping[str, Any]) -> dict[str, Any]:
     return meta
 
 
-def _front_matter(doc: Mapping[str, Any]) -> Md:
-    return Md(yaml.safe_dump(front_matter(doc), sort_keys=False, allow_unicode=True).strip())
-
-
 def environment() -> Environment:
     # autoescape is for HTML; this is Markdown, escaped by `finalize` (md_escape) instead
     env = Environment(loader=PackageLoader("reports", "templates"), autoescape=False, finalize=_finalize,  # nosec B701
@@ -132,5 +128,6 @@ def environment() -> Environment:
 
 def render_model_card(doc: Mapping[str, Any]) -> str:
     """The model card as Markdown text."""
-    text = environment().get_template("model_card.md.j2").render(doc=doc, front_matter=_front_matter(doc))
+    meta = Md(yaml.safe_dump(front_matter(doc), sort_keys=False, allow_unicode=True).strip())
+    text = environment().get_template("model_card.md.j2").render(doc=doc, front_matter=meta)
     return re.sub(r"\n{3,}", "\n\n", text)
