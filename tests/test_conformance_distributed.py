@@ -8,8 +8,8 @@ record shows forwards of its own). The config runs
 twice through ``taudit run``: once in one process, once in two. Then, per probe, the two run
 directories hold the same metrics (NaN equal to NaN), breakdown, warnings, info and items —
 floats within 1e-6 — leaving out only what depends on the machine or the launch: timings, the
-world size, paths. ``cost`` measures speed and memory, so only its counts (parameters, FLOPs)
-are compared.
+world size, paths. ``cost`` measures speed and memory, so only its counts (parameters, FLOPs,
+weight bytes) and the list of its timed measurements are compared.
 
 A probe registered later fails :func:`tests.test_conformance.test_every_probe_has_a_conformance_case`
 until it has a case, and :func:`test_config_holds_every_registered_probe` here until that case
@@ -109,8 +109,10 @@ def test_two_process_run_equals_one_process_run(name: str, runs: dict[str, tuple
     assert [e["status"] for e in entries] == ["complete", "complete"], entries
     a, b = one.probe_summary(name), two.probe_summary(name)
     _close(_comparable(a, name), _comparable(b, name), name)
-    if name != "cost":
-        pd.testing.assert_frame_equal(one.probe_items(name), two.probe_items(name), rtol=1e-6, atol=1e-6)
+    items = one.probe_items(name), two.probe_items(name)
+    if name == "cost":  # its items are timings: the same measurements, not the same seconds
+        items = tuple(i.drop(columns=["seconds", "value"]) for i in items)
+    pd.testing.assert_frame_equal(*items, rtol=1e-6, atol=1e-6)
     assert not (two.probe_dir(name) / "partial").exists()
     if PROBES.get(name).sharded:  # rank 1 scored chunks of its own: the equality is not one rank's work
         rank1 = json.loads(compute_file(two.probe_dir(name), 1).read_text(encoding="utf-8"))
