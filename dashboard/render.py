@@ -132,17 +132,13 @@ def breakdown_chart(bd: pd.DataFrame, ideal: float | None, title: str) -> alt.La
     return cast(alt.LayerChart, alt.layer(*layers).properties(height=alt.Step(26), width="container"))
 
 
-def _tick_labels(tokens: dict[int, str]) -> dict[int, str]:
-    return {i: f"{i}:{t}" for i, t in tokens.items()}
-
-
 def matrix_long(mat: pd.DataFrame, row_tokens: dict[int, str], col_tokens: dict[int, str]) -> pd.DataFrame:
     """A matrix (index rows, columns sources) as a long frame with readable, unique axis labels."""
     long = mat.stack().reset_index()
     long.columns = ["row", "col", "score"]
-    rl, cl = _tick_labels(row_tokens), _tick_labels(col_tokens)
-    long["row_label"] = [rl.get(int(i), str(i)) for i in long["row"]]
-    long["col_label"] = [cl.get(int(i), str(i)) for i in long["col"]]
+    for side, tokens in (("row", row_tokens), ("col", col_tokens)):
+        labels = {i: f"{i}:{t}" for i, t in tokens.items()}
+        long[f"{side}_label"] = [labels.get(int(i), str(i)) for i in long[side]]
     return long
 
 
@@ -172,11 +168,8 @@ def heatmap_chart(long: pd.DataFrame, title: str, row_title: str = "token", col_
 
 def attention_grid_chart(rows: pd.DataFrame, cell: int = 70) -> alt.FacetChart:
     """Small maps, one per (layer, head): rows are layers, columns heads."""
-    df = rows[["layer", "head", "token_index", "source_index", "score"]].copy()
-    df["layer"] = df["layer"].astype(int)
-    df["head"] = df["head"].astype(int)
-    df["token_index"] = df["token_index"].astype(int)
-    df["source_index"] = df["source_index"].astype(int)
+    df = rows[["layer", "head", "token_index", "source_index", "score"]].astype(
+        {"layer": int, "head": int, "token_index": int, "source_index": int})
     return alt.Chart(df).mark_rect().encode(
         x=alt.X("source_index:O", axis=None),
         y=alt.Y("token_index:O", axis=None),
