@@ -9,7 +9,7 @@ it, so every number in the HTML is also in the JSON. Nothing here runs a model: 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -85,22 +85,23 @@ def _token_row(rows: pd.DataFrame) -> dict[str, Any]:
             "scores": [_num(s) for s in agg["score"]], "note": note}
 
 
-def _cap(mat: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+def _grid(rows: pd.DataFrame, index: str, columns: str, labels: tuple[Callable[[Any], str], Callable[[Any], str]],
+          are: tuple[str, str], notes: list[str]) -> dict[str, Any]:
+    """The mean score per (``index``, ``columns``) as a matrix body (at most MAX_MATRIX square,
+    noted), its rows and columns named by ``labels`` and described by ``are``."""
+    mat = rows.pivot_table(index=index, columns=columns, values="score", aggfunc="mean").sort_index().sort_index(axis=1)
     if mat.shape[0] > MAX_MATRIX or mat.shape[1] > MAX_MATRIX:
         notes.append(f"first {MAX_MATRIX}×{MAX_MATRIX} of {mat.shape[0]}×{mat.shape[1]} shown")
-        return mat.iloc[:MAX_MATRIX, :MAX_MATRIX]
-    return mat
+        mat = mat.iloc[:MAX_MATRIX, :MAX_MATRIX]
+    return {"kind": "matrix", "row_tokens": [labels[0](i) for i in mat.index],
+            "col_tokens": [labels[1](j) for j in mat.columns],
+            "matrix": [[_num(v) for v in r] for r in mat.to_numpy(dtype=float, na_value=float("nan"))],
+            "rows_are": are[0], "cols_are": are[1], "note": ", ".join(notes)}
 
 
 def _head_grid(rows: pd.DataFrame) -> dict[str, Any]:
     """Per-head scores (e.g. head importance, Michel et al. 2019) as a layer × head matrix."""
-    notes: list[str] = []
-    mat = _cap(rows.pivot_table(index="layer", columns="head", values="score", aggfunc="mean")
-               .sort_index().sort_index(axis=1), notes)
-    return {"kind": "matrix", "row_tokens": [f"layer {int(i)}" for i in mat.index],
-            "col_tokens": [f"head {int(j)}" for j in mat.columns],
-            "matrix": [[_num(v) for v in r] for r in mat.to_numpy(dtype=float, na_value=float("nan"))],
-            "rows_are": "layer", "cols_are": "head", "note": ", ".join(notes)}
+    return _grid(rows, "layer", "head", (lambda i: f"layer {int(i)}", lambda j: f"head {int(j)}"), ("layer", "head"), [])
 
 
 def _matrix(rows: pd.DataFrame) -> dict[str, Any]:
@@ -120,16 +121,8 @@ def _matrix(rows: pd.DataFrame) -> dict[str, Any]:
     else:
         r_idx, c_idx, rows_are = "token_index", "source_index", "attending token"
         row_labels = col_labels = rows.groupby("token_index")["token"].first().astype(str)
-    mat = _cap(rows.pivot_table(index=r_idx, columns=c_idx, values="score", aggfunc="mean")
-               .sort_index().sort_index(axis=1), notes)
-    return {
-        "kind": "matrix",
-        "row_tokens": [str(row_labels.get(i, i)) for i in mat.index],
-        "col_tokens": [str(col_labels.get(j, j)) for j in mat.columns],
-        "matrix": [[_num(v) for v in r] for r in mat.to_numpy(dtype=float, na_value=float("nan"))],
-        "rows_are": rows_are, "cols_are": "source token",
-        "note": ", ".join(notes),
-    }
+    return _grid(rows, r_idx, c_idx, (lambda i: str(row_labels.get(i, i)), lambda j: str(col_labels.get(j, j))),
+                 (rows_are, "source token"), notes)
 
 
 def _views(rows: pd.DataFrame) -> list[tuple[str, dict[str, Any]]]:
