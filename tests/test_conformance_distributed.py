@@ -29,6 +29,7 @@ import yaml
 import probes  # noqa: F401  (registers the built-in probes)
 from audit.metering import compute_file
 from audit.probe import PROBES
+from audit.rundir_view import RunView
 from audit.store import RunDir
 from tests.test_conformance import CASES, NO_DATA
 from tests.test_distributed import taudit
@@ -105,14 +106,14 @@ def _comparable(summary: dict[str, Any], name: str) -> dict[str, Any]:
 def test_two_process_run_equals_one_process_run(name: str, runs: dict[str, tuple[RunDir, RunDir]]) -> None:
     one, two = runs[name]
     assert two.manifest()["distributed"]["world_size"] == 2
-    entries = one.manifest()["probes"][name], two.manifest()["probes"][name]
-    assert [e["status"] for e in entries] == ["complete", "complete"], entries
-    a, b = one.probe_summary(name), two.probe_summary(name)
-    _close(_comparable(a, name), _comparable(b, name), name)
-    items = one.probe_items(name), two.probe_items(name)
+    a, b = RunView(one).probe(name), RunView(two).probe(name)
+    assert (a.status, b.status) == ("complete", "complete"), (a.message, b.message)
+    _close(_comparable(a.summary, name), _comparable(b.summary, name), name)
+    (items_a, problem_a), (items_b, problem_b) = a.items(), b.items()
+    assert items_a is not None and items_b is not None, (problem_a, problem_b)
     if name == "cost":  # its items are timings: the same measurements, not the same seconds
-        items = tuple(i.drop(columns=["seconds", "value"]) for i in items)
-    pd.testing.assert_frame_equal(*items, rtol=1e-6, atol=1e-6)
+        items_a, items_b = (i.drop(columns=["seconds", "value"]) for i in (items_a, items_b))
+    pd.testing.assert_frame_equal(items_a, items_b, rtol=1e-6, atol=1e-6)
     assert not (two.probe_dir(name) / "partial").exists()
     if PROBES.get(name).sharded:  # rank 1 scored chunks of its own: the equality is not one rank's work
         rank1 = json.loads(compute_file(two.probe_dir(name), 1).read_text(encoding="utf-8"))
