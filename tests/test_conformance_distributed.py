@@ -4,9 +4,8 @@ probe gives the same result under ``torchrun --nproc-per-node=2`` (gloo on CPU) 
 One config holds every registered probe, each on the tiny model and the data file of its
 conformance case (:data:`tests.test_conformance.CASES`; ``cost`` reads no data) with a small
 ``chunk_size``, so every sharded probe spreads several chunks over both ranks (rank 1's compute
-record shows forwards of its own). The config runs
-twice through ``taudit run``: once in one process, once in two. Then, per probe, the two run
-directories hold the same metrics (NaN equal to NaN), breakdown, warnings, info and items —
+record shows forwards of its own). The config runs twice through ``taudit run``: once in one
+process, once in two. Then, per probe, the two run directories hold the same metrics (NaN equal to NaN), breakdown, warnings, info and items —
 floats within 1e-6 — leaving out only what depends on the machine or the launch: timings, the
 world size, paths. ``cost`` measures speed and memory, so only its counts (parameters, FLOPs,
 weight bytes) and the list of its timed measurements are compared.
