@@ -121,8 +121,9 @@ CF_TEXTS = ["He told his sister about the new job.", "The woman bought a car.", 
 
 def item_probe_config(tmp: Path, models: dict[str, Path], *, first: str = "templates") -> Path:
     """templates (24 items), counterfactual (9 texts, two without a term; plus sampled
-    continuations on the causal LM) and classifier_fairness (30 rows; zero-shot on the causal LM)
-    in small chunks, so every rank scores several of each probe's chunks."""
+    continuations on the causal LM), classifier_fairness (30 rows; zero-shot on the causal LM) and
+    representation (60 built-in texts' hidden states) in small chunks, so every rank scores several
+    of each probe's chunks."""
     from tests.test_templates import write_set
 
     write_set(tmp / "sets", targets=[["he", "she"], ["the man", "the woman"]],
@@ -148,6 +149,8 @@ def item_probe_config(tmp: Path, models: dict[str, Path], *, first: str = "templ
          "models": causal, "options": {"generate": True, "max_new_tokens": 3, "num_samples": 2}},
         {"probe": "classifier_fairness", "name": "fairness_zero_shot", "data": str(fair), "chunk_size": 7,
          "models": causal, "options": {"prompt": "{text}. It was", "label_words": {0: " bad", 1: " good"}, **stats}},
+        {"probe": "representation", "chunk_size": 16,
+         "options": {"max_items": 60, "folds": 2, "n_controls": 1, "n_permutations": 5}},
     ]
     if heads:
         probes.append({"probe": "classifier_fairness", "data": str(fair), "chunk_size": 7, "models": heads,
@@ -179,8 +182,8 @@ def test_two_process_run_of_templates_counterfactual_fairness_equals_single_proc
     assert single.returncode == 0, single.stderr[-3000:]
     multi = taudit(cfg, tmp_path / "runs", "two", nproc=2)
     assert multi.returncode == 0, multi.stderr[-3000:]
-    expected = {"llama": ["counterfactual", "counterfactual_gen", "fairness_zero_shot", "templates"],
-                "cls": ["classifier_fairness", "counterfactual"]}  # templates: skipped on a classifier
+    expected = {"llama": ["counterfactual", "counterfactual_gen", "fairness_zero_shot", "representation", "templates"],
+                "cls": ["classifier_fairness", "counterfactual", "representation"]}  # templates: skipped on a classifier
     for label, names in expected.items():
         a, b = RunDir(tmp_path / "runs" / f"one-{label}"), RunDir(tmp_path / "runs" / f"two-{label}")
         assert a.manifest()["status"] == b.manifest()["status"] == "complete"
@@ -206,6 +209,17 @@ def test_killed_rank_in_counterfactual_rerun_completes_without_loss(tmp_path: Pa
     ref, rd = crash_and_rerun(cfg, tmp_path / "runs", "counterfactual")
     items = RunView(rd).probe("counterfactual").items()[0]
     assert items["id"].tolist() == [f"t{i}" for i in range(len(CF_TEXTS))]  # nothing lost or duplicated
+    assert_same_items(ref, rd)
+
+
+@pytest.mark.slow
+def test_killed_rank_in_representation_rerun_completes_without_loss(tmp_path: Path, llama_path: Path) -> None:
+    """The hidden states are sharded and checkpointed like any item probe's scores: rank 1 dies
+    after its first chunk, the rerun completes, and the probes over every layer equal a
+    one-process run's."""
+    cfg = item_probe_config(tmp_path, {"llama": llama_path}, first="representation")
+    ref, rd = crash_and_rerun(cfg, tmp_path / "runs", "representation")
+    assert len(RunView(rd).probe("representation").items()[0]) == 3  # one row per layer: embeddings + 2
     assert_same_items(ref, rd)
 
 
