@@ -6,19 +6,20 @@ gathers the chunks from the run directory, computes the statistics and writes th
 Chunks are files, written as they finish, so a crashed rank loses only its unfinished chunk and a
 rerun completes it (see :class:`audit.probe.ItemProbe`).
 
-Which probes are sharded: every :class:`audit.probe.ItemProbe` — ``crows_pairs``, ``stereoset``,
-``bbq``, ``bold``, ``templates``, ``counterfactual``, ``classifier_fairness``. Their per-item scores
-are computed chunk by chunk; whatever needs all items (centring, bootstrap CIs, permutation tests,
-fairlearn's MetricFrame, AUCs) is computed by rank 0 in ``summarise`` after the gather, so the run
-directory equals a single-process run's item for item (``tests/test_distributed.py``).
+Which probes are sharded: every :class:`audit.probe.ItemProbe` (``Probe.sharded``) — ``crows_pairs``,
+``stereoset``, ``seegull``, ``ethnic_bias``, ``bbq``, ``bold``, ``templates``, ``counterfactual``,
+``classifier_fairness``, ``representation``, ``mediation``, ``privacy``. Their per-item work (scores;
+representation's hidden states of every layer) is computed chunk by chunk; whatever needs all items
+(centring, bootstrap CIs, permutation tests, fairlearn's MetricFrame, AUCs, representation's probing
+classifiers) is computed by rank 0 in ``summarise`` after the gather, so the run directory equals a
+single-process run's item for item (``tests/test_distributed.py``,
+``tests/test_conformance_distributed.py``).
 
-``seat`` and ``representation`` run on rank 0 only (the other ranks go on to the next probe and
-wait for rank 0 at its first exchange). Both need every example's representation at once, and
-their model work is one batched embedding of a few hundred short texts. Measured on 2 shared CPU
-cores, one thread: SEAT's built-in tests (512 distinct texts) embed in 1.8 s with ``minilm-l6`` and
-17.6 s with ``smollm2-135m``, the whole official SEAT folder (5,433 texts) in 16.5 s and 148 s;
-``representation``'s built-in 240 texts (every layer) in 1.1 s and 9.9 s, of 7.5 s and 31.4 s for
-the whole probe — the rest is scikit-learn, which sharding the texts would not shorten. On a GPU
+``seat``, ``xweat`` and ``cost`` run on rank 0 only (the other ranks go on to the next probe and
+wait for rank 0 at its first exchange). SEAT needs every example's embedding at once, and its model
+work is one batched embedding of a few hundred short texts. Measured on 2 shared CPU cores, one
+thread: SEAT's built-in tests (512 distinct texts) embed in 1.8 s with ``minilm-l6`` and 17.6 s
+with ``smollm2-135m``, the whole official SEAT folder (5,433 texts) in 16.5 s and 148 s. On a GPU
 those embeddings take seconds (an estimate: the 5,433 SEAT texts are 34k tokens, ~10¹³ FLOPs
 through SmolLM2), not worth the checkpoint files and barrier of a sharded pass; on CPU the ranks
 would share the cores torch's intra-op threads already use. A rank-0-only step longer
