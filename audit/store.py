@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from audit.results import MetricValue, ProbeResult
+from audit.results import ProbeResult
 from audit.rundir_view import RunView
 
 SCHEMA_VERSION = "1.0"
@@ -374,16 +374,6 @@ class RunDir:
     def probe_names(self) -> list[str]:
         root = self.path / "probes"
         return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-
-    def probe_summary(self, name: str) -> dict[str, Any]:
-        return read_json(self.probe_dir(name) / "summary.json")
-
-    def probe_metrics(self, name: str) -> dict[str, MetricValue]:
-        s = self.probe_summary(name)
-        return {k: MetricValue.from_dict(v) for k, v in (s.get("metrics") or {}).items()}
-
-    def probe_items(self, name: str) -> pd.DataFrame:
-        return pd.read_parquet(self.probe_dir(name) / "items.parquet")
 
     # -- explainers -----------------------------------------------------------------------
     def explain_complete(self, name: str) -> bool:
