@@ -330,7 +330,7 @@ def collect_report(run_dir: RunView | RunDir | str | Path, verdict_file: str | P
         caveat["text"] += f" Recorded in the manifest: {_clip(quant, 200)}."
         limitations.append(caveat)
     for reg in dict.fromkeys(p["probe"] for p in probes):
-        limitations += knowledge.caveats_for(reg)
+        limitations += [dict(c) for c in knowledge.PROBE_CAVEATS.get(reg, [])]
     limitations += [dict(c) for c in knowledge.GENERAL_CAVEATS]
     for p in probes:
         for w in p["warnings"]:

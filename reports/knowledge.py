@@ -208,11 +208,6 @@ PROVISIONS: dict[str, dict[str, str]] = {
 }
 
 
-def caveats_for(probe: str) -> list[dict[str, str]]:
-    """Dataset / method caveats for a probe registry name (empty for an unlisted probe)."""
-    return [dict(c) for c in PROBE_CAVEATS.get(probe, [])]
-
-
 def evidence_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per result in the report: what it measures and what it is evidence for."""
 
