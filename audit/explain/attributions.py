@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -121,10 +122,15 @@ class Attributions:
 
         return html_report([self], title=f"{self.method} attributions", page=False)
 
-    def show(self) -> None:
-        """Show the heat map in a notebook (IPython), else print the token table to the terminal."""
+    def __str__(self) -> str:
+        """The token table of :func:`audit.explain.render.token_table` (``print(attributions)``)."""
         from audit.explain.render import token_table
 
+        return token_table(self)
+
+    def show(self) -> None:
+        """inseq's ``show``: the heat map in a Jupyter kernel, else the token table (``str(self)``)
+        on standard output; displaying is this method's whole job."""
         try:
             from IPython import get_ipython
             from IPython.display import HTML, display
@@ -134,7 +140,7 @@ class Attributions:
         if shell is not None and type(shell).__name__ == "ZMQInteractiveShell":  # a Jupyter kernel
             display(HTML(self._repr_html_()))
         else:
-            print(token_table(self))
+            sys.stdout.write(f"{self}\n")
 
     # -- the long table -----------------------------------------------------------------------
     def to_frame(self) -> pd.DataFrame:
