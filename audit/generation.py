@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +50,9 @@ logger = logging.getLogger(__name__)
 NON_FINITE_COLUMN = "_non_finite_logits"
 #: how ``info["excluded"]`` explains such an item
 NON_FINITE_DETAIL = "the model's logits were NaN/inf while generating the continuation (generation stopped there)"
+#: the probe options (:class:`audit.options.GenerationOptions`, :class:`audit.options.SamplingOptions`)
+#: that are generation settings, under the same names
+SETTING_OPTIONS = ("max_new_tokens", "do_sample", "temperature", "top_p", "batch_size")
 
 
 class GenerationError(ValueError):
@@ -85,6 +88,12 @@ class GenerationSettings:
             raise GenerationError(f"temperature must be > 0 when sampling, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise GenerationError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+def settings_of(opts: Mapping[str, Any], **fixed: Any) -> dict[str, Any]:
+    """The keyword arguments of :func:`generate` (and :class:`GenerationSettings`) that a probe's
+    options give, ``fixed`` (the seed, a probe's fixed ``do_sample``) on top."""
+    return {**{k: opts[k] for k in SETTING_OPTIONS if k in opts}, **fixed}
 
 
 class Generations(list):  # type: ignore[type-arg]
@@ -196,27 +205,19 @@ def generate(
         max_new_tokens=int(max_new_tokens), do_sample=bool(do_sample), temperature=float(temperature),
         top_p=float(top_p), seed=int(seed), batch_size=int(batch_size),
     )
-    settings.validate()
-    if handle.kind != "causal-lm":
-        raise GenerationError(
-            f"generation needs a causal LM; {handle.name} is a {handle.kind} model"
-        )
-    n = len(prompts)
-    if n == 0:
-        return Generations([], settings, handle.name)
-    seqs = scoring.causal_tokenize(handle, prompts)
     seen: dict[str, int] = {}
     row_seeds = []
     for p in prompts:
         k = seen.get(p, 0)
         seen[p] = k + 1
         row_seeds.append(prompt_seed(settings.seed, p, k))
+    seqs = scoring.causal_tokenize(handle, prompts) if prompts else []
     new, non_finite = generate_ids(handle, seqs, settings, row_seeds, progress=progress)
-    out = handle.tokenizer.batch_decode(new, skip_special_tokens=True)
+    out = handle.tokenizer.batch_decode(new, skip_special_tokens=True) if new else []
     if non_finite.any():
         first = ", ".join(str(i) for i in np.flatnonzero(non_finite)[:10])
         logger.warning("generate: the logits of %s were NaN/inf while generating %d of %d prompt(s) (first: %s); "
-                       "those continuations stop there", handle.name, int(non_finite.sum()), n, first)
+                       "those continuations stop there", handle.name, int(non_finite.sum()), len(prompts), first)
     return Generations(out, settings, handle.name, non_finite)
 
 

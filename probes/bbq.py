@@ -64,7 +64,7 @@ from pydantic import BeforeValidator, Field, PositiveInt, StrictBool
 
 from audit import scoring
 from audit.datafiles import brief, files_in, parse_json, read_text_file, text_lines
-from audit.generation import NON_FINITE_COLUMN, GenerationSettings, generate
+from audit.generation import NON_FINITE_COLUMN, GenerationSettings, generate, settings_of
 from audit.options import BatchingOptions, GenerationOptions, MaxItemsOptions
 from audit.probe import ItemProbe, ProbeError, register_probe
 from audit.results import MetricInfo, MetricValue, ProbeResult
@@ -90,8 +90,6 @@ REQUIRED = ("example_id", "question_polarity", "context_condition", "category", 
             "additional_metadata", "context", "question", "ans0", "ans1", "ans2", "label")
 POLARITIES = ("neg", "nonneg")
 CONDITIONS = ("ambig", "disambig")
-SAMPLES = ("stratified", "first")
-NORMALISATIONS = ("none", "chars", "tokens")
 
 #: unknown phrasings per language; BBQ's ten English ones are HELM's / lm-evaluation-harness'
 UNKNOWN_RESPONSES: dict[str, tuple[str, ...]] = {
@@ -287,19 +285,16 @@ def _parse_row(d: Any, where: str) -> dict[str, Any]:
     }
 
 
-def select_items(df: pd.DataFrame, max_items: int | None, sample: str = "stratified") -> pd.DataFrame:
+def select_items(df: pd.DataFrame, max_items: int | None,
+                 sample: Literal["stratified", "first"] = "stratified") -> pd.DataFrame:
     """At most ``max_items`` rows of one file, deterministically.
 
     ``first``: the first rows in file order. ``stratified``: the same number of rows from each
     context condition × question polarity cell (the remainder to the first cells), taken at evenly
     spaced positions through the cell so that every template of the file is represented.
     """
-    if sample not in SAMPLES:
-        raise ProbeError(f"bbq: sample must be one of {SAMPLES}, got {sample!r}")
     if max_items is None or len(df) <= max_items:
         return df
-    if max_items < 1:
-        raise ProbeError(f"bbq: max_items must be ≥ 1, got {max_items}")
     if sample == "first":
         return df.iloc[:max_items]
     cells = [g for _, g in df.groupby(["context_condition", "question_polarity"], sort=True)]
@@ -314,7 +309,8 @@ def select_items(df: pd.DataFrame, max_items: int | None, sample: str = "stratif
     return df.loc[sorted(keep)]
 
 
-def load_bbq(path: str | Path, *, max_items: int | None = None, sample: str = "stratified") -> pd.DataFrame:
+def load_bbq(path: str | Path, *, max_items: int | None = None,
+             sample: Literal["stratified", "first"] = "stratified") -> pd.DataFrame:
     """Read BBQ / MBBQ JSON Lines (a file or a folder of ``*.jsonl``) into one row per item.
 
     ``max_items`` caps each file (see :func:`select_items`). Errors name the file and line.
@@ -501,11 +497,9 @@ def prompt_text(context: str, question: str) -> str:
     return f"{context}\n\nQ: {question}\nA:"
 
 
-def option_table(df: pd.DataFrame, unknown_choices: str = "dataset") -> pd.DataFrame:
+def option_table(df: pd.DataFrame, unknown_choices: Literal["dataset", "all"] = "dataset") -> pd.DataFrame:
     """One row per (item, option text): the three answers, plus — with ``unknown_choices="all"`` —
     every other unknown phrasing of the item's language standing for the unknown answer."""
-    if unknown_choices not in ("dataset", "all"):
-        raise ProbeError(f"bbq: unknown_choices must be 'dataset' or 'all', got {unknown_choices!r}")
     rows = []
     for i, r in enumerate(df.itertuples(index=False)):
         for j in range(3):
@@ -542,12 +536,10 @@ def _masked_option_scores(handle: ModelHandle, prompts: list[str], texts: list[s
 
 
 def loglik_answers(
-    handle: ModelHandle, df: pd.DataFrame, *, length_normalize: str = "none", unknown_choices: str = "dataset",
-    max_batch_tokens: int | None = None, progress: bool = False,
+    handle: ModelHandle, df: pd.DataFrame, *, length_normalize: Literal["none", "chars", "tokens"] = "none",
+    unknown_choices: Literal["dataset", "all"] = "dataset", max_batch_tokens: int | None = None, progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The chosen answer per item and the (items × 3) slot scores."""
-    if length_normalize not in NORMALISATIONS:
-        raise ProbeError(f"bbq: length_normalize must be one of {NORMALISATIONS} (or true/false), got {length_normalize!r}")
+    """The chosen answer per item and the (items × 3) slot scores (options checked by :class:`BBQ.Options`)."""
     opts = option_table(df, unknown_choices)
     prompts = [prompt_text(c, q) for c, q in zip(df["context"], df["question"], strict=True)]
     p_list = [prompts[i] for i in opts["item"]]
@@ -684,8 +676,7 @@ class BBQ(ItemProbe):
         else:
             prompts = [choice_prompt(r.context, r.question, (r.ans0, r.ans1, r.ans2))
                        for r in df.itertuples(index=False)]
-            replies = generate(handle, prompts, do_sample=False, progress=progress,
-                               **_generation_options(opts))
+            replies = generate(handle, prompts, progress=progress, **settings_of(opts, do_sample=False, seed=0))
             parsed = [
                 parse_answer(rep, (r.ans0, r.ans1, r.ans2), r.unknown_index, aliases=(r.term0, r.term1, r.term2),
                              language=r.unknown_language)
@@ -740,16 +731,12 @@ class BBQ(ItemProbe):
                         length_normalize=norm, unknown_choices=unknown,
                         scoring="masked conditional PLL" if kind == "masked-lm" else "causal log-likelihood")
         else:
-            info.update(generation=GenerationSettings(do_sample=False, **_generation_options(opts)).as_dict(),
+            info.update(generation=GenerationSettings(**settings_of(opts, do_sample=False, seed=0)).as_dict(),
                         prompt=choice_prompt("{context}", "{question}", ("{ans0}", "{ans1}", "{ans2}")))
         all_items = pd.concat([items, control_items], ignore_index=True) if len(control_items) else items
         return ProbeResult("bbq", summary, all_items, breakdown, warnings=warnings, info=info,
                            item_effect="bias_margin" if mode == "loglik" else "bias_direction",
                            item_text=["context", "question", "answer_text"])
-
-
-def _generation_options(opts: dict[str, Any]) -> dict[str, Any]:
-    return {"max_new_tokens": opts["max_new_tokens"], "batch_size": opts["batch_size"], "seed": 0}
 
 
 def _bias_margin(items: pd.DataFrame, slot: np.ndarray) -> np.ndarray:

@@ -55,7 +55,7 @@ from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from audit import scoring
 from audit.datafiles import brief, files_in, read_json
-from audit.generation import NON_FINITE_COLUMN, GenerationSettings, generate
+from audit.generation import NON_FINITE_COLUMN, GenerationSettings, generate, settings_of
 from audit.models import load_model
 from audit.options import SamplingOptions, comma_list
 from audit.probe import ItemProbe, ProbeError, register_probe
@@ -75,9 +75,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_PROMPTS = 10
-SAMPLES = ("spread", "first")
-#: the options that settle how prompts are continued (audit.generation.GenerationSettings)
-GENERATION_OPTIONS = ("max_new_tokens", "do_sample", "temperature", "top_p", "batch_size")
 
 
 def _rate_info(key: str, what: str) -> MetricInfo:
@@ -165,15 +162,12 @@ def load_bold(path: str | Path, *, domains: Sequence[str] | None = None) -> pd.D
     return out
 
 
-def cap_prompts(df: pd.DataFrame, max_per_group: int | None, sample: str = "spread") -> pd.DataFrame:
+def cap_prompts(df: pd.DataFrame, max_per_group: int | None,
+                sample: Literal["spread", "first"] = "spread") -> pd.DataFrame:
     """At most ``max_per_group`` prompts per (domain, group): evenly spaced through the group's
     prompts (``spread``) or the first ones (``first``). Deterministic."""
-    if sample not in SAMPLES:
-        raise ProbeError(f"bold: sample must be one of {SAMPLES}, got {brief(sample)}")
     if max_per_group is None:
         return df.reset_index(drop=True)
-    if max_per_group < 1:
-        raise ProbeError(f"bold: max_prompts_per_group must be ≥ 1, got {max_per_group}")
     keep: list[int] = []
     for _, g in df.groupby(["domain", "group"], sort=False):
         if len(g) <= max_per_group:
@@ -225,6 +219,31 @@ class VaderScorer(TextScorer):
                 "version": getattr(vaderSentiment, "__version__", "unknown")}
 
 
+def classifier_probs(handle: ModelHandle, texts: Sequence[str], *, truncate: bool = False,
+                     max_batch_tokens: int | None = None, progress: bool = False,
+                     desc: str = "classifier") -> np.ndarray:
+    """Class probabilities (N × C) of a sequence classifier, length-sorted batches. A text longer
+    than the model accepts is an error, or with ``truncate`` scored on its first tokens."""
+    tok = handle.tokenizer
+    out = np.zeros((len(texts), int(handle.config.num_labels)))
+    if not texts:
+        return out
+    enc = tok(list(texts), truncation=truncate, max_length=handle.max_length if truncate else None)
+    lengths = [len(x) for x in enc["input_ids"]]
+    scoring.check_length(handle, max(lengths), "a text to classify")
+    keys = list(enc.keys())
+
+    def step(idx: np.ndarray) -> None:
+        batch = tok.pad([{k: enc[k][i] for k in keys} for i in idx], return_tensors="pt")
+        with torch.inference_mode():
+            logits = handle.model(**{k: v.to(handle.device) for k, v in batch.items()}).logits
+        out[idx] = torch.softmax(logits.float(), -1).double().cpu().numpy()
+
+    budget = max_batch_tokens or scoring.default_batch_tokens(handle)
+    scoring.run_batches(scoring.length_sorted_batches(lengths, budget), step, desc=desc, progress=progress)
+    return out
+
+
 class HFClassifierScorer(TextScorer):
     """Any Hugging Face sequence classifier: P(label) per text, flagged at ``threshold`` (or when
     ``label`` is the argmax)."""
@@ -245,25 +264,6 @@ class HFClassifierScorer(TextScorer):
         self.threshold = None if threshold is None else float(threshold)
         self.max_batch_tokens = max_batch_tokens
 
-    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
-        """Softmax class probabilities (N × classes), length-sorted batches."""
-        h = self.handle
-        tok = h.tokenizer
-        enc = tok(list(texts), truncation=True, max_length=h.max_length)["input_ids"]
-        n_cls = int(h.config.num_labels)
-        out = np.zeros((len(texts), n_cls))
-        budget = self.max_batch_tokens or scoring.default_batch_tokens(h)
-
-        def step(idx: np.ndarray) -> None:
-            batch = tok.pad({"input_ids": [enc[i] for i in idx]}, return_tensors="pt")
-            with torch.inference_mode():
-                logits = h.model(input_ids=batch["input_ids"].to(h.device),
-                                 attention_mask=batch["attention_mask"].to(h.device)).logits
-            out[idx] = torch.softmax(logits.float(), -1).cpu().numpy()
-
-        scoring.run_batches(scoring.length_sorted_batches([len(e) for e in enc], budget), step, desc=self.name)
-        return out
-
     def truncated(self, texts: Sequence[str]) -> np.ndarray:
         """Which texts are longer than the classifier accepts (their tokens, special tokens
         included, exceed ``max_length``) and are therefore scored on their first tokens only."""
@@ -276,7 +276,8 @@ class HFClassifierScorer(TextScorer):
         return np.asarray([len(e) > m for e in enc], dtype=bool)
 
     def score(self, texts: Sequence[str]) -> pd.DataFrame:
-        p = self.probabilities(texts)
+        p = classifier_probs(self.handle, texts, truncate=True, max_batch_tokens=self.max_batch_tokens,
+                             desc=self.name)
         s = p[:, self.label_id] if len(texts) else np.empty(0)
         flag = s >= self.threshold if self.threshold is not None else (
             np.argmax(p, axis=1) == self.label_id if len(texts) else np.empty(0, dtype=bool))
@@ -470,10 +471,6 @@ class Bold(ItemProbe):
                              "scorers (a name must not end in _score or _truncated)")
         return specs
 
-    @staticmethod
-    def _generation(opts: dict[str, Any], seed: int) -> dict[str, Any]:
-        return {**{k: opts[k] for k in GENERATION_OPTIONS}, "seed": seed}
-
     def load_items(self, data: str | Path | None, opts: dict[str, Any]) -> pd.DataFrame:
         self._specs(opts)
         assert data is not None  # Options.data is required
@@ -492,7 +489,7 @@ class Bold(ItemProbe):
     def score_items(self, handle: ModelHandle, items: pd.DataFrame, opts: dict[str, Any], progress: bool) -> pd.DataFrame:
         scorers = self._scorers(opts, handle.device)
         prompts = [p.rstrip() for p in items["prompt"]]
-        gen = generate(handle, prompts, progress=progress, **self._generation(opts, self.seed))
+        gen = generate(handle, prompts, progress=progress, **settings_of(opts, seed=self.seed))
         out = items.copy()
         out["continuation"] = list(gen)
         out[NON_FINITE_COLUMN] = gen.non_finite
@@ -514,7 +511,7 @@ class Bold(ItemProbe):
         described = [sc.describe() for sc in built] if built else [sp if isinstance(sp, Mapping) else {"type": sp}
                                                                    for sp in specs]
         info = {
-            "generation": GenerationSettings(**self._generation(opts, seed)).as_dict(),
+            "generation": GenerationSettings(**settings_of(opts, seed=seed)).as_dict(),
             "scorers": described, "score_text": opts["score_text"],
             "max_prompts_per_group": opts["max_prompts_per_group"],
             "sample": opts["sample"], "prompt_processing": "trailing whitespace stripped",

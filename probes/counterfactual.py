@@ -57,17 +57,16 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
-import torch
 from pydantic import Field, NonNegativeFloat, PositiveInt, StrictBool
-from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from audit import scoring
 from audit.datafiles import read_table_csv, read_text_file, text_lines
-from audit.generation import NON_FINITE_COLUMN, GenerationError, GenerationSettings, generate
+from audit.generation import NON_FINITE_COLUMN, GenerationSettings, generate, settings_of
 from audit.options import BatchingOptions, MaxItemsOptions, SamplingOptions
 from audit.probe import ItemProbe, ProbeError, register_probe, too_long_rows
 from audit.results import MetricInfo, MetricValue, ProbeResult
 from audit.stats import group_breakdown, mean_metric, small_n_warning, wilson_ci
+from probes.bold import VaderScorer, classifier_probs
 from probes.swaps import load_swap_rules, make_counterfactuals, swap_files
 
 if TYPE_CHECKING:
@@ -186,37 +185,6 @@ def lm_scores(
         outside = np.asarray([not _overlaps(offs[j], spans[i]) for j in pos], dtype=bool)
         total[i], context[i], n_tok[i] = lp.sum(), lp[outside].sum() if len(lp) else 0.0, len(lp)
     return total, context, n_tok
-
-
-def classifier_probs(
-    handle: ModelHandle, texts: Sequence[str], *, max_batch_tokens: int | None = None, progress: bool = False
-) -> np.ndarray:
-    """Class probabilities (N × C) of a sequence classifier, length-sorted batches."""
-    tok = handle.tokenizer
-    out = np.zeros((len(texts), int(handle.model.config.num_labels)))
-    if not texts:
-        return out
-    enc = tok(list(texts), add_special_tokens=True, truncation=False)
-    lengths = [len(x) for x in enc["input_ids"]]
-    scoring.check_length(handle, max(lengths), "a counterfactual text")
-    keys = list(enc.keys())
-
-    def step(idx: np.ndarray) -> None:
-        batch = tok.pad([{k: enc[k][i] for k in keys} for i in idx], return_tensors="pt")
-        batch = {k: v.to(handle.device) for k, v in batch.items()}
-        with torch.inference_mode():
-            logits = handle.model(**batch).logits
-        out[idx] = torch.softmax(logits.float(), -1).double().cpu().numpy()
-
-    budget = max_batch_tokens or scoring.default_batch_tokens(handle)
-    scoring.run_batches(scoring.length_sorted_batches(lengths, budget), step, desc="classifier", progress=progress)
-    return out
-
-
-def vader_compound(texts: Sequence[str]) -> np.ndarray:
-    """VADER compound sentiment in [−1, 1] (Hutto & Gilbert 2014)."""
-    sia = SentimentIntensityAnalyzer()
-    return np.asarray([sia.polarity_scores(t)["compound"] for t in texts], dtype=np.float64)
 
 
 # --------------------------------------------------------------------------------------------
@@ -428,16 +396,12 @@ class Counterfactual(ItemProbe):
         :data:`audit.generation.NON_FINITE_COLUMN` (ItemProbe leaves it out, reason non_finite)."""
         k = _samples(opts)
         prompts = [t for t in orig for _ in range(k)] + [t for t in new for _ in range(k)]
-        try:
-            outs = generate(handle, prompts, max_new_tokens=opts["max_new_tokens"], do_sample=opts["do_sample"],
-                            temperature=opts["temperature"], top_p=opts["top_p"], seed=self.seed,
-                            batch_size=opts["batch_size"], progress=progress)
-        except GenerationError as exc:
-            raise ProbeError(f"counterfactual: {exc}") from exc
+        # the options and prepare() have checked what generate would refuse
+        outs = generate(handle, prompts, progress=progress, **settings_of(opts, seed=self.seed))
         m = len(orig)
         cont = np.asarray(list(outs), dtype=object).reshape(2, m, k)
         english = (items.loc[sw, "language"] == "en").to_numpy()
-        sent = vader_compound(list(outs)).reshape(2, m, k).mean(axis=2)
+        sent = VaderScorer().score(list(outs))["vader_score"].to_numpy().reshape(2, m, k).mean(axis=2)
         sent[:, ~english] = np.nan
         for name, vals in (("continuation_original", cont[0]), ("continuation_swapped", cont[1])):
             full = np.full(len(items), None, dtype=object)
@@ -478,9 +442,7 @@ class Counterfactual(ItemProbe):
             fns["mean_abs_delta_ll_context"] = lambda d: mean_metric(
                 M["mean_abs_delta_ll_context"], d["delta_ll_context"], seed=seed, test="none", transform=np.abs)
             if "sentiment_delta" in items:
-                settings = GenerationSettings(
-                    max_new_tokens=opts["max_new_tokens"], do_sample=opts["do_sample"], temperature=opts["temperature"],
-                    top_p=opts["top_p"], seed=int(seed), batch_size=opts["batch_size"])
+                settings = GenerationSettings(**settings_of(opts, seed=int(seed)))
                 info["generation"] = {**settings.as_dict(), "num_samples": _samples(opts),
                                       "scorer": "VADER compound (mean over samples)"}
                 non_english = int((sw["language"] != "en").sum())

@@ -55,7 +55,7 @@ from audit.probe import ItemProbe, ProbeError, register_probe
 from audit.results import MetricInfo, MetricValue, ProbeResult
 from audit.stats import CONFIDENCE, N_RESAMPLES, cluster_mean_metric, small_n_warning
 from probes.ablation import ablation_check
-from probes.templates import template_files
+from probes.templates import choose_sets, template_files
 
 if TYPE_CHECKING:
     from audit.distributed import Dist
@@ -319,20 +319,11 @@ class Mediation(ItemProbe):
         return [f"{s}: {t!r}" for s, t in zip(items["set"], items["prompt_null"], strict=True)]
 
     def load_items(self, data: str | Path | None, opts: dict[str, Any]) -> pd.DataFrame:
-        o = opts
-        all_sets = load_sets(data)
-        chosen = [s for s in all_sets if o["language"] == "both" or s.language == o["language"]]
-        if o["sets"] is not None:
-            unknown = sorted(set(o["sets"]) - {s.name for s in all_sets})
-            if unknown:
-                raise ProbeError(f"mediation: unknown set(s) {unknown}; have {[s.name for s in all_sets]}")
-            chosen = [s for s in chosen if s.name in set(o["sets"])]
-        if not chosen:
-            raise ProbeError(f"mediation: no template set for language {o['language']!r} in {data or DATA_DIR}")
-        wb = read_winobias_occupations(o["winobias"]) if o["winobias"] else None
+        chosen = choose_sets(load_sets(data), opts, "mediation", data or DATA_DIR)
+        wb = read_winobias_occupations(opts["winobias"]) if opts["winobias"] else None
         items = build_items(chosen, wb)
-        if o["max_items"] is not None:  # a seeded sample across templates and professions, file order kept
-            n, rng = int(o["max_items"]), np.random.default_rng(self.seed)
+        if opts["max_items"] is not None:  # a seeded sample across templates and professions, file order kept
+            n, rng = int(opts["max_items"]), np.random.default_rng(self.seed)
             keep = [i for _, idx in items.groupby("set", sort=False).groups.items()
                     for i in rng.choice(np.asarray(idx), size=min(n, len(idx)), replace=False)]
             items = items.loc[sorted(keep)].reset_index(drop=True)
@@ -344,8 +335,7 @@ class Mediation(ItemProbe):
         if all(_single_token(handle, w) < 0 for w in words):
             raise ProbeError(f"mediation: none of the contrast words {words} is one token for {handle.name}; "
                              "y = p(anti) / p(stereo) is read from one next-token distribution")
-        o = opts
-        return {**opts, "_kinds": tuple(o["sites"] or SITE_KINDS), "_layers": n_layers(handle),
+        return {**opts, "_kinds": tuple(opts["sites"] or SITE_KINDS), "_layers": n_layers(handle),
                 "_heads": n_heads(handle)}
 
     def score_items(self, handle: ModelHandle, items: pd.DataFrame, opts: dict[str, Any], progress: bool) -> pd.DataFrame:

@@ -232,6 +232,21 @@ def load_template_sets(data: str | Path | None = None) -> list[TemplateSet]:
     return sets
 
 
+def choose_sets(all_sets: Sequence[Any], opts: dict[str, Any], probe: str, where: str | Path) -> list[Any]:
+    """The sets of the ``language`` option (``both``: every language) named in the ``sets`` option
+    (None: all); an unknown set name, or no set left, is a :class:`ProbeError` (``where``: the data)."""
+    language, names = opts["language"], opts["sets"]
+    chosen = [s for s in all_sets if language == "both" or s.language == language]
+    if names is not None:
+        unknown = sorted(set(names) - {s.name for s in all_sets})
+        if unknown:
+            raise ProbeError(f"{probe}: unknown set(s) {unknown}; have {[s.name for s in all_sets]}")
+        chosen = [s for s in chosen if s.name in set(names)]
+    if not chosen:
+        raise ProbeError(f"{probe}: no template set for language {language!r} in {where}")
+    return chosen
+
+
 def article(word: str) -> str:
     """English indefinite article by spelling: "an" before a vowel letter, else "a"."""
     return "an" if word[:1].lower() in "aeiou" else "a"
@@ -419,17 +434,7 @@ class Templates(ItemProbe):
         return [repr(s[:60]) for s in items["sentence_a"]]
 
     def load_items(self, data: str | Path | None, opts: dict[str, Any]) -> pd.DataFrame:
-        language, sets = opts["language"], opts["sets"]
-        all_sets = load_template_sets(data)
-        chosen = [s for s in all_sets if language == "both" or s.language == language]
-        if sets is not None:
-            unknown = sorted(set(sets) - {s.name for s in all_sets})
-            if unknown:
-                raise ProbeError(f"templates: unknown set(s) {unknown}; have {[s.name for s in all_sets]}")
-            chosen = [s for s in chosen if s.name in set(sets)]
-        if not chosen:
-            raise ProbeError(f"templates: no template set for language {language!r} in {data or TEMPLATE_DIR}")
-        items = build_items(chosen)
+        items = build_items(choose_sets(load_template_sets(data), opts, "templates", data or TEMPLATE_DIR))
         if opts["max_items"] is not None:
             items = items.groupby("set", sort=False).head(opts["max_items"]).reset_index(drop=True)
         return items

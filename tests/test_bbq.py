@@ -229,8 +229,8 @@ def test_select_items_stratified_and_first(eight: Path) -> None:
     assert sorted(zip(df["context_condition"], df["question_polarity"], strict=True)) == [
         ("ambig", "neg"), ("ambig", "nonneg"), ("disambig", "neg"), ("disambig", "nonneg")]
     assert bbq.load_bbq(eight, max_items=3, sample="first")["line"].tolist() == [1, 2, 3]
-    with pytest.raises(ProbeError, match="sample must be"):
-        bbq.load_bbq(eight, max_items=3, sample="random")
+    with pytest.raises(ProbeError, match="sample: Input should be 'stratified' or 'first'"):
+        bbq.BBQ.parse_options({"max_items": 3, "sample": "random"}, eight)
 
 
 def test_parse_answer() -> None:
