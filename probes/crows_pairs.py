@@ -109,13 +109,8 @@ def load_crows_pairs(path: str | Path) -> pd.DataFrame:
 def shared_spans(ids1: list[int], ids2: list[int]) -> tuple[list[int], list[int]]:
     """Positions of the shared tokens: ``equal`` opcodes of difflib over stringified ids."""
     m = difflib.SequenceMatcher(None, [str(x) for x in ids1], [str(x) for x in ids2])
-    t1: list[int] = []
-    t2: list[int] = []
-    for op, a0, a1, b0, b1 in m.get_opcodes():
-        if op == "equal":
-            t1 += list(range(a0, a1))
-            t2 += list(range(b0, b1))
-    return t1, t2
+    blocks = [(range(a0, a1), range(b0, b1)) for op, a0, a1, b0, b1 in m.get_opcodes() if op == "equal"]
+    return [i for r, _ in blocks for i in r], [i for _, r in blocks for i in r]
 
 
 def masked_pair_scores(
@@ -125,10 +120,8 @@ def masked_pair_scores(
     """Reference-exact masked-LM scores of (sent1, sent2) pairs, all masked copies batched.
 
     Returns (score1, score2, n_scored_tokens)."""
-    lower = handle.is_uncased
-    tok = handle.tokenizer
-    enc1 = tok([s.lower() if lower else s for s in sent1])["input_ids"]
-    enc2 = tok([s.lower() if lower else s for s in sent2])["input_ids"]
+    enc1, enc2 = (handle.tokenizer([s.lower() if handle.is_uncased else s for s in sents])["input_ids"]
+                  for sents in (sent1, sent2))
     ids: list[list[int]] = []
     positions: list[list[int]] = []
     n_tok = np.empty(len(sent1), dtype=np.int64)
@@ -141,9 +134,8 @@ def masked_pair_scores(
     lps = scoring.pseudo_log_likelihood(
         handle, ids, positions, max_batch_tokens=max_batch_tokens, progress=progress
     )
-    s1 = np.asarray([float(x.sum()) for x in lps[0::2]])
-    s2 = np.asarray([float(x.sum()) for x in lps[1::2]])
-    return s1, s2, n_tok
+    s = np.asarray([float(x.sum()) for x in lps])
+    return s[0::2], s[1::2], n_tok
 
 
 def causal_pair_scores(
@@ -181,10 +173,7 @@ class CrowsPairs(ItemProbe):
 
     def load_items(self, data: str | Path | None, opts: dict[str, Any]) -> pd.DataFrame:
         assert data is not None  # Options.data is required
-        df = load_crows_pairs(data)
-        if opts["max_items"] is not None:
-            df = df.iloc[: opts["max_items"]]
-        return df
+        return load_crows_pairs(data).iloc[: opts["max_items"]]
 
     def score_items(self, handle: ModelHandle, items: pd.DataFrame, opts: dict[str, Any], progress: bool) -> pd.DataFrame:
         stereo = items["stereo_antistereo"].to_numpy() == "stereo"
@@ -197,14 +186,8 @@ class CrowsPairs(ItemProbe):
             s1, s2 = np.round(s1, 3), np.round(s2, 3)
         more = np.where(stereo, s1, s2)
         less = np.where(stereo, s2, s1)
-        out = items.copy()
-        out["sent_more_score"] = more
-        out["sent_less_score"] = less
-        out["score_diff"] = more - less
-        out["neutral"] = more == less
-        out["stereo_preferred"] = more > less
-        out["n_scored_tokens"] = n_tok
-        return out
+        return items.assign(sent_more_score=more, sent_less_score=less, score_diff=more - less, neutral=more == less,
+                            stereo_preferred=more > less, n_scored_tokens=n_tok)
 
     def summarise(self, items: pd.DataFrame, *, kind: str = "masked-lm", seed: int = 0,
                   opts: dict[str, Any] | None = None) -> ProbeResult:

@@ -50,7 +50,7 @@ from pydantic import PositiveInt, StrictBool
 from audit import scoring
 from audit.datafiles import brief, read_table, read_text_file, text_lines
 from audit.options import BatchingOptions
-from audit.probe import ItemProbe, ProbeError, check_tokenizer, register_probe, too_long_rows
+from audit.probe import ItemProbe, ProbeError, register_probe, too_long_rows
 from audit.results import MetricInfo, MetricValue, ProbeResult
 from audit.stats import CONFIDENCE, N_RESAMPLES, group_breakdown, mean_metric, small_n_warning
 from audit.turkish import attach, tr_lower, tr_upper
@@ -86,30 +86,25 @@ class EthnicData:
     nationalities: list[str]
 
 
-def read_lines(path: Path, what: str) -> list[str]:
-    """Non-blank lines of a UTF-8 text file; errors name the file."""
+def read_lines(path: Path, what: str) -> list[tuple[int, str]]:
+    """(line number, stripped text) of the non-blank lines of a UTF-8 file of ``what`` (e.g.
+    "template"); errors name the file."""
     if not path.is_file():
         raise ProbeError(f"ethnic_bias: {what} file not found: {path}")
-    lines = [ln.strip() for _, ln in text_lines(read_text_file(path, what=what)) if ln.strip()]
+    lines = [(i, ln.strip()) for i, ln in text_lines(read_text_file(path, what=f"{what} file")) if ln.strip()]
     if not lines:
-        raise ProbeError(f"{path}: no {what} (the file is empty)")
+        raise ProbeError(f"{path}: no {what}s (the file is empty)")
     return lines
 
 
 def load_templates(path: Path) -> list[str]:
-    out = []
-    for lineno, line in text_lines(read_text_file(path, what="template file")):
-        t = line.strip()
-        if not t:
-            continue
+    lines = read_lines(path, "template")
+    for lineno, t in lines:
         for slot in (TARGET, ATTRIBUTE):
             if t.count(slot) != 1:
                 raise ProbeError(f"{path}: line {lineno}: a template needs exactly one {slot}, found "
                                  f"{t.count(slot)} in {brief(t)}")
-        out.append(t)
-    if not out:
-        raise ProbeError(f"{path}: no templates (the file is empty)")
-    return out
+    return [t for _, t in lines]
 
 
 def load_nationalities(path: Path) -> list[str]:
@@ -141,13 +136,9 @@ def load_data(data: str | Path | None, opts: dict[str, Any]) -> EthnicData:
         return base / default
 
     templates = load_templates(pick("templates", "templates_tr.txt"))
-    attributes = list(dict.fromkeys(read_lines(pick("attributes", "occ_tr.txt"), "attribute")))
+    attributes = list(dict.fromkeys(a for _, a in read_lines(pick("attributes", "occ_tr.txt"), "attribute")))
     nationalities = load_nationalities(Path(opts.get("nationalities") or NATIONALITIES))
-    if opts.get("max_templates"):
-        templates = templates[: int(opts["max_templates"])]
-    if opts.get("max_attributes"):
-        attributes = attributes[: int(opts["max_attributes"])]
-    return EthnicData(templates, attributes, nationalities)
+    return EthnicData(templates[: opts.get("max_templates")], attributes[: opts.get("max_attributes")], nationalities)
 
 
 def harmonise(template: str, nationality: str) -> str:
@@ -168,13 +159,9 @@ def fill(template: str, nationality: str, attribute: str, harmony: bool = True) 
 
 
 def build_items(d: EthnicData, harmony: bool = True) -> pd.DataFrame:
-    rows = []
-    for ti, t in enumerate(d.templates):
-        for a in d.attributes:
-            for n in d.nationalities:
-                rows.append({"template_id": ti, "template": t, "attribute": a, "nationality": n,
-                             "frame": harmonise(t, n) if harmony else t, "sentence": fill(t, n, a, harmony)})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{"template_id": ti, "template": t, "attribute": a, "nationality": n,
+                          "frame": harmonise(t, n) if harmony else t, "sentence": fill(t, n, a, harmony)}
+                         for ti, t in enumerate(d.templates) for a in d.attributes for n in d.nationalities])
 
 
 # --------------------------------------------------------------------------------------------
@@ -340,7 +327,6 @@ class EthnicBias(ItemProbe):
         return too_long_rows(handle, [items["sentence"].tolist()], causal=handle.kind == "causal-lm", extra=4)
 
     def score_items(self, handle: ModelHandle, items: pd.DataFrame, opts: dict[str, Any], progress: bool) -> pd.DataFrame:
-        check_tokenizer(handle, self.name, needs_mask=handle.kind == "masked-lm")
         out = items.reset_index(drop=True).copy()
         if handle.kind == "masked-lm":
             out["logp_target"], out["logp_prior"] = masked_scores(
@@ -356,8 +342,7 @@ class EthnicBias(ItemProbe):
         opts = dict(opts or {})
         items = items.copy()
         items["normalized"] = normalized(items, kind)
-        centred = items["normalized"] - items.groupby(["template_id", "attribute"])["normalized"].transform("mean")
-        items["association"] = centred
+        items["association"] = items["normalized"] - items.groupby(["template_id", "attribute"])["normalized"].transform("mean")
         summary = {"cb_score": cb_metric(items, seed=seed)}
         per_template = {"cb_score": lambda d: cb_metric(d, seed=seed)}
         per_nat = {"nationality_association": lambda d: mean_metric(METRICS["nationality_association"],

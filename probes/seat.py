@@ -231,9 +231,14 @@ def seat_files(data: str | Path | None) -> list[tuple[str, Path]]:
     return sorted(named, key=lambda t: _sort_key(t[0]))
 
 
-def load_seat(data: str | Path | None = None) -> list[SeatTest]:
-    """All tests of ``data`` (file or folder; the built-in tests when None)."""
-    return [load_seat_test(q, name) for name, q in seat_files(data)]
+def load_seat(data: str | Path | None = None, tests: list[str] | None = None, probe: str = "seat") -> list[SeatTest]:
+    """All tests of ``data`` (file or folder; the built-in tests when None), or only those named
+    in ``tests`` (an unknown name is an error of ``probe`` that lists the available ones)."""
+    found = [load_seat_test(q, name) for name, q in seat_files(data)]
+    unknown = sorted(set(tests or ()) - {t.name for t in found})
+    if unknown:
+        raise ProbeError(f"{probe}: unknown test(s) {unknown}; available: {sorted(t.name for t in found)}")
+    return [t for t in found if tests is None or t.name in tests]
 
 
 # --------------------------------------------------------------------------------------------
@@ -256,11 +261,6 @@ def effect_size(s_x: np.ndarray, s_y: np.ndarray) -> float:
     return float((s_x.mean() - s_y.mean()) / sd)
 
 
-def n_partitions(n_x: int, n_y: int) -> int:
-    """Number of splits of X ∪ Y keeping the sizes: C(|X| + |Y|, |X|)."""
-    return math.comb(n_x + n_y, n_x)
-
-
 def permutation_p_value(
     s_x: np.ndarray,
     s_y: np.ndarray,
@@ -280,7 +280,7 @@ def permutation_p_value(
     n, k = len(s_all), len(s_x)
     observed = float(s_x.sum())
     tol = 1e-9 * max(float(np.abs(s_all).sum()), np.finfo(float).tiny)
-    total = n_partitions(k, len(s_y))
+    total = math.comb(n, k)  # the splits of X ∪ Y that keep the sizes
     if method == "auto":
         method = "exact" if total <= n_samples else "monte-carlo"
     if method == "exact":
@@ -443,14 +443,7 @@ class Seat(Probe):
         allowed = ("mean", "last") if handle.kind == "causal-lm" else ("mean", "cls", "pooler")
         if pooling not in allowed:
             raise ProbeError(f"seat: pooling {pooling!r} is not available for a {handle.kind} model; use {allowed}")
-        all_tests = load_seat(data)
-        if opts.tests is not None:
-            wanted = opts.tests
-            known = {t.name for t in all_tests}
-            unknown = [t for t in wanted if t not in known]
-            if unknown:
-                raise ProbeError(f"seat: unknown test(s) {unknown}; available: {sorted(known)}")
-            all_tests = [t for t in all_tests if t.name in wanted]
+        all_tests = load_seat(data, opts.tests)
         texts = list(dict.fromkeys(e for t in all_tests for k in SETS for e in t.examples[k]))
         excluded = Exclusions()
         lengths = input_lengths(handle, texts)
@@ -485,9 +478,7 @@ class Seat(Probe):
             if math.isnan(r.effect_size):
                 warnings.append(f"{t.name}: s(w, A, B) is constant over the targets; effect size undefined")
             records.append({
-                "test": t.name, "file": t.path.name, "domain": t.domain,
-                "targ1": t.categories["targ1"], "targ2": t.categories["targ2"],
-                "attr1": t.categories["attr1"], "attr2": t.categories["attr2"],
+                "test": t.name, "file": t.path.name, "domain": t.domain, **t.categories,
                 "n_targ1": len(X), "n_targ2": len(Y), "n_attr1": len(A), "n_attr2": len(B),
                 "n_targets": len(X) + len(Y), "n_attributes": len(A) + len(B),
                 "effect_size": r.effect_size, "effect_size_ci_low": r.ci_low, "effect_size_ci_high": r.ci_high,
@@ -524,12 +515,9 @@ class Seat(Probe):
                 test=f"one-sided permutation per test, Benjamini–Hochberg q < {ALPHA:g}",
             ),
         }
-        n_excluded = len(items) - len(social)
-        if n_excluded:
-            summary["mean_abs_effect_size"].warning = (
-                (summary["mean_abs_effect_size"].warning + "; " if summary["mean_abs_effect_size"].warning else "")
-                + f"{n_excluded} non-social test(s) excluded from the mean"
-            )
+        if n_excluded := len(items) - len(social):
+            mv = summary["mean_abs_effect_size"]
+            mv.warning = "; ".join(filter(None, [mv.warning, f"{n_excluded} non-social test(s) excluded from the mean"]))
         breakdown = group_breakdown(items, "domain", {
             "mean_abs_effect_size": lambda d: _mean_abs_metric(d["effect_size"].to_numpy(dtype=float), seed=seed),
             "n_significant": lambda d: MetricValue.from_info(

@@ -46,6 +46,7 @@ import json
 import logging
 import string
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -110,11 +111,8 @@ METRICS: dict[str, MetricInfo] = {
 
 def _blank_word_index(context: str) -> int | None:
     """Index of the (last) space-separated context word containing BLANK, as the reference."""
-    idx = None
-    for i, w in enumerate(context.split(" ")):
-        if BLANK in w:
-            idx = i
-    return idx
+    found = [i for i, w in enumerate(context.split(" ")) if BLANK in w]
+    return found[-1] if found else None
 
 
 def load_stereoset(path: str | Path, splits: Sequence[str] = SPLITS) -> pd.DataFrame:
@@ -285,7 +283,7 @@ def aggregate(items: pd.DataFrame) -> dict[str, float]:
 
 def score_table(items: pd.DataFrame) -> pd.DataFrame:
     """The reference's result tree as a table: split × domain (and ``overall``)."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     splits = [s for s in SPLITS if s in set(items["split"])]
     domains = sorted(set(items["domain"]))
     for split in [*splits, "overall"]:
@@ -294,9 +292,7 @@ def score_table(items: pd.DataFrame) -> pd.DataFrame:
             part = sub if domain == "overall" else sub[sub["domain"] == domain]
             if len(part) == 0:
                 continue
-            a = aggregate(part)
-            rows.append({"split": split, "domain": domain, "lms": a["lms"], "ss": a["ss"],
-                         "icat": a["icat"], "n": a["n"], "n_terms": a["n_terms"]})
+            rows.append({"split": split, "domain": domain, **aggregate(part)})
     return pd.DataFrame(rows, columns=["split", "domain", "lms", "ss", "icat", "n", "n_terms"])
 
 
@@ -355,14 +351,14 @@ def masked_intrasentence_scores(
     seqs: list[list[int]] = []
     pos: list[int] = []
     tgt: list[int] = []
-    owner: list[tuple[str, int]] = []
+    n = len(clusters)
+    owner: list[int] = []  # k · n + r: the sentence of gold label k in cluster r
     for r, row in enumerate(clusters.itertuples(index=False)):
         context: str = row.context
         b = context.index(BLANK)
         lead = spaced and b > 0 and context[b - 1] == " "
-        for g in GOLD:
-            col = COL[g]
-            word = getattr(row, f"{col}_word")
+        for k, g in enumerate(GOLD):
+            word = getattr(row, f"{COL[g]}_word")
             ins_tokens = tok.encode((" " if lead else "") + word, add_special_tokens=False)
             if not ins_tokens:
                 raise ProbeError(f"cluster {row.cluster_id}: the {g} word {word!r} has no tokens")
@@ -380,16 +376,11 @@ def masked_intrasentence_scores(
                 seqs.append(ids)
                 pos.append(p)
                 tgt.append(int(t))
-                owner.append((col, r))
+                owner.append(k * n + r)
     lp = scoring.masked_token_logprobs(handle, seqs, pos, tgt, max_batch_tokens=max_batch_tokens,
                                        progress=progress, desc="StereoSet intrasentence")
-    n = len(clusters)
-    sums = {COL[g]: np.zeros(n) for g in GOLD}
-    counts = {COL[g]: np.zeros(n) for g in GOLD}
-    for (col, r), v in zip(owner, np.exp(lp), strict=True):
-        sums[col][r] += v
-        counts[col][r] += 1
-    return {col: sums[col] / counts[col] for col in sums}
+    s = np.bincount(owner, np.exp(lp), minlength=3 * n) / np.bincount(owner, minlength=3 * n)
+    return {COL[g]: s[k * n : (k + 1) * n] for k, g in enumerate(GOLD)}
 
 
 def masked_intersentence_scores(
@@ -397,8 +388,6 @@ def masked_intersentence_scores(
 ) -> dict[str, np.ndarray]:
     """exp(mean log P) of the continuation's tokens, each masked in turn after the context."""
     tok = handle.tokenizer
-    if tok.mask_token_id is None:
-        raise ProbeError(f"{handle.name} has no mask token; masked StereoSet scoring needs a masked LM")
     ids_all: list[list[int]] = []
     positions: list[list[int]] = []
     for row in clusters.itertuples(index=False):
@@ -467,11 +456,8 @@ def bootstrap_terms(
     idx = rng.integers(0, n, size=(n_resamples, n))
     ss_b, lms_b = ss_t[idx].mean(1), lms_t[idx].mean(1)
     a = (1 - confidence) / 2
-    out = {}
-    for k, v in (("ss", ss_b), ("lms", lms_b), ("icat", icat(lms_b, ss_b))):
-        lo, hi = np.quantile(v, [a, 1 - a])
-        out[k] = (float(lo), float(hi))
-    return out
+    qs = {k: np.quantile(v, [a, 1 - a]) for k, v in (("ss", ss_b), ("lms", lms_b), ("icat", icat(lms_b, ss_b)))}
+    return {k: (float(lo), float(hi)) for k, (lo, hi) in qs.items()}
 
 
 def stereoset_metrics(items: pd.DataFrame, *, seed: int = 0, prefix: str = "") -> dict[str, MetricValue]:
@@ -544,19 +530,13 @@ class StereoSet(ItemProbe):
 
     def score_items(self, handle: ModelHandle, items: pd.DataFrame, opts: dict[str, Any], progress: bool) -> pd.DataFrame:
         out = items.copy()
-        mbt = opts["max_batch_tokens"]
         for split in SPLITS:
             sel = (out["split"] == split).to_numpy()
             if not sel.any():
                 continue
-            part = out[sel]
-            if handle.kind == "causal-lm":
-                s = causal_scores(handle, part, split, max_batch_tokens=mbt, progress=progress)
-            elif split == "intrasentence":
-                s = masked_intrasentence_scores(handle, part, max_batch_tokens=mbt, progress=progress)
-            else:
-                s = masked_intersentence_scores(handle, part, max_batch_tokens=mbt, progress=progress)
-            for col, v in s.items():
+            fn = (partial(causal_scores, split=split) if handle.kind == "causal-lm"
+                  else masked_intrasentence_scores if split == "intrasentence" else masked_intersentence_scores)
+            for col, v in fn(handle, out[sel], max_batch_tokens=opts["max_batch_tokens"], progress=progress).items():
                 out.loc[sel, f"score_{col}"] = v
         return out
 
@@ -570,11 +550,7 @@ class StereoSet(ItemProbe):
             sub = items[items["split"] == split]
             if len(sub):
                 summary.update(stereoset_metrics(sub, seed=seed, prefix=f"{split}_"))
-
-        def metric(name: str):  # type: ignore[no-untyped-def]
-            return lambda d: stereoset_metrics(d, seed=seed)[name]
-
-        fns = {m: metric(m) for m in ("ss", "lms", "icat")}
+        fns = {m: (lambda d, m=m: stereoset_metrics(d, seed=seed)[m]) for m in ("ss", "lms", "icat")}
         breakdown = pd.concat(
             [group_breakdown(items, by, fns) for by in ("domain", "split", "split_domain")], ignore_index=True
         )

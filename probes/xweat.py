@@ -197,14 +197,7 @@ class XWeat(Probe):
         assert data is not None  # Options.data is required
         pooling, n_bootstrap, drop_suspect = opts.pooling, opts.n_bootstrap, opts.drop_suspect
         table = load_vocab(opts.vocab)
-        all_tests = load_seat(data)
-        if opts.tests is not None:
-            wanted = opts.tests
-            unknown = sorted(set(wanted) - {t.name for t in all_tests})
-            if unknown:
-                raise ProbeError(f"xweat: unknown test(s) {unknown}; available: {sorted(t.name for t in all_tests)}")
-            all_tests = [t for t in all_tests if t.name in wanted]
-        translations = [translate(t, table, drop_suspect=drop_suspect) for t in all_tests]
+        translations = [translate(t, table, drop_suspect=drop_suspect) for t in load_seat(data, opts.tests, "xweat")]
         texts = sorted({e for tr in translations for t in (tr.english, tr.turkish) for k in SETS for e in t.examples[k]})
         vectors = scoring.embed(handle, texts, pooling=pooling, normalize=True, max_batch_tokens=opts.max_batch_tokens,
                                 progress=progress)
@@ -223,8 +216,7 @@ class XWeat(Probe):
             lo, hi = (np.quantile(gap, [(1 - CONFIDENCE) / 2, 1 - (1 - CONFIDENCE) / 2]) if gap.size
                       else (math.nan, math.nan))
             rows.append({
-                "test": tr.english.name, "targ1": tr.english.categories["targ1"], "targ2": tr.english.categories["targ2"],
-                "attr1": tr.english.categories["attr1"], "attr2": tr.english.categories["attr2"],
+                "test": tr.english.name, **tr.english.categories,
                 "n_words": sum(len(v) for v in tr.aligned.values()), "n_missing": len(tr.missing),
                 "n_suspect": len(tr.suspects), "n_merged": len(tr.merged),
                 "effect_size_en": res["en"].effect_size, "p_value_en": res["en"].p_value,

@@ -21,7 +21,6 @@ class InputTooLongError(ValueError):
     """An input longer than the model accepts."""
 
 
-
 def default_batch_tokens(handle: ModelHandle) -> int:
     """Token budget per forward: large on accelerators (OOM back-off trims it), moderate on CPU,
     where a batch's activations should stay near the cache (measured on 2 cores with bert-base /

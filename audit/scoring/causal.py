@@ -33,11 +33,7 @@ logger = logging.getLogger(__name__)
 def prefix_token_id(handle: ModelHandle) -> int | None:
     """The token that stands for an empty context: BOS when the tokenizer has one, else EOS."""
     tok = handle.tokenizer
-    if tok.bos_token_id is not None:
-        return int(tok.bos_token_id)
-    if tok.eos_token_id is not None:
-        return int(tok.eos_token_id)
-    return None
+    return next((int(t) for t in (tok.bos_token_id, tok.eos_token_id) if t is not None), None)
 
 
 def causal_tokenize(handle: ModelHandle, texts: Sequence[str], add_prefix: bool = True) -> list[list[int]]:
@@ -45,7 +41,6 @@ def causal_tokenize(handle: ModelHandle, texts: Sequence[str], add_prefix: bool 
     enc = handle.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
     pre = prefix_token_id(handle) if add_prefix else None
     return [([pre] if pre is not None else []) + list(e) for e in enc]
-
 
 
 def _gather_logprobs(
@@ -433,7 +428,10 @@ def continuation_logprobs(
 
     Context and continuation are split as lm-evaluation-harness does (the context's own
     tokenisation is kept when it is a prefix of the whole); the prefix token (BOS, else EOS)
-    always comes first, so an empty context scores every continuation token."""
+    always comes first, so an empty context scores every continuation token. Continuations that
+    share contexts (the k answers to one question) cost ``len(context) + Σ len(answer)`` tokens:
+    the prefix tree of :func:`causal_logprobs` runs each distinct context, and every prefix shared
+    beyond it, once."""
     if len(contexts) == 0:
         return []
     tok = handle.tokenizer
@@ -451,10 +449,5 @@ def continuation_logprobs(
     return causal_logprobs(handle, seqs, score_from=starts, **kw)
 
 
-def shared_context_logprobs(
-    handle: ModelHandle, contexts: Sequence[str], continuations: Sequence[str], **kw: Any
-) -> list[np.ndarray]:
-    """:func:`continuation_logprobs` for continuations that share contexts (the k answers to one
-    question): the prefix tree of :func:`causal_logprobs` runs each distinct context, and every
-    prefix shared beyond it, once — k answers cost ``len(context) + Σ len(answer)`` tokens."""
-    return continuation_logprobs(handle, contexts, continuations, **kw)
+#: the name the probes use where continuations share contexts (the same function)
+shared_context_logprobs = continuation_logprobs

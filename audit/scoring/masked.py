@@ -110,8 +110,7 @@ def pseudo_log_likelihood(
     materialised: each batch gathers its sentences from one padded matrix and masks one position
     per row.
     """
-    mask_id = handle.tokenizer.mask_token_id
-    if mask_id is None:
+    if handle.tokenizer.mask_token_id is None:
         raise ValueError(f"{handle.name} has no mask token; masked pseudo-log-likelihood needs a masked LM")
     if score_positions is None:
         score_positions = [list(range(1, len(s) - 1)) for s in token_ids]
