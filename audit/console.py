@@ -85,7 +85,7 @@ def _check_text(c: Any) -> str:
     judged = "95% CI" if c.on == "ci" else "value"
     if c.status in ("missing", "skipped"):
         return f"{c.check}: {c.status} — {c.reason}"
-    return (f"{c.check}: value {value_ci(c.value, c.ci_low, c.ci_high, c.unit)}, threshold {c.threshold} "
+    return (f"{c.check}: value {value_ci(c.value, c.ci_low, c.ci_high, c.unit)}, threshold {c.threshold_text()} "
             f"(judged on the {judged}, severity {c.severity})")
 
 

@@ -42,19 +42,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    PrivateAttr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from audit.config import read_yaml_file
 from audit.datafiles import brief
@@ -97,7 +91,7 @@ class PolicyError(ValueError):
     """A policy that cannot be read or names something that does not exist."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class Condition:
     """A parsed check string."""
 
@@ -116,6 +110,15 @@ class Condition:
         if self.op == "within":
             return f"within {_fmt(self.low)}..{_fmt(self.high)}"
         return f"{self.op} {_fmt(self.threshold)}"
+
+    def holds(self, vals: list[float]) -> bool:
+        """Whether every one of ``vals`` (the value, or the CI bounds judged) meets the condition."""
+        if self.op == "within":
+            assert self.low is not None and self.high is not None
+            return all(self.low <= v <= self.high for v in vals)
+        t = self.threshold
+        assert t is not None
+        return {"<=": vals[0] <= t, "<": vals[0] < t, ">=": vals[0] >= t, ">": vals[0] > t}[self.op]
 
 
 def _fmt(x: float | None) -> str:
@@ -156,7 +159,6 @@ class Check(BaseModel):
     description: str = ""
     source: str = ""
     required: bool = True
-    _cond: Condition = PrivateAttr()
 
     @field_validator("check")
     @classmethod
@@ -164,14 +166,9 @@ class Check(BaseModel):
         parse_condition(v)
         return v.strip()
 
-    @model_validator(mode="after")
-    def _store(self) -> Check:
-        self._cond = parse_condition(self.check)
-        return self
-
-    @property
+    @cached_property
     def condition(self) -> Condition:
-        return self._cond
+        return parse_condition(self.check)
 
 
 class Policy(BaseModel):
@@ -284,17 +281,9 @@ def known_metrics(probes: Mapping[str, str] | Iterable[str] | None = None) -> di
     """
     from audit.probe import PROBES
 
-    if probes is None:
-        mapping = {n: n for n in PROBES.names()}
-    elif isinstance(probes, Mapping):
-        mapping = dict(probes)
-    else:
-        mapping = {n: n for n in probes}
-    out: dict[str, set[str]] = {}
-    for run_name, reg_name in mapping.items():
-        if reg_name in PROBES:
-            out[run_name] = set(PROBES.get(reg_name).metrics)
-    return out
+    names = PROBES.names() if probes is None else probes
+    mapping = dict(names) if isinstance(names, Mapping) else {n: n for n in names}
+    return {run: set(PROBES.get(reg).metrics) for run, reg in mapping.items() if reg in PROBES}
 
 
 def validate_policy(policy: Policy, known: Mapping[str, Iterable[str]]) -> None:
@@ -316,18 +305,14 @@ def validate_policy(policy: Policy, known: Mapping[str, Iterable[str]]) -> None:
                           "audit does not measure:\n  " + "\n  ".join(problems))
 
 
-@dataclass
-class CheckResult:
-    """The outcome of one check on one run."""
+@dataclass(kw_only=True)
+class CheckResult(Condition):
+    """The outcome of one check on one run: its condition, the check's settings and what was found."""
 
     check: str
-    probe: str
-    metric: str
-    op: str
-    threshold: str
     severity: str
     on: str
-    status: str
+    status: str = "missing"
     value: float | None = None
     ci_low: float | None = None
     ci_high: float | None = None
@@ -339,7 +324,10 @@ class CheckResult:
     source: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The ``verdict.json`` record: the condition as text (``threshold``: ``within 45..55``)."""
+        d = asdict(self)
+        del d["low"], d["high"]
+        return d | {"threshold": self.threshold_text()}
 
 
 @dataclass
@@ -394,20 +382,15 @@ def _resolve(rd: RunView, probe: str) -> tuple[str | None, str]:
     return None, f"probe {probe!r} is not in this run"
 
 
-def _judge(op: str, vals: list[float], cond: Condition) -> bool:
-    if op == "within":
-        assert cond.low is not None and cond.high is not None
-        return all(cond.low <= v <= cond.high for v in vals)
-    t = cond.threshold
-    assert t is not None
-    v = vals[0]
-    return {"<=": v <= t, "<": v < t, ">=": v >= t, ">": v > t}[op]
+#: what a check ``on: ci`` judges, by operator: the bounds that must meet the condition, and their name
+_CI_BOUNDS = {"within": (["ci_low", "ci_high"], "95% CI bounds"), "<=": (["ci_high"], "95% CI upper bound"),
+              "<": (["ci_high"], "95% CI upper bound"), ">=": (["ci_low"], "95% CI lower bound"),
+              ">": (["ci_low"], "95% CI lower bound")}
 
 
 def _evaluate_check(c: Check, rd: RunView) -> CheckResult:
     cond = c.condition
-    res = CheckResult(check=c.check, probe=cond.probe, metric=cond.metric, op=cond.op,
-                      threshold=cond.threshold_text(), severity=c.severity, on=c.on, status="missing",
+    res = CheckResult(**asdict(cond), check=c.check, severity=c.severity, on=c.on,
                       description=c.description, source=c.source)
     name, why = _resolve(rd, cond.probe)
     if name is None:
@@ -441,25 +424,15 @@ def _evaluate_check(c: Check, rd: RunView) -> CheckResult:
     mv = metrics[key]
     res.value, res.ci_low, res.ci_high = finite(mv.value), finite(mv.ci_low), finite(mv.ci_high)
     res.unit, res.ideal = str(mv.unit or ""), finite(mv.ideal)
-    if c.on == "value":
-        if res.value is None:
-            res.reason = f"metric {cond.ref} has no finite value"
-            return res
-        vals = [res.value]
-    else:
-        need = {"within": ["ci_low", "ci_high"], "<=": ["ci_high"], "<": ["ci_high"],
-                ">=": ["ci_low"], ">": ["ci_low"]}[cond.op]
-        got = [getattr(res, k) for k in need]
-        if any(v is None for v in got):
-            res.reason = f"metric {cond.ref} has no confidence interval ({', '.join(need)} absent); cannot judge on: ci"
-            return res
-        vals = [float(v) for v in got]
-    res.judged = vals
-    ok = _judge(cond.op, vals, cond)
-    what = "value" if c.on == "value" else "95% CI " + ("bounds" if cond.op == "within" else
-                                                       ("upper bound" if cond.op in ("<=", "<") else "lower bound"))
-    shown = ", ".join(f"{v:g}" for v in vals)
-    if ok:
+    need, what = (["value"], "value") if c.on == "value" else _CI_BOUNDS[cond.op]
+    got = [getattr(res, k) for k in need]
+    if any(v is None for v in got):
+        res.reason = (f"metric {cond.ref} has no finite value" if c.on == "value" else f"metric {cond.ref} has "
+                      f"no confidence interval ({', '.join(need)} absent); cannot judge on: ci")
+        return res
+    res.judged = [float(v) for v in got]
+    shown = ", ".join(f"{v:g}" for v in res.judged)
+    if cond.holds(res.judged):
         res.status, res.reason = "pass", f"{what} {shown} is {cond.threshold_text()}"
     else:
         res.status = "fail" if c.severity == "fail" else "warn"
@@ -479,7 +452,6 @@ def evaluate_policy(policy: Policy, run_dir: RunDir | str | Path) -> Verdict:
 
 def write_verdict(run_dir: RunDir | str | Path, verdict: Verdict) -> Path:
     """Write ``verdict.json`` (atomically) into the run directory; returns its path."""
-    rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-    path = rd.path / "verdict.json"
+    path = RunView(run_dir).file("verdict.json")
     write_json(path, verdict.to_dict())
     return path

@@ -25,6 +25,7 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 from scipy import stats as st
+from scipy.optimize import brentq
 
 from audit.results import MetricInfo, MetricValue
 
@@ -209,10 +210,12 @@ def benjamini_hochberg(pvalues: Sequence[float]) -> np.ndarray:
 
 
 def _table_columns(
-    table: pd.DataFrame | Mapping[str, Sequence[object] | np.ndarray], columns: Sequence[str] | None
+    table: pd.DataFrame | Mapping[str, Sequence[object] | np.ndarray], columns: Sequence[str] | None,
+    *extra: str | None,
 ) -> dict[str, np.ndarray]:
+    """``columns`` of ``table`` (all when ``None``) as arrays, then the ``extra`` ones not among them."""
     names = list(columns) if columns is not None else list(table.keys())
-    return {k: np.asarray(table[k]) for k in names}
+    return {k: np.asarray(table[k]) for k in dict.fromkeys([*names, *(e for e in extra if e is not None)])}
 
 
 def _strata_indices(cols: dict[str, np.ndarray], n: int, strata: str | None) -> list[np.ndarray]:
@@ -260,10 +263,7 @@ def bootstrap_table_ci(
     (the cluster bootstrap, Davison & Hinkley 1997 §3.8): items of one template are not
     independent evidence.
     """
-    cols = _table_columns(table, columns)
-    for extra in (strata, clusters):
-        if extra is not None and extra not in cols:
-            cols[extra] = np.asarray(table[extra])
+    cols = _table_columns(table, columns, strata, clusters)
     n = len(next(iter(cols.values()))) if cols else 0
     if n == 0:
         return Interval(float("nan"), float("nan"), "none (no data)")
@@ -313,10 +313,7 @@ def permutation_table_test(
     """
     if alternative not in ("greater", "less", "two-sided"):
         raise ValueError(f"alternative must be greater, less or two-sided, got {alternative!r}")
-    cols = _table_columns(table, columns)
-    for extra in (permute, strata):
-        if extra is not None and extra not in cols:
-            cols[extra] = np.asarray(table[extra])
+    cols = _table_columns(table, columns, permute, strata)
     n = len(cols[permute])
     if n == 0:
         return float("nan")
@@ -326,19 +323,15 @@ def permutation_table_test(
     groups = _strata_indices(cols, n, strata)
     rng = np.random.default_rng(seed)
     labels = cols[permute]
-    hits = 0
-    for _ in range(n_resamples):
+    vals = np.empty(n_resamples)
+    for r in range(n_resamples):
         shuffled = labels.copy()
         for g in groups:
             shuffled[g] = labels[g[rng.permutation(len(g))]]
-        v = float(statistic({**cols, permute: shuffled}))
-        if alternative == "greater":
-            hits += v >= observed - 1e-12
-        elif alternative == "less":
-            hits += v <= observed + 1e-12
-        else:
-            hits += abs(v) >= abs(observed) - 1e-12
-    return (1 + hits) / (1 + n_resamples)
+        vals[r] = statistic({**cols, permute: shuffled})
+    hits = {"greater": vals >= observed - 1e-12, "less": vals <= observed + 1e-12,
+            "two-sided": np.abs(vals) >= abs(observed) - 1e-12}[alternative]
+    return (1 + int(hits.sum())) / (1 + n_resamples)
 
 
 def cluster_proportion_test(
@@ -378,8 +371,6 @@ def _max_range_quantile(sizes: tuple[int, ...], confidence: float) -> float:
 
     def cover(c: float) -> float:
         return float(np.prod([st.studentized_range.cdf(c * np.sqrt(2), k, np.inf) for k in ks])) - confidence
-
-    from scipy.optimize import brentq
 
     return float(brentq(cover, 0.5, 12.0, xtol=1e-6))
 
@@ -425,6 +416,15 @@ def simultaneous_gap_ci(
 # --------------------------------------------------------------------------------------------
 # metric builders: one way to turn item scores into a MetricValue
 # --------------------------------------------------------------------------------------------
+
+
+def _location_test(test: str, values: Sequence[float] | np.ndarray, against: str) -> tuple[float, str]:
+    """(p, name) of the ``test`` (``wilcoxon``, ``sign``, ``t`` or ``none``) of ``values`` vs 0."""
+    if test == "none":
+        return float("nan"), ""
+    fn, label = {"wilcoxon": (wilcoxon_test, "Wilcoxon signed-rank"), "sign": (sign_test, "sign test"),
+                 "t": (one_sample_t, "one-sample t")}[test]
+    return fn(values), f"{label} {against}"
 
 
 def rate_metric(
@@ -474,9 +474,7 @@ def mean_metric(
         return MetricValue.from_info(info, float("nan"), n=0, warning="no items")
     x = transform(raw) if transform is not None else raw
     ci = bootstrap_ci(x, seed=seed)
-    tests = {"wilcoxon": (wilcoxon_test, "Wilcoxon signed-rank vs 0"), "sign": (sign_test, "sign test vs 0"),
-             "t": (one_sample_t, "one-sample t vs 0")}
-    p, tname = (float("nan"), "") if test == "none" else (tests[test][0](raw), tests[test][1])
+    p, tname = _location_test(test, raw, "vs 0")
     return MetricValue.from_info(
         info, float(x.mean()), ci_low=ci.low, ci_high=ci.high, n=n, p_value=p, test=tname,
         ci_method=ci.method, warning=small_n_warning(n, method="bootstrap" if ci.method.startswith("bootstrap") else None),
@@ -562,14 +560,7 @@ def cluster_mean_metric(
     _, inv = np.unique(cl.astype(str), return_inverse=True)
     means = np.bincount(inv, weights=raw) / np.bincount(inv)
     k = len(means)
-    tests = {"wilcoxon": (wilcoxon_test, "Wilcoxon signed-rank"), "sign": (sign_test, "sign test"),
-             "t": (one_sample_t, "one-sample t")}
-    if test == "none":
-        p, tname = float("nan"), ""
-    else:
-        fn, label = tests[test]
-        p = fn((means - null).tolist())
-        tname = f"{label} of {k} cluster means vs {null * scale:g}"
+    p, tname = _location_test(test, (means - null).tolist(), f"of {k} cluster means vs {null * scale:g}")
     return MetricValue.from_info(
         info, float(x.mean()) * scale, ci_low=ci.low, ci_high=ci.high, n=n, p_value=p, test=tname,
         ci_method=ci.method, warning=small_n_warning(k, "clusters", method="cluster bootstrap"),

@@ -48,7 +48,6 @@ from audit.results import ProbeResult
 from audit.rundir_view import RunView
 
 SCHEMA_VERSION = "1.0"
-STATUSES = ("running", "complete", "failed", "interrupted")
 
 
 def package_version() -> str:
@@ -141,9 +140,7 @@ def _json_default(o: Any) -> Any:
         return o.item()
     if isinstance(o, (set, tuple)):
         return list(o)
-    if isinstance(o, Path):
-        return str(o)
-    return str(o)
+    return str(o)  # a Path, or anything else JSON cannot hold
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -309,23 +306,11 @@ class RunDir:
         return self.manifest_path.is_file()
 
     def manifest(self) -> dict[str, Any]:
-        if not self.exists():
-            return {}
-        return read_json(self.manifest_path)
+        return read_json(self.manifest_path) if self.exists() else {}
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         manifest.setdefault("schema_version", SCHEMA_VERSION)
         write_json(self.manifest_path, manifest)
-
-    def update_manifest(self, **fields: Any) -> dict[str, Any]:
-        m = self.manifest()
-        for k, v in fields.items():
-            if isinstance(v, dict) and isinstance(m.get(k), dict):
-                m[k].update(v)
-            else:
-                m[k] = v
-        self.write_manifest(m)
-        return m
 
     def remove_stale_temp_files(self) -> list[Path]:
         """Delete the ``.*.tmp`` files a killed process left behind (a write in progress when it
@@ -346,8 +331,7 @@ class RunDir:
     def write_probe(self, name: str, result: ProbeResult, **extra: Any) -> None:
         """Write items, then summary (the completion marker) atomically."""
         d = self.probe_dir(name)
-        d.mkdir(parents=True, exist_ok=True)
-        write_parquet(d / "items.parquet", result.items)
+        write_parquet(d / "items.parquet", result.items)  # atomic_write makes the folder
         if result.breakdown is not None and len(result.breakdown):
             write_parquet(d / "breakdown.parquet", result.breakdown)
         summary = {
@@ -361,15 +345,14 @@ class RunDir:
             "info": {**result.info, "item_effect": result.item_effect, "item_text": result.item_text},
             "n_items": int(len(result.items)),
             "finished_at": now_iso(),
+            **extra,
         }
-        summary.update(extra)
         write_json(d / "summary.json", summary)
 
     def write_probe_failure(self, name: str, probe: str, error: str, **extra: Any) -> None:
-        d = self.probe_dir(name)
         summary = {"schema_version": SCHEMA_VERSION, "probe": probe, "name": name, "status": "failed",
                    "error": error, "finished_at": now_iso(), **extra}
-        write_json(d / "summary.json", summary)
+        write_json(self.probe_dir(name) / "summary.json", summary)
 
     def probe_names(self) -> list[str]:
         root = self.path / "probes"

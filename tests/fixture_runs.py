@@ -100,6 +100,15 @@ def explain_tables() -> tuple[pd.DataFrame, pd.DataFrame]:
     return attr, metrics
 
 
+def update_manifest(rd: RunDir, **fields: Any) -> None:
+    """Merge ``fields`` into the run's manifest (a dict merges into the dict it replaces), as a
+    test edits a run that the runner wrote."""
+    m = rd.manifest()
+    for k, v in fields.items():
+        m[k] = {**m[k], **v} if isinstance(v, dict) and isinstance(m.get(k), dict) else v
+    rd.write_manifest(m)
+
+
 def make_run(root: Path, run_id: str = "run-a", *, status: str = "complete", shift: float = 0.0,
              with_explain: bool = True) -> RunDir:
     rd = RunDir(root / run_id)
@@ -117,7 +126,7 @@ def make_run(root: Path, run_id: str = "run-a", *, status: str = "complete", shi
         write_parquet(d / "metrics.parquet", metrics)
         write_json(d / "summary.json", {"status": "complete", "methods": ["ig", "saliency", "attention"],
                                         "texts": ["the nurse said she"], "warnings": []})
-        rd.update_manifest(explain={"demo": {"status": "complete"}})
+        update_manifest(rd, explain={"demo": {"status": "complete"}})
     return rd
 
 

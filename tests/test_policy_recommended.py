@@ -15,7 +15,7 @@ from audit.policy import (
 )
 from audit.probe import PROBES
 from audit.store import RunDir, read_json
-from tests.fixture_runs import make_failed_run, make_full_run, make_run
+from tests.fixture_runs import make_failed_run, make_full_run, make_run, update_manifest
 
 
 def test_every_registered_probe_has_a_documented_check_on_its_headline_metric() -> None:
@@ -51,7 +51,7 @@ def test_recommended_is_renamed_to_the_run_probe_names_and_validates() -> None:
 
 def test_not_applicable_probes_are_skipped_but_failed_probes_still_fail(tmp_path: Path) -> None:
     rd = make_failed_run(tmp_path)  # crows_pairs complete (old metric name "metric"), stereoset failed
-    rd.update_manifest(probes={**rd.manifest()["probes"],
+    update_manifest(rd, probes={**rd.manifest()["probes"],
                                "seat": {"probe": "seat", "status": "skipped", "reason": "not for this kind"}})
     pol = recommended_policy({"crows_pairs": "crows_pairs", "stereoset": "stereoset", "seat": "seat"})
     v = evaluate_policy(pol, rd)

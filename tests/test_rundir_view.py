@@ -13,7 +13,13 @@ from audit.compare import compare_runs
 from audit.results import ProbeResult
 from audit.rundir_view import OutsideRootError, RunView
 from audit.store import RunDir, read_json, write_json
-from tests.fixture_runs import crows_result, make_failed_run, make_run, make_running_run
+from tests.fixture_runs import (
+    crows_result,
+    make_failed_run,
+    make_run,
+    make_running_run,
+    update_manifest,
+)
 
 
 @pytest.fixture()
@@ -81,7 +87,7 @@ def test_probe_with_only_partial_results_is_running(tmp_path: Path) -> None:
 
 
 def test_configured_probe_that_never_started(run: RunDir) -> None:
-    run.update_manifest(config={"probes": [{"probe": "crows_pairs"}, {"probe": "bbq", "name": "bbq_ambig"}]})
+    update_manifest(run, config={"probes": [{"probe": "crows_pairs"}, {"probe": "bbq", "name": "bbq_ambig"}]})
     view = RunView(run.path)
     assert "bbq_ambig" not in view.probe_names() and view.probe_names(configured=True)[-1] == "bbq_ambig"
     rec = view.probe("bbq_ambig")

@@ -43,6 +43,7 @@ from tests.fixture_runs import (
     explain_tables,
     make_hostile_run,
     make_run,
+    update_manifest,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -565,7 +566,7 @@ SECRET = "SECRET-OUTSIDE-THE-ROOT"
 def _outside_run(base: Path) -> RunDir:
     """A run directory outside the runs root whose every table carries :data:`SECRET`."""
     rd = make_run(base, "secret-run", with_explain=False)
-    rd.update_manifest(model={"name": SECRET, "kind": "masked-lm", "source": SECRET})
+    update_manifest(rd, model={"name": SECRET, "kind": "masked-lm", "source": SECRET})
     r = crows_result()
     r.items["sent_more"] = SECRET
     rd.write_probe("crows_pairs", r, duration_s=1.0)
@@ -587,10 +588,10 @@ def confined_root(tmp_path: Path) -> Path:
     root = tmp_path / "root"
     rd = make_run(root, "run-a")
     rel = Path("..", "..", "..", "outside", "secret-run")
-    rd.update_manifest(probes={str(rel / "probes" / "crows_pairs"): {"probe": "crows_pairs", "status": "complete"},
-                               str(out.path / "probes" / "crows_pairs"): {"probe": "crows_pairs", "status": "complete"}},
-                       explain={str(rel / "explain" / "demo"): {"status": "complete"},
-                                str(out.path / "explain" / "demo"): {"status": "complete"}})
+    update_manifest(rd, probes={str(rel / "probes" / "crows_pairs"): {"probe": "crows_pairs", "status": "complete"},
+                                str(out.path / "probes" / "crows_pairs"): {"probe": "crows_pairs", "status": "complete"}},
+                    explain={str(rel / "explain" / "demo"): {"status": "complete"},
+                             str(out.path / "explain" / "demo"): {"status": "complete"}})
     (rd.probe_dir("linked")).symlink_to(out.probe_dir("crows_pairs"), target_is_directory=True)
     (rd.explain_dir("linked")).symlink_to(out.explain_dir("demo"), target_is_directory=True)
     (rd.probe_dir("seat") / "summary.json").unlink()
