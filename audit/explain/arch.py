@@ -36,17 +36,20 @@ class ArchSpec:
     layers: str  # the ModuleList of transformer blocks
     attention: str  # inside a block: the module returning (attn_output, attn_weights)
     out_proj: str  # inside a block: the linear map applied to the concatenated head outputs
+    mlp: str  # inside a block: the MLP's output module (:mod:`audit.explain.intervene`)
+    #: the final norm (``None``: post-LN encoders, whose layer outputs are already normalised)
+    final_norm: str | None
 
 
-_BERT = ArchSpec("encoder.layer", "attention.self", "attention.output.dense")
-_LLAMA = ArchSpec("layers", "self_attn", "self_attn.o_proj")
+_BERT = ArchSpec("encoder.layer", "attention.self", "attention.output.dense", "output.dense", None)
+_LLAMA = ArchSpec("layers", "self_attn", "self_attn.o_proj", "mlp", "norm")
 
 ARCH_SPECS: dict[str, ArchSpec] = {
     "bert": _BERT,
     "roberta": _BERT,
     "xlm-roberta": _BERT,
     "camembert": _BERT,
-    "gpt2": ArchSpec("h", "attn", "attn.c_proj"),
+    "gpt2": ArchSpec("h", "attn", "attn.c_proj", "mlp", "ln_f"),
     "llama": _LLAMA,
     "mistral": _LLAMA,
     "qwen2": _LLAMA,
@@ -67,7 +70,7 @@ def arch_spec(handle: ModelHandle) -> ArchSpec:
     spec = ARCH_SPECS.get(model_type)
     if spec is None:
         raise ArchitectureNotSupportedError(
-            f"attention explainers do not know the layout of model_type {model_type!r} "
+            f"attention explainers and interventions do not know the layout of model_type {model_type!r} "
             f"({handle.name}); known: {', '.join(sorted(ARCH_SPECS))}. Add an ArchSpec to "
             "audit.explain.arch.ARCH_SPECS"
         )
@@ -117,6 +120,10 @@ def resolve_selection(value: Sequence[int] | int | None, total: int, what: str) 
     return sorted(set(out))
 
 
+#: ``capture_attention(reduce=…)``: how the selected heads are fused
+_REDUCE = {"mean": torch.mean, "max": torch.amax, "min": torch.amin}
+
+
 @contextmanager
 def capture_attention(
     handle: ModelHandle,
@@ -132,6 +139,8 @@ def capture_attention(
     heads, or ``(B, T, T)`` with ``reduce`` in {"mean", "max", "min"} over the selected heads.
     Weights are detached unless ``keep_graph`` (gradient-weighted rollout needs ∂y/∂A).
     """
+    if reduce is not None and reduce not in _REDUCE:
+        raise ValueError(f"unknown head reduction {reduce!r}; use mean, max or min")
     spec = arch_spec(handle)
     layer_mods = blocks(handle)
     sel = resolve_selection(layers, len(layer_mods), "layer")
@@ -152,14 +161,8 @@ def capture_attention(
                 w = w.detach()
             if head_idx is not None:
                 w = w[:, head_idx]
-            if reduce == "mean":
-                w = w.mean(1)
-            elif reduce == "max":
-                w = w.amax(1)
-            elif reduce == "min":
-                w = w.amin(1)
-            elif reduce is not None:
-                raise ValueError(f"unknown head reduction {reduce!r}; use mean, max or min")
+            if reduce is not None:
+                w = _REDUCE[reduce](w, 1)
             store[layer] = w if keep_graph else w.float()
 
         return hook

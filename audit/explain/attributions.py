@@ -146,6 +146,14 @@ class Attributions:
     def to_frame(self) -> pd.DataFrame:
         """The long table of the run-directory contract (one row per score)."""
         parts: list[pd.DataFrame] = []
+
+        def part(e: ExampleAttribution, **cols: Any) -> pd.DataFrame:
+            """One block of rows of ``e``; columns not given are empty (a matrix has no target)."""
+            return pd.DataFrame({"example": e.index, "text": e.text, "method": self.method, "target": "",
+                                 "token": "",  # nosec B105  # a vocabulary token, no secret
+                                 "layer": np.nan, "head": np.nan, "source_index": np.nan, "target_index": np.nan,
+                                 **cols})
+
         for e in self.examples:
             tokens = np.asarray(e.tokens, dtype=object)
             if e.token_scores is not None:
@@ -156,36 +164,20 @@ class Attributions:
                 keep = ~np.isnan(sc)
                 tpos = (np.asarray(e.target_positions, dtype=float)[kk[keep]] if e.target_positions is not None
                         else np.full(int(keep.sum()), np.nan))
-                parts.append(pd.DataFrame({
-                    "example": e.index, "text": e.text, "method": self.method,
-                    "target": np.asarray(e.target_names, dtype=object)[kk[keep]],
-                    "token_index": ii[keep], "token": tokens[ii[keep]], "score": sc[keep],
-                    "layer": np.nan, "head": np.nan, "source_index": np.nan, "target_index": tpos,
-                }))
+                parts.append(part(e, target=np.asarray(e.target_names, dtype=object)[kk[keep]], token_index=ii[keep],
+                                  token=tokens[ii[keep]], score=sc[keep], target_index=tpos))
             if self.layout == "attention":
                 lay = np.asarray(self.layers if self.layers is not None else range(e.scores.shape[0]))
                 hea = np.asarray(self.heads if self.heads is not None else range(e.scores.shape[1]))
                 li, hi, qi, si = (a.ravel() for a in np.indices(e.scores.shape))
-                parts.append(pd.DataFrame({
-                    "example": e.index, "text": e.text, "method": self.method, "target": "",
-                    "token_index": qi, "token": tokens[qi], "score": e.scores.ravel(), "layer": lay[li],
-                    "head": hea[hi], "source_index": si, "target_index": np.nan,
-                }))
+                parts.append(part(e, token_index=qi, token=tokens[qi], score=e.scores.ravel(), layer=lay[li],
+                                  head=hea[hi], source_index=si))
             elif self.layout == "matrix":
                 qi, si = (a.ravel() for a in np.indices(e.scores.shape))
-                parts.append(pd.DataFrame({
-                    "example": e.index, "text": e.text, "method": self.method, "target": "",
-                    "token_index": qi, "token": tokens[qi], "score": e.scores.ravel(), "layer": np.nan,
-                    "head": np.nan, "source_index": si, "target_index": np.nan,
-                }))
+                parts.append(part(e, token_index=qi, token=tokens[qi], score=e.scores.ravel(), source_index=si))
             elif self.layout == "heads":
                 li, hi = (a.ravel() for a in np.indices(e.scores.shape))
-                parts.append(pd.DataFrame({
-                    "example": e.index, "text": e.text, "method": self.method, "target": e.target,
-                    "token_index": np.nan, "token": "",  # nosec B105  # a vocabulary token, no secret
-                    "score": e.scores.ravel(), "layer": li, "head": hi,
-                    "source_index": np.nan, "target_index": np.nan,
-                }))
+                parts.append(part(e, target=e.target, token_index=np.nan, score=e.scores.ravel(), layer=li, head=hi))
         if not parts:
             return pd.DataFrame({c: pd.Series(dtype=object) for c in FRAME_COLUMNS})
         df = pd.concat(parts, ignore_index=True)[FRAME_COLUMNS]

@@ -227,9 +227,6 @@ def explain_prepared(
         layers, heads = outs[0]["layers"], outs[0]["heads"]
     return Attributions(
         method=method, layout=ex.layout, examples=examples, model=handle.name, kind=handle.kind,
-        target=dict(target or {}), options={k: v for k, v in opts.items() if _jsonable(v)},
+        target=dict(target or {}),
+        options={k: v for k, v in opts.items() if v is None or isinstance(v, (str, int, float, bool, list, tuple, dict))},
         layers=layers, heads=heads, warnings=warnings, duration_s=time.perf_counter() - t0)
-
-
-def _jsonable(v: Any) -> bool:
-    return v is None or isinstance(v, (str, int, float, bool, list, tuple, dict))

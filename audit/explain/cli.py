@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
-
-EXIT_OK, EXIT_ERROR = 0, 2
 
 
 def parse_pairs(items: list[str] | None, what: str) -> dict[str, Any]:
@@ -39,37 +36,35 @@ def parse_pairs(items: list[str] | None, what: str) -> dict[str, Any]:
 
 
 def _handler(args: argparse.Namespace) -> int:
-    from audit.explain import ExplainError, explain
+    """Errors (bad input, a model that cannot be loaded) reach ``taudit``'s own handler: one line, exit 2."""
+    from audit.explain import explain
     from audit.explain.render import html_report, token_table
     from audit.explain.step import method_options
-    from audit.models import ModelLoadError, load_model
+    from audit.models import load_model
 
-    try:
-        target = parse_pairs(args.target, "--target")
-        per_method = method_options(args.method, parse_pairs(args.option, "--option"))
-        inputs: list[Any] = [(t, args.pair) for t in args.texts] if args.pair else list(args.texts)
-        # the CLI never runs a model folder's own code nor unpickles weights (audit config only)
-        handle = load_model(args.model, kind=args.kind, device=args.device, trust_remote_code=False,
-                            allow_pickle=False)
-        results = []
-        for method in args.method:
-            attr = explain(handle, inputs, method=method, target=target or None, progress=not args.quiet,
-                           **per_method[method])
-            results.append(attr)
-            print(token_table(attr))
-            print()
-        if args.html:
-            Path(args.html).write_text(html_report(results, f"{handle.name}: token attributions"), encoding="utf-8")
-            print(f"wrote {args.html}")
-    except (ExplainError, ModelLoadError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    return EXIT_OK
+    methods = args.method or ["ig"]
+    target = parse_pairs(args.target, "--target")
+    per_method = method_options(methods, parse_pairs(args.option, "--option"))
+    inputs: list[Any] = [(t, args.pair) for t in args.texts] if args.pair else list(args.texts)
+    # the CLI never runs a model folder's own code nor unpickles weights (audit config only)
+    handle = load_model(args.model, kind=args.kind, device=args.device, trust_remote_code=False, allow_pickle=False)
+    results = []
+    for method in methods:
+        attr = explain(handle, inputs, method=method, target=target or None, progress=not args.quiet,
+                       **per_method[method])
+        results.append(attr)
+        print(token_table(attr))
+        print()
+    if args.html:
+        Path(args.html).write_text(html_report(results, f"{handle.name}: token attributions"), encoding="utf-8")
+        print(f"wrote {args.html}")
+    return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the ``explain`` subcommand to ``taudit``."""
     from audit.explain import list_explainers
+    from audit.models import KINDS
 
     p = subparsers.add_parser(
         "explain", help="attribute a model's prediction on a text to its tokens",
@@ -84,14 +79,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--option", "-o", nargs="+", action="extend", metavar="KEY=VALUE",
                    help="method options, e.g. n_steps=64 baseline=mask")
     p.add_argument("--pair", help="second text (sentence encoders: cosine similarity target)")
-    p.add_argument("--kind", choices=["masked-lm", "causal-lm", "encoder", "classifier"], help="model kind")
+    p.add_argument("--kind", choices=KINDS, help="model kind")
     p.add_argument("--device", default="auto")
     p.add_argument("--html", help="also write a self-contained HTML heat map to this file")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_handler_default)
-
-
-def _handler_default(args: argparse.Namespace) -> int:
-    if not args.method:
-        args.method = ["ig"]
-    return _handler(args)
+    p.set_defaults(func=_handler)

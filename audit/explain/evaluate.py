@@ -231,9 +231,7 @@ def _infidelity_rows(handle: ModelHandle, p: Prepared, k: int, vis: np.ndarray, 
         e0 = embed_ids(handle, p.baseline_ids[None])
 
     def forward_z(z: torch.Tensor) -> torch.Tensor:
-        b = z.shape[0]
-        x = e0 + z.to(e.device, e.dtype)[..., None] * (e - e0)
-        return p.fn(x, p.attn()[None].expand(b, -1), *(t.expand(b, *t.shape[1:]) for t in p.aux))[:, k].cpu()
+        return p.run(e0 + z.to(e.device, e.dtype)[..., None] * (e - e0))[:, k].cpu()
 
     return [_row(p, k, m, "infidelity", infidelity_tokens(forward_z, s, vis, n_perturb_samples=n, noise=noise,
                                                           seed=seed, max_examples_per_batch=rows))

@@ -106,13 +106,12 @@ def ig_embeddings(p: Prepared, e: torch.Tensor, e0: torch.Tensor, n_steps: int, 
     diff = (e - e0).detach()
     k_n = p.n_targets
     acc = torch.zeros((k_n, *e.shape[1:]), dtype=torch.float32, device=e.device)
-    attn = p.attn()[None]
     with torch.enable_grad():
         for c0 in range(0, n_steps, rows):
             a = alphas[c0 : c0 + rows].to(e.dtype)
             b = a.shape[0]
             x = (e0 + a[:, None, None] * diff).detach().requires_grad_(True)
-            out = p.fn(x, attn.expand(b, -1), *(t.expand(b, *t.shape[1:]) for t in p.aux))
+            out = p.run(x)
             w = weights[c0 : c0 + b, None, None]
             for k in range(k_n):
                 (g,) = torch.autograd.grad(out[:, k].sum(), x, retain_graph=k < k_n - 1)
@@ -403,8 +402,6 @@ def explain_embeddings(handle: ModelHandle, p: Prepared, k: int, method: str, e:
         e0 = embed_ids(handle, p.baseline_ids[None])
     fixed = ~p.attributable
     n = e.shape[0]
-    attn = p.attn()[None].expand(n, -1)
-    aux = tuple(t.expand(n, *t.shape[1:]) for t in p.aux)
     if method == "ig":
         budget = batch_tokens(handle, opts, grad=True)
         rows = opts.get("internal_batch_size") or max(1, budget // (p.length * forward_rows(p)))
@@ -413,7 +410,7 @@ def explain_embeddings(handle: ModelHandle, p: Prepared, k: int, method: str, e:
     elif method in ("saliency", "input_x_gradient"):
         with torch.enable_grad():
             x = e.detach().requires_grad_(True)
-            (g,) = torch.autograd.grad(p.fn(x, attn, *aux)[:, k].sum(), x)
+            (g,) = torch.autograd.grad(p.run(x)[:, k].sum(), x)
         out = (_saliency if method == "saliency" else _input_x_gradient)(g.float(), x.detach().float())
     elif method == "gradient_shap":
         shap_opts = {**GradientShapOptions.defaults(),

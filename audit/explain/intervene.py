@@ -2,7 +2,7 @@
 
 No architecture is re-implemented (TransformerLens does; this layer does not): every site is the
 input or output of a module the model already has, found from :data:`audit.explain.arch.ARCH_SPECS`
-plus the two facts kept here per architecture (:data:`MECH_SPECS`).
+(whose MLP and final-norm paths are the interventions' own).
 
 Sites, named ``(kind, layer)``:
 
@@ -28,22 +28,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from audit.explain.arch import (
-    ARCH_SPECS,
-    ArchitectureNotSupportedError,
-    _get,
-    arch_spec,
-    blocks,
-    n_heads,
-)
+from audit.explain.arch import ArchitectureNotSupportedError, _get, arch_spec, blocks, n_heads
 from audit.scoring import output_head
 
 if TYPE_CHECKING:
+    from audit.explain.arch import ArchSpec
     from audit.models import ModelHandle
 
 KINDS = ("resid", "heads", "attn", "mlp")
@@ -52,50 +45,15 @@ Site = tuple[str, int]
 Edit = Callable[[torch.Tensor], torch.Tensor]
 
 
-@dataclass(frozen=True)
-class MechSpec:
-    """Paths beyond :class:`~audit.explain.arch.ArchSpec`: the MLP output module inside a block,
-    and the final norm relative to ``model.base_model`` (``None``: post-LN encoders, whose layer
-    outputs are already normalised)."""
-
-    mlp: str
-    final_norm: str | None
-
-
-_BERT = MechSpec("output.dense", None)
-_LLAMA = MechSpec("mlp", "norm")
-MECH_SPECS: dict[str, MechSpec] = {
-    "bert": _BERT, "roberta": _BERT, "xlm-roberta": _BERT, "camembert": _BERT,
-    "gpt2": MechSpec("mlp", "ln_f"),
-    "llama": _LLAMA, "mistral": _LLAMA, "qwen2": _LLAMA, "qwen3": _LLAMA, "gemma2": _LLAMA, "gemma3_text": _LLAMA,
-}
-
-
-def mech_spec(handle: ModelHandle) -> MechSpec:
-    """The intervention paths of ``handle``'s architecture, or a clear error naming the known ones."""
-    model_type = getattr(handle.model.config, "model_type", "")
-    spec = MECH_SPECS.get(model_type)
-    if spec is None or model_type not in ARCH_SPECS:
-        raise ArchitectureNotSupportedError(
-            f"interventions (logit lens, activation patching, mediation) do not know the layout of "
-            f"model_type {model_type!r} ({handle.name}); supported: {', '.join(sorted(MECH_SPECS))}"
-        )
+def mech_spec(handle: ModelHandle) -> ArchSpec:
+    """The intervention paths of ``handle``'s architecture, or a clear error (an unknown layout, or
+    a model that predicts no tokens)."""
+    spec = arch_spec(handle)
     if handle.kind not in ("causal-lm", "masked-lm"):
         raise ArchitectureNotSupportedError(
             f"interventions read out token predictions and need a causal or masked LM; {handle.name} is a {handle.kind}"
         )
     return spec
-
-
-def _module(handle: ModelHandle, kind: str, layer: int) -> torch.nn.Module:
-    block = blocks(handle)[layer]
-    if kind == "resid":
-        return block
-    if kind in ("heads", "attn"):
-        return _get(block, arch_spec(handle).out_proj)
-    if kind == "mlp":
-        return _get(block, mech_spec(handle).mlp)
-    raise ValueError(f"unknown site kind {kind!r}; use one of {KINDS}")
 
 
 def check_sites(handle: ModelHandle, sites: Iterable[Site]) -> list[Site]:
@@ -160,16 +118,16 @@ def intervene(
 
         return hook
 
-    sites = reads | set(write)
+    sites, spec = reads | set(write), arch_spec(handle)
     try:
         for layer in sorted({lay for _, lay in sites}):
-            kinds = {k for k, lay in sites if lay == layer}
+            kinds, block = {k for k, lay in sites if lay == layer}, blocks(handle)[layer]
             if "resid" in kinds:
-                hooks.append(_module(handle, "resid", layer).register_forward_hook(out_hook(layer, "resid")))
+                hooks.append(block.register_forward_hook(out_hook(layer, "resid")))
             if "mlp" in kinds:
-                hooks.append(_module(handle, "mlp", layer).register_forward_hook(out_hook(layer, "mlp")))
+                hooks.append(_get(block, spec.mlp).register_forward_hook(out_hook(layer, "mlp")))
             if kinds & {"heads", "attn"}:
-                hooks.append(_module(handle, "heads", layer).register_forward_pre_hook(pre_hook(layer)))
+                hooks.append(_get(block, spec.out_proj).register_forward_pre_hook(pre_hook(layer)))
         yield store
     finally:
         for hk in hooks:
@@ -209,5 +167,5 @@ def _head(handle: ModelHandle) -> Callable[[torch.Tensor], torch.Tensor]:
     return head
 
 
-__all__ = ["KINDS", "MECH_SPECS", "ArchitectureNotSupportedError", "Edit", "MechSpec", "Site", "check_sites",
+__all__ = ["KINDS", "ArchitectureNotSupportedError", "Edit", "Site", "check_sites",
            "final_hidden", "head_logits", "intervene", "mech_spec", "readout"]

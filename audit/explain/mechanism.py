@@ -174,6 +174,14 @@ def logit_lens(
     of the head; the layer where the log-odds move is where the preference appears."""
     seqs, pos = encode_prompts(handle, texts)
     ta, tb = _ids(handle, a, len(seqs), "a"), _ids(handle, b, len(seqs), "b")
+    out, final = _lens(handle, seqs, pos, ta, tb, max_batch_tokens)
+    words = lambda w: [w] * len(seqs) if isinstance(w, str) else list(w)  # noqa: E731
+    return LogitLens(list(texts), words(a), words(b), out, final)
+
+
+def _lens(handle: ModelHandle, seqs: Sequence[Sequence[int]], pos: Sequence[int], ta: np.ndarray, tb: np.ndarray,
+          max_batch_tokens: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The logit lens of token ids: the contrast per (prompt, layer) and in the model's output."""
     L = len(blocks(handle))
     lens_head = readout(handle)
     out = np.zeros((len(seqs), L))
@@ -187,8 +195,7 @@ def logit_lens(
             final[idx] = _contrast(handle, hidden, p, ta[idx], tb[idx])
             for lay in range(L):
                 out[idx, lay] = _contrast(handle, acts[("resid", lay)], p, ta[idx], tb[idx], head=lens_head)
-    words = lambda w: [w] * len(seqs) if isinstance(w, str) else list(w)  # noqa: E731
-    return LogitLens(list(texts), words(a), words(b), out, final)
+    return out, final
 
 
 # --------------------------------------------------------------------------------------------
@@ -234,12 +241,9 @@ def _check_pairs(base: Sequence[Sequence[int]], source: Sequence[Sequence[int]],
 
 
 def _check_patches(handle: ModelHandle, patches: Sequence[Patch], min_len: int) -> None:
-    L, H = len(blocks(handle)), n_heads(handle)
+    """Heads and positions in range (kinds and layers: :func:`~audit.explain.intervene.intervene`)."""
+    H = n_heads(handle)
     for p in patches:
-        if p.kind not in ("resid", "heads", "attn", "mlp"):
-            raise ValueError(f"patch kind {p.kind!r}; use resid, heads, attn or mlp")
-        if not 0 <= p.layer < L:
-            raise ValueError(f"patch layer {p.layer} out of range (0..{L - 1})")
         if p.head is not None and (p.kind != "heads" or not 0 <= p.head < H):
             raise ValueError(f"patch head {p.head}: heads are 0..{H - 1} and only for kind 'heads'")
         if p.position is not None and not 0 <= p.position < min_len:
@@ -508,7 +512,6 @@ def patching_explainer(handle: ModelHandle, preps: list[Prepared], opts: dict[st
     mode = opts["mode"]
     L, H = len(blocks(handle)), n_heads(handle)
     patches = [Patch("heads", lay, head=h) for lay in range(L) for h in range(H)]
-    lens_head = readout(handle)
     outs = []
     for p in preps:
         pos, tok, con = (int(a.reshape(-1)[0]) for a in p.aux[:3])
@@ -527,13 +530,10 @@ def patching_explainer(handle: ModelHandle, preps: list[Prepared], opts: dict[st
         gap = m_clean - m_bad
         raw = run.patched[0] - m_bad if mode == "denoising" else m_clean - run.patched[0]
         eff = raw / gap if abs(gap) > 1e-9 else np.full_like(raw, np.nan)
-        with torch.inference_mode():
-            with intervene(handle, read=[("resid", lay) for lay in range(L)]) as acts:
-                final_hidden(handle, p.ids[None], torch.ones_like(p.ids)[None])
-            lens = [float(_contrast(handle, acts[("resid", lay)], [pos], a, b, head=lens_head)[0]) for lay in range(L)]
+        lens = _lens(handle, [clean_ids], [pos], a, b, opts.get("max_batch_tokens"))[0][0]
         outs.append({"scores": eff.reshape(L, H), "token_scores": None,  # nosec B105 (no password: no per-token scores)
                      "info": {"corrupt": bad, "patching_mode": mode, "clean_log_odds": float(m_clean),
-                              "corrupt_log_odds": float(m_bad), "logit_lens": lens,
+                              "corrupt_log_odds": float(m_bad), "logit_lens": lens.tolist(),
                               "patched_forwards": run.n_forwards}})
     return outs
 

@@ -58,15 +58,11 @@ class Ablator:
         with torch.inference_mode():
             for c0 in range(0, keep_t.shape[0], self.rows):
                 kp = keep_t[c0 : c0 + self.rows]
-                b = kp.shape[0]
                 if self.removal == "baseline":
-                    ids = torch.where(kp, p.ids, p.baseline_ids)
-                    attn = torch.ones_like(ids)
+                    ids, attn = torch.where(kp, p.ids, p.baseline_ids), None
                 else:
-                    ids = p.ids.expand(b, -1)
-                    attn = kp.long()
-                aux = (t.expand(b, *t.shape[1:]) for t in p.aux)
-                outs.append(p.fn(embed_ids(self.handle, ids), attn, *aux).double().cpu())
+                    ids, attn = p.ids.expand(kp.shape[0], -1), kp.long()
+                outs.append(p.run(embed_ids(self.handle, ids), attn).double().cpu())
                 self.calls += 1
         return torch.cat(outs).numpy()
 

@@ -220,18 +220,6 @@ def _write_outputs(out_dir: Path, frame: pd.DataFrame, metrics: pd.DataFrame, su
     write_json(out_dir / "summary.json", summary)  # the completion marker, always last
 
 
-def _run_methods(handle: ModelHandle, preps: list[Any], methods: list[str], per: dict[str, dict[str, Any]],
-                 target: dict[str, Any], progress: bool) -> tuple[list[Attributions], dict[str, float]]:
-    attrs: list[Attributions] = []
-    timings: dict[str, float] = {}
-    for m in methods:
-        a = explain_prepared(handle, preps, m, target=target, progress=progress, **per[m])
-        attrs.append(a)
-        timings[m] = round(a.duration_s, 3)
-        logger.info("explain %s: %d examples in %.1f s", m, len(preps), a.duration_s)
-    return attrs, timings
-
-
 def completeness_table(attrs: list[Attributions]) -> list[dict[str, Any]]:
     """Per method, example and target: the IG completeness gap, steps, gradient evaluations and
     ``met`` (what the report and dashboard show beside each heat map)."""
@@ -268,7 +256,11 @@ def run_explain_step(handle: ModelHandle, spec: dict[str, Any], run_dir: RunDir,
         torch.manual_seed(seed)
         baseline = resolve_options(get_explainer(methods[0]), per[methods[0]])["baseline"]  # shared by all methods
         preps = prepare(handle, inputs, target, baseline=baseline)
-        attrs, timings = _run_methods(handle, preps, methods, per, target, progress)
+        attrs: list[Attributions] = []
+        for m in methods:
+            attrs.append(explain_prepared(handle, preps, m, target=target, progress=progress, **per[m]))
+            logger.info("explain %s: %d examples in %.1f s", m, len(preps), attrs[-1].duration_s)
+        timings = {a.method: round(a.duration_s, 3) for a in attrs}
         metric_names = spec["metrics"] if spec["metrics"] is not None else list(DEFAULT_METRICS)
         t1 = time.perf_counter()
         mdf = evaluate(handle, preps, attrs, metric_names, rationales=rationales, **step.values(), seed=seed,

@@ -120,6 +120,13 @@ class Prepared:
     def attn(self) -> torch.Tensor:
         return torch.ones_like(self.ids)
 
+    def run(self, embeds: torch.Tensor, attn: torch.Tensor | None = None) -> torch.Tensor:
+        """The target (B, K) on B variants ``embeds`` (B, T, H) of this input (attention mask: all
+        ones unless given), its aux tensors repeated for every row."""
+        b = embeds.shape[0]
+        attn = self.attn()[None].expand(b, -1) if attn is None else attn
+        return self.fn(embeds, attn, *(t.expand(b, *t.shape[1:]) for t in self.aux))
+
     def subset(self, ks: Sequence[int], trim: bool = False) -> Prepared:
         """The same input explaining only targets ``ks``: a generation target keeps those columns of
         its (1, K) aux tensors; every other target has K = 1 and ``ks`` must be ``[0]``. ``trim``
@@ -295,13 +302,6 @@ def target_mode(kind: str, target: dict[str, Any] | None) -> str:
     return str(mode)
 
 
-def _output(target: dict[str, Any]) -> str:
-    out = target.get("output", "prob")
-    if out not in OUTPUTS:
-        raise TargetError(f"target output {out!r} unknown; use one of {', '.join(OUTPUTS)}")
-    return str(out)
-
-
 def _special_mask(handle: ModelHandle, ids: Sequence[int]) -> torch.Tensor:
     special = set(handle.tokenizer.all_special_ids)
     return torch.tensor([int(i) in special for i in ids], dtype=torch.bool)
@@ -389,7 +389,9 @@ class Target(ABC):
         self.head = output_head(handle)
         self.target = target
         if "output" in self.keys:
-            self.output = _output(target)
+            self.output = target.get("output", "prob")
+            if self.output not in OUTPUTS:
+                raise TargetError(f"target output {self.output!r} unknown; use one of {', '.join(OUTPUTS)}")
 
     def hidden(self, embeds: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
         return self.base(inputs_embeds=embeds, attention_mask=attn).last_hidden_state
