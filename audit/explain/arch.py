@@ -15,7 +15,7 @@ Two hooks work on every listed architecture without touching model code:
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -121,7 +121,7 @@ def resolve_selection(value: Sequence[int] | int | None, total: int, what: str) 
 
 
 #: ``capture_attention(reduce=…)``: how the selected heads are fused
-_REDUCE = {"mean": torch.mean, "max": torch.amax, "min": torch.amin}
+_REDUCE = {"mean": "mean", "max": "amax", "min": "amin"}
 
 
 @contextmanager
@@ -146,7 +146,6 @@ def capture_attention(
     sel = resolve_selection(layers, len(layer_mods), "layer")
     head_idx = None if heads is None else resolve_selection(heads, n_heads(handle), "head")
     store: dict[int, torch.Tensor] = {}
-    hooks = []
 
     def make_hook(layer: int):  # type: ignore[no-untyped-def]
         def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
@@ -162,19 +161,15 @@ def capture_attention(
             if head_idx is not None:
                 w = w[:, head_idx]
             if reduce is not None:
-                w = _REDUCE[reduce](w, 1)
+                w = getattr(w, _REDUCE[reduce])(1)
             store[layer] = w if keep_graph else w.float()
 
         return hook
 
-    try:
+    with ExitStack() as hooks:  # removed on the way out
         for layer in sel:
-            mod = _get(layer_mods[layer], spec.attention)
-            hooks.append(mod.register_forward_hook(make_hook(layer)))
+            hooks.callback(_get(layer_mods[layer], spec.attention).register_forward_hook(make_hook(layer)).remove)
         yield store
-    finally:
-        for h in hooks:
-            h.remove()
 
 
 @contextmanager
@@ -190,7 +185,6 @@ def head_gates(handle: ModelHandle, rows: int = 1) -> Iterator[list[torch.Tensor
     param = next(handle.model.parameters())
     gates = [torch.ones((rows, h), device=param.device, dtype=param.dtype, requires_grad=True)
              for _ in blocks(handle)]
-    hooks = []
 
     def make_hook(gate: torch.Tensor):  # type: ignore[no-untyped-def]
         def pre_hook(module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -201,10 +195,7 @@ def head_gates(handle: ModelHandle, rows: int = 1) -> Iterator[list[torch.Tensor
 
         return pre_hook
 
-    try:
+    with ExitStack() as hooks:
         for block, gate in zip(blocks(handle), gates, strict=True):
-            hooks.append(_get(block, spec.out_proj).register_forward_pre_hook(make_hook(gate)))
+            hooks.callback(_get(block, spec.out_proj).register_forward_pre_hook(make_hook(gate)).remove)
         yield gates
-    finally:
-        for hk in hooks:
-            hk.remove()

@@ -52,6 +52,15 @@ class ExampleAttribution:
     def target(self) -> str:
         return "; ".join(self.target_names)
 
+    def target_completeness(self, k: int) -> dict[str, Any]:
+        """Target k's completeness ``gap``, ``steps``, gradient ``evaluations`` and ``met`` (each
+        None where not recorded)."""
+        c = self.completeness or {}
+        steps = c.get("steps") or [c.get("n_steps")] * len(c.get("gap") or [])
+        parts = {"gap": c.get("gap") or [], "steps": steps, "evaluations": c.get("evaluations") or [],
+                 "met": c.get("met") or []}
+        return {key: v[k] if k < len(v) else None for key, v in parts.items()}
+
     def gap(self) -> float:
         """Largest relative completeness gap over this example's targets (NaN when not computed)."""
         if not self.completeness:

@@ -211,11 +211,9 @@ def explain_prepared(
             e.scores = ts
         gap = e.gap()
         if not math.isnan(gap) and gap > GAP_WARNING:
-            c = e.completeness or {}
-            steps = c.get("steps") or [c.get("n_steps")] * len(c.get("gap", []))
-            bad = [f"{e.target_names[k]!r} {g:.1%} at {n} steps" for k, (g, n) in enumerate(zip(c["gap"], steps,
-                                                                                               strict=True))
-                   if g is not None and g > GAP_WARNING]
+            cs = [e.target_completeness(k) for k in range(len(e.target_names))]
+            bad = [f"{e.target_names[k]!r} {c['gap']:.1%} at {c['steps']} steps" for k, c in enumerate(cs)
+                   if c["gap"] is not None and c["gap"] > GAP_WARNING]
             msg = (f"{method}: example {p.index}: completeness gap > {GAP_WARNING:.0%} (met: false) for "
                    f"{'; '.join(bad)}; those attributions do not add up to f(x) − f(baseline)")
             logger.warning(msg)

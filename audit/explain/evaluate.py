@@ -74,12 +74,10 @@ _PERTURBATION = {"comprehensiveness", "sufficiency", "deletion_auc", "insertion_
 
 def check_metrics(metrics: Sequence[str]) -> list[str]:
     """Validate metric names (groups of :data:`METRIC_GROUPS`); unknown names raise ValueError."""
-    out = []
     for m in metrics:
         if m not in METRIC_GROUPS:
             raise ValueError(f"unknown metric {m!r}; known: {', '.join(METRIC_GROUPS)}")
-        out.append(m)
-    return out
+    return list(metrics)
 
 
 def _row(p: Prepared, target: int | None, method: str, metric: str, value: float, *, at: float | None = None,
@@ -195,13 +193,9 @@ def _perturbation_rows(p: Prepared, k: int, vis: np.ndarray, scores: dict[str, n
             blocks.append((m, "insertion", keep, frac))
     # hidden tokens (after a generated target) stay as they are: they cannot change target k
     allm = np.concatenate([b[2] for b in blocks]) | ~vis[None]
-    vals = abl(allm)[:, k]
+    vals = np.split(abl(allm)[:, k], np.cumsum([len(b[2]) for b in blocks])[:-1])
+    parts = {(m, name): (v, extra) for (m, name, _, extra), v in zip(blocks, vals, strict=True)}
     out: list[dict[str, Any]] = []
-    pos = 0
-    parts: dict[tuple[str, str], tuple[np.ndarray, Any]] = {}
-    for m, name, keep, extra in blocks:
-        parts[(m, name)] = (vals[pos : pos + len(keep)], extra)
-        pos += len(keep)
     f_x = float(parts[("", "full")][0][0])
     loo = None
     if ("", "loo") in parts:

@@ -304,11 +304,7 @@ def _one_gradient(handle: ModelHandle, preps: list[Prepared], opts: dict[str, An
             res[i][k] = score(g[0, r, :t], emb[i].float()).double().cpu().numpy()
         bar.update(len(batch))
     bar.close()
-    outs = []
-    for p, s in zip(preps, res, strict=True):
-        s[:, ~p.attributable.cpu().numpy()] = 0.0
-        outs.append({"scores": s, "token_scores": s})
-    return outs
+    return [p.token_result(s) for p, s in zip(preps, res, strict=True)]
 
 
 def _saliency(g: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
@@ -382,12 +378,7 @@ def gradient_shap(handle: ModelHandle, preps: list[Prepared], opts: dict[str, An
         emb = [(embed_ids(handle, p.ids), embed_ids(handle, p.baseline_ids)) for p in preps]
     units = [(p, k, *emb[i]) for i, p in enumerate(preps) for k in range(p.n_targets)]
     vals = iter(shap_values(units, opts, batch_tokens(handle, opts, grad=True)))
-    outs = []
-    for p in preps:
-        s = np.stack([next(vals).numpy() for _ in range(p.n_targets)])
-        s[:, ~p.attributable.cpu().numpy()] = 0.0
-        outs.append({"scores": s, "token_scores": s})
-    return outs
+    return [p.token_result(np.stack([next(vals).numpy() for _ in range(p.n_targets)])) for p in preps]
 
 
 # --------------------------------------------------------------------------------------------

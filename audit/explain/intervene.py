@@ -27,7 +27,7 @@ Gemma 3; others raise :class:`~audit.explain.arch.ArchitectureNotSupportedError`
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -84,7 +84,6 @@ def intervene(
     check_sites(handle, write)
     h = n_heads(handle)
     store: dict[Site, torch.Tensor] = {}
-    hooks = []
 
     def apply(layer: int, kinds: tuple[str, ...], x: torch.Tensor) -> torch.Tensor:
         for kind in kinds:
@@ -119,19 +118,16 @@ def intervene(
         return hook
 
     sites, spec = reads | set(write), arch_spec(handle)
-    try:
+    with ExitStack() as hooks:  # removed on the way out
         for layer in sorted({lay for _, lay in sites}):
             kinds, block = {k for k, lay in sites if lay == layer}, blocks(handle)[layer]
             if "resid" in kinds:
-                hooks.append(block.register_forward_hook(out_hook(layer, "resid")))
+                hooks.callback(block.register_forward_hook(out_hook(layer, "resid")).remove)
             if "mlp" in kinds:
-                hooks.append(_get(block, spec.mlp).register_forward_hook(out_hook(layer, "mlp")))
+                hooks.callback(_get(block, spec.mlp).register_forward_hook(out_hook(layer, "mlp")).remove)
             if kinds & {"heads", "attn"}:
-                hooks.append(_get(block, spec.out_proj).register_forward_pre_hook(pre_hook(layer)))
+                hooks.callback(_get(block, spec.out_proj).register_forward_pre_hook(pre_hook(layer)).remove)
         yield store
-    finally:
-        for hk in hooks:
-            hk.remove()
 
 
 def readout(handle: ModelHandle) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -143,9 +143,7 @@ def _surrogate(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any],
                     p.ids[None], baselines=p.baseline_ids[None], target=k, additional_forward_args=(attn, *p.aux),
                     feature_mask=fm, n_samples=n_samples, perturbations_per_eval=max(1, budget // p.length))
             rows.append(a[0].double())
-        s = torch.stack(rows).cpu().numpy()
-        s[:, ~attributable.cpu().numpy()] = 0.0
-        outs.append({"scores": s, "token_scores": s})
+        outs.append(p.token_result(torch.stack(rows).cpu().numpy()))
     return outs
 
 

@@ -44,14 +44,10 @@ def token_table(attr: Attributions) -> str:
         if ts is None:
             continue
         for k, name in enumerate(e.target_names):
-            row = ts[k]
-            gap = ""
-            if e.completeness and k < len(e.completeness.get("gap", [])):
-                g = e.completeness["gap"][k]
-                steps = (e.completeness.get("steps") or [e.completeness.get("n_steps")] * (k + 1))[k]
-                met = (e.completeness.get("met") or [True] * (k + 1))[k]
-                gap = (f"   completeness gap: {g:.2%} at {steps} steps" + ("" if met else "  INCOMPLETE")
-                       if g is not None and math.isfinite(g) else "")
+            row, c = ts[k], e.target_completeness(k)
+            g = c["gap"]
+            gap = (f"   completeness gap: {g:.2%} at {c['steps']} steps" + ("  INCOMPLETE" if c["met"] is False else "")
+                   if g is not None and math.isfinite(g) else "")
             lines.append(f"  target: {name}{gap}")
             scale = _scale(row)
             width = max([len(repr(t)) for t in e.tokens] + [5])
@@ -79,14 +75,12 @@ def target_view(e: ExampleAttribution, k: int, row: np.ndarray) -> dict[str, Any
     its completeness gap and steps, and whether it is incomplete."""
     fixed = ~np.asarray(e.attributable, dtype=bool)
     sc = _scale(np.where(fixed, np.nan, row)) or _scale(row)
-    c = e.completeness or {}
-    g = c.get("gap", [None] * (k + 1))[k] if c else None
-    tol = float(c.get("tolerance", GAP_WARNING))
-    met = (c.get("met") or [None] * (k + 1))[k]
+    c = e.target_completeness(k)
+    g, met = c["gap"], c["met"]
+    tol = float((e.completeness or {}).get("tolerance", GAP_WARNING))
     incomplete = (met is False) or (met is None and g is not None and math.isfinite(g) and g > tol)
-    steps = (c.get("steps") or [c.get("n_steps")] * (k + 1))[k] if c else None
     return {"name": e.target_names[k], "gap": f"{g:.2%}" if g is not None and math.isfinite(g) else "",
-            "steps": steps or "", "incomplete": incomplete, "tolerance": f"{tol:.0%}",
+            "steps": c["steps"] or "", "incomplete": incomplete, "tolerance": f"{tol:.0%}",
             "low": f"{-sc:+.3g}", "high": f"{sc:+.3g}", "scale": sc,
             "scores": [float(v) if math.isfinite(v) else None for v in row]}
 

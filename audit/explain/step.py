@@ -226,12 +226,8 @@ def completeness_table(attrs: list[Attributions]) -> list[dict[str, Any]]:
     rows = []
     for a in attrs:
         for e in a.examples:
-            c = e.completeness or {}
-            for k, name in enumerate(e.target_names if c else []):
-                rows.append({"method": a.method, "example": e.index, "target": name, "gap": c["gap"][k],
-                             "steps": (c.get("steps") or [c.get("n_steps")] * (k + 1))[k],
-                             "evaluations": (c.get("evaluations") or [None] * (k + 1))[k],
-                             "met": (c.get("met") or [None] * (k + 1))[k]})
+            for k, name in enumerate(e.target_names if e.completeness else []):
+                rows.append({"method": a.method, "example": e.index, "target": name, **e.target_completeness(k)})
     return rows
 
 

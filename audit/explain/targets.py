@@ -31,6 +31,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import numpy as np
 import torch
 
 from audit.explain.arch import is_causal
@@ -119,6 +120,12 @@ class Prepared:
 
     def attn(self) -> torch.Tensor:
         return torch.ones_like(self.ids)
+
+    def token_result(self, s: np.ndarray) -> dict[str, Any]:
+        """An explainer's result for this input from per-token scores ``s`` (K, T): positions that
+        may not be attributed get 0."""
+        s[:, ~self.attributable.cpu().numpy()] = 0.0
+        return {"scores": s, "token_scores": s}
 
     def run(self, embeds: torch.Tensor, attn: torch.Tensor | None = None) -> torch.Tensor:
         """The target (B, K) on B variants ``embeds`` (B, T, H) of this input (attention mask: all
