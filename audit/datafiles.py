@@ -292,13 +292,25 @@ def read_grouped_texts(path: str | Path, *, what: str, text_column: str, attribu
     for col in extra_columns:
         if col not in out.columns:
             out[col] = label_strings(df[col])
+    return grouped_rows(out, p, attribute_column, needs)
+
+
+def grouped_rows(out: pd.DataFrame, path: Path, attribute_column: str, needs: str) -> tuple[pd.DataFrame, int]:
+    """``out`` less its rows with an empty ``attribute_column``, and how many those were; fewer
+    than two groups left is an error (:func:`require_groups`)."""
     keep = (out[attribute_column] != "").to_numpy()
     out = out[keep].reset_index(drop=True)
-    groups = sorted(out[attribute_column].unique())
-    if len(groups) < 2:
-        raise ProbeError(f"{p}: the attribute column {attribute_column!r} has only one value, so only one group "
-                         f"({groups[0] if groups else 'none'!r}); {needs} needs at least two")
+    require_groups(out[attribute_column], path, attribute_column, needs)
     return out, int((~keep).sum())
+
+
+def require_groups(values: pd.Series, path: str | Path, column: str, needs: str, when: str = "") -> None:
+    """The one error for an attribute with fewer than two groups, naming the file and the column
+    (``needs``: what needs two groups; ``when``: e.g. " after the exclusions")."""
+    groups = sorted(values.unique())
+    if len(groups) < 2:
+        raise ProbeError(f"{path}: the attribute column {column!r} has only one value, so only one group "
+                         f"({groups[0] if groups else 'none'!r}){when}; {needs} needs at least two")
 
 
 def count_rows(path: Path) -> int | None:

@@ -75,12 +75,9 @@ class Exclusions:
     def report(self, result: ProbeResult, *, n_total: int, unit: str = "items") -> ProbeResult:
         """Record the exclusions in ``result`` (info counts and a warning); returns it."""
         c = self.counts()
-        result.info["excluded_items"] = c
-        result.info["too_long_items"] = c[TOO_LONG]
-        result.info["empty_items"] = c[EMPTY]
-        result.info["non_finite_items"] = c[NON_FINITE]
+        result.info.update(excluded_items=c, **{f"{reason}_items": n for reason, n in c.items()})
         if self.rows:
             result.info["excluded"] = self.rows[:MAX_LISTED]
             result.warnings.append(self.describe(n_total, unit))
-            logger.warning("%s: %s", result.probe, self.describe(n_total, unit))
+            logger.warning("%s: %s", result.probe, result.warnings[-1])
         return result

@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import pandas as pd
@@ -41,7 +41,7 @@ import torch
 from pydantic import Field, PositiveInt
 
 from audit import scoring
-from audit.datafiles import label_strings, read_grouped_texts, read_table
+from audit.datafiles import grouped_rows, label_strings, read_grouped_texts, read_table
 from audit.options import BatchingOptions, GroupedDataOptions
 from audit.probe import ItemProbe, ProbeError, WithoutModel, register_probe
 from audit.results import MetricValue, ProbeResult
@@ -198,20 +198,15 @@ def load_predictions(
     for col in extra_columns:
         if col != attribute_column:
             out[col] = label_strings(df[col])
-    keep = (out[attribute_column] != "").to_numpy()
-    out = out[keep].reset_index(drop=True)
-    warnings = [f"{int((~keep).sum())} row(s) of {p.name} have no {attribute_column!r} value and were left out"] \
-        if not keep.all() else []
-    groups = sorted(out[attribute_column].unique())
-    if len(groups) < 2:
-        raise ProbeError(f"{p}: the attribute column {attribute_column!r} has {len(groups)} group(s) "
-                         f"({groups}); group fairness needs at least two")
+    out, n_dropped = grouped_rows(out, p, attribute_column, "group fairness")
+    warnings = [f"{n_dropped} row(s) of {p.name} have no {attribute_column!r} value and were left out"] \
+        if n_dropped else []
     if out["y_true"].all() or not out["y_true"].any():
         raise ProbeError(f"{p}: column 'y_true' has a single value; the metrics need both classes")
     if "y_score" not in df.columns:
         warnings.append(f"{p.name} has no 'y_score' column: the AUC metrics (auc, subgroup / BPSN / BNSP) are "
                         "not computed")
-    return out, int((~keep).sum()), warnings
+    return out, n_dropped, warnings
 
 
 
@@ -252,6 +247,21 @@ def classifier_logits(
     return out
 
 
+def _by_label(mapping: dict[Any, Any], labels: list[str], option: str, where: str, entry: str = "entry") -> dict[str, Any]:
+    """The option ``mapping`` keyed by the dataset labels its keys name (case-insensitive); every
+    label needs an entry."""
+    out: dict[str, Any] = {}
+    for k, v in mapping.items():
+        lab = _match_label(k, labels)
+        if lab is None:
+            raise ProbeError(f"{option} key {k!r} is not a label of {where} (labels: {labels})")
+        out[lab] = v
+    missing = [lab for lab in labels if lab not in out]
+    if missing:
+        raise ProbeError(f"{option} has no {entry} for the label(s) {missing} of {where}")
+    return out
+
+
 def classifier_label_map(
     handle: ModelHandle, labels: list[str], label_map: dict[Any, Any] | None, where: str
 ) -> dict[str, int]:
@@ -262,10 +272,7 @@ def classifier_label_map(
     by_name = {v.lower(): k for k, v in id2label.items()}
     if label_map:
         out: dict[str, int] = {}
-        for k, v in label_map.items():
-            lab = _match_label(k, labels)
-            if lab is None:
-                raise ProbeError(f"label_map key {k!r} is not a label of {where} (labels: {labels})")
+        for lab, v in _by_label(label_map, labels, "label_map", where).items():
             idx = by_name.get(str(v).lower())
             if idx is None:
                 try:
@@ -273,39 +280,18 @@ def classifier_label_map(
                 except (TypeError, ValueError):
                     idx = -1
             if not 0 <= idx < n_out:
-                raise ProbeError(f"label_map[{k!r}] = {v!r} is neither an id2label name {id2label} nor an "
+                raise ProbeError(f"label_map[{lab!r}] = {v!r} is neither an id2label name {id2label} nor an "
                                  f"output index below {n_out} of {handle.name}")
             out[lab] = idx
-    elif all(lab.lower() in by_name for lab in labels):
-        out = {lab: by_name[lab.lower()] for lab in labels}
-    elif all(lab.lstrip("-").isdigit() and 0 <= int(lab) < n_out for lab in labels):
-        out = {lab: int(lab) for lab in labels}
-    else:
-        raise ProbeError(
-            f"cannot match the labels {labels} of {where} to the outputs of {handle.name} "
-            f"(id2label {id2label}); pass the option label_map, e.g. {{{labels[0]!r}: 0}}"
-        )
-    missing = [lab for lab in labels if lab not in out]
-    if missing:
-        raise ProbeError(f"label_map has no entry for the label(s) {missing} of {where}")
-    return out
-
-
-def _normalise_label_words(label_words: dict[Any, Any], labels: list[str], where: str) -> dict[str, str]:
-    if not isinstance(label_words, dict) or not label_words:
-        raise ProbeError("label_words must be a mapping label → word, e.g. {0: ' negative', 1: ' positive'}")
-    out: dict[str, str] = {}
-    for k, w in label_words.items():
-        lab = _match_label(k, labels)
-        if lab is None:
-            raise ProbeError(f"label_words key {k!r} is not a label of {where} (labels: {labels})")
-        if not isinstance(w, str) or not w:
-            raise ProbeError(f"label_words[{k!r}] must be a non-empty string, got {w!r}")
-        out[lab] = w
-    missing = [lab for lab in labels if lab not in out]
-    if missing:
-        raise ProbeError(f"label_words has no word for the label(s) {missing} of {where}")
-    return out
+        return out
+    if all(lab.lower() in by_name for lab in labels):
+        return {lab: by_name[lab.lower()] for lab in labels}
+    if all(lab.lstrip("-").isdigit() and 0 <= int(lab) < n_out for lab in labels):
+        return {lab: int(lab) for lab in labels}
+    raise ProbeError(
+        f"cannot match the labels {labels} of {where} to the outputs of {handle.name} "
+        f"(id2label {id2label}); pass the option label_map, e.g. {{{labels[0]!r}: 0}}"
+    )
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -339,7 +325,8 @@ class ClassifierFairness(ItemProbe):
         label_column: str = "label"
         positive_label: Any = None
         prompt: str | None = Field(default=None, description="zero-shot template containing {text}")
-        label_words: dict[Any, Any] | None = None
+        label_words: dict[Any, Annotated[str, Field(min_length=1)]] | None = Field(
+            default=None, min_length=1, description="label → word, e.g. {0: ' negative', 1: ' positive'}")
         label_map: dict[Any, Any] | None = None
         max_items: PositiveInt | None = Field(
             default=None, description="keep a seeded random sample of that many rows (file order kept)")
@@ -353,32 +340,20 @@ class ClassifierFairness(ItemProbe):
         model_options=MODEL_OPTIONS)
 
     def score_without_model(self, data: str | Path | None, opts: Any, *, seed: int, progress: bool) -> ProbeResult:
-        o = opts.values()
-        return self.run_predictions(data, seed=seed, attribute_column=o["attribute_column"],
-                                    positive_label=o["positive_label"], breakdown_by=o["breakdown_by"],
-                                    max_items=o["max_items"], n_resamples=o["n_resamples"],
-                                    n_permutations=o["n_permutations"])
-
-    def run_predictions(
-        self, data: str | Path | None, *, seed: int = 0, attribute_column: str = "gender", positive_label: Any = None,
-        breakdown_by: list[str] | None = None, max_items: int | None = None, n_resamples: int = 1000,
-        n_permutations: int = 1000,
-    ) -> ProbeResult:
         """Metrics of a classifier's logged decisions (no model): :func:`load_predictions`, then
         the summary, intervals, tests and breakdown of a model run."""
-        if data is None:
-            raise ProbeError("classifier_fairness without a model needs data= a predictions file with columns "
-                             "y_true, y_pred (optional y_score) and the attribute column")
-        extra = [c for c in (breakdown_by or []) if c != attribute_column]
-        items, n_dropped, warnings = load_predictions(data, attribute_column=attribute_column,
-                                                      positive_label=positive_label, extra_columns=extra)
+        o = opts.values()
+        attribute_column, n_resamples, max_items = o["attribute_column"], o["n_resamples"], o["max_items"]
+        extra = [c for c in (o["breakdown_by"] or []) if c != attribute_column]
+        items, n_dropped, warnings = load_predictions(data, attribute_column=attribute_column,  # type: ignore[arg-type]
+                                                      positive_label=o["positive_label"], extra_columns=extra)
         if max_items is not None and int(max_items) < len(items):
             items = items.sample(n=int(max_items), random_state=seed).sort_index().reset_index(drop=True)
         has_score = bool(np.isfinite(items["y_score"]).all())
         score = items["y_score"].to_numpy() if has_score else items["y_pred"].to_numpy(dtype=np.float64)
         groups = items[attribute_column].astype(str).to_numpy()
         summary, warn = fairness_summary(items["y_true"].to_numpy(), items["y_pred"].to_numpy(), score, groups,
-                                         seed=seed, n_resamples=n_resamples, n_permutations=n_permutations)
+                                         seed=seed, n_resamples=n_resamples, n_permutations=o["n_permutations"])
         scored = items.assign(y_score=score)
         breakdown = fairness_breakdown(scored, [attribute_column, *extra], seed=seed, n_resamples=n_resamples)
         if not has_score:  # no scores, no AUCs: a hard decision's "AUC" is not the metric
@@ -392,7 +367,7 @@ class ClassifierFairness(ItemProbe):
             items["score_error"] = items["y_score"] - items["y_true"].astype(float)
         info: dict[str, Any] = {"mode": "predictions file (no model)", "primary_metric": self.primary_metric,
                                 "data": str(data), "attribute": attribute_column,
-                                "positive_label": positive_label, "n_dropped_no_attribute": n_dropped,
+                                "positive_label": o["positive_label"], "n_dropped_no_attribute": n_dropped,
                                 "has_score": has_score}
         return ProbeResult("classifier_fairness", summary, items, breakdown, warnings=warnings + warn, info=info,
                            item_effect="score_error" if has_score else None)
@@ -436,7 +411,7 @@ class ClassifierFairness(ItemProbe):
                 )
             if "{text}" not in o["prompt"]:
                 raise ProbeError(f"the prompt option must contain '{{text}}', got {o['prompt']!r}")
-            o["words"] = _normalise_label_words(o["label_words"], ds.labels, where)
+            o["words"] = _by_label(o["label_words"], ds.labels, "label_words", where, "word")
             o["candidates"] = list(o["words"])
         else:
             if o["prompt"] is not None or o["label_words"] is not None:

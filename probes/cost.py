@@ -47,7 +47,7 @@ from scipy import stats as st
 from torch.utils.flop_counter import FlopCounterMode
 
 from audit import scoring
-from audit.metering import architecture, linear_weights, matmul_flops
+from audit.metering import architecture, linear_weights, run_matmul_rate
 from audit.options import ProbeOptions
 from audit.probe import Probe, ProbeError, register_probe
 from audit.results import MetricInfo, MetricValue, ProbeResult
@@ -116,13 +116,10 @@ def parameter_counts(model: torch.nn.Module) -> dict[str, int]:
 
 
 def weight_bytes(model: torch.nn.Module) -> dict[str, int]:
-    """Bytes of parameters and buffers per dtype (tied weights once)."""
+    """Bytes of parameters and buffers per dtype (tied weights once: ``parameters()`` yields a
+    shared tensor once)."""
     out: dict[str, int] = {}
-    seen: set[int] = set()
     for t in [*model.parameters(), *model.buffers()]:
-        if id(t) in seen:
-            continue
-        seen.add(id(t))
         k = str(t.dtype).replace("torch.", "")
         out[k] = out.get(k, 0) + t.numel() * t.element_size()
     return out
@@ -232,13 +229,6 @@ def _decode_run(handle: ModelHandle, ids: torch.Tensor, new_tokens: int) -> tupl
     return t1 - t0, t2 - t1
 
 
-def matmul_rate(handle: ModelHandle, seconds: float = 1.0) -> float:
-    """FLOP/s of a dense GEMM (512 rows × d_model → 4·d_model) in the model's dtype, repeated for
-    ``seconds`` after a warm-up."""
-    d = _arch(handle.config)["d_model"]
-    return matmul_flops(512, d, 4 * d, seconds=seconds, dtype=handle.dtype, device=handle.device)
-
-
 def peak_memory_mb(handle: ModelHandle) -> tuple[float, str]:
     """The process's peak memory so far and how it was read."""
     if handle.device.type == "cuda":
@@ -276,22 +266,20 @@ class Cost(Probe):
     def score(self, handle: ModelHandle, data: str | Path | None, opts: Cost.Options, *, seed: int,
               progress: bool) -> ProbeResult:
         """Measure the model."""
-        lengths, prefill_length, new_tokens, repeats = opts.lengths, opts.prefill_length, opts.new_tokens, opts.repeats
-        batch_tokens, matmul_seconds = opts.batch_tokens, opts.matmul_seconds
+        new_tokens, repeats = opts.new_tokens, opts.repeats
         causal = handle.kind == "causal-lm"
         if causal and new_tokens < 2:
             raise ProbeError("cost: new_tokens must be at least 2 (one first token, then decode steps)")
         cap = handle.max_length
-        short, long_ = (min(int(x), cap) for x in sorted(lengths))
-        plen = min(prefill_length, cap - (new_tokens if causal else 0))
+        short, long_ = (min(int(x), cap) for x in sorted(opts.lengths))
+        plen = min(opts.prefill_length, cap - (new_tokens if causal else 0))
         if plen < 1:
             raise ProbeError(f"cost: {handle.name} accepts {cap} tokens, too few for new_tokens={new_tokens}")
-        budget = int(batch_tokens or scoring.default_batch_tokens(handle))
+        budget = int(opts.batch_tokens or scoring.default_batch_tokens(handle))
         rows = max(1, budget // (plen + (new_tokens if causal else 0)))
 
         summary: dict[str, MetricValue] = {}
-        counts = parameter_counts(handle.model)
-        for k, v in counts.items():
+        for k, v in parameter_counts(handle.model).items():
             summary[k] = MetricValue.from_info(METRICS[k], float(v), ci_method="exact count")
         measured = {L: measured_flops_per_token(handle, L) for L in (short, long_)}
         analytic = {L: analytic_flops_per_token(handle, L) for L in (short, long_)}
@@ -337,9 +325,11 @@ class Cost(Probe):
             speed(f"decode_tokens_per_s{suffix}", runs[:, 1], b * (new_tokens - 1) / runs[:, 1])
             if b == 1:
                 speed("first_token_latency_ms", runs[:, 0], 1000.0 * runs[:, 0])
-        rate = matmul_rate(handle, matmul_seconds)
+        # a dense GEMM of the model's width (512 × d_model → 4·d_model) in its dtype
+        rate = run_matmul_rate(handle.model, handle.config, handle.dtype, handle.device,
+                               opts.matmul_seconds)["matmul_flops_per_s"]
         summary["matmul_gflops"] = MetricValue.from_info(METRICS["matmul_gflops"], rate / 1e9,
-                                                         test=f"{matmul_seconds:g} s of 512×d·d×4d GEMMs")
+                                                         test=f"{opts.matmul_seconds:g} s of 512×d·d×4d GEMMs")
         pf = summary["prefill_tokens_per_s_batch"]
         flops_at = analytic_flops_per_token(handle, plen) * measured[short] / analytic[short]
         summary["prefill_mfu"] = MetricValue.from_info(

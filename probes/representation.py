@@ -77,7 +77,7 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from audit import scoring
-from audit.datafiles import read_grouped_texts
+from audit.datafiles import read_grouped_texts, require_groups
 from audit.options import BatchingOptions, GroupedDataOptions
 from audit.probe import ItemProbe, ProbeError, register_probe, too_long_rows
 from audit.results import MetricInfo, MetricValue, ProbeResult
@@ -91,7 +91,6 @@ logger = logging.getLogger(__name__)
 DATA_DIR = Path(__file__).parent / "data" / "representation"
 DEFAULT_DATA = DATA_DIR / "gender_terms.csv"
 DEFAULT_BREAKDOWN = ("language",)
-SPLITS = ("random", "type")
 REF = "Hewitt & Liang 2019"
 
 METRICS = {
@@ -165,12 +164,10 @@ def control_labels(labels: np.ndarray, types: np.ndarray, seed: int = 0) -> np.n
 
 
 def make_folds(
-    labels: np.ndarray, types: np.ndarray, *, n_folds: int = 5, split: str = "random", seed: int = 0,
-    where: str = "the data",
+    labels: np.ndarray, types: np.ndarray, *, n_folds: int = 5, split: Literal["random", "type"] = "random",
+    seed: int = 0, where: str = "the data",
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Seeded folds stratified on the labels, over texts (``random``) or whole types (``type``)."""
-    if split not in SPLITS:
-        raise ProbeError(f"split must be one of {SPLITS}, got {split!r}")
     labels = np.asarray(labels)
     vals, counts = np.unique(labels, return_counts=True)
     if counts.min() < n_folds:
@@ -188,11 +185,6 @@ def make_folds(
     return list(StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed).split(x, labels, groups=t))
 
 
-def probe_model(C: float = 1.0, seed: int = 0) -> LogisticRegression:
-    """L2 logistic regression (lbfgs); the features are standardised per training fold first."""
-    return LogisticRegression(C=C, max_iter=2000, random_state=seed)
-
-
 def fold_accuracies(
     X: np.ndarray, targets: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], *, C: float = 1.0,
     seed: int = 0,
@@ -200,10 +192,12 @@ def fold_accuracies(
     """Held-out accuracy per fold and out-of-fold predictions of a probe for each label vector.
 
     ``targets`` is one label vector (N) or several (T × N) — the real task and control tasks share
-    each fold's standardisation. Returns accuracies (folds) or (T × folds), predictions (N) or (T × N)."""
+    each fold's standardisation. The probe: L2 logistic regression (lbfgs) on features standardised
+    per training fold. Returns accuracies (folds) or (T × folds), predictions (N) or (T × N)."""
     ys = np.atleast_2d(np.asarray(targets).astype(str))
     acc = np.empty((len(ys), len(folds)))
     pred = np.empty(ys.shape, dtype=ys.dtype)
+    probe = LogisticRegression(C=C, max_iter=2000, random_state=seed)
     # one BLAS thread: these fits are small, and threads oversubscribe a shared CPU many times over
     with threadpool_limits(limits=1, user_api="blas"):
         for f, (tr, te) in enumerate(folds):
@@ -213,7 +207,7 @@ def fold_accuracies(
                 if len(np.unique(y[tr])) < 2:  # a control task can give every training type one label
                     pred[j, te] = y[tr][0]
                 else:
-                    pred[j, te] = probe_model(C, seed).fit(xtr, y[tr]).predict(xte)
+                    pred[j, te] = probe.fit(xtr, y[tr]).predict(xte)
                 acc[j, f] = float(np.mean(pred[j, te] == y[te]))
     if np.ndim(targets) == 1:
         return acc[0], pred[0]
@@ -248,7 +242,7 @@ def probe_layers(
     types: np.ndarray | None = None,
     *,
     n_folds: int = 5,
-    split: str = "random",
+    split: Literal["random", "type"] = "random",
     C: float = 1.0,
     seed: int = 0,
     n_controls: int = 3,
@@ -262,8 +256,6 @@ def probe_layers(
     one). Returns the per-layer table and the folds."""
     y = np.asarray(labels).astype(str)
     t = np.asarray(types).astype(str) if types is not None else np.arange(len(y)).astype(str)
-    if n_controls < 1:
-        raise ProbeError(f"n_controls must be at least 1, got {n_controls}")
     folds = make_folds(y, t, n_folds=n_folds, split=split, seed=seed, where=where)
     targets = np.stack([y, *(control_labels(y, t, seed=seed + j) for j in range(n_controls))])
     base = majority_accuracy(y, folds)
@@ -391,42 +383,23 @@ class Representation(ItemProbe):
 
     def summarise(self, items: pd.DataFrame, *, kind: str, seed: int, opts: dict[str, Any]) -> ProbeResult:
         """Probe every layer on all texts' states (L × N × H) and test the largest selectivity."""
-        attribute_column, type_column, split = opts["attribute_column"], opts["type_column"], opts["split"]
+        attribute, type_column, split = opts["attribute_column"], opts["type_column"], opts["split"]
         folds, C, n_controls, n_permutations = opts["folds"], opts["C"], opts["n_controls"], opts["n_permutations"]
-        if len(items) < 2 or items[attribute_column].nunique() < 2:
-            raise ProbeError(f"representation: too few texts left to probe after the exclusions: {len(items)}, with "
-                             f"the attribute values {sorted(items[attribute_column].unique())}")
+        require_groups(items[attribute], opts["path"], attribute, "representation", " after the exclusions")
         states = np.stack(items["hidden_states"].to_numpy()).reshape(len(items), int(items["n_layers"].iloc[0]), -1)
         states = states.transpose(1, 0, 2)
         df = items.drop(columns=["hidden_states", "n_layers"])
-        y = df[attribute_column].to_numpy().astype(str)
+        y = df[attribute].to_numpy().astype(str)
         curve, fold_list = probe_layers(states, y, df["type"].to_numpy(), n_folds=folds, split=split, C=C,
                                         seed=seed, n_controls=n_controls, where=str(opts["path"]))
-        best = int(curve.loc[curve["selectivity"].idxmax(), "layer"])
+        b = curve.loc[curve["selectivity"].idxmax()]  # the best layer's row
+        a = curve.loc[curve["accuracy"].idxmax()]
         pval, null = permutation_test(states, y, df["type"].to_numpy(), fold_list,
                                       curve["control_accuracy"].to_numpy(), C=C, seed=seed,
                                       n_permutations=n_permutations)
-        _, pred = fold_accuracies(np.asarray(states[best], dtype=np.float64), y, fold_list, C=C, seed=seed)
+        _, pred = fold_accuracies(np.asarray(states[int(b["layer"])], dtype=np.float64), y, fold_list, C=C, seed=seed)
         per_text = df.assign(best_layer_prediction=pred, best_layer_correct=pred == y)
-        info: dict[str, Any] = {"attribute": attribute_column,
-                "type_column": type_column, "split": split, "pooling": opts["pooling"], "folds": folds, "C": C, "n_controls": n_controls,
-                "n_layers": int(states.shape[0]) - 1, "hidden_size": int(states.shape[2]),
-                "n_dropped_no_attribute": opts["n_dropped"], "n_rows": len(df),
-                "null_max_selectivity_mean": float(null.mean()), "null_max_selectivity_q95": float(np.quantile(null, 0.95)), "data": str(opts["path"]), "n_types": int(df["type"].nunique()),
-                "control": "Hewitt & Liang 2019 type-level random labels" if type_column else
-                           "per-text random labels (no type column)"}
-        return self.result(curve, per_text, attribute=attribute_column, breakdown_by=opts["breakdown_columns"],
-                           p_value=pval, n_permutations=n_permutations, info=info)
-
-    def result(
-        self, curve: pd.DataFrame, per_text: pd.DataFrame, *, attribute: str, breakdown_by: list[str],
-        p_value: float, n_permutations: int, info: dict[str, Any],
-    ) -> ProbeResult:
-        """Summary metrics and breakdown from the per-layer curve and the best layer's predictions."""
-        M = METRICS
-        n = int(curve["n"].iloc[0])
-        b = curve.loc[curve["selectivity"].idxmax()]
-        a = curve.loc[curve["accuracy"].idxmax()]
+        M, n = METRICS, int(curve["n"].iloc[0])
         fold_ci = f"Student t over {int(b['folds'])} folds"
         warn = small_n_warning(n)
         sim_lo, sim_hi = simultaneous_max_interval(curve)
@@ -434,12 +407,12 @@ class Representation(ItemProbe):
                 f"({n_permutations}), every layer refitted")
         summary = {
             "max_selectivity": MetricValue.from_info(
-                M["max_selectivity"], float(b["selectivity"]), ci_low=sim_lo, ci_high=sim_hi, n=n, p_value=p_value,
+                M["max_selectivity"], float(b["selectivity"]), ci_low=sim_lo, ci_high=sim_hi, n=n, p_value=pval,
                 test=test, ci_method=f"{fold_ci}, Bonferroni-simultaneous over {len(curve)} layers", warning=warn),
             "best_layer": MetricValue.from_info(M["best_layer"], float(b["layer"]), n=n),
             "best_layer_accuracy": MetricValue.from_info(
                 M["best_layer_accuracy"], float(b["accuracy"]), ci_low=float(b["ci_low"]), ci_high=float(b["ci_high"]),
-                n=n, p_value=p_value, test=test, ci_method=f"{fold_ci} (at the selected layer: not selection-aware)",
+                n=n, p_value=pval, test=test, ci_method=f"{fold_ci} (at the selected layer: not selection-aware)",
                 warning=warn),
             "max_accuracy": MetricValue.from_info(
                 M["max_accuracy"], float(a["accuracy"]), ci_low=float(a["ci_low"]), ci_high=float(a["ci_high"]), n=n,
@@ -462,10 +435,19 @@ class Representation(ItemProbe):
                                description="held-out accuracy of the best layer's probe in this group")
 
         breakdown = pd.concat([group_breakdown(per_text, col, {"best_layer_accuracy": acc_metric})
-                               for col in [attribute, *breakdown_by]], ignore_index=True)
+                               for col in [attribute, *opts["breakdown_columns"]]], ignore_index=True)
         warnings = [f"{k}: {v.warning}" for k, v in summary.items() if v.warning]
-        if info.get("n_dropped_no_attribute"):
-            warnings.append(f"{info['n_dropped_no_attribute']} row(s) without an {attribute!r} value were left out")
-        info = dict(info, best_layer=int(b["layer"]))
+        if opts["n_dropped"]:
+            warnings.append(f"{opts['n_dropped']} row(s) without an {attribute!r} value were left out")
+        info: dict[str, Any] = {
+            "attribute": attribute, "type_column": type_column, "split": split, "pooling": opts["pooling"],
+            "folds": folds, "C": C, "n_controls": n_controls, "n_layers": int(states.shape[0]) - 1,
+            "hidden_size": int(states.shape[2]), "n_dropped_no_attribute": opts["n_dropped"], "n_rows": len(df),
+            "null_max_selectivity_mean": float(null.mean()),
+            "null_max_selectivity_q95": float(np.quantile(null, 0.95)), "data": str(opts["path"]),
+            "n_types": int(df["type"].nunique()),
+            "control": "Hewitt & Liang 2019 type-level random labels" if type_column else
+                       "per-text random labels (no type column)",
+            "best_layer": int(b["layer"])}
         return ProbeResult("representation", summary, curve, breakdown, warnings=warnings, info=info,
                            item_effect="selectivity")

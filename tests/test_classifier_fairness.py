@@ -381,7 +381,7 @@ def test_predictions_file_without_scores_and_with_labels(tmp_path: Path) -> None
     ([{"y_true": 1, "y_pred": 1, "y_score": "high", "gender": "f"},
       {"y_true": 0, "y_pred": 0, "y_score": 0.1, "gender": "m"}], {}, r"d\.csv: line 2: 'y_score' is 'high'"),
     ([{"y_true": 1, "y_pred": 1, "gender": "f"}, {"y_true": 0, "y_pred": 0, "gender": "f"}], {},
-     r"attribute column 'gender' has 1 group"),
+     r"d\.csv: the attribute column 'gender' has only one value, so only one group \('f'\)"),
     ([{"y_true": 1, "y_pred": 1, "gender": "f"}, {"y_true": 1, "y_pred": 0, "gender": "m"}], {},
      r"column 'y_true' has a single value"),
     ([{"y_true": 1, "y_pred": 1, "race": "f"}], {}, r"missing the attribute_column 'gender'"),
