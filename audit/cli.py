@@ -22,7 +22,10 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+from audit.console import failed_check_lines, github_annotations, junit_xml, model_table, text_table
+from audit.rundir_view import RunView
 from audit.store import package_version
+from audit.views import fmt_num, fmt_pval
 
 EXIT_OK, EXIT_POLICY, EXIT_ERROR = 0, 1, 2
 
@@ -53,8 +56,6 @@ def _one_line_config(args: argparse.Namespace) -> Any:
 
 def _print_outcome(o: Any) -> None:
     """Status line, the headline table and the failed checks of one model's run."""
-    from audit.console import failed_check_lines, model_table
-
     line = f"{o.status:9s} {o.run_dir.path}"
     if o.verdict is not None:
         line += f"  verdict: {o.verdict.status}"
@@ -67,8 +68,6 @@ def _print_outcome(o: Any) -> None:
             print(f"policy {o.verdict.policy_name or o.verdict.policy_source}: {len(bad)} check(s) did not pass")
             for b in bad:
                 print(f"  {b}")
-    from audit.rundir_view import RunView
-
     for f in (RunView(o.run_dir).report_findings() or [])[:3]:
         print(f"  • {f['text']}")
     shown = [o.run_dir.path / n for n in ("report.html", "model_card.md", "report.pdf")]
@@ -119,16 +118,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
             code = EXIT_POLICY
     verdicts = [o for o in shown if o.verdict is not None]
     if args.junit and verdicts:
-        from audit.console import junit_xml
-
         xml = junit_xml((o.run_dir.path.name, {"run_dir": str(o.run_dir.path), "verdict": o.verdict.status,
                                                 "policy": o.verdict.policy_source}, o.verdict) for o in verdicts)
         Path(args.junit).parent.mkdir(parents=True, exist_ok=True)
         Path(args.junit).write_text(xml, encoding="utf-8")
         print(f"junit: {args.junit}")
     if os.environ.get("GITHUB_ACTIONS") == "true":
-        from audit.console import github_annotations
-
         for o in verdicts:
             for line in github_annotations(o.verdict, o.run_dir.path.name):
                 print(line)
@@ -143,14 +138,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _columns(title: str, header: tuple[str, str, str], rows: list[tuple[str, str, str]]) -> None:
-    """A titled table whose first two columns are as wide as their longest entry plus two
-    spaces, so a long kinds list never runs into the description."""
-    w0 = max(len(r[0]) for r in [header, *rows])
-    w1 = max(len(r[1]) for r in [header, *rows])
+    """A titled, indented :func:`~audit.console.text_table` without a rule."""
     print(f"{title}:")
-    print(f"  {header[0]:{w0}s}  {header[1]:{w1}s}  {header[2]}".rstrip())
-    for a, b, c in rows:
-        print(f"  {a:{w0}s}  {b:{w1}s}  {c}".rstrip())
+    print(text_table(header, rows, rule=False, indent="  "))
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -199,9 +189,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     """Each metric of the probes two runs share: A, B, B − A and the test, then each probe's paired
     item test (:mod:`audit.compare`)."""
-    from audit.compare import compare_runs
-    from audit.rundir_view import RunView
-    from audit.views import fmt_num, fmt_pval
+    from audit.compare import compare_runs  # scipy: loaded only for this command
 
     runs = [RunView(p) for p in (args.run_a, args.run_b)]
     for rd in runs:
@@ -215,10 +203,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         return EXIT_OK
     rows = [[r["probe"], r["metric"], fmt_num(r["A"]), fmt_num(r["B"]), fmt_num(r["delta (B−A)"]), r["test"] or "—",
              fmt_pval(r["p_value"]), fmt_pval(r["p_adjusted"]), r["significant"]] for _, r in df.iterrows()]
-    header = ["probe", "metric", "A", "B", "B − A", "test", "p", "p (BH)", "significant"]
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
-    for row in [header, *rows]:
-        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)).rstrip())
+    print(text_table(["probe", "metric", "A", "B", "B − A", "test", "p", "p (BH)", "significant"], rows, rule=False))
     for name, line in comparison.item_tests.items():
         print(f"{name} items: {line}")
     return EXIT_OK

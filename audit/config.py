@@ -32,6 +32,7 @@ the problem.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, overload
@@ -43,6 +44,7 @@ from pydantic import (
     Field,
     StrictBool,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -126,17 +128,10 @@ class ProbeSpec(BaseModel):
         return self.name or self.probe
 
 
-ReportFormat = Literal["html", "pdf", "md", "json"]
-
-
-def _default_report_formats() -> list[ReportFormat]:
-    return ["html", "md", "json"]
-
-
 class ReportSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    formats: list[ReportFormat] = Field(default_factory=_default_report_formats)
+    formats: list[Literal["html", "pdf", "md", "json"]] = ["html", "md", "json"]  # pydantic copies it per instance
     enabled: bool = True
 
 
@@ -162,23 +157,18 @@ class AuditConfig(BaseModel):
     #: folder relative paths are resolved against (the config file's folder)
     base_dir: str | None = Field(default=None, exclude=True)
 
-    @field_validator("models", mode="before")
+    @field_validator("models", "probes", mode="before")
     @classmethod
-    def _model_shorthand(cls, v: Any) -> Any:
-        return [{"name": m} if isinstance(m, str) else m for m in v] if isinstance(v, list) else v
-
-    @field_validator("probes", mode="before")
-    @classmethod
-    def _probe_shorthand(cls, v: Any) -> Any:
-        return [{"probe": p} if isinstance(p, str) else p for p in v] if isinstance(v, list) else v
+    def _shorthand(cls, v: Any, info: ValidationInfo) -> Any:
+        """``- seat`` for ``- probe: seat``, ``- minilm-l6`` for ``- name: minilm-l6``."""
+        key = "name" if info.field_name == "models" else "probe"
+        return [{key: x} if isinstance(x, str) else x for x in v] if isinstance(v, list) else v
 
     @model_validator(mode="after")
     def _unique_instances(self) -> AuditConfig:
-        seen: set[str] = set()
-        for p in self.probes:
-            if p.instance in seen:
-                raise ValueError(f"probe instance name {p.instance!r} is used twice; give one a distinct 'name'")
-            seen.add(p.instance)
+        twice = [n for n, k in Counter(p.instance for p in self.probes).items() if k > 1]
+        if twice:
+            raise ValueError(f"probe instance name {twice[0]!r} is used twice; give one a distinct 'name'")
         slugs = [m.slug for m in self.models]
         if len(set(slugs)) != len(slugs):
             raise ValueError("two models share a run-directory name; give them distinct 'label's")
@@ -210,21 +200,14 @@ class AuditConfig(BaseModel):
         return self.model_dump(mode="json")
 
 
-def _format_validation_error(exc: ValidationError, source: str) -> str:
-    lines = []
-    for e in exc.errors():
-        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
-        lines.append(f"  {loc}: {e['msg']}")
-    return f"invalid audit config {source}:\n" + "\n".join(lines)
-
-
 def parse_config(data: Any, *, source: str = "<dict>", base_dir: str | Path | None = None) -> AuditConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"invalid audit config {source}: the top level must be a mapping, got {type(data).__name__}")
     try:
         cfg = AuditConfig.model_validate({**data, "base_dir": str(base_dir) if base_dir else None})
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, source)) from None
+        lines = [f"  {'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError(f"invalid audit config {source}:\n" + "\n".join(lines)) from None
     check_names(cfg, source)
     return cfg
 

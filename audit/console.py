@@ -37,10 +37,12 @@ def value_ci(value: Any, lo: Any, hi: Any, unit: str = "") -> str:
     return text
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def text_table(header: Sequence[str], rows: Sequence[Sequence[Any]], *, rule: bool = True, indent: str = "") -> str:
+    """Columns as wide as their longest entry, two spaces apart (a ``---`` rule under the header
+    when ``rule``), so a long entry never runs into the next column."""
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = "  ".join(f"{{:{w}}}" for w in widths)
-    out = [line.format(*header), line.format(*("-" * w for w in widths))]
+    line = indent + "  ".join(f"{{:{w}}}" for w in widths)
+    out = [line.format(*header), *([line.format(*("-" * w for w in widths))] if rule else [])]
     out += [line.format(*map(str, r)) for r in rows]
     return "\n".join(s.rstrip() for s in out)
 
@@ -76,7 +78,7 @@ def model_table(rd: RunDir, verdict: Any = None) -> str:
     rows = headline_rows(rd, verdict)
     if not rows:
         return "  (no probe ran)"
-    return _table(["probe", "headline metric", "value [95% CI]", "ideal", "policy"], rows)
+    return text_table(["probe", "headline metric", "value [95% CI]", "ideal", "policy"], rows)
 
 
 def _check_text(c: Any) -> str:

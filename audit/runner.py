@@ -173,10 +173,6 @@ def run_dir_for(cfg: AuditConfig, model: ModelSpec | None, out: Path, run_id: st
     return out / f"{rid}-{model.slug if model is not None else 'predictions'}"
 
 
-def _probe_applies(spec: ProbeSpec, model: ModelSpec | None) -> bool:
-    return spec.models is None or (model is not None and model.name in spec.models)
-
-
 def _load_policy(cfg: AuditConfig, policy: str | Path | dict[str, Any] | list[Any] | None) -> Any:
     src = policy if policy is not None else cfg.policy
     if src is None:
@@ -188,11 +184,7 @@ def _load_policy(cfg: AuditConfig, policy: str | Path | dict[str, Any] | list[An
     if isinstance(src, str) and cfg.base_dir and policy is None:
         src = cfg.resolve(src)
     pol = load_policy(src)
-    known: dict[str, set[str]] = {}
-    for spec in cfg.probes:
-        cls = PROBES.get(spec.probe)
-        known[spec.instance] = set(cls.metrics)
-    validate_policy(pol, known)
+    validate_policy(pol, {spec.instance: set(PROBES.get(spec.probe).metrics) for spec in cfg.probes})
     return pol
 
 
@@ -282,36 +274,27 @@ def _run_locked(cfg: AuditConfig, model: ModelSpec | None, rd: RunDir, *, policy
     try:
         dist.exchange("read the manifest")  # every rank has read it before rank 0 rewrites it
         return _run_model(cfg, model, rd, manifest, attempt, errors, policy=policy, progress=progress, dist=dist)
-    except KeyboardInterrupt:  # Ctrl-C: this attempt's end is known, unlike a kill's
+    except (KeyboardInterrupt, RankLost, StorageError) as exc:
+        # the attempt ends early: Ctrl-C (its end is known, unlike a kill's), another rank died (its
+        # finished chunks stay), or the run directory cannot be written (a failed outcome says so)
+        if isinstance(exc, StorageError):
+            logger.error("%s", exc)
+            errors.append(str(exc))
         if main:
-            attempt.update(status="interrupted", finished_at=now_iso())
-            manifest["status"] = "interrupted"  # not "running": nothing is running any more
-            try:
-                rd.write_manifest(manifest)
-            except StorageError as again:
-                logger.error("%s", again)
-        raise
-    except RankLost as exc:  # another rank died: this attempt ends, its finished chunks stay
-        if main:
-            attempt.update(status="failed", finished_at=now_iso(), error=str(exc))
-            manifest.update(status="failed", finished_at=attempt["finished_at"], errors=[str(exc)])
-            try:
-                rd.write_manifest(manifest)
-            except StorageError as again:
-                logger.error("%s", again)
-        raise
-    except StorageError as exc:
-        msg = str(exc)
-        logger.error("%s", msg)
-        errors.append(msg)
-        if main:
-            manifest.update(status="failed", errors=errors, finished_at=now_iso())
-            attempt.update(status="failed", finished_at=manifest["finished_at"], error=msg)
+            if isinstance(exc, KeyboardInterrupt):  # "interrupted", not "running": nothing runs any more
+                attempt.update(status="interrupted", finished_at=now_iso())
+                manifest["status"] = "interrupted"
+            else:
+                attempt.update(status="failed", finished_at=now_iso(), error=str(exc))
+                manifest.update(status="failed", finished_at=attempt["finished_at"],
+                                errors=errors if isinstance(exc, StorageError) else [str(exc)])
             try:
                 rd.write_manifest(manifest)
             except StorageError as again:
                 logger.error("the manifest could not record it either: %s", again)
-        return RunOutcome(rd, "failed", errors)
+        if isinstance(exc, StorageError):
+            return RunOutcome(rd, "failed", errors)
+        raise
 
 
 def _run_model(
@@ -361,7 +344,7 @@ def _run_model(
     resumed = attempt["resumed"]
     abort: StorageError | None = None  # rank 0 cannot write the run directory: every rank stops
     for spec in cfg.probes:
-        if not _probe_applies(spec, model):
+        if spec.models is not None and (model is None or model.name not in spec.models):
             continue
         name = spec.instance
         # one exchange per probe, on every rank (rank-0-only probes too): rank 0 decides from the
@@ -409,7 +392,6 @@ def _run_model(
             break  # explain steps need a model (a config without one cannot list them)
         if spec_d.get("models") is not None and model.name not in spec_d["models"]:
             continue
-        spec_d = {k: v for k, v in spec_d.items() if k != "models"}
         if rd.explain_complete(ename):
             resumed["explain_complete"].append(ename)
             continue
@@ -421,7 +403,7 @@ def _run_model(
         seed_everything(cfg.seed)
         m = Meter(handle.model, handle.config)
         try:
-            spec_r = dict(spec_d)
+            spec_r = {k: v for k, v in spec_d.items() if k != "models"}
             if spec_r.get("data"):
                 spec_r["data"] = cfg.resolve(spec_r["data"])
             with m:
@@ -439,9 +421,7 @@ def _run_model(
         save(manifest)
 
     outcome = RunOutcome(rd, "failed" if errors else "complete", errors)
-    manifest["status"] = outcome.status
-    manifest["errors"] = list(errors)
-    manifest["finished_at"] = now_iso()
+    manifest.update(status=outcome.status, errors=list(errors), finished_at=now_iso())
     manifest["timings"]["total_s"] = time.perf_counter() - t_start
     attempt.update(status=outcome.status, finished_at=manifest["finished_at"], error="; ".join(errors) or None)
     save(manifest)  # before the verdict, so verdict.json's run_status is the finished status
@@ -499,13 +479,13 @@ def _probe_step(
                                    opts=dict(spec.options), workdir=rd.probe_dir(name) / "partial", dist=dist,
                                    chunk_size=spec.chunk_size)
     except Exception as exc:
-        if m is not None and meter is not None and not isinstance(exc, (RankLost, StorageError)):
+        # a rank died (the job cannot go on), or rank 0 cannot write the run directory (nothing else
+        # can be recorded either)
+        if isinstance(exc, RankLost) or (isinstance(exc, StorageError) and dist.is_main):
+            raise
+        if m is not None and meter is not None and not isinstance(exc, StorageError):
             _write_compute(rd.probe_dir(name), name, m, meter, "failed", probe, dist)  # the run directory can be written
         dt = time.perf_counter() - t0
-        if isinstance(exc, StorageError) and dist.is_main:
-            raise  # the run directory cannot be written: nothing else can be recorded either
-        if isinstance(exc, RankLost):
-            raise  # a rank died: the job cannot go on
         msg = str(exc) if isinstance(exc, StorageError) else f"{type(exc).__name__}: {exc}"
         if not dist.is_main:
             logger.error("rank %d: probe %s failed: %s", dist.rank, name, msg)
