@@ -21,6 +21,7 @@ from audit.rundir_view import (
     ExplainRecord,
     OutsideRootError,
     ProbeRecord,
+    RunManifest,
     RunView,
     VerdictRecord,
     as_dict,
@@ -89,52 +90,50 @@ class RunsRoot:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunInfo:
-    """One row of the Runs page."""
+    """One row of the Runs page: the run's manifest and verdict records (:class:`RunView`), read
+    as they are; a folder refused as outside the root is a record of status ``refused``."""
 
     run_id: str
-    status: str = "unknown"
-    model: str = ""
-    kind: str = ""
-    source: str = ""
-    probes: dict[str, str] = field(default_factory=dict)  # name -> status
-    explain: dict[str, str] = field(default_factory=dict)
-    verdict: VerdictRecord = field(default_factory=lambda: VerdictRecord(None))
-    created_at: str | None = None
-    finished_at: str | None = None
-    errors: list[str] = field(default_factory=list)
-    message: str | None = None  # why the run could not be read (fully)
-    manifest: dict[str, Any] = field(default_factory=dict)
+    record: RunManifest
+    verdict: VerdictRecord = VerdictRecord(None)
     top_finding: str = ""  # the first key finding (report.json, else computed from the summaries)
 
     @property
-    def readable(self) -> bool:
-        return bool(self.manifest)
+    def status(self) -> str:
+        return self.record.status
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return self.record.raw
+
+    @property
+    def errors(self) -> list[str]:
+        return self.record.errors + self.verdict.problems
+
+    @property
+    def model(self) -> str:
+        """The model's name, or which logged predictions a run without a model (``models: []``) read."""
+        m = self.record
+        if "model" in m.raw and m.raw["model"] is None:
+            files = [Path(str(as_dict(f).get("path") or "")).name for fs in m.datasets.values()
+                     if isinstance(fs, list) for f in fs]
+            return f"no model (logged predictions: {', '.join(dict.fromkeys(files)) or 'no file recorded'})"
+        cfg_models = m.config.get("models")
+        first = as_dict(cfg_models[0]) if isinstance(cfg_models, list) and cfg_models else {}
+        return str(m.model.get("name") or first.get("name") or "")
 
 
 def load_run_info(rr: RunsRoot, run_id: str) -> RunInfo:
     try:
         view = rr.view(run_id)
     except OutsideRootError as exc:
-        return RunInfo(run_id, "refused", message=f"run {run_id}: {exc}")
+        return RunInfo(run_id, RunManifest(run_id, "refused", {}, f"run {run_id}: {exc}"))
     m = view.manifest()
     if not m.readable:
-        return RunInfo(run_id, m.status, message=m.problem)
-    manifest, model = m.raw, m.model
-    cfg_models = m.config.get("models")
-    first = as_dict(cfg_models[0]) if isinstance(cfg_models, list) and cfg_models else {}
-    name = str(model.get("name") or first.get("name") or "")
-    if "model" in manifest and manifest["model"] is None:  # models: [] — logged predictions, no model
-        files = [Path(str(as_dict(f).get("path") or "")).name for fs in m.datasets.values()
-                 if isinstance(fs, list) for f in fs]
-        name = f"no model (logged predictions: {', '.join(dict.fromkeys(files)) or 'no file recorded'})"
-    verdict = view.verdict()
-    return RunInfo(run_id, m.status, name, str(model.get("kind") or ""), str(model.get("source") or ""),
-                   probes={k: str(v.get("status", "unknown")) for k, v in m.probes.items()},
-                   explain={k: str(v.get("status", "unknown")) for k, v in m.explain.items()}, verdict=verdict,
-                   created_at=manifest.get("created_at"), finished_at=manifest.get("finished_at"),
-                   errors=m.errors + verdict.problems, manifest=manifest, top_finding=_top_finding(view))
+        return RunInfo(run_id, m)
+    return RunInfo(run_id, m, view.verdict(), _top_finding(view))
 
 
 def _top_finding(view: RunView) -> str:
@@ -156,17 +155,18 @@ def runs_table(infos: list[RunInfo]) -> pd.DataFrame:
     """The Runs page table (plain values only; strings are shown as text by the data grid)."""
     rows = []
     for r in infos:
+        status = {k: str(v.get("status", "unknown")) for k, v in r.record.probes.items()}
         rows.append({
             "run": r.run_id,
             "model": r.model,
-            "kind": r.kind,
+            "kind": str(r.record.model.get("kind") or ""),
             "status": r.status,
             "verdict": r.verdict.status or "—",
             "top finding": r.top_finding or "—",
-            "probes": ", ".join(f"{k} ({v})" if v != "complete" else k for k, v in r.probes.items()),
-            "explain": ", ".join(r.explain),
-            "date": (r.created_at or "")[:19].replace("T", " "),
-            "problem": r.message or "; ".join(r.errors),
+            "probes": ", ".join(f"{k} ({v})" if v != "complete" else k for k, v in status.items()),
+            "explain": ", ".join(r.record.explain),
+            "date": (r.manifest.get("created_at") or "")[:19].replace("T", " "),
+            "problem": r.record.problem or "; ".join(r.errors),
         })
     return pd.DataFrame(rows, columns=["run", "model", "kind", "status", "verdict", "top finding", "probes",
                                        "explain", "date", "problem"])

@@ -19,7 +19,6 @@ import streamlit as st
 from dashboard import RUNS_ENV
 from dashboard.data import (
     ExplainData,
-    OutsideRootError,
     ProbeData,
     RunInfo,
     RunsRoot,
@@ -64,14 +63,9 @@ def _explain(root: str, run_id: str, name: str, stamp: tuple[Any, ...]) -> Expla
 
 
 def run_infos(rr: RunsRoot) -> list[RunInfo]:
-    out = []
-    for run_id in rr.run_ids():
-        try:
-            stamp = rr.stamp(run_id, "manifest.json") + rr.stamp(run_id, "verdict.json")
-            out.append(_run_info(str(rr.root), run_id, stamp))
-        except OutsideRootError as exc:
-            out.append(RunInfo(run_id=run_id, status="refused", message=str(exc)))
-    return out
+    """Every run under the root (:func:`load_run_info`, which refuses a run outside the root)."""
+    return [_run_info(str(rr.root), run_id, rr.stamp(run_id, "manifest.json") + rr.stamp(run_id, "verdict.json"))
+            for run_id in rr.run_ids()]
 
 
 def probe(rr: RunsRoot, run_id: str, name: str) -> ProbeData:
@@ -106,7 +100,7 @@ def pick_run(label: str, infos: list[RunInfo], slot: int, key: str) -> RunInfo |
     The widget's key is set from the selection before it is drawn, and its callback writes the
     choice back, so every page shows the same selected runs.
     """
-    readable = [r for r in infos if r.readable]
+    readable = [r for r in infos if r.record.readable]
     if not readable:
         return None
     ids = [r.run_id for r in readable]

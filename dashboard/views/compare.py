@@ -17,20 +17,22 @@ from dashboard.state import get_root, no_runs, pick_run, run_infos, show_run_sta
 
 
 def identity(info: RunInfo) -> pd.Series:
-    model = as_dict(info.manifest.get("model"))
+    model = info.record.model
     shas = as_dict(model.get("weights_sha256"))
     return pd.Series({
         "run": info.run_id, "status": info.status, "verdict": info.verdict.status or "—", "model": info.model,
-        "kind": info.kind, "source": info.source, "revision": str(model.get("revision")),
-        "dtype": str(model.get("dtype")), "weights sha256": ", ".join(f"{k}: {str(v)[:12]}…" for k, v in shas.items()),
-        "seed": str(info.manifest.get("seed")), "created": str(info.created_at),
+        "kind": str(model.get("kind") or ""), "source": str(model.get("source") or ""),
+        "revision": str(model.get("revision")), "dtype": str(model.get("dtype")),
+        "weights sha256": ", ".join(f"{k}: {str(v)[:12]}…" for k, v in shas.items()),
+        "seed": str(info.manifest.get("seed")), "created": str(info.manifest.get("created_at")),
     })
 
 
 st.title("Compare")
 rr = get_root()
 infos = run_infos(rr)
-if not [i for i in infos if i.readable]:
+readable = [i for i in infos if i.record.readable]
+if not readable:
     no_runs(rr)
     st.stop()
 ca, cb = st.columns(2)
@@ -41,7 +43,7 @@ with cb:
 assert a is not None and b is not None
 if a.run_id == b.run_id:
     st.info("Choose two different runs to compare (there is only one readable run)."
-            if len([i for i in infos if i.readable]) < 2 else "Choose two different runs to compare.")
+            if len(readable) < 2 else "Choose two different runs to compare.")
     st.stop()
 with ca:
     show_run_state(a)

@@ -25,7 +25,7 @@ st.dataframe(table, hide_index=True, width="stretch", column_config={
     "problem": st.column_config.TextColumn("problem", width="large"),
 })
 
-ids = [r.run_id for r in infos if r.readable]
+ids = [r.run_id for r in infos if r.record.readable]
 
 
 def _store() -> None:
@@ -40,17 +40,16 @@ if sel:
     st.caption("Selected: " + ", ".join(md_escape(s) for s in sel))
 
 for info in infos:
-    if info.message:
-        st.error(f"Run {md_escape(info.run_id)} cannot be read: {md_escape(info.message)}")
+    if info.record.problem:
+        st.error(f"Run {md_escape(info.run_id)} cannot be read: {md_escape(info.record.problem)}")
 
 for info in [i for i in infos if i.run_id in sel]:
     with st.expander(f"Run {md_escape(info.run_id)}", expanded=True):
-        m = info.manifest
-        model = as_dict(m.get("model"))
+        model, m = info.record.model, info.manifest
         c1, c2, c3 = st.columns(3)
         c1.metric("Status", md_escape(info.status))
         c2.metric("Verdict", info.verdict.status or "—")
-        c3.metric("Probes", len(info.probes))
+        c3.metric("Probes", len(info.record.probes))
         if info.top_finding:
             st.markdown(f"**Top finding:** {md_escape(info.top_finding)}")
         if info.verdict.checks:
@@ -58,9 +57,9 @@ for info in [i for i in infos if i.run_id in sel]:
             checks = pd.DataFrame(info.verdict.checks)
             st.dataframe(checks[["check", "severity", "on", "status", "value", "ci_low", "ci_high", "reason"]],
                          hide_index=True, width="stretch")
-        st.text(f"model: {info.model}  kind: {info.kind}\nsource: {info.source}\n"
+        st.text(f"model: {info.model}  kind: {model.get('kind') or ''}\nsource: {model.get('source') or ''}\n"
                 f"revision: {model.get('revision')}  dtype: {model.get('dtype')}  device: {model.get('device')}\n"
-                f"created: {info.created_at}  finished: {info.finished_at}")
+                f"created: {m.get('created_at')}  finished: {m.get('finished_at')}")
         shas = as_dict(model.get("weights_sha256"))
         if shas:
             st.text("\n".join(f"sha256 {k}: {v}" for k, v in shas.items()))
