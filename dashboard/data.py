@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -247,8 +248,9 @@ def category_columns(probe: ProbeData, max_levels: int = 50) -> list[str]:
         if c in cols or c in probe.text_columns:
             continue
         s = df[c]
-        if (s.dtype == object or isinstance(s.dtype, pd.CategoricalDtype) or pd.api.types.is_bool_dtype(s)
-                or pd.api.types.is_string_dtype(s)) and 1 < s.nunique(dropna=True) <= max_levels:
+        arrays = s.dtype == object and not all(isinstance(v, Hashable) for v in s.dropna())  # e.g. mediation's nie
+        if not arrays and (s.dtype == object or isinstance(s.dtype, pd.CategoricalDtype) or pd.api.types.is_bool_dtype(s)
+                           or pd.api.types.is_string_dtype(s)) and 1 < s.nunique(dropna=True) <= max_levels:
             cols.append(c)
     return cols
 

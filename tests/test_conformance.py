@@ -7,7 +7,10 @@ probe goes through the same contract.
   and its result — metrics and items — equals an uninterrupted run's.
 * **Hostile strings inert.** Every probe that reads data reads a file whose texts, labels and
   groups carry script tags, event handlers, template syntax and Markdown/HTML injections; the run
-  goes through ``taudit run`` into the HTML report, where the strings are only ever text.
+  goes through ``taudit run`` into the HTML report, the Markdown model card and the dashboard's
+  Runs and Bias pages, where the strings are only ever text. In Markdown that means: rendered by
+  CommonMark with raw HTML allowed (the worst case), the card holds no raw HTML, link or image,
+  and every payload a page shows reads as the literal text it was.
 
 Options validated before any model loads — for probes and explainers — are tested in
 ``tests/test_contracts.py``; bad data files in ``tests/test_contracts_data.py``.
@@ -31,7 +34,7 @@ import probes  # noqa: F401  (registers the built-in probes)
 from audit.probe import PROBES, ItemProbe
 from audit.results import ProbeResult
 from audit.rundir_view import RunView
-from tests.test_security import audit_html
+from tests.test_security import _app, _go, _md, audit_html, markdown_problems, page_problems
 
 #: the payloads: script, event handler, template syntax (Jinja/Angular), Markdown link and image
 SCRIPT = "<script>alert(1)</script>"
@@ -306,7 +309,7 @@ def _stored(items: pd.DataFrame) -> list[str]:
 
 @pytest.mark.parametrize("name", [n for n in PROBES.names() if n not in NO_DATA])
 def test_hostile_strings_in_data_stay_text_in_the_report(
-    name: str, tmp_path: Path, request: pytest.FixtureRequest
+    name: str, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from audit.config import load_config
     from audit.runner import run_audit
@@ -323,7 +326,8 @@ def test_hostile_strings_in_data_stay_text_in_the_report(
     rd = outcome.run_dir
     items = RunView(rd).probe(name).items()[0] if (rd.probe_dir(name) / "items.parquet").is_file() else pd.DataFrame()
     stored = _stored(items)
-    html = build_reports(rd, ["html"], out_dir=tmp_path / "report")["html"].read_text(encoding="utf-8")
+    written = build_reports(rd, ["html", "md", "json"], out_dir=tmp_path / "report")
+    html = written["html"].read_text(encoding="utf-8")
     page = audit_html(html, allowed_tags=frozenset({"style"}))
     assert page.problems == [], page.problems[:10]
     assert "<script" not in html.lower()  # the report has no script of its own; a payload's is escaped
@@ -331,3 +335,20 @@ def test_hostile_strings_in_data_stay_text_in_the_report(
     assert [h for h in HOSTILE if h in shown], "no payload reached the report: the test would prove nothing"
     assert SCRIPT not in html and "<img src=x" not in html, "a payload reached the page unescaped"
     assert name in NO_ITEM_TEXT or stored, "the probe's items keep none of the texts it read"
+
+    # the model card: Markdown that CommonMark renders without raw HTML, links or images
+    card = written["md"].read_text(encoding="utf-8").split("\n---\n", 1)[1]  # after the front matter
+    assert markdown_problems(card) == [], markdown_problems(card)[:10]
+    # the card's per-category table shows the primary metric's groups: a payload among them reads as itself
+    doc = json.loads(written["json"].read_text(encoding="utf-8"))
+    groups = " ".join(str(r["group"]) for p in doc["probes"] for r in p["breakdown"] if r["metric"] == p["primary_metric"])
+    in_card = audit_html(_md().render(card)).visible()
+    assert [h for h in HOSTILE if h in groups and h not in in_card] == [], "a payload was not shown as itself"
+
+    # the dashboard's Runs and Bias pages over the same run directory, drawn to the end
+    at = _app(tmp_path / "runs", monkeypatch)
+    for view in ("runs", "bias"):
+        problems, seen = page_problems(_go(at, view, ["r"]))
+        assert problems == [], (view, problems[:8])
+        assert not [e.value for e in at.error if "could not be drawn" in e.value], (view, at.error)
+    assert [h for h in HOSTILE if h in seen.replace("\\", "")], "no payload reached the Bias page"

@@ -7,6 +7,7 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -18,6 +19,7 @@ from dashboard.cli import main as cli_main
 from dashboard.cli import register, streamlit_args
 from dashboard.data import (
     OutsideRootError,
+    ProbeData,
     RunsRoot,
     category_columns,
     filter_items,
@@ -140,6 +142,10 @@ def test_item_table_filters_and_search(tmp_path: Path) -> None:
     assert filter_items(t, search="[a-z]+", search_columns=p.text_columns).empty  # literal, not a regex
     both = filter_items(t, {"bias_type": ["gender", "age"], "stereo_antistereo": ["stereo"]})
     assert list(both["sent_more"]) == ["Women can't drive."]
+    # a column of arrays (mediation stores each item's per-head effects so) is no filter, and no crash
+    arrays = ProbeData(p.record, breakdown=p.breakdown,
+                       items=p.items.assign(nie=[np.arange(3.0), np.arange(3.0), None, np.ones(3), np.zeros(3), None]))
+    assert category_columns(arrays) == category_columns(p)
 
 
 # -- comparison tests ----------------------------------------------------------------------------
