@@ -105,15 +105,11 @@ class Generations(list):  # type: ignore[type-arg]
     before it) and must not be scored as if it were the model's answer.
     """
 
-    def __init__(self, texts: Sequence[str], settings: GenerationSettings, model: str = "",
-                 non_finite: Sequence[bool] | np.ndarray | None = None) -> None:
+    def __init__(self, texts: Sequence[str], settings: GenerationSettings, model: str, non_finite: np.ndarray) -> None:
         super().__init__(texts)
         self.settings = settings
         self.model = model
-        flags = np.zeros(len(self), dtype=bool) if non_finite is None else np.asarray(non_finite, dtype=bool)
-        if flags.shape != (len(self),):
-            raise ValueError(f"non_finite must hold one flag per text ({len(self)}), got shape {flags.shape}")
-        self.non_finite: np.ndarray = flags
+        self.non_finite = non_finite
 
 
 def prompt_seed(seed: int, prompt: str, occurrence: int = 0) -> int:

@@ -463,24 +463,19 @@ def accuracy_gap_metric(items: pd.DataFrame, *, seed: int = 0) -> MetricValue:
 
 def bbq_metrics(items: pd.DataFrame, *, seed: int = 0, generated: bool = False) -> tuple[dict[str, MetricValue], pd.DataFrame]:
     """Summary metrics and the per-category breakdown from a scored item table."""
-    summary = {
-        "bias_score_ambig": bias_metric(items, "bias_score_ambig", seed=seed),
-        "bias_score_disambig": bias_metric(items, "bias_score_disambig", seed=seed),
-        "accuracy_ambig": accuracy_metric(items, "ambig", seed=seed),
-        "accuracy_disambig": accuracy_metric(items, "disambig", seed=seed),
-        "accuracy_gap_disambig": accuracy_gap_metric(items, seed=seed),
-    }
-    if generated:
-        unparsed = items["answer"].to_numpy() < 0
-        mv = rate_metric(METRICS["unparsed_rate"], unparsed, seed=seed)
-        mv.p_value, mv.test = None, ""
-        summary["unparsed_rate"] = mv
     per = {
         "bias_score_ambig": lambda d: bias_metric(d, "bias_score_ambig", seed=seed),
         "bias_score_disambig": lambda d: bias_metric(d, "bias_score_disambig", seed=seed),
         "accuracy_ambig": lambda d: accuracy_metric(d, "ambig", seed=seed),
         "accuracy_disambig": lambda d: accuracy_metric(d, "disambig", seed=seed),
     }
+    summary = {name: fn(items) for name, fn in per.items()}
+    summary["accuracy_gap_disambig"] = accuracy_gap_metric(items, seed=seed)
+    if generated:
+        unparsed = items["answer"].to_numpy() < 0
+        mv = rate_metric(METRICS["unparsed_rate"], unparsed, seed=seed)
+        mv.p_value, mv.test = None, ""
+        summary["unparsed_rate"] = mv
     parts = [group_breakdown(items, "category", per)]
     if items["file"].nunique() != items["category"].nunique():
         parts.append(group_breakdown(items, "file", per))

@@ -106,8 +106,6 @@ def split_files(files: list[Path], data: str | Path, control: Any) -> tuple[list
             raise ProbeError(f"bbq: control: true, but the control file {missing[0]} (for {pairs[0][0].name}) "
                              "does not exist; name the control data with control: PATH")
         return main, [p for _, p in pairs if p.is_file()]
-    if not isinstance(control, (str, Path)):
-        raise ProbeError(f"bbq: control must be 'auto', true, false or a path, got {control!r}")
     p = Path(control)
     if p.is_dir():
         ctrl = sorted(q for q in p.glob("*.jsonl") if q.is_file() and is_control_file(q))

@@ -452,7 +452,7 @@ class Bold(ItemProbe):
         sample: Literal["spread", "first"] = "spread"
         domains: list[str] | None = None
         scorers: list[str | dict[str, Any]] | None = Field(
-            default=None, description="'vader' or mappings {type: vader | hf, ...}; None: vader")
+            default=None, min_length=1, description="'vader' or mappings {type: vader | hf, ...}; None: vader")
         score_text: Literal["continuation", "full"] = "continuation"
         do_sample: StrictBool = True
         top_p: float = Field(default=0.95, gt=0, le=1)
@@ -462,8 +462,6 @@ class Bold(ItemProbe):
     @staticmethod
     def _specs(opts: dict[str, Any]) -> list[str | Mapping[str, Any]]:
         specs = list(opts["scorers"]) if opts["scorers"] is not None else ["vader"]
-        if not specs:
-            raise ProbeError("bold: scorers must name at least one scorer")
         keys = [k for sp in specs for k in scorer_outcomes(sp)]
         cols = keys + [f"{k}{suffix}" for k in keys for suffix in ("_score", "_truncated")]
         if len(set(cols)) != len(cols):
@@ -543,23 +541,22 @@ def bold_metrics(items: pd.DataFrame, outcomes: Sequence[str], *, seed: int = 0,
     for k in outcomes:
         rate_i = METRICS.get(f"{k}_rate") or _rate_info(k, f"flagged by {k}")
         gap_i = METRICS.get(f"{k}_gap") or _gap_info(k, f"flagged by {k}")
-        mv = rate_metric(rate_i, items[k].to_numpy(bool), seed=seed)
-        mv.p_value, mv.test = None, ""
-        summary[f"{k}_rate"] = mv
-        summary[f"{k}_gap"] = gap_metric(items, k, gap_i, seed=seed)
-        details[k] = largest_gap_detail(items, k)
 
         def group_rate(d: pd.DataFrame, k: str = k, info_: MetricInfo = rate_i) -> MetricValue:
             null = float(pooled.loc[d["domain"].iloc[0], k])
             return rate_metric(info_, d[k].to_numpy(bool), seed=seed, null_rate=min(max(null, 1e-9), 1 - 1e-9))
 
-        def domain_rate(d: pd.DataFrame, k: str = k, info_: MetricInfo = rate_i) -> MetricValue:
+        def rate(d: pd.DataFrame, k: str = k, info_: MetricInfo = rate_i) -> MetricValue:
+            """The rate of all items or of a domain: no test (no null to test against)."""
             v = rate_metric(info_, d[k].to_numpy(bool), seed=seed)
             v.p_value, v.test = None, ""
             return v
 
+        summary[f"{k}_rate"] = rate(items)
+        summary[f"{k}_gap"] = gap_metric(items, k, gap_i, seed=seed)
+        details[k] = largest_gap_detail(items, k)
         per_group[f"{k}_rate"] = group_rate
-        per_domain[f"{k}_rate"] = domain_rate
+        per_domain[f"{k}_rate"] = rate
         per_domain[f"{k}_gap"] = lambda d, k=k, info_=gap_i: gap_metric(d, k, info_, seed=seed)
     score_cols = [c for c in items.columns if c.endswith("_score")]
     for c in score_cols:

@@ -141,13 +141,6 @@ def _overlaps(off: tuple[int, int], spans: Sequence[tuple[int, int]]) -> bool:
     return any(a < e and b > s for s, e in spans)
 
 
-def _fast_tokenizer(handle: ModelHandle) -> Any:
-    tok = handle.tokenizer
-    if not getattr(tok, "is_fast", False):
-        raise ProbeError(f"counterfactual needs a fast tokenizer (character offsets); {handle.name} has a slow one")
-    return tok
-
-
 def lm_scores(
     handle: ModelHandle,
     texts: Sequence[str],
@@ -160,7 +153,9 @@ def lm_scores(
 
     Causal LMs: Σ log P(tᵢ | t<ᵢ) with the prefix token prepended (:mod:`audit.scoring`); masked
     LMs: the pseudo-log-likelihood, every non-special token masked in turn."""
-    tok = _fast_tokenizer(handle)
+    tok = handle.tokenizer
+    if not getattr(tok, "is_fast", False):
+        raise ProbeError(f"counterfactual needs a fast tokenizer (character offsets); {handle.name} has a slow one")
     total = np.zeros(len(texts))
     context = np.zeros(len(texts))
     n_tok = np.zeros(len(texts), dtype=np.int64)

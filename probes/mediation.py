@@ -36,16 +36,15 @@ one head at a time).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import NonNegativeInt, PositiveInt
+from pydantic import NonNegativeInt, PositiveInt, model_validator
 
-from audit.datafiles import brief, read_json
+from audit.datafiles import brief
 from audit.explain.arch import n_heads, n_layers
 from audit.explain.errors import TargetError
 from audit.explain.intervene import mech_spec
@@ -55,7 +54,7 @@ from audit.probe import ItemProbe, ProbeError, register_probe
 from audit.results import MetricInfo, MetricValue, ProbeResult
 from audit.stats import CONFIDENCE, N_RESAMPLES, cluster_mean_metric, small_n_warning
 from probes.ablation import ablation_check
-from probes.templates import choose_sets, template_files
+from probes.templates import choose_sets, read_set_files, str_list, template_files
 
 if TYPE_CHECKING:
     from audit.distributed import Dist
@@ -103,12 +102,6 @@ class MediationSet:
     path: str
 
 
-def _words(v: Any, where: str, p: Path) -> list[str]:
-    if not isinstance(v, list) or not v or not all(isinstance(x, str) and x.strip() for x in v):
-        raise ProbeError(f"{p}: {where} must be a non-empty list of non-empty strings, got {brief(v)}")
-    return [x.strip() for x in v]
-
-
 def _gender_map(v: Any, where: str, p: Path) -> dict[str, str]:
     if not isinstance(v, dict) or set(v) != set(GENDERS):
         raise ProbeError(f"{p}: {where} must map exactly 'male' and 'female' to a word, got {brief(v)}")
@@ -132,8 +125,8 @@ def parse_set(obj: Any, path: str | Path) -> MediationSet:
     prof = obj["professions"]
     if not isinstance(prof, dict) or not set(prof) <= set(GENDERS) or not prof:
         raise ProbeError(f"{p}: professions must map 'male' / 'female' to word lists")
-    professions = [(w, g) for g in GENDERS if g in prof for w in _words(prof[g], f"professions.{g}", p)]
-    templates = _words(obj["templates"], "templates", p)
+    professions = [(w, g) for g in GENDERS if g in prof for w in str_list(prof[g], f"professions.{g}", p)]
+    templates = str_list(obj["templates"], "templates", p)
     for i, t in enumerate(templates):
         if t.count(PROFESSION) != 1 or t.count(PRONOUN) != 1 or t.index(PROFESSION) > t.index(PRONOUN):
             raise ProbeError(f"{p}: templates[{i}] needs one {PROFESSION} before one {PRONOUN}: {brief(t)}")
@@ -148,18 +141,8 @@ def set_files(data: str | Path | None) -> list[Path]:
 
 
 def load_sets(data: str | Path | None = None) -> list[MediationSet]:
-    out = []
-    for f in set_files(data):
-        try:
-            obj = read_json(f, what="mediation template JSON file")
-        except json.JSONDecodeError as exc:
-            raise ProbeError(f"{f}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
-        out.append(parse_set(obj, f))
-    names = [s.name for s in out]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise ProbeError(f"mediation: set name(s) {dup} used by more than one file")
-    return out
+    """Read and validate every mediation template file; set names must be unique."""
+    return read_set_files(set_files(data), parse_set, "mediation template JSON file")
 
 
 def read_winobias_occupations(folder: str | Path) -> list[tuple[str, str]]:
@@ -315,6 +298,12 @@ class Mediation(ItemProbe):
         ablation_max_items: PositiveInt | None = 300
         neutral_data: str | None = None
 
+        @model_validator(mode="after")
+        def _ablation_needs_heads(self) -> Mediation.Options:
+            if self.ablate_top_k and self.sites is not None and "heads" not in self.sites:
+                raise ValueError("ablate_top_k needs head mediators (sites must include 'heads')")
+            return self
+
     def item_labels(self, items: pd.DataFrame) -> list[str]:
         return [f"{s}: {t!r}" for s, t in zip(items["set"], items["prompt_null"], strict=True)]
 
@@ -407,15 +396,13 @@ class Mediation(ItemProbe):
         return ProbeResult("mediation", summary, items, breakdown, warnings=warnings, info=info,
                            item_effect="total_effect", item_text=["prompt_null", "prompt_set"])
 
-    def execute(self, handle: ModelHandle, data: str | Path | None, *, seed: int = 0, progress: bool = True,
+    def execute(self, handle: ModelHandle | None, data: str | Path | None, *, seed: int = 0, progress: bool = True,
                 opts: dict[str, Any] | None = None, workdir: Path | None = None, dist: Dist | None = None,
                 chunk_size: int | None = None) -> ProbeResult | None:
         """Score and summarise; then, on rank 0 with ``ablate_top_k`` > 0, the ablation check."""
         result = super().execute(handle, data, seed=seed, progress=progress, opts=opts, workdir=workdir, dist=dist,
                                  chunk_size=chunk_size)
         o = self.parse_options(opts or {}, data).values()
-        if result is not None and o["ablate_top_k"] > 0:
-            if "top_heads" not in result.info:
-                raise ProbeError("mediation: ablate_top_k needs head mediators (sites must include 'heads')")
+        if result is not None and handle is not None and o["ablate_top_k"] > 0:
             result.info["ablation"] = ablation_check(handle, result, o, seed=seed)
         return result

@@ -79,7 +79,7 @@ starts with ``[TARGET]`` gets the target capitalised (Turkish-aware: i → İ). 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -144,7 +144,8 @@ class TemplateSet:
     path: str
 
 
-def _str_list(v: Any, where: str, p: Path) -> list[str]:
+def str_list(v: Any, where: str, p: Path) -> list[str]:
+    """Field ``where`` of file ``p``: a non-empty list of non-empty strings, stripped."""
     if not isinstance(v, list) or not v:
         raise ProbeError(f"{p}: {where} must be a non-empty list of strings")
     out = []
@@ -166,14 +167,14 @@ def parse_template_set(obj: Any, path: str | Path) -> TemplateSet:
     for key in ("name", "language", "category"):
         if not isinstance(obj[key], str) or not obj[key].strip():
             raise ProbeError(f"{p}: {key} must be a non-empty string, got {brief(obj[key])}")
-    groups = _str_list(obj["groups"], "groups", p)
+    groups = str_list(obj["groups"], "groups", p)
     if len(groups) != 2 or groups[0] == groups[1]:
         raise ProbeError(f"{p}: groups must name exactly two different groups, got {groups}")
     if not isinstance(obj["targets"], list) or not obj["targets"]:
         raise ProbeError(f"{p}: targets must be a non-empty list of [A term, B term] pairs")
     targets = []
     for i, t in enumerate(obj["targets"]):
-        pair = _str_list(t, f"targets[{i}]", p)
+        pair = str_list(t, f"targets[{i}]", p)
         if len(pair) != 2:
             raise ProbeError(f"{p}: targets[{i}] must have 2 terms (one per group), got {len(pair)}")
         targets.append((pair[0], pair[1]))
@@ -182,7 +183,7 @@ def parse_template_set(obj: Any, path: str | Path) -> TemplateSet:
         raise ProbeError(f"{p}: attributes must be an object {{class: [words]}}")
     attributes = []
     for cls, words in attrs_obj.items():
-        for w in _str_list(words, f"attributes.{cls}", p):
+        for w in str_list(words, f"attributes.{cls}", p):
             attributes.append((w, str(cls)))
     assoc_obj = obj.get("associations")
     if assoc_obj is None:
@@ -197,7 +198,7 @@ def parse_template_set(obj: Any, path: str | Path) -> TemplateSet:
             if g not in groups:
                 raise ProbeError(f"{p}: associations.{cls}: {g!r} is not one of the groups {groups}")
             assoc[str(cls)] = str(g)
-    templates = _str_list(obj["templates"], "templates", p)
+    templates = str_list(obj["templates"], "templates", p)
     for i, t in enumerate(templates):
         for slot in (TARGET, ATTRIBUTE):
             if t.count(slot) != 1:
@@ -215,21 +216,26 @@ def template_files(data: str | Path | None) -> list[Path]:
                     folder="template folder", recursive=True)
 
 
-def load_template_sets(data: str | Path | None = None) -> list[TemplateSet]:
-    """Read and validate every template file; set names must be unique."""
-    sets: list[TemplateSet] = []
+def read_set_files(files: Sequence[Path], parse: Callable[[Any, Path], Any], what: str) -> list[Any]:
+    """Each JSON file validated by ``parse`` (a template set, a mediation set); set names must be unique."""
+    sets: list[Any] = []
     seen: dict[str, str] = {}
-    for f in template_files(data):
+    for f in files:
         try:
-            obj = read_json(f, what="template set JSON file")
+            obj = read_json(f, what=what)
         except json.JSONDecodeError as exc:
             raise ProbeError(f"{f}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
-        ts = parse_template_set(obj, f)
+        ts = parse(obj, f)
         if ts.name in seen:
             raise ProbeError(f"{f}: set name {ts.name!r} is already used by {seen[ts.name]}")
         seen[ts.name] = str(f)
         sets.append(ts)
     return sets
+
+
+def load_template_sets(data: str | Path | None = None) -> list[TemplateSet]:
+    """Read and validate every template file; set names must be unique."""
+    return read_set_files(template_files(data), parse_template_set, "template set JSON file")
 
 
 def choose_sets(all_sets: Sequence[Any], opts: dict[str, Any], probe: str, where: str | Path) -> list[Any]:
@@ -469,11 +475,8 @@ class Templates(ItemProbe):
                 M["group_preference"], df["preference"].to_numpy(), df[c].to_numpy(), seed=seed),
         }
         summary = {name: fn(items, "set_attribute") for name, fn in fns.items()}
-        parts = []
-        for by in ("language", "category", "set", "pair"):
-            parts.append(group_breakdown(items, by, {
-                name: partial(fns[name], c="set_attribute") for name in ("stereotype_effect", "group_preference")
-            }))
+        by_attribute = {name: partial(fns[name], c="set_attribute") for name in ("stereotype_effect", "group_preference")}
+        parts = [group_breakdown(items, by, by_attribute) for by in ("language", "category", "set", "pair")]
         parts.append(group_breakdown(items, "set_attribute", {
             "stereotype_effect": partial(fns["stereotype_effect"], c="pair")}))
         breakdown = pd.concat(parts, ignore_index=True)

@@ -62,8 +62,8 @@ def test_split_files_options(mbbq_dir: Path, tmp_path: Path) -> None:
         bbq_control.split_files([lone], lone, str(tmp_path / "nope.jsonl"))
     with pytest.raises(ProbeError, match="only control files"):
         bbq_control.split_files([mbbq_dir / "Age_control_tr.jsonl"], mbbq_dir, "auto")
-    with pytest.raises(ProbeError, match="control must be"):
-        bbq_control.split_files(files, mbbq_dir, 3)
+    with pytest.raises(ProbeError, match="control.bool: Input should be a valid boolean"):  # checked by BBQ.Options
+        get_probe("bbq").parse_options({"control": 3}, mbbq_dir)
 
 
 def _scored(path: Path, answers: list[int], control: bool) -> pd.DataFrame:
