@@ -65,13 +65,6 @@ def is_fetched(name: str, root: Path | None = None) -> bool:
                for f in entry(name)["files"])
 
 
-def _url(f: dict[str, Any], mirror: str | None) -> str:
-    if mirror:
-
-        return mirror.rstrip("/") + "/" + quote(f["path"])
-    return str(f["url"])
-
-
 def fetch(name: str, root: Path | None = None, mirror: str | None = None) -> list[Path]:
     """Download every file of ``name`` into ``root`` and verify its pinned sha256.
 
@@ -88,7 +81,7 @@ def fetch(name: str, root: Path | None = None, mirror: str | None = None) -> lis
             out.append(dest)
             continue
         dest.parent.mkdir(parents=True, exist_ok=True)
-        url = _url(f, mirror)
+        url = mirror.rstrip("/") + "/" + quote(f["path"]) if mirror else str(f["url"])
         if not url.startswith(("https://", "http://")):
             raise DataError(f"{name}: refusing to fetch {url!r} (only http and https URLs)")
         tmp = dest.with_name(f".{dest.name}.part")

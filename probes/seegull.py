@@ -303,14 +303,10 @@ class SeeGULL(ItemProbe):
         opts = dict(opts or {})
         threshold = float(opts.get("offensive_threshold", 2.0))
         per = pair_effects(items)
-        meta = items.drop_duplicates("pair_id").set_index("pair_id")[
-            ["identity", "attribute", "stereotype_votes", "n_votes", "offensiveness", "line"]]
-        per = per.join(meta, on="pair_id")
-        pairs = per.groupby("pair_id", sort=False).agg(delta=("delta", "mean"), identity=("identity", "first"),
-                                                       attribute=("attribute", "first"),
-                                                       stereotype_votes=("stereotype_votes", "first"),
-                                                       n_votes=("n_votes", "first"),
-                                                       offensiveness=("offensiveness", "first")).reset_index()
+        cols = ["identity", "attribute", "stereotype_votes", "n_votes", "offensiveness"]
+        per = per.join(items.drop_duplicates("pair_id").set_index("pair_id")[[*cols, "line"]], on="pair_id")
+        pairs = per.groupby("pair_id", sort=False).agg(delta=("delta", "mean"),
+                                                       **{c: (c, "first") for c in cols}).reset_index()
         pairs["agreement"] = [f"{v} of {n} stereotype votes" for v, n in zip(pairs["stereotype_votes"], pairs["n_votes"],
                                                                               strict=True)]
         pairs["offensiveness_band"] = np.where(pairs["offensiveness"] >= threshold, f"most offensive (≥ {threshold:g})",

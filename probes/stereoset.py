@@ -209,8 +209,9 @@ def _parse_cluster(p: Path, split: str, i: int, c: Any, seen: dict[str, str] | N
     return row
 
 
-def load_predictions(path: str | Path) -> dict[str, float]:
-    """Per-sentence scores ``{"intrasentence": [{"id", "score"}], "intersentence": [...]}``."""
+def load_predictions(path: str | Path) -> tuple[dict[str, float], list[str]]:
+    """Per-sentence scores ``{"intrasentence": [{"id", "score"}], "intersentence": [...]}``, and
+    the splits that have some."""
     p = Path(path)
     if not p.is_file():
         raise ProbeError(f"StereoSet predictions file not found: {p}")
@@ -235,7 +236,7 @@ def load_predictions(path: str | Path) -> dict[str, float]:
                 logger.warning("%s: %s[%d]: sentence id %r has a second, different score; the last one is "
                                "used, as the reference's dict does", p, split, i, e["id"])
             scores[e["id"]] = v  # a repeated id keeps the last score, as the reference's dict
-    return scores
+    return scores, [s for s in SPLITS if obj.get(s)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -322,21 +323,13 @@ def score_predictions(dataset_path: str | Path, predictions_path: str | Path) ->
     to the reference's table.
     """
     pred = Path(predictions_path)
-    scores = load_predictions(pred)
-    obj = _read_json(pred, "StereoSet predictions file")
-    splits = [s for s in SPLITS if obj.get(s)]
-    clusters = load_stereoset(dataset_path, splits)
-    return score_table(attach_scores(clusters, scores, str(pred)))
+    scores, splits = load_predictions(pred)
+    return score_table(attach_scores(load_stereoset(dataset_path, splits), scores, str(pred)))
 
 
 # --------------------------------------------------------------------------------------------
 # model scoring
 # --------------------------------------------------------------------------------------------
-
-
-def _space_sensitive(tok: Any) -> bool:
-    """Whether a leading space changes the tokens (byte-level BPE / SentencePiece style)."""
-    return tok.encode("word", add_special_tokens=False) != tok.encode(" word", add_special_tokens=False)
 
 
 def masked_intrasentence_scores(
@@ -347,7 +340,8 @@ def masked_intrasentence_scores(
     mask_tok, mask_id = tok.mask_token, tok.mask_token_id
     if mask_id is None:
         raise ProbeError(f"{handle.name} has no mask token; masked StereoSet scoring needs a masked LM")
-    spaced = _space_sensitive(tok)
+    # whether a leading space changes the tokens (byte-level BPE / SentencePiece style)
+    spaced = tok.encode("word", add_special_tokens=False) != tok.encode(" word", add_special_tokens=False)
     seqs: list[list[int]] = []
     pos: list[int] = []
     tgt: list[int] = []

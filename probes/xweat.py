@@ -115,14 +115,10 @@ class Translation:
     merged: list[str] = field(default_factory=list)
 
     def warnings(self) -> list[str]:
-        out = []
-        if self.missing:
-            out.append(f"{self.english.name}: {len(self.missing)} word(s) not in the map, left out: {self.missing[:10]}")
-        if self.suspects:
-            out.append(f"{self.english.name}: name(s) translated as common nouns: {self.suspects[:10]}")
-        if self.merged:
-            out.append(f"{self.english.name}: words sharing one translation, kept once: {self.merged[:10]}")
-        return out
+        found = ((self.missing, f"{len(self.missing)} word(s) not in the map, left out"),
+                 (self.suspects, "name(s) translated as common nouns"),
+                 (self.merged, "words sharing one translation, kept once"))
+        return [f"{self.english.name}: {what}: {words[:10]}" for words, what in found if words]
 
 
 def translate(test: SeatTest, vocab: dict[str, str], *, drop_suspect: bool = True) -> Translation:
@@ -231,12 +227,9 @@ class XWeat(Probe):
         items = pd.DataFrame(rows)
         summary = {
             "effect_size_gap": mean_metric(METRICS["effect_size_gap"], items["effect_size_gap"].to_numpy(), seed=seed),
-            "mean_abs_effect_size_en": mean_metric(METRICS["mean_abs_effect_size_en"],
-                                                   items["effect_size_en"].to_numpy(), seed=seed, test="none",
-                                                   transform=np.abs),
-            "mean_abs_effect_size_tr": mean_metric(METRICS["mean_abs_effect_size_tr"],
-                                                   items["effect_size_tr"].to_numpy(), seed=seed, test="none",
-                                                   transform=np.abs),
+            **{f"mean_abs_effect_size_{lang}": mean_metric(METRICS[f"mean_abs_effect_size_{lang}"],
+                                                           items[f"effect_size_{lang}"].to_numpy(), seed=seed,
+                                                           test="none", transform=np.abs) for lang in ("en", "tr")},
         }
         if len(items) == 1:  # one test: the paired word bootstrap is the interval
             mv = summary["effect_size_gap"]

@@ -114,20 +114,12 @@ TR_TERMS = {
 }
 
 
-def _fill(frame: str, term: str) -> str:
-    if "{P}" in frame:
-        return frame.replace("{P}", _capitalise(term))
-    return frame.replace("{p}", term)
-
-
 def term_rows() -> list[dict[str, str]]:
-    out: list[dict[str, str]] = []
-    for lang, frames, terms in (("en", EN_FRAMES, EN_TERMS), ("tr", TR_FRAMES, TR_TERMS)):
-        for (fi, frame), (gender, words) in itertools.product(enumerate(frames), terms.items()):
-            for term in words:
-                out.append({"text": _fill(frame, term), "gender": gender, "term": term,
-                            "language": lang, "frame": f"{lang}{fi}"})
-    return out
+    # a frame holds the term once: "{P}" where it starts the sentence (capitalised), else "{p}"
+    return [{"text": frame.replace("{P}", _capitalise(term)).replace("{p}", term), "gender": gender, "term": term,
+             "language": lang, "frame": f"{lang}{fi}"}
+            for lang, frames, terms in (("en", EN_FRAMES, EN_TERMS), ("tr", TR_FRAMES, TR_TERMS))
+            for (fi, frame), (gender, words) in itertools.product(enumerate(frames), terms.items()) for term in words]
 
 
 def write(path: Path, data: list[dict[str, str]]) -> None:
