@@ -8,7 +8,7 @@ import bisect
 import logging
 import os
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +22,7 @@ from audit.scoring.batching import (
     pad_token_id,
     run_batches,
 )
-from audit.scoring.heads import causal_head
+from audit.scoring.heads import causal_head, target_logprobs
 
 if TYPE_CHECKING:
     from audit.models import ModelHandle
@@ -41,20 +41,6 @@ def causal_tokenize(handle: ModelHandle, texts: Sequence[str], add_prefix: bool 
     enc = handle.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
     pre = prefix_token_id(handle) if add_prefix else None
     return [([pre] if pre is not None else []) + list(e) for e in enc]
-
-
-def _gather_logprobs(
-    head: Callable[[torch.Tensor], torch.Tensor], sel: torch.Tensor, targets: torch.Tensor, head_chunk: int,
-) -> np.ndarray:
-    """log-softmax of the LM head at the hidden states ``sel`` (N × H), read at ``targets``, in row
-    chunks: a large vocabulary never materialises an N × vocab tensor, and only the target logit and
-    the log-sum-exp are taken from each chunk (no second vocab-sized log-softmax tensor)."""
-    parts = []
-    for c0 in range(0, sel.shape[0], head_chunk):
-        logits = head(sel[c0 : c0 + head_chunk]).float()
-        tgt = targets[c0 : c0 + head_chunk, None]
-        parts.append(logits.gather(1, tgt)[:, 0] - torch.logsumexp(logits, -1))
-    return torch.cat(parts).double().cpu().numpy() if parts else np.empty(0)
 
 
 #: the largest unit of a prefix tree on every device: tree attention costs rows × length² (the
@@ -260,7 +246,7 @@ def _score_tree(
         with torch.inference_mode():
             hidden = base(input_ids=ids.to(dev), use_cache=False, **{k: v.to(dev) for k, v in kw.items()}).last_hidden_state
             sel = hidden.reshape(-1, hidden.shape[-1])[pred.to(dev)]
-            node_lp[nodes] = _gather_logprobs(head, sel, tgt.to(dev), head_chunk)
+            node_lp[nodes] = target_logprobs(head, sel, tgt.to(dev), head_chunk)
 
     run_batches(batches, step, desc="causal LM", progress=progress, total=len(units),
                 size=lambda rows: sum(len(r) for r in rows))

@@ -5,10 +5,25 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 if TYPE_CHECKING:
     from audit.models import ModelHandle
+
+
+def target_logprobs(
+    head: Callable[[torch.Tensor], torch.Tensor], sel: torch.Tensor, targets: torch.Tensor, head_chunk: int,
+) -> np.ndarray:
+    """log-softmax of the LM head at the hidden states ``sel`` (N × H), read at ``targets``, in row
+    chunks: a large vocabulary never materialises an N × vocab tensor, and only the target logit and
+    the log-sum-exp are taken from each chunk (no second vocab-sized log-softmax tensor)."""
+    parts = []
+    for c0 in range(0, sel.shape[0], head_chunk):
+        logits = head(sel[c0 : c0 + head_chunk]).float()
+        tgt = targets[c0 : c0 + head_chunk, None]
+        parts.append(logits.gather(1, tgt)[:, 0] - torch.logsumexp(logits, -1))
+    return torch.cat(parts).double().cpu().numpy() if parts else np.empty(0)
 
 
 def causal_head(handle: ModelHandle) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -18,7 +18,7 @@ from audit.scoring.batching import (
     padded_matrix,
     run_batches,
 )
-from audit.scoring.heads import output_head
+from audit.scoring.heads import output_head, target_logprobs
 
 if TYPE_CHECKING:
     from audit.models import ModelHandle
@@ -62,7 +62,6 @@ def _masked_queries(
     budget = max_batch_tokens or default_batch_tokens(handle)
     head = output_head(handle)
     base = handle.model.base_model
-    model = handle.model
     mask_id = handle.tokenizer.mask_token_id
     dev = handle.device
 
@@ -78,17 +77,13 @@ def _masked_queries(
         else:
             tgt = targets[idx]
         att = (np.arange(T)[None, :] < q_len[idx][:, None]).astype(np.int64)
-        ids_t, att_t = torch.from_numpy(ids).to(dev), torch.from_numpy(att).to(dev)
-        rows_t, pos_t, tgt_t = (torch.from_numpy(x).to(dev) for x in (r, pos, tgt))
+        ids_t, att_t, rows_t, pos_t, tgt_t = (torch.from_numpy(x).to(dev) for x in (ids, att, r, pos, tgt))
         with torch.inference_mode():
             if head is not None:
-                hidden = base(input_ids=ids_t, attention_mask=att_t).last_hidden_state
-                logits = head(hidden[rows_t, pos_t])
-            else:
-                logits = model(input_ids=ids_t, attention_mask=att_t).logits[rows_t, pos_t]
-            logits = logits.float()
-            lp = logits.gather(1, tgt_t[:, None])[:, 0] - torch.logsumexp(logits, -1)
-        out[idx] = lp.double().cpu().numpy()
+                sel = base(input_ids=ids_t, attention_mask=att_t).last_hidden_state[rows_t, pos_t]
+            else:  # no head of its own: full logits, read at the masked positions
+                sel = handle.model(input_ids=ids_t, attention_mask=att_t).logits[rows_t, pos_t]
+            out[idx] = target_logprobs(head if head is not None else torch.nn.Identity(), sel, tgt_t, len(idx))
 
     run_batches(length_sorted_batches(q_len, budget), step, desc=desc, progress=progress)
     return out
