@@ -172,7 +172,7 @@ class HeadImportanceOptions(ExplainOptions):
     normalize: Literal["none", "layer"] = Field(default="none", description="layer: scale each layer's scores")
 
 
-@register_explainer("attention", layout="attention", needs_attention=True, modes=QUERY_MODES, options=AttentionOptions,
+@register_explainer("attention", layout="attention", modes=QUERY_MODES, options=AttentionOptions,
                     description="Raw attention weights of the requested layers and heads",
                     reference="Vaswani et al. 2017; Clark et al. 2019, What Does BERT Look At?")
 def raw_attention(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], progress: bool
@@ -191,7 +191,7 @@ def _layer_means(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any
     return _attention_maps(handle, preps, opts, layers, None, opts["head_fusion"], desc, progress)
 
 
-@register_explainer("rollout", layout="matrix", needs_attention=True, modes=QUERY_MODES, options=RolloutOptions,
+@register_explainer("rollout", layout="matrix", modes=QUERY_MODES, options=RolloutOptions,
                     description="Attention rollout: product over layers of rownorm(head-mean attention + I)",
                     reference="Abnar & Zuidema 2020, Quantifying Attention Flow in Transformers")
 def rollout(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], progress: bool
@@ -204,7 +204,7 @@ def rollout(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], pr
     return outs
 
 
-@register_explainer("attention_flow", needs_attention=True, modes=QUERY_MODES, options=FlowOptions,
+@register_explainer("attention_flow", modes=QUERY_MODES, options=FlowOptions,
                     description="Attention flow: max-flow through the layer graph of residual-augmented attention",
                     reference="Abnar & Zuidema 2020, Quantifying Attention Flow in Transformers")
 def flow(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], progress: bool) -> list[dict[str, Any]]:
@@ -226,7 +226,7 @@ def flow(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], progr
     return outs
 
 
-@register_explainer("grad_rollout", needs_attention=True, modes=QUERY_MODES,
+@register_explainer("grad_rollout", modes=QUERY_MODES,
                     description="Gradient-weighted attention rollout: R ← R + mean_h((∂y/∂A ⊙ A)⁺)·R",
                     reference="Chefer, Gur & Wolf 2021, Generic Attention-model Explainability for Interpreting "
                               "Bi-Modal and Encoder-Decoder Transformers")

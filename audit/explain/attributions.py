@@ -99,22 +99,6 @@ class Attributions:
     def __iter__(self) -> Iterator[ExampleAttribution]:
         return iter(self.examples)
 
-    @property
-    def texts(self) -> list[str]:
-        return [e.text for e in self.examples]
-
-    @property
-    def tokens(self) -> list[list[str]]:
-        return [e.tokens for e in self.examples]
-
-    @property
-    def scores(self) -> list[np.ndarray]:
-        return [e.scores for e in self.examples]
-
-    @property
-    def token_scores(self) -> list[np.ndarray | None]:
-        return [e.token_scores for e in self.examples]
-
     def completeness_gaps(self) -> np.ndarray:
         """Relative IG completeness gap of every (example, target) (empty when not computed)."""
         gaps: list[float] = []
@@ -193,21 +177,16 @@ class Attributions:
         return df.astype({**dict.fromkeys(_INT_COLUMNS, "Int64"), "example": "int64", "score": "float64"})
 
     # -- persistence --------------------------------------------------------------------------
-    def _meta(self) -> dict[str, Any]:
-        meta = {k: v for k, v in asdict(self).items() if k != "examples"}
-        meta["examples"] = []
-        for e in self.examples:
-            d = {k: v for k, v in asdict(e).items() if k not in {"scores", "token_scores", "attributable"}}
-            meta["examples"].append(d)
-        return meta
-
     def save(self, path: str | Path) -> Path:
         """Write everything to one ``.npz`` file (arrays + JSON metadata; no pickle)."""
         path = Path(path)
         if path.suffix != ".npz":
             path = path.with_suffix(".npz")
         path.parent.mkdir(parents=True, exist_ok=True)
-        arrays: dict[str, np.ndarray] = {"meta": np.asarray(json.dumps(self._meta(), default=_json_default))}
+        meta = {**{k: v for k, v in asdict(self).items() if k != "examples"},
+                "examples": [{k: v for k, v in asdict(e).items() if k not in {"scores", "token_scores", "attributable"}}
+                             for e in self.examples]}
+        arrays: dict[str, np.ndarray] = {"meta": np.asarray(json.dumps(meta, default=_json_default))}
         for i, e in enumerate(self.examples):
             arrays[f"scores_{i}"] = np.asarray(e.scores)
             arrays[f"attributable_{i}"] = np.asarray(e.attributable, dtype=bool)

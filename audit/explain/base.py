@@ -67,13 +67,8 @@ class Explainer:
     kinds: tuple[str, ...] = KINDS
     #: target modes it can explain (None: all)
     modes: tuple[str, ...] | None = None
-    needs_attention: bool = False
     #: differentiable in embedding space: sensitivity-max can re-run it on perturbed embeddings
     gradient: bool = False
-
-    def defaults(self) -> dict[str, Any]:
-        """Every option with its default."""
-        return self.options().values()
 
 
 #: built-in methods register on import of :mod:`audit.explain`; third-party packages add theirs
@@ -90,7 +85,6 @@ def register_explainer(
     options: type[ExplainOptions] = ExplainOptions,
     kinds: Sequence[str] = KINDS,
     modes: Sequence[str] | None = None,
-    needs_attention: bool = False,
     gradient: bool = False,
 ) -> Callable[[ExplainFn], ExplainFn]:
     """Register ``fn(handle, prepared, options, progress) -> [per-example dict]`` under ``name``.
@@ -100,9 +94,8 @@ def register_explainer(
 
     def deco(fn: ExplainFn) -> ExplainFn:
         _EXPLAINERS.register(name)(Explainer(
-            name=name, fn=fn, layout=layout, description=description, reference=reference,
-            options=options, kinds=tuple(kinds), modes=tuple(modes) if modes else None,
-            needs_attention=needs_attention, gradient=gradient))
+            name=name, fn=fn, layout=layout, description=description, reference=reference, options=options,
+            kinds=tuple(kinds), modes=tuple(modes) if modes else None, gradient=gradient))
         return fn
 
     return deco

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from functools import partial
 from itertools import combinations
 from typing import TYPE_CHECKING, Any
 
@@ -147,11 +148,12 @@ def evaluate(
                 rows += _infidelity_rows(handle, p, k, vis, scores, infidelity_samples, infidelity_noise, seed,
                                          abl.rows if abl else None)
             if "sensitivity_max" in want:
-                for m in token_methods:
-                    if not get_explainer(m).gradient:
-                        continue
-                    rows.append(_row(p, k, m, "sensitivity_max", _sensitivity(
-                        handle, p, k, m, by_method[m].options, vis, sensitivity_samples, sensitivity_radius, seed)))
+                with torch.no_grad():
+                    e = embed_ids(handle, p.ids[None])
+                for m in filter(lambda m: get_explainer(m).gradient, token_methods):
+                    rows.append(_row(p, k, m, "sensitivity_max", sensitivity_tokens(
+                        partial(explain_embeddings, handle, p, k, m, opts=by_method[m].options), e, vis,
+                        radius=sensitivity_radius, n_perturb_samples=sensitivity_samples, seed=seed)))
             if "rank_agreement" in want:
                 for m1, m2 in combinations(token_methods, 2):
                     for name, v in rank_agreement(scores[m1], scores[m2], vis).items():
@@ -230,14 +232,6 @@ def _infidelity_rows(handle: ModelHandle, p: Prepared, k: int, vis: np.ndarray, 
     return [_row(p, k, m, "infidelity", infidelity_tokens(forward_z, s, vis, n_perturb_samples=n, noise=noise,
                                                           seed=seed, max_examples_per_batch=rows))
             for m, s in scores.items()]
-
-
-def _sensitivity(handle: ModelHandle, p: Prepared, k: int, method: str, opts: dict[str, Any], vis: np.ndarray,
-                 n: int, radius: float, seed: int) -> float:
-    with torch.no_grad():
-        e = embed_ids(handle, p.ids[None])
-    return sensitivity_tokens(lambda x: explain_embeddings(handle, p, k, method, x, opts), e, vis, radius=radius,
-                              n_perturb_samples=n, seed=seed)
 
 
 def _entropy_rows(handle: ModelHandle, preps: Sequence[Prepared], attn: Attributions | None, progress: bool

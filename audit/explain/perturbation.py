@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from audit.explain.base import ExplainOptions, SeededOptions, batch_tokens, register_explainer
 from audit.explain.errors import OptionError
 from audit.explain.targets import Prepared, embed_ids, forward_rows
+from audit.metrics.faithfulness import loo_masks
 
 if TYPE_CHECKING:
     from audit.models import ModelHandle
@@ -94,10 +95,8 @@ def occlusion(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], 
     outs = []
     for p in tqdm(preps, desc="occlusion", disable=not progress, unit="ex"):
         abl = Ablator(handle, p, removal, opts.get("max_batch_tokens"))
-        idx = torch.nonzero(p.attributable).flatten().cpu().numpy()
-        keep = np.ones((len(idx) + 1, p.length), dtype=bool)
-        keep[np.arange(1, len(idx) + 1), idx] = False
-        vals = abl(keep)  # row 0: the unperturbed input
+        keep, idx = loo_masks(p.attributable.cpu().numpy())
+        vals = abl(np.concatenate([np.ones((1, p.length), dtype=bool), keep]))  # row 0: the unperturbed input
         s = np.zeros((p.n_targets, p.length))
         s[:, idx] = (vals[0][:, None] - vals[1:].T)
         outs.append({"scores": s, "token_scores": s})

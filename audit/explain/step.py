@@ -240,7 +240,7 @@ def run_explain_step(handle: ModelHandle, spec: dict[str, Any], run_dir: RunDir,
     methods: list[str] = spec["methods"]
     per = method_options(methods, spec["options"])
     for m in methods:  # stochastic methods follow the run's seed unless the entry sets one
-        if "seed" in get_explainer(m).defaults():
+        if "seed" in get_explainer(m).options.model_fields:
             per[m].setdefault("seed", seed)
     step = StepOptions.model_validate({k: v for k, v in spec["options"].items() if k in StepOptions.model_fields})
     target = spec["target"]

@@ -40,7 +40,7 @@ from audit.generation import GenerationSettings, generate_ids
 from audit.registry import DuplicateNameError
 from audit.scoring import (
     POOLINGS,
-    InputTooLongError,
+    check_length,
     default_batch_tokens,
     length_sorted_batches,
     output_head,
@@ -314,13 +314,6 @@ def _special_mask(handle: ModelHandle, ids: Sequence[int]) -> torch.Tensor:
     return torch.tensor([int(i) in special for i in ids], dtype=torch.bool)
 
 
-def _check_len(handle: ModelHandle, i: int, n: int, extra: str = "") -> None:
-    if n > handle.max_length:
-        raise InputTooLongError(
-            f"example {i} has {n} tokens{extra}; {handle.name} accepts at most {handle.max_length}"
-        )
-
-
 def _normalise_inputs(kind: str, inputs: Any) -> list[tuple[str, str | None]]:
     if isinstance(inputs, str):
         inputs = [inputs]
@@ -513,7 +506,7 @@ class MaskedToken(TokenTarget):
         for ph in _MASK_PLACEHOLDERS:
             text = text.replace(ph, tok.mask_token)
         ids = tok(text)["input_ids"]
-        _check_len(self.handle, i, len(ids))
+        check_length(self.handle, len(ids), f"example {i}")
         masks = [j for j, t in enumerate(ids) if t == self.mask_id]
         if not masks:
             raise TargetError(f"example {i} ({text[:60]!r}) has no {tok.mask_token} token; a masked-LM "
@@ -541,7 +534,7 @@ class PseudoLogLikelihood(Target):
 
     def example(self, i: int, text: str, pair: str | None) -> Prepared:
         ids = self.handle.tokenizer(text)["input_ids"]
-        _check_len(self.handle, i, len(ids))
+        check_length(self.handle, len(ids), f"example {i}")
         special = _special_mask(self.handle, ids)
         labels = torch.tensor(ids)[None]
         return self._new(i, text, ids, ~special, ((~special)[None], labels), (False, -100), ["pseudo-log-likelihood"])
@@ -569,7 +562,7 @@ class NextToken(TokenTarget):
 
     def locate(self, i: int, text: str) -> tuple[str, list[int], torch.Tensor, int, dict[str, Any]]:
         ids = _causal_source(self.handle, text)
-        _check_len(self.handle, i, len(ids))
+        check_length(self.handle, len(ids), f"example {i}")
         return text, ids, _causal_attributable(self.handle, ids), len(ids) - 1, {}
 
 
@@ -605,16 +598,16 @@ class Generation(Target):
     def example(self, i: int, text: str, pair: str | None) -> Prepared:
         tok, n_new = self.handle.tokenizer, self.n_new
         src = _causal_source(self.handle, text)
-        _check_len(self.handle, i, len(src))
+        check_length(self.handle, len(src), f"example {i}")
         if self.continuation is not None:
             gen = list(tok(self.continuation, add_special_tokens=False)["input_ids"])
         else:
-            _check_len(self.handle, i, len(src) + n_new, f" plus {n_new} new tokens")
+            check_length(self.handle, len(src) + n_new, f"example {i} (its text plus {n_new} new tokens)")
             gen = self._greedy(src)
         if not gen:
             raise TargetError(f"example {i}: the continuation has no tokens")
         ids = src + gen
-        _check_len(self.handle, i, len(ids), " with its continuation")
+        check_length(self.handle, len(ids), f"example {i} with its continuation")
         positions = list(range(len(src), len(ids)))
         attributable = _causal_attributable(self.handle, ids)
         if not self.attribute_generated:
@@ -641,7 +634,7 @@ class Sentence(Target):
 
     def example(self, i: int, text: str, pair: str | None) -> Prepared:
         ids = _causal_source(self.handle, text)
-        _check_len(self.handle, i, len(ids))
+        check_length(self.handle, len(ids), f"example {i}")
         if len(ids) < 2:
             raise TargetError(f"example {i} has no token to score")
         labels = torch.tensor(ids[1:] + [-100])[None]
@@ -679,7 +672,7 @@ class ClassLabel(Target):
 
     def example(self, i: int, text: str, pair: str | None) -> Prepared:
         ids = self.handle.tokenizer(text)["input_ids"]
-        _check_len(self.handle, i, len(ids))
+        check_length(self.handle, len(ids), f"example {i}")
         c = self.cls
         if c is None:
             with torch.no_grad():
@@ -722,8 +715,8 @@ class Cosine(Target):
                               "text; give target={'pair': '...'} or (text, pair) inputs")
         ids = tok(text)["input_ids"]
         pids = tok(pair)["input_ids"]
-        _check_len(self.handle, i, len(ids))
-        _check_len(self.handle, i, len(pids), " in its pair text")
+        check_length(self.handle, len(ids), f"example {i}")
+        check_length(self.handle, len(pids), f"the pair text of example {i}")
         with torch.no_grad():
             pt = torch.tensor([pids], device=self.handle.device)
             pvec = self.pooled(embed_ids(self.handle, pt), torch.ones_like(pt))
