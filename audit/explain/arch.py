@@ -45,17 +45,9 @@ _BERT = ArchSpec("encoder.layer", "attention.self", "attention.output.dense", "o
 _LLAMA = ArchSpec("layers", "self_attn", "self_attn.o_proj", "mlp", "norm")
 
 ARCH_SPECS: dict[str, ArchSpec] = {
-    "bert": _BERT,
-    "roberta": _BERT,
-    "xlm-roberta": _BERT,
-    "camembert": _BERT,
+    **dict.fromkeys(("bert", "roberta", "xlm-roberta", "camembert"), _BERT),
     "gpt2": ArchSpec("h", "attn", "attn.c_proj", "mlp", "ln_f"),
-    "llama": _LLAMA,
-    "mistral": _LLAMA,
-    "qwen2": _LLAMA,
-    "qwen3": _LLAMA,
-    "gemma2": _LLAMA,
-    "gemma3_text": _LLAMA,
+    **dict.fromkeys(("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text"), _LLAMA),
 }
 
 

@@ -212,10 +212,8 @@ def explain_prepared(
             logger.warning(msg)
             warnings.append(msg)
         examples.append(e)
-    layers = opts.get("layers") if ex.layout == "attention" else None
-    heads = opts.get("heads") if ex.layout == "attention" else None
-    if outs and "layers" in outs[0]:
-        layers, heads = outs[0]["layers"], outs[0]["heads"]
+    # the layers and heads an attention method resolved (negative indices, None for all)
+    layers, heads = (outs[0]["layers"], outs[0]["heads"]) if outs and "layers" in outs[0] else (None, None)
     return Attributions(
         method=method, layout=ex.layout, examples=examples, model=handle.name, kind=handle.kind,
         target=dict(target or {}),

@@ -30,12 +30,5 @@ class ExplainOptionsError(OptionsError, OptionError):
     """A method's options do not fit its options model; ``problems`` names each field."""
 
 
-__all__ = [
-    "ExplainError",
-    "ExplainOptionsError",
-    "InputTooLongError",
-    "MethodNotValidError",
-    "OptionError",
-    "TargetError",
-    "UnknownMethodError",
-]
+__all__ = ["ExplainError", "ExplainOptionsError", "InputTooLongError", "MethodNotValidError", "OptionError",
+           "TargetError", "UnknownMethodError"]

@@ -41,7 +41,7 @@ from audit.metrics.faithfulness import (
     sufficiency_masks,
     tau_loo,
 )
-from audit.metrics.info import METRICS, metric_info
+from audit.metrics.info import METRICS
 from audit.metrics.plausibility import plausibility_auprc, plausibility_token_f1, rationale_mask
 from audit.metrics.robustness import infidelity_tokens, sensitivity_tokens
 from audit.results import MetricValue
@@ -270,7 +270,7 @@ def summarize(df: pd.DataFrame) -> dict[str, dict[str, dict[str, Any]]]:
     for (method, key), g in scalar.groupby([scalar["method"], keys], sort=True):
         vals = g["value"].to_numpy(dtype=np.float64)
         vals = vals[np.isfinite(vals)]
-        info = metric_info(key.split(":")[0]) if key.split(":")[0] in METRICS else None
+        info = METRICS.get(key.split(":")[0])
         n = len(vals)
         mean = float(vals.mean()) if n else float("nan")
         lo = hi = None

@@ -307,27 +307,23 @@ def _one_gradient(handle: ModelHandle, preps: list[Prepared], opts: dict[str, An
     return [p.token_result(s) for p, s in zip(preps, res, strict=True)]
 
 
-def _saliency(g: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-    return g.norm(dim=-1)
+#: the one-gradient methods' token score from the gradient and the embeddings, (T, H) → (T,)
+ONE_GRADIENT: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "saliency": lambda g, e: g.norm(dim=-1), "input_x_gradient": lambda g, e: (g * e).sum(-1)}
 
 
-def _input_x_gradient(g: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-    return (g * e).sum(-1)
-
-
-def _register_one_gradient(name: str, score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], description: str,
-                           reference: str) -> None:
-    """Register ``name``: :func:`_one_gradient` with ``score(gradient, embeddings)``."""
+def _register_one_gradient(name: str, description: str, reference: str) -> None:
+    """Register ``name``: :func:`_one_gradient` with its :data:`ONE_GRADIENT` score."""
 
     @register_explainer(name, gradient=True, description=description, reference=reference)
     def explain(handle: ModelHandle, preps: list[Prepared], opts: dict[str, Any], progress: bool
                 ) -> list[dict[str, Any]]:
-        return _one_gradient(handle, preps, opts, name, progress, score)
+        return _one_gradient(handle, preps, opts, name, progress, ONE_GRADIENT[name])
 
 
-_register_one_gradient("saliency", _saliency, "L2 norm of the gradient w.r.t. each word embedding",
+_register_one_gradient("saliency", "L2 norm of the gradient w.r.t. each word embedding",
                        "Simonyan, Vedaldi & Zisserman 2014, Deep Inside Convolutional Networks")
-_register_one_gradient("input_x_gradient", _input_x_gradient, "Embedding × gradient, summed over the hidden dimension",
+_register_one_gradient("input_x_gradient", "Embedding × gradient, summed over the hidden dimension",
                        "Shrikumar et al. 2016, Not Just a Black Box")
 
 
@@ -398,11 +394,11 @@ def explain_embeddings(handle: ModelHandle, p: Prepared, k: int, method: str, e:
         rows = opts.get("internal_batch_size") or max(1, budget // (p.length * forward_rows(p)))
         out = torch.stack([ig_embeddings(p, e[i : i + 1], e0, int(opts.get("n_steps", 32)), rows,
                                          rule_of({**opts, "adaptive": False}))[k] for i in range(n)])
-    elif method in ("saliency", "input_x_gradient"):
+    elif method in ONE_GRADIENT:
         with torch.enable_grad():
             x = e.detach().requires_grad_(True)
             (g,) = torch.autograd.grad(p.run(x)[:, k].sum(), x)
-        out = (_saliency if method == "saliency" else _input_x_gradient)(g.float(), x.detach().float())
+        out = ONE_GRADIENT[method](g.float(), x.detach().float())
     elif method == "gradient_shap":
         shap_opts = {**GradientShapOptions.defaults(),
                      **{key: v for key, v in opts.items() if key in GradientShapOptions.model_fields}}

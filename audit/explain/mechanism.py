@@ -122,11 +122,9 @@ def _pad_batch(handle: ModelHandle, seqs: Sequence[Sequence[int]]) -> tuple[torc
     return pad_tensors(seqs, pad_token_id(handle), handle.device)
 
 
-def _budget(handle: ModelHandle, max_batch_tokens: int | None) -> int:
-    return int(max_batch_tokens or default_batch_tokens(handle))
-
-
-def _batches(lengths: Sequence[int], budget: int) -> list[np.ndarray]:
+def _batches(handle: ModelHandle, lengths: Sequence[int], max_batch_tokens: int | None) -> list[np.ndarray]:
+    """Length-sorted batches of at most ``max_batch_tokens`` padded tokens (None: by device)."""
+    budget = int(max_batch_tokens or default_batch_tokens(handle))
     return [np.asarray(b) for b in length_sorted_batches([int(x) for x in lengths], budget)]
 
 
@@ -187,7 +185,7 @@ def _lens(handle: ModelHandle, seqs: Sequence[Sequence[int]], pos: Sequence[int]
     out = np.zeros((len(seqs), L))
     final = np.zeros(len(seqs))
     with torch.inference_mode():
-        for idx in _batches([len(s) for s in seqs], _budget(handle, max_batch_tokens)):
+        for idx in _batches(handle, [len(s) for s in seqs], max_batch_tokens):
             ids, mask = _pad_batch(handle, [seqs[i] for i in idx])
             p = [pos[i] for i in idx]
             with intervene(handle, read=[("resid", lay) for lay in range(L)]) as acts:
@@ -271,7 +269,6 @@ def patched_log_odds(
     n, P = len(base), len(patches)
     _check_patches(handle, patches, min((len(s) for s in base), default=0))
     sites = sorted({p.site for p in patches})
-    budget = _budget(handle, max_batch_tokens)
     a, b = np.asarray(a), np.asarray(b)
     out = np.full((n, P), np.nan)
     clean = {"base": np.zeros(n), "source": np.zeros(n)}
@@ -287,7 +284,7 @@ def patched_log_odds(
             items = np.arange(g0, min(n, g0 + group))
             cache: dict[int, dict[Site, torch.Tensor]] = {}
             for which, seqs in (("source", source), ("base", base)):
-                for idx in _batches([len(seqs[int(i)]) for i in items], budget):
+                for idx in _batches(handle, [len(seqs[int(i)]) for i in items], max_batch_tokens):
                     rows = items[idx]
                     ids, mask = _pad_batch(handle, [seqs[int(i)] for i in rows])
                     with intervene(handle, read=sites if which == "source" else ()) as acts:
@@ -297,7 +294,7 @@ def patched_log_odds(
                         for r, i in enumerate(rows):
                             cache[int(i)] = {s: acts[s][r, : len(seqs[i])].clone() for s in sites}
             jobs = [(int(i), j) for i in items for j in range(P)]
-            for idx in _batches([len(base[i]) for i, _ in jobs], budget):
+            for idx in _batches(handle, [len(base[i]) for i, _ in jobs], max_batch_tokens):
                 batch = [jobs[k] for k in idx]
                 ids, mask = _pad_batch(handle, [base[i] for i, _ in batch])
                 by_site: dict[Site, list[tuple[int, int, Patch]]] = {}
@@ -437,7 +434,7 @@ def mean_head_outputs(
     sums: dict[int, torch.Tensor] = {}
     count = 0
     with torch.inference_mode():
-        for idx in _batches([len(s) for s in seqs], _budget(handle, max_batch_tokens)):
+        for idx in _batches(handle, [len(s) for s in seqs], max_batch_tokens):
             ids, mask = _pad_batch(handle, [seqs[i] for i in idx])
             with intervene(handle, read=[("heads", lay) for lay in layers]) as acts:
                 final_hidden(handle, ids, mask)

@@ -214,10 +214,14 @@ def load_inputs(spec: dict[str, Any]) -> tuple[list[Any], list[list[str] | None]
     return inputs, rationales
 
 
-def _write_outputs(out_dir: Path, frame: pd.DataFrame, metrics: pd.DataFrame, summary: dict[str, Any]) -> None:
+def _write_outputs(out_dir: Path, handle: ModelHandle, frame: pd.DataFrame, metrics: pd.DataFrame,
+                   **summary: Any) -> None:
+    """The tables, then ``summary.json``: ``summary`` with the status, metric means and model."""
     write_parquet(out_dir / "attributions.parquet", frame)
     write_parquet(out_dir / "metrics.parquet", metrics)
-    write_json(out_dir / "summary.json", summary)  # the completion marker, always last
+    write_json(out_dir / "summary.json", {  # the completion marker, always last
+        "schema_version": SCHEMA_VERSION, "status": "complete", **summary, "metrics": summarize(metrics),
+        "model": handle.name, "kind": handle.kind, "finished_at": now_iso()})
 
 
 def completeness_table(attrs: list[Attributions]) -> list[dict[str, Any]]:
@@ -265,17 +269,13 @@ def run_explain_step(handle: ModelHandle, spec: dict[str, Any], run_dir: RunDir,
         frame = pd.concat([a.to_frame() for a in attrs], ignore_index=True)
         warnings = [w for a in attrs for w in a.warnings]
         duration = time.perf_counter() - t0
-        summary = {
-            "schema_version": SCHEMA_VERSION, "name": name, "status": "complete", "methods": methods,
-            "texts": [p.text for p in preps], "pairs": [p.pair for p in preps] if handle.kind == "encoder" else None,
-            "target": {"spec": target, "mode": mode, "per_example": [p.target_names for p in preps]},
-            "metrics": summarize(mdf), "metric_names": metric_names, "warnings": warnings,
-            "options": {m: attrs[i].options for i, m in enumerate(methods)}, "model": handle.name,
-            "completeness": completeness_table(attrs),
-            "kind": handle.kind, "seed": seed, "timings_s": timings, "duration_s": round(duration, 3),
-            "n_examples": len(preps), "finished_at": now_iso(),
-        }
-        _write_outputs(out_dir, frame, mdf, summary)
+        _write_outputs(
+            out_dir, handle, frame, mdf, name=name, methods=methods, texts=[p.text for p in preps],
+            pairs=[p.pair for p in preps] if handle.kind == "encoder" else None,
+            target={"spec": target, "mode": mode, "per_example": [p.target_names for p in preps]},
+            metric_names=metric_names, warnings=warnings, options={a.method: a.options for a in attrs},
+            completeness=completeness_table(attrs), seed=seed, timings_s=timings, duration_s=round(duration, 3),
+            n_examples=len(preps))
     except Exception as exc:
         write_json(out_dir / "summary.json", {"schema_version": SCHEMA_VERSION, "name": name, "status": "failed",
                                               "error": f"{type(exc).__name__}: {exc}", "finished_at": now_iso()})
@@ -330,21 +330,13 @@ def explain_bias_items(handle: ModelHandle, run_dir: RunDir | str | Path, probe_
     for df in (frame, mdf):
         df["item"] = [keys[e][0] for e in df["example"]]
         df["side"] = [keys[e][1] for e in df["example"]]
-    item_rows = []
-    for j, idx in enumerate(ranked):
-        f = {}
-        for s, side in enumerate(sides):
-            comp = attr.examples[2 * j + s].completeness or {}
-            f[side] = (comp.get("f_input") or [None])[0]
-        item_rows.append({"item": int(idx), "effect": float(items.at[idx, effect]),
-                          "texts": {side: str(items.at[idx, side]) for side in sides}, "score": f})
-    summary = {
-        "schema_version": SCHEMA_VERSION, "name": name, "status": "complete", "probe": probe_name,
-        "item_effect": effect, "sides": sides, "items": item_rows, "methods": [method], "texts": texts,
-        "target": {"spec": target, "mode": target["mode"]}, "metrics": summarize(mdf), "warnings": attr.warnings,
-        "model": handle.name, "kind": handle.kind, "duration_s": round(time.perf_counter() - t0, 3),
-        "finished_at": now_iso(),
-    }
-    _write_outputs(out_dir, frame, mdf, summary)
-    return {"status": "complete", "name": name, "n_items": len(ranked), "duration_s": summary["duration_s"],
+    f_input = [((e.completeness or {}).get("f_input") or [None])[0] for e in attr.examples]  # the sentence scores
+    item_rows = [{"item": int(idx), "effect": float(items.at[idx, effect]),
+                  "texts": {side: str(items.at[idx, side]) for side in sides},
+                  "score": {side: f_input[2 * j + s] for s, side in enumerate(sides)}} for j, idx in enumerate(ranked)]
+    duration = round(time.perf_counter() - t0, 3)
+    _write_outputs(out_dir, handle, frame, mdf, name=name, probe=probe_name, item_effect=effect, sides=sides,
+                   items=item_rows, methods=[method], texts=texts, target={"spec": target, "mode": target["mode"]},
+                   warnings=attr.warnings, duration_s=duration)
+    return {"status": "complete", "name": name, "n_items": len(ranked), "duration_s": duration,
             "warnings": len(attr.warnings)}

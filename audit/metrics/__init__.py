@@ -24,13 +24,13 @@ from audit.metrics.faithfulness import (
     sufficiency,
     tau_loo,
 )
-from audit.metrics.info import METRICS, list_metrics, metric_info
+from audit.metrics.info import METRICS, metric_info
 from audit.metrics.plausibility import plausibility_auprc, plausibility_token_f1, rationale_mask
 from audit.metrics.robustness import infidelity_tokens, sensitivity_tokens
 
 __all__ = [
     "DEFAULT_BINS", "METRICS", "aopc", "attention_entropy", "completeness_gap", "comprehensiveness", "curve_auc",
-    "deletion_curve", "infidelity_tokens", "insertion_curve", "leave_one_out", "list_metrics", "metric_info",
+    "deletion_curve", "infidelity_tokens", "insertion_curve", "leave_one_out", "metric_info",
     "plausibility_auprc", "plausibility_token_f1", "rank_agreement", "rationale_mask", "sensitivity_tokens",
     "sufficiency", "tau_loo",
 ]

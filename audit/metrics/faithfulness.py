@@ -58,12 +58,7 @@ def n_top(fraction: float, n: int) -> int:
 def top_k_masks(scores: np.ndarray, attributable: np.ndarray | None, bins: Sequence[float] = DEFAULT_BINS
                 ) -> np.ndarray:
     """(len(bins), T) masks of the top-⌈k·n⌉ tokens for each bin k."""
-    order = ranking(scores, attributable)
-    t = len(scores)
-    rank = np.full(t, t + 1)
-    rank[order] = np.arange(len(order))
-    counts = np.array([n_top(b, len(order)) for b in bins])
-    return rank[None, :] < counts[:, None]
+    return _top_masks(scores, attributable, lambda n: np.array([n_top(b, n) for b in bins]))[0]
 
 
 def comprehensiveness_masks(scores: np.ndarray, attributable: np.ndarray | None,
@@ -109,28 +104,28 @@ def curve_steps(n: int, max_points: int | None = None) -> np.ndarray:
     return np.unique(np.round(np.linspace(0, n, max_points)).astype(int))
 
 
-def _top_masks(scores: np.ndarray, attributable: np.ndarray | None, max_points: int | None
+def _top_masks(scores: np.ndarray, attributable: np.ndarray | None, counts: Callable[[int], np.ndarray]
                ) -> tuple[np.ndarray, np.ndarray]:
-    """Masks of the 0, 1, … n most important tokens (one row per curve point), and those counts as
+    """Masks of the ``counts(n)`` most important tokens (one row per count), and those counts as
     fractions of the n attributable tokens."""
     order = ranking(scores, attributable)
     rank = np.full(len(scores), len(scores) + 1)
     rank[order] = np.arange(len(order))
-    steps = curve_steps(len(order), max_points)
+    steps = counts(len(order))
     return rank[None, :] < steps[:, None], steps / max(1, len(order))
 
 
 def deletion_masks(scores: np.ndarray, attributable: np.ndarray | None, max_points: int | None = None
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Keep-masks removing the 0, 1, … n most important tokens, and the removed fractions."""
-    top, fractions = _top_masks(scores, attributable, max_points)
+    top, fractions = _top_masks(scores, attributable, lambda n: curve_steps(n, max_points))
     return ~top, fractions
 
 
 def insertion_masks(scores: np.ndarray, attributable: np.ndarray | None, max_points: int | None = None
                     ) -> tuple[np.ndarray, np.ndarray]:
     """Keep-masks holding only the 0, 1, … n most important tokens (fixed positions always kept)."""
-    top, fractions = _top_masks(scores, attributable, max_points)
+    top, fractions = _top_masks(scores, attributable, lambda n: curve_steps(n, max_points))
     fixed = ~_attributable(np.asarray(scores, dtype=np.float64), attributable)
     return top | fixed[None], fractions
 

@@ -78,7 +78,3 @@ def metric_info(name: str) -> MetricInfo:
         return METRICS[name]
     except KeyError:
         raise UnknownNameError(f"unknown metric {name!r}; known: {', '.join(sorted(METRICS))}") from None
-
-
-def list_metrics() -> list[str]:
-    return sorted(METRICS)
