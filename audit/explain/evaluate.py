@@ -149,10 +149,10 @@ def evaluate(
                                          abl.rows if abl else None)
             if "sensitivity_max" in want:
                 with torch.no_grad():
-                    e = embed_ids(handle, p.ids[None])
+                    emb = embed_ids(handle, p.ids[None])
                 for m in filter(lambda m: get_explainer(m).gradient, token_methods):
                     rows.append(_row(p, k, m, "sensitivity_max", sensitivity_tokens(
-                        partial(explain_embeddings, handle, p, k, m, opts=by_method[m].options), e, vis,
+                        partial(explain_embeddings, handle, p, k, m, opts=by_method[m].options), emb, vis,
                         radius=sensitivity_radius, n_perturb_samples=sensitivity_samples, seed=seed)))
             if "rank_agreement" in want:
                 for m1, m2 in combinations(token_methods, 2):
