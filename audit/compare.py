@@ -74,10 +74,7 @@ def two_proportion_z(x1: int, n1: int, x2: int, n2: int) -> TestResult:
         return TestResult(name, None, detail="a sample is empty")
     p = (x1 + x2) / (n1 + n2)
     se = math.sqrt(p * (1 - p) * (1 / n1 + 1 / n2))
-    diff = x2 / n2 - x1 / n1
-    if se == 0:
-        return TestResult(name, 1.0, 0.0, f"{x1}/{n1} vs {x2}/{n2}")
-    z = diff / se
+    z = (x2 / n2 - x1 / n1) / se if se else 0.0  # se = 0: both samples all 0 or all 1, no difference
     return TestResult(name, float(2 * stats.norm.sf(abs(z))), float(z), f"{x1}/{n1} vs {x2}/{n2}")
 
 
@@ -88,9 +85,7 @@ def mcnemar_exact(a: pd.Series, b: pd.Series) -> TestResult:
     only_a = int((a & ~b).sum())
     only_b = int((~a & b).sum())
     detail = f"discordant pairs: {only_a} only in A, {only_b} only in B (of {len(a)})"
-    if only_a + only_b == 0:
-        return TestResult("McNemar exact test (paired items)", 1.0, 0.0, detail)
-    p = binomial_test(only_b, only_a + only_b, 0.5)
+    p = binomial_test(only_b, only_a + only_b, 0.5) if only_a + only_b else 1.0
     return TestResult("McNemar exact test (paired items)", p, float(only_b - only_a), detail)
 
 
@@ -151,10 +146,9 @@ def compare_metric(a: MetricValue, b: MetricValue, items_a: pd.DataFrame | None,
     if ca is not None and ca == cb:
         if paired is not None and f"{ca}_a" in paired.columns and f"{ca}_b" in paired.columns:
             r = mcnemar_exact(paired[f"{ca}_a"], paired[f"{ca}_b"])
-            r.detail = f"% of {ca}; " + r.detail
-            return r
-        assert items_a is not None and items_b is not None
-        r = two_proportion_z(int(items_a[ca].sum()), len(items_a), int(items_b[ca].sum()), len(items_b))
+        else:
+            assert items_a is not None and items_b is not None
+            r = two_proportion_z(int(items_a[ca].sum()), len(items_a), int(items_b[ca].sum()), len(items_b))
         r.detail = f"% of {ca}; " + r.detail
         return r
     return wald_from_ci(a, b)
@@ -196,11 +190,9 @@ def finish_table(df: pd.DataFrame) -> pd.DataFrame:
     """Add BH-adjusted p-values across the whole table and the significance call."""
     if df.empty:
         return df
-    df = df.copy()
     adjusted = adjust([None if _bad(p) else float(p) for p in df["p_value"]])
-    df["p_adjusted"] = adjusted
-    df["significant"] = ["not tested" if p is None else ("yes" if p < ALPHA else "no") for p in adjusted]
-    return df
+    return df.assign(p_adjusted=adjusted,
+                     significant=["not tested" if p is None else ("yes" if p < ALPHA else "no") for p in adjusted])
 
 
 @dataclass

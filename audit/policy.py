@@ -58,7 +58,6 @@ from audit.store import SCHEMA_VERSION, RunDir, now_iso, write_json
 from audit.views import finite
 
 Op = Literal["<=", "<", ">=", ">", "within"]
-STATUSES = CHECK_STATUSES
 RECOMMENDED = "recommended"
 #: metric names that mean the same result (old name ↔ new name)
 METRIC_ALIASES = {"metric": "pct_stereotype", "pct_stereotype": "metric"}
@@ -351,7 +350,7 @@ class Verdict:
         return verdict_outcome((c.severity, c.status) for c in self.checks)[0]
 
     def counts(self) -> dict[str, int]:
-        return {s: sum(c.status == s for c in self.checks) for s in STATUSES}
+        return {s: sum(c.status == s for c in self.checks) for s in CHECK_STATUSES}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -392,44 +391,40 @@ def _evaluate_check(c: Check, rd: RunView) -> CheckResult:
     cond = c.condition
     res = CheckResult(**asdict(cond), check=c.check, severity=c.severity, on=c.on,
                       description=c.description, source=c.source)
+
+    def unjudged(reason: str, if_not_required: str | None = None) -> CheckResult:
+        """``res`` ends ``missing`` for ``reason``, or ``skipped`` (the reason + ``if_not_required``)
+        when that note is given and the check is not required."""
+        skip = if_not_required is not None and not c.required
+        res.status, res.reason = ("skipped", reason + (if_not_required or "")) if skip else ("missing", reason)
+        return res
+
     name, why = _resolve(rd, cond.probe)
     if name is None:
-        res.reason = why
-        if not c.required:
-            res.status, res.reason = "skipped", why + " (not required)"
-        return res
+        return unjudged(why, " (not required)")
     rec = rd.probe(name)
     if rec.status == "skipped" and not c.required:
-        res.status = "skipped"
-        res.reason = f"probe {name!r} skipped: {rec.entry.get('reason') or 'it does not apply to this model'}"
-        return res
+        return unjudged(f"probe {name!r} skipped: {rec.entry.get('reason') or 'it does not apply to this model'}", "")
     if not rec.complete:
-        res.reason = f"probe {name!r} {rec.status}" + (f": {rec.reason}" if rec.reason else "") + "; no results to judge"
-        return res
+        return unjudged(f"probe {name!r} {rec.status}" + (f": {rec.reason}" if rec.reason else "") + "; no results to judge")
     metrics = rec.metrics
     if cond.metric in AUDIT_COST_METRICS and cond.metric not in metrics:
         figures, err = rec.compute()
         if err:
-            res.reason = err
-            return res
+            return unjudged(err)
         metrics = {cond.metric: MetricValue.from_dict({"value": (figures or {}).get(AUDIT_COST_METRICS[cond.metric])})}
     key = metric_key(cond.metric, metrics)
     if key is None:
-        res.reason = (f"metric {cond.metric!r} is not in probe {name!r} results "
-                      f"(it has: {', '.join(sorted(metrics)) or 'none'})")
-        if not c.required:
-            res.status = "skipped"
-            res.reason += "; not reported for this model (not required)"
-        return res
+        return unjudged(f"metric {cond.metric!r} is not in probe {name!r} results (it has: "
+                        f"{', '.join(sorted(metrics)) or 'none'})", "; not reported for this model (not required)")
     mv = metrics[key]
     res.value, res.ci_low, res.ci_high = finite(mv.value), finite(mv.ci_low), finite(mv.ci_high)
     res.unit, res.ideal = str(mv.unit or ""), finite(mv.ideal)
     need, what = (["value"], "value") if c.on == "value" else _CI_BOUNDS[cond.op]
     got = [getattr(res, k) for k in need]
     if any(v is None for v in got):
-        res.reason = (f"metric {cond.ref} has no finite value" if c.on == "value" else f"metric {cond.ref} has "
-                      f"no confidence interval ({', '.join(need)} absent); cannot judge on: ci")
-        return res
+        return unjudged(f"metric {cond.ref} has no finite value" if c.on == "value" else f"metric {cond.ref} has "
+                        f"no confidence interval ({', '.join(need)} absent); cannot judge on: ci")
     res.judged = [float(v) for v in got]
     shown = ", ".join(f"{v:g}" for v in res.judged)
     if cond.holds(res.judged):

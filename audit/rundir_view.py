@@ -271,11 +271,8 @@ class RunView:
 
     # -- files ----------------------------------------------------------------------------
     def exists(self) -> bool:
-        """Whether this is a run directory (it holds a ``manifest.json``)."""
-        try:
-            return self.file("manifest.json").is_file()
-        except OutsideRootError:
-            return False
+        """Whether this is a run directory (it holds a ``manifest.json`` inside the root)."""
+        return self._open(("manifest.json",))[0] is not None
 
     def file(self, *parts: str) -> Path:
         """``path/parts``; with a root, resolved and :class:`OutsideRootError` unless inside it."""

@@ -3,10 +3,9 @@
 Every probe computes its uncertainty here so it is computed one way (lm-evaluation-harness
 keeps its standard errors central for the same reason). Built on ``scipy.stats``.
 
-* :func:`bootstrap_ci` — percentile / BCa bootstrap (Efron & Tibshirani 1993) over items.
+* :func:`bootstrap_ci` — percentile bootstrap of a mean (Efron & Tibshirani 1993) over items.
 * :func:`binomial_test` — exact binomial test of a preference rate against 50 % (pair probes).
 * :func:`sign_test`, :func:`wilcoxon_test`, :func:`mann_whitney` — paired / unpaired location tests.
-* :func:`permutation_test` — two-sample permutation test (exact or Monte Carlo).
 * :func:`bootstrap_table_ci`, :func:`permutation_table_test` — CI and test of any statistic of an
   item table (ratios, largest gaps), rows resampled / labels permuted within strata.
 * :func:`cluster_proportion_test` — a proportion against a null rate when items come in clusters.
@@ -76,51 +75,27 @@ def _percentile_bootstrap(seed: int, n: int, n_resamples: int, confidence: float
 
 def bootstrap_ci(
     data: Sequence[float] | np.ndarray,
-    statistic: Callable[[np.ndarray], float] | str = "mean",
     *,
     confidence: float = CONFIDENCE,
     n_resamples: int = N_RESAMPLES,
     seed: int = 0,
-    method: str = "percentile",
     scale: float = 1.0,
 ) -> Interval:
-    """Bootstrap CI of a statistic over items (rows resampled with replacement).
+    """Percentile bootstrap CI of the mean of items (rows resampled with replacement, vectorised).
 
-    ``statistic="mean"`` uses a vectorised fast path. Degenerate data (n < 2 or all values equal)
-    give the point value as both bounds. ``scale`` multiplies the bounds (e.g. 100 for %).
+    Degenerate data (n < 2 or all values equal) give the mean as both bounds. ``scale``
+    multiplies the bounds (e.g. 100 for %).
     """
     x = np.asarray(data, dtype=np.float64)
     x = x[~np.isnan(x)]
     n = len(x)
     if n == 0:
         return Interval(float("nan"), float("nan"), "none (no data)")
-    if statistic == "mean":
-        point = float(x.mean())
-        if n < 2 or np.all(x == x[0]):
-            return Interval(point * scale, point * scale, "degenerate (all items equal)")
-        if method == "percentile":
-            lo, hi = _percentile_bootstrap(seed, n, n_resamples, confidence, lambda idx: x[idx].mean(axis=1))
-            return Interval(lo * scale, hi * scale, "bootstrap percentile")
-        fn: Callable[[np.ndarray], float] = np.mean
-    else:
-        fn = statistic  # type: ignore[assignment]
-        if n < 2:
-            v = float(fn(x))
-            return Interval(v * scale, v * scale, "degenerate (n < 2)")
-    res = st.bootstrap(
-        (x,),
-        lambda s, axis=-1: np.apply_along_axis(fn, axis, s),
-        confidence_level=confidence,
-        n_resamples=n_resamples,
-        method=method,
-        rng=np.random.default_rng(seed),
-        vectorized=True,
-    )
-    lo, hi = res.confidence_interval
-    if np.isnan(lo) or np.isnan(hi):
-        v = float(fn(x))
-        return Interval(v * scale, v * scale, f"bootstrap {method} (degenerate)")
-    return Interval(float(lo) * scale, float(hi) * scale, f"bootstrap {method}")
+    point = float(x.mean())
+    if n < 2 or np.all(x == x[0]):
+        return Interval(point * scale, point * scale, "degenerate (all items equal)")
+    lo, hi = _percentile_bootstrap(seed, n, n_resamples, confidence, lambda idx: x[idx].mean(axis=1))
+    return Interval(lo * scale, hi * scale, "bootstrap percentile")
 
 
 def binomial_test(k: int, n: int, p: float = 0.5, alternative: str = "two-sided") -> float:
@@ -163,32 +138,6 @@ def one_sample_t(x: Sequence[float] | np.ndarray) -> float:
     if len(a) < 2 or np.all(a == a[0]):
         return float("nan")
     return float(st.ttest_1samp(a, 0.0).pvalue)
-
-
-def permutation_test(
-    a: Sequence[float],
-    b: Sequence[float],
-    statistic: Callable[[np.ndarray, np.ndarray], float] | None = None,
-    *,
-    alternative: str = "two-sided",
-    n_resamples: int = 10000,
-    seed: int = 0,
-) -> float:
-    """Two-sample permutation test of a difference of means (exact when feasible)."""
-    a_, b_ = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-
-    def diff(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
-        return np.mean(x, axis=axis) - np.mean(y, axis=axis)
-
-    res = st.permutation_test(
-        (a_, b_),
-        statistic or diff,
-        vectorized=statistic is None,
-        n_resamples=n_resamples,
-        alternative=alternative,
-        rng=np.random.default_rng(seed),
-    )
-    return float(res.pvalue)
 
 
 def benjamini_hochberg(pvalues: Sequence[float]) -> np.ndarray:
@@ -494,10 +443,8 @@ def group_breakdown(
             rows.append({"group_by": by, "group": str(group), "metric": name, "value": mv.value,
                          "ci_low": mv.ci_low, "ci_high": mv.ci_high, "n": mv.n, "p_value": mv.p_value})
     out = pd.DataFrame(rows, columns=["group_by", "group", "metric", "value", "ci_low", "ci_high", "n", "p_value"])
-    out["p_adjusted"] = np.nan
-    for name in metrics:
-        m = out["metric"] == name
-        out.loc[m, "p_adjusted"] = benjamini_hochberg(out.loc[m, "p_value"].to_numpy(dtype=float))
+    out["p_adjusted"] = out.groupby("metric", sort=False)["p_value"].transform(
+        lambda p: benjamini_hochberg(p.to_numpy(dtype=float)))
     return out
 
 

@@ -50,12 +50,17 @@ from audit.rundir_view import RunView
 SCHEMA_VERSION = "1.0"
 
 
+def _installed(package: str) -> str | None:
+    """The installed version of ``package`` (``None`` when it is not installed)."""
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
 def package_version() -> str:
     """This package's installed version (``unknown`` in a checkout that was never installed)."""
-    try:
-        return version("transformer-audit")
-    except PackageNotFoundError:  # pragma: no cover - running from a checkout without install
-        return "unknown"
+    return _installed("transformer-audit") or "unknown"
 
 
 def now_iso() -> str:
@@ -202,12 +207,7 @@ def environment() -> dict[str, Any]:
     package when it runs from a git checkout), hardware, torch's determinism settings and thread
     counts, the environment variables that change them, and the command line."""
 
-    vers: dict[str, str | None] = {"python": platform.python_version()}
-    for pkg in VERSIONED_PACKAGES:
-        try:
-            vers[pkg] = version(pkg)
-        except PackageNotFoundError:
-            vers[pkg] = None
+    vers = {"python": platform.python_version(), **{pkg: _installed(pkg) for pkg in VERSIONED_PACKAGES}}
     hw: dict[str, Any] = {
         "platform": platform.platform(),
         "machine": platform.machine(),
