@@ -285,7 +285,8 @@ def _source_commit() -> dict[str, Any] | None:
 
 
 class RunDir:
-    """Read and write one run directory."""
+    """Write one run directory (its manifest is read back to resume a run); everything else reads
+    it through :class:`audit.rundir_view.RunView`."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -353,10 +354,6 @@ class RunDir:
         summary = {"schema_version": SCHEMA_VERSION, "probe": probe, "name": name, "status": "failed",
                    "error": error, "finished_at": now_iso(), **extra}
         write_json(self.probe_dir(name) / "summary.json", summary)
-
-    def probe_names(self) -> list[str]:
-        root = self.path / "probes"
-        return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
 
     # -- explainers -----------------------------------------------------------------------
     def explain_complete(self, name: str) -> bool:
