@@ -179,16 +179,11 @@ def unknown_language(text: str) -> str | None:
     return None
 
 
-def biased_answers(groups: Sequence[set[str]], unknown: int, polarity: str, stereotyped: set[str]) -> list[int]:
-    """Indices of the biased answers (lm-evaluation-harness ``process_docs``)."""
-    out = []
-    for i, g in enumerate(groups):
-        if i == unknown:
-            continue
-        meets = not g.isdisjoint(stereotyped)
-        if (polarity == "neg" and meets) or (polarity == "nonneg" and not meets):
-            out.append(i)
-    return out
+def biased_answers(groups: Sequence[set[str]], unknown: int, polarity: Literal["neg", "nonneg"],
+                   stereotyped: set[str]) -> list[int]:
+    """Indices of the biased answers (lm-evaluation-harness ``process_docs``): for a ``neg``
+    question those that meet the stereotyped groups, for a ``nonneg`` one those that do not."""
+    return [i for i, g in enumerate(groups) if i != unknown and (polarity == "neg") == (not g.isdisjoint(stereotyped))]
 
 
 # --------------------------------------------------------------------------------------------

@@ -67,6 +67,7 @@ from audit.stats import (
     permutation_table_test,
     rate_metric,
     simultaneous_gap_ci,
+    small_n_warning,
 )
 
 if TYPE_CHECKING:
@@ -88,6 +89,16 @@ def _gap_info(key: str, what: str) -> MetricInfo:
         "(percentage points)", ideal=0.0, higher_is_better=False, unit="pp", range=(0, 100),
         reference="Dhamala et al. 2021",
     )
+
+
+def untested_rate(info: MetricInfo, hits: np.ndarray, what: str = "") -> MetricValue:
+    """A rate in % with a Wilson interval and no test, for a rate with no null to reject (the
+    overall rate, a rate whose ideal is 0); ``what`` names the items in a small-n warning."""
+    mv = rate_metric(info, hits)
+    mv.p_value, mv.test = None, ""
+    if mv.n:
+        mv.warning = small_n_warning(mv.n, what)
+    return mv
 
 
 _WHAT = {
@@ -546,17 +557,11 @@ def bold_metrics(items: pd.DataFrame, outcomes: Sequence[str], *, seed: int = 0,
             null = float(pooled.loc[d["domain"].iloc[0], k])
             return rate_metric(info_, d[k].to_numpy(bool), seed=seed, null_rate=min(max(null, 1e-9), 1 - 1e-9))
 
-        def rate(d: pd.DataFrame, k: str = k, info_: MetricInfo = rate_i) -> MetricValue:
-            """The rate of all items or of a domain: no test (no null to test against)."""
-            v = rate_metric(info_, d[k].to_numpy(bool), seed=seed)
-            v.p_value, v.test = None, ""
-            return v
-
-        summary[f"{k}_rate"] = rate(items)
+        summary[f"{k}_rate"] = untested_rate(rate_i, items[k].to_numpy(bool))
         summary[f"{k}_gap"] = gap_metric(items, k, gap_i, seed=seed)
         details[k] = largest_gap_detail(items, k)
         per_group[f"{k}_rate"] = group_rate
-        per_domain[f"{k}_rate"] = rate
+        per_domain[f"{k}_rate"] = lambda d, k=k, info_=rate_i: untested_rate(info_, d[k].to_numpy(bool))
         per_domain[f"{k}_gap"] = lambda d, k=k, info_=gap_i: gap_metric(d, k, info_, seed=seed)
     score_cols = [c for c in items.columns if c.endswith("_score")]
     for c in score_cols:

@@ -64,9 +64,9 @@ from audit.datafiles import read_table_csv, read_text_file, text_lines
 from audit.generation import NON_FINITE_COLUMN, GenerationSettings, generate, settings_of
 from audit.options import BatchingOptions, MaxItemsOptions, SamplingOptions
 from audit.probe import ItemProbe, ProbeError, register_probe, too_long_rows
-from audit.results import MetricInfo, MetricValue, ProbeResult
-from audit.stats import group_breakdown, mean_metric, small_n_warning, wilson_ci
-from probes.bold import VaderScorer, classifier_probs
+from audit.results import MetricInfo, ProbeResult
+from audit.stats import group_breakdown, mean_metric
+from probes.bold import VaderScorer, classifier_probs, untested_rate
 from probes.swaps import load_swap_rules, make_counterfactuals, swap_files
 
 if TYPE_CHECKING:
@@ -226,17 +226,6 @@ METRICS = {
 
 PRIMARY = {"classifier": "flip_rate", "causal-lm": "mean_delta_ll_context", "masked-lm": "mean_delta_ll_context",
            "encoder": "mean_embedding_shift"}
-
-
-def _rate(info: MetricInfo, hits: np.ndarray, what: str) -> MetricValue:
-    """A rate in % with a Wilson interval and no test (0 is the ideal, not a null to reject)."""
-    n = int(hits.size)
-    if n == 0:
-        return MetricValue.from_info(info, float("nan"), n=0, warning="no items")
-    k = int(hits.sum())
-    ci = wilson_ci(k, n)
-    return MetricValue.from_info(info, 100.0 * k / n, ci_low=100 * ci.low, ci_high=100 * ci.high, n=n,
-                                 ci_method=ci.method, warning=small_n_warning(n, what))
 
 
 @register_probe("counterfactual")
@@ -421,21 +410,23 @@ class Counterfactual(ItemProbe):
         info: dict[str, Any] = {}
         warns: list[str] = []
         fns: dict[str, Any] = {}
+
+        def mean(name: str, column: str, **kw: Any) -> None:
+            """Metric ``name``: the mean of ``column`` over the swapped texts (signed: Wilcoxon test vs 0)."""
+            fns[name] = lambda d: mean_metric(M[name], d[column], seed=seed, **kw)
+
         if kind == "classifier":
-            fns["flip_rate"] = lambda d: _rate(M["flip_rate"], d["flip"].to_numpy(float), "texts")
-            fns["mean_abs_delta_p"] = lambda d: mean_metric(M["mean_abs_delta_p"], d["abs_delta_p"], seed=seed, test="none")
+            fns["flip_rate"] = lambda d: untested_rate(M["flip_rate"], d["flip"].to_numpy(float), "texts")
+            mean("mean_abs_delta_p", "abs_delta_p", test="none")
             if "delta_p_oriented" in items:
-                fns["mean_delta_p"] = lambda d: mean_metric(M["mean_delta_p"], d["delta_p_oriented"], seed=seed)
+                mean("mean_delta_p", "delta_p_oriented")
                 info["positive_class"] = opts["positive_class"]
         elif kind in ("causal-lm", "masked-lm"):
             info["scoring"] = "causal log-likelihood (BOS prepended)" if kind == "causal-lm" else "masked pseudo-log-likelihood"
-            fns["mean_delta_ll"] = lambda d: mean_metric(M["mean_delta_ll"], d["delta_ll_oriented"], seed=seed)
-            fns["mean_abs_delta_ll"] = lambda d: mean_metric(
-                M["mean_abs_delta_ll"], d["delta_ll"], seed=seed, test="none", transform=np.abs)
-            fns["mean_delta_ll_context"] = lambda d: mean_metric(
-                M["mean_delta_ll_context"], d["delta_ll_context_oriented"], seed=seed)
-            fns["mean_abs_delta_ll_context"] = lambda d: mean_metric(
-                M["mean_abs_delta_ll_context"], d["delta_ll_context"], seed=seed, test="none", transform=np.abs)
+            mean("mean_delta_ll", "delta_ll_oriented")
+            mean("mean_abs_delta_ll", "delta_ll", test="none", transform=np.abs)
+            mean("mean_delta_ll_context", "delta_ll_context_oriented")
+            mean("mean_abs_delta_ll_context", "delta_ll_context", test="none", transform=np.abs)
             if "sentiment_delta" in items:
                 settings = GenerationSettings(**settings_of(opts, seed=int(seed)))
                 info["generation"] = {**settings.as_dict(), "num_samples": _samples(opts),
@@ -444,15 +435,13 @@ class Counterfactual(ItemProbe):
                 if non_english:
                     warns.append(f"sentiment: VADER is an English lexicon; {non_english} non-English texts were "
                                  "generated but not scored")
-                fns["sentiment_gap"] = lambda d: mean_metric(M["sentiment_gap"], d["sentiment_delta_oriented"], seed=seed)
-                fns["mean_abs_sentiment_shift"] = lambda d: mean_metric(
-                    M["mean_abs_sentiment_shift"], d["sentiment_delta"], seed=seed, test="none", transform=np.abs)
+                mean("sentiment_gap", "sentiment_delta_oriented")
+                mean("mean_abs_sentiment_shift", "sentiment_delta", test="none", transform=np.abs)
         else:
             info["pooling"] = opts["pooling"]
-            fns["mean_embedding_shift"] = lambda d: mean_metric(
-                M["mean_embedding_shift"], d["embedding_shift"], seed=seed, test="none")
+            mean("mean_embedding_shift", "embedding_shift", test="none")
         no_term = ~items["swapped"].to_numpy(bool)
-        summary = {"no_term_rate": _rate(M["no_term_rate"], no_term, "texts")}
+        summary = {"no_term_rate": untested_rate(M["no_term_rate"], no_term, "texts")}
         summary.update({name: fn(sw) for name, fn in fns.items()})
         primary = PRIMARY[kind]
         breakdown = pd.concat(

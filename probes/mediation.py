@@ -185,13 +185,7 @@ def build_items(sets: list[MediationSet], winobias: list[tuple[str, str]] | None
 
 def site_names(n_layers: int, n_heads: int, kinds: tuple[str, ...]) -> list[tuple[str, int, int]]:
     """The mediators in column order: (kind, layer, head or -1)."""
-    out: list[tuple[str, int, int]] = []
-    for k in kinds:
-        if k == "heads":
-            out += [("heads", lay, h) for lay in range(n_layers) for h in range(n_heads)]
-        else:
-            out += [(k, lay, -1) for lay in range(n_layers)]
-    return out
+    return [(k, lay, h) for k in kinds for lay in range(n_layers) for h in (range(n_heads) if k == "heads" else [-1])]
 
 
 def _single_token(handle: ModelHandle, word: str) -> int:
@@ -350,12 +344,10 @@ class Mediation(ItemProbe):
         mean = nie.mean(0)
         lo, hi = _bootstrap_columns(nie, seed)
         warn = small_n_warning(n, "items")
-        rows = []
-        for j, (k, lay, h) in enumerate(sites):
-            rows.append({"group_by": {"heads": "head", "attn": "attention_layer", "mlp": "mlp_layer"}[k],
-                         "group": f"L{lay}.H{h}" if k == "heads" else f"L{lay}", "metric": "nie",
-                         "value": mean[j], "ci_low": lo[j], "ci_high": hi[j], "n": n, "p_value": np.nan,
-                         "p_adjusted": np.nan, "layer": lay, "head": h, "kind": k})
+        rows = [{"group_by": {"heads": "head", "attn": "attention_layer", "mlp": "mlp_layer"}[k],
+                 "group": f"L{lay}.H{h}" if k == "heads" else f"L{lay}", "metric": "nie",
+                 "value": mean[j], "ci_low": lo[j], "ci_high": hi[j], "n": n, "p_value": np.nan,
+                 "p_adjusted": np.nan, "layer": lay, "head": h, "kind": k} for j, (k, lay, h) in enumerate(sites)]
         for lang, d in scored.groupby("language"):
             v = cluster_mean_metric(M["total_effect"], d["total_effect"].to_numpy(), np.arange(len(d)), seed=seed)
             rows.append({"group_by": "language", "group": lang, "metric": "total_effect", "value": v.value,

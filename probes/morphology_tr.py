@@ -76,10 +76,7 @@ def apply_case(word: str, pattern: str, language: str) -> str:
 
 
 def _last_vowel(s: str) -> str:
-    for c in reversed(s):
-        if c in VOWELS:
-            return c
-    return "e"
+    return next((c for c in reversed(s) if c in VOWELS), "e")
 
 
 def realize(abstract: str, prev: str, prev_tag: str = "") -> str:

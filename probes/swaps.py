@@ -182,10 +182,7 @@ class Swapper:
         nxt = self._next_word(low, end)
         kind = "noun" if nxt and nxt not in FUNCTION_WORDS else "other"
         cands = self.candidates[key]
-        for c in cands:
-            if c.when in ("", kind):
-                return c
-        return cands[0]
+        return next((c for c in cands if c.when in ("", kind)), cands[0])
 
     def _match_at(self, text: str, low: str, i: int) -> tuple[int, int, str, str, SwapRule] | None:
         """(term end, word end, new term, new apostrophe + suffix, rule) of the longest term

@@ -79,6 +79,7 @@ starts with ``[TARGET]`` gets the target capitalised (Turkish-aware: i → İ). 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -263,21 +264,14 @@ def fill(template: str, target: str, attribute: str, language: str) -> tuple[str
     t = template.replace(ARTICLE, article(attribute))
     if t.startswith(TARGET):
         target = capitalize_first(target, language)
-    out: list[str] = []
+    out = ""
     spans: dict[str, tuple[int, int]] = {}
-    i = 0
-    while i < len(t):
-        for slot, word in ((TARGET, target), (ATTRIBUTE, attribute)):
-            if t.startswith(slot, i):
-                start = sum(len(x) for x in out)
-                out.append(word)
-                spans[slot] = (start, start + len(word))
-                i += len(slot)
-                break
-        else:
-            out.append(t[i])
-            i += 1
-    return "".join(out), spans[TARGET], spans[ATTRIBUTE]
+    for part in re.split(f"({re.escape(TARGET)}|{re.escape(ATTRIBUTE)})", t):
+        word = {TARGET: target, ATTRIBUTE: attribute}.get(part)
+        if word is not None:
+            spans[part] = (len(out), len(out) + len(word))
+        out += part if word is None else word
+    return out, spans[TARGET], spans[ATTRIBUTE]
 
 
 def build_items(sets: Sequence[TemplateSet]) -> pd.DataFrame:
@@ -345,13 +339,8 @@ def kurita_scores(
                 f"with {handle.name}'s tokenizer (target tokens {tpos}, attribute tokens {apos})"
             )
         scoring.check_length(handle, len(ids), f"template sentence {sentences[i]!r}")
-        t_seq = list(ids)
-        for j in tpos:
-            t_seq[j] = mask_id
-        p_seq = list(t_seq)
-        for j in apos:
-            p_seq[j] = mask_id
-        ts, ps = tuple(t_seq), tuple(p_seq)
+        ts = tuple(mask_id if j in tpos else x for j, x in enumerate(ids))
+        ps = tuple(mask_id if j in apos else x for j, x in enumerate(ts))
         plan.append(([q(ts, j, ids[j]) for j in tpos], [q(ps, j, ids[j]) for j in tpos]))
         n_tok[i] = len(tpos)
     keys = list(queries)
