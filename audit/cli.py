@@ -19,6 +19,7 @@ import logging
 import os
 import sys
 from importlib.metadata import entry_points
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +57,7 @@ def _one_line_config(args: argparse.Namespace) -> Any:
 
 def _print_outcome(o: Any) -> None:
     """Status line, the headline table and the failed checks of one model's run."""
-    line = f"{o.status:9s} {o.run_dir.path}"
-    if o.verdict is not None:
-        line += f"  verdict: {o.verdict.status}"
-    print(line)
+    print(f"{o.status:9s} {o.run_dir.path}" + (f"  verdict: {o.verdict.status}" if o.verdict is not None else ""))
     if o.run_dir.exists():
         print(model_table(o.run_dir, o.verdict))
     if o.verdict is not None:
@@ -70,10 +68,9 @@ def _print_outcome(o: Any) -> None:
                 print(f"  {b}")
     for f in (RunView(o.run_dir).report_findings() or [])[:3]:
         print(f"  • {f['text']}")
-    shown = [o.run_dir.path / n for n in ("report.html", "model_card.md", "report.pdf")]
-    for path in shown:
-        if path.is_file():
-            print(f"  {path.name:14s} {path}")
+    for name in ("report.html", "model_card.md", "report.pdf"):
+        if (o.run_dir.path / name).is_file():
+            print(f"  {name:14s} {o.run_dir.path / name}")
     print()
     for e in o.errors:
         print(f"  error: {e}", file=sys.stderr)
@@ -114,7 +111,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         _print_outcome(o)
         if o.errors or o.status != "complete":
             code = EXIT_ERROR
-        elif o.policy_failed and code == EXIT_OK:
+        elif getattr(o.verdict, "failed", False) and code == EXIT_OK:  # a fail-severity check failed
             code = EXIT_POLICY
     verdicts = [o for o in shown if o.verdict is not None]
     if args.junit and verdicts:
@@ -128,8 +125,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             for line in github_annotations(o.verdict, o.run_dir.path.name):
                 print(line)
     if shown:
-        root = shown[0].run_dir.path.parent
-        print(f"open the results: taudit dashboard {root}")
+        print(f"open the results: taudit dashboard {shown[0].run_dir.path.parent}")
     if code == EXIT_POLICY:
         world = os.environ.get("WORLD_SIZE", "1")
         print("verdict: fail — exit code 1 means a fail-severity policy check failed (listed above), not a crash"
@@ -156,28 +152,21 @@ def _cmd_list(args: argparse.Namespace) -> int:
                  [(n, "", get_explainer(n).description) for n in list_explainers()])
     except ImportError:
         pass
-    demos = []
-    for alias, d in DEMO_MODELS.items():
-        try:
-            d.package_dir()
-            state = "installed"
-        except Exception:
-            state = f"not installed ({d.install})"
-        demos.append((alias, d.kind, f"{d.description} [{d.licence}] — {state}"))
+    demos = [(alias, d.kind, f"{d.description} [{d.licence}] — "
+              + ("installed" if find_spec(d.module) else f"not installed ({d.install})"))
+             for alias, d in DEMO_MODELS.items()]
     _columns("demo models", ("alias", "kind", "what"), demos)
     return EXIT_OK
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from audit.config import ConfigError, check_paths, load_config
+    from audit.runner import _load_policy
 
     try:
         cfg = load_config(args.config)
         check_paths(cfg, args.config)
-        if cfg.policy is not None:
-            from audit.runner import _load_policy
-
-            _load_policy(cfg, None)
+        _load_policy(cfg, None)  # the config's policy, if any: read and checked against the probes
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -267,8 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bars (nor the weight-loading bars)")
     r.set_defaults(func=_cmd_run)
 
-    li = sub.add_parser("list", help="list probes, explainers and demo models")
-    li.set_defaults(func=_cmd_list)
+    sub.add_parser("list", help="list probes, explainers and demo models").set_defaults(func=_cmd_list)
 
     v = sub.add_parser("validate", help="validate an audit config (and its policy) without running it",
                        description="Check an audit config without loading a model: its fields, probe names and "

@@ -182,10 +182,7 @@ class AuditConfig(BaseModel):
         """A data path made absolute against the config's folder (``None`` stays ``None``)."""
         if path is None:
             return None
-        p = Path(path).expanduser()
-        if not p.is_absolute() and self.base_dir:
-            p = Path(self.base_dir) / p
-        return str(p)
+        return str(Path(self.base_dir or "") / Path(path).expanduser())  # an absolute path stays as it is
 
     def resolve_data(self, data: str | None) -> str | None:
         """A probe's ``data``: a path (as :meth:`resolve`), or the name of a dataset fetched with

@@ -47,8 +47,9 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[Any]], *, rule: bo
     return "\n".join(s.rstrip() for s in out)
 
 
-def headline_rows(rd: RunDir, verdict: Any = None) -> list[list[str]]:
-    """One row per probe of the run: probe, headline metric, value [CI], ideal, policy status."""
+def model_table(rd: RunDir, verdict: Any = None) -> str:
+    """The end-of-run table for one model's run directory, one row per probe: probe, headline
+    metric, value [CI], ideal, policy status."""
     checks: dict[tuple[str, str], str] = {}
     for c in getattr(verdict, "checks", None) or []:
         key = (c.probe, c.metric)
@@ -70,12 +71,6 @@ def headline_rows(rd: RunDir, verdict: Any = None) -> list[list[str]]:
         probe_checks = [s for (p, _), s in checks.items() if p == name]
         status = max(judged or probe_checks or ["—"], key=lambda s: _RANK.get(s, -1))
         rows.append([name, primary, value_ci(m.value, m.ci_low, m.ci_high, str(m.unit or "")), fmt_num(m.ideal), status])
-    return rows
-
-
-def model_table(rd: RunDir, verdict: Any = None) -> str:
-    """The end-of-run table for one model's run directory."""
-    rows = headline_rows(rd, verdict)
     if not rows:
         return "  (no probe ran)"
     return text_table(["probe", "headline metric", "value [95% CI]", "ideal", "policy"], rows)
@@ -144,10 +139,8 @@ def junit_xml(results: Iterable[tuple[str, Mapping[str, str], Any]]) -> str:
             elif c.status in ("skipped", "missing"):
                 ET.SubElement(case, "skipped", message=text)
                 counts["skipped"] += 1
-            elif c.status == "warn":
-                ET.SubElement(case, "system-out").text = f"WARNING {text}"
             else:
-                ET.SubElement(case, "system-out").text = f"PASS {text}"
+                ET.SubElement(case, "system-out").text = f"{'WARNING' if c.status == 'warn' else 'PASS'} {text}"
         for key, n in counts.items():
             suite.set(key, str(n))
             totals[key] += n

@@ -128,11 +128,9 @@ DEMO_MODELS: dict[str, DemoModel] = {d.alias: d for d in (
 def quiet_loading() -> None:
     """Silence the progress bars of weight loading and GGUF conversion (transformers' and the
     hub's tqdm bars) for ``taudit run -q``; warnings and errors still print."""
+    from huggingface_hub.utils import disable_progress_bars
+
     tlog.disable_progress_bar()
-    try:
-        from huggingface_hub.utils import disable_progress_bars
-    except ImportError:  # pragma: no cover - very old huggingface_hub
-        return
     disable_progress_bars()
 
 
@@ -242,15 +240,16 @@ def weight_files(folder: Path) -> list[Path]:
 _CODE_CONFIGS = ("config.json", "tokenizer_config.json", "preprocessor_config.json", "processor_config.json")
 
 
-def declared_remote_code(folder: Path) -> dict[str, Any]:
-    """``{file: auto_map}`` for each config file of a local model folder that names custom classes.
+def refuse_remote_code(folder: Path) -> None:
+    """A :class:`RemoteCodeRefusedError` naming each config file of a local model folder whose
+    ``auto_map`` names custom classes (and the folder's ``.py`` files), if any does.
 
     transformers imports the ``.py`` files an ``auto_map`` points at when ``trust_remote_code`` is
     true. With it false, a known ``model_type`` silently loads the built-in class instead of the
     declared one, so the folder is checked here and refused with a clear error rather than loaded
     as something its author did not mean.
     """
-    out: dict[str, Any] = {}
+    declared: dict[str, Any] = {}
     for name in _CODE_CONFIGS:
         f = folder / name
         if not f.is_file():
@@ -263,15 +262,13 @@ def declared_remote_code(folder: Path) -> dict[str, Any]:
             raise ModelLoadError(f"{f} cannot be read: {exc}") from exc
         amap = obj.get("auto_map") if isinstance(obj, dict) else None
         if amap:
-            out[name] = amap
-    return out
-
-
-def _refuse_remote_code(source: str, declared: dict[str, Any]) -> RemoteCodeRefusedError:
+            declared[name] = amap
+    if not declared:
+        return
     parts = [f"{f} auto_map {json.dumps(m, sort_keys=True)[:200]}" for f, m in declared.items()]
-    code = sorted(p.name for p in Path(source).glob("*.py"))
-    return RemoteCodeRefusedError(
-        f"model folder {source} declares custom code ({'; '.join(parts)}"
+    code = sorted(p.name for p in folder.glob("*.py"))
+    raise RemoteCodeRefusedError(
+        f"model folder {folder} declares custom code ({'; '.join(parts)}"
         + (f"; Python files: {', '.join(code)}" if code else "")
         + "). Loading it would run that code, so it is refused by default. If you trust the source, "
         "set `trust_remote_code: true` on this model in the audit config "
@@ -359,9 +356,7 @@ class ModelHandle:
         if prev == "eager":
             yield self
             return
-        set_impl: Callable[[str], None] | None = getattr(self.model, "set_attn_implementation", None)
-        if set_impl is None:  # pragma: no cover - old transformers
-            raise ModelLoadError("this transformers version cannot switch attention; load with need_attentions=True")
+        set_impl: Callable[[str], None] = self.model.set_attn_implementation  # transformers >= 5
         set_impl("eager")
         self.attn_implementation = "eager"
         try:
@@ -377,9 +372,7 @@ class ModelHandle:
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
-    if isinstance(device, torch.device):
-        return device
-    if device != "auto":
+    if isinstance(device, torch.device) or device != "auto":
         return torch.device(device)
     if torch.cuda.is_available():
         return torch.device("cuda")
@@ -467,9 +460,7 @@ def load_model(
     lfo = os.environ.get("HF_HUB_OFFLINE") == "1" or (local if local_files_only is None else local_files_only)
     trust_remote_code = trust_remote_code is True  # only an explicit True turns it on
     if local and not trust_remote_code:
-        declared = declared_remote_code(Path(source))
-        if declared:
-            raise _refuse_remote_code(source, declared)
+        refuse_remote_code(Path(source))
     common: dict[str, Any] = {"trust_remote_code": trust_remote_code, "local_files_only": lfo}
     if revision is not None and not local:
         common["revision"] = revision
@@ -535,8 +526,7 @@ def load_model(
         ) from exc
     except (ValueError, OSError) as exc:
         if "sdpa" in str(exc).lower() and attn == "sdpa":
-            kwargs["attn_implementation"] = "eager"
-            attn = "eager"
+            attn = kwargs["attn_implementation"] = "eager"
             model = cls.from_pretrained(source, **kwargs)
         elif "safetensors" in str(exc).lower() and not allow_pickle:
             raise PickleRefusedError(

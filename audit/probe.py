@@ -71,15 +71,6 @@ def check_tokenizer(handle: ModelHandle, what: str, *, needs_mask: bool = False)
                        "context and is not scored", what, handle.name)
 
 
-def non_finite_rows(df: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
-    """Rows where any of ``columns`` is NaN or ±inf (columns absent from ``df`` are ignored)."""
-    cols = [c for c in columns if c in df.columns]
-    if not cols or len(df) == 0:
-        return np.zeros(len(df), dtype=bool)
-    vals = df[cols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
-    return ~np.isfinite(vals).all(axis=1)
-
-
 def empty_text_rows(df: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
     """Rows where any of ``columns`` (present in ``df``) is missing, empty or whitespace only."""
     bad = np.zeros(len(df), dtype=bool)
@@ -388,8 +379,9 @@ class ItemProbe(Probe):
         return np.ones(len(items), dtype=bool)
 
     def non_finite_items(self, items: pd.DataFrame) -> np.ndarray:
-        """Scored items with a NaN or ±inf in a :meth:`finite_columns` column."""
-        return non_finite_rows(items, self.finite_columns(items)) & self.scored_rows(items)
+        """Scored items with a NaN or ±inf in a :meth:`finite_columns` column (a text counts as NaN)."""
+        vals = items[self.finite_columns(items)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+        return ~np.isfinite(vals).all(axis=1) & self.scored_rows(items)
 
     def prepare(self, handle: ModelHandle, items: pd.DataFrame, opts: dict[str, Any]) -> dict[str, Any]:
         """Resolve what scoring and summarising need beyond the items — options that depend on
@@ -471,8 +463,7 @@ class ItemProbe(Probe):
         items, n_loaded, opts, bounds = dist.together(f"{self.name}: loading and planning", plan)
         n_chunks = len(bounds) - 1
         mine = [k for k in range(n_chunks) if k % world == rank]
-        scored: dict[int, pd.DataFrame] = {}
-        refused: dict[int, list[dict[str, Any]]] = {}
+        scored: dict[int, pd.DataFrame] = {}  # without a workdir: one process, chunks in order
 
         def score_mine() -> None:
             bar = tqdm(total=len(mine), desc=f"{self.name} chunks", disable=not progress or n_chunks < 2, unit="chunk")
@@ -493,7 +484,7 @@ class ItemProbe(Probe):
                         _inject_fault(rank, len([q for q in mine if path.with_name(f"chunk-{q:05d}.parquet").is_file()]))
                     else:
                         scored[k] = out
-                        refused[k] = too_long
+                        excluded.extend(too_long)
                     bar.update(1)
             finally:
                 bar.close()
@@ -518,8 +509,6 @@ class ItemProbe(Probe):
                     excluded.extend(json.loads(side.read_text(encoding="utf-8")))
         else:
             parts = [scored[k] for k in range(n_chunks)]
-            for k in range(n_chunks):
-                excluded.extend(refused[k])
         kept = [q for q in parts if len(q)]
         all_items = pd.concat(kept, ignore_index=True) if kept else parts[0].iloc[:0]
         finite = self.finite_columns(all_items)

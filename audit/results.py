@@ -43,9 +43,7 @@ class MetricInfo:
 
 def _clean(x: Any) -> Any:
     """JSON-safe float: NaN/inf become None."""
-    if x is None:
-        return None
-    if isinstance(x, (bool, str)):
+    if x is None or isinstance(x, (bool, str)):
         return x
     try:
         f = float(x)
@@ -95,8 +93,7 @@ class MetricValue:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MetricValue:
-        known = {f for f in cls.__dataclass_fields__}
-        kw = {k: v for k, v in d.items() if k in known}
+        kw = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         if kw.get("value") is None:
             kw["value"] = float("nan")
         return cls(**kw)

@@ -58,6 +58,7 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -97,10 +98,6 @@ class RunOutcome:
     errors: list[str] = field(default_factory=list)
     verdict: Any = None  # audit.policy.Verdict when a policy was given
 
-    @property
-    def policy_failed(self) -> bool:
-        return bool(self.verdict is not None and getattr(self.verdict, "failed", False))
-
 
 def seed_everything(seed: int) -> None:
     import torch
@@ -110,22 +107,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _sha_files(paths: list[Path], rows: Any = None) -> list[dict[str, Any]]:
+def _sha_files(paths: list[Path], rows: Callable[[Path], int | None]) -> list[dict[str, Any]]:
     """Identity of each file: path, sha256, bytes and (``rows(path)``) its row count."""
     from audit.models import file_sha256
 
-    out = []
+    out: list[dict[str, Any]] = []
     for p in paths:
-        if p.is_file():
-            n = None
-            if rows is not None:
-                try:
-                    n = rows(p)
-                except Exception as exc:  # identity is best effort: the probe already read the file
-                    logger.debug("cannot count rows of %s: %s", p, exc)
-            out.append({"path": str(p), "sha256": file_sha256(p), "bytes": p.stat().st_size, "rows": n})
-        else:
+        if not p.is_file():
             out.append({"path": str(p), "sha256": None, "bytes": None, "rows": None, "missing": True})
+            continue
+        try:
+            n = rows(p)
+        except Exception as exc:  # identity is best effort: the probe already read the file
+            logger.debug("cannot count rows of %s: %s", p, exc)
+            n = None
+        out.append({"path": str(p), "sha256": file_sha256(p), "bytes": p.stat().st_size, "rows": n})
     return out
 
 
@@ -138,9 +134,7 @@ _MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "toke
 def _model_files_sha(source: str) -> dict[str, str]:
     from audit.models import file_sha256
 
-    folder = Path(source)
-    if not folder.is_dir():
-        return {}
+    folder = Path(source)  # a hub id names no local files: {}
     return {n: file_sha256(folder / n) for n in _MODEL_FILES if (folder / n).is_file()}
 
 
@@ -159,8 +153,7 @@ def _history(previous: dict[str, Any]) -> list[dict[str, Any]]:
         if h.get("host") == host and isinstance(pid, int) and pid != os.getpid() and pid_alive(pid):
             logger.warning("attempt %s (pid %s on %s) is still marked running and that process exists: another "
                            "taudit may be writing this run directory", h.get("attempt"), pid, host)
-        h["status"] = "interrupted"
-        h["interrupted_seen_at"] = now_iso()
+        h.update(status="interrupted", interrupted_seen_at=now_iso())
     return hist
 
 
