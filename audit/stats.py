@@ -3,7 +3,8 @@
 Every probe computes its uncertainty here so it is computed one way (lm-evaluation-harness
 keeps its standard errors central for the same reason). Built on ``scipy.stats``.
 
-* :func:`bootstrap_ci` — percentile bootstrap of a mean (Efron & Tibshirani 1993) over items.
+* :func:`bootstrap_ci` — percentile bootstrap of a mean (Efron & Tibshirani 1993) over items, or
+  over clusters of items (the cluster bootstrap).
 * :func:`binomial_test` — exact binomial test of a preference rate against 50 % (pair probes).
 * :func:`sign_test`, :func:`wilcoxon_test`, :func:`mann_whitney` — paired / unpaired location tests.
 * :func:`bootstrap_table_ci`, :func:`permutation_table_test` — CI and test of any statistic of an
@@ -76,6 +77,7 @@ def _percentile_bootstrap(seed: int, n: int, n_resamples: int, confidence: float
 def bootstrap_ci(
     data: Sequence[float] | np.ndarray,
     *,
+    clusters: Sequence[object] | np.ndarray | None = None,
     confidence: float = CONFIDENCE,
     n_resamples: int = N_RESAMPLES,
     seed: int = 0,
@@ -83,19 +85,32 @@ def bootstrap_ci(
 ) -> Interval:
     """Percentile bootstrap CI of the mean of items (rows resampled with replacement, vectorised).
 
-    Degenerate data (n < 2 or all values equal) give the mean as both bounds. ``scale``
-    multiplies the bounds (e.g. 100 for %).
+    With ``clusters`` (an id per item) the items come in correlated clusters (e.g. one attribute
+    word filled into several templates): whole clusters are resampled with replacement and the
+    statistic is the mean over all items of the drawn clusters (the cluster bootstrap, Davison &
+    Hinkley 1997 §3.8). Degenerate data (fewer than two items or clusters, or all values equal)
+    give the mean as both bounds. ``scale`` multiplies the bounds (e.g. 100 for %).
     """
     x = np.asarray(data, dtype=np.float64)
-    x = x[~np.isnan(x)]
-    n = len(x)
-    if n == 0:
+    ok = ~np.isnan(x)
+    x = x[ok]
+    if len(x) == 0:
         return Interval(float("nan"), float("nan"), "none (no data)")
     point = float(x.mean())
-    if n < 2 or np.all(x == x[0]):
-        return Interval(point * scale, point * scale, "degenerate (all items equal)")
-    lo, hi = _percentile_bootstrap(seed, n, n_resamples, confidence, lambda idx: x[idx].mean(axis=1))
-    return Interval(lo * scale, hi * scale, "bootstrap percentile")
+    if clusters is None:
+        if len(x) < 2 or np.all(x == x[0]):
+            return Interval(point * scale, point * scale, "degenerate (all items equal)")
+        lo, hi = _percentile_bootstrap(seed, len(x), n_resamples, confidence, lambda idx: x[idx].mean(axis=1))
+        return Interval(lo * scale, hi * scale, "bootstrap percentile")
+    _, inv = np.unique(np.asarray(clusters, dtype=object)[ok].astype(str), return_inverse=True)
+    k = int(inv.max()) + 1
+    if k < 2 or np.all(x == x[0]):
+        return Interval(point * scale, point * scale, f"degenerate ({k} cluster(s) or all items equal)")
+    sums = np.bincount(inv, weights=x, minlength=k)
+    counts = np.bincount(inv, minlength=k).astype(np.float64)
+    lo, hi = _percentile_bootstrap(seed, k, n_resamples, confidence,
+                                   lambda idx: sums[idx].sum(axis=1) / counts[idx].sum(axis=1))
+    return Interval(lo * scale, hi * scale, f"cluster bootstrap percentile ({k} clusters)")
 
 
 def binomial_test(k: int, n: int, p: float = 0.5, alternative: str = "two-sided") -> float:
@@ -448,37 +463,6 @@ def group_breakdown(
     return out
 
 
-def cluster_bootstrap_ci(
-    values: Sequence[float] | np.ndarray,
-    clusters: Sequence[object] | np.ndarray,
-    *,
-    confidence: float = CONFIDENCE,
-    n_resamples: int = N_RESAMPLES,
-    seed: int = 0,
-    scale: float = 1.0,
-) -> Interval:
-    """Percentile CI of an item mean when items come in correlated clusters (e.g. one attribute
-    word filled into several templates): whole clusters are resampled with replacement and the
-    statistic is the mean over all items of the drawn clusters (the cluster bootstrap, Davison &
-    Hinkley 1997 §3.8). With one item per cluster this is :func:`bootstrap_ci`."""
-    x = np.asarray(values, dtype=np.float64)
-    c = np.asarray(clusters, dtype=object)
-    ok = ~np.isnan(x)
-    x, c = x[ok], c[ok]
-    if len(x) == 0:
-        return Interval(float("nan"), float("nan"), "none (no data)")
-    _, inv = np.unique(c.astype(str), return_inverse=True)
-    k = int(inv.max()) + 1
-    sums = np.bincount(inv, weights=x, minlength=k)
-    counts = np.bincount(inv, minlength=k).astype(np.float64)
-    point = float(x.mean())
-    if k < 2 or np.all(x == x[0]):
-        return Interval(point * scale, point * scale, f"degenerate ({k} cluster(s) or all items equal)")
-    lo, hi = _percentile_bootstrap(seed, k, n_resamples, confidence,
-                                   lambda idx: sums[idx].sum(axis=1) / counts[idx].sum(axis=1))
-    return Interval(lo * scale, hi * scale, f"cluster bootstrap percentile ({k} clusters)")
-
-
 def cluster_mean_metric(
     info: MetricInfo,
     values: Sequence[float] | np.ndarray,
@@ -503,7 +487,7 @@ def cluster_mean_metric(
     if n == 0:
         return MetricValue.from_info(info, float("nan"), n=0, warning="no items")
     x = transform(raw) if transform is not None else raw
-    ci = cluster_bootstrap_ci(x, cl, seed=seed, scale=scale)
+    ci = bootstrap_ci(x, clusters=cl, seed=seed, scale=scale)
     _, inv = np.unique(cl.astype(str), return_inverse=True)
     means = np.bincount(inv, weights=raw) / np.bincount(inv)
     k = len(means)
