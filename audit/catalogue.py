@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import urllib.request
 from importlib.resources import files
 from pathlib import Path
@@ -87,8 +88,7 @@ def fetch(name: str, root: Path | None = None, mirror: str | None = None) -> lis
         tmp = dest.with_name(f".{dest.name}.part")
         try:
             with urllib.request.urlopen(url, timeout=TIMEOUT_S) as r, tmp.open("wb") as w:  # nosec B310  # scheme checked above
-                for block in iter(lambda: r.read(CHUNK), b""):
-                    w.write(block)
+                shutil.copyfileobj(r, w, CHUNK)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise DataError(f"{name}: cannot download {f['path']} from {url}: {exc}") from None

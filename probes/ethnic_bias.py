@@ -218,7 +218,7 @@ def masked_scores(handle: ModelHandle, items: pd.DataFrame, *, max_batch_tokens:
     seqs: list[list[int]] = []
     pos: list[int] = []
     tgt: list[int] = []
-    owner: list[tuple[int, int]] = []  # (item, 0 = target sentence / 1 = prior)
+    owner: list[int] = []  # 2 · item + (0: the target sentence, 1: the prior)
     for i, r in enumerate(items.itertuples(index=False)):
         n_ids = _word_ids(handle, r.nationality)
         a_ids = _word_ids(handle, attribute_form(r.template, r.attribute))
@@ -228,11 +228,10 @@ def masked_scores(handle: ModelHandle, items: pd.DataFrame, *, max_batch_tokens:
                 seqs.append(ids)
                 pos.append(p)
                 tgt.append(t)
-                owner.append((i, which))
+                owner.append(2 * i + which)
     lp = scoring.masked_token_logprobs(handle, seqs, pos, tgt, max_batch_tokens=max_batch_tokens, progress=progress,
                                        desc="ethnic_bias (masked)")
-    out = np.zeros((len(items), 2))
-    np.add.at(out, (np.array([o[0] for o in owner]), np.array([o[1] for o in owner])), lp)
+    out = np.bincount(owner, lp, minlength=2 * len(items)).reshape(-1, 2)
     return out[:, 0], out[:, 1]
 
 

@@ -148,14 +148,11 @@ class SeatTest:
 # --------------------------------------------------------------------------------------------
 
 
-def _category_words(category: str) -> list[str]:
-    return [w.lower() for w in re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+", category)]
-
-
 def infer_domain(categories: dict[str, str]) -> str:
     """The bias domain of a test from its category names (see :data:`DOMAIN_WORDS`)."""
     for keys in (("targ1", "targ2"), ("attr1", "attr2")):
-        words = {w for k in keys for w in _category_words(categories[k])}
+        # the words of the category names, CamelCase split
+        words = {w.lower() for k in keys for w in re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+", categories[k])}
         for domain, vocab in DOMAIN_WORDS:
             if words & vocab:
                 return domain
@@ -212,11 +209,6 @@ def load_seat_test(path: str | Path, name: str | None = None) -> SeatTest:
     return SeatTest(name or p.stem, p, categories, examples, infer_domain(categories), warnings)
 
 
-def _sort_key(name: str) -> tuple[Any, ...]:
-    """Natural order (weat2 before weat10), as the reference runner sorts tests."""
-    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
-
-
 def seat_files(data: str | Path | None) -> list[tuple[str, Path]]:
     """(test name, file) pairs: a file, every ``*.jsonl``/``*.json`` under a folder, or the built-ins."""
     p = Path(data) if data is not None else BUILTIN_DIR
@@ -228,7 +220,8 @@ def seat_files(data: str | Path | None) -> list[tuple[str, Path]]:
     if not files:
         raise ProbeError(f"{p}: no SEAT test files (*.jsonl or *.json) in this folder")
     named = [(str(q.relative_to(p).with_suffix("")).replace("\\", "/"), q) for q in files]
-    return sorted(named, key=lambda t: _sort_key(t[0]))
+    # natural order (weat2 before weat10), as the reference runner sorts tests
+    return sorted(named, key=lambda t: tuple(int(x) if x.isdigit() else x for x in re.split(r"(\d+)", t[0])))
 
 
 def load_seat(data: str | Path | None = None, tests: list[str] | None = None, probe: str = "seat") -> list[SeatTest]:
@@ -416,8 +409,7 @@ class Seat(Probe):
 
     def data_rows(self, path: Path) -> int | None:
         """A test file's rows: its examples over the four sets."""
-        test = load_seat_test(path)
-        return sum(len(test.examples[k]) for k in SETS)
+        return sum(len(v) for v in load_seat_test(path).examples.values())
 
     class Options(BatchingOptions):
         pooling: Literal["mean", "cls", "pooler", "last"] = Field(

@@ -252,8 +252,7 @@ class SeeGULL(ItemProbe):
     def data_files(self, data: str | Path | None, options: dict[str, Any] | None = None) -> list[Path]:
         if data is None:
             return []
-        s, o = data_paths(data, (options or {}).get("offensiveness"))
-        return [s] + ([o] if o is not None else [])
+        return [p for p in data_paths(data, (options or {}).get("offensiveness")) if p is not None]
 
     class Options(BatchingOptions, MaxItemsOptions):
         """``data``: the stereotypes CSV or its folder (the folder's offensiveness CSV is joined
@@ -278,8 +277,7 @@ class SeeGULL(ItemProbe):
 
     def load_items(self, data: str | Path | None, opts: dict[str, Any]) -> pd.DataFrame:
         templates = self._templates(opts)
-        s, o = data_paths(data, opts.get("offensiveness"))
-        df = load_stereotypes(s, o)
+        df = load_stereotypes(*data_paths(data, opts.get("offensiveness")))
         pairs = select_pairs(df, min_votes=int(opts.get("min_votes", 1)),
                              include_rejected=bool(opts.get("include_rejected", True)), max_items=opts.get("max_items"),
                              threshold=float(opts.get("offensive_threshold", 2.0)), seed=self.seed)

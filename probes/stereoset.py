@@ -109,12 +109,6 @@ METRICS: dict[str, MetricInfo] = {
 # --------------------------------------------------------------------------------------------
 
 
-def _blank_word_index(context: str) -> int | None:
-    """Index of the (last) space-separated context word containing BLANK, as the reference."""
-    found = [i for i, w in enumerate(context.split(" ")) if BLANK in w]
-    return found[-1] if found else None
-
-
 def load_stereoset(path: str | Path, splits: Sequence[str] = SPLITS) -> pd.DataFrame:
     """Read the official ``dev.json``/``test.json``: one row per cluster.
 
@@ -175,9 +169,11 @@ def _parse_cluster(p: Path, split: str, i: int, c: Any, seen: dict[str, str] | N
                            "domain": c["bias_type"], "context": c["context"]}
     word_idx = None
     if split == "intrasentence":
-        word_idx = _blank_word_index(c["context"])
-        if word_idx is None:
+        # the (last) space-separated context word containing BLANK, as the reference
+        found = [i for i, w in enumerate(c["context"].split(" ")) if BLANK in w]
+        if not found:
             raise ProbeError(f"{where}: intrasentence context has no {BLANK}: {brief(c['context'])}")
+        word_idx = found[-1]
     for j, s in enumerate(sents):
         sw = f"{where}: sentences[{j}]"
         if not isinstance(s, dict):
@@ -306,10 +302,8 @@ def attach_scores(clusters: pd.DataFrame, scores: dict[str, float], source: str 
         missing = [(cid, sid) for cid, sid in zip(items["cluster_id"], ids, strict=True) if sid not in scores]
         if missing:
             cid, sid = missing[0]
-            raise ProbeError(
-                f"{source}: no score for {g} sentence {sid!r} of cluster {cid!r} "
-                f"({len(missing)} {g} sentence(s) missing)"
-            )
+            raise ProbeError(f"{source}: no score for {g} sentence {sid!r} of cluster {cid!r} "
+                             f"({len(missing)} {g} sentence(s) missing)")
         items[f"score_{col}"] = [scores[s] for s in ids]
     return judge(items)
 

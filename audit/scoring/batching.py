@@ -63,10 +63,6 @@ def length_sorted_batches(
     return batches
 
 
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
-
-
 def run_batches(
     batches: Sequence[Any],
     fn: Callable[[Any], None],
@@ -86,14 +82,14 @@ def run_batches(
             fn(b)
             bar.update(size(b))
         except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
-            if not _is_oom(exc) or len(b) == 1:
+            oom = isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+            if not oom or len(b) == 1:
                 raise
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             half = len(b) // 2
             logger.warning("out of memory on a batch of %d; retrying as two halves", len(b))
-            queue.append(b[half:])
-            queue.append(b[:half])
+            queue += [b[half:], b[:half]]
     bar.close()
 
 
