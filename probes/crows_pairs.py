@@ -122,15 +122,11 @@ def masked_pair_scores(
     Returns (score1, score2, n_scored_tokens)."""
     enc1, enc2 = (handle.tokenizer([s.lower() if handle.is_uncased else s for s in sents])["input_ids"]
                   for sents in (sent1, sent2))
-    ids: list[list[int]] = []
-    positions: list[list[int]] = []
-    n_tok = np.empty(len(sent1), dtype=np.int64)
-    for i, (a, b) in enumerate(zip(enc1, enc2, strict=True)):
-        t1, t2 = shared_spans(a, b)
-        # skip the first and last shared positions (CLS / SEP), as metric.py does
-        ids += [a, b]
-        positions += [t1[1:-1], t2[1:-1]]
-        n_tok[i] = max(len(t1) - 2, 0)
+    spans = [shared_spans(a, b) for a, b in zip(enc1, enc2, strict=True)]
+    ids = [e for pair in zip(enc1, enc2, strict=True) for e in pair]
+    # skip the first and last shared positions (CLS / SEP), as metric.py does
+    positions = [t[1:-1] for pair in spans for t in pair]
+    n_tok = np.asarray([max(len(t1) - 2, 0) for t1, _ in spans], dtype=np.int64)
     lps = scoring.pseudo_log_likelihood(
         handle, ids, positions, max_batch_tokens=max_batch_tokens, progress=progress
     )

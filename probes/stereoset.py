@@ -126,8 +126,6 @@ def load_stereoset(path: str | Path, splits: Sequence[str] = SPLITS) -> pd.DataF
     rows: list[dict[str, Any]] = []
     seen: dict[str, str] = {}  # cluster / sentence id → where it was first
     for split in splits:
-        if split not in SPLITS:
-            raise ProbeError(f"unknown StereoSet split {split!r}; use {list(SPLITS)}")
         clusters = data.get(split)
         if not isinstance(clusters, list):
             raise ProbeError(f"{p}: data.{split} must be a list of clusters, got {type(clusters).__name__}")
@@ -459,24 +457,21 @@ def stereoset_metrics(items: pd.DataFrame, *, seed: int = 0, prefix: str = "") -
     n_terms = int(a["n_terms"])  # a count; aggregate() returns it as an int in a dict[str, float]
     warn = small_n_warning(n_terms, "target terms")
     k, n = int(items["stereotype_preferred"].sum()), len(items)
-    method = "bootstrap percentile over target terms"
-    out = {}
-    for m in ("ss", "lms", "icat"):
-        mv = MetricValue.from_info(infos[f"{prefix}{m}"], a[m], ci_low=ci[m][0], ci_high=ci[m][1], n=n_terms,
-                                   ci_method=method, warning=warn)
-        if m == "ss":
-            # SS is a mean over target terms: interval and test both treat the terms as the sample
-            # (a Student-t interval — the percentile bootstrap over a handful of terms undercovers,
-            # benchmarks/calibration.py)
-            term_ss = tab["ss"].to_numpy()
-            if n_terms > 1 and np.ptp(term_ss) > 0:
-                h = float(stats.t.ppf(0.5 + CONFIDENCE / 2, n_terms - 1) * term_ss.std(ddof=1) / np.sqrt(n_terms))
-                mv.ci_low, mv.ci_high = max(a["ss"] - h, 0.0), min(a["ss"] + h, 100.0)
-                mv.ci_method = f"Student t over {n_terms} target terms"
-            mv.p_value = one_sample_t(term_ss - 50.0) if n_terms > 1 else binomial_test(k, n)
-            mv.test = (f"one-sample t over {n_terms} target terms' SS vs 50% (stereotype preferred in {k}/{n} "
-                       "clusters)" if n_terms > 1 else f"exact binomial: stereotype preferred in {k}/{n} clusters vs 50%")
-        out[f"{prefix}{m}"] = mv
+    out = {f"{prefix}{m}": MetricValue.from_info(infos[f"{prefix}{m}"], a[m], ci_low=ci[m][0], ci_high=ci[m][1],
+                                                n=n_terms, ci_method="bootstrap percentile over target terms",
+                                                warning=warn) for m in ("ss", "lms", "icat")}
+    # SS is a mean over target terms: interval and test both treat the terms as the sample
+    # (a Student-t interval — the percentile bootstrap over a handful of terms undercovers,
+    # benchmarks/calibration.py)
+    mv = out[f"{prefix}ss"]
+    term_ss = tab["ss"].to_numpy()
+    if n_terms > 1 and np.ptp(term_ss) > 0:
+        h = float(stats.t.ppf(0.5 + CONFIDENCE / 2, n_terms - 1) * term_ss.std(ddof=1) / np.sqrt(n_terms))
+        mv.ci_low, mv.ci_high = max(a["ss"] - h, 0.0), min(a["ss"] + h, 100.0)
+        mv.ci_method = f"Student t over {n_terms} target terms"
+    mv.p_value = one_sample_t(term_ss - 50.0) if n_terms > 1 else binomial_test(k, n)
+    mv.test = (f"one-sample t over {n_terms} target terms' SS vs 50% (stereotype preferred in {k}/{n} "
+               "clusters)" if n_terms > 1 else f"exact binomial: stereotype preferred in {k}/{n} clusters vs 50%")
     return out
 
 
