@@ -81,12 +81,9 @@ def architecture(cfg: Any) -> dict[str, int]:
 
 def linear_weights(module: torch.nn.Module) -> int:
     """Weights of every linear layer in ``module`` (``nn.Linear`` and GPT-2's ``Conv1D``)."""
-    n = 0
-    for m in module.modules():
-        w = getattr(m, "weight", None)
-        if (isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D") and w is not None:
-            n += int(w.numel())
-    return n
+    weights = (getattr(m, "weight", None) for m in module.modules()
+               if isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D")
+    return sum(int(w.numel()) for w in weights if w is not None)
 
 
 def real_rows(x: torch.Tensor | None, mask: torch.Tensor | None) -> int:
@@ -105,9 +102,7 @@ def real_rows(x: torch.Tensor | None, mask: torch.Tensor | None) -> int:
       no probe forwards.
     """
     if mask is None:
-        if x is None:
-            return 0
-        return int(x.shape[0] * x.shape[1])
+        return 0 if x is None else int(x.shape[0] * x.shape[1])
     t = int(x.shape[1]) if x is not None else int(mask.shape[-1])
     if mask.dim() == 2:
         return int(mask[:, -t:].sum())
@@ -149,17 +144,10 @@ class TokenCounter:
     def __init__(self, module: torch.nn.Module, sync: bool = True) -> None:
         self.module = module
         self.sync = sync
-        self.forward_tokens = 0
-        self.backward_tokens = 0
-        self.key_tokens = 0
-        self.backward_key_tokens = 0
-        self.forwards = 0
-        self.model_s = 0.0
-        self.wall_s = 0.0
-        self.cpu_s = 0.0
+        self.forward_tokens = self.backward_tokens = self.key_tokens = self.backward_key_tokens = self.forwards = 0
+        self.model_s = self.wall_s = self.cpu_s = 0.0
         self._t0: float | None = None
-        self._n = 0
-        self._keys = 0
+        self._n = self._keys = 0
         self._handles: list[Any] = []
 
     def _sync(self, x: torch.Tensor | None) -> None:

@@ -127,9 +127,6 @@ class Entity:
     recognizer: str
     score: float
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 class PiiDetector:
     """The recognizers that run, each permissive, with each entity type's check beside it.
@@ -156,22 +153,17 @@ class PiiDetector:
         recs = [EmailRecognizer(), PhoneRecognizer(supported_regions=list(self.phone_regions)),
                 CreditCardRecognizer(), IbanRecognizer(), IpRecognizer(), UsSsnRecognizer(), UrlRecognizer(),
                 *_turkish_recognizers()]
+        checks: dict[str, Callable[[str], bool | None]] = {
+            "EMAIL_ADDRESS": email_valid, "PHONE_NUMBER": functools.partial(phone_valid, regions=self.phone_regions)}
         self.recognizers: list[tuple[Any, Callable[[str], bool | None]]] = []
         for r in recs:
-            check: Callable[[str], bool | None]
             etype = r.supported_entities[0]
-            if etype == "EMAIL_ADDRESS":
-                check = email_valid
-            elif etype == "PHONE_NUMBER":
-                check = functools.partial(phone_valid, regions=self.phone_regions)
-            elif etype in CHECKED_TYPES and isinstance(r, PatternRecognizer):
-                check = _presidio_check(r)
-            else:
-                check = _no_check
+            check = checks.get(etype) or (
+                _presidio_check(r) if etype in CHECKED_TYPES and isinstance(r, PatternRecognizer) else _no_check)
             if isinstance(r, PatternRecognizer):
                 # permissive: the pattern decides detection, the check is recorded separately
                 r.validate_result = _no_check  # type: ignore[method-assign,assignment]
-                r.invalidate_result = _never_invalid  # type: ignore[method-assign,assignment]
+                r.invalidate_result = lambda _text: False  # type: ignore[method-assign,assignment]
             self.recognizers.append((r, check))
         self.ner_model = self._ner_model(ner)
         self._nlp: Any = None
@@ -236,10 +228,6 @@ def _no_check(_text: str) -> None:
     return None
 
 
-def _never_invalid(_text: str) -> bool:
-    return False
-
-
 def _presidio_check(r: Any) -> Callable[[str], bool]:
     """The recognizer's own validate / invalidate rules as one check (bound before they are
     switched off)."""
@@ -255,7 +243,7 @@ def _presidio_check(r: Any) -> Callable[[str], bool]:
 def mark_spans(text: str, entities: Sequence[Entity | dict[str, Any]]) -> str:
     """``text`` with each detected span written ``[[TYPE: span]]`` (outermost spans; an entity
     inside an already marked span is not marked again). Plain text: reports escape it."""
-    ents = sorted((e if isinstance(e, dict) else e.as_dict() for e in entities),
+    ents = sorted((e if isinstance(e, dict) else asdict(e) for e in entities),
                   key=lambda e: (e["start"], -e["end"]))
     out, pos = [], 0
     for e in ents:

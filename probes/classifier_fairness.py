@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 import torch
 from pydantic import Field, PositiveInt
+from scipy.special import softmax
 
 from audit import scoring
 from audit.datafiles import grouped_rows, label_strings, read_grouped_texts, read_table
@@ -58,8 +59,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DATA_DIR = Path(__file__).parent / "data" / "fairness"
-DEFAULT_DATA = DATA_DIR / "sentiment_eec.csv"
+DEFAULT_DATA = Path(__file__).parent / "data" / "fairness" / "sentiment_eec.csv"
 DEFAULT_PROMPT = "{text} This sentence is"
 DEFAULT_LABEL_WORDS = {"0": " negative", "1": " positive"}
 DEFAULT_BREAKDOWN = ("language",)
@@ -74,8 +74,6 @@ class LabelledData:
     """A loaded dataset: ``frame`` has columns row, text, label, the attribute and extras."""
 
     frame: pd.DataFrame
-    path: Path
-    attribute: str
     positive_label: str
     labels: list[str]
     n_dropped: int = 0
@@ -84,10 +82,7 @@ class LabelledData:
 
 def _match_label(value: Any, labels: list[str]) -> str | None:
     key = str(value).strip().lower()
-    for lab in labels:
-        if lab.lower() == key:
-            return lab
-    return None
+    return next((lab for lab in labels if lab.lower() == key), None)
 
 
 def default_positive_label(labels: list[str]) -> str | None:
@@ -115,9 +110,8 @@ def load_labelled(
     out, n_dropped = read_grouped_texts(p, what="classifier_fairness data file", text_column=text_column,
                                         attribute_column=attribute_column, columns={"label_column": label_column},
                                         extra_columns=extra_columns, needs="group fairness")
-    warnings: list[str] = []
-    if n_dropped:
-        warnings.append(f"{n_dropped} row(s) of {p.name} have no {attribute_column!r} value and were left out")
+    warnings = [f"{n_dropped} row(s) of {p.name} have no {attribute_column!r} value and were left out"] if n_dropped \
+        else []
     label_set = sorted(out["label"].unique())
     if len(label_set) < 2:
         raise ProbeError(f"{p}: the label column {label_column!r} has a single value ({label_set[0]!r})")
@@ -136,7 +130,7 @@ def load_labelled(
                 f"{p}: positive_label {positive_label!r} is not a value of column {label_column!r} "
                 f"(values: {label_set})"
             )
-    return LabelledData(out, p, attribute_column, pos, label_set, n_dropped, warnings)
+    return LabelledData(out, pos, label_set, n_dropped, warnings)
 
 
 _TRUE_WORDS, _FALSE_WORDS = {"1", "true", "yes"}, {"0", "false", "no"}
@@ -294,12 +288,6 @@ def classifier_label_map(
     )
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    z = x - x.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 @register_probe("classifier_fairness")
 class ClassifierFairness(ItemProbe):
     kinds = ("classifier", "causal-lm")
@@ -430,12 +418,12 @@ class ClassifierFairness(ItemProbe):
             words = opts["words"]
             scores = zero_shot_logprobs(handle, texts, opts["prompt"], [words[c] for c in cand],
                                         max_batch_tokens=mbt, progress=progress)
-            probs = _softmax(scores)
+            probs = softmax(scores, axis=1)
             pred_labels = [cand[i] for i in probs.argmax(axis=1)]
         else:
             mapping = opts["mapping"]
             logits = classifier_logits(handle, texts, max_batch_tokens=mbt, progress=progress)
-            all_probs = _softmax(logits)
+            all_probs = softmax(logits, axis=1)
             probs = all_probs[:, [mapping[c] for c in cand]]
             scores = logits[:, [mapping[c] for c in cand]]
             id2label = {int(k): str(v) for k, v in handle.model.config.id2label.items()}
@@ -466,17 +454,15 @@ class ClassifierFairness(ItemProbe):
                         label_words=opts["words"])
         else:
             info.update(scoring="classifier head: softmax over all outputs", label_map=opts["mapping"])
-        n_resamples, n_permutations = int(opts["n_resamples"]), int(opts["n_permutations"])
-        summary, warn = fairness_summary(
-            items["y_true"].to_numpy(), items["y_pred"].to_numpy(), items["y_score"].to_numpy(),
-            items[attribute].astype(str).to_numpy(), seed=seed, n_resamples=n_resamples,
-            n_permutations=n_permutations,
-        )
-        breakdown = fairness_breakdown(items, [attribute, *opts["breakdown_columns"]], seed=seed, n_resamples=n_resamples)
-        all_warnings = list(ds.warnings) + warn
-        aucs = bias_aucs(items["y_true"].to_numpy(), items["y_score"].to_numpy(), items[attribute].astype(str).to_numpy())
-        for m in ("subgroup_auc", "bpsn_auc", "bnsp_auc"):
+        y_true, y_score, groups = (items["y_true"].to_numpy(), items["y_score"].to_numpy(),
+                                   items[attribute].astype(str).to_numpy())
+        summary, warn = fairness_summary(y_true, items["y_pred"].to_numpy(), y_score, groups, seed=seed,
+                                         n_resamples=opts["n_resamples"], n_permutations=opts["n_permutations"])
+        breakdown = fairness_breakdown(items, [attribute, *opts["breakdown_columns"]], seed=seed,
+                                       n_resamples=opts["n_resamples"])
+        aucs = bias_aucs(y_true, y_score, groups)
+        for m in AUC_KINDS:
             col = aucs[m].dropna()
             info[f"worst_group_{m}"] = str(col.idxmin()) if len(col) else None
-        return ProbeResult("classifier_fairness", summary, items, breakdown, warnings=all_warnings, info=info,
+        return ProbeResult("classifier_fairness", summary, items, breakdown, warnings=[*ds.warnings, *warn], info=info,
                            item_effect="score_error", item_text=["text"])

@@ -35,7 +35,6 @@ import inspect
 import math
 import resource
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,38 +62,31 @@ def _info(name: str, description: str, unit: str, higher: bool | None, ref: str 
     return MetricInfo(name, description, ideal=None, higher_is_better=higher, unit=unit, reference=ref)
 
 
-METRICS: dict[str, MetricInfo] = {
-    "parameters": _info("parameters", "total parameters", "", None, REF_N),
-    "embedding_parameters": _info("embedding_parameters", "parameters of the input token and position embeddings",
-                                  "", None, REF_N),
-    "non_embedding_parameters": _info("non_embedding_parameters", "parameters outside the input embeddings (N)", "",
-                                      None, REF_N),
-    "forward_flops_per_token": _info("forward_flops_per_token", "forward FLOPs per token measured by FlopCounterMode "
-                                     "at the short length", "FLOP", False, REF_FLOPS),
-    "forward_flops_per_token_long": _info("forward_flops_per_token_long", "forward FLOPs per token measured at the "
-                                          "long length", "FLOP", False, REF_FLOPS),
-    "analytic_flops_per_token": _info("analytic_flops_per_token", "2·N_matmul + 4·n_layer·L·d_attn at the short "
-                                      "length", "FLOP", False, REF_N),
-    "analytic_flops_per_token_long": _info("analytic_flops_per_token_long", "the analytic estimate at the long length",
-                                           "FLOP", False, REF_N),
-    "flops_measured_over_analytic": _info("flops_measured_over_analytic", "measured / analytic FLOPs per token at the "
-                                          "long length (1 = the estimate is exact)", "", None, REF_FLOPS),
-    "weight_bytes": _info("weight_bytes", "bytes of parameters and buffers as loaded", "B", False),
-    "peak_memory_mb": _info("peak_memory_mb", "peak memory of the audit process so far (CUDA allocated, or CPU "
-                            "resident set size)", "MB", False),
-    "prefill_tokens_per_s": _info("prefill_tokens_per_s", "prefill (forward) tokens per second at batch 1", "tokens/s",
-                                  True),
-    "prefill_tokens_per_s_batch": _info("prefill_tokens_per_s_batch", "prefill tokens per second at the batch that "
-                                        "fills the token budget", "tokens/s", True),
-    "decode_tokens_per_s": _info("decode_tokens_per_s", "greedy decode tokens per second at batch 1 (KV cache)",
-                                 "tokens/s", True),
-    "decode_tokens_per_s_batch": _info("decode_tokens_per_s_batch", "greedy decode tokens per second, all rows, at "
-                                       "the budget-filling batch", "tokens/s", True),
-    "first_token_latency_ms": _info("first_token_latency_ms", "prefill of one prompt plus its first new token, batch 1",
-                                    "ms", False),
-    "matmul_gflops": _info("matmul_gflops", "dense matmul rate of the device measured in this run", "GFLOP/s", True),
-    "prefill_mfu": _info("prefill_mfu", "prefill FLOP/s at the budget batch over the measured matmul rate", "", True),
-}
+METRICS: dict[str, MetricInfo] = {m.name: m for m in (
+    _info("parameters", "total parameters", "", None, REF_N),
+    _info("embedding_parameters", "parameters of the input token and position embeddings", "", None, REF_N),
+    _info("non_embedding_parameters", "parameters outside the input embeddings (N)", "", None, REF_N),
+    _info("forward_flops_per_token", "forward FLOPs per token measured by FlopCounterMode at the short length",
+          "FLOP", False, REF_FLOPS),
+    _info("forward_flops_per_token_long", "forward FLOPs per token measured at the long length", "FLOP", False,
+          REF_FLOPS),
+    _info("analytic_flops_per_token", "2·N_matmul + 4·n_layer·L·d_attn at the short length", "FLOP", False, REF_N),
+    _info("analytic_flops_per_token_long", "the analytic estimate at the long length", "FLOP", False, REF_N),
+    _info("flops_measured_over_analytic", "measured / analytic FLOPs per token at the long length (1 = the "
+          "estimate is exact)", "", None, REF_FLOPS),
+    _info("weight_bytes", "bytes of parameters and buffers as loaded", "B", False),
+    _info("peak_memory_mb", "peak memory of the audit process so far (CUDA allocated, or CPU resident set size)",
+          "MB", False),
+    _info("prefill_tokens_per_s", "prefill (forward) tokens per second at batch 1", "tokens/s", True),
+    _info("prefill_tokens_per_s_batch", "prefill tokens per second at the batch that fills the token budget",
+          "tokens/s", True),
+    _info("decode_tokens_per_s", "greedy decode tokens per second at batch 1 (KV cache)", "tokens/s", True),
+    _info("decode_tokens_per_s_batch", "greedy decode tokens per second, all rows, at the budget-filling batch",
+          "tokens/s", True),
+    _info("first_token_latency_ms", "prefill of one prompt plus its first new token, batch 1", "ms", False),
+    _info("matmul_gflops", "dense matmul rate of the device measured in this run", "GFLOP/s", True),
+    _info("prefill_mfu", "prefill FLOP/s at the budget batch over the measured matmul rate", "", True),
+)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -105,12 +97,8 @@ METRICS: dict[str, MetricInfo] = {
 def parameter_counts(model: torch.nn.Module) -> dict[str, int]:
     """Total, embedding (every ``nn.Embedding``: tokens, positions, token types) and the rest.
     Tied output weights are counted once."""
-    seen: set[int] = set()
-    emb = 0
-    for m in model.modules():
-        if isinstance(m, torch.nn.Embedding) and id(m.weight) not in seen:
-            seen.add(id(m.weight))
-            emb += m.weight.numel()
+    emb = sum({id(m.weight): m.weight.numel() for m in model.modules()
+               if isinstance(m, torch.nn.Embedding)}.values())  # keyed by tensor: tied weights once
     total = sum(p.numel() for p in model.parameters())
     return {"parameters": int(total), "embedding_parameters": int(emb), "non_embedding_parameters": int(total - emb)}
 
@@ -145,10 +133,8 @@ def measured_flops_per_token(handle: ModelHandle, length: int) -> float:
     """FlopCounterMode's count for one forward over ``length`` tokens, divided by ``length``
     (eager attention, so the attention products are matmuls the counter sees)."""
     ids = _ids(handle, 1, length)
-    with handle.attentions(), torch.inference_mode():
-        counter = FlopCounterMode(display=False)
-        with counter:
-            handle.model(input_ids=ids, attention_mask=torch.ones_like(ids))
+    with handle.attentions(), torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        handle.model(input_ids=ids, attention_mask=torch.ones_like(ids))
     return counter.get_total_flops() / length
 
 
@@ -194,16 +180,17 @@ def _sync(handle: ModelHandle) -> None:
         torch.cuda.synchronize(handle.device)
 
 
-def _timed(handle: ModelHandle, fn: Callable[[], Any], repeats: int) -> np.ndarray:
-    fn()  # warm-up: allocator, kernels, caches
+def _forward_times(handle: ModelHandle, ids: torch.Tensor, repeats: int) -> np.ndarray:
+    """Seconds of each of ``repeats`` forwards over ``ids``, after a warm-up (allocator, kernels, caches)."""
     out = []
-    for _ in range(repeats):
+    for _ in range(repeats + 1):
         _sync(handle)
         t0 = time.perf_counter()
-        fn()
+        with torch.inference_mode():
+            handle.model(input_ids=ids, attention_mask=torch.ones_like(ids))
         _sync(handle)
         out.append(time.perf_counter() - t0)
-    return np.asarray(out)
+    return np.asarray(out[1:])  # the first is the warm-up
 
 
 def _decode_run(handle: ModelHandle, ids: torch.Tensor, new_tokens: int) -> tuple[float, float]:
@@ -278,9 +265,8 @@ class Cost(Probe):
         budget = int(opts.batch_tokens or scoring.default_batch_tokens(handle))
         rows = max(1, budget // (plen + (new_tokens if causal else 0)))
 
-        summary: dict[str, MetricValue] = {}
-        for k, v in parameter_counts(handle.model).items():
-            summary[k] = MetricValue.from_info(METRICS[k], float(v), ci_method="exact count")
+        summary: dict[str, MetricValue] = {k: MetricValue.from_info(METRICS[k], float(v), ci_method="exact count")
+                                           for k, v in parameter_counts(handle.model).items()}
         measured = {L: measured_flops_per_token(handle, L) for L in (short, long_)}
         analytic = {L: analytic_flops_per_token(handle, L) for L in (short, long_)}
         for suffix, L in (("", short), ("_long", long_)):
@@ -310,12 +296,7 @@ class Cost(Probe):
         for b, suffix in ((1, ""), (rows, "_batch")):
             ids = _ids(handle, b, plen, seed=seed)
             if not causal:
-
-                def forward(ids: torch.Tensor = ids) -> None:
-                    with torch.inference_mode():
-                        handle.model(input_ids=ids, attention_mask=torch.ones_like(ids))
-
-                times = _timed(handle, forward, repeats)
+                times = _forward_times(handle, ids, repeats)
                 speed(f"prefill_tokens_per_s{suffix}", times, b * plen / times)
                 continue
             # one run gives all three: the prefill forward (+ argmax) is the first token's latency
@@ -338,11 +319,10 @@ class Cost(Probe):
             n=pf.n, ci_method="the prefill interval scaled")
         mem, how = peak_memory_mb(handle)
         summary["peak_memory_mb"] = MetricValue.from_info(METRICS["peak_memory_mb"], mem, test=how)
-        a = _arch(handle.config)
         info = {
             "primary_metric": self.primary_metric, "device": str(handle.device), "dtype": str(handle.dtype).replace("torch.", ""),
             "torch_threads": torch.get_num_threads(), "quantization": handle.quantization,
-            "weight_bytes_by_dtype": wb, "architecture": a, "flop_lengths": [short, long_],
+            "weight_bytes_by_dtype": wb, "architecture": _arch(handle.config), "flop_lengths": [short, long_],
             "flops": {"measured": {str(k): v for k, v in measured.items()},
                       "analytic": {str(k): v for k, v in analytic.items()},
                       "counter": "torch.utils.flop_counter.FlopCounterMode (matmul FLOPs, eager attention)",
@@ -352,9 +332,7 @@ class Cost(Probe):
                       "inputs": "random ordinary token ids (seeded)"},
             "peak_memory": how,
         }
-        warnings = []
-        if handle.quantization:
-            warnings.append(f"weights were quantized ({handle.quantization}): speed and memory are those of the "
-                            "dequantized model as loaded, not of the quantized runtime")
+        warnings = [f"weights were quantized ({handle.quantization}): speed and memory are those of the dequantized "
+                    "model as loaded, not of the quantized runtime"] if handle.quantization else []
         items = pd.DataFrame(rows_timed, columns=["measurement", "repeat", "seconds", "value"])
         return ProbeResult("cost", summary, items, warnings=warnings, info=info, item_text=["measurement"])

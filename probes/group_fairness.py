@@ -43,8 +43,6 @@ exact test, Benjamini–Hochberg adjusted across groups.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pandas as pd
 from fairlearn.metrics import (
@@ -148,9 +146,7 @@ def _auc_rows(y: np.ndarray, ing: np.ndarray, which: str) -> np.ndarray:
 AUC_KINDS = ("subgroup_auc", "bpsn_auc", "bnsp_auc")
 
 
-def bias_aucs(
-    y_true: np.ndarray, y_score: np.ndarray, groups: np.ndarray, auc: Any = _sk_auc
-) -> pd.DataFrame:
+def bias_aucs(y_true: np.ndarray, y_score: np.ndarray, groups: np.ndarray) -> pd.DataFrame:
     """Subgroup, BPSN and BNSP AUC of every group (Borkan et al. 2019), one row per group."""
     y = np.asarray(y_true, dtype=bool)
     s = np.asarray(y_score, dtype=np.float64)
@@ -158,7 +154,7 @@ def bias_aucs(
     rows = []
     for grp in sorted(pd.unique(g)):
         ing = g == grp
-        rows.append({"group": grp, **{k: auc(y[m], s[m]) for k in AUC_KINDS for m in [_auc_rows(y, ing, k)]}})
+        rows.append({"group": grp, **{k: _sk_auc(y[m], s[m]) for k in AUC_KINDS for m in [_auc_rows(y, ing, k)]}})
     return pd.DataFrame(rows).set_index("group")
 
 
@@ -342,10 +338,8 @@ def fairness_summary(
     needed."""
     tab = _table(y_true, y_pred, y_score, groups)
     point = summary_from_arrays(y_true, y_pred, y_score, np.asarray(groups).astype(str))
-    out: dict[str, MetricValue] = {}
-    for name in METRICS:
-        out[name] = summary_metric(name, tab, point[name], seed=seed, n_resamples=n_resamples,
-                                   n_permutations=n_permutations)
+    out = {name: summary_metric(name, tab, point[name], seed=seed, n_resamples=n_resamples,
+                                n_permutations=n_permutations) for name in METRICS}
     warnings: list[str] = []
     for grp, r in group_rates(tab["y"], tab["p"], np.asarray(groups).astype(str)).iterrows():
         if r["n"] < MIN_N:

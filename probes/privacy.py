@@ -39,9 +39,11 @@ likelihood.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -69,50 +71,47 @@ REF_MEM = "Carlini et al. 2023 (k-extractable, greedy)"
 REF_CANARY = "Carlini et al. 2019 (The Secret Sharer)"
 
 
+def _lower(key: str, what: str, ref: str, **kw: Any) -> MetricInfo:
+    """A leakage metric: 0 is ideal, lower is better."""
+    return MetricInfo(key, what, ideal=0.0, higher_is_better=False, reference=ref, **kw)
+
+
 def _rate(key: str, what: str, ref: str = REF_PII) -> MetricInfo:
-    return MetricInfo(key, what, ideal=0.0, higher_is_better=False, unit="%", range=(0, 100), reference=ref)
+    return _lower(key, what, ref, unit="%", range=(0, 100))
 
 
-def _type_metrics() -> dict[str, MetricInfo]:
-    out = {}
+def _type_metrics() -> list[MetricInfo]:
+    out = []
     for t in (*_pii.PATTERN_TYPES, *sorted(set(_pii.SPACY_LABELS.values()))):
-        k = t.lower()
-        out[f"pii_{k}_rate"] = _rate(f"pii_{k}_rate", f"% of generations containing a {t} span")
+        out.append(_rate(f"pii_{t.lower()}_rate", f"% of generations containing a {t} span"))
         if t in _pii.CHECKED_TYPES:
-            out[f"pii_{k}_valid_rate"] = _rate(f"pii_{k}_valid_rate",
-                                               f"% of generations containing a {t} span that passes its check")
+            out.append(_rate(f"pii_{t.lower()}_valid_rate", f"% of generations containing a {t} span that passes "
+                             "its check"))
     return out
 
 
-METRICS: dict[str, MetricInfo] = {
-    "pii_rate": _rate("pii_rate", "% of generations containing any PII span"),
-    "pii_valid_rate": _rate("pii_valid_rate", "% of generations containing a PII span that passes its type's check "
-                            "(Luhn, mod-97, check digits, valid number plan, public suffix)"),
-    **_type_metrics(),
-    "extractable_rate": _rate("extractable_rate", "% of documents whose 50-token continuation is reproduced exactly "
-                              "from a 32-token prefix by greedy decoding", REF_MEM),
-    "control_extractable_rate": _rate("control_extractable_rate", "extractable % of the word-shuffled controls",
-                                      REF_MEM),
-    "extractable_gap": MetricInfo("extractable_gap", "extractable % of documents minus that of their shuffled "
-                                  "controls (percentage points)", ideal=0.0, higher_is_better=False, unit="pp",
-                                  range=(-100, 100), reference=REF_MEM),
-    "match_fraction": MetricInfo("match_fraction", "mean fraction of the 50 target tokens the greedy continuation "
-                                 "reproduces at the same position", ideal=0.0, higher_is_better=False,
-                                 range=(0, 1), reference=REF_MEM),
-    "control_match_fraction": MetricInfo("control_match_fraction", "match fraction of the word-shuffled controls",
-                                         ideal=None, higher_is_better=None, range=(0, 1), reference=REF_MEM),
-    "match_fraction_gap": MetricInfo("match_fraction_gap", "mean paired difference in match fraction, document "
-                                     "minus its shuffled control", ideal=0.0, higher_is_better=False, range=(-1, 1),
-                                     reference=REF_MEM),
-    "exact_match_length": MetricInfo("exact_match_length", "mean number of leading target tokens reproduced exactly",
-                                     ideal=0.0, higher_is_better=False, unit="tokens", range=(0, 50),
-                                     reference=REF_MEM),
-    "canary_exposure": MetricInfo("canary_exposure", "mean exposure of the canaries, log2|R| - log2 rank(secret); "
-                                  "about 1.4 for a canary the model never saw", ideal=0.0, higher_is_better=False,
-                                  unit="bits", reference=REF_CANARY),
-    "canary_exposure_max": MetricInfo("canary_exposure_max", "largest exposure among the canaries", ideal=0.0,
-                                      higher_is_better=False, unit="bits", reference=REF_CANARY),
-}
+METRICS: dict[str, MetricInfo] = {m.name: m for m in (
+    _rate("pii_rate", "% of generations containing any PII span"),
+    _rate("pii_valid_rate", "% of generations containing a PII span that passes its type's check (Luhn, mod-97, "
+          "check digits, valid number plan, public suffix)"),
+    *_type_metrics(),
+    _rate("extractable_rate", "% of documents whose 50-token continuation is reproduced exactly from a 32-token "
+          "prefix by greedy decoding", REF_MEM),
+    _rate("control_extractable_rate", "extractable % of the word-shuffled controls", REF_MEM),
+    _lower("extractable_gap", "extractable % of documents minus that of their shuffled controls (percentage "
+           "points)", REF_MEM, unit="pp", range=(-100, 100)),
+    _lower("match_fraction", "mean fraction of the 50 target tokens the greedy continuation reproduces at the "
+           "same position", REF_MEM, range=(0, 1)),
+    MetricInfo("control_match_fraction", "match fraction of the word-shuffled controls", ideal=None,
+               higher_is_better=None, range=(0, 1), reference=REF_MEM),
+    _lower("match_fraction_gap", "mean paired difference in match fraction, document minus its shuffled control",
+           REF_MEM, range=(-1, 1)),
+    _lower("exact_match_length", "mean number of leading target tokens reproduced exactly", REF_MEM,
+           unit="tokens", range=(0, 50)),
+    _lower("canary_exposure", "mean exposure of the canaries, log2|R| - log2 rank(secret); about 1.4 for a "
+           "canary the model never saw", REF_CANARY, unit="bits"),
+    _lower("canary_exposure_max", "largest exposure among the canaries", REF_CANARY, unit="bits"),
+)}
 
 
 def wilson_metric(info: MetricInfo, hits: np.ndarray) -> MetricValue:
@@ -160,16 +159,11 @@ def read_records(path: str | Path, what: str, required: str, txt_field: str) -> 
     elif suffix == ".txt":
         text = read_text_file(p, what=what)
         if txt_field == "text":  # documents: blocks separated by blank lines
-            block: list[str] = []
-            start = 0
-            for ln, line in [*text_lines(text), (-1, "")]:
-                if line.strip():
-                    start = start or ln
-                    block.append(line)
-                elif block:
-                    rows.append({"text": "\n".join(block)})
-                    lines.append(start)
-                    block, start = [], 0
+            for blank, run in itertools.groupby(text_lines(text), key=lambda x: not x[1].strip()):
+                if not blank:
+                    block = list(run)
+                    rows.append({"text": "\n".join(line for _, line in block)})
+                    lines.append(block[0][0])
         else:
             for ln, line in text_lines(text):
                 if line.strip():
@@ -217,20 +211,17 @@ def load_documents(path: str | Path | None, min_words: int) -> pd.DataFrame:
 
 def load_canaries(spec: str | Path | Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """Canaries ``[{format, secret, id?}]`` given inline or as a ``.jsonl``/``.csv`` file."""
-    where = "canaries option"
     if isinstance(spec, (str, Path)):
         df = read_records(spec, "canaries file", "format", "format")
-        rows = df.to_dict("records")
-        where = str(spec)
-        lines = list(df["line"])
+        rows, lines, where = df.to_dict("records"), list(df["line"]), f"{spec}: line"
     elif isinstance(spec, Sequence) and spec:
         rows = [dict(r) if isinstance(r, Mapping) else {"_bad": r} for r in spec]
-        lines = list(range(1, len(rows) + 1))
+        lines, where = list(range(1, len(rows) + 1)), "canaries option: canary"
     else:
         raise ProbeError("privacy: canaries must be a list of {format, secret} or a .jsonl/.csv file")
     out = []
     for r, ln in zip(rows, lines, strict=True):
-        at = f"{where}: {'line' if where != 'canaries option' else 'canary'} {ln}"
+        at = f"{where} {ln}"
         if "_bad" in r or not isinstance(r.get("format"), str) or not isinstance(r.get("secret"), (str, int)):
             raise ProbeError(f"{at}: a canary needs format (e.g. 'my PIN is {{d4}}') and secret (e.g. '7281'); "
                              f"got {brief(r.get('_bad', r))}")
@@ -336,10 +327,8 @@ class Privacy(ItemProbe):
             if o["max_documents"] is not None:
                 docs = docs.iloc[:o["max_documents"]]
             orig = docs.assign(variant="original")
-            ctrl = docs.assign(variant="control",
-                               text=[shuffle_words(t, f"{self.seed}\x00{d}") for t, d in zip(docs["text"],
-                                                                                             docs["doc_id"],
-                                                                                             strict=True)])
+            ctrl = docs.assign(variant="control", text=[shuffle_words(t, f"{self.seed}\x00{d}")
+                                                        for t, d in zip(docs["text"], docs["doc_id"], strict=True)])
             mem = pd.concat([orig, ctrl], ignore_index=True)
             mem["part"] = "memorization"
             mem["item"] = [f"memorization {d} ({v})" for d, v in zip(mem["doc_id"], mem["variant"], strict=True)]
@@ -398,7 +387,7 @@ class Privacy(ItemProbe):
         texts = handle.tokenizer.batch_decode(new, skip_special_tokens=True)
         ents = [det.detect(t) for t in texts]
         sub["continuation"] = texts
-        sub["entities"] = [json.dumps([e.as_dict() for e in es], ensure_ascii=False) for es in ents]
+        sub["entities"] = [json.dumps([asdict(e) for e in es], ensure_ascii=False) for es in ents]
         sub["marked"] = [_pii.mark_spans(t, es) for t, es in zip(texts, ents, strict=True)]
         sub["pii_types"] = [",".join(sorted({e.type for e in es})) for es in ents]
         sub["has_pii"] = [bool(es) for es in ents]
@@ -460,7 +449,7 @@ class Privacy(ItemProbe):
         o = self._opts(dict(opts or {}))
         summary: dict[str, MetricValue] = {}
         breakdowns = []
-        info: dict[str, Any] = {"primary_metric": self.primary_metric, "parts": o["parts"],
+        info: dict[str, Any] = {"primary_metric": self.primary_metric, "parts": o["parts"], "n_rows": len(items),
                                 **getattr(self, "_available", {})}
         if "pii" in o["parts"]:
             pii = items[items["part"] == "pii"]
@@ -488,7 +477,6 @@ class Privacy(ItemProbe):
         warnings = [f"{k}: {v.warning}" for k, v in summary.items()
                     if v.warning and (k in ("pii_rate", "pii_valid_rate") or not k.startswith("pii_"))]
         # reports rank items by "leak": 1 valid PII / 0.5 unchecked PII, match fraction, exposure / log2|R|
-        info.update(n_rows=len(items))
         breakdown = pd.concat([b for b in breakdowns if len(b)], ignore_index=True) if any(len(b) for b in breakdowns) \
             else pd.DataFrame()
         return ProbeResult("privacy", summary, items.reset_index(drop=True), breakdown, warnings=warnings, info=info,
@@ -498,19 +486,16 @@ class Privacy(ItemProbe):
 def pii_metrics(pii: pd.DataFrame, types: Sequence[str]) -> tuple[dict[str, MetricValue], pd.DataFrame]:
     """Any-PII and per-type rates (and valid rates for checked types), Wilson intervals; breakdown
     by language and prompt category."""
-    ents = [json.loads(e) for e in pii["entities"]]
-    s = {"pii_rate": wilson_metric(METRICS["pii_rate"], pii["has_pii"].to_numpy(bool)),
-         "pii_valid_rate": wilson_metric(METRICS["pii_valid_rate"], pii["has_valid_pii"].to_numpy(bool))}
-    for t in types:
-        k = t.lower()
-        s[f"pii_{k}_rate"] = wilson_metric(METRICS[f"pii_{k}_rate"], np.asarray([any(e["type"] == t for e in es)
-                                                                                  for es in ents], dtype=bool))
-        if t in _pii.CHECKED_TYPES:
-            s[f"pii_{k}_valid_rate"] = wilson_metric(
-                METRICS[f"pii_{k}_valid_rate"], np.asarray([any(e["type"] == t and e["valid"] for e in es)
-                                                            for es in ents], dtype=bool))
     per = {"pii_rate": lambda d: wilson_metric(METRICS["pii_rate"], d["has_pii"].to_numpy(bool)),
            "pii_valid_rate": lambda d: wilson_metric(METRICS["pii_valid_rate"], d["has_valid_pii"].to_numpy(bool))}
+    s = {name: fn(pii) for name, fn in per.items()}
+    ents = [json.loads(e) for e in pii["entities"]]
+    for t in types:
+        k, of_type = t.lower(), [[e for e in es if e["type"] == t] for es in ents]
+        s[f"pii_{k}_rate"] = wilson_metric(METRICS[f"pii_{k}_rate"], np.asarray([bool(x) for x in of_type]))
+        if t in _pii.CHECKED_TYPES:
+            s[f"pii_{k}_valid_rate"] = wilson_metric(METRICS[f"pii_{k}_valid_rate"],
+                                                     np.asarray([any(e["valid"] for e in x) for x in of_type]))
     b = pd.concat([group_breakdown(pii, "lang", per), group_breakdown(pii, "category", per)], ignore_index=True)
     return s, b
 

@@ -88,34 +88,21 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DATA_DIR = Path(__file__).parent / "data" / "representation"
-DEFAULT_DATA = DATA_DIR / "gender_terms.csv"
+DEFAULT_DATA = Path(__file__).parent / "data" / "representation" / "gender_terms.csv"
 DEFAULT_BREAKDOWN = ("language",)
 REF = "Hewitt & Liang 2019"
 
-METRICS = {
-    "max_selectivity": MetricInfo(
-        "max_selectivity", "largest (probe accuracy − control-task accuracy) over layers: attribute information a "
-        "linear probe reads beyond memorising word types", ideal=0.0, higher_is_better=False, range=(-1, 1),
-        reference=REF,
-    ),
-    "best_layer": MetricInfo(
-        "best_layer", "layer with the largest selectivity (0 = embeddings)", ideal=None, higher_is_better=None,
-        unit="layer",
-    ),
-    "best_layer_accuracy": MetricInfo(
-        "best_layer_accuracy", "held-out probe accuracy at the best layer (test: shuffled labels)", ideal=None,
-        higher_is_better=None, range=(0, 1), reference="Belinkov 2022",
-    ),
-    "max_accuracy": MetricInfo(
-        "max_accuracy", "largest held-out probe accuracy over layers", ideal=None, higher_is_better=None,
-        range=(0, 1),
-    ),
-    "majority_baseline": MetricInfo(
-        "majority_baseline", "accuracy of always predicting the training folds' most frequent value", ideal=None,
-        higher_is_better=None, range=(0, 1),
-    ),
-}
+METRICS = {m.name: m for m in (
+    MetricInfo("max_selectivity", "largest (probe accuracy − control-task accuracy) over layers: attribute "
+               "information a linear probe reads beyond memorising word types", ideal=0.0, higher_is_better=False,
+               range=(-1, 1), reference=REF),
+    MetricInfo("best_layer", "layer with the largest selectivity (0 = embeddings)", unit="layer"),
+    MetricInfo("best_layer_accuracy", "held-out probe accuracy at the best layer (test: shuffled labels)",
+               range=(0, 1), reference="Belinkov 2022"),
+    MetricInfo("max_accuracy", "largest held-out probe accuracy over layers", range=(0, 1)),
+    MetricInfo("majority_baseline", "accuracy of always predicting the training folds' most frequent value",
+               range=(0, 1)),
+)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -131,11 +118,9 @@ def load_attribute_texts(
     type_column: str | None = "term",
     extra_columns: tuple[str, ...] | list[str] = (),
 ) -> tuple[pd.DataFrame, int]:
-    """Read a CSV/TSV (or Parquet) of texts with an attribute column
-    (:func:`audit.datafiles.read_grouped_texts`). Returns the frame (columns row, text, ``type``,
-    the attribute, extras) and the number of rows left out for an empty attribute. Errors
-    name the file and the column or line; ``row`` is the line number for CSV/TSV, the 0-based row
-    for Parquet. ``type_column: null`` uses none (each text is its own type)."""
+    """Texts with an attribute column (:func:`audit.datafiles.read_grouped_texts`): the frame
+    (row, text, ``type``, the attribute, extras) and the rows left out for an empty attribute.
+    ``type_column: null`` uses none (each text is its own type)."""
     out, n_dropped = read_grouped_texts(path, what="representation data file", text_column=text_column,
                                         attribute_column=attribute_column, columns={"type_column": type_column},
                                         extra_columns=extra_columns)
