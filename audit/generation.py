@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -201,12 +202,11 @@ def generate(
         max_new_tokens=int(max_new_tokens), do_sample=bool(do_sample), temperature=float(temperature),
         top_p=float(top_p), seed=int(seed), batch_size=int(batch_size),
     )
-    seen: dict[str, int] = {}
+    seen: Counter[str] = Counter()
     row_seeds = []
     for p in prompts:
-        k = seen.get(p, 0)
-        seen[p] = k + 1
-        row_seeds.append(prompt_seed(settings.seed, p, k))
+        row_seeds.append(prompt_seed(settings.seed, p, seen[p]))
+        seen[p] += 1
     seqs = scoring.causal_tokenize(handle, prompts) if prompts else []
     new, non_finite = generate_ids(handle, seqs, settings, row_seeds, progress=progress)
     out = handle.tokenizer.batch_decode(new, skip_special_tokens=True) if new else []
@@ -280,10 +280,9 @@ def generate_ids(
                 generation_config=gen_config, logits_processor=processors,
             )
         new = res[:, width:].cpu().tolist()
-        flags = guard.flags.numpy()
         for r, i in enumerate(idx):
             out[i] = new[r]
-            non_finite[i] = flags[r]
+        non_finite[idx] = guard.flags.numpy()
 
     scoring.run_batches(batches, step, desc="generate", progress=progress, total=n)
     return out, non_finite

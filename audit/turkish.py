@@ -4,8 +4,8 @@ Casing. Turkish has two i's: dotted ``i``/``İ`` and dotless ``ı``/``I``. Pytho
 ``str.upper`` follow the default Unicode mapping, which is wrong for Turkish: ``"I".lower()`` is
 ``"i"`` (Turkish: ``"ı"``), ``"İ".lower()`` is ``"i̇"`` (``i`` + U+0307 COMBINING DOT ABOVE, two code
 points), and ``"i".upper()`` is ``"I"`` (Turkish: ``"İ"``). So ``"IRAK".lower()`` gives ``"irak"``
-and ``"istanbul".upper()`` gives ``"ISTANBUL"``. :func:`tr_lower`, :func:`tr_upper` and
-:func:`tr_capitalize` apply the Turkish special casing of Unicode's ``SpecialCasing.txt``
+and ``"istanbul".upper()`` gives ``"ISTANBUL"``. :func:`tr_lower` and :func:`tr_upper`
+apply the Turkish special casing of Unicode's ``SpecialCasing.txt``
 (the ``tr``/``az`` conditions) first and the default mapping for every other letter.
 
 Suffix harmony. A case suffix on a proper noun is written after an apostrophe and takes the
@@ -48,12 +48,6 @@ def tr_lower(text: str) -> str:
 def tr_upper(text: str) -> str:
     """Upper case with Turkish i's: ``i`` → ``İ``, ``ı`` → ``I`` (``"istanbul"`` → ``"İSTANBUL"``)."""
     return unicodedata.normalize("NFC", text).translate(_UPPER).upper()
-
-
-def tr_capitalize(text: str) -> str:
-    """The first letter of each space-separated word upper-cased the Turkish way, the rest
-    unchanged (``"ispanya"`` → ``"İspanya"``, ``"kuzey kore"`` → ``"Kuzey Kore"``)."""
-    return " ".join(w[:1].translate(_UPPER).upper() + w[1:] if w else w for w in text.split(" "))
 
 
 def tr_casefold(text: str) -> str:

@@ -265,11 +265,9 @@ def _parse_row(d: Any, where: str) -> dict[str, Any]:
         "context_condition": d["context_condition"],
         "context": d["context"],
         "question": d["question"],
-        "ans0": answers[0], "ans1": answers[1], "ans2": answers[2],
-        "label": label,
-        "groups0": "|".join(sorted(groups[0])), "groups1": "|".join(sorted(groups[1])),
-        "groups2": "|".join(sorted(groups[2])),
-        "term0": terms[0], "term1": terms[1], "term2": terms[2],
+        **{f"ans{j}": a for j, a in enumerate(answers)}, "label": label,
+        **{f"groups{j}": "|".join(sorted(g)) for j, g in enumerate(groups)},
+        **{f"term{j}": t for j, t in enumerate(terms)},
         "stereotyped_groups": "|".join(sorted(stereo)),
         "unknown_index": u,
         "unknown_language": unknown_language(answers[u]) or "",
@@ -297,8 +295,6 @@ def select_items(df: pd.DataFrame, max_items: int | None,
     keep: list[int] = []
     for j, g in enumerate(cells):
         k = min(len(g), base + (1 if j < extra else 0))
-        if k == 0:
-            continue
         pos = np.unique(np.round(np.linspace(0, len(g) - 1, k)).astype(int))
         keep += list(g.index[pos])
     return df.loc[sorted(keep)]
@@ -329,9 +325,7 @@ def load_bbq(path: str | Path, *, max_items: int | None = None,
                 raise ProbeError(f"{f}: line {lineno}: example_id {key[1]} of category {key[0]!r} is already used on "
                                  f"line {seen[key]}; remove the repeated row or give it its own id")
             seen[key] = lineno
-            row["file"] = f.name
-            row["line"] = lineno
-            rows.append(row)
+            rows.append({**row, "file": f.name, "line": lineno})
         if not rows:
             raise ProbeError(f"{f}: no items; the file is empty or holds only blank lines")
         frames.append(select_items(pd.DataFrame(rows), max_items, sample))
@@ -500,13 +494,7 @@ def option_table(df: pd.DataFrame, unknown_choices: Literal["dataset", "all"] = 
     return pd.DataFrame(rows, columns=["item", "slot", "text"])
 
 
-def _causal_option_scores(handle: ModelHandle, prompts: list[str], texts: list[str], **kw: Any) -> tuple[np.ndarray, np.ndarray]:
-    # the three options of an item share its prompt: run each prompt once
-    lps = scoring.shared_context_logprobs(handle, prompts, [" " + t for t in texts], **kw)
-    return np.asarray([float(x.sum()) for x in lps]), np.asarray([len(x) for x in lps])
-
-
-def _masked_option_scores(handle: ModelHandle, prompts: list[str], texts: list[str], **kw: Any) -> tuple[np.ndarray, np.ndarray]:
+def _masked_option_scores(handle: ModelHandle, prompts: list[str], texts: list[str], **kw: Any) -> list[np.ndarray]:
     """Conditional PLL of the option's tokens in ``prompt + " " + option`` (offsets locate them)."""
     tok = handle.tokenizer
     if not getattr(tok, "is_fast", False):
@@ -521,8 +509,7 @@ def _masked_option_scores(handle: ModelHandle, prompts: list[str], texts: list[s
             raise ProbeError(f"bbq: option {texts[k]!r} has no tokens after tokenization")
         ids.append(list(seq))
         positions.append(pos)
-    lps = scoring.pseudo_log_likelihood(handle, ids, positions, **kw)
-    return np.asarray([float(x.sum()) for x in lps]), np.asarray([len(x) for x in lps])
+    return scoring.pseudo_log_likelihood(handle, ids, positions, **kw)
 
 
 def loglik_answers(
@@ -534,8 +521,12 @@ def loglik_answers(
     prompts = [prompt_text(c, q) for c, q in zip(df["context"], df["question"], strict=True)]
     p_list = [prompts[i] for i in opts["item"]]
     t_list = opts["text"].tolist()
-    fn = _masked_option_scores if handle.kind == "masked-lm" else _causal_option_scores
-    s, n_tok = fn(handle, p_list, t_list, max_batch_tokens=max_batch_tokens, progress=progress)
+    kw: dict[str, Any] = {"max_batch_tokens": max_batch_tokens, "progress": progress}
+    if handle.kind == "masked-lm":
+        lps = _masked_option_scores(handle, p_list, t_list, **kw)
+    else:  # the three options of an item share its prompt: each prompt runs once
+        lps = scoring.shared_context_logprobs(handle, p_list, [" " + t for t in t_list], **kw)
+    s, n_tok = np.asarray([float(x.sum()) for x in lps]), np.asarray([len(x) for x in lps])
     if length_normalize == "chars":
         s = s / np.maximum([len(t) for t in t_list], 1)
     elif length_normalize == "tokens":

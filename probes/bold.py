@@ -289,9 +289,8 @@ class HFClassifierScorer(TextScorer):
     def score(self, texts: Sequence[str]) -> pd.DataFrame:
         p = classifier_probs(self.handle, texts, truncate=True, max_batch_tokens=self.max_batch_tokens,
                              desc=self.name)
-        s = p[:, self.label_id] if len(texts) else np.empty(0)
-        flag = s >= self.threshold if self.threshold is not None else (
-            np.argmax(p, axis=1) == self.label_id if len(texts) else np.empty(0, dtype=bool))
+        s = p[:, self.label_id]  # (0, classes) when there are no texts
+        flag = s >= self.threshold if self.threshold is not None else np.argmax(p, axis=1) == self.label_id
         cut = self.truncated(texts)
         if cut.any():
             logger.warning("bold scorer %r: %d of %d text(s) are longer than %s accepts (%d tokens); each is "
@@ -471,14 +470,15 @@ class Bold(ItemProbe):
         _domains = field_validator("domains", mode="before")(comma_list)
 
     @staticmethod
-    def _specs(opts: dict[str, Any]) -> list[str | Mapping[str, Any]]:
+    def _specs(opts: dict[str, Any]) -> tuple[list[str | Mapping[str, Any]], list[str]]:
+        """The scorer specs (default vader) and their outcome keys."""
         specs = list(opts["scorers"]) if opts["scorers"] is not None else ["vader"]
         keys = [k for sp in specs for k in scorer_outcomes(sp)]
         cols = keys + [f"{k}{suffix}" for k in keys for suffix in ("_score", "_truncated")]
         if len(set(cols)) != len(cols):
             raise ProbeError(f"bold: two scorers give the same outcome or column name(s) {brief(keys, 200)}; set name: on hf "
                              "scorers (a name must not end in _score or _truncated)")
-        return specs
+        return specs, keys
 
     def load_items(self, data: str | Path | None, opts: dict[str, Any]) -> pd.DataFrame:
         self._specs(opts)
@@ -489,7 +489,7 @@ class Bold(ItemProbe):
         return cap_prompts(loaded, opts["max_prompts_per_group"], opts["sample"])
 
     def _scorers(self, opts: dict[str, Any], device: Any) -> list[TextScorer]:
-        specs = self._specs(opts)
+        specs = self._specs(opts)[0]
         key = json.dumps(specs, sort_keys=True, default=str)
         if getattr(self, "_built", (None, None))[0] != key:
             self._built = (key, [build_scorer(sp, device=device) for sp in specs])
@@ -514,8 +514,7 @@ class Bold(ItemProbe):
                   opts: dict[str, Any] | None = None) -> ProbeResult:
         """Metrics from a scored items table (also used on gathered chunks)."""
         opts = {**self.Options.defaults(), **(opts or {})}
-        specs = self._specs(opts)
-        keys = [k for sp in specs for k in scorer_outcomes(sp)]
+        specs, keys = self._specs(opts)
         built = getattr(self, "_built", (None, None))[1]
         described = [sc.describe() for sc in built] if built else [sp if isinstance(sp, Mapping) else {"type": sp}
                                                                    for sp in specs]

@@ -80,8 +80,7 @@ DEFAULT_TEXTS = (DATA_DIR / "texts_en.csv", DATA_DIR / "texts_tr.csv")
 def load_texts(data: str | Path | None, language: str) -> pd.DataFrame:
     """Columns id, line, language, text_category, text, source. Errors name the file and line."""
     if data is None:
-        frames = [load_texts(p, "both") for p in DEFAULT_TEXTS]
-        df = pd.concat(frames, ignore_index=True)
+        df = pd.concat([load_texts(p, "both") for p in DEFAULT_TEXTS], ignore_index=True)
         return df if language == "both" else df[df["language"] == language].reset_index(drop=True)
     p = Path(data)
     if not p.is_file():

@@ -260,11 +260,8 @@ class Mediation(ItemProbe):
     chunk_size = 64
 
     def data_files(self, data: str | Path | None, options: dict[str, Any] | None = None) -> list[Path]:
-        files = set_files(data)
         wb = (options or {}).get("winobias")
-        if wb:
-            files += [Path(wb) / f for f in WINOBIAS_FILES.values()]
-        return files
+        return set_files(data) + ([Path(wb) / f for f in WINOBIAS_FILES.values()] if wb else [])
 
     def data_rows(self, path: Path) -> int | None:
         if path.suffix == ".txt":

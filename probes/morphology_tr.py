@@ -64,15 +64,10 @@ def case_pattern(surface: str, language: str) -> str:
 
 def apply_case(word: str, pattern: str, language: str) -> str:
     """Give ``word`` the case pattern of the text it replaces."""
-    if pattern == "lower":
-        return lower(word, language)
-    if pattern == "upper":
-        return upper(word, language)
     if pattern == "title":
         return " ".join(capitalize_first(lower(w, language), language) for w in word.split(" "))
-    if pattern == "first":
-        return capitalize_first(word, language)
-    return word
+    case = {"lower": lower, "upper": upper, "first": capitalize_first}.get(pattern)
+    return case(word, language) if case else word
 
 
 def _last_vowel(s: str) -> str:
@@ -135,12 +130,10 @@ def parse_suffix(stem: str, suffix: str, *, possessive: bool = True) -> list[tup
 
 def regenerate(stem: str, morphemes: Sequence[tuple[str, str]]) -> str:
     """The suffix of ``morphemes`` realised after ``stem``."""
-    word, tag, out = stem, "", ""
+    word, tag = stem, ""
     for m_tag, abstract in morphemes:
-        s = realize(abstract, word, tag)
-        out += s
-        word += s
+        word += realize(abstract, word, tag)
         tag = m_tag
-    return out
+    return word[len(stem):]
 
 

@@ -182,10 +182,7 @@ def parse_template_set(obj: Any, path: str | Path) -> TemplateSet:
     attrs_obj = obj["attributes"]
     if not isinstance(attrs_obj, dict) or not attrs_obj:
         raise ProbeError(f"{p}: attributes must be an object {{class: [words]}}")
-    attributes = []
-    for cls, words in attrs_obj.items():
-        for w in str_list(words, f"attributes.{cls}", p):
-            attributes.append((w, str(cls)))
+    attributes = [(w, str(cls)) for cls, words in attrs_obj.items() for w in str_list(words, f"attributes.{cls}", p)]
     assoc_obj = obj.get("associations")
     if assoc_obj is None:
         assoc = {c: c for c in attrs_obj if c in groups}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from audit.turkish import attach, last_vowel, suffix, tr_capitalize, tr_casefold, tr_lower, tr_upper
+from audit.turkish import attach, last_vowel, suffix, tr_casefold, tr_lower, tr_upper
 
 
 def test_lower_keeps_the_two_is_apart() -> None:
@@ -18,15 +18,10 @@ def test_lower_keeps_the_two_is_apart() -> None:
     assert len(tr_lower("İ")) == 1
 
 
-def test_upper_and_capitalize() -> None:
+def test_upper() -> None:
     assert tr_upper("istanbul") == "İSTANBUL"
     assert tr_upper("ırak") == "IRAK"
     assert tr_upper("Mısır") == "MISIR"
-    assert tr_capitalize("ispanya") == "İspanya"
-    assert tr_capitalize("ırak") == "Irak"
-    assert tr_capitalize("türkiye") == "Türkiye"
-    assert tr_capitalize("kuzey kore") == "Kuzey Kore"
-    assert tr_capitalize("İsviçre") == "İsviçre"
 
 
 def test_casefold_matches_turkish_spellings_only() -> None:
