@@ -34,7 +34,6 @@ MIN_TOKEN = 16
 
 def is_loopback(host: str) -> bool:
     """Whether ``host`` only accepts connections from this machine."""
-
     if host == "localhost":
         return True
     try:

@@ -212,15 +212,12 @@ def load_probe(rr: RunsRoot, run_id: str, name: str, manifest: dict[str, Any] | 
 
 def metrics_frame(metrics: dict[str, MetricValue]) -> pd.DataFrame:
     """One row per metric, with the metadata the metric carries (ideal, direction, test)."""
-    rows = []
-    for k, m in metrics.items():
-        rows.append({
-            "metric": k, "value": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high, "ideal": m.ideal,
-            "higher_is_better": {True: "higher", False: "lower", None: "closer to ideal"}[m.higher_is_better],
-            "n": m.n, "p_value": m.p_value, "unit": m.unit, "test": m.test, "ci_method": m.ci_method,
-            "warning": m.warning, "description": m.description,
-        })
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{
+        "metric": k, "value": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high, "ideal": m.ideal,
+        "higher_is_better": {True: "higher", False: "lower", None: "closer to ideal"}[m.higher_is_better],
+        "n": m.n, "p_value": m.p_value, "unit": m.unit, "test": m.test, "ci_method": m.ci_method,
+        "warning": m.warning, "description": m.description,
+    } for k, m in metrics.items()])
 
 
 def item_table(probe: ProbeData) -> pd.DataFrame:
@@ -248,9 +245,9 @@ def category_columns(probe: ProbeData, max_levels: int = 50) -> list[str]:
         if c in cols or c in probe.text_columns:
             continue
         s = df[c]
-        arrays = s.dtype == object and not all(isinstance(v, Hashable) for v in s.dropna())  # e.g. mediation's nie
-        if not arrays and (s.dtype == object or isinstance(s.dtype, pd.CategoricalDtype) or pd.api.types.is_bool_dtype(s)
-                           or pd.api.types.is_string_dtype(s)) and 1 < s.nunique(dropna=True) <= max_levels:
+        if (s.dtype == object or isinstance(s.dtype, pd.CategoricalDtype) or pd.api.types.is_bool_dtype(s)
+                or pd.api.types.is_string_dtype(s)) and all(isinstance(v, Hashable) for v in s.dropna()) \
+                and 1 < s.nunique(dropna=True) <= max_levels:  # no column of arrays (mediation's nie)
             cols.append(c)
     return cols
 

@@ -53,10 +53,8 @@ def metric_caption(m: MetricValue) -> str:
         parts.append(f"95% CI {fmt_interval(m.ci_low, m.ci_high)}" + (f" ({m.ci_method})" if m.ci_method else ""))
     if m.ideal is not None:
         parts.append(f"ideal {fmt(m.ideal)}")
-    if m.higher_is_better is True:
-        parts.append("higher is better")
-    elif m.higher_is_better is False:
-        parts.append("lower is better")
+    if m.higher_is_better is not None:
+        parts.append("higher is better" if m.higher_is_better else "lower is better")
     if m.n is not None:
         parts.append(f"n = {m.n}")
     if m.p_value is not None:
@@ -73,22 +71,16 @@ def metric_delta(m: MetricValue) -> str | None:
 
 def metric_chart(metrics: dict[str, MetricValue]) -> alt.VConcatChart | None:
     """One row per metric: point estimate, 95 % CI and the ideal, each row on its own scale."""
-    rows: list[dict[str, Any]] = []
+    charts = []
+    colour = alt.Color("state:N", title="", scale=alt.Scale(
+        domain=["CI excludes the ideal", "CI covers the ideal", "no ideal or CI"], range=[VERMILION, BLUE, GREY]))
     for k, m in metrics.items():
         if m.value is None or math.isnan(m.value):
             continue
         off = ci_excludes_ideal(m)
-        rows.append({
-            "metric": k, "value": m.value, "ci_low": m.ci_low if m.ci_low is not None else m.value,
-            "ci_high": m.ci_high if m.ci_high is not None else m.value, "ideal": m.ideal,
-            "unit": m.unit, "state": "CI excludes the ideal" if off else ("CI covers the ideal" if off is False else "no ideal or CI"),
-        })
-    if not rows:
-        return None
-    charts = []
-    colour = alt.Color("state:N", title="", scale=alt.Scale(
-        domain=["CI excludes the ideal", "CI covers the ideal", "no ideal or CI"], range=[VERMILION, BLUE, GREY]))
-    for r in rows:
+        r = {"metric": k, "value": m.value, "ci_low": m.ci_low if m.ci_low is not None else m.value,
+             "ci_high": m.ci_high if m.ci_high is not None else m.value, "ideal": m.ideal, "unit": m.unit,
+             "state": "CI excludes the ideal" if off else ("CI covers the ideal" if off is False else "no ideal or CI")}
         df = pd.DataFrame([r])
         lo = min(float(v) for v in (r["ci_low"], r["value"], r["ideal"]) if v is not None)
         hi = max(float(v) for v in (r["ci_high"], r["value"], r["ideal"]) if v is not None)
@@ -107,6 +99,8 @@ def metric_chart(metrics: dict[str, MetricValue]) -> alt.VConcatChart | None:
         if r["ideal"] is not None:
             layers.append(base.mark_rule(strokeDash=[4, 3], color="black").encode(x="ideal:Q"))
         charts.append(alt.layer(*layers).properties(height=40, width="container"))
+    if not charts:
+        return None
     return alt.vconcat(*charts).resolve_scale(x="independent").configure_legend(orient="top", title=None)
 
 
@@ -187,9 +181,7 @@ def curve_chart(df: pd.DataFrame, title: str) -> alt.Chart:
         "x": alt.X("k:Q", title="k"), "y": alt.Y("value:Q", title="value"),
         "tooltip": [alt.Tooltip("k:Q", format=".3g"), alt.Tooltip("value:Q", format=".4g")],
     }
-    mark = alt.Chart(df).mark_line(point=True)
     if "target_index" in df.columns and df["target_index"].nunique() > 1:
         enc["color"] = alt.Color("target_index:N", title="target position", legend=alt.Legend(orient="bottom"))
-    else:
-        mark = alt.Chart(df).mark_line(point=True, color=BLUE)
+    mark = alt.Chart(df).mark_line(point=True, **({} if "color" in enc else {"color": BLUE}))
     return mark.encode(**enc).properties(title=title, height=160, width="container")

@@ -19,7 +19,8 @@ import subprocess  # nosec B404  # starts `taudit dashboard` from a fixed argv, 
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +42,8 @@ def free_port() -> int:
 def taudit_command() -> list[str]:
     """``taudit`` next to this interpreter (the virtualenv's), else on PATH."""
     exe = Path(sys.executable).with_name("taudit")
-    if exe.is_file():
-        return [str(exe)]
-    found = shutil.which("taudit")
-    if found:
-        return [found]
-    return [sys.executable, "-m", "audit.cli"]
+    found = str(exe) if exe.is_file() else shutil.which("taudit")
+    return [found] if found else [sys.executable, "-m", "audit.cli"]
 
 
 def start_server(runs: Path, port: int, log: Path | None = None) -> subprocess.Popen[bytes]:
@@ -146,9 +143,12 @@ def full_height(page: Any, title: str, max_height: int = 8000) -> None:
     wait_rendered(page, title)
 
 
-def shoot(page: Any, url: str, title: str, out: Path) -> Path:
+def shoot(page: Any, url: str, title: str, out: Path, act: Callable[[Any], None] | None = None) -> Path:
+    """Open ``url``, wait for the page ``title`` to draw (after ``act`` on it, if given) and save it whole."""
     page.goto(url)
     wait_rendered(page, title)
+    if act is not None:
+        act(page)
     full_height(page, title)
     page.screenshot(path=str(out))
     page.set_viewport_size({"width": page.viewport_size["width"], "height": 1000})
@@ -203,14 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     with dashboard(args.runs, args.out / "server.log") as url, browser() as b:
         page = b.new_page(viewport={"width": args.width, "height": 1000})
         for name, url_path in PAGES.items():
-            if name == "live" and args.live_model:
-                page.goto(f"{url}/live")
-                wait_rendered(page, "Live")
-                live_explain(page, args.live_model, args.live_text, args.live_method)
-                full_height(page, "Live")
-                page.screenshot(path=str(args.out / "live.png"))
-            else:
-                shoot(page, f"{url}/{url_path}", name.capitalize(), args.out / f"{name}.png")
+            act = (partial(live_explain, model=args.live_model, text=args.live_text, method=args.live_method)
+                   if name == "live" and args.live_model else None)
+            shoot(page, f"{url}/{url_path}", name.capitalize(), args.out / f"{name}.png", act)
             logger.info("saved %s", args.out / f"{name}.png")
     return 0
 

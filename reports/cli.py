@@ -15,6 +15,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from audit.policy import (
+    PolicyError,
+    evaluate_policy,
+    is_recommended,
+    known_metrics,
+    load_policy,
+    recommended_policy,
+    validate_policy,
+    write_verdict,
+)
 from audit.rundir_view import RunView
 from audit.store import RunDir
 from reports.builder import FORMATS, build_reports, parse_formats
@@ -35,16 +45,6 @@ def available_formats() -> list[str]:
 def _apply_policy(rd: RunDir, spec: str, out: Path) -> Any:
     """Evaluate a policy (a file, or ``recommended``) against an existing run and write its
     verdict.json into ``out`` (the run directory only when no --out was given)."""
-    from audit.policy import (
-        evaluate_policy,
-        is_recommended,
-        known_metrics,
-        load_policy,
-        recommended_policy,
-        validate_policy,
-        write_verdict,
-    )
-
     view = RunView(rd)
     run_names = {n: str(e.get("probe") or n) for n, e in view.manifest().probes.items()}
     policy = recommended_policy(run_names) if is_recommended(spec) else load_policy(spec)
@@ -71,8 +71,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
         verdict = None
         out = Path(args.out) if args.out else rd.path
         if args.policy:
-            from audit.policy import PolicyError
-
             try:
                 verdict = _apply_policy(rd, args.policy, out)
             except PolicyError as exc:

@@ -332,17 +332,13 @@ def collect_report(run_dir: RunView | RunDir | str | Path, verdict_file: str | P
     for reg in dict.fromkeys(p["probe"] for p in probes):
         limitations += [dict(c) for c in knowledge.PROBE_CAVEATS.get(reg, [])]
     limitations += [dict(c) for c in knowledge.GENERAL_CAVEATS]
-    for p in probes:
-        for w in p["warnings"]:
-            limitations.append({"topic": f"Small sample / warning ({p['name']})", "text": w, "source": "probe summary"})
-    for e in explainers:
-        for w in e["warnings"]:
-            limitations.append({"topic": f"Explainer warning ({e['name']})", "text": w, "source": "explainer summary"})
-    for m in missing:
-        limitations.append({"topic": f"Missing result ({m['name']})", "text": f"{m['status']}: {m['reason']}",
-                            "source": "run directory"})
-    for problem in verdict_rec.problems:
-        limitations.append({"topic": "Verdict", "text": problem, "source": "run directory"})
+    limitations += [{"topic": f"Small sample / warning ({p['name']})", "text": w, "source": "probe summary"}
+                    for p in probes for w in p["warnings"]]
+    limitations += [{"topic": f"Explainer warning ({e['name']})", "text": w, "source": "explainer summary"}
+                    for e in explainers for w in e["warnings"]]
+    limitations += [{"topic": f"Missing result ({m['name']})", "text": f"{m['status']}: {m['reason']}",
+                     "source": "run directory"} for m in missing]
+    limitations += [{"topic": "Verdict", "text": problem, "source": "run directory"} for problem in verdict_rec.problems]
 
     env = manifest.get("environment") or {}
     config = manifest.get("config") or {}

@@ -40,15 +40,6 @@ def slug(s: Any) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", str(s)).strip("-") or "x"
 
 
-def p_text(p: float | None) -> str:
-    """``p < 10⁻⁴`` style for tiny values, else 2 significant digits."""
-    if p is None:
-        return "no test"
-    if p < 1e-4:
-        return "p < 10⁻⁴"
-    return f"p = {p:.2g}"
-
-
 def _unit(u: str) -> str:
     return "" if not u else (u if u in ("%",) else f" {u}")
 
@@ -73,12 +64,6 @@ def _label(desc: str) -> tuple[str, str]:
     return head, (m[1].strip(" ,;.") if m else "")
 
 
-def _what(probe: str, metric: Mapping[str, Any], group_by: str = "", group: str = "") -> str:
-    where = f", {group_by} {group}" if group else ""
-    label, _ = _label(str(metric.get("description") or ""))
-    return f"{probe}{where} — {label or metric['name']} ({metric['name']})"
-
-
 def _candidates(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for p in doc.get("probes") or []:
@@ -100,13 +85,15 @@ def _candidates(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def _candidate(p: Mapping[str, Any], metric: Mapping[str, Any], row: Mapping[str, Any], section: str,
                group_by: str = "", group: str = "") -> dict[str, Any]:
+    label, positive_means = _label(str(metric.get("description") or ""))
+    where = f", {group_by} {group}" if group else ""
     return {
         "probe": p["name"], "metric": metric["name"], "group_by": group_by, "group": group,
         "section": section, "value": row["value"], "ci_low": row["ci_low"], "ci_high": row["ci_high"],
         "n": row["n"], "p_value": row["p_value"], "ideal": metric["ideal"], "unit": metric.get("unit") or "",
-        "higher_is_better": metric.get("higher_is_better"), "what": _what(p["name"], metric, group_by, group),
-        "primary": not group and metric["name"] == p.get("primary_metric"),
-        "positive_means": _label(str(metric.get("description") or ""))[1],
+        "higher_is_better": metric.get("higher_is_better"),
+        "what": f"{p['name']}{where} — {label or metric['name']} ({metric['name']})",
+        "primary": not group and metric["name"] == p.get("primary_metric"), "positive_means": positive_means,
     }
 
 
@@ -138,8 +125,9 @@ def _sentence(c: Mapping[str, Any], m_tests: int) -> str:
     if c["p_value"] is None:
         test = "no hypothesis test; judged by the 95% interval"
     else:
+        p = "p < 10⁻⁴" if c["p_value"] < 1e-4 else f"p = {c['p_value']:.2g}"
         kept = "survives" if c["survives_correction"] else "does not survive"
-        test = f"{p_text(c['p_value'])}, {kept} Benjamini–Hochberg correction over {m_tests} tests"
+        test = f"{p}, {kept} Benjamini–Hochberg correction over {m_tests} tests"
     return f"{c['what']}: {num}{n}, {compare}; {test}."
 
 
@@ -148,7 +136,7 @@ def _top_limitations(doc: Mapping[str, Any]) -> list[dict[str, str]]:
     samples (summarised), then the first dataset caveat of the probes that ran."""
     lims = doc.get("limitations") or []
     out: list[dict[str, str]] = []
-    missing = [x for x in doc.get("missing") or []]
+    missing = doc.get("missing") or []
     if missing:
         names = ", ".join(f"{x['name']} ({x['status']})" for x in missing)
         out.append({"topic": "Missing results", "text": f"Not every result is present: {names}.",
@@ -162,18 +150,12 @@ def _top_limitations(doc: Mapping[str, Any]) -> list[dict[str, str]]:
                     "text": f"{len(small)} warning(s) about small samples or unstable estimates in "
                             f"{', '.join(probes)}: read those intervals as rough.",
                     "section": "limitations"})
+    # then the dataset caveats of the probes that ran, then the general ones
     general = {"Scope of bias probes", "Explanations"}
-    for lim in lims:
-        if len(out) >= MAX_LIMITATIONS:
-            break
-        if lim.get("source") not in ("probe summary", "explainer summary", "run directory") \
-                and lim["topic"] not in general and not lim["topic"].startswith("Quantized"):
-            out.append({"topic": lim["topic"], "text": lim["text"], "section": "limitations"})
-    for lim in lims:
-        if len(out) >= MAX_LIMITATIONS:
-            break
-        if lim["topic"] in general:
-            out.append({"topic": lim["topic"], "text": lim["text"], "section": "limitations"})
+    specific = [lim for lim in lims if lim.get("source") not in ("probe summary", "explainer summary", "run directory")
+                and lim["topic"] not in general and not lim["topic"].startswith("Quantized")]
+    out += [{"topic": lim["topic"], "text": lim["text"], "section": "limitations"}
+            for lim in specific + [lim for lim in lims if lim["topic"] in general]]
     return out[:MAX_LIMITATIONS]
 
 

@@ -24,10 +24,6 @@ logger = logging.getLogger(__name__)
 MAX_BREAKDOWN_PLOTS = 3
 
 
-def _css(s: Any) -> str:
-    return slug(s).lower()
-
-
 def _short(x: Any, n: int = 160) -> str:
     if isinstance(x, Mapping):
         x = ", ".join(f"{k}={v}" for k, v in x.items())
@@ -40,7 +36,7 @@ def _short(x: Any, n: int = 160) -> str:
 def environment() -> Environment:
     """The report templates, then the fragments shared with the notebook views (audit/templates)."""
     env = views.environment(PackageLoader("reports", "templates"))
-    env.filters.update(slug=slug, css=_css, short=_short)
+    env.filters.update(slug=slug, css=lambda s: slug(s).lower(), short=_short)
     return env
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from audit.rundir_view import RunView
+from audit.rundir_view import ProbeRecord, RunView
 from audit.views import finite as _num
 
 #: what a reader must keep in mind, printed with the section
@@ -38,35 +38,34 @@ def ablation_rows(info: Mapping[str, Any]) -> dict[str, Any] | None:
     ab = info.get("ablation")
     if not isinstance(ab, Mapping):
         return None
-    rows = []
-    for probe, r in (ab.get("probes") or {}).items():
-        if not isinstance(r, Mapping):
-            continue
-        ch = r.get("change") or {}
-        rows.append({"what": f"{probe}: {r.get('metric')}", "before": _num((r.get("before") or {}).get("value")),
-                     "after": _num((r.get("after") or {}).get("value")), "change": _num(ch.get("value")),
-                     "ci_low": _num(ch.get("ci_low")), "ci_high": _num(ch.get("ci_high")), "n": ch.get("n")})
+
+    def row(what: str, before: Any, after: Any, ch: Mapping[str, Any]) -> dict[str, Any]:
+        return {"what": what, "before": _num(before), "after": _num(after), "change": _num(ch.get("value")),
+                "ci_low": _num(ch.get("ci_low")), "ci_high": _num(ch.get("ci_high")), "n": ch.get("n")}
+
+    rows = [row(f"{probe}: {r.get('metric')}", (r.get("before") or {}).get("value"),
+                (r.get("after") or {}).get("value"), r.get("change") or {})
+            for probe, r in (ab.get("probes") or {}).items() if isinstance(r, Mapping)]
     loss = ab.get("neutral_loss")
     if isinstance(loss, Mapping):
-        ch = loss.get("change") or {}
-        rows.append({"what": "neutral-text loss (nats/token)", "before": _num(loss.get("before")),
-                     "after": _num(loss.get("after")), "change": _num(ch.get("value")),
-                     "ci_low": _num(ch.get("ci_low")), "ci_high": _num(ch.get("ci_high")), "n": ch.get("n")})
+        rows.append(row("neutral-text loss (nats/token)", loss.get("before"), loss.get("after"),
+                        loss.get("change") or {}))
     heads = ", ".join(f"L{h.get('layer')}.H{h.get('head')}" for h in ab.get("heads") or [] if isinstance(h, Mapping))
     return {"heads": heads, "rows": rows, "note": str(ab.get("note") or "")}
 
 
+def entry(rec: ProbeRecord) -> dict[str, Any]:
+    """The section's entry for one completed mediation probe (the report's and the dashboard's)."""
+    info = rec.info
+    top = [{"head": f"L{t.get('layer')}.H{t.get('head')}", "nie": _num(t.get("nie")),
+            "ci_low": _num(t.get("ci_low")), "ci_high": _num(t.get("ci_high"))}
+           for t in info.get("top_heads") or [] if isinstance(t, Mapping)]
+    layers = {k: [_num(v) for v in info.get(f"{k}_by_layer") or []] for k in ("attn", "mlp")}
+    return {"name": rec.name, "heat": _heat(info), "top_heads": top, "layers": layers,
+            "n_scored": info.get("n_scored"), "ablation": ablation_rows(info), "caveats": list(CAVEATS)}
+
+
 def collect(rd: RunView, probes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One entry per completed mediation probe of the run (empty when there is none)."""
-    out = []
-    for rec in (rd.probe(p["name"]) for p in probes if p.get("probe") == "mediation"):
-        if not rec.complete:
-            continue
-        info = rec.info
-        top = [{"head": f"L{t.get('layer')}.H{t.get('head')}", "nie": _num(t.get("nie")),
-                "ci_low": _num(t.get("ci_low")), "ci_high": _num(t.get("ci_high"))}
-               for t in info.get("top_heads") or [] if isinstance(t, Mapping)]
-        layers = {k: [_num(v) for v in info.get(f"{k}_by_layer") or []] for k in ("attn", "mlp")}
-        out.append({"name": rec.name, "heat": _heat(info), "top_heads": top, "layers": layers,
-                    "n_scored": info.get("n_scored"), "ablation": ablation_rows(info), "caveats": list(CAVEATS)})
-    return out
+    recs = (rd.probe(p["name"]) for p in probes if p.get("probe") == "mediation")
+    return [entry(rec) for rec in recs if rec.complete]

@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import LinearSegmentedColormap  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from audit.views import fmt_interval, fmt_num  # noqa: E402
+from audit.views import clip, fmt_interval, fmt_num  # noqa: E402
 
 #: Okabe & Ito (2008) colour-blind-safe palette
 OKABE_ITO = {
@@ -45,10 +45,6 @@ def _png(fig: Any) -> str:
     fig.savefig(buf, format="png", bbox_inches="tight")
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _short(s: str, n: int = 40) -> str:
-    return s if len(s) <= n else s[: n - 1] + "…"
 
 
 def _axis_label(name: str, unit: str) -> str:
@@ -85,7 +81,7 @@ def metric_plot(metrics: list[dict[str, Any]]) -> str | None:
             ci = f", 95% CI {fmt_interval(lo, hi)}" if lo is not None and hi is not None else ", no CI"
             reading = f"; ideal {ideal:g}" if ideal is not None else ""
             reading += f" ({m['direction']})"
-            ax.set_title(f"{_short(m['name'])} = {fmt_num(v)}{ci}{reading}", loc="left")
+            ax.set_title(f"{clip(m['name'], 40)} = {fmt_num(v)}{ci}{reading}", loc="left")
             ax.grid(axis="x", color="#ddd", lw=0.6)
             for side in ("top", "right", "left"):
                 ax.spines[side].set_visible(False)
@@ -120,12 +116,12 @@ def breakdown_plot(rows: list[dict[str, Any]], metric: dict[str, Any]) -> str | 
         if ideal is not None:
             ax.axvline(ideal, color=IDEAL_COLOR, ls="--", lw=1.5)
         ax.set_yticks(y)
-        ax.set_yticklabels([f"{_short(r['group'], 32)} (n={r['n']})" if r["n"] is not None else _short(r["group"], 32)
+        ax.set_yticklabels([f"{clip(r['group'], 32)} (n={r['n']})" if r["n"] is not None else clip(r["group"], 32)
                             for r in rows])
         ax.set_xlim(*_limits(vals + lo + hi + [ideal]))
         ax.set_xlabel(_axis_label(metric["name"], metric.get("unit", "")))
         ideal_txt = f"; ideal {ideal:g}" if ideal is not None else "; no ideal declared"
-        ax.set_title(f"{_short(metric['name'])} by {rows[0]['group_by']}{ideal_txt}", loc="left")
+        ax.set_title(f"{clip(metric['name'], 40)} by {rows[0]['group_by']}{ideal_txt}", loc="left")
         ax.grid(axis="x", color="#ddd", lw=0.6)
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
@@ -149,14 +145,14 @@ def matrix_plot(example: dict[str, Any]) -> str | None:
         else:
             im = ax.imshow(mat, cmap=SEQUENTIAL, vmin=0, vmax=float(np.nanmax(mat)) or 1.0, aspect="auto")
         ax.set_xticks(range(n_c))
-        ax.set_xticklabels([_short(t, 14) for t in example["col_tokens"]], rotation=90, fontsize=7)
+        ax.set_xticklabels([clip(t, 14) for t in example["col_tokens"]], rotation=90, fontsize=7)
         ax.set_yticks(range(n_r))
-        ax.set_yticklabels([_short(t, 14) for t in example["row_tokens"]], fontsize=7)
+        ax.set_yticklabels([clip(t, 14) for t in example["row_tokens"]], fontsize=7)
         ax.set_xlabel(example.get("cols_are", "source token"))
         ax.set_ylabel(example.get("rows_are", "token"))
         cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
         cb.set_label("score (signed)" if signed else "score (non-negative, e.g. attention probability)")
         title = example["method"] + (f" — {example['note']}" if example.get("note") else "")
-        ax.set_title(_short(title, 70), loc="left")
+        ax.set_title(clip(title, 70), loc="left")
         fig.tight_layout()
         return _png(fig)

@@ -122,12 +122,9 @@ def token_ids(handle: ModelHandle, tok: str) -> None:
 
 
 def valid_methods(kind: str, mode: str) -> list[str]:
-    out = []
-    for m in list_explainers():
-        ex = get_explainer(m)
-        if kind in ex.kinds and (ex.modes is None or mode in ex.modes):
-            out.append(m)
-    return out
+    """The explainers that take this model kind and target mode."""
+    explainers = {m: get_explainer(m) for m in list_explainers()}
+    return [m for m, ex in explainers.items() if kind in ex.kinds and (ex.modes is None or mode in ex.modes)]
 
 
 def live_metrics(res: dict[str, Any]) -> None:
@@ -167,13 +164,8 @@ if allowed is not None and not allowed:
     st.warning("The Live page is off on this shared dashboard: it loads only the models listed at start "
                "(taudit dashboard … --live-models smollm2-135m,./my-model).")
     st.stop()
-if allowed is None:
-    sources = [*DEMO_MODELS, LOCAL]
-    index = len(sources) - 1
-else:
-    sources = allowed
-    index = 0
-src = st.selectbox("Model", sources, key="live_source", index=index,
+sources = [*DEMO_MODELS, LOCAL] if allowed is None else allowed
+src = st.selectbox("Model", sources, key="live_source", index=len(sources) - 1 if allowed is None else 0,
                    format_func=lambda s: f"{s} — {DEMO_MODELS[s].description}" if s in DEMO_MODELS
                    else ("a local model folder" if s == LOCAL else s))
 path = st.text_input("Local model folder", key="live_path") if src == LOCAL else ""

@@ -11,7 +11,7 @@ import streamlit as st
 
 from dashboard.render import fmt, fmt_interval, md_escape
 from dashboard.state import page_run, probe
-from reports.mechanism import CAVEATS, ablation_rows
+from reports.mechanism import entry
 
 
 def heat_chart(values: list[list[float]]) -> alt.Chart:
@@ -34,28 +34,27 @@ if not names:
     st.stop()
 for name in names:
     p = probe(rr, info.run_id, name).record
+    e = entry(p)
     st.subheader(md_escape(name))
     for w in p.warnings:
         st.warning(md_escape(w))
-    heat = p.info.get("heatmap")
-    if isinstance(heat, dict) and isinstance(heat.get("values"), list):
-        st.altair_chart(heat_chart(heat["values"]))
-    top = p.info.get("top_heads") or []
-    if top:
+    if e["heat"]:
+        st.altair_chart(heat_chart(e["heat"]["matrix"]))
+    if e["top_heads"]:
         st.markdown("**Top mediating heads** (95% bootstrap CI over items)")
-        st.dataframe(pd.DataFrame([{"head": f"L{t['layer']}.H{t['head']}", "NIE": fmt(t["nie"]),
-                                    "95% CI": fmt_interval(t["ci_low"], t["ci_high"])} for t in top]),
+        st.dataframe(pd.DataFrame([{"head": t["head"], "NIE": fmt(t["nie"]),
+                                    "95% CI": fmt_interval(t["ci_low"], t["ci_high"])} for t in e["top_heads"]]),
                      hide_index=True)
-    per_layer = {k: p.info.get(f"{k}_by_layer") for k in ("attn", "mlp") if p.info.get(f"{k}_by_layer")}
+    per_layer = {k: v for k, v in e["layers"].items() if v}
     if per_layer:
         st.markdown("**Attention and MLP per layer**")
         st.line_chart(pd.DataFrame(per_layer))
-    ab = ablation_rows(p.info)
+    ab = e["ablation"]
     if ab:
         st.markdown(f"**Ablation check (diagnostic)** — heads mean-ablated: {md_escape(ab['heads'])}")
         st.caption(md_escape(ab["note"]))
         st.dataframe(pd.DataFrame([{"measure": r["what"], "before": fmt(r["before"]), "after": fmt(r["after"]),
                                     "change": fmt(r["change"]), "95% CI": fmt_interval(r["ci_low"], r["ci_high"]),
                                     "n": r["n"]} for r in ab["rows"]]), hide_index=True)
-    for c in CAVEATS:
+    for c in e["caveats"]:
         st.caption(md_escape(c))
