@@ -38,8 +38,7 @@ class RunsRoot:
     """The folder that holds run directories; the only place the dashboard reads from."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.given = Path(root).expanduser()
-        self.root = self.given.resolve()
+        self.root = Path(root).expanduser().resolve()
 
     def __repr__(self) -> str:
         return f"RunsRoot({str(self.root)!r})"
@@ -316,8 +315,7 @@ def load_explain(rr: RunsRoot, run_id: str, name: str, manifest: dict[str, Any] 
             problems.append(f"{run_id}/explain/{name}/metrics.parquet lacks the columns example, method, metric, value")
         else:
             ed.metrics = met
-    if problems:
-        ed.message = "; ".join(problems)
+    ed.message = "; ".join(problems) or None
     return ed
 
 

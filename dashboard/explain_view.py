@@ -30,15 +30,9 @@ def _tokens(rows: pd.DataFrame, col: str = "token_index") -> dict[int, str]:
     return {int(i): str(x) for i, x in zip(t[col], t["token"], strict=True)}
 
 
-def _targets(rows: pd.DataFrame) -> str:
-    if "target" not in rows.columns:
-        return ""
-    return ", ".join(sorted({str(t) for t in rows["target"].dropna() if str(t)}))
-
-
 def show_tokens(method: str, rows: pd.DataFrame, key: str) -> None:
     ts = token_scores(rows)
-    targets = _targets(rows)
+    targets = ", ".join(sorted({str(t) for t in rows["target"].dropna() if str(t)})) if "target" in rows.columns else ""
     label = f"{method}" + (f" — target: {targets}" if targets else "")
     st.html(token_heat_html(list(ts["token"]), list(ts["score"]), label))
     with st.expander(f"Scores of {md_escape(method)}"):

@@ -78,9 +78,10 @@ def metric_chart(metrics: dict[str, MetricValue]) -> alt.VConcatChart | None:
         if m.value is None or math.isnan(m.value):
             continue
         off = ci_excludes_ideal(m)
-        r = {"metric": k, "value": m.value, "ci_low": m.ci_low if m.ci_low is not None else m.value,
-             "ci_high": m.ci_high if m.ci_high is not None else m.value, "ideal": m.ideal, "unit": m.unit,
-             "state": "CI excludes the ideal" if off else ("CI covers the ideal" if off is False else "no ideal or CI")}
+        r: dict[str, Any] = {
+            "metric": k, "value": m.value, "ci_low": m.ci_low if m.ci_low is not None else m.value,
+            "ci_high": m.ci_high if m.ci_high is not None else m.value, "ideal": m.ideal, "unit": m.unit,
+            "state": "CI excludes the ideal" if off else ("CI covers the ideal" if off is False else "no ideal or CI")}
         df = pd.DataFrame([r])
         lo = min(float(v) for v in (r["ci_low"], r["value"], r["ideal"]) if v is not None)
         hi = max(float(v) for v in (r["ci_high"], r["value"], r["ideal"]) if v is not None)
@@ -109,9 +110,7 @@ def breakdown_chart(bd: pd.DataFrame, ideal: float | None, title: str) -> alt.La
     df = bd.copy()
     df["group"] = df["group"].astype(str)
     for c in ("ci_low", "ci_high"):
-        if c not in df.columns:
-            df[c] = df["value"]
-        df[c] = df[c].fillna(df["value"])
+        df[c] = df[c].fillna(df["value"]) if c in df.columns else df["value"]
     if "n" not in df.columns:
         df["n"] = None
     y = alt.Y("group:N", sort=None, title="")
@@ -183,5 +182,5 @@ def curve_chart(df: pd.DataFrame, title: str) -> alt.Chart:
     }
     if "target_index" in df.columns and df["target_index"].nunique() > 1:
         enc["color"] = alt.Color("target_index:N", title="target position", legend=alt.Legend(orient="bottom"))
-    mark = alt.Chart(df).mark_line(point=True, **({} if "color" in enc else {"color": BLUE}))
+    mark = alt.Chart(df).mark_line(point=True, color=alt.Undefined if "color" in enc else BLUE)
     return mark.encode(**enc).properties(title=title, height=160, width="container")

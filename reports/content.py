@@ -146,22 +146,18 @@ def _explainer_entry(rd: RunView, name: str) -> dict[str, Any]:
     mets, merr = rec.table("metrics.parquet")
     warnings = rec.warnings + [e for e in (aerr, merr, *rec.problems) if e and not e.endswith("does not exist")]
 
-    method_metrics: list[dict[str, Any]] = []
-    for method, md in rec.method_metrics.items():
-        for metric, mv in md.items():
-            row = metric_entry(metric, mv.to_dict())
-            row.update(method=str(method), metric=str(metric), source="summary")
-            method_metrics.append(row)
+    method_metrics = [metric_entry(metric, mv.to_dict()) | {"method": str(method), "metric": str(metric),
+                                                            "source": "summary"}
+                      for method, md in rec.method_metrics.items() for metric, mv in md.items()]
     point = None
     if mets is not None and len(mets):
         point = mets[mets["k"].isna()] if "k" in mets.columns else mets
         other = point["other_method"] if "other_method" in point.columns else pd.Series(None, index=point.index)
         point = point.assign(key=point["metric"].astype(str) + other.map(lambda o: f":{o}" if isinstance(o, str) and o else ""))
         if not method_metrics:
-            for (method, key), s_ in point.groupby(["method", "key"], sort=True)["value"]:
-                row = metric_entry(str(key), {"value": s_.mean(), "n": int(s_.notna().sum())})
-                row.update(method=str(method), metric=str(key), source="mean over examples")
-                method_metrics.append(row)
+            method_metrics = [metric_entry(str(key), {"value": s_.mean(), "n": int(s_.notna().sum())})
+                              | {"method": str(method), "metric": str(key), "source": "mean over examples"}
+                              for (method, key), s_ in point.groupby(["method", "key"], sort=True)["value"]]
     warnings += [f"{r['method']} {r['metric']}: {r['warning']}" for r in method_metrics if r["warning"]]
 
     examples: list[dict[str, Any]] = []
@@ -240,13 +236,9 @@ def _quantization(model: Mapping[str, Any]) -> str:
 
 
 def _datasets(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
-    rows = []
-    for probe, files in (manifest.get("datasets") or {}).items():
-        for f in files or []:
-            if isinstance(f, Mapping):
-                rows.append({"probe": str(probe), "path": str(f.get("path", "")), "sha256": str(f.get("sha256") or ""),
-                             "bytes": py(f.get("bytes")), "rows": py(f.get("rows"))})
-    return rows
+    return [{"probe": str(probe), "path": str(f.get("path", "")), "sha256": str(f.get("sha256") or ""),
+             "bytes": py(f.get("bytes")), "rows": py(f.get("rows"))}
+            for probe, files in (manifest.get("datasets") or {}).items() for f in files or [] if isinstance(f, Mapping)]
 
 
 def _verdict(rec: VerdictRecord) -> dict[str, Any] | None:
@@ -287,12 +279,10 @@ def quick_findings(run_dir: RunView | RunDir | str | Path) -> dict[str, Any]:
     """The key findings of a run from its ``summary.json`` files alone (no parquet, no plots):
     what the dashboard's Runs page shows for runs whose report.json is missing."""
     rd = run_dir if isinstance(run_dir, RunView) else RunView(run_dir)
-    probes = []
-    for rec in (rd.probe(n) for n in sorted(rd.probe_names())):
-        if rec.complete:
-            probes.append({"name": rec.name, "metrics": [metric_entry(k, v.to_dict()) for k, v in rec.metrics.items()],
-                           "primary_metric": rec.primary_metric,
-                           "breakdown": [breakdown_row(r) for r in rec.summary.get("breakdown") or []]})
+    probes = [{"name": rec.name, "metrics": [metric_entry(k, v.to_dict()) for k, v in rec.metrics.items()],
+               "primary_metric": rec.primary_metric,
+               "breakdown": [breakdown_row(r) for r in rec.summary.get("breakdown") or []]}
+              for rec in map(rd.probe, sorted(rd.probe_names())) if rec.complete]
     return key_findings({"probes": probes, "missing": [], "limitations": [], "verdict": None})
 
 

@@ -214,24 +214,20 @@ def evidence_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
     def prov(*keys: str) -> list[dict[str, str]]:
         return [dict(PROVISIONS[k]) for k in keys]
 
-    rows: list[dict[str, Any]] = []
-    for p in doc["probes"]:
-        names = ", ".join(m["name"] for m in p["metrics"][:6]) or "no metrics"
-        rows.append({
-            "result": f"Bias probe {p['name']}",
-            "section": f"probe-{p['name']}",
-            "measures": f"{p['probe']} metrics ({names}) with 95 % CIs, per-category breakdown and "
-                        "item-level scores",
-            "evidence_for": prov("art10", "measure211", "annex4"),
-        })
-    for e in doc["explainers"]:
-        rows.append({
-            "result": f"Explanations {e['name']}",
-            "section": f"explain-{e['name']}",
-            "measures": f"token attributions ({', '.join(e['methods']) or 'no methods'}) and their "
-                        "faithfulness metrics",
-            "evidence_for": prov("art13", "measure29", "annex4"),
-        })
+    rows: list[dict[str, Any]] = [{
+        "result": f"Bias probe {p['name']}",
+        "section": f"probe-{p['name']}",
+        "measures": f"{p['probe']} metrics ({', '.join(m['name'] for m in p['metrics'][:6]) or 'no metrics'}) "
+                    "with 95 % CIs, per-category breakdown and item-level scores",
+        "evidence_for": prov("art10", "measure211", "annex4"),
+    } for p in doc["probes"]]
+    rows += [{
+        "result": f"Explanations {e['name']}",
+        "section": f"explain-{e['name']}",
+        "measures": f"token attributions ({', '.join(e['methods']) or 'no methods'}) and their "
+                    "faithfulness metrics",
+        "evidence_for": prov("art13", "measure29", "annex4"),
+    } for e in doc["explainers"]]
     if doc.get("verdict"):
         rows.append({
             "result": "Policy verdict",
@@ -239,16 +235,15 @@ def evidence_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
             "measures": "each metric judged against the policy's threshold, on the value or its CI",
             "evidence_for": prov("art15", "annex4"),
         })
-    rows.append({
+    rows += [{
         "result": "Model, data and run identity",
         "section": "identity",
         "measures": "weight and dataset SHA-256 hashes, configuration, versions, seed, hardware, timings",
         "evidence_for": prov("annex4"),
-    })
-    rows.append({
+    }, {
         "result": "Limitations",
         "section": "limitations",
         "measures": "known limits of the datasets, methods and model build; missing results",
         "evidence_for": prov("art13"),
-    })
+    }]
     return rows
