@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, PositiveInt, StrictBool
+from pydantic import Field, PositiveInt, StrictBool, field_validator
 
 from audit import scoring
 from audit.datafiles import read_table
@@ -267,16 +267,16 @@ class SeeGULL(ItemProbe):
         offensive_threshold: float = 2.0
         templates: list[str] | None = None
 
-    @staticmethod
-    def _templates(opts: dict[str, Any]) -> tuple[str, ...]:
-        ts = tuple(opts.get("templates") or TEMPLATES)
-        for t in ts:
-            if not isinstance(t, str) or t.count("{I}") != 1 or t.count("{A}") != 1 or t.index("{I}") > t.index("{A}"):
-                raise ProbeError(f"seegull: a template needs one {{I}} before one {{A}}, got {t!r}")
-        return ts
+        @field_validator("templates")
+        @classmethod
+        def _identity_before_attribute(cls, ts: list[str] | None) -> list[str] | None:
+            for t in ts or ():
+                if t.count("{I}") != 1 or t.count("{A}") != 1 or t.index("{I}") > t.index("{A}"):
+                    raise ValueError(f"a template needs one {{I}} before one {{A}}, got {t!r}")
+            return ts
 
     def load_items(self, data: str | Path | None, opts: dict[str, Any]) -> pd.DataFrame:
-        templates = self._templates(opts)
+        templates = tuple(opts["templates"] or TEMPLATES)
         df = load_stereotypes(*data_paths(data, opts.get("offensiveness")))
         pairs = select_pairs(df, min_votes=int(opts.get("min_votes", 1)),
                              include_rejected=bool(opts.get("include_rejected", True)), max_items=opts.get("max_items"),
@@ -333,7 +333,7 @@ class SeeGULL(ItemProbe):
             group_breakdown(per_t, "template_id", rate),
         ], ignore_index=True)
         warnings = [f"{k}: {v.warning}" for k, v in summary.items() if v.warning]
-        templates = self._templates(opts)
+        templates = tuple(opts.get("templates") or TEMPLATES)
         info = {
             "templates": list(templates), "template_rates": {templates[int(k)]: float(v) for k, v in rates.items()},
             "n_pairs": len(pairs), "n_stereotype_pairs": len(st), "n_rejected_pairs": len(rejected),

@@ -36,10 +36,10 @@ def prefix_token_id(handle: ModelHandle) -> int | None:
     return next((int(t) for t in (tok.bos_token_id, tok.eos_token_id) if t is not None), None)
 
 
-def causal_tokenize(handle: ModelHandle, texts: Sequence[str], add_prefix: bool = True) -> list[list[int]]:
+def causal_tokenize(handle: ModelHandle, texts: Sequence[str]) -> list[list[int]]:
     """Token ids without special tokens, with the prefix token (BOS, else EOS) prepended."""
     enc = handle.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-    pre = prefix_token_id(handle) if add_prefix else None
+    pre = prefix_token_id(handle)
     return [([pre] if pre is not None else []) + list(e) for e in enc]
 
 
