@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -36,17 +36,26 @@ def pool(
     raise ValueError(f"unknown pooling {pooling!r}; use one of {POOLINGS}")
 
 
-def _encoder_batches(
-    handle: ModelHandle, texts: Sequence[str], max_batch_tokens: int | None
-) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
+def _pooled(
+    handle: ModelHandle, texts: Sequence[str], fn: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+    max_batch_tokens: int | None, progress: bool, desc: str,
+) -> np.ndarray | None:
+    """``fn(batch)`` (pooled states, the batch's texts on the second-to-last axis) over
+    length-sorted padded batches, as float32 with the texts in their order; None for no texts."""
     enc = handle.tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
     lengths = [len(e) for e in enc]
     if lengths:
         batching.check_length(handle, max(lengths), "a text to embed")
     budget = max_batch_tokens or batching.default_batch_tokens(handle)
-    for idx in batching.length_sorted_batches(lengths, budget):
+    out: np.ndarray | None = None
+    for idx in tqdm(batching.length_sorted_batches(lengths, budget), desc=desc, disable=not progress):
         ids, att = batching.pad_tensors([enc[i] for i in idx], batching.pad_token_id(handle), handle.device)
-        yield idx, {"input_ids": ids, "attention_mask": att}
+        with torch.inference_mode():
+            arr = fn({"input_ids": ids, "attention_mask": att}).float().cpu().numpy()
+        if out is None:
+            out = np.empty((*arr.shape[:-2], len(texts), arr.shape[-1]), dtype=np.float32)
+        out[..., idx, :] = arr
+    return out
 
 
 def embed(
@@ -65,21 +74,15 @@ def embed(
     """
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r}; use one of {POOLINGS}")
-    out: np.ndarray | None = None
     base = handle.model.base_model
-    for idx, batch in tqdm(
-        list(_encoder_batches(handle, texts, max_batch_tokens)), desc="embed", disable=not progress
-    ):
-        with torch.inference_mode():
-            o = base(**batch, output_hidden_states=layer != -1)
-            hidden = o.last_hidden_state if layer == -1 else o.hidden_states[layer]
-            pooled = pool(hidden, batch["attention_mask"], pooling, getattr(o, "pooler_output", None))
-            if normalize:
-                pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
-        arr = pooled.float().cpu().numpy()
-        if out is None:
-            out = np.empty((len(texts), arr.shape[1]), dtype=np.float32)
-        out[idx] = arr
+
+    def one(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        o = base(**batch, output_hidden_states=layer != -1)
+        hidden = o.last_hidden_state if layer == -1 else o.hidden_states[layer]
+        pooled = pool(hidden, batch["attention_mask"], pooling, getattr(o, "pooler_output", None))
+        return torch.nn.functional.normalize(pooled.float(), dim=-1) if normalize else pooled
+
+    out = _pooled(handle, texts, one, max_batch_tokens, progress, "embed")
     return out if out is not None else np.empty((0, 0), dtype=np.float32)
 
 
@@ -92,16 +95,11 @@ def hidden_states(
     progress: bool = False,
 ) -> np.ndarray:
     """Pooled hidden states of every layer: array (n_layers + 1, N, H), embeddings first."""
-    out: np.ndarray | None = None
     base = handle.model.base_model
-    for idx, batch in tqdm(
-        list(_encoder_batches(handle, texts, max_batch_tokens)), desc="hidden states", disable=not progress
-    ):
-        with torch.inference_mode():
-            o = base(**batch, output_hidden_states=True)
-            pooled = torch.stack([pool(h, batch["attention_mask"], pooling) for h in o.hidden_states])
-        arr = pooled.float().cpu().numpy()
-        if out is None:
-            out = np.empty((arr.shape[0], len(texts), arr.shape[2]), dtype=np.float32)
-        out[:, idx] = arr
+
+    def every_layer(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.stack([pool(h, batch["attention_mask"], pooling)
+                            for h in base(**batch, output_hidden_states=True).hidden_states])
+
+    out = _pooled(handle, texts, every_layer, max_batch_tokens, progress, "hidden states")
     return out if out is not None else np.empty((0, 0, 0), dtype=np.float32)
