@@ -173,32 +173,30 @@ def read_table_csv(
     header: list[str] | None = None
     rows: list[list[str]] = []
     lines: list[int] = []
+    prev = 0  # the line the previous record ended on
     with _unbounded_fields():
-        while True:
-            start = reader.line_num + 1
-            try:
-                rec = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as exc:
-                raise ProbeError(f"{p}: line {start}: malformed CSV ({exc}); a field that contains the "
-                                 "separator, a quote or a line break must be quoted, with quotes doubled") from None
-            if not any(f.strip() for f in rec):
-                continue  # a blank line
-            if header is None:
-                header = [f.strip() or f"Unnamed: {i}" for i, f in enumerate(rec)]
-                dup = sorted({c for c in header if header.count(c) > 1})
-                if dup:
-                    raise ProbeError(f"{p}: line {start}: the header repeats the column name(s) {dup}; "
-                                     "give each column a distinct name")
-                continue
-            if len(rec) != len(header):
-                raise ProbeError(
-                    f"{p}: line {start}: {len(rec)} field(s), but the header has {len(header)}; quote a field "
-                    "that contains the separator, and give every row one value per column"
-                )
-            rows.append(rec)
-            lines.append(start)
+        try:
+            for rec in reader:
+                start, prev = prev + 1, reader.line_num
+                if not any(f.strip() for f in rec):
+                    continue  # a blank line
+                if header is None:
+                    header = [f.strip() or f"Unnamed: {i}" for i, f in enumerate(rec)]
+                    dup = sorted({c for c in header if header.count(c) > 1})
+                    if dup:
+                        raise ProbeError(f"{p}: line {start}: the header repeats the column name(s) {dup}; "
+                                         "give each column a distinct name")
+                    continue
+                if len(rec) != len(header):
+                    raise ProbeError(
+                        f"{p}: line {start}: {len(rec)} field(s), but the header has {len(header)}; quote a field "
+                        "that contains the separator, and give every row one value per column"
+                    )
+                rows.append(rec)
+                lines.append(start)
+        except csv.Error as exc:
+            raise ProbeError(f"{p}: line {prev + 1}: malformed CSV ({exc}); a field that contains the "
+                             "separator, a quote or a line break must be quoted, with quotes doubled") from None
     if header is None:
         raise ProbeError(f"{p}: the file is empty; expected a {what} with a header row")
     missing = [c for c in required if c not in header]

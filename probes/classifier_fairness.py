@@ -30,6 +30,7 @@ and Turkish, attribute ``gender`` (or ``race`` for the English first names), bro
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -269,11 +270,9 @@ def classifier_label_map(
         for lab, v in _by_label(label_map, labels, "label_map", where).items():
             idx = by_name.get(str(v).lower())
             if idx is None:
-                try:
+                with contextlib.suppress(TypeError, ValueError):
                     idx = int(v)
-                except (TypeError, ValueError):
-                    idx = -1
-            if not 0 <= idx < n_out:
+            if idx is None or not 0 <= idx < n_out:
                 raise ProbeError(f"label_map[{lab!r}] = {v!r} is neither an id2label name {id2label} nor an "
                                  f"output index below {n_out} of {handle.name}")
             out[lab] = idx

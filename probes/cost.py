@@ -165,14 +165,10 @@ def median_interval(x: np.ndarray, confidence: float = 0.95) -> tuple[float, flo
     n = len(s)
     if n == 0:
         return float("nan"), float("nan"), float("nan")
-    best = (float(s[0]), float(s[-1]), 1.0 - 2.0 * float(st.binom.cdf(0, n, 0.5)))
-    for k in range(1, n // 2 + 1):
-        cov = 1.0 - 2.0 * float(st.binom.cdf(k - 1, n, 0.5))
-        if cov >= confidence:
-            best = (float(s[k - 1]), float(s[n - k]), cov)
-        else:
-            break
-    return best
+    k = 1  # the outermost pair; move inwards while the next pair still reaches ``confidence``
+    while k < n // 2 and 1.0 - 2.0 * float(st.binom.cdf(k, n, 0.5)) >= confidence:
+        k += 1
+    return float(s[k - 1]), float(s[n - k]), 1.0 - 2.0 * float(st.binom.cdf(k - 1, n, 0.5))
 
 
 def _sync(handle: ModelHandle) -> None:

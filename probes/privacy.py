@@ -290,9 +290,8 @@ class Privacy(ItemProbe):
 
     def _opts(self, opts: dict[str, Any]) -> dict[str, Any]:
         o = {**self.Options.defaults(), **opts}  # data_files sees only the options configured
-        parts = o["parts"]
-        if parts is None:
-            parts = ["pii", "memorization"] + (["canary"] if o["canaries"] is not None else [])
+        # parts is never empty (Options: min_length=1)
+        parts = o["parts"] or ["pii", "memorization"] + (["canary"] if o["canaries"] is not None else [])
         return {**o, "parts": list(dict.fromkeys(parts))}
 
     def data_files(self, data: str | Path | None, options: dict[str, Any] | None = None) -> list[Path]:
@@ -461,16 +460,14 @@ class Privacy(ItemProbe):
                            "n_prompts": int(pii["item_key"].nunique()), "samples_per_prompt": o["samples_per_prompt"],
                            "interval": "Wilson score per rate, over generations of this prompt set"}
         if "memorization" in o["parts"]:
-            mem = items[items["part"] == "memorization"]
-            s, b = memorization_metrics(mem, seed=seed)
+            s, b = memorization_metrics(items[items["part"] == "memorization"], seed=seed)
             summary.update(s)
             breakdowns.append(b)
             info["memorization"] = {"prefix_tokens": o["prefix_tokens"], "suffix_tokens": o["suffix_tokens"],
                                     "decoding": "greedy", "control": "the same document's words shuffled (seeded)",
                                     "documents": o["documents"] or "shipped licence excerpts (probes/data/privacy)"}
         if "canary" in o["parts"]:
-            can = items[items["part"] == "canary"]
-            summary.update(canary_metrics(can, seed=seed))
+            summary.update(canary_metrics(items[items["part"] == "canary"], seed=seed))
             info["canary"] = {"max_enumerate": o["max_enumerate"], "canary_samples": o["canary_samples"],
                               "score": "log-perplexity in bits of the whole filled sentence (BOS-prefixed)"}
         # one small-n warning per part, not one per entity type
