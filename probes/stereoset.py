@@ -203,9 +203,13 @@ def _parse_cluster(p: Path, split: str, i: int, c: Any, seen: dict[str, str] | N
     return row
 
 
-def load_predictions(path: str | Path) -> tuple[dict[str, float], list[str]]:
-    """Per-sentence scores ``{"intrasentence": [{"id", "score"}], "intersentence": [...]}``, and
-    the splits that have some."""
+def load_predictions(path: str | Path) -> dict[str, float]:
+    """Per-sentence scores from ``{"intrasentence": [{"id", "score"}], "intersentence": [...]}``."""
+    return _read_predictions(path)[0]
+
+
+def _read_predictions(path: str | Path) -> tuple[dict[str, float], list[str]]:
+    """:func:`load_predictions` and the splits that have some scores."""
     p = Path(path)
     if not p.is_file():
         raise ProbeError(f"StereoSet predictions file not found: {p}")
@@ -315,7 +319,7 @@ def score_predictions(dataset_path: str | Path, predictions_path: str | Path) ->
     to the reference's table.
     """
     pred = Path(predictions_path)
-    scores, splits = load_predictions(pred)
+    scores, splits = _read_predictions(pred)
     return score_table(attach_scores(load_stereoset(dataset_path, splits), scores, str(pred)))
 
 
