@@ -367,9 +367,8 @@ class ClassifierFairness(ItemProbe):
         found (labels, positive label, rows without an attribute) is kept for :meth:`prepare`."""
         builtin = data is None
         path = DEFAULT_DATA if builtin else Path(data)  # type: ignore[arg-type]
-        extra = list(opts["breakdown_by"]) if opts["breakdown_by"] is not None else (
-            list(DEFAULT_BREAKDOWN) if builtin else [])
-        extra = [c for c in extra if c != opts["attribute_column"]]
+        by = opts["breakdown_by"] if opts["breakdown_by"] is not None else DEFAULT_BREAKDOWN if builtin else ()
+        extra = [c for c in by if c != opts["attribute_column"]]
         ds = load_labelled(path, text_column=opts["text_column"], label_column=opts["label_column"],
                            attribute_column=opts["attribute_column"], positive_label=opts["positive_label"],
                            extra_columns=extra)

@@ -336,9 +336,8 @@ class Representation(ItemProbe):
         the rows without an attribute are kept for :meth:`prepare`."""
         builtin = data is None
         path = DEFAULT_DATA if builtin else Path(data)  # type: ignore[arg-type]
-        extra = list(opts["breakdown_by"]) if opts["breakdown_by"] is not None else (
-            list(DEFAULT_BREAKDOWN) if builtin else [])
-        extra = [c for c in extra if c != opts["attribute_column"]]
+        by = opts["breakdown_by"] if opts["breakdown_by"] is not None else DEFAULT_BREAKDOWN if builtin else ()
+        extra = [c for c in by if c != opts["attribute_column"]]
         df, n_dropped = load_attribute_texts(path, text_column=opts["text_column"],
                                              attribute_column=opts["attribute_column"],
                                              type_column=opts["type_column"], extra_columns=extra)
