@@ -153,21 +153,19 @@ def _top_finding(view: RunView) -> str:
 
 def runs_table(infos: list[RunInfo]) -> pd.DataFrame:
     """The Runs page table (plain values only; strings are shown as text by the data grid)."""
-    rows = []
-    for r in infos:
-        status = {k: str(v.get("status", "unknown")) for k, v in r.record.probes.items()}
-        rows.append({
-            "run": r.run_id,
-            "model": r.model,
-            "kind": str(r.record.model.get("kind") or ""),
-            "status": r.status,
-            "verdict": r.verdict.status or "—",
-            "top finding": r.top_finding or "—",
-            "probes": ", ".join(f"{k} ({v})" if v != "complete" else k for k, v in status.items()),
-            "explain": ", ".join(r.record.explain),
-            "date": (r.manifest.get("created_at") or "")[:19].replace("T", " "),
-            "problem": r.record.problem or "; ".join(r.errors),
-        })
+    rows = [{
+        "run": r.run_id,
+        "model": r.model,
+        "kind": str(r.record.model.get("kind") or ""),
+        "status": r.status,
+        "verdict": r.verdict.status or "—",
+        "top finding": r.top_finding or "—",
+        "probes": ", ".join(k if e.get("status", "unknown") == "complete" else f"{k} ({e.get('status', 'unknown')})"
+                            for k, e in r.record.probes.items()),
+        "explain": ", ".join(r.record.explain),
+        "date": (r.manifest.get("created_at") or "")[:19].replace("T", " "),
+        "problem": r.record.problem or "; ".join(r.errors),
+    } for r in infos]
     return pd.DataFrame(rows, columns=["run", "model", "kind", "status", "verdict", "top finding", "probes",
                                        "explain", "date", "problem"])
 

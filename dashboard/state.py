@@ -104,8 +104,7 @@ def pick_run(label: str, infos: list[RunInfo], slot: int, key: str) -> RunInfo |
     if not readable:
         return None
     ids = [r.run_id for r in readable]
-
-    models = {r.run_id: r.model for r in readable}
+    by_id = {r.run_id: r for r in readable}
 
     def shown(i: int, sel: list[str]) -> str:
         if len(sel) > i and sel[i] in ids:
@@ -113,7 +112,7 @@ def pick_run(label: str, infos: list[RunInfo], slot: int, key: str) -> RunInfo |
         taken = [shown(j, sel) for j in range(i)]
         free = [r for r in ids if r not in taken]
         # unselected: a run of the same model as the first slot (the only comparable one), else any other
-        same = [r for r in free if taken and models[r] == models[taken[0]]]
+        same = [r for r in free if taken and by_id[r].model == by_id[taken[0]].model]
         return next(iter(same or free), ids[0])
 
     def _store() -> None:
@@ -123,7 +122,6 @@ def pick_run(label: str, infos: list[RunInfo], slot: int, key: str) -> RunInfo |
         set_selected(cur)
 
     st.session_state[key] = shown(slot, selected(ids))
-    by_id = {r.run_id: r for r in readable}
     choice = st.selectbox(label, ids, key=key, on_change=_store,
                           format_func=lambda i: f"{i} — {by_id[i].model} ({by_id[i].status})")
     return by_id[choice]

@@ -42,7 +42,7 @@ def environment() -> Environment:
 
 def build_plots(doc: Mapping[str, Any]) -> dict[str, Any]:
     """All figures of the HTML report, as ``data:`` URIs keyed for the template."""
-    out: dict[str, Any] = {"metrics": {}, "breakdowns": {}, "matrices": {}}
+    out: dict[str, Any] = {"metrics": {}, "breakdowns": {}}
     for p in doc["probes"]:
         out["metrics"][p["name"]] = plots.metric_plot(p["metrics"])
         by_metric = {m["name"]: m for m in p["metrics"]}
@@ -50,18 +50,13 @@ def build_plots(doc: Mapping[str, Any]) -> dict[str, Any]:
         for r in p["breakdown"]:
             combos.setdefault((r["group_by"], r["metric"]), []).append(r)
         order = sorted(combos, key=lambda k: (k[1] != p["primary_metric"], k[1] not in by_metric))
-        figs = []
-        for key in order[:MAX_BREAKDOWN_PLOTS]:
-            metric = by_metric.get(key[1]) or {"name": key[1], "unit": "", "ideal": None}
-            uri = plots.breakdown_plot(combos[key], metric)
-            if uri:
-                figs.append({"uri": uri, "title": f"{key[1]} by {key[0]} with 95% CIs"})
-        out["breakdowns"][p["name"]] = figs
+        uris = {(by, m): plots.breakdown_plot(combos[by, m], by_metric.get(m) or {"name": m, "unit": "", "ideal": None})
+                for by, m in order[:MAX_BREAKDOWN_PLOTS]}
+        out["breakdowns"][p["name"]] = [{"uri": uri, "title": f"{m} by {by} with 95% CIs"}
+                                        for (by, m), uri in uris.items() if uri]
     out["mechanism"] = {m["name"]: plots.matrix_plot(m["heat"]) for m in doc.get("mechanism") or [] if m["heat"]}
-    for e in doc["explainers"]:
-        for i, x in enumerate(e["examples"]):
-            if x["kind"] == "matrix":
-                out["matrices"][f"{i}:{e['name']}"] = plots.matrix_plot(x)
+    out["matrices"] = {f"{i}:{e['name']}": plots.matrix_plot(x)
+                       for e in doc["explainers"] for i, x in enumerate(e["examples"]) if x["kind"] == "matrix"}
     return out
 
 

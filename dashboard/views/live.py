@@ -30,9 +30,7 @@ LOCAL = "local folder"
 def allowed_models() -> list[str] | None:
     """The ``--live-models`` allow-list (``None``: not restricted, a local dashboard without it)."""
     raw = os.environ.get(LIVE_ENV)
-    if raw is None:
-        return None
-    return [m.strip() for m in raw.split(",") if m.strip()]
+    return None if raw is None else [m.strip() for m in raw.split(",") if m.strip()]
 AUTO_KIND = "(from the model's config)"
 MODE_HELP = {
     "mask": "probability of a token at the [MASK]",
