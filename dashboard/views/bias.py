@@ -3,7 +3,6 @@ the item table (sortable, filterable, searchable, downloadable)."""
 
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
 from audit.results import MetricValue
@@ -119,7 +118,7 @@ names = rr.view(info.run_id, info.manifest).probe_names()
 if not names:
     st.info("This run has no probe results yet.")
     st.stop()
-status = pd.Series({n: probe(rr, info.run_id, n).record.status for n in names})
+status = {n: probe(rr, info.run_id, n).record.status for n in names}
 tabs = st.tabs([md_escape(f"{n} ({s})" if s != "complete" else n) for n, s in status.items()])
 for tab, name in zip(tabs, names, strict=True):
     with tab:
