@@ -313,12 +313,9 @@ def collect_report(run_dir: RunView | RunDir | str | Path, verdict_file: str | P
 
     verdict_rec = rd.verdict(verdict_file)
     model = _model(manifest)
-    limitations: list[dict[str, str]] = []
     quant = _quantization(model)
-    if quant:
-        caveat = dict(knowledge.QUANTIZED_CAVEAT)
-        caveat["text"] += f" Recorded in the manifest: {_clip(quant, 200)}."
-        limitations.append(caveat)
+    limitations = [{**knowledge.QUANTIZED_CAVEAT, "text": knowledge.QUANTIZED_CAVEAT["text"]
+                    + f" Recorded in the manifest: {_clip(quant, 200)}."}] if quant else []
     for reg in dict.fromkeys(p["probe"] for p in probes):
         limitations += [dict(c) for c in knowledge.PROBE_CAVEATS.get(reg, [])]
     limitations += [dict(c) for c in knowledge.GENERAL_CAVEATS]

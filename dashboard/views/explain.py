@@ -29,24 +29,21 @@ def direction(metric: str, stored: MetricValue | None = None) -> str:
 def show_method_metrics(ed: ExplainData, example: int, method: str) -> None:
     """This example's metrics (metrics.parquet), the method's metrics over all examples
     (summary.json, with CIs) and the curves (k = fraction of tokens) in an expander."""
-    shown = False
-    if ed.metrics is not None:
-        rows = ed.metrics[(ed.metrics["example"] == example) & (ed.metrics["method"].astype(str) == method)]
-        has_k = rows["k"].notna() if "k" in rows.columns else pd.Series(False, index=rows.index)
-        scalars = rows[~has_k].drop(columns=[c for c in ("example", "method", "k") if c in rows.columns])
-        scalars = scalars.dropna(axis=1, how="all")
-        if len(scalars):
-            scalars.insert(2, "better", scalars["metric"].astype(str).map(direction))
-            st.markdown("**This example**")
-            st.dataframe(scalars, hide_index=True, width="stretch", height=min(400, 36 * (len(scalars) + 1) + 3))
-            shown = True
-        curves = rows[has_k]
-        if len(curves):
-            with st.expander(f"Curves of {md_escape(method)} (k = fraction of tokens)"):
-                for metric, df in curves.groupby("metric", sort=False):
-                    st.altair_chart(curve_chart(df.sort_values("k"), f"{metric} ({direction(str(metric))})"),
-                                    width="stretch")
-            shown = True
+    met = ed.metrics if ed.metrics is not None else pd.DataFrame(columns=["example", "method"])
+    rows = met[(met["example"] == example) & (met["method"].astype(str) == method)]
+    has_k = rows["k"].notna() if "k" in rows.columns else pd.Series(False, index=rows.index)
+    scalars = rows[~has_k].drop(columns=[c for c in ("example", "method", "k") if c in rows.columns])
+    scalars = scalars.dropna(axis=1, how="all")
+    if len(scalars):
+        scalars.insert(2, "better", scalars["metric"].astype(str).map(direction))
+        st.markdown("**This example**")
+        st.dataframe(scalars, hide_index=True, width="stretch", height=min(400, 36 * (len(scalars) + 1) + 3))
+    curves = rows[has_k]
+    if len(curves):
+        with st.expander(f"Curves of {md_escape(method)} (k = fraction of tokens)"):
+            for metric, df in curves.groupby("metric", sort=False):
+                st.altair_chart(curve_chart(df.sort_values("k"), f"{metric} ({direction(str(metric))})"),
+                                width="stretch")
     agg = ed.record.method_metrics.get(method) or {}
     if agg:
         st.markdown("**All examples** (mean and 95% CI)")
@@ -57,8 +54,7 @@ def show_method_metrics(ed: ExplainData, example: int, method: str) -> None:
         } for name, m in agg.items()])
         st.dataframe(table.loc[:, (table != "").any()], hide_index=True, width="stretch",
                      height=min(400, 36 * (len(table) + 1) + 3))
-        shown = True
-    if not shown:
+    if not (len(rows) or agg):
         st.caption("No faithfulness metrics stored for this method.")
 
 
