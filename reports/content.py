@@ -198,7 +198,7 @@ def _explainer_entry(rd: RunView, name: str) -> dict[str, Any]:
 _MODEL_KEYS = ("name", "source", "kind", "architecture", "revision", "dtype", "device", "parameters", "demo")
 
 
-def _text(v: Any) -> str | None:
+def one_line(v: Any) -> str | None:
     """A manifest value as one line of text (lists joined, mappings as ``k=v``)."""
     if v is None:
         return None
@@ -211,12 +211,12 @@ def _text(v: Any) -> str | None:
 
 def _model(manifest: Mapping[str, Any]) -> dict[str, Any]:
     m = manifest.get("model") or {}
-    out: dict[str, Any] = {k: _text(m.get(k)) for k in _MODEL_KEYS}
+    out: dict[str, Any] = {k: one_line(m.get(k)) for k in _MODEL_KEYS}
     params = _num(m.get("parameters"))
     out["parameters"] = int(params) if params is not None else None
     hashes = m.get("weights_sha256") or {}
     out["weights_sha256"] = [{"file": str(f), "sha256": str(h)} for f, h in hashes.items()] if isinstance(hashes, Mapping) else []
-    out["other"] = {str(k): _clip(_text(py(v)), 500) if v is not None else None
+    out["other"] = {str(k): _clip(one_line(py(v)), 500) if v is not None else None
                     for k, v in m.items() if k not in _MODEL_KEYS and k != "weights_sha256"}
     # "model": null — a run on logged predictions without a model (``models: []``)
     out["model_free"] = "model" in manifest and manifest["model"] is None

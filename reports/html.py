@@ -16,7 +16,7 @@ from jinja2 import Environment, PackageLoader
 
 from audit import views
 from reports import plots
-from reports.content import ReportError
+from reports.content import ReportError, one_line
 from reports.findings import slug
 
 logger = logging.getLogger(__name__)
@@ -24,19 +24,10 @@ logger = logging.getLogger(__name__)
 MAX_BREAKDOWN_PLOTS = 3
 
 
-def _short(x: Any, n: int = 160) -> str:
-    if isinstance(x, Mapping):
-        x = ", ".join(f"{k}={v}" for k, v in x.items())
-    elif isinstance(x, (list, tuple)):
-        x = ", ".join(map(str, x))
-    s = str(x)
-    return s if len(s) <= n else s[: n - 1] + "…"
-
-
 def environment() -> Environment:
     """The report templates, then the fragments shared with the notebook views (audit/templates)."""
     env = views.environment(PackageLoader("reports", "templates"))
-    env.filters.update(slug=slug, css=lambda s: slug(s).lower(), short=_short)
+    env.filters.update(slug=slug, css=lambda s: slug(s).lower(), short=lambda x, n=160: views.clip(str(one_line(x)), n))
     return env
 
 

@@ -79,10 +79,9 @@ def front_matter(doc: Mapping[str, Any]) -> dict[str, Any]:
     with each probe's headline result (task, dataset name and revision, metric name and value),
     in the layout of ``huggingface_hub.metadata_eval_result`` so the Hub renders it."""
     model = doc["model"]
-    meta: dict[str, Any] = {"tags": ["bias-audit", "transformer-audit", "responsible-ai"]}
     kind = model.get("kind")
-    if kind:
-        meta["tags"].append(str(kind))
+    meta: dict[str, Any] = {"tags": ["bias-audit", "transformer-audit", "responsible-ai",
+                                     *([str(kind)] if kind else [])]}
     base = _base_model(model)
     if base:
         meta["base_model"] = base
