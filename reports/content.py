@@ -99,11 +99,6 @@ def _grid(rows: pd.DataFrame, index: str, columns: str, labels: tuple[Callable[[
             "rows_are": are[0], "cols_are": are[1], "note": ", ".join(notes)}
 
 
-def _head_grid(rows: pd.DataFrame) -> dict[str, Any]:
-    """Per-head scores (e.g. head importance, Michel et al. 2019) as a layer × head matrix."""
-    return _grid(rows, "layer", "head", (lambda i: f"layer {int(i)}", lambda j: f"head {int(j)}"), ("layer", "head"), [])
-
-
 def _matrix(rows: pd.DataFrame) -> dict[str, Any]:
     """Token × token scores: attention (last layer, mean over heads), rollout / flow, or the
     attribution of each generated token (target_index) over the input tokens."""
@@ -129,8 +124,11 @@ def _views(rows: pd.DataFrame) -> list[tuple[str, dict[str, Any]]]:
     """(target label, body) for one example and method, by the layout of its rows."""
     if _has(rows, "source_index") or _has(rows, "target_index"):
         return [("", _matrix(rows))]
-    if not _has(rows, "token_index"):
-        return [("", _head_grid(rows))] if _has(rows, "layer") and _has(rows, "head") else []
+    if not _has(rows, "token_index"):  # per-head scores (e.g. head importance, Michel et al. 2019)
+        if not (_has(rows, "layer") and _has(rows, "head")):
+            return []
+        return [("", _grid(rows, "layer", "head", (lambda i: f"layer {int(i)}", lambda j: f"head {int(j)}"),
+                           ("layer", "head"), []))]
     targets = rows["target"].fillna("").astype(str) if "target" in rows.columns else pd.Series("", index=rows.index)
     return [(str(t), _token_row(g)) for t, g in rows.groupby(targets, sort=False)]
 

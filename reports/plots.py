@@ -79,8 +79,7 @@ def metric_plot(metrics: list[dict[str, Any]]) -> str | None:
             ax.set_ylim(-1, 1)
             ax.set_xlabel(_axis_label(m["name"], m["unit"]))
             ci = f", 95% CI {fmt_interval(lo, hi)}" if lo is not None and hi is not None else ", no CI"
-            reading = f"; ideal {ideal:g}" if ideal is not None else ""
-            reading += f" ({m['direction']})"
+            reading = (f"; ideal {ideal:g}" if ideal is not None else "") + f" ({m['direction']})"
             ax.set_title(f"{clip(m['name'], 40)} = {fmt_num(v)}{ci}{reading}", loc="left")
             ax.grid(axis="x", color="#ddd", lw=0.6)
             for side in ("top", "right", "left"):
@@ -92,7 +91,6 @@ def metric_plot(metrics: list[dict[str, Any]]) -> str | None:
 
 def _legend(fig: Any, ideal: bool) -> None:
     """One legend for the figure: value with CI (blue, point + bar), ideal (vermillion, dashed)."""
-
     handles = [Line2D([], [], color=VALUE_COLOR, marker="o", lw=2, label="value with 95% CI")]
     if ideal:
         handles.append(Line2D([], [], color=IDEAL_COLOR, ls="--", lw=1.5, label="ideal value"))

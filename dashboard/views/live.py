@@ -99,8 +99,7 @@ def target_inputs(handle: ModelHandle) -> dict[str, Any] | None:
         if cls.strip():
             target["class"] = int(cls) if cls.strip().lstrip("-").isdigit() else cls.strip()
     elif mode == "cosine":
-        if "live_pair" not in st.session_state:
-            st.session_state["live_pair"] = DEFAULT_PAIR
+        st.session_state.setdefault("live_pair", DEFAULT_PAIR)
         pair = st.text_input("Second text (the target is the cosine similarity of the two texts)", key="live_pair")
         if not pair.strip():
             st.info("Type a second text: the target is the cosine similarity of the two texts.")
@@ -200,8 +199,7 @@ ident = handle.identity()
 st.success(f"Loaded {md_escape(handle.name)} — {handle.kind}, {ident.get('parameters', 0):,} parameters, "
            f"{handle.device}, {str(handle.dtype).replace('torch.', '')}")
 
-if "live_text" not in st.session_state:
-    st.session_state["live_text"] = DEFAULT_TEXT.get(handle.kind, "")
+st.session_state.setdefault("live_text", DEFAULT_TEXT.get(handle.kind, ""))
 text = st.text_area("Text", key="live_text")
 target = target_inputs(handle)
 methods = valid_methods(handle.kind, target["mode"] if target else MODES[handle.kind][0])
