@@ -37,11 +37,6 @@ EXIT_OK, EXIT_POLICY, EXIT_ERROR = 0, 1, 2
 DEFAULT_POST_RUN_FORMATS = ("html", "md", "json")
 
 
-def available_formats() -> list[str]:
-    """Every format this installation can write (PDF only when WeasyPrint imports)."""
-    return [f for f in FORMATS if f != "pdf" or pdf_available()]
-
-
 def _apply_policy(rd: RunDir, spec: str, out: Path) -> Any:
     """Evaluate a policy (a file, or ``recommended``) against an existing run and write its
     verdict.json into ``out`` (the run directory only when no --out was given)."""
@@ -65,7 +60,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
               "give the folder taudit run wrote, e.g. runs/<run-id>", file=sys.stderr)
         return EXIT_ERROR
     try:
-        formats = parse_formats(args.formats) if args.formats else available_formats()
+        # default: every format this installation can write (PDF only when WeasyPrint imports)
+        formats = parse_formats(args.formats) if args.formats else [f for f in FORMATS if f != "pdf" or pdf_available()]
         if "pdf" in formats and not pdf_available():
             raise ReportError("PDF output needs WeasyPrint: pip install 'transformer-audit[pdf]'")
         verdict = None

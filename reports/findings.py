@@ -188,8 +188,7 @@ def key_findings(doc: Mapping[str, Any]) -> dict[str, Any]:
         if not any(c is x for x in chosen):
             chosen.append(c)
     for i, c in enumerate(chosen, 1):
-        c["id"] = f"finding-{i}"
-        c["rank"] = i
+        c.update(id=f"finding-{i}", rank=i)
     significant_probes = {c["probe"] for c in cands if c["significant"]}
     null: list[dict[str, Any]] = []
     for p in doc.get("probes") or []:

@@ -27,14 +27,9 @@ st.dataframe(table, hide_index=True, width="stretch", column_config={
 
 ids = [r.run_id for r in infos if r.record.readable]
 
-
-def _store() -> None:
-    set_selected(st.session_state["runs_pick"])
-
-
 st.session_state["runs_pick"] = list(dict.fromkeys(selected(ids)))
 st.multiselect("Selected runs (one for Bias and Explain, two for Compare)", ids, key="runs_pick",
-               max_selections=2, on_change=_store)
+               max_selections=2, on_change=lambda: set_selected(st.session_state["runs_pick"]))
 sel = selected(ids)
 if sel:
     st.caption("Selected: " + ", ".join(md_escape(s) for s in sel))
