@@ -67,19 +67,13 @@ def _label(desc: str) -> tuple[str, str]:
 def _candidates(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for p in doc.get("probes") or []:
-        metrics = {m["name"]: m for m in p["metrics"]}
         primary = p.get("primary_metric")
-        for m in p["metrics"]:
-            if m["p_value"] is None and m["name"] != primary:
-                continue
-            out.append(_candidate(p, m, m, f"probe-{slug(p['name'])}"))
-        pm = metrics.get(primary) if primary else None
-        if pm is None:
-            continue
-        for r in p.get("breakdown") or []:
-            if r["metric"] != primary or r["p_value"] is None:
-                continue
-            out.append(_candidate(p, pm, r, f"breakdown-{slug(p['name'])}", r["group_by"], r["group"]))
+        out += [_candidate(p, m, m, f"probe-{slug(p['name'])}") for m in p["metrics"]
+                if m["p_value"] is not None or m["name"] == primary]
+        pm = next((m for m in p["metrics"] if m["name"] == primary), None) if primary else None
+        if pm is not None:
+            out += [_candidate(p, pm, r, f"breakdown-{slug(p['name'])}", r["group_by"], r["group"])
+                    for r in p.get("breakdown") or [] if r["metric"] == primary and r["p_value"] is not None]
     return out
 
 
