@@ -185,7 +185,8 @@ def test_shared_dashboard_in_chromium_needs_the_token_and_live_refuses_unlisted(
     log = (tmp_path / "server.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "dashboard.cli", str(root), "--port", str(port),
                              "--host", "0.0.0.0", "--token-file", str(token_file),  # nosec B104  # the test of sharing
-                             "--live-models", str(bert_mlm_path)], stdout=log, stderr=subprocess.STDOUT)
+                             "--live-models", str(bert_mlm_path)], stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # stop_server stops its process group
     try:
         wait_ready(port, proc)
         with socket.socket() as s:  # listening beyond loopback
@@ -210,3 +211,4 @@ def test_shared_dashboard_in_chromium_needs_the_token_and_live_refuses_unlisted(
     finally:
         stop_server(proc)
         log.close()
+    assert proc.poll() is not None  # the server bound beyond loopback is gone
