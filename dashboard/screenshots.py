@@ -71,14 +71,16 @@ def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 90.0) 
 
 
 def stop_server(proc: subprocess.Popen[bytes]) -> None:
-    """Stop the server's process group: SIGTERM, then SIGKILL after 10 s."""
+    """Stop the server's process group, or the process alone when it leads none: SIGTERM, then
+    SIGKILL after 10 s."""
     if proc.poll() is not None:
         return
+    kill = os.killpg if os.getpgid(proc.pid) == proc.pid else os.kill
     try:
-        os.killpg(proc.pid, signal.SIGTERM)
+        kill(proc.pid, signal.SIGTERM)
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
     except ProcessLookupError:
         pass

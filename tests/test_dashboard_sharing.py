@@ -212,3 +212,19 @@ def test_shared_dashboard_in_chromium_needs_the_token_and_live_refuses_unlisted(
         stop_server(proc)
         log.close()
     assert proc.poll() is not None  # the server bound beyond loopback is gone
+
+
+@pytest.mark.parametrize("own_group", [True, False])
+def test_stop_server_stops_a_server_with_or_without_its_own_process_group(own_group: bool) -> None:
+    import subprocess
+    import sys
+
+    from dashboard.screenshots import stop_server
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=own_group)
+    try:
+        stop_server(proc)
+        assert proc.poll() is not None  # before: a process leading no group was silently left running
+    finally:
+        proc.kill()
+        proc.wait()
