@@ -97,7 +97,7 @@ def real_rows(x: torch.Tensor | None, mask: torch.Tensor | None) -> int:
     * 4-D mask (B, 1 or heads, T, T_k), boolean (True = may attend) or additive float (0 = may
       attend, large negative = masked): a query row is padding when it may attend to nothing but
       itself *and* no other query attends to it (the convention of
-      ``audit.scoring.shared_context_logprobs``: padding rows see only themselves, so they stay
+      ``audit.scoring.continuation_logprobs``: padding rows see only themselves, so they stay
       finite); every other row is real. A real sequence of a single token would be missed, which
       no probe forwards.
     """

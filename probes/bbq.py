@@ -525,7 +525,7 @@ def loglik_answers(
     if handle.kind == "masked-lm":
         lps = _masked_option_scores(handle, p_list, t_list, **kw)
     else:  # the three options of an item share its prompt: each prompt runs once
-        lps = scoring.shared_context_logprobs(handle, p_list, [" " + t for t in t_list], **kw)
+        lps = scoring.continuation_logprobs(handle, p_list, [" " + t for t in t_list], **kw)
     s, n_tok = np.asarray([float(x.sum()) for x in lps]), np.asarray([len(x) for x in lps])
     if length_normalize == "chars":
         s = s / np.maximum([len(t) for t in t_list], 1)

@@ -14,7 +14,7 @@ Models:
   ``label_map``; texts are scored in length-sorted batches.
 * ``causal-lm`` — a zero-shot classifier: ``prompt`` (containing ``{text}``) is the context and
   each label's word in ``label_words`` the continuation; a label's score is the summed log-prob
-  of its word's tokens (``audit.scoring.shared_context_logprobs``), and the probabilities are the
+  of its word's tokens (``audit.scoring.continuation_logprobs``), and the probabilities are the
   softmax over the label words.
 
 Items: one row per text with its label, attribute (and breakdown columns), ``y_true``,
@@ -219,7 +219,7 @@ def zero_shot_logprobs(
     ctx = [c for c in contexts for _ in words]
     cont = [w for _ in contexts for w in words]
     # all label words of one text share its prompt: run each prompt once
-    lps = scoring.shared_context_logprobs(handle, ctx, cont, max_batch_tokens=max_batch_tokens, progress=progress)
+    lps = scoring.continuation_logprobs(handle, ctx, cont, max_batch_tokens=max_batch_tokens, progress=progress)
     return np.asarray([float(x.sum()) for x in lps]).reshape(len(texts), len(words))
 
 

@@ -293,7 +293,7 @@ class SeeGULL(ItemProbe):
         if handle.kind == "masked-lm":
             out["score"] = masked_attribute_scores(handle, ctx, cont, **kw)
         else:
-            out["score"] = [float(x.sum()) for x in scoring.shared_context_logprobs(handle, ctx, cont, **kw)]
+            out["score"] = [float(x.sum()) for x in scoring.continuation_logprobs(handle, ctx, cont, **kw)]
         return out
 
     def summarise(self, items: pd.DataFrame, *, kind: str = "causal-lm", seed: int = 0,

@@ -22,7 +22,7 @@ Sentence scores s(·):
 * causal LMs — s = 2^(mean log₂ P(tᵢ | t<ᵢ)) over the sentence's tokens with the tokenizer's BOS
   (else EOS) as the empty context (the reference ``_likelihood_score_generative``); for
   intersentence the tokens of " " + sentence given the prefix token and the context
-  (:func:`audit.scoring.shared_context_logprobs`, the context run once per cluster).
+  (:func:`audit.scoring.continuation_logprobs`, the context run once per cluster).
 
 Aggregation is the reference ``evaluation.py`` ``ScoreEvaluator``: per target term,
 pro += [s(stereo) > s(anti)] else anti += 1 (ties count as anti-stereotypical),
@@ -409,7 +409,7 @@ def causal_scores(
     else:
         contexts = [c for c in clusters["context"] for _ in GOLD]
         # the three continuations of a cluster share its context: run each context once
-        lps = scoring.shared_context_logprobs(handle, contexts, [" " + s for s in sentences],
+        lps = scoring.continuation_logprobs(handle, contexts, [" " + s for s in sentences],
                                             max_batch_tokens=max_batch_tokens, progress=progress)
     s = np.asarray([float(np.exp(x.mean())) if len(x) else float("nan") for x in lps])
     return {COL[g]: s[k::3] for k, g in enumerate(GOLD)}

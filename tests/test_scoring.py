@@ -141,7 +141,7 @@ def test_shared_context_packing_equals_separate_scoring(request: pytest.FixtureR
     h = request.getfixturevalue(fixture)
     ctx = ["the nurse said", "the nurse said", "the nurse said", "my friend is", "my friend is", "he"]
     cont = [" she was kind", " he was kind", " nothing", " good", " a doctor at work", " is"]
-    packed = scoring.shared_context_logprobs(h, ctx, cont, max_batch_tokens=30)
+    packed = scoring.continuation_logprobs(h, ctx, cont, max_batch_tokens=30)
     separate = scoring.continuation_logprobs(h, ctx, cont, pack=False)
     for p, s in zip(packed, separate, strict=True):
         assert len(p) == len(s) > 0

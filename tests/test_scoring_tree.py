@@ -198,7 +198,7 @@ def test_smollm2_tree_equals_scoring_alone_on_real_bbq() -> None:
     opts = bbq.option_table(df)
     prompts = [bbq.prompt_text(df["context"].iloc[i], df["question"].iloc[i]) for i in opts["item"]]
     conts = [" " + t for t in opts["text"]]
-    got = scoring.shared_context_logprobs(h, prompts, conts)
+    got = scoring.continuation_logprobs(h, prompts, conts)
     ref = scoring.continuation_logprobs(h, prompts, conts, pack=False)
     for g, r in zip(got, ref, strict=True):
         assert len(g) == len(r) > 0

@@ -42,7 +42,6 @@ from audit.scoring.causal import (
     prefix_token_id,
     prefix_tree_plan,
     sentence_logprob,
-    shared_context_logprobs,
 )
 from audit.scoring.embeddings import POOLINGS, embed, hidden_states, pool
 from audit.scoring.heads import output_head
@@ -57,5 +56,5 @@ __all__ = [
     "continuation_logprobs", "default_batch_tokens", "embed", "hidden_states", "length_sorted_batches",
     "masked_token_logprobs", "naive_causal_logprobs", "naive_pseudo_log_likelihood", "output_head", "pack_rows",
     "pad_tensors", "pad_token_id", "pool", "prefix_token_id", "prefix_tree_plan", "pseudo_log_likelihood",
-    "run_batches", "sentence_logprob", "shared_context_logprobs",
+    "run_batches", "sentence_logprob",
 ]

@@ -434,6 +434,3 @@ def continuation_logprobs(
         starts.append(len(head) + len(c_ids) if (head or c_ids) else 1)
     return causal_logprobs(handle, seqs, score_from=starts, **kw)
 
-
-#: the name the probes use where continuations share contexts (the same function)
-shared_context_logprobs = continuation_logprobs
